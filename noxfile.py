@@ -1,0 +1,50 @@
+"""Task automation: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s bench``."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+PYTEST_ARGS = ["-p", "no:cacheprovider"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite against real services (see docs/testing.md)."""
+    session.install("-e", ".[test]")
+    # pytest exits 5 when it collected nothing; that must fail, never pass.
+    session.run("pytest", *PYTEST_ARGS, *session.posargs, success_codes=[0])
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and format check."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the three packages."""
+    session.install("-e", ".[test]", "mypy>=1.10")
+    session.run("mypy", "--strict", "triggers_core", "triggers_backends", "triggers_celery")
+
+
+@nox.session
+def example(session: nox.Session) -> None:
+    """Run the questionnaire example on the embedded default (SQLite + threads)."""
+    session.install("-e", ".[sqlalchemy]")
+    session.run("python", "examples/questionnaire.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: fire latency vs. session history size (medians, ratios)."""
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/fire_latency.py", *session.posargs, env=dict(os.environ))

@@ -1,0 +1,86 @@
+"""Triggers: a distributed observer pattern for Celery.
+
+Fire named triggers inside a session; a JSON configuration says which tasks run
+once which triggers have fired (in any order, across processes and days).
+This package is the typed core and needs only ``attrs``.
+"""
+
+from triggers_core.config import TaskConfig, parse_configuration
+from triggers_core.effects import InstanceReplayed, InstanceSkipped, ScheduleInstance, TriggerFired
+from triggers_core.engine import Transition
+from triggers_core.errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    ConflictError,
+    DispatchError,
+    InvalidKwargsError,
+    InvalidTransitionError,
+    MaxRetriesExceeded,
+    RegistryError,
+    SchemaMissingError,
+    SerializationError,
+    StorageError,
+    TriggersError,
+    UnknownInstanceError,
+    UnknownTaskError,
+)
+from triggers_core.manager import TriggerManager
+from triggers_core.memory import MemoryStorage, MemoryStore
+from triggers_core.registry import STORAGE_URL_ENV, managers, open_storage, runners, storages
+from triggers_core.runners import TaskRunner, ThreadingTaskRunner
+from triggers_core.state import RESOLVED_STATUSES, SessionState, Status, TaskInstance
+from triggers_core.storage import Snapshot, Storage
+from triggers_core.tasks import (
+    TaskContext,
+    TriggerTask,
+    get_task,
+    register_task,
+    registered_tasks,
+    with_context,
+)
+
+__all__ = [
+    "RESOLVED_STATUSES",
+    "STORAGE_URL_ENV",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "ConflictError",
+    "DispatchError",
+    "InstanceReplayed",
+    "InstanceSkipped",
+    "InvalidKwargsError",
+    "InvalidTransitionError",
+    "MaxRetriesExceeded",
+    "MemoryStorage",
+    "MemoryStore",
+    "RegistryError",
+    "ScheduleInstance",
+    "SchemaMissingError",
+    "SerializationError",
+    "SessionState",
+    "Snapshot",
+    "Status",
+    "Storage",
+    "StorageError",
+    "TaskConfig",
+    "TaskContext",
+    "TaskInstance",
+    "TaskRunner",
+    "ThreadingTaskRunner",
+    "Transition",
+    "TriggerFired",
+    "TriggerManager",
+    "TriggerTask",
+    "TriggersError",
+    "UnknownInstanceError",
+    "UnknownTaskError",
+    "get_task",
+    "managers",
+    "open_storage",
+    "parse_configuration",
+    "register_task",
+    "registered_tasks",
+    "runners",
+    "storages",
+    "with_context",
+]

@@ -1,0 +1,229 @@
+"""Task configuration: the JSON-compatible mapping that says which task runs when.
+
+``parse_configuration`` validates a whole configuration and either returns every
+task or raises one :class:`ConfigurationError` listing *every* problem with its
+path; nothing partial is ever returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from typing import Any
+
+import attrs
+
+from triggers_core._util import to_json_value
+from triggers_core.errors import ConfigurationError, InvalidKwargsError
+
+__all__ = ["KNOWN_DIRECTIVES", "TaskConfig", "parse_configuration", "parse_task_config"]
+
+#: The directives with a meaning; any other key is kept verbatim as ``extras``.
+KNOWN_DIRECTIVES = frozenset({"after", "run", "andEvery", "unless", "withParams", "using"})
+
+
+@attrs.frozen
+class TaskConfig:
+    """One trigger task's directives, validated.
+
+    ``after`` keeps the order given (duplicates removed); ``and_every`` is
+    implicitly required too (see :attr:`required_triggers`).
+    """
+
+    name: str
+    run: str
+    after: tuple[str, ...]
+    and_every: str | None = None
+    unless: tuple[str, ...] = ()
+    with_params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    using: str | None = None
+    extras: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def required_triggers(self) -> frozenset[str]:
+        """Every trigger that must be recorded before an instance is ready."""
+        if self.and_every is None:
+            return frozenset(self.after)
+        return frozenset(self.after) | {self.and_every}
+
+    @property
+    def unless_triggers(self) -> frozenset[str]:
+        """Triggers that, once *all* have fired, abandon unstarted instances."""
+        return frozenset(self.unless)
+
+    def uses(self, trigger_name: str) -> bool:
+        """True if ``trigger_name`` is one of this task's after/andEvery/unless triggers."""
+        return (
+            trigger_name in self.after
+            or trigger_name == self.and_every
+            or trigger_name in self.unless
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The configuration mapping in its canonical JSON form (parses back equal)."""
+        out: dict[str, Any] = dict(self.extras)
+        out["after"] = list(self.after)
+        out["run"] = self.run
+        if self.and_every is not None:
+            out["andEvery"] = self.and_every
+        if self.unless:
+            out["unless"] = list(self.unless)
+        if self.with_params:
+            out["withParams"] = {k: dict(v) for k, v in self.with_params.items()}
+        if self.using is not None:
+            out["using"] = self.using
+        return out
+
+
+def _names(value: object, path: str, problems: list[str]) -> tuple[str, ...] | None:
+    """Validate a list/tuple/set of trigger names; keep order, drop duplicates."""
+    if isinstance(value, str):
+        problems.append(f"{path}: expected a list of trigger names, got a single string")
+        return None
+    if isinstance(value, Set):
+        items: list[object] = sorted(value, key=repr)
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        problems.append(f"{path}: expected a list of trigger names, got {type(value).__name__}")
+        return None
+    names: list[str] = []
+    ok = True
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            problems.append(f"{path}[{i}]: expected a trigger name, got {type(item).__name__}")
+            ok = False
+        elif not item:
+            problems.append(f"{path}[{i}]: trigger name must not be empty")
+            ok = False
+        elif item not in names:
+            names.append(item)
+    return tuple(names) if ok else None
+
+
+def _single_name(value: object, path: str, what: str, problems: list[str]) -> str | None:
+    if not isinstance(value, str):
+        problems.append(f"{path}: expected a single {what} (a string), got {type(value).__name__}")
+        return None
+    if not value:
+        problems.append(f"{path}: {what} must not be empty")
+        return None
+    return value
+
+
+def parse_task_config(name: object, directives: object, problems: list[str]) -> TaskConfig | None:
+    """Validate one task; append problems (with paths) and return None if any."""
+    before = len(problems)
+    label = name if isinstance(name, str) and name else repr(name)
+    if not isinstance(name, str):
+        problems.append(f"{label}: task name must be a string, got {type(name).__name__}")
+    elif not name:
+        problems.append("'': task name must not be empty")
+    elif "#" in name:
+        problems.append(f"{name}: task name must not contain '#' (it separates instance numbers)")
+    if not isinstance(directives, Mapping):
+        problems.append(
+            f"{label}: expected a mapping of directives, got {type(directives).__name__}"
+        )
+        return None
+    for key in directives:
+        if not isinstance(key, str):
+            problems.append(f"{label}[{key!r}]: directive names must be strings")
+
+    after: tuple[str, ...] | None = ()
+    if "after" not in directives:
+        problems.append(f"{label}.after: required (the triggers that must fire)")
+    else:
+        after = _names(directives["after"], f"{label}.after", problems)
+
+    run: str | None = None
+    if "run" not in directives:
+        problems.append(f"{label}.run: required (the name of the trigger task to execute)")
+    else:
+        run = _single_name(directives["run"], f"{label}.run", "task name", problems)
+
+    and_every: str | None = None
+    if directives.get("andEvery") is not None:
+        and_every = _single_name(
+            directives["andEvery"], f"{label}.andEvery", "trigger name", problems
+        )
+
+    if after == () and and_every is None and "after" in directives:
+        problems.append(f"{label}.after: must name at least one trigger (or give andEvery)")
+
+    unless: tuple[str, ...] | None = ()
+    if directives.get("unless") is not None:
+        unless = _names(directives["unless"], f"{label}.unless", problems)
+
+    with_params: dict[str, dict[str, Any]] = {}
+    raw_params = directives.get("withParams")
+    if raw_params is not None:
+        if not isinstance(raw_params, Mapping):
+            problems.append(
+                f"{label}.withParams: expected a mapping of trigger names to mappings, "
+                f"got {type(raw_params).__name__}"
+            )
+        else:
+            for trigger, params in raw_params.items():
+                path = f"{label}.withParams.{trigger}"
+                if not isinstance(trigger, str) or not trigger:
+                    problems.append(f"{label}.withParams[{trigger!r}]: expected a trigger name")
+                elif not isinstance(params, Mapping):
+                    problems.append(f"{path}: expected a mapping, got {type(params).__name__}")
+                else:
+                    try:
+                        with_params[trigger] = to_json_value(params, path)
+                    except InvalidKwargsError as exc:
+                        problems.append(str(exc))
+
+    using: str | None = None
+    if directives.get("using") is not None:
+        using = _single_name(directives["using"], f"{label}.using", "runner name", problems)
+
+    extras: dict[str, Any] = {}
+    for key, value in directives.items():
+        if isinstance(key, str) and key not in KNOWN_DIRECTIVES:
+            try:
+                extras[key] = to_json_value(value, f"{label}.{key}")
+            except InvalidKwargsError as exc:
+                problems.append(str(exc))
+
+    if len(problems) > before:
+        return None
+    assert isinstance(name, str)
+    assert run is not None
+    assert after is not None
+    assert unless is not None
+    return TaskConfig(
+        name=name,
+        run=run,
+        after=after,
+        and_every=and_every,
+        unless=unless,
+        with_params=with_params,
+        using=using,
+        extras=extras,
+    )
+
+
+def parse_configuration(raw: object) -> dict[str, TaskConfig]:
+    """Validate ``{task_name: directives, ...}``; all or nothing.
+
+    Raises :class:`ConfigurationError` listing every problem, each prefixed by
+    its path (``t_score.withParams.model: expected a mapping``).
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(
+            [
+                f"<configuration>: expected a mapping of task names to directives, "
+                f"got {type(raw).__name__}"
+            ]
+        )
+    problems: list[str] = []
+    tasks: dict[str, TaskConfig] = {}
+    for name, directives in raw.items():
+        task = parse_task_config(name, directives, problems)
+        if task is not None:
+            tasks[task.name] = task
+    if problems:
+        raise ConfigurationError(problems)
+    return tasks

@@ -1,0 +1,611 @@
+"""The pure transition engine: ``operation(state, ...) -> Transition(state, effects)``.
+
+No I/O, no clock, no randomness: the time comes in as ``now``. Every operation
+either raises (the input does not apply to the state, and nothing changes) or
+returns the new state, the names of the instances it created or changed, and
+the effects the shell performs *after* the new state is committed.
+
+The rules of ``fire`` (trigger ``X`` with kwargs ``K``), for every task ``T``
+whose ``after``/``andEvery``/``unless`` uses ``X``, tasks in name order:
+
+1. If ``T`` has no instance yet (its counter is 0), create one. Otherwise offer
+   ``X`` to each *unstarted* instance of ``T``: an ``after`` trigger it has not
+   recorded is recorded with ``K`` (first kwargs win); an ``unless`` trigger it
+   has not recorded is recorded. If ``X`` is ``T``'s ``andEvery`` and no
+   unstarted instance recorded it just now, create a new instance.
+2. A new instance is seeded with the session's *latest* kwargs of ``T``'s other
+   required triggers and with ``T``'s other ``unless`` triggers that already
+   fired; then ``X`` is applied to it.
+3. Each unstarted instance of ``T`` whose ``unless`` set is non-empty and fully
+   recorded is abandoned; otherwise, if all its required triggers are recorded,
+   it is scheduled (a ``ScheduleInstance`` effect, kwargs merged over
+   ``withParams``).
+
+Finally the session records ``K`` as ``X``'s latest kwargs.
+
+Fire-path cost: ``fire`` (and the cascade inside ``finish``/``skip_failed``)
+only reads configs, latest kwargs, counters and *unresolved* instances; it
+never reads or rewrites resolved history, so storages may load only the
+working set (see :meth:`SessionState.without_resolved`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from triggers_core._util import deep_merge, to_json_mapping
+from triggers_core.config import TaskConfig, parse_configuration
+from triggers_core.effects import (
+    Effect,
+    InstanceReplayed,
+    InstanceSkipped,
+    ScheduleInstance,
+    TriggerFired,
+)
+from triggers_core.errors import (
+    ConfigurationError,
+    InvalidKwargsError,
+    InvalidTransitionError,
+    UnknownInstanceError,
+)
+from triggers_core.state import SessionState, Status, TaskInstance, instance_name
+
+__all__ = [
+    "MAX_RETRIES_EXCEEDED_TYPE",
+    "Transition",
+    "fail",
+    "finish",
+    "fire",
+    "mark_logs_resolved",
+    "mark_running",
+    "replay_failed",
+    "retry_self",
+    "skip_failed",
+    "skip_self",
+    "task_kwargs",
+    "update_configuration",
+    "update_metadata",
+    "update_status",
+]
+
+#: ``exceptionType`` recorded when a task retries past its ``max_retries``.
+MAX_RETRIES_EXCEEDED_TYPE = "triggers_core.errors.MaxRetriesExceeded"
+
+
+@attrs.frozen
+class Transition:
+    """The result of an operation: the new state, what changed, what to do next."""
+
+    state: SessionState
+    effects: tuple[Effect, ...] = ()
+    #: Names of instances created or changed (a storage writes just these).
+    changed: frozenset[str] = frozenset()
+
+    @property
+    def scheduled(self) -> tuple[str, ...]:
+        """Names of the instances this transition scheduled, in dispatch order."""
+        return tuple(e.instance_name for e in self.effects if isinstance(e, ScheduleInstance))
+
+
+class _Builder:
+    """Accumulates one transition; the only mutable thing in the engine."""
+
+    def __init__(self, state: SessionState, now: datetime) -> None:
+        self.tasks = state.tasks
+        self.instances = dict(state.instances)
+        self.latest = dict(state.latest_kwargs)
+        self.counters = dict(state.counters)
+        self.effects: list[Effect] = []
+        self.changed: set[str] = set()
+        self.ts = _timestamp(now)
+
+    def put(self, instance: TaskInstance) -> None:
+        self.instances[instance.name] = instance
+        self.changed.add(instance.name)
+
+    def get(self, name: str) -> TaskInstance:
+        try:
+            return self.instances[name]
+        except KeyError:
+            raise UnknownInstanceError(name) from None
+
+    def build(self) -> Transition:
+        state = SessionState(
+            tasks=self.tasks,
+            instances=self.instances,
+            latest_kwargs=self.latest,
+            counters=self.counters,
+        )
+        return Transition(state, tuple(self.effects), frozenset(self.changed))
+
+
+def _timestamp(now: datetime) -> str:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"now must be a timezone-aware datetime, got naive {now!r}")
+    return now.astimezone(UTC).isoformat()
+
+
+def _set_status(instance: TaskInstance, status: Status, ts: str, **metadata: Any) -> TaskInstance:
+    timestamps = dict(instance.metadata.get("timestamps", {}))
+    timestamps[status.value] = ts
+    meta = {**instance.metadata, **metadata, "timestamps": timestamps, "lastModified": ts}
+    return attrs.evolve(instance, status=status, metadata=meta)
+
+
+def _require(instance: TaskInstance, operation: str, *allowed: Status) -> None:
+    if instance.status not in allowed:
+        names = " or ".join(s.value for s in allowed)
+        raise InvalidTransitionError(
+            operation,
+            instance.name,
+            instance.status.value,
+            f"only {names} instances can {operation}",
+        )
+
+
+def _config_for(b: _Builder, instance: TaskInstance) -> TaskConfig:
+    try:
+        return b.tasks[instance.task_name]
+    except KeyError:
+        raise InvalidTransitionError(
+            "schedule",
+            instance.name,
+            instance.status.value,
+            f"task {instance.task_name!r} is not configured",
+        ) from None
+
+
+def task_kwargs(task: TaskConfig, recorded: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Kwargs a task receives: ``withParams`` deep-merged under the recorded kwargs."""
+    return deep_merge(task.with_params, recorded)
+
+
+# -- fire --------------------------------------------------------------------
+
+
+def _new_instance(b: _Builder, task: TaskConfig, trigger: str) -> TaskInstance:
+    number = b.counters.get(task.name, 0)
+    b.counters[task.name] = number + 1
+    seeded = {t: b.latest[t] for t in task.required_triggers if t != trigger and t in b.latest}
+    unless = frozenset(u for u in task.unless if u != trigger and u in b.latest)
+    return TaskInstance(
+        name=instance_name(task.name, number),
+        task_name=task.name,
+        status=Status.UNSTARTED,
+        kwargs=seeded,
+        unless_fired=unless,
+        metadata={
+            "created": b.ts,
+            "lastModified": b.ts,
+            "timestamps": {Status.UNSTARTED.value: b.ts},
+            "depth": 0,
+        },
+    )
+
+
+def _offer(
+    instance: TaskInstance, task: TaskConfig, trigger: str, kwargs: Mapping[str, Any]
+) -> TaskInstance:
+    """Record ``trigger`` on an unstarted instance if it has not recorded it yet."""
+    new_kwargs = instance.kwargs
+    if trigger in task.required_triggers and trigger not in instance.kwargs:
+        new_kwargs = {**instance.kwargs, trigger: kwargs}
+    new_unless = instance.unless_fired
+    if trigger in task.unless and trigger not in instance.unless_fired:
+        new_unless = instance.unless_fired | {trigger}
+    if new_kwargs is instance.kwargs and new_unless is instance.unless_fired:
+        return instance
+    return attrs.evolve(instance, kwargs=new_kwargs, unless_fired=new_unless)
+
+
+def _schedule(
+    b: _Builder, task: TaskConfig, instance: TaskInstance, cooldown: float | None = None
+) -> None:
+    b.put(_set_status(instance, Status.SCHEDULED, b.ts))
+    b.effects.append(
+        ScheduleInstance(
+            instance_name=instance.name,
+            task_name=task.name,
+            run=task.run,
+            using=task.using,
+            trigger_kwargs=task_kwargs(task, instance.kwargs),
+            cooldown=cooldown,
+            depth=int(instance.metadata.get("depth", 0)),
+        )
+    )
+
+
+def _unstarted(b: _Builder, task_name: str) -> list[TaskInstance]:
+    found = [
+        i for i in b.instances.values() if i.task_name == task_name and i.status is Status.UNSTARTED
+    ]
+    found.sort(key=lambda i: i.number)
+    return found
+
+
+def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str, ...]:
+    scheduled: list[str] = []
+    for task_name in sorted(b.tasks):
+        task = b.tasks[task_name]
+        if not task.uses(trigger):
+            continue
+        if b.counters.get(task.name, 0) == 0:
+            b.put(_offer(_new_instance(b, task, trigger), task, trigger, kwargs))
+        else:
+            recorded_every = False
+            for instance in _unstarted(b, task.name):
+                offered = _offer(instance, task, trigger, kwargs)
+                if offered is not instance:
+                    b.put(offered)
+                    if trigger == task.and_every:
+                        recorded_every = True
+            if trigger == task.and_every and not recorded_every:
+                b.put(_offer(_new_instance(b, task, trigger), task, trigger, kwargs))
+        required = task.required_triggers
+        unless = task.unless_triggers
+        for instance in _unstarted(b, task.name):
+            if unless and unless <= instance.unless_fired:
+                b.put(_set_status(instance, Status.ABANDONED, b.ts))
+            elif required <= instance.kwargs.keys():
+                _schedule(b, task, instance)
+                scheduled.append(instance.name)
+    b.latest[trigger] = kwargs
+    return tuple(scheduled)
+
+
+def _check_trigger_name(trigger_name: object) -> str:
+    if not isinstance(trigger_name, str) or not trigger_name:
+        raise InvalidKwargsError(
+            "trigger_name", f"expected a non-empty string, got {trigger_name!r}"
+        )
+    return trigger_name
+
+
+def fire(
+    state: SessionState,
+    trigger_name: str,
+    trigger_kwargs: Mapping[str, Any] | None = None,
+    *,
+    now: datetime,
+) -> Transition:
+    """Fire ``trigger_name`` with ``trigger_kwargs`` (see the module docstring)."""
+    name = _check_trigger_name(trigger_name)
+    kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")
+    b = _Builder(state, now)
+    scheduled = _apply_fire(b, name, kwargs)
+    b.effects.append(TriggerFired(name, scheduled))
+    return b.build()
+
+
+def update_configuration(state: SessionState, config: Mapping[str, Any]) -> Transition:
+    """Add or replace tasks by name; other tasks stay. Never re-applies old triggers.
+
+    ``config`` is either raw directives (validated all-or-nothing) or
+    already-parsed :class:`TaskConfig` values.
+    """
+    if (
+        isinstance(config, Mapping)
+        and config
+        and all(isinstance(v, TaskConfig) for v in config.values())
+    ):
+        parsed: dict[str, TaskConfig] = {}
+        problems = []
+        for key, value in config.items():
+            if key != value.name:
+                problems.append(f"{key}: key does not match TaskConfig name {value.name!r}")
+            parsed[key] = value
+        if problems:
+            raise ConfigurationError(problems)
+    else:
+        parsed = parse_configuration(config)
+    return Transition(attrs.evolve(state, tasks={**state.tasks, **parsed}))
+
+
+# -- running an instance ----------------------------------------------------------
+
+
+def mark_running(state: SessionState, name: str, *, now: datetime) -> Transition:
+    """A runner starts a scheduled instance; records ``actualKwargs``."""
+    b = _Builder(state, now)
+    instance = b.get(name)
+    _require(instance, "run", Status.SCHEDULED)
+    task = _config_for(b, instance)
+    actual = task_kwargs(task, instance.kwargs)
+    b.put(_set_status(instance, Status.RUNNING, b.ts, actualKwargs=actual))
+    return b.build()
+
+
+def finish(
+    state: SessionState,
+    name: str,
+    result: Mapping[str, Any] | None,
+    *,
+    now: datetime,
+    log_level: int = logging.NOTSET,
+) -> Transition:
+    """A running instance returned ``result``: finish it and cascade, atomically.
+
+    Raises :class:`InvalidKwargsError` (and changes nothing) if ``result`` is
+    not a JSON-compatible mapping; the shell records that as a failure.
+    """
+    b = _Builder(state, now)
+    instance = b.get(name)
+    _require(instance, "finish", Status.RUNNING)
+    data = to_json_mapping(result, "result")
+    finished = _set_status(instance, Status.FINISHED, b.ts, result=data)
+    b.put(attrs.evolve(finished, log_level=max(instance.log_level, log_level)))
+    scheduled = _apply_fire(b, instance.task_name, data)
+    b.effects.append(TriggerFired(instance.task_name, scheduled))
+    return b.build()
+
+
+def _failed(
+    instance: TaskInstance,
+    ts: str,
+    *,
+    exception_type: str,
+    exception_info: str,
+    exception_context: Mapping[str, Any] | None,
+    log_level: int,
+    metadata: Mapping[str, Any] | None = None,
+) -> TaskInstance:
+    level = max(instance.log_level, log_level)
+    extra = to_json_mapping(metadata, "metadata")
+    context = to_json_mapping(exception_context, "exception_context")
+    failed = _set_status(
+        instance,
+        Status.FAILED,
+        ts,
+        **extra,
+        exceptionType=exception_type,
+        exceptionInfo=exception_info,
+        exceptionContext=context,
+        logLevel=level,
+    )
+    return attrs.evolve(failed, log_level=level)
+
+
+def fail(
+    state: SessionState,
+    name: str,
+    *,
+    now: datetime,
+    exception_type: str,
+    exception_info: str,
+    exception_context: Mapping[str, Any] | None = None,
+    log_level: int = logging.ERROR,
+    metadata: Mapping[str, Any] | None = None,
+) -> Transition:
+    """A running instance raised, or a scheduled one could not be dispatched."""
+    b = _Builder(state, now)
+    instance = b.get(name)
+    _require(instance, "fail", Status.RUNNING, Status.SCHEDULED)
+    b.put(
+        _failed(
+            instance,
+            b.ts,
+            exception_type=exception_type,
+            exception_info=exception_info,
+            exception_context=exception_context,
+            log_level=log_level,
+            metadata=metadata,
+        )
+    )
+    return b.build()
+
+
+def skip_self(
+    state: SessionState,
+    name: str,
+    *,
+    now: datetime,
+    metadata: Mapping[str, Any] | None = None,
+    log_level: int = logging.NOTSET,
+) -> Transition:
+    """A running instance skipped itself: ``skipped``, no cascade."""
+    b = _Builder(state, now)
+    instance = b.get(name)
+    _require(instance, "skip itself", Status.RUNNING)
+    extra = to_json_mapping(metadata, "metadata")
+    skipped = _set_status(instance, Status.SKIPPED, b.ts, **extra)
+    b.put(attrs.evolve(skipped, log_level=max(instance.log_level, log_level)))
+    return b.build()
+
+
+def _replay(
+    b: _Builder,
+    instance: TaskInstance,
+    replacement_kwargs: Mapping[str, Any] | None,
+    *,
+    retries: int,
+    cooldown: float | None,
+) -> str:
+    task = _config_for(b, instance)
+    if replacement_kwargs is None:
+        kwargs = instance.kwargs
+    else:
+        kwargs = to_json_mapping(replacement_kwargs, "replacement_kwargs")
+        for trigger, value in kwargs.items():
+            if not isinstance(value, Mapping):
+                raise InvalidKwargsError(
+                    f"replacement_kwargs.{trigger}",
+                    f"expected a mapping (kwargs per trigger), got {type(value).__name__}",
+                )
+    number = b.counters.get(task.name, 0)
+    b.counters[task.name] = number + 1
+    clone_name = instance_name(task.name, number)
+    depth = int(instance.metadata.get("depth", 0)) + 1
+    clone = TaskInstance(
+        name=clone_name,
+        task_name=task.name,
+        status=Status.UNSTARTED,
+        kwargs=kwargs,
+        unless_fired=instance.unless_fired,
+        metadata={
+            "created": b.ts,
+            "lastModified": b.ts,
+            "timestamps": {Status.UNSTARTED.value: b.ts},
+            "parent": instance.name,
+            "depth": depth,
+        },
+        retries=retries,
+    )
+    b.put(_set_status(instance, Status.REPLAYED, b.ts, replayedAs=clone_name))
+    _schedule(b, task, clone, cooldown)
+    b.effects.append(InstanceReplayed(instance.name, clone_name))
+    return clone_name
+
+
+def replay_failed(
+    state: SessionState,
+    name: str,
+    replacement_kwargs: Mapping[str, Any] | None = None,
+    *,
+    now: datetime,
+) -> Transition:
+    """Replay a failed instance: it becomes ``replayed``; a scheduled clone takes over.
+
+    The clone gets the same kwargs, or ``replacement_kwargs`` (which replace
+    them wholly), the task's *current* config, and metadata ``parent``/``depth``.
+    """
+    b = _Builder(state, now)
+    instance = b.get(name)
+    _require(instance, "replay", Status.FAILED)
+    _replay(b, instance, replacement_kwargs, retries=0, cooldown=None)
+    return b.build()
+
+
+def retry_self(
+    state: SessionState,
+    name: str,
+    *,
+    now: datetime,
+    max_retries: int,
+    exception_type: str | None = None,
+    exception_info: str | None = None,
+    exception_context: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    replacement_kwargs: Mapping[str, Any] | None = None,
+    cooldown: float | None = None,
+    log_level: int = logging.NOTSET,
+) -> Transition:
+    """A running instance asked to retry: fail it and replay it after ``cooldown``.
+
+    Once its retries reach ``max_retries`` it fails with ``MaxRetriesExceeded``.
+    """
+    b = _Builder(state, now)
+    instance = b.get(name)
+    _require(instance, "retry", Status.RUNNING)
+    if cooldown is not None and cooldown < 0:
+        raise ValueError(f"cooldown must be >= 0 seconds, got {cooldown!r}")
+    if instance.retries >= max_retries:
+        detail = f"{instance.name} asked to retry after {instance.retries} retries"
+        detail += f" (max_retries={max_retries})"
+        if exception_type:
+            detail += f"; last error {exception_type}:\n{exception_info or ''}"
+        b.put(
+            _failed(
+                instance,
+                b.ts,
+                exception_type=MAX_RETRIES_EXCEEDED_TYPE,
+                exception_info=detail,
+                exception_context=exception_context,
+                log_level=max(log_level, logging.ERROR),
+                metadata=metadata,
+            )
+        )
+        return b.build()
+    failed = _failed(
+        instance,
+        b.ts,
+        exception_type=exception_type or "triggers_core.tasks.Retry",
+        exception_info=exception_info or f"{instance.name} asked to retry",
+        exception_context=exception_context,
+        log_level=log_level,
+        metadata=metadata,
+    )
+    b.put(failed)
+    _replay(b, failed, replacement_kwargs, retries=instance.retries + 1, cooldown=cooldown)
+    return b.build()
+
+
+def skip_failed(
+    state: SessionState,
+    name: str,
+    *,
+    now: datetime,
+    cascade: bool = False,
+    result: Mapping[str, Any] | None = None,
+) -> Transition:
+    """An operator skips a failed instance; with ``cascade`` its task name fires."""
+    b = _Builder(state, now)
+    instance = b.get(name)
+    _require(instance, "skip", Status.FAILED)
+    data = to_json_mapping(result, "result")
+    b.put(_set_status(instance, Status.SKIPPED, b.ts))
+    if cascade:
+        scheduled = _apply_fire(b, instance.task_name, data)
+        b.effects.append(TriggerFired(instance.task_name, scheduled))
+    b.effects.append(InstanceSkipped(instance.name, cascade))
+    return b.build()
+
+
+def update_status(
+    state: SessionState,
+    name: str,
+    status: Status | str,
+    *,
+    now: datetime,
+    metadata: Mapping[str, Any] | None = None,
+    cascade: bool = False,
+    cascade_kwargs: Mapping[str, Any] | None = None,
+) -> Transition:
+    """Force an instance's status (an operator's tool); optionally cascade.
+
+    Setting ``scheduled`` does not dispatch anything: replay a failed
+    instance to run it again.
+    """
+    try:
+        new_status = status if isinstance(status, Status) else Status(status)
+    except ValueError:
+        known = ", ".join(s.value for s in Status)
+        raise ValueError(f"unknown status {status!r}; known: {known}") from None
+    b = _Builder(state, now)
+    instance = b.get(name)
+    extra = to_json_mapping(metadata, "metadata")
+    data = to_json_mapping(cascade_kwargs, "cascade_kwargs")
+    b.put(_set_status(instance, new_status, b.ts, **extra))
+    if cascade:
+        scheduled = _apply_fire(b, instance.task_name, data)
+        b.effects.append(TriggerFired(instance.task_name, scheduled))
+    return b.build()
+
+
+def update_metadata(
+    state: SessionState, name: str, metadata: Mapping[str, Any], *, now: datetime
+) -> Transition:
+    """Merge ``metadata`` into an instance's metadata; status unchanged."""
+    b = _Builder(state, now)
+    instance = b.get(name)
+    extra = to_json_mapping(metadata, "metadata")
+    b.put(attrs.evolve(instance, metadata={**instance.metadata, **extra, "lastModified": b.ts}))
+    return b.build()
+
+
+def mark_logs_resolved(state: SessionState, name: str, *, now: datetime) -> Transition:
+    """Acknowledge an instance's ERROR-level logs (``logs_resolved`` becomes True)."""
+    b = _Builder(state, now)
+    instance = b.get(name)
+    b.put(
+        attrs.evolve(
+            instance,
+            logs_marked_resolved=True,
+            metadata={**instance.metadata, "lastModified": b.ts},
+        )
+    )
+    return b.build()

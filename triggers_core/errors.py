@@ -1,0 +1,142 @@
+"""Every exception the library raises derives from :class:`TriggersError`.
+
+Errors carry structured fields (session, instance, status, backend...) so that
+callers can react programmatically, and messages that name both the state and
+the input that did not fit it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "ConcurrencyError",
+    "ConfigurationError",
+    "ConflictError",
+    "DispatchError",
+    "InvalidKwargsError",
+    "InvalidTransitionError",
+    "MaxRetriesExceeded",
+    "RegistryError",
+    "SchemaMissingError",
+    "SerializationError",
+    "StorageError",
+    "TriggersError",
+    "UnknownInstanceError",
+    "UnknownTaskError",
+]
+
+
+class TriggersError(Exception):
+    """Root of every exception raised by Triggers."""
+
+
+class ConfigurationError(TriggersError, ValueError):
+    """A configuration was rejected; ``problems`` lists every problem with its path."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"invalid configuration ({count} problem{'s' if count != 1 else ''}):\n{lines}"
+        )
+
+
+class InvalidKwargsError(TriggersError, TypeError, ValueError):
+    """Trigger kwargs (or a result, or metadata) are not a JSON-compatible mapping.
+
+    ``path`` names the offending key path, e.g. ``trigger_kwargs.user.tags[2]``.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class InvalidTransitionError(TriggersError, ValueError):
+    """An operation does not apply to an instance in its current status."""
+
+    def __init__(self, operation: str, instance: str, status: str, expected: str) -> None:
+        self.operation = operation
+        self.instance = instance
+        self.status = status
+        super().__init__(
+            f"cannot {operation} instance {instance!r} in status {status!r}: {expected}"
+        )
+
+
+class UnknownInstanceError(TriggersError, KeyError):
+    """No instance with this name exists in the session."""
+
+    def __init__(self, instance: str, session: str | None = None) -> None:
+        self.instance = instance
+        self.session = session
+        super().__init__(instance)
+
+    def __str__(self) -> str:
+        where = f" in session {self.session!r}" if self.session is not None else ""
+        return f"no task instance named {self.instance!r}{where}"
+
+
+class UnknownTaskError(TriggersError, LookupError):
+    """A configuration's ``run`` names a trigger task that is not registered."""
+
+    def __init__(self, name: str, known: Iterable[str] = ()) -> None:
+        self.name = name
+        from triggers_core._util import did_you_mean  # noqa: PLC0415 - avoid import cycle
+
+        super().__init__(f"no trigger task registered under {name!r}{did_you_mean(name, known)}")
+
+
+class RegistryError(TriggersError, LookupError):
+    """A storage, runner or manager name (or URL scheme) is not registered."""
+
+
+class StorageError(TriggersError):
+    """A storage backend failed; names the backend and the session."""
+
+    def __init__(self, message: str, *, backend: str, session: str) -> None:
+        self.backend = backend
+        self.session = session
+        super().__init__(f"{backend} storage, session {session!r}: {message}")
+
+
+class ConflictError(StorageError):
+    """A compare-and-swap lost a race: the stored version is not the expected one.
+
+    The manager catches this, reloads and recomputes; users normally never see it.
+    """
+
+
+class ConcurrencyError(StorageError):
+    """An operation kept losing compare-and-swap races and gave up."""
+
+
+class SchemaMissingError(StorageError):
+    """The backend's tables do not exist yet (the message says how to create them)."""
+
+
+class SerializationError(TriggersError, ValueError):
+    """A stored document is malformed or written by a newer, unknown schema version."""
+
+
+class DispatchError(TriggersError):
+    """A task runner failed to dispatch one or more instances.
+
+    The instances were marked ``failed`` with the error recorded and can be replayed.
+    """
+
+    def __init__(self, failures: Iterable[tuple[str, BaseException]]) -> None:
+        self.failures = tuple(failures)
+        names = ", ".join(name for name, _ in self.failures)
+        first = self.failures[0][1] if self.failures else None
+        super().__init__(
+            f"could not dispatch {names}: {type(first).__name__}: {first} "
+            "(marked failed; replay once the runner is available)"
+        )
+
+
+class MaxRetriesExceeded(TriggersError):
+    """A task asked to retry after its retries had reached ``max_retries``."""

@@ -1,0 +1,402 @@
+"""TriggerManager: the thin shell around the pure engine.
+
+Every operation follows one loop: load the working set -> compute the pure
+transition -> compare-and-swap -> on conflict reload and recompute (bounded,
+jittered backoff) -> only after the commit, dispatch scheduled instances in
+order -> call the hooks. Engine errors propagate unchanged and nothing is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import traceback
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from triggers_core import engine
+from triggers_core.effects import InstanceReplayed, InstanceSkipped, ScheduleInstance, TriggerFired
+from triggers_core.engine import Transition
+from triggers_core.errors import (
+    ConcurrencyError,
+    ConflictError,
+    DispatchError,
+    InvalidKwargsError,
+    InvalidTransitionError,
+    UnknownInstanceError,
+)
+from triggers_core.registry import open_storage
+from triggers_core.registry import runners as runner_registry
+from triggers_core.runners import TaskRunner
+from triggers_core.state import SessionState, Status, TaskInstance
+from triggers_core.storage import Storage
+from triggers_core.tasks import RetryTask, SkipTask, TaskContext, exception_context, get_task
+
+__all__ = ["TriggerManager", "exception_type_name"]
+
+log = logging.getLogger(__name__)
+
+
+def exception_type_name(exc: BaseException) -> str:
+    """``module.Name`` of an exception's type (``builtins`` omitted)."""
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _format(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
+class TriggerManager:
+    """Fires triggers and manages task instances for one session.
+
+    ``storage`` is a :class:`Storage` or a storage URL (then ``uid`` names the
+    session; with neither, ``TRIGGERS_STORAGE_URL`` or ``memory://`` is used).
+    Subclass to override the hooks or :attr:`default_runner`; register the
+    subclass under :attr:`registry_key` (entry point group
+    ``triggers.managers``) so workers can rebuild it.
+    """
+
+    #: Key in :data:`triggers_core.registry.managers` that workers use to rebuild this class.
+    registry_key: ClassVar[str] = "default"
+    #: Runner for tasks without a ``using`` directive.
+    default_runner: str = "threading"
+    #: Compare-and-swap attempts per operation before :class:`ConcurrencyError`.
+    max_attempts: int = 100
+    #: Backoff between attempts: full jitter up to ``min(cap, base * 2**attempt)`` seconds.
+    backoff_base: float = 0.001
+    backoff_cap: float = 0.1
+
+    def __init__(
+        self,
+        storage: Storage | str | None = None,
+        uid: str | None = None,
+        *,
+        runners: Mapping[str, TaskRunner] | None = None,
+        default_runner: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        if isinstance(storage, Storage):
+            if uid is not None and uid != storage.uid:
+                raise ValueError(f"uid {uid!r} given with a storage for session {storage.uid!r}")
+            self.storage = storage
+        else:
+            if uid is None:
+                raise ValueError("a session uid is required when storage is a URL or None")
+            self.storage = open_storage(storage, uid)
+        self._runners: dict[str, TaskRunner] = dict(runners or {})
+        self._runners_lock = threading.Lock()
+        if default_runner is not None:
+            self.default_runner = default_runner
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    # -- plumbing -----------------------------------------------------------------
+
+    @property
+    def uid(self) -> str:
+        """The session UID."""
+        return self.storage.uid
+
+    def now(self) -> datetime:
+        """The current time (from the ``clock`` given to the constructor)."""
+        return self._clock()
+
+    def get_runner(self, name: str | None = None) -> TaskRunner:
+        """The runner called ``name`` (default :attr:`default_runner`), created once."""
+        key = name or self.default_runner
+        with self._runners_lock:
+            runner = self._runners.get(key)
+            if runner is None:
+                runner = runner_registry.load(key)()
+                self._runners[key] = runner
+            return runner
+
+    def _commit(
+        self,
+        compute: Callable[[SessionState], Transition],
+        include: Collection[str] = (),
+    ) -> Transition:
+        for attempt in range(self.max_attempts):
+            snapshot = self.storage.load(include)
+            try:
+                transition = compute(snapshot.state)
+            except UnknownInstanceError as exc:
+                raise UnknownInstanceError(exc.instance, self.uid) from None
+            try:
+                self.storage.compare_and_swap(
+                    snapshot.version, transition.state, transition.changed
+                )
+            except ConflictError:
+                time.sleep(random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt)))
+                continue
+            return transition
+        raise ConcurrencyError(
+            f"gave up after {self.max_attempts} conflicting attempts",
+            backend=self.storage.backend_name,
+            session=self.uid,
+        )
+
+    def _perform(self, transition: Transition) -> None:
+        """Dispatch scheduled instances in order, then call the hooks."""
+        instances = dict(transition.state.instances)
+        failures: list[tuple[str, BaseException]] = []
+        for effect in transition.effects:
+            if isinstance(effect, ScheduleInstance):
+                try:
+                    self.get_runner(effect.using).dispatch(self, effect)
+                except Exception as exc:
+                    failures.append((effect.instance_name, exc))
+                    failed = self._record_dispatch_failure(effect, exc)
+                    if failed is not None:
+                        instances[failed.name] = failed
+        for effect in transition.effects:
+            if isinstance(effect, TriggerFired):
+                self._post_fire(effect.trigger_name, [instances[n] for n in effect.scheduled])
+            elif isinstance(effect, InstanceReplayed):
+                self._post_replay(instances[effect.instance_name])
+            elif isinstance(effect, InstanceSkipped):
+                self._post_skip(instances[effect.instance_name], effect.cascade)
+        if failures:
+            raise DispatchError(failures) from failures[0][1]
+
+    def _record_dispatch_failure(
+        self, effect: ScheduleInstance, exc: BaseException
+    ) -> TaskInstance | None:
+        name = effect.instance_name
+        log.error("could not dispatch %s: %s", name, exc, exc_info=exc)
+        try:
+            transition = self._commit(
+                lambda s: engine.fail(
+                    s,
+                    name,
+                    now=self.now(),
+                    exception_type=exception_type_name(exc),
+                    exception_info=_format(exc),
+                    exception_context={"dispatch": effect.using or self.default_runner},
+                ),
+                include=(name,),
+            )
+        except InvalidTransitionError:
+            return None  # it already moved on (e.g. a worker picked it up)
+        return transition.state.instances[name]
+
+    # -- public API ---------------------------------------------------------------
+
+    def update_configuration(self, config: Mapping[str, Any]) -> None:
+        """Add or replace tasks by name (others stay). Never re-applies old triggers.
+
+        Raises :class:`~triggers_core.errors.ConfigurationError` listing every
+        problem; nothing is stored then.
+        """
+        engine.update_configuration(SessionState(), config)  # validate before any I/O
+        self._commit(lambda s: engine.update_configuration(s, config))
+
+    def fire(
+        self, trigger_name: str, trigger_kwargs: Mapping[str, Any] | None = None
+    ) -> list[TaskInstance]:
+        """Fire a trigger; return the instances it scheduled (already dispatched)."""
+        from triggers_core._util import to_json_mapping  # noqa: PLC0415
+
+        kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")  # fail before any I/O
+        transition = self._commit(lambda s: engine.fire(s, trigger_name, kwargs, now=self.now()))
+        self._perform(transition)
+        return [transition.state.instances[n] for n in transition.scheduled]
+
+    def replay_failed_instance(
+        self,
+        failed_instance: str | TaskInstance,
+        replacement_kwargs: Mapping[str, Any] | None = None,
+    ) -> TaskInstance:
+        """Replay a failed instance; return the scheduled clone."""
+        name = _name(failed_instance)
+        transition = self._commit(
+            lambda s: engine.replay_failed(s, name, replacement_kwargs, now=self.now()),
+            include=(name,),
+        )
+        self._perform(transition)
+        return transition.state.instances[transition.scheduled[0]]
+
+    def skip_failed_instance(
+        self,
+        failed_instance: str | TaskInstance,
+        cascade: bool = False,
+        result: Mapping[str, Any] | None = None,
+    ) -> TaskInstance:
+        """Mark a failed instance skipped; with ``cascade`` its task name fires with ``result``."""
+        name = _name(failed_instance)
+        transition = self._commit(
+            lambda s: engine.skip_failed(s, name, now=self.now(), cascade=cascade, result=result),
+            include=(name,),
+        )
+        self._perform(transition)
+        return transition.state.instances[name]
+
+    def update_instance_status(
+        self,
+        task_instance: str | TaskInstance,
+        status: Status | str,
+        metadata: Mapping[str, Any] | None = None,
+        cascade: bool = False,
+        cascade_kwargs: Mapping[str, Any] | None = None,
+    ) -> TaskInstance:
+        """Force an instance's status (operators' tool); optionally cascade."""
+        name = _name(task_instance)
+        transition = self._commit(
+            lambda s: engine.update_status(
+                s,
+                name,
+                status,
+                now=self.now(),
+                metadata=metadata,
+                cascade=cascade,
+                cascade_kwargs=cascade_kwargs,
+            ),
+            include=(name,),
+        )
+        self._perform(transition)
+        return transition.state.instances[name]
+
+    def update_instance_metadata(
+        self, task_instance: str | TaskInstance, metadata: Mapping[str, Any]
+    ) -> TaskInstance:
+        """Merge ``metadata`` into an instance's metadata (bumps ``lastModified``)."""
+        name = _name(task_instance)
+        transition = self._commit(
+            lambda s: engine.update_metadata(s, name, metadata, now=self.now()), include=(name,)
+        )
+        return transition.state.instances[name]
+
+    def mark_instance_logs_resolved(self, task_instance: str | TaskInstance) -> TaskInstance:
+        """Acknowledge an instance's ERROR logs."""
+        name = _name(task_instance)
+        transition = self._commit(
+            lambda s: engine.mark_logs_resolved(s, name, now=self.now()), include=(name,)
+        )
+        return transition.state.instances[name]
+
+    # -- running instances (called by runners) -----------------------------------
+
+    def run_instance(self, instance_name: str) -> TaskInstance | None:
+        """Run a scheduled instance here and now; commit its outcome and cascade.
+
+        Returns None (and logs) if the instance is no longer scheduled, e.g. a
+        redelivered message for an instance that already ran.
+        """
+        name = instance_name
+        try:
+            started = self._commit(
+                lambda s: engine.mark_running(s, name, now=self.now()), include=(name,)
+            )
+        except InvalidTransitionError as exc:
+            log.warning("not running %s in session %r: %s", name, self.uid, exc)
+            return None
+        instance = started.state.instances[name]
+        config = started.state.tasks[instance.task_name]
+        context = TaskContext(
+            self,
+            trigger_kwargs=instance.metadata.get("actualKwargs", {}),
+            instance_name=name,
+            retries=instance.retries,
+            logger=logging.getLogger(f"triggers.tasks.{config.run}"),
+        )
+        try:
+            compute = self._outcome(name, config.run, context)
+            transition = self._commit(compute, include=(name,))
+        except InvalidKwargsError as exc:
+            detail = f"{config.run} produced data that is not a JSON-compatible mapping: {exc}"
+            log.error("%s failed: %s", name, detail)
+            bad_type = exception_type_name(exc)
+            level = max(context.log_level, logging.ERROR)
+            transition = self._commit(
+                lambda s: engine.fail(
+                    s,
+                    name,
+                    now=self.now(),
+                    exception_type=bad_type,
+                    exception_info=detail,
+                    log_level=level,
+                ),
+                include=(name,),
+            )
+        self._perform(transition)
+        return transition.state.instances[name]
+
+    def _outcome(
+        self, name: str, run: str, context: TaskContext
+    ) -> Callable[[SessionState], Transition]:
+        """Run the task and return the transition that records its outcome."""
+        max_retries = 0
+        try:
+            task = get_task(run)
+            max_retries = task.max_retries
+            result = task.run(context)
+        except SkipTask as skip:
+            metadata = skip.metadata
+            return lambda s: engine.skip_self(
+                s, name, now=self.now(), metadata=metadata, log_level=context.log_level
+            )
+        except RetryTask as retry:
+            cause = retry.exc
+            retry_type = exception_type_name(cause) if cause else None
+            retry_info = _format(cause) if cause else None
+            retry_context = exception_context(cause) if cause else None
+            retry_metadata, replacement = retry.metadata, retry.replacement_kwargs
+            cooldown = retry.cooldown
+            return lambda s: engine.retry_self(
+                s,
+                name,
+                now=self.now(),
+                max_retries=max_retries,
+                exception_type=retry_type,
+                exception_info=retry_info,
+                exception_context=retry_context,
+                metadata=retry_metadata,
+                replacement_kwargs=replacement,
+                cooldown=cooldown,
+                log_level=context.log_level,
+            )
+        except Exception as exc:
+            context.logger.error("%s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
+            level = max(context.log_level, logging.ERROR)
+            exc_type, exc_info, exc_context = (
+                exception_type_name(exc),
+                _format(exc),
+                exception_context(exc),
+            )
+            return lambda s: engine.fail(
+                s,
+                name,
+                now=self.now(),
+                exception_type=exc_type,
+                exception_info=exc_info,
+                exception_context=exc_context,
+                log_level=level,
+            )
+        if result is not None and not isinstance(result, Mapping):
+            raise InvalidKwargsError(
+                "result", f"a task must return a mapping or None, got {type(result).__name__}"
+            )
+        return lambda s: engine.finish(s, name, result, now=self.now(), log_level=context.log_level)
+
+    # -- hooks --------------------------------------------------------------------
+
+    def _post_fire(self, trigger_name: str, scheduled_instances: list[TaskInstance]) -> None:
+        """Called after every fire (and cascade), with the instances it scheduled."""
+
+    def _post_replay(self, replayed_instance: TaskInstance) -> None:
+        """Called after a replay, with the instance whose status became ``replayed``."""
+
+    def _post_skip(self, instance: TaskInstance, cascade: bool) -> None:
+        """Called after an operator skipped a failed instance (after its cascade)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.storage!r}>"
+
+
+def _name(instance: str | TaskInstance) -> str:
+    return instance.name if isinstance(instance, TaskInstance) else instance

@@ -1,0 +1,182 @@
+"""Session state <-> JSON documents, schema-versioned. Never pickle.
+
+A session is stored as a *header* (tasks, latest kwargs, counters) plus one
+document per instance, so that storages can rewrite only what changed.
+:func:`state_to_json` / :func:`state_from_json` combine both for storages that
+keep one document.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from triggers_core.config import TaskConfig, parse_task_config
+from triggers_core.errors import SerializationError
+from triggers_core.state import SessionState, Status, TaskInstance
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "dumps",
+    "header_from_json",
+    "header_to_json",
+    "instance_from_json",
+    "instance_to_json",
+    "loads",
+    "state_from_json",
+    "state_to_json",
+]
+
+#: Bumped whenever the stored layout changes; loaders refuse newer versions.
+SCHEMA_VERSION = 1
+
+
+def dumps(document: Mapping[str, Any]) -> str:
+    """Compact, deterministic JSON text."""
+    return json.dumps(document, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def loads(text: str | bytes, what: str = "document") -> dict[str, Any]:
+    """Parse JSON text into a mapping or raise :class:`SerializationError`."""
+    try:
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SerializationError(f"{what}: not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise SerializationError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _check_schema(doc: Mapping[str, Any], what: str) -> None:
+    version = doc.get("schemaVersion")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SerializationError(f"{what}: missing or invalid schemaVersion {version!r}")
+    if version > SCHEMA_VERSION:
+        raise SerializationError(
+            f"{what}: schemaVersion {version} is newer than this library understands "
+            f"({SCHEMA_VERSION}); upgrade triggers to read it"
+        )
+    if version < 1:
+        raise SerializationError(f"{what}: invalid schemaVersion {version}")
+
+
+def _expect(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    if key not in doc:
+        raise SerializationError(f"{what}: missing field {key!r}")
+    value = doc[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise SerializationError(f"{what}.{key}: unexpected {type(value).__name__}")
+    return value
+
+
+def instance_to_json(instance: TaskInstance) -> dict[str, Any]:
+    """One instance as a JSON-compatible mapping."""
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "name": instance.name,
+        "task": instance.task_name,
+        "status": instance.status.value,
+        "kwargs": {k: dict(v) for k, v in instance.kwargs.items()},
+        "unlessFired": sorted(instance.unless_fired),
+        "metadata": dict(instance.metadata),
+        "retries": instance.retries,
+        "logLevel": instance.log_level,
+        "logsResolved": instance.logs_marked_resolved,
+    }
+
+
+def instance_from_json(doc: Mapping[str, Any], what: str = "instance") -> TaskInstance:
+    """Inverse of :func:`instance_to_json`; raises :class:`SerializationError`."""
+    if not isinstance(doc, Mapping):
+        raise SerializationError(f"{what}: expected an object, got {type(doc).__name__}")
+    _check_schema(doc, what)
+    name = _expect(doc, "name", str, what)
+    what = f"instance {name!r}"
+    task = _expect(doc, "task", str, what)
+    if not name.startswith(task + "#") or not name[len(task) + 1 :].isdigit():
+        raise SerializationError(f"{what}: name does not match task {task!r}")
+    status_text = _expect(doc, "status", str, what)
+    try:
+        status = Status(status_text)
+    except ValueError:
+        raise SerializationError(f"{what}.status: unknown status {status_text!r}") from None
+    kwargs = _expect(doc, "kwargs", dict, what)
+    for trigger, value in kwargs.items():
+        if not isinstance(value, dict):
+            raise SerializationError(f"{what}.kwargs.{trigger}: expected an object")
+    unless = _expect(doc, "unlessFired", list, what)
+    if not all(isinstance(u, str) for u in unless):
+        raise SerializationError(f"{what}.unlessFired: expected a list of strings")
+    return TaskInstance(
+        name=name,
+        task_name=task,
+        status=status,
+        kwargs=kwargs,
+        unless_fired=frozenset(unless),
+        metadata=_expect(doc, "metadata", dict, what),
+        retries=_expect(doc, "retries", int, what),
+        log_level=_expect(doc, "logLevel", int, what),
+        logs_marked_resolved=_expect(doc, "logsResolved", bool, what),
+    )
+
+
+def header_to_json(state: SessionState) -> dict[str, Any]:
+    """Tasks, latest kwargs and counters (everything but the instances)."""
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "tasks": {name: task.to_json() for name, task in state.tasks.items()},
+        "latestKwargs": {k: dict(v) for k, v in state.latest_kwargs.items()},
+        "counters": dict(state.counters),
+    }
+
+
+def header_from_json(
+    doc: Mapping[str, Any],
+    instances: Mapping[str, TaskInstance] | None = None,
+    what: str = "session",
+) -> SessionState:
+    """Inverse of :func:`header_to_json`, joined with already-loaded ``instances``."""
+    if not isinstance(doc, Mapping):
+        raise SerializationError(f"{what}: expected an object, got {type(doc).__name__}")
+    _check_schema(doc, what)
+    raw_tasks = _expect(doc, "tasks", dict, what)
+    problems: list[str] = []
+    tasks: dict[str, TaskConfig] = {}
+    for name, directives in raw_tasks.items():
+        task = parse_task_config(name, directives, problems)
+        if task is not None:
+            tasks[name] = task
+    if problems:
+        raise SerializationError(f"{what}.tasks: " + "; ".join(problems))
+    latest = _expect(doc, "latestKwargs", dict, what)
+    counters = _expect(doc, "counters", dict, what)
+    for task_name, count in counters.items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise SerializationError(f"{what}.counters.{task_name}: expected a count")
+    return SessionState(
+        tasks=tasks, instances=dict(instances or {}), latest_kwargs=latest, counters=counters
+    )
+
+
+def state_to_json(state: SessionState) -> dict[str, Any]:
+    """The whole state as one JSON-compatible document."""
+    doc = header_to_json(state)
+    doc["instances"] = {
+        name: instance_to_json(inst) for name, inst in sorted(state.instances.items())
+    }
+    return doc
+
+
+def state_from_json(doc: Mapping[str, Any], what: str = "session") -> SessionState:
+    """Inverse of :func:`state_to_json`; raises :class:`SerializationError`."""
+    if not isinstance(doc, Mapping):
+        raise SerializationError(f"{what}: expected an object, got {type(doc).__name__}")
+    raw_instances = _expect(doc, "instances", dict, what)
+    instances: dict[str, TaskInstance] = {}
+    for name, raw in raw_instances.items():
+        instance = instance_from_json(raw, f"{what}.instances.{name}")
+        if instance.name != name:
+            raise SerializationError(f"{what}.instances.{name}: name field is {instance.name!r}")
+        instances[name] = instance
+    return header_from_json(doc, instances, what)

@@ -1,0 +1,195 @@
+"""The storage port: load a session with a version token, compare-and-swap it.
+
+Concrete storages implement three methods (:meth:`Storage.load`,
+:meth:`Storage.load_full`, :meth:`Storage.compare_and_swap`); the read-only
+inspection API of SPEC section 6 is built on top, so a storage object alone is
+enough for dashboards and scripts.
+
+Contract (proved for every backend by :mod:`triggers_core.testing.storage_contract`):
+
+* ``load`` of a session that was never stored returns an empty state and version ``None``.
+* ``compare_and_swap(expected, state, changed)`` writes the header (tasks,
+  latest kwargs, counters) and the instances named in ``changed`` only if the
+  stored version is still ``expected`` (``None``: create; fails if the session
+  exists), and returns the new version. Otherwise it raises
+  :class:`~triggers_core.errors.ConflictError` and the stored session is unchanged.
+* ``load(include)`` returns at least every unresolved instance plus the named
+  ones (if they exist); ``load_full`` returns every instance.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+import attrs
+
+from triggers_core.config import TaskConfig
+from triggers_core.errors import UnknownInstanceError
+from triggers_core.serialization import instance_to_json
+from triggers_core.state import SessionState, Status, TaskInstance
+
+__all__ = ["Snapshot", "Storage", "Version", "check_uid"]
+
+#: An opaque version token (an int for most backends). ``None``: no session yet.
+Version = int | str | bytes
+
+
+@attrs.frozen
+class Snapshot:
+    """A state as loaded, with the version to compare against when saving it."""
+
+    state: SessionState
+    version: Version | None
+
+
+def check_uid(uid: object) -> str:
+    """Session UIDs are non-empty strings (any characters)."""
+    if not isinstance(uid, str) or not uid:
+        raise ValueError(f"session uid must be a non-empty string, got {uid!r}")
+    return uid
+
+
+class Storage(abc.ABC):
+    """One session's state in some store. Subclasses implement the three primitives."""
+
+    #: Short backend name used in error messages and the registry.
+    backend_name: ClassVar[str] = "storage"
+
+    def __init__(self, uid: str) -> None:
+        self.uid = check_uid(uid)
+
+    # -- primitives -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def load(self, include: Collection[str] = ()) -> Snapshot:
+        """The working set: header, every unresolved instance, plus ``include``."""
+
+    @abc.abstractmethod
+    def load_full(self) -> Snapshot:
+        """Everything, history included."""
+
+    @abc.abstractmethod
+    def compare_and_swap(
+        self, expected: Version | None, state: SessionState, changed: Collection[str]
+    ) -> Version:
+        """Store ``state`` if the stored version is ``expected``; return the new version."""
+
+    @classmethod
+    def from_url(cls, url: str, uid: str) -> Storage:
+        """Build from a storage URL (used by :func:`triggers_core.registry.open_storage`)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be opened from a URL")
+
+    def reference(self) -> str | None:
+        """A credential-free string a worker can reopen this storage from, if any."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most storages have nothing to close
+        """Release connections (optional)."""
+
+    # -- inspection -------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> Mapping[str, TaskConfig]:
+        """Task name -> configuration."""
+        return self.load().state.tasks
+
+    @property
+    def instances(self) -> Mapping[str, TaskInstance]:
+        """Every instance, by name, in creation order per task."""
+        state = self.load_full().state
+        return dict(sorted(state.instances.items(), key=lambda kv: _sort_key(kv[1])))
+
+    @property
+    def latest_kwargs(self) -> Mapping[str, Mapping[str, Any]]:
+        """Trigger name -> the kwargs it last fired with."""
+        return self.load().state.latest_kwargs
+
+    def get_instance(self, name: str) -> TaskInstance:
+        """One instance; :class:`UnknownInstanceError` (a ``KeyError``) if missing."""
+        found = self.load(include=(name,)).state.instances.get(name)
+        if found is None:
+            raise UnknownInstanceError(name, self.uid)
+        return found
+
+    def __getitem__(self, name: str) -> TaskInstance:
+        return self.get_instance(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.load(include=(name,)).state.instances
+
+    def __iter__(self) -> Iterator[TaskInstance]:
+        return iter(self.instances.values())
+
+    def __len__(self) -> int:
+        return len(self.load_full().state.instances)
+
+    def instances_of_task(self, task: str | TaskConfig) -> list[TaskInstance]:
+        """Every instance of one task, oldest first."""
+        name = task.name if isinstance(task, TaskConfig) else task
+        return [i for i in self.instances.values() if i.task_name == name]
+
+    def get_unresolved_tasks(self) -> list[TaskConfig]:
+        """Tasks with no instance yet, or with any unresolved instance."""
+        state = self.load().state
+        open_tasks = {i.task_name for i in state.instances.values() if not i.is_resolved}
+        return [
+            task
+            for name, task in sorted(state.tasks.items())
+            if state.counters.get(name, 0) == 0 or name in open_tasks
+        ]
+
+    def get_unresolved_instances(self) -> list[TaskInstance]:
+        """Instances that are not finished, skipped, replayed or abandoned."""
+        state = self.load().state
+        found = [i for i in state.instances.values() if not i.is_resolved]
+        return sorted(found, key=_sort_key)
+
+    def get_instances_with_unresolved_logs(self) -> list[TaskInstance]:
+        """Instances that logged at ERROR or above and were not marked resolved."""
+        return [i for i in self.instances.values() if not i.logs_resolved]
+
+    def get_stale_instances(
+        self,
+        older_than: timedelta,
+        *,
+        now: datetime,
+        statuses: Collection[Status] = (Status.SCHEDULED, Status.RUNNING),
+    ) -> list[TaskInstance]:
+        """Instances stuck in ``statuses`` (scheduled/running) for longer than ``older_than``.
+
+        A worker killed mid-task leaves its instance ``running``; operators
+        find such instances here and fail or replay them.
+        """
+        cutoff = now - older_than
+        found = []
+        for instance in self.get_unresolved_instances():
+            if instance.status not in statuses:
+                continue
+            stamp = instance.metadata.get("timestamps", {}).get(instance.status.value)
+            if stamp is not None and datetime.fromisoformat(stamp) <= cutoff:
+                found.append(instance)
+        return found
+
+    def debug_repr(self) -> dict[str, Any]:
+        """A JSON-compatible dump of the whole session, for debugging and bug reports."""
+        state = self.load_full().state
+        return {
+            "uid": self.uid,
+            "backend": self.backend_name,
+            "tasks": {name: task.to_json() for name, task in sorted(state.tasks.items())},
+            "instances": {
+                name: instance_to_json(inst) for name, inst in sorted(state.instances.items())
+            },
+            "latestKwargs": dict(state.latest_kwargs),
+            "counters": dict(state.counters),
+        }
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} uid={self.uid!r}>"
+
+
+def _sort_key(instance: TaskInstance) -> tuple[str, int]:
+    return (instance.task_name, instance.number)

@@ -1,0 +1,1 @@
+"""The testing toolbox shipped to users (mixin, pytest helpers, sample tasks, strategies)."""
