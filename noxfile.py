@@ -33,7 +33,9 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the three packages."""
     session.install("-e", ".[test]", "mypy>=1.10")
-    session.run("mypy", "--strict", "triggers_core", "triggers_backends", "triggers_celery")
+    session.run(
+        "mypy", "--strict", "triggers_core", "triggers_backends", "triggers_celery", "tests/typing"
+    )
 
 
 @nox.session

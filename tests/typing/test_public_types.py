@@ -1,0 +1,46 @@
+"""Typing tests: checked by ``mypy --strict`` (nox -s typecheck) and run by pytest.
+
+They pin the public API's types so a refactor that loosens them fails CI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, assert_type
+
+from triggers_core import (
+    MemoryStorage,
+    SessionState,
+    Status,
+    TaskConfig,
+    TaskInstance,
+    Transition,
+    TriggerManager,
+    engine,
+    parse_configuration,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_engine_types() -> None:
+    config = parse_configuration({"t_a": {"after": ["x"], "run": "r"}})
+    assert_type(config, dict[str, TaskConfig])
+    state = engine.update_configuration(SessionState(), config).state
+    assert_type(state, SessionState)
+    transition = engine.fire(state, "x", {"k": 1}, now=NOW)
+    assert_type(transition, Transition)
+    assert_type(transition.scheduled, tuple[str, ...])
+    instance = transition.state.instances["t_a#0"]
+    assert_type(instance, TaskInstance)
+    assert_type(instance.status, Status)
+    assert_type(instance.kwargs, Mapping[str, Mapping[str, Any]])
+    assert instance.status is Status.SCHEDULED
+
+
+def test_manager_types() -> None:
+    manager = TriggerManager(MemoryStorage("typing-session"))
+    assert_type(manager.fire("nobody-listens"), list[TaskInstance])
+    assert_type(manager.storage.get_unresolved_instances(), list[TaskInstance])
+    assert_type(manager.storage.tasks, Mapping[str, TaskConfig])
