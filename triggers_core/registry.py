@@ -110,8 +110,6 @@ storages: Registry[type[Storage]] = Registry(
         "postgres": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
         "mysql": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
         "mariadb": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
-        "memcached": "triggers_backends.memcached:MemcachedStorage",
-        "django-cache": "triggers_backends.django_cache:CacheStorageBackend",
     },
 )
 
