@@ -1,0 +1,309 @@
+"""Hypothesis strategies for Triggers: names, kwargs, configurations, trigger sequences, states.
+
+Use them to property-test your own workflows together with
+:func:`triggers_core.testing.simulate.simulate`::
+
+    from hypothesis import given
+    from triggers_core.testing.strategies import workflows
+    from triggers_core.testing.simulate import simulate
+
+    @given(workflows())
+    def test_nothing_runs_twice(workflow):
+        config, triggers = workflow
+        simulate(config, triggers)
+
+Configurations are drawn from a small pool of trigger names so that tasks
+share triggers and cascade into each other (a task may wait for the name of a
+task drawn *before* it, so cascades never form a cycle). This module needs
+``hypothesis``; the rest of ``triggers_core`` does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import strategies as st
+
+from triggers_core import engine
+from triggers_core.config import KNOWN_DIRECTIVES, TaskConfig, parse_configuration
+from triggers_core.state import SessionState, Status
+
+__all__ = [
+    "DEFAULT_TRIGGER_POOL",
+    "json_kwargs",
+    "json_values",
+    "session_states",
+    "task_configurations",
+    "task_names",
+    "trigger_names",
+    "trigger_sequences",
+    "triggers_used",
+    "workflows",
+]
+
+#: Trigger names configurations draw from by default (small, so tasks share them).
+DEFAULT_TRIGGER_POOL: tuple[str, ...] = ("a", "b", "c", "d", "e")
+
+_NAME_ALPHABET = string.ascii_letters + string.digits + "_.:-"
+
+
+def trigger_names(pool: Sequence[str] | None = None) -> st.SearchStrategy[str]:
+    """Non-empty trigger names: sampled from ``pool`` if given, else short identifiers.
+
+    Trigger names may be any non-empty string; these avoid ``#`` so that the
+    same strategy can feed task names too.
+    """
+    if pool is not None:
+        return st.sampled_from(tuple(pool))
+    return st.text(alphabet=_NAME_ALPHABET, min_size=1, max_size=10)
+
+
+def task_names() -> st.SearchStrategy[str]:
+    """Valid task names: ``t_`` plus a short identifier (never ``#``)."""
+    return st.text(alphabet=string.ascii_lowercase + string.digits + "_", max_size=6).map(
+        lambda suffix: "t_" + suffix
+    )
+
+
+def json_values(*, max_leaves: int = 6) -> st.SearchStrategy[Any]:
+    """JSON-compatible values (no NaN/infinity) that survive a JSON round trip unchanged."""
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**53), max_value=2**53)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=8)
+    )
+    return st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.text(max_size=5), children, max_size=3)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def json_kwargs(*, max_size: int = 3) -> st.SearchStrategy[dict[str, Any]]:
+    """Trigger kwargs (or task results): a JSON-compatible mapping with string keys."""
+    return st.dictionaries(st.text(max_size=5), json_values(), max_size=max_size)
+
+
+@st.composite
+def task_configurations(
+    draw: st.DrawFn,
+    /,
+    *,
+    trigger_pool: Sequence[str] = DEFAULT_TRIGGER_POOL,
+    min_tasks: int = 1,
+    max_tasks: int = 4,
+    and_every: bool = True,
+    unless: bool = True,
+    cascades: bool = True,
+    with_params: bool = True,
+    using: bool = True,
+    extras: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Valid configurations ``{task_name: directives}`` that ``parse_configuration`` accepts.
+
+    Each task waits for 1-3 triggers from ``trigger_pool`` and, with
+    ``cascades``, the names of tasks drawn before it (so cascades are acyclic
+    and every simulation terminates). The flags switch the optional directives
+    on or off: ``andEvery``, ``unless``, ``withParams``, ``using`` and extra
+    keys (kept verbatim as extras).
+    """
+    names = draw(st.lists(task_names(), min_size=min_tasks, max_size=max_tasks, unique=True))
+    config: dict[str, dict[str, Any]] = {}
+    for index, name in enumerate(names):
+        available = [*trigger_pool, *(names[:index] if cascades else [])]
+        pick = st.sampled_from(available)
+        directives: dict[str, Any] = {}
+        every = draw(st.none() | pick) if and_every else None
+        after = draw(st.lists(pick, min_size=0 if every else 1, max_size=3, unique=True))
+        directives["after"] = after
+        directives["run"] = draw(st.sampled_from(("PassThruTask", "DevNullTask", "score.Compute")))
+        if every is not None:
+            directives["andEvery"] = every
+        if unless and draw(st.booleans()):
+            directives["unless"] = draw(st.lists(pick, min_size=1, max_size=2, unique=True))
+        if with_params and draw(st.booleans()):
+            targets = st.sampled_from([*after, *([every] if every else []), *trigger_pool])
+            directives["withParams"] = draw(st.dictionaries(targets, json_kwargs(), max_size=2))
+        if using and draw(st.booleans()):
+            directives["using"] = draw(st.sampled_from(("threading", "celery", "other")))
+        if extras and draw(st.booleans()):
+            keys = st.text(alphabet=string.ascii_letters, min_size=1, max_size=6).filter(
+                lambda key: key not in KNOWN_DIRECTIVES
+            )
+            directives.update(draw(st.dictionaries(keys, json_values(), max_size=2)))
+        config[name] = directives
+    return config
+
+
+def _parsed(config: Mapping[str, Any]) -> dict[str, TaskConfig]:
+    if config and all(isinstance(v, TaskConfig) for v in config.values()):
+        return dict(config)
+    return parse_configuration(config)
+
+
+def triggers_used(config: Mapping[str, Any]) -> list[str]:
+    """Every trigger name ``config`` reacts to, plus its task names (cascades), sorted.
+
+    ``config`` is raw directives or parsed :class:`TaskConfig` values.
+    """
+    tasks = _parsed(config)
+    names: set[str] = set(tasks)
+    for task in tasks.values():
+        names.update(task.after)
+        names.update(task.unless)
+        if task.and_every is not None:
+            names.add(task.and_every)
+    return sorted(names)
+
+
+def trigger_sequences(
+    config: Mapping[str, Any],
+    *,
+    min_size: int = 0,
+    max_size: int = 12,
+    kwargs: st.SearchStrategy[dict[str, Any]] | None = None,
+    extra_names: Sequence[str] = ("unused",),
+) -> st.SearchStrategy[list[tuple[str, dict[str, Any]]]]:
+    """Lists of ``(trigger_name, kwargs)`` to fire against ``config``.
+
+    Names are drawn from :func:`triggers_used` (so task names fire too, as if
+    by hand, beside their cascades) plus ``extra_names`` that no task uses.
+    """
+    names = [*triggers_used(config), *extra_names]
+    kwargs_strategy = json_kwargs() if kwargs is None else kwargs
+    return st.lists(
+        st.tuples(st.sampled_from(names), kwargs_strategy), min_size=min_size, max_size=max_size
+    )
+
+
+@st.composite
+def workflows(
+    draw: st.DrawFn, /, *, max_triggers: int = 12, **config_options: Any
+) -> tuple[dict[str, dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
+    """``(config, triggers)`` pairs: a :func:`task_configurations` and a sequence for it.
+
+    ``config_options`` are passed to :func:`task_configurations`.
+    """
+    config = draw(task_configurations(**config_options))
+    triggers = draw(trigger_sequences(config, max_size=max_triggers))
+    return config, triggers
+
+
+# -- session states -------------------------------------------------------------------
+
+#: What happens to an instance once it is scheduled, when drawing session states.
+_OUTCOMES = ("finish", "fail", "skip", "retry", "stay scheduled", "stay running")
+
+
+@st.composite
+def session_states(
+    draw: st.DrawFn,
+    /,
+    *,
+    max_triggers: int = 8,
+    max_runs: int = 30,
+    **config_options: Any,
+) -> SessionState:
+    """Reachable session states, covering every status.
+
+    Draws a configuration and a trigger sequence, fires it through the engine,
+    and gives each scheduled instance a drawn outcome (finish with a result,
+    fail, skip itself, retry, or stay scheduled/running); afterwards an operator
+    may replay or skip failed instances, force statuses, edit metadata and mark
+    logs resolved. ``config_options`` go to :func:`task_configurations`.
+    """
+    config, triggers = draw(workflows(max_triggers=max_triggers, **config_options))
+    clock = _clock()
+    state = engine.update_configuration(SessionState(), config).state
+    queue: deque[str] = deque()
+
+    def apply(transition: engine.Transition) -> None:
+        nonlocal state
+        state = transition.state
+        queue.extend(transition.scheduled)
+
+    runs = 0
+    for trigger_name, trigger_kwargs in triggers:
+        apply(engine.fire(state, trigger_name, trigger_kwargs, now=clock()))
+        while queue and runs < max_runs:
+            runs += 1
+            _run_one(draw, state, queue.popleft(), clock, apply)
+
+    for name in sorted(state.instances):
+        action = draw(st.sampled_from(("none", "none", "operator", "force")))
+        instance = state.instances[name]
+        if action == "operator" and instance.status is Status.FAILED:
+            if draw(st.booleans()):
+                replacement = draw(st.none() | st.dictionaries(trigger_names(), json_kwargs()))
+                apply(engine.replay_failed(state, name, replacement, now=clock()))
+            else:
+                cascade = draw(st.booleans())
+                result = draw(json_kwargs())
+                apply(engine.skip_failed(state, name, now=clock(), cascade=cascade, result=result))
+        elif action == "operator":
+            apply(engine.update_metadata(state, name, draw(json_kwargs()), now=clock()))
+            if draw(st.booleans()):
+                apply(engine.mark_logs_resolved(state, name, now=clock()))
+        elif action == "force":
+            status = draw(st.sampled_from(Status))
+            apply(engine.update_status(state, name, status, now=clock()))
+    return state
+
+
+def _clock() -> Callable[[], datetime]:
+    ticks = iter(range(10**9))
+    start = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+    return lambda: start + timedelta(microseconds=next(ticks))
+
+
+def _run_one(
+    draw: st.DrawFn,
+    state: SessionState,
+    name: str,
+    clock: Callable[[], datetime],
+    apply: Callable[[engine.Transition], None],
+) -> None:
+    outcome = draw(st.sampled_from(_OUTCOMES))
+    if outcome == "stay scheduled":
+        return
+    running = engine.mark_running(state, name, now=clock())
+    apply(running)
+    state = running.state
+    level = draw(st.sampled_from((logging.NOTSET, logging.INFO, logging.WARNING, logging.ERROR)))
+    if outcome == "finish":
+        result = draw(json_kwargs())
+        apply(engine.finish(state, name, result, now=clock(), log_level=level))
+    elif outcome == "fail":
+        apply(
+            engine.fail(
+                state,
+                name,
+                now=clock(),
+                exception_type="builtins.RuntimeError",
+                exception_info="Traceback (most recent call last):\nRuntimeError: boom",
+                exception_context=draw(json_kwargs()),
+                log_level=max(level, logging.ERROR),
+            )
+        )
+    elif outcome == "skip":
+        apply(engine.skip_self(state, name, now=clock(), metadata=draw(json_kwargs())))
+    elif outcome == "retry":
+        apply(
+            engine.retry_self(
+                state,
+                name,
+                now=clock(),
+                max_retries=draw(st.integers(0, 2)),
+                cooldown=draw(st.none() | st.floats(0, 60)),
+            )
+        )
