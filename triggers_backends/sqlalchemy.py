@@ -1,0 +1,652 @@
+"""SQLAlchemy storage: SQLite (the embedded default), PostgreSQL and MySQL/MariaDB.
+
+Layout (two tables per prefix, default ``triggers_``):
+
+* ``{prefix}sessions``: one row per session: ``session_key`` (SHA-256 of the
+  UID, so any UID fits a fixed-width, collation-proof primary key), ``uid``
+  (the full UID), ``version``, ``header`` (tasks, latest kwargs, counters as
+  JSON text) and ``updated_at``.
+* ``{prefix}instances``: one row per task instance: ``(session_key,
+  name_key)`` primary key (``name_key`` hashes the instance name for the same
+  reason), ``name``, ``resolved``, ``doc`` (JSON text), ``updated_at``, and an
+  index on ``(session_key, resolved)``.
+
+Why this shape: a fire reads the header plus the *unresolved* instances (the
+index) and writes the header plus the instances it changed, so its cost does
+not grow with the session's history. Inspection reads everything.
+
+Concurrency: ``compare_and_swap`` runs ``UPDATE sessions SET version = v + 1
+... WHERE session_key = :key AND version = :v`` first, in the same transaction
+as the instance upserts. The row lock it takes serializes writers of one
+session; a rowcount of 0 means the version moved, the transaction is rolled
+back and :class:`~triggers_core.errors.ConflictError` is raised. A racing
+first insert fails on the primary key and is a conflict too, as are deadlocks,
+serialization failures and SQLite's "database is locked". Loads run in one
+snapshot transaction (REPEATABLE READ on PostgreSQL and MySQL, a read
+transaction in WAL mode on SQLite), so the version and the instances belong to
+the same point in time.
+
+Tables are never created behind your back: call :func:`create_schema` (or
+pass ``create_schema=True``, or add ``triggers_create_schema=true`` to the
+URL), or include :data:`metadata` (or :func:`metadata_for`) in your migrations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Collection, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from triggers_core.errors import (
+    ConflictError,
+    SchemaMissingError,
+    SerializationError,
+    StorageError,
+)
+from triggers_core.registry import STORAGE_URL_ENV
+from triggers_core.serialization import (
+    dumps,
+    header_from_json,
+    header_to_json,
+    instance_from_json,
+    instance_to_json,
+    loads,
+)
+from triggers_core.state import SessionState, TaskInstance
+from triggers_core.storage import Snapshot, Storage, Version
+
+__all__ = [
+    "DEFAULT_TABLE_PREFIX",
+    "SQLAlchemyStorage",
+    "create_schema",
+    "dispose_engines",
+    "drop_schema",
+    "metadata",
+    "metadata_for",
+    "shared_engine",
+]
+
+#: Table name prefix used unless told otherwise.
+DEFAULT_TABLE_PREFIX = "triggers_"
+
+#: Triggers' own URL query options; removed before the URL reaches the driver.
+URL_PREFIX_OPTION = "triggers_prefix"
+URL_CREATE_OPTION = "triggers_create_schema"
+
+#: Drivers used when a URL names none (``postgresql://`` -> psycopg 3, ...).
+DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+# Long JSON documents: MySQL's TEXT stops at 64 KiB, so use LONGTEXT there.
+_Document = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+@attrs.frozen
+class _Tables:
+    metadata: sa.MetaData
+    sessions: sa.Table
+    instances: sa.Table
+
+
+def _define(meta: sa.MetaData, prefix: str) -> _Tables:
+    sessions = sa.Table(
+        f"{prefix}sessions",
+        meta,
+        # utf8mb4 on MySQL/MariaDB whatever the database default; keys are hex digests,
+        # so case-insensitive or PAD SPACE collations cannot merge two UIDs or names.
+        sa.Column("session_key", sa.String(64), primary_key=True, comment="sha256(uid), hex"),
+        sa.Column("uid", sa.Text(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("header", _Document, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+    instances = sa.Table(
+        f"{prefix}instances",
+        meta,
+        sa.Column("session_key", sa.String(64), primary_key=True),
+        sa.Column("name_key", sa.String(64), primary_key=True, comment="sha256(name), hex"),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("resolved", sa.Boolean(), nullable=False),
+        sa.Column("doc", _Document, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Index(f"{prefix}instances_unresolved", "session_key", "resolved"),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+    return _Tables(meta, sessions, instances)
+
+
+#: The tables for the default prefix; use as (part of) Alembic's ``target_metadata``.
+metadata = sa.MetaData()
+_TABLES: dict[str, _Tables] = {DEFAULT_TABLE_PREFIX: _define(metadata, DEFAULT_TABLE_PREFIX)}
+_TABLES_LOCK = threading.Lock()
+
+
+def _tables(prefix: str) -> _Tables:
+    if not prefix or not prefix.replace("_", "a").isalnum() or not prefix.isascii():
+        raise ValueError(f"table_prefix must be ASCII letters, digits and '_', got {prefix!r}")
+    with _TABLES_LOCK:
+        found = _TABLES.get(prefix)
+        if found is None:
+            found = _TABLES[prefix] = _define(sa.MetaData(), prefix)
+        return found
+
+
+def metadata_for(table_prefix: str = DEFAULT_TABLE_PREFIX) -> sa.MetaData:
+    """The :class:`~sqlalchemy.MetaData` holding the tables for ``table_prefix``."""
+    return _tables(table_prefix).metadata
+
+
+def create_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> None:
+    """Create the storage tables (and index) if they do not exist yet.
+
+    Safe to call from several processes at once: a concurrent creator that
+    wins the race is not an error.
+    """
+    _prepare_engine(engine)
+    meta = metadata_for(table_prefix)
+    try:
+        meta.create_all(engine, checkfirst=True)
+    except sa_exc.SQLAlchemyError as exc:
+        names = set(meta.tables)
+        if names <= set(sa.inspect(engine).get_table_names()):
+            return  # another process created them first
+        raise StorageError(
+            f"could not create tables {sorted(names)}: {_describe(exc, engine.url)}",
+            backend=f"sqlalchemy/{engine.dialect.name}",
+            session="-",
+        ) from exc
+
+
+def drop_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> None:
+    """Drop the storage tables for ``table_prefix`` (every session in them is lost)."""
+    metadata_for(table_prefix).drop_all(engine, checkfirst=True)
+
+
+# -- engines -----------------------------------------------------------------------
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+_PREPARED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+#: SQLite: how long a writer waits for the write lock before it counts as a conflict.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def _public_url(url: URL) -> str:
+    """``url`` as text without its password (``hide_password`` would print ``***``)."""
+    return url.set(password=None).render_as_string(hide_password=False)
+
+
+def _normalize(url: URL) -> URL:
+    driver = DEFAULT_DRIVERS.get(url.drivername)
+    if driver is not None:
+        url = url.set(drivername=driver)
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        raise ValueError(
+            "in-memory SQLite is not supported (every connection would see its own "
+            "database); use memory:// for in-process storage or sqlite:///path/to/file.db"
+        )
+    return url
+
+
+def shared_engine(url: str | URL) -> Engine:
+    """One engine (one connection pool) per URL in this process.
+
+    Storages opened from the same URL share it. A URL without a password finds
+    an engine created earlier for the same URL *with* its password, or takes
+    the password from ``TRIGGERS_STORAGE_URL`` when that names the same
+    database: task messages carry credential-free references and each worker
+    supplies its credentials from its own settings.
+    """
+    parsed = _normalize(make_url(url))
+    key = _public_url(parsed)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is not None:
+            return engine
+        if parsed.password is None:
+            parsed = _credentials_from_environment(parsed, key)
+        engine = _ENGINES[key] = _create_engine(parsed)
+        return engine
+
+
+def _credentials_from_environment(url: URL, key: str) -> URL:
+    configured = os.environ.get(STORAGE_URL_ENV)
+    if not configured or "://" not in configured:
+        return url
+    try:
+        candidate = _normalize(make_url(configured))
+    except (sa_exc.ArgumentError, ValueError):
+        return url
+    if candidate.password is not None and _public_url(candidate.set(query=url.query)) == key:
+        return url.set(password=candidate.password)
+    return url
+
+
+def _create_engine(url: URL) -> Engine:
+    backend = url.get_backend_name()
+    kwargs: dict[str, Any] = {"pool_pre_ping": backend != "sqlite"}
+    connect_args: dict[str, Any] = {}
+    if backend in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = 10  # a dead server must not hang a fire forever
+    if backend in ("mysql", "mariadb"):
+        kwargs["pool_recycle"] = 3600  # MySQL drops idle connections (wait_timeout)
+        if "charset" not in url.query:
+            url = url.update_query_dict({"charset": "utf8mb4"})
+    engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+    _prepare_engine(engine)
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection of the engines :func:`shared_engine` created."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for engine in engines:
+        engine.dispose()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (e.g. a Celery prefork worker) must not reuse its parent's
+    # sockets; dispose(close=False) forgets them without closing the parent's.
+    for engine in list(_ENGINES.values()):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _prepare_engine(engine: Engine) -> None:
+    """SQLite needs explicit transactions: WAL, a busy timeout, BEGIN / BEGIN IMMEDIATE.
+
+    pysqlite's own transaction handling neither starts a transaction before a
+    SELECT (so two SELECTs would not share a snapshot) nor lets a writer take
+    the write lock up front; SQLAlchemy's documented recipe fixes both.
+    """
+    if engine.dialect.name != "sqlite" or engine in _PREPARED:
+        return
+    _PREPARED.add(engine)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_MS)}")
+            # Fails only while another connection is switching it to WAL right now.
+            with contextlib.suppress(Exception):
+                cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get("triggers_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+# -- errors ------------------------------------------------------------------------
+
+_CONFLICT_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
+_CONFLICT_MYSQL_CODES = {1205, 1213}  # lock wait timeout, deadlock
+_MISSING_MYSQL_CODES = {1146}  # table doesn't exist
+
+
+def _orig(exc: sa_exc.SQLAlchemyError) -> BaseException | None:
+    return exc.orig if isinstance(exc, sa_exc.DBAPIError) else None
+
+
+def _mysql_code(orig: BaseException | None) -> int | None:
+    if orig is not None and orig.args and isinstance(orig.args[0], int):
+        return orig.args[0]
+    return None
+
+
+def _is_missing_table(exc: sa_exc.SQLAlchemyError) -> bool:
+    orig = _orig(exc)
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) == "42P01" or _mysql_code(orig) in _MISSING_MYSQL_CODES:
+        return True
+    return "no such table" in str(orig)
+
+
+def _is_conflict(exc: sa_exc.SQLAlchemyError) -> bool:
+    if isinstance(exc, sa_exc.IntegrityError):
+        return True  # a racing first insert
+    orig = _orig(exc)
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) in _CONFLICT_SQLSTATES:
+        return True
+    if _mysql_code(orig) in _CONFLICT_MYSQL_CODES:
+        return True
+    text = str(orig).lower()
+    return "database is locked" in text or "database table is locked" in text or "busy" in text
+
+
+def _describe(exc: BaseException, url: URL) -> str:
+    """The driver's message (not SQLAlchemy's, which quotes SQL and parameters), redacted."""
+    orig = _orig(exc) if isinstance(exc, sa_exc.SQLAlchemyError) else None
+    cause = orig if orig is not None else exc
+    text = f"{type(cause).__name__}: {cause}".strip()
+    if url.password:
+        text = text.replace(str(url.password), "***")
+    return " ".join(text.split())
+
+
+# -- the storage -------------------------------------------------------------------
+
+
+def _key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class SQLAlchemyStorage(Storage):
+    """One session in SQL tables (see the module docstring for layout and guarantees).
+
+    ``engine_or_url`` is an :class:`~sqlalchemy.engine.Engine` or a URL
+    (``sqlite:///triggers.db``, ``postgresql+psycopg://user@host/db``,
+    ``mysql+pymysql://user@host/db``); URLs share one engine per URL.
+    Several storages (one per session) should share one engine.
+    """
+
+    backend_name: ClassVar[str] = "sqlalchemy"
+    #: Attempts for a load that hits a transient lock (SQLite checkpoints) before failing.
+    read_attempts: ClassVar[int] = 5
+
+    def __init__(
+        self,
+        uid: str,
+        engine_or_url: Engine | str | URL,
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        create_schema: bool = False,
+    ) -> None:
+        super().__init__(uid)
+        if isinstance(engine_or_url, Engine):
+            engine = engine_or_url
+            _prepare_engine(engine)
+        else:
+            engine = shared_engine(engine_or_url)
+        self.engine = engine
+        self.table_prefix = table_prefix
+        self._tables = _tables(table_prefix)
+        self._key = _key(self.uid)
+        dialect = engine.dialect.name
+        self._label = f"sqlalchemy/{dialect}"
+        self._reader: Engine
+        self._writer: Engine
+        if dialect in ("postgresql", "mysql", "mariadb"):
+            self._reader = engine.execution_options(isolation_level="REPEATABLE READ")
+            self._writer = engine.execution_options(isolation_level="READ COMMITTED")
+        else:
+            self._reader = engine
+            self._writer = engine.execution_options(triggers_write=True)
+        if create_schema:
+            _ensure_schema(engine, table_prefix)
+
+    @classmethod
+    def from_url(cls, url: str | URL, uid: str) -> SQLAlchemyStorage:
+        """Open ``uid`` from a URL; ``?triggers_prefix=...&triggers_create_schema=true``
+        choose the table prefix and create the tables if missing."""
+        parsed = make_url(url)
+        query = dict(parsed.query)
+        prefix = _single(query.pop(URL_PREFIX_OPTION, DEFAULT_TABLE_PREFIX))
+        create = _single(query.pop(URL_CREATE_OPTION, "false")).lower() in {"1", "true", "yes"}
+        engine = shared_engine(parsed.set(query=query))
+        return cls(uid, engine, table_prefix=prefix, create_schema=create)
+
+    def reference(self) -> str:
+        """This storage's URL without the password (plus a non-default table prefix)."""
+        url = self.engine.url
+        if self.table_prefix != DEFAULT_TABLE_PREFIX:
+            url = url.update_query_dict({URL_PREFIX_OPTION: self.table_prefix})
+        return _public_url(url)
+
+    # -- errors -------------------------------------------------------------------
+
+    def _error(self, exc: sa_exc.SQLAlchemyError, doing: str) -> StorageError:
+        where = _public_url(self.engine.url)
+        if _is_missing_table(exc):
+            t = self._tables
+            prefix = self.table_prefix
+            prefix_arg = "" if prefix == DEFAULT_TABLE_PREFIX else f", {prefix!r}"
+            return SchemaMissingError(
+                f"tables {t.sessions.name!r}/{t.instances.name!r} do not exist in {where}; "
+                "create them with triggers_backends.sqlalchemy.create_schema(engine"
+                f"{prefix_arg}), SQLAlchemyStorage(..., create_schema=True), "
+                f"'?{URL_CREATE_OPTION}=true' in the URL, or your migrations "
+                "(triggers_backends.sqlalchemy.metadata)",
+                backend=self._label,
+                session=self.uid,
+            )
+        message = f"{doing} failed on {where}: {_describe(exc, self.engine.url)}"
+        if isinstance(exc, sa_exc.IntegrityError):
+            message = f"another writer created the session first ({message})"
+        if _is_conflict(exc):
+            return ConflictError(message, backend=self._label, session=self.uid)
+        return StorageError(message, backend=self._label, session=self.uid)
+
+    # -- reading ------------------------------------------------------------------
+
+    def load(self, include: Collection[str] = ()) -> Snapshot:
+        return self._read(include)
+
+    def load_full(self) -> Snapshot:
+        return self._read(None)
+
+    def _read(self, include: Collection[str] | None) -> Snapshot:
+        sessions, instances = self._tables.sessions, self._tables.instances
+        header_query = sa.select(sessions.c.uid, sessions.c.version, sessions.c.header).where(
+            sessions.c.session_key == self._key
+        )
+        query = sa.select(instances.c.name, instances.c.doc).where(
+            instances.c.session_key == self._key
+        )
+        if include is not None:
+            wanted = sa.not_(instances.c.resolved)
+            keys = sorted({_key(name) for name in include})
+            if keys:
+                wanted = sa.or_(wanted, instances.c.name_key.in_(keys))
+            query = query.where(wanted)
+        for attempt in range(self.read_attempts):
+            try:
+                with self._reader.connect() as conn, conn.begin():
+                    head = conn.execute(header_query).one_or_none()
+                    rows = [] if head is None else conn.execute(query).all()
+            except sa_exc.SQLAlchemyError as exc:
+                error = self._error(exc, "load")
+                if isinstance(error, ConflictError) and attempt + 1 < self.read_attempts:
+                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                    continue
+                if isinstance(error, ConflictError):  # a read never conflicts: report it plainly
+                    error = StorageError(str(error), backend=self._label, session=self.uid)
+                raise error from exc
+            break
+        if head is None:
+            return Snapshot(SessionState(), None)
+        return self._decode(head.uid, head.version, head.header, rows)
+
+    def _decode(self, uid: str, version: int, header: str, rows: Sequence[Any]) -> Snapshot:
+        where = f"{self._label} storage, session {self.uid!r}"
+        if uid != self.uid:
+            raise StorageError(
+                f"row for key {self._key} belongs to session {uid!r}",
+                backend=self._label,
+                session=self.uid,
+            )
+        found: dict[str, TaskInstance] = {}
+        try:
+            for name, doc in rows:
+                instance = instance_from_json(
+                    loads(doc, f"instance {name!r}"), f"instance {name!r}"
+                )
+                if instance.name != name:
+                    raise SerializationError(
+                        f"instance {name!r}: stored document is named {instance.name!r}"
+                    )
+                found[name] = instance
+            state = header_from_json(loads(header, "session header"), found)
+        except SerializationError as exc:
+            raise SerializationError(f"{where}: {exc} (the row was left as it is)") from exc
+        return Snapshot(state, int(version))
+
+    # -- writing ------------------------------------------------------------------
+
+    def compare_and_swap(
+        self, expected: Version | None, state: SessionState, changed: Collection[str]
+    ) -> Version:
+        if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
+            raise ConflictError(
+                f"version {expected!r} did not come from this storage",
+                backend=self._label,
+                session=self.uid,
+            )
+        now = datetime.now(UTC)
+        header = dumps(header_to_json(state))
+        rows = [
+            {
+                "session_key": self._key,
+                "name_key": _key(name),
+                "name": name,
+                "resolved": state.instances[name].is_resolved,
+                "doc": dumps(instance_to_json(state.instances[name])),
+                "updated_at": now,
+            }
+            for name in sorted(changed)
+        ]
+        sessions = self._tables.sessions
+        try:
+            with self._writer.connect() as conn, conn.begin():
+                if expected is None:
+                    conn.execute(
+                        sa.insert(sessions).values(
+                            session_key=self._key,
+                            uid=self.uid,
+                            version=1,
+                            header=header,
+                            updated_at=now,
+                        )
+                    )
+                    new_version = 1
+                else:
+                    result = conn.execute(
+                        sa.update(sessions)
+                        .where(sessions.c.session_key == self._key)
+                        .where(sessions.c.version == expected)
+                        .values(version=expected + 1, header=header, updated_at=now)
+                    )
+                    if result.rowcount != 1:  # leaving the block rolls back
+                        raise ConflictError(
+                            f"version moved on from {expected!r}",
+                            backend=self._label,
+                            session=self.uid,
+                        )
+                    new_version = expected + 1
+                if rows:
+                    self._upsert(conn, rows)
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc, "compare_and_swap") from exc
+        return new_version
+
+    def _upsert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert or update ``rows``; the session row lock we hold keeps this race-free."""
+        table = self._tables.instances
+        keys = [table.c.session_key, table.c.name_key]
+        dialect = conn.dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            pg_or_lite = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+            statement: Any = pg_or_lite.on_conflict_do_update(
+                index_elements=keys,
+                set_={
+                    "resolved": pg_or_lite.excluded.resolved,
+                    "doc": pg_or_lite.excluded.doc,
+                    "updated_at": pg_or_lite.excluded.updated_at,
+                },
+            )
+            conn.execute(statement, rows)
+        elif dialect in ("mysql", "mariadb"):
+            my = mysql.insert(table)
+            statement = my.on_duplicate_key_update(
+                resolved=my.inserted.resolved,
+                doc=my.inserted.doc,
+                updated_at=my.inserted.updated_at,
+            )
+            conn.execute(statement, rows)
+        else:  # any other dialect: look, then insert or update
+            existing = set(
+                conn.execute(
+                    sa.select(table.c.name_key)
+                    .where(table.c.session_key == self._key)
+                    .where(table.c.name_key.in_([r["name_key"] for r in rows]))
+                ).scalars()
+            )
+            new = [r for r in rows if r["name_key"] not in existing]
+            old = [r for r in rows if r["name_key"] in existing]
+            if new:
+                conn.execute(sa.insert(table), new)
+            for row in old:
+                conn.execute(
+                    sa.update(table)
+                    .where(table.c.session_key == row["session_key"])
+                    .where(table.c.name_key == row["name_key"])
+                    .values(resolved=row["resolved"], doc=row["doc"], updated_at=row["updated_at"])
+                )
+
+    # -- housekeeping -------------------------------------------------------------
+
+    def delete(self) -> None:
+        """Remove this session (header and every instance) from the tables."""
+        sessions, instances = self._tables.sessions, self._tables.instances
+        try:
+            with self._writer.connect() as conn, conn.begin():
+                conn.execute(sa.delete(sessions).where(sessions.c.session_key == self._key))
+                conn.execute(sa.delete(instances).where(instances.c.session_key == self._key))
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc, "delete") from exc
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} uid={self.uid!r} at {self.reference()}>"
+
+
+_SCHEMA_READY: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _ensure_schema(engine: Engine, table_prefix: str) -> None:
+    """``create_schema`` once per engine and prefix (later storages skip the round trips)."""
+    done = _SCHEMA_READY.setdefault(engine, set())
+    if table_prefix not in done:
+        create_schema(engine, table_prefix)
+        done.add(table_prefix)
+
+
+def _single(value: str | Iterable[str]) -> str:
+    """URL query values may repeat; the last one wins."""
+    if isinstance(value, str):
+        return value
+    values = list(value)
+    return values[-1] if values else ""
