@@ -94,7 +94,11 @@ def instance_from_json(doc: Mapping[str, Any], what: str = "instance") -> TaskIn
     name = _expect(doc, "name", str, what)
     what = f"instance {name!r}"
     task = _expect(doc, "task", str, what)
-    if not name.startswith(task + "#") or not name[len(task) + 1 :].isdigit():
+    number = name[len(task) + 1 :]
+    # ASCII digits in canonical form only: "²".isdigit() is True but int("²") fails,
+    # and "t#01" would alias "t#1".
+    canonical = number.isascii() and number.isdigit() and str(int(number)) == number
+    if "#" in task or not name.startswith(task + "#") or not canonical:
         raise SerializationError(f"{what}: name does not match task {task!r}")
     status_text = _expect(doc, "status", str, what)
     try:
