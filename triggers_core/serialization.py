@@ -154,6 +154,9 @@ def header_from_json(
     if problems:
         raise SerializationError(f"{what}.tasks: " + "; ".join(problems))
     latest = _expect(doc, "latestKwargs", dict, what)
+    for trigger, value in latest.items():
+        if not isinstance(value, dict):
+            raise SerializationError(f"{what}.latestKwargs.{trigger}: expected an object")
     counters = _expect(doc, "counters", dict, what)
     for task_name, count in counters.items():
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:

@@ -156,6 +156,7 @@ _DELETE = object()
         (("counters", "t_a"), -1, "session.counters.t_a: expected a count"),
         (("counters", "t_a"), True, "session.counters.t_a: expected a count"),
         (("instances",), _DELETE, "session: missing field 'instances'"),
+        (("latestKwargs", "a"), 5, "session.latestKwargs.a: expected an object"),
         (
             ("tasks", "t_a", "run"),
             _DELETE,
