@@ -1,0 +1,140 @@
+"""The pure simulator shipped in triggers_core.testing.simulate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from triggers_core.effects import ScheduleInstance, TriggerFired
+from triggers_core.errors import ConfigurationError, InvalidKwargsError
+from triggers_core.state import SessionState, Status
+from triggers_core.testing.simulate import (
+    DEFAULT_START,
+    SimulationLimitExceeded,
+    run_simulation,
+    simulate,
+)
+
+CHAIN = {"t_a": {"after": ["x"], "run": "A"}, "t_b": {"after": ["t_a", "y"], "run": "B"}}
+
+
+def statuses(state: SessionState) -> dict[str, str]:
+    return {name: i.status.value for name, i in sorted(state.instances.items())}
+
+
+def test_cascade_carries_the_result_to_the_next_task() -> None:
+    state = simulate(CHAIN, [("x", {"n": 1}), ("y", {})], results={"t_a": {"score": 3}})
+
+    assert statuses(state) == {"t_a#0": "finished", "t_b#0": "finished"}
+    assert state.instances["t_a#0"].metadata["result"] == {"score": 3}
+    assert state.instances["t_b#0"].kwargs == {"t_a": {"score": 3}, "y": {}}
+    assert state.instances["t_b#0"].metadata["result"] == {}
+
+
+def test_unfinished_workflow_leaves_instances_unstarted() -> None:
+    state = simulate(CHAIN, ["x"])
+
+    assert statuses(state) == {"t_a#0": "finished", "t_b#0": "unstarted"}
+
+
+def test_cascades_run_breadth_first_and_every_step_is_reported() -> None:
+    config = {
+        "t_a": {"after": ["x"], "run": "A"},
+        "t_b": {"after": ["x"], "run": "B"},
+        "t_c": {"after": ["t_a"], "run": "C"},
+        "t_d": {"after": ["t_b"], "run": "D"},
+    }
+
+    sim = run_simulation(config, [("x", {}), ("z", {})])
+
+    assert sim.ran == ("t_a#0", "t_b#0", "t_c#0", "t_d#0")
+    assert sim.scheduled == sim.ran
+    assert sim.fired == ("x", "t_a", "t_b", "t_c", "t_d", "z")
+    assert sim.effects[:3] == (
+        ScheduleInstance("t_a#0", "t_a", "A", None, {"x": {}}),
+        ScheduleInstance("t_b#0", "t_b", "B", None, {"x": {}}),
+        TriggerFired("x", ("t_a#0", "t_b#0")),
+    )
+
+
+def test_result_function_receives_instance_name_and_merged_kwargs() -> None:
+    config = {"t_a": {"after": ["x"], "andEvery": "e", "run": "A", "withParams": {"x": {"p": 1}}}}
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def result(name: str, kwargs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        calls.append((name, dict(kwargs)))
+        return {"n": len(calls)} if name.endswith("#1") else None
+
+    state = simulate(config, [("x", {"q": 2}), ("e", {"i": 0}), ("e", {"i": 1})], results=result)
+
+    assert calls == [
+        ("t_a#0", {"x": {"p": 1, "q": 2}, "e": {"i": 0}}),
+        ("t_a#1", {"x": {"p": 1, "q": 2}, "e": {"i": 1}}),
+    ]
+    assert state.instances["t_a#0"].metadata["result"] == {}
+    assert state.instances["t_a#1"].metadata["result"] == {"n": 2}
+
+
+def test_clock_starts_at_now_and_advances_a_microsecond_per_step() -> None:
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+
+    state = simulate({"t_a": {"after": ["x"], "run": "A"}}, ["x"], now=start)
+
+    timestamps = state.instances["t_a#0"].metadata["timestamps"]
+    tick = timedelta(microseconds=1)
+    assert timestamps == {
+        "unstarted": start.isoformat(),
+        "scheduled": start.isoformat(),
+        "running": (start + tick).isoformat(),
+        "finished": (start + 2 * tick).isoformat(),
+    }
+
+
+def test_default_clock_and_determinism() -> None:
+    first = run_simulation(CHAIN, [("x", {}), ("y", {"k": [1]})])
+    second = run_simulation(CHAIN, [("x", {}), ("y", {"k": [1]})])
+
+    assert first == second
+    assert first.state.instances["t_a#0"].metadata["created"] == DEFAULT_START.isoformat()
+
+
+def test_andevery_cycle_is_stopped_with_a_clear_error() -> None:
+    config = {
+        "t_a": {"after": [], "andEvery": "t_b", "run": "A"},
+        "t_b": {"after": [], "andEvery": "t_a", "run": "B"},
+    }
+
+    with pytest.raises(
+        SimulationLimitExceeded, match=r"more than 50 instances ran after firing 't_a'"
+    ):
+        run_simulation(config, ["t_a"], max_runs=50)
+
+
+def test_abandoned_instance_never_runs() -> None:
+    config = {"t_a": {"after": ["x", "y"], "unless": ["stop"], "run": "A"}}
+
+    sim = run_simulation(config, ["x", "stop", "y"])
+
+    assert statuses(sim.state) == {"t_a#0": "abandoned"}
+    assert sim.ran == ()
+
+
+def test_starting_state_is_extended() -> None:
+    before = simulate({"t_a": {"after": ["x"], "run": "A"}}, ["x"])
+
+    sim = run_simulation({"t_b": {"after": ["x", "y"], "run": "B"}}, ["y"], state=before)
+
+    assert statuses(sim.state) == {"t_a#0": "finished", "t_b#0": "finished"}
+    assert sim.state.instances["t_b#0"].status is Status.FINISHED
+
+
+def test_bad_input_raises_the_engine_errors() -> None:
+    with pytest.raises(ConfigurationError):
+        simulate({"t_a": {"run": "A"}}, [])
+    with pytest.raises(InvalidKwargsError, match="result: expected a mapping, got int"):
+        simulate({"t_a": {"after": ["x"], "run": "A"}}, ["x"], results=lambda _n, _k: 3)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ValueError, match="now must be a timezone-aware datetime"):
+        simulate({}, [], now=datetime(2030, 1, 1))
