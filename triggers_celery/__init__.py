@@ -1,0 +1,59 @@
+"""Triggers on Celery: ready instances run on Celery workers.
+
+Sender side, :class:`CeleryTaskRunner` (runner name ``celery``) publishes one
+message per ready instance to the Celery task named after the trigger task.
+Worker side, :func:`bind_tasks` (class style) or :func:`trigger_task`
+(decorator style) registers trigger tasks with the Celery app; each message is
+turned into ``manager.run_instance(name)`` against the storage the worker's own
+settings name (``triggers_storages``). Messages carry the manager's registry
+key, a storage name or credential-free reference, the session UID and the
+instance name: never kwargs, never credentials.
+
+Importing this package imports Celery (install the ``celery`` extra).
+"""
+
+from triggers_celery.binding import FORBIDDEN_OPTIONS, bind_tasks, trigger_task
+from triggers_celery.errors import (
+    BindingError,
+    MessageError,
+    StorageResolutionError,
+    TriggersCeleryError,
+)
+from triggers_celery.message import MESSAGE_FIELDS, TaskMessage
+from triggers_celery.runner import (
+    DEFAULT_RETRY_POLICY,
+    RETRY_POLICY_SETTING,
+    CeleryTaskRunner,
+    default_app,
+    set_default_app,
+)
+from triggers_celery.storages import (
+    DEFAULT_STORAGE_NAME,
+    STORAGES_SETTING,
+    configured_storages,
+    open_manager,
+)
+from triggers_celery.worker import TriggerCeleryTask, execute_message
+
+__all__ = [
+    "DEFAULT_RETRY_POLICY",
+    "DEFAULT_STORAGE_NAME",
+    "FORBIDDEN_OPTIONS",
+    "MESSAGE_FIELDS",
+    "RETRY_POLICY_SETTING",
+    "STORAGES_SETTING",
+    "BindingError",
+    "CeleryTaskRunner",
+    "MessageError",
+    "StorageResolutionError",
+    "TaskMessage",
+    "TriggerCeleryTask",
+    "TriggersCeleryError",
+    "bind_tasks",
+    "configured_storages",
+    "default_app",
+    "execute_message",
+    "open_manager",
+    "set_default_app",
+    "trigger_task",
+]

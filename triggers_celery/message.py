@@ -1,0 +1,81 @@
+"""What a trigger task message carries, and nothing more.
+
+A message names four things: the manager class (its registry key), the storage
+(a name from the worker's own settings, or a credential-free reference), the
+session UID and the instance name. Trigger kwargs, configuration and results
+stay in the storage: the worker reads them from there, so a message that is
+delivered late, twice or out of order can never run stale data, and a message
+never contains anything secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from triggers_celery.errors import MessageError
+
+__all__ = ["MESSAGE_FIELDS", "TaskMessage", "has_password"]
+
+#: The keyword arguments of every trigger task message, in order.
+MESSAGE_FIELDS = ("manager", "storage", "session", "instance")
+
+
+def has_password(reference: str) -> bool:
+    """True if ``reference`` is a URL with a password in it (it must never be sent)."""
+    if "://" not in reference:
+        return False
+    try:
+        return urlsplit(reference).password is not None
+    except ValueError:  # unparsable netloc: treat as unsafe
+        return True
+
+
+def _text(field: str) -> Any:
+    def check(_instance: object, _attribute: object, value: object) -> None:
+        if not isinstance(value, str) or not value:
+            raise MessageError(f"message field {field!r} must be a non-empty string, got {value!r}")
+
+    return check
+
+
+@attrs.frozen
+class TaskMessage:
+    """The keyword arguments of one trigger task message.
+
+    ``storage`` is either a name the worker looks up in its own settings
+    (``app.conf.triggers_storages``) or a storage reference URL *without* a
+    password; constructing a message with a password in it raises
+    :class:`~triggers_celery.errors.MessageError`.
+    """
+
+    manager: str = attrs.field(validator=_text("manager"))
+    storage: str = attrs.field(validator=_text("storage"))
+    session: str = attrs.field(validator=_text("session"))
+    instance: str = attrs.field(validator=_text("instance"))
+
+    def __attrs_post_init__(self) -> None:
+        if has_password(self.storage):
+            raise MessageError(
+                "refusing to put a storage URL with a password into a task message; "
+                "configure the storage under a name in app.conf.triggers_storages"
+            )
+
+    def to_kwargs(self) -> dict[str, str]:
+        """The message as Celery task keyword arguments (JSON-serializable)."""
+        return {field: getattr(self, field) for field in MESSAGE_FIELDS}
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> TaskMessage:
+        """Validate received keyword arguments (exactly :data:`MESSAGE_FIELDS`)."""
+        missing = [f for f in MESSAGE_FIELDS if f not in kwargs]
+        extra = sorted(set(kwargs) - set(MESSAGE_FIELDS))
+        if missing or extra:
+            raise MessageError(
+                f"not a trigger task message: missing {missing}, unexpected {extra} "
+                f"(expected exactly {list(MESSAGE_FIELDS)})"
+            )
+        return cls(**{f: kwargs[f] for f in MESSAGE_FIELDS})

@@ -1,0 +1,196 @@
+"""``CeleryTaskRunner``: hands ready instances to a Celery broker.
+
+Each instance becomes one message to the Celery task named after the trigger
+task (the configuration's ``run``), so ``task_routes``, queues, rate limits and
+time limits apply per trigger task exactly as for any Celery task. The message
+carries only a :class:`~triggers_celery.message.TaskMessage`; it is sent with
+the JSON serializer, ``countdown`` = the instance's cooldown, and a short
+publish retry policy so that a dead broker fails ``fire`` within about a
+second instead of hanging it (the manager then marks the instance ``failed``
+with the error and raises :class:`~triggers_core.errors.DispatchError`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from triggers_celery.errors import BindingError, StorageResolutionError, TriggersCeleryError
+from triggers_celery.message import TaskMessage
+from triggers_celery.storages import message_storage
+from triggers_core.effects import ScheduleInstance
+from triggers_core.registry import managers
+from triggers_core.runners import TaskRunner
+from triggers_core.storage import Storage
+
+if TYPE_CHECKING:
+    from triggers_core.manager import TriggerManager
+
+__all__ = [
+    "DEFAULT_RETRY_POLICY",
+    "RETRY_POLICY_SETTING",
+    "CeleryTaskRunner",
+    "default_app",
+    "set_default_app",
+]
+
+log = logging.getLogger(__name__)
+
+#: Publish retries: three quick attempts, then the error reaches ``fire``.
+DEFAULT_RETRY_POLICY: Mapping[str, float] = {
+    "max_retries": 2,
+    "interval_start": 0.0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+#: Celery setting overriding :data:`DEFAULT_RETRY_POLICY` for trigger task messages.
+RETRY_POLICY_SETTING = "triggers_publish_retry_policy"
+
+_default_app: Any = None
+_eager = threading.local()
+
+
+def set_default_app(app: Any) -> None:
+    """Make ``app`` the Celery app that runners without an explicit app use."""
+    global _default_app  # noqa: PLW0603 - one process-wide default, like Celery's own
+    _default_app = app
+
+
+def default_app() -> Any:
+    """The app set by :func:`set_default_app` (or :func:`bind_tasks`), else Celery's current."""
+    if _default_app is not None:
+        return _default_app
+    from celery import current_app  # noqa: PLC0415 - only when no app was bound
+
+    return current_app._get_current_object()
+
+
+class CeleryTaskRunner(TaskRunner):
+    """Sends ready instances to Celery workers (registry name ``celery``).
+
+    ``app`` defaults to :func:`default_app`. ``retry_policy`` overrides the
+    publish retry policy (default: the ``triggers_publish_retry_policy``
+    setting, else :data:`DEFAULT_RETRY_POLICY`).
+
+    With ``task_always_eager`` the instance runs in the calling thread before
+    ``dispatch`` returns, against the caller's own storage object; instances
+    scheduled while it runs (cascades, retries) are queued and run one after
+    another, so long chains never recurse. Countdowns are ignored, as Celery
+    ignores them in eager mode.
+    """
+
+    name: ClassVar[str] = "celery"
+
+    def __init__(self, app: Any = None, *, retry_policy: Mapping[str, float] | None = None):
+        self._app = app
+        self._retry_policy = dict(retry_policy) if retry_policy is not None else None
+
+    @property
+    def app(self) -> Any:
+        """The Celery app messages go through."""
+        return self._app if self._app is not None else default_app()
+
+    def message_for(self, manager: TriggerManager, effect: ScheduleInstance) -> TaskMessage:
+        """The message that makes a worker run ``effect``'s instance of ``manager``'s session."""
+        key = type(manager).registry_key
+        registered = managers.load(key)
+        if registered is not type(manager):
+            raise TriggersCeleryError(
+                f"{type(manager).__qualname__}.registry_key is {key!r}, but that key names "
+                f"{registered.__module__}.{registered.__qualname__}; workers would rebuild the "
+                "wrong manager class. Give the subclass its own registry_key and register it "
+                "(triggers_core.registry.managers.register or the triggers.managers entry point)"
+            )
+        return TaskMessage(
+            manager=key,
+            storage=message_storage(manager.storage, self.app.conf),
+            session=manager.uid,
+            instance=effect.instance_name,
+        )
+
+    def publish_options(self, effect: ScheduleInstance) -> dict[str, Any]:
+        """``apply_async`` options for ``effect`` (JSON, countdown, retry policy)."""
+        policy = self._retry_policy
+        if policy is None:
+            policy = dict(self.app.conf.get(RETRY_POLICY_SETTING) or DEFAULT_RETRY_POLICY)
+        options: dict[str, Any] = {"serializer": "json", "retry": True, "retry_policy": policy}
+        if effect.cooldown:
+            options["countdown"] = effect.cooldown
+        return options
+
+    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+        """Publish the instance's message; raise if the broker does not take it."""
+        app = self.app
+        eager = bool(app.conf.task_always_eager)
+        if manager.storage.backend_name == "memory" and not eager:
+            raise StorageResolutionError(
+                f"{effect.instance_name}: a memory:// storage lives in this process only, so "
+                "Celery workers cannot run its instances; use a shared storage (e.g. SQLAlchemy) "
+                "or task_always_eager"
+            )
+        message = self.message_for(manager, effect)
+        task = app.tasks.get(effect.run)
+        if task is not None and getattr(task, "trigger_task_name", None) != effect.run:
+            raise BindingError(
+                f"the Celery task named {effect.run!r} is not a trigger task binding; "
+                "bind trigger tasks with triggers_celery.bind_tasks(app)"
+            )
+        if eager:
+            if task is None:
+                raise BindingError(
+                    f"task_always_eager is set but trigger task {effect.run!r} is not bound to "
+                    f"{app.main or app!r}; call triggers_celery.bind_tasks(app) first"
+                )
+            _run_eagerly(task, message, manager.storage)
+            return
+        options = self.publish_options(effect)
+        if task is not None:
+            task.apply_async(kwargs=message.to_kwargs(), **options)
+        else:  # not bound in this process: routes by name still apply
+            app.send_task(effect.run, kwargs=message.to_kwargs(), **options)
+        log.debug("sent %s (%s) to Celery", effect.instance_name, effect.run)
+
+
+def live_storage() -> Storage | None:
+    """The caller's storage while an eager trigger task runs in this thread, else None."""
+    storage: Storage | None = getattr(_eager, "storage", None)
+    return storage
+
+
+def _run_eagerly(task: Any, message: TaskMessage, storage: Storage) -> None:
+    """Run now in this thread; if a trigger task is already running here, queue it.
+
+    Only an error of the first queued item reaches this dispatch's caller (it
+    concerns the instance being dispatched); later items were accepted by
+    earlier dispatches, so their errors are logged.
+    """
+    queue: deque[tuple[Any, TaskMessage, Storage]] | None = getattr(_eager, "queue", None)
+    if queue is not None:
+        queue.append((task, message, storage))
+        return
+    queue = _eager.queue = deque([(task, message, storage)])
+    first_error: BaseException | None = None
+    first = True
+    try:
+        while queue:
+            item_task, item, item_storage = queue.popleft()
+            _eager.storage = item_storage
+            try:
+                result = item_task.apply_async(kwargs=item.to_kwargs(), serializer="json")
+                if result.failed():  # task_eager_propagates is off: the error is in the result
+                    raise result.result
+            except Exception as exc:
+                if first:
+                    first_error = exc
+                else:
+                    log.error("eager trigger task for %s failed", item, exc_info=exc)
+            finally:
+                _eager.storage = None
+                first = False
+    finally:
+        _eager.queue = None
+    if first_error is not None:
+        raise first_error
