@@ -195,7 +195,8 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 
 def _public_url(url: URL) -> str:
     """``url`` as text without its password (``hide_password`` would print ``***``)."""
-    return url.set(password=None).render_as_string(hide_password=False)
+    # URL.set(password=None) means "leave it as is", hence _replace.
+    return url._replace(password=None).render_as_string(hide_password=False)
 
 
 def _normalize(url: URL) -> URL:

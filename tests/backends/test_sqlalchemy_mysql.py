@@ -1,0 +1,31 @@
+"""SQLAlchemy storage on MariaDB/MySQL (PyMySQL): the contract suite and backend tests.
+
+Needs MariaDB or MySQL on 127.0.0.1:3306 (user root, no password) with a
+database ``test`` (skipped on a laptop without it, a failure when ``CI=true``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from _sql_cases import SQLAlchemyCases
+from services import require_service
+
+URL = "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture(scope="module")
+def sql_engine() -> Iterator[sa.Engine]:
+    require_service("MariaDB", "127.0.0.1", 3306)
+    engine = sa.create_engine(URL)
+    yield engine
+    engine.dispose()
+
+
+class TestMySQLStorage(SQLAlchemyCases):
+    dialect = "sqlalchemy/mysql"
+    dead_url = "mysql://root:s3cret@127.0.0.1:1/test"

@@ -1,0 +1,601 @@
+"""The storage contract suite: every backend, ours or yours, proves the same guarantees.
+
+Subclass :class:`StorageContract` in a test module (the class name must start
+with ``Test`` so pytest collects it) and implement :meth:`~StorageContract.make_storage`::
+
+    import pytest
+    from triggers_core.testing.storage_contract import StorageContract
+    from my_backend import MyStorage
+
+    class TestMyStorage(StorageContract):
+        supports_multiprocess = True  # the store is shared between OS processes
+
+        @pytest.fixture(autouse=True)
+        def _server(self, tmp_path):
+            self.client = connect(...)  # per-test setup; pytest makes one instance per test
+            yield
+            self.client.close()
+
+        def make_storage(self, uid):
+            return MyStorage(uid, self.client)
+
+What it checks (see :mod:`triggers_core.storage` for the contract itself):
+loading a missing session; create-once; a stale compare-and-swap is rejected
+and changes nothing; N threads racing on one version yield one winner; a
+multi-process race of ``andEvery`` fires through :class:`TriggerManager`
+schedules every instance exactly once (opt in with ``supports_multiprocess``);
+sessions are isolated by UID; awkward UIDs round-trip; ``load(include)``
+returns the working set; instances left out of ``changed`` are not rewritten;
+and a Hypothesis state machine compares the store with an in-memory model.
+
+``pytest`` is needed to run it; ``hypothesis`` only for the stateful test.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import threading
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import pytest
+
+from triggers_core import engine
+from triggers_core.effects import ScheduleInstance
+from triggers_core.errors import ConflictError
+from triggers_core.manager import TriggerManager
+from triggers_core.registry import open_storage
+from triggers_core.runners import TaskRunner
+from triggers_core.serialization import header_to_json, instance_to_json
+from triggers_core.state import SessionState, Status, TaskInstance
+from triggers_core.storage import Storage, Version
+
+__all__ = [
+    "AWKWARD_UIDS",
+    "RecordingRunner",
+    "StorageContract",
+    "make_state",
+    "storage_state_machine",
+]
+
+#: UIDs that a backend must store faithfully and keep apart from one another.
+AWKWARD_UIDS: tuple[str, ...] = (
+    "plain",
+    "with spaces  and  more ",
+    " leading space",
+    "PLAIN",
+    "unicodé ☃ 日本語 🎉",
+    "slash/and\\backslash",
+    "percent %s %(x)s %% %2F",
+    "quotes ' \" ` ;-- DROP TABLE",
+    "new\nline\r\ttab",
+    "colon:at@hash#question?amp&equals=",
+    "x" * 300,
+)
+
+_CONFIG: Mapping[str, Any] = {
+    "t_alpha": {"after": ["a"], "run": "contract_task"},
+    "t_beta": {"after": ["a", "b"], "unless": ["c"], "run": "contract_task"},
+}
+_TASKS = engine.update_configuration(SessionState(), _CONFIG).state.tasks
+
+
+class RecordingRunner(TaskRunner):
+    """A runner that only records which instances it was asked to run."""
+
+    name = "contract-recording"
+
+    def __init__(self) -> None:
+        self.dispatched: list[str] = []
+        self._lock = threading.Lock()
+
+    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+        with self._lock:
+            self.dispatched.append(effect.instance_name)
+
+
+def make_state(
+    instances: Iterable[TaskInstance] = (),
+    *,
+    latest_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> SessionState:
+    """A state over the suite's two tasks holding ``instances`` (counters follow them)."""
+    found = {i.name: i for i in instances}
+    counters: dict[str, int] = {}
+    for instance in found.values():
+        counters[instance.task_name] = max(counters.get(instance.task_name, 0), instance.number + 1)
+    return SessionState(
+        tasks=_TASKS,
+        instances=found,
+        latest_kwargs=dict(latest_kwargs or {}),
+        counters=counters,
+    )
+
+
+def _instance(name: str, status: Status = Status.UNSTARTED, marker: object = 0) -> TaskInstance:
+    task = name.rsplit("#", 1)[0]
+    return TaskInstance(
+        name=name,
+        task_name=task,
+        status=status,
+        kwargs={"a": {"marker": marker}},
+        metadata={"created": "2024-01-01T00:00:00+00:00", "marker": marker},
+    )
+
+
+def _header(state: SessionState) -> dict[str, Any]:
+    return header_to_json(state)
+
+
+def _docs(instances: Mapping[str, TaskInstance]) -> dict[str, dict[str, Any]]:
+    return {name: instance_to_json(inst) for name, inst in instances.items()}
+
+
+class StorageContract:
+    """Base class of the storage contract tests (see the module docstring)."""
+
+    #: Sessions are visible to other OS processes (not true of ``MemoryStorage``).
+    supports_multiprocess: ClassVar[bool] = False
+    #: ``load(include)`` returns exactly unresolved + included instances (set False
+    #: for a backend that keeps one document and always returns everything).
+    exact_working_set: ClassVar[bool] = True
+    #: Threads racing on one version.
+    race_threads: ClassVar[int] = 8
+    #: Processes x fires in the multi-process race.
+    race_processes: ClassVar[int] = 8
+    race_fires: ClassVar[int] = 100
+    #: Seconds the multi-process race may take before it fails.
+    race_timeout: ClassVar[float] = 240.0
+    #: Hypothesis budget for the stateful test (kept small: it talks to real servers).
+    stateful_examples: ClassVar[int] = 15
+    stateful_steps: ClassVar[int] = 12
+
+    # -- what subclasses provide ------------------------------------------------------
+
+    def make_storage(self, uid: str) -> Storage:
+        """A storage for session ``uid``; storages for one uid must share the session."""
+        raise NotImplementedError("subclasses of StorageContract implement make_storage(uid)")
+
+    def process_url(self, storage: Storage) -> str:
+        """The URL child processes reopen ``storage`` from (default: its reference)."""
+        reference = storage.reference()
+        if reference is None:
+            pytest.fail(f"{storage!r} has no reference(); override process_url()")
+        return reference
+
+    # -- helpers ----------------------------------------------------------------------
+
+    @pytest.fixture
+    def uid(self) -> str:
+        """A fresh session UID per test."""
+        return f"contract-{uuid.uuid4().hex}"
+
+    def assert_stored(self, storage: Storage, state: SessionState, version: Version) -> None:
+        """The session as stored equals ``state`` at ``version``."""
+        snapshot = storage.load_full()
+        assert snapshot.version == version
+        assert _header(snapshot.state) == _header(state)
+        assert _docs(snapshot.state.instances) == _docs(state.instances)
+
+    # -- the contract -----------------------------------------------------------------
+
+    def test_missing_session_loads_empty(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        for snapshot in (storage.load(), storage.load(include=("t_alpha#0",)), storage.load_full()):
+            assert snapshot.version is None
+            assert _header(snapshot.state) == _header(SessionState())
+            assert dict(snapshot.state.instances) == {}
+        assert len(storage) == 0
+        assert "t_alpha#0" not in storage
+
+    def test_create_then_load(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        state = make_state([_instance("t_alpha#0")], latest_kwargs={"a": {"k": [1, "ü"]}})
+        version = storage.compare_and_swap(None, state, ["t_alpha#0"])
+        assert version is not None
+        self.assert_stored(storage, state, version)
+        self.assert_stored(self.make_storage(uid), state, version)
+
+    def test_create_once(self, uid: str) -> None:
+        first, second = self.make_storage(uid), self.make_storage(uid)
+        winner = make_state([_instance("t_alpha#0", marker="first")])
+        loser = make_state([_instance("t_alpha#0", marker="second"), _instance("t_beta#0")])
+        version = first.compare_and_swap(None, winner, ["t_alpha#0"])
+        with pytest.raises(ConflictError):
+            second.compare_and_swap(None, loser, ["t_alpha#0", "t_beta#0"])
+        self.assert_stored(second, winner, version)
+
+    def test_stale_compare_and_swap_is_rejected_and_changes_nothing(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        v1 = storage.compare_and_swap(None, make_state([_instance("t_alpha#0")]), ["t_alpha#0"])
+        current = make_state(
+            [_instance("t_alpha#0", Status.SCHEDULED, marker=2)], latest_kwargs={"a": {}}
+        )
+        v2 = storage.compare_and_swap(v1, current, ["t_alpha#0"])
+        assert v2 != v1
+        stale = make_state(
+            [_instance("t_alpha#0", Status.FINISHED, marker=3), _instance("t_beta#0")],
+            latest_kwargs={"b": {}},
+        )
+        with pytest.raises(ConflictError):
+            storage.compare_and_swap(v1, stale, ["t_alpha#0", "t_beta#0"])
+        self.assert_stored(storage, current, v2)
+        assert storage.load().version == v2
+
+    def test_versions_are_never_reused(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        seen: list[Version] = []
+        version: Version | None = None
+        for n in range(5):
+            state = make_state([_instance(f"t_alpha#{i}") for i in range(n + 1)])
+            version = storage.compare_and_swap(version, state, [f"t_alpha#{n}"])
+            assert version not in seen
+            seen.append(version)
+            assert storage.load().version == version
+
+    def _race(self, storages: list[Storage], expected: Version | None) -> list[Any]:
+        barrier = threading.Barrier(len(storages))
+        outcomes: list[Any] = [None] * len(storages)
+
+        def attempt(index: int) -> None:
+            name = f"t_alpha#{index}"
+            state = make_state([_instance(name, marker=index)])
+            barrier.wait(timeout=30)
+            try:
+                outcomes[index] = storages[index].compare_and_swap(expected, state, [name])
+            except ConflictError as exc:
+                outcomes[index] = exc
+            except Exception as exc:  # reported below, with the winner check
+                outcomes[index] = ("unexpected", exc)
+
+        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(storages))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        unexpected = [o for o in outcomes if isinstance(o, tuple)]
+        assert not unexpected, f"unexpected errors while racing: {unexpected}"
+        return outcomes
+
+    def _check_one_winner(self, uid: str, outcomes: list[Any]) -> None:
+        winners = [i for i, o in enumerate(outcomes) if not isinstance(o, ConflictError)]
+        assert len(winners) == 1, f"expected exactly one winner, got {outcomes}"
+        index = winners[0]
+        state = make_state([_instance(f"t_alpha#{index}", marker=index)])
+        self.assert_stored(self.make_storage(uid), state, outcomes[index])
+
+    def test_threads_racing_to_create_one_winner(self, uid: str) -> None:
+        storages = [self.make_storage(uid) for _ in range(self.race_threads)]
+        self._check_one_winner(uid, self._race(storages, None))
+
+    def test_threads_racing_on_one_version_one_winner(self, uid: str) -> None:
+        storages = [self.make_storage(uid) for _ in range(self.race_threads)]
+        base = storages[0].compare_and_swap(None, make_state(), [])
+        self._check_one_winner(uid, self._race(storages, base))
+
+    def test_multiprocess_and_every_race(self, uid: str) -> None:
+        if not self.supports_multiprocess:
+            pytest.skip(f"{type(self).__name__} is not shared between processes")
+        storage = self.make_storage(uid)
+        manager = TriggerManager(
+            storage, runners={"recording": RecordingRunner()}, default_runner="recording"
+        )
+        manager.update_configuration(
+            {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
+        )
+        dispatched = run_fire_race(
+            self.process_url(storage),
+            uid,
+            processes=self.race_processes,
+            fires=self.race_fires,
+            timeout=self.race_timeout,
+        )
+        total = self.race_processes * self.race_fires
+        counts = Counter(dispatched)
+        assert [name for name, n in counts.items() if n > 1] == [], "scheduled more than once"
+        assert set(counts) == {f"t_every#{n}" for n in range(total)}
+        state = storage.load_full().state
+        assert len(state.instances) == total
+        assert {i.status for i in state.instances.values()} == {Status.SCHEDULED}
+        assert state.counters["t_every"] == total
+        fired = {
+            (i.kwargs["tick"]["worker"], i.kwargs["tick"]["i"]) for i in state.instances.values()
+        }
+        assert len(fired) == total, "a fire was lost or applied twice"
+
+    def test_sessions_are_isolated_by_uid(self, uid: str) -> None:
+        uids = [f"{uid}-{suffix}" for suffix in ("a", "A", "a ", "a\n", "a/b", "a%")]
+        versions = {}
+        for index, each in enumerate(uids):
+            state = make_state([_instance("t_alpha#0", marker=index)])
+            versions[each] = self.make_storage(each).compare_and_swap(None, state, ["t_alpha#0"])
+        for index, each in enumerate(uids):
+            state = make_state([_instance("t_alpha#0", marker=index)])
+            self.assert_stored(self.make_storage(each), state, versions[each])
+
+    @pytest.mark.parametrize("awkward", AWKWARD_UIDS, ids=range(len(AWKWARD_UIDS)))
+    def test_awkward_uid_round_trips(self, uid: str, awkward: str) -> None:
+        session = f"{awkward}{uid}" if awkward[-1] != " " else f"{uid}{awkward}"
+        storage = self.make_storage(session)
+        assert storage.uid == session
+        state = make_state([_instance("t_alpha#0", marker=session)])
+        version = storage.compare_and_swap(None, state, ["t_alpha#0"])
+        reopened = self.make_storage(session)
+        self.assert_stored(reopened, state, version)
+        assert reopened["t_alpha#0"].metadata["marker"] == session
+
+    def test_load_returns_the_working_set(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        instances = [
+            _instance("t_alpha#0", Status.FINISHED),
+            _instance("t_alpha#1", Status.SCHEDULED),
+            _instance("t_beta#0", Status.ABANDONED),
+            _instance("t_beta#1", Status.FAILED),
+            _instance("t_beta#2", Status.UNSTARTED),
+        ]
+        state = make_state(instances)
+        storage.compare_and_swap(None, state, [i.name for i in instances])
+        unresolved = {"t_alpha#1", "t_beta#1", "t_beta#2"}
+        self._check_working_set(storage.load(), state, unresolved)
+        self._check_working_set(
+            storage.load(include=("t_beta#0", "t_beta#9")), state, unresolved | {"t_beta#0"}
+        )
+        assert set(storage.load_full().state.instances) == set(state.instances)
+        # The inspection API still sees everything.
+        assert set(storage.instances) == set(state.instances)
+        assert storage["t_alpha#0"].status is Status.FINISHED
+        assert "t_beta#0" in storage
+        assert [i.name for i in storage.get_unresolved_instances()] == sorted(unresolved)
+
+    def _check_working_set(self, snapshot: Any, state: SessionState, wanted: set[str]) -> None:
+        got = set(snapshot.state.instances)
+        assert wanted <= got
+        if self.exact_working_set:
+            assert got == wanted
+        assert _header(snapshot.state) == _header(state)
+        for name in got:
+            assert instance_to_json(snapshot.state.instances[name]) == instance_to_json(
+                state.instances[name]
+            )
+
+    def test_only_changed_instances_are_written(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        history = _instance("t_alpha#0", Status.FINISHED, marker="original")
+        pending = _instance("t_alpha#1", Status.UNSTARTED, marker="original")
+        v1 = storage.compare_and_swap(
+            None, make_state([history, pending]), [history.name, pending.name]
+        )
+        # A later commit carries altered copies of both but names only a new instance.
+        altered = [
+            _instance("t_alpha#0", Status.FAILED, marker="altered"),
+            _instance("t_alpha#1", Status.SCHEDULED, marker="altered"),
+            _instance("t_alpha#2", Status.UNSTARTED, marker="new"),
+        ]
+        v2 = storage.compare_and_swap(v1, make_state(altered), ["t_alpha#2"])
+        expected = make_state([history, pending, altered[2]])
+        self.assert_stored(storage, expected, v2)
+
+    def test_resolving_an_instance_moves_it_out_of_the_working_set(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        v1 = storage.compare_and_swap(None, make_state([_instance("t_alpha#0")]), ["t_alpha#0"])
+        assert set(storage.load().state.instances) == {"t_alpha#0"}
+        done = make_state([_instance("t_alpha#0", Status.FINISHED, marker=1)])
+        v2 = storage.compare_and_swap(v1, done, ["t_alpha#0"])
+        if self.exact_working_set:
+            assert set(storage.load().state.instances) == set()
+        assert storage.load(include=("t_alpha#0",)).state.instances["t_alpha#0"].status is (
+            Status.FINISHED
+        )
+        # ... and back again (an operator can force any status).
+        again = make_state([_instance("t_alpha#0", Status.FAILED, marker=2)])
+        v3 = storage.compare_and_swap(v2, again, ["t_alpha#0"])
+        assert set(storage.load().state.instances) >= {"t_alpha#0"}
+        self.assert_stored(storage, again, v3)
+
+    def test_manager_round_trip(self, uid: str) -> None:
+        runner = RecordingRunner()
+        manager = TriggerManager(
+            self.make_storage(uid), runners={"recording": runner}, default_runner="recording"
+        )
+        manager.update_configuration(_CONFIG)
+        manager.fire("a", {"n": 1})
+        manager.fire("b", {"n": 2})
+        assert runner.dispatched == ["t_alpha#0", "t_beta#0"]
+        reopened = self.make_storage(uid)
+        assert reopened["t_beta#0"].kwargs == {"a": {"n": 1}, "b": {"n": 2}}
+        assert reopened.latest_kwargs == {"a": {"n": 1}, "b": {"n": 2}}
+
+    def test_stateful_model(self) -> None:
+        from hypothesis import HealthCheck, settings  # noqa: PLC0415 - only this test needs it
+        from hypothesis.stateful import run_state_machine_as_test  # noqa: PLC0415
+
+        machine = storage_state_machine(self.make_storage, exact=self.exact_working_set)
+        run_state_machine_as_test(  # type: ignore[no-untyped-call] # hypothesis leaves it untyped
+            machine,
+            settings=settings(
+                max_examples=self.stateful_examples,
+                stateful_step_count=self.stateful_steps,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+
+
+# -- the multi-process race --------------------------------------------------------
+
+
+def run_fire_race(url: str, uid: str, *, processes: int, fires: int, timeout: float) -> list[str]:
+    """Start ``processes`` OS processes (spawned) that each fire ``tick`` ``fires`` times.
+
+    Returns every instance name the processes' runners were asked to run.
+    """
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    results = context.Queue()
+    workers = [
+        context.Process(
+            target=_fire_worker,
+            kwargs={
+                "url": url,
+                "uid": uid,
+                "index": index,
+                "fires": fires,
+                "start": start,
+                "results": results,
+            },
+            daemon=True,
+        )
+        for index in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    dispatched: list[str] = []
+    errors: list[str] = []
+    try:
+        start.set()
+        for _ in workers:
+            try:
+                kind, payload = results.get(timeout=timeout)
+            except queue.Empty:
+                pytest.fail(f"the multi-process race did not finish within {timeout}s")
+            if kind == "ok":
+                dispatched.extend(payload)
+            else:
+                errors.append(payload)
+    finally:
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
+        results.close()
+        results.join_thread()
+    assert not errors, "a racing process failed:\n" + "\n".join(errors)
+    return dispatched
+
+
+class _PatientManager(TriggerManager):
+    # The race checks correctness, not fairness: 8 processes on a small machine
+    # may lose many rounds in a row, so allow more attempts than the default.
+    max_attempts = 2000
+
+
+def _fire_worker(*, url: str, uid: str, index: int, fires: int, start: Any, results: Any) -> None:
+    try:
+        storage = open_storage(url, uid)
+        runner = RecordingRunner()
+        manager = _PatientManager(
+            storage, runners={"recording": runner}, default_runner="recording"
+        )
+        start.wait(60)
+        for n in range(fires):
+            manager.fire("tick", {"worker": index, "i": n})
+        storage.close()
+        results.put(("ok", runner.dispatched))
+    except BaseException:
+        results.put(("error", f"process {index}:\n{traceback.format_exc()}"))
+
+
+# -- the stateful model test -------------------------------------------------------
+
+
+def storage_state_machine(
+    make_storage: Callable[[str], Storage], *, exact: bool = True
+) -> Callable[[], Any]:
+    """A Hypothesis ``RuleBasedStateMachine`` class checking a storage against a model.
+
+    The model is the last successfully written header plus every instance ever
+    named in ``changed``. Rules write (with the right or a stale version, and
+    with altered copies of unchanged instances that must *not* be written),
+    load working sets, load everything and reopen the storage.
+    """
+    from hypothesis import strategies as st  # noqa: PLC0415 - hypothesis is a test dependency
+    from hypothesis.stateful import RuleBasedStateMachine, rule  # noqa: PLC0415
+
+    names = st.sampled_from([f"{task}#{n}" for task in _TASKS for n in range(4)])
+    statuses = st.sampled_from(list(Status))
+    markers = st.one_of(st.integers(-5, 5), st.text(max_size=5))
+
+    class StorageModel(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.uid = f"contract-stateful-{uuid.uuid4().hex}"
+            self.storage = make_storage(self.uid)
+            self.version: Version | None = None
+            self.seen: list[Version] = []
+            self.header = _header(SessionState())
+            self.stored: dict[str, TaskInstance] = {}
+
+        @rule(
+            changes=st.dictionaries(names, st.tuples(statuses, markers), max_size=4),
+            ghosts=st.lists(names, max_size=2),
+            latest=st.dictionaries(st.sampled_from(["a", "b", "c"]), st.just({"x": 1})),
+            stale=st.booleans(),
+        )
+        def write(
+            self,
+            changes: dict[str, tuple[Status, Any]],
+            ghosts: list[str],
+            latest: dict[str, dict[str, int]],
+            stale: bool,
+        ) -> None:
+            instances = dict(self.stored)
+            for name in ghosts:  # in the state, but not named in ``changed``
+                if name not in changes:
+                    instances[name] = _instance(name, Status.SKIPPED, marker="ghost")
+            for name, (status, marker) in changes.items():
+                instances[name] = _instance(name, status, marker)
+            state = make_state(instances.values(), latest_kwargs=latest)
+            stale_choices = [v for v in [None, *self.seen] if v != self.version]
+            if stale and stale_choices:
+                expected = stale_choices[len(self.seen) % len(stale_choices)]
+                try:
+                    self.storage.compare_and_swap(expected, state, changes.keys())
+                except ConflictError:
+                    return
+                raise AssertionError(f"stale version {expected!r} was accepted")
+            new = self.storage.compare_and_swap(self.version, state, changes.keys())
+            assert new is not None
+            assert new not in self.seen
+            self.version = new
+            self.seen.append(new)
+            self.header = _header(state)
+            for name in changes:
+                self.stored[name] = state.instances[name]
+
+        @rule(include=st.lists(names, max_size=3))
+        def load(self, include: list[str]) -> None:
+            snapshot = self.storage.load(include)
+            assert snapshot.version == self.version
+            assert _header(snapshot.state) == self.header
+            wanted = {n for n, i in self.stored.items() if not i.is_resolved}
+            wanted.update(n for n in include if n in self.stored)
+            got = set(snapshot.state.instances)
+            assert wanted <= got
+            if exact:
+                assert got == wanted
+            for name in got:
+                assert instance_to_json(snapshot.state.instances[name]) == instance_to_json(
+                    self.stored[name]
+                )
+
+        @rule()
+        def load_full(self) -> None:
+            snapshot = self.storage.load_full()
+            assert snapshot.version == self.version
+            assert _header(snapshot.state) == self.header
+            assert _docs(snapshot.state.instances) == _docs(self.stored)
+
+        @rule()
+        def reopen(self) -> None:
+            self.storage.close()
+            self.storage = make_storage(self.uid)
+
+        def teardown(self) -> None:
+            self.storage.close()
+
+    return StorageModel
