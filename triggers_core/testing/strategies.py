@@ -188,14 +188,19 @@ def trigger_sequences(
 
 @st.composite
 def workflows(
-    draw: st.DrawFn, /, *, max_triggers: int = 12, **config_options: Any
+    draw: st.DrawFn,
+    /,
+    *,
+    min_triggers: int = 0,
+    max_triggers: int = 12,
+    **config_options: Any,
 ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
     """``(config, triggers)`` pairs: a :func:`task_configurations` and a sequence for it.
 
     ``config_options`` are passed to :func:`task_configurations`.
     """
     config = draw(task_configurations(**config_options))
-    triggers = draw(trigger_sequences(config, max_size=max_triggers))
+    triggers = draw(trigger_sequences(config, min_size=min_triggers, max_size=max_triggers))
     return config, triggers
 
 
@@ -210,6 +215,7 @@ def session_states(
     draw: st.DrawFn,
     /,
     *,
+    min_triggers: int = 0,
     max_triggers: int = 8,
     max_runs: int = 30,
     **config_options: Any,
@@ -220,9 +226,13 @@ def session_states(
     and gives each scheduled instance a drawn outcome (finish with a result,
     fail, skip itself, retry, or stay scheduled/running); afterwards an operator
     may replay or skip failed instances, force statuses, edit metadata and mark
-    logs resolved. ``config_options`` go to :func:`task_configurations`.
+    logs resolved. Between ``min_triggers`` and ``max_triggers`` triggers fire
+    and at most ``max_runs`` instances run. ``config_options`` go to
+    :func:`task_configurations`.
     """
-    config, triggers = draw(workflows(max_triggers=max_triggers, **config_options))
+    config, triggers = draw(
+        workflows(min_triggers=min_triggers, max_triggers=max_triggers, **config_options)
+    )
     clock = _clock()
     state = engine.update_configuration(SessionState(), config).state
     queue: deque[str] = deque()
