@@ -26,9 +26,12 @@ snapshot transaction (REPEATABLE READ on PostgreSQL and MySQL, a read
 transaction in WAL mode on SQLite), so the version and the instances belong to
 the same point in time.
 
-Tables are never created behind your back: call :func:`create_schema` (or
-pass ``create_schema=True``, or add ``triggers_create_schema=true`` to the
-URL), or include :data:`metadata` (or :func:`metadata_for`) in your migrations.
+Tables on a database server are never created behind your back: call
+:func:`create_schema` (or pass ``create_schema=True``, or add
+``triggers_create_schema=true`` to the URL), or include :data:`metadata` (or
+:func:`metadata_for`) in your migrations. A SQLite file opened from a URL is
+the application's own, so its tables are created unless the URL says
+``triggers_create_schema=false``.
 """
 
 from __future__ import annotations
@@ -161,21 +164,29 @@ def create_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> N
     """Create the storage tables (and index) if they do not exist yet.
 
     Safe to call from several processes at once: a concurrent creator that
-    wins the race is not an error.
+    wins the race is not an error. Raises :class:`StorageError` if the
+    database cannot be reached or refuses.
     """
+    try:
+        _create_tables(engine, table_prefix)
+    except sa_exc.SQLAlchemyError as exc:
+        raise StorageError(
+            f"could not create tables for prefix {table_prefix!r} on "
+            f"{_public_url(engine.url)}: {_describe(exc, engine.url)}",
+            backend=f"sqlalchemy/{engine.dialect.name}",
+            session="(schema)",
+        ) from exc
+
+
+def _create_tables(engine: Engine, table_prefix: str) -> None:
     _prepare_engine(engine)
     meta = metadata_for(table_prefix)
     try:
         meta.create_all(engine, checkfirst=True)
-    except sa_exc.SQLAlchemyError as exc:
-        names = set(meta.tables)
-        if names <= set(sa.inspect(engine).get_table_names()):
+    except sa_exc.SQLAlchemyError:
+        if set(meta.tables) <= set(sa.inspect(engine).get_table_names()):
             return  # another process created them first
-        raise StorageError(
-            f"could not create tables {sorted(names)}: {_describe(exc, engine.url)}",
-            backend=f"sqlalchemy/{engine.dialect.name}",
-            session="-",
-        ) from exc
+        raise
 
 
 def drop_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> None:
@@ -345,8 +356,11 @@ def _is_conflict(exc: sa_exc.SQLAlchemyError) -> bool:
         return True
     if _mysql_code(orig) in _CONFLICT_MYSQL_CODES:
         return True
+    # SQLite: the write lock stayed taken for longer than the busy timeout.
     text = str(orig).lower()
-    return "database is locked" in text or "database table is locked" in text or "busy" in text
+    return type(orig).__module__.startswith("sqlite3") and (
+        "database is locked" in text or "database table is locked" in text
+    )
 
 
 def _describe(exc: BaseException, url: URL) -> str:
@@ -408,16 +422,27 @@ class SQLAlchemyStorage(Storage):
             self._reader = engine
             self._writer = engine.execution_options(triggers_write=True)
         if create_schema:
-            _ensure_schema(engine, table_prefix)
+            try:
+                _ensure_schema(engine, table_prefix)
+            except sa_exc.SQLAlchemyError as exc:
+                raise self._error(exc, "create_schema") from exc
 
     @classmethod
     def from_url(cls, url: str | URL, uid: str) -> SQLAlchemyStorage:
-        """Open ``uid`` from a URL; ``?triggers_prefix=...&triggers_create_schema=true``
-        choose the table prefix and create the tables if missing."""
+        """Open ``uid`` from a URL (one shared engine per URL).
+
+        Query options, removed before the URL reaches the driver:
+        ``triggers_prefix`` (table prefix) and ``triggers_create_schema``
+        (create missing tables; default ``true`` for SQLite files, ``false``
+        for server databases).
+        """
         parsed = make_url(url)
         query = dict(parsed.query)
         prefix = _single(query.pop(URL_PREFIX_OPTION, DEFAULT_TABLE_PREFIX))
-        create = _single(query.pop(URL_CREATE_OPTION, "false")).lower() in {"1", "true", "yes"}
+        # An embedded SQLite file belongs to the application: create its tables
+        # unless told not to. Server databases are migrated by their owners.
+        default = "true" if parsed.get_backend_name() == "sqlite" else "false"
+        create = _single(query.pop(URL_CREATE_OPTION, default)).lower() in {"1", "true", "yes"}
         engine = shared_engine(parsed.set(query=query))
         return cls(uid, engine, table_prefix=prefix, create_schema=create)
 
@@ -641,7 +666,7 @@ def _ensure_schema(engine: Engine, table_prefix: str) -> None:
     """``create_schema`` once per engine and prefix (later storages skip the round trips)."""
     done = _SCHEMA_READY.setdefault(engine, set())
     if table_prefix not in done:
-        create_schema(engine, table_prefix)
+        _create_tables(engine, table_prefix)
         done.add(table_prefix)
 
 

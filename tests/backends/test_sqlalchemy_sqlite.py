@@ -27,7 +27,12 @@ class TestSQLiteStorage(SQLAlchemyCases):
 
     def test_database_down_is_a_storage_error(self, uid: str) -> None:
         # For SQLite "down" means the file cannot be opened; the path is no secret.
-        storage = open_storage(self.dead_url, uid)
+        # Opened from a URL, creating the tables already fails...
+        with pytest.raises(StorageError) as caught:
+            open_storage(self.dead_url, uid)
+        assert "unable to open database file" in str(caught.value)
+        # ... and without that, the first load does.
+        storage = open_storage(f"{self.dead_url}?triggers_create_schema=false", uid)
         with pytest.raises(StorageError) as caught:
             storage.load()
         assert caught.value.backend == self.dialect
@@ -61,4 +66,46 @@ def test_create_schema_twice_and_from_fresh_file(tmp_path: Path) -> None:
         storage = SQLAlchemyStorage("s", engine)
         assert storage.load().version is None
     finally:
+        engine.dispose()
+
+
+def test_sqlite_url_creates_its_tables_unless_told_not_to(tmp_path: Path) -> None:
+    from triggers_backends.sqlalchemy import dispose_engines
+    from triggers_core import SchemaMissingError, TriggerManager
+
+    try:
+        manager = TriggerManager(f"sqlite:///{tmp_path / 'app.db'}", uid="survey-42")
+        manager.update_configuration({"t_a": {"after": ["x"], "run": "noop"}})
+        assert manager.storage.load().version == 1
+        refused = open_storage(f"sqlite:///{tmp_path / 'b.db'}?triggers_create_schema=false", "u")
+        with pytest.raises(SchemaMissingError, match="create_schema"):
+            refused.load()
+    finally:
+        dispose_engines()
+
+
+def test_a_held_write_lock_is_a_conflict_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from triggers_backends import sqlalchemy as backend
+    from triggers_core import ConflictError, SessionState
+
+    monkeypatch.setattr(backend, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "locked.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        create_schema(engine)
+        storage = SQLAlchemyStorage("s", engine)
+        version = storage.compare_and_swap(None, SessionState(), ())
+        holder.execute("BEGIN IMMEDIATE")  # another process mid-write, or crashed mid-write
+        with pytest.raises(ConflictError, match="database is locked"):
+            storage.compare_and_swap(version, SessionState(), ())
+        assert storage.load().version == version  # readers are not blocked (WAL)
+        holder.execute("ROLLBACK")
+        assert storage.compare_and_swap(version, SessionState(), ()) == version + 1
+    finally:
+        holder.close()
         engine.dispose()
