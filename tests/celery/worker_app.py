@@ -1,0 +1,170 @@
+"""The Celery app and trigger tasks that the test workers import (``-A worker_app``).
+
+A worker subprocess is configured entirely through environment variables, so
+one module serves every broker and storage:
+
+``TRIGGERS_TEST_BROKER``     broker URL
+``TRIGGERS_TEST_QUEUE``      default queue (``<queue>.slow`` takes ``celerytest.Sleep``)
+``TRIGGERS_TEST_STORAGES``   JSON ``{name: storage URL}`` -> ``triggers_storages``
+``TRIGGERS_TEST_EFFECTS``    libpq DSN of the database holding the side-effect table
+
+The test process builds its own sender apps with :func:`make_app`. The same
+task classes run under the threading runner unchanged (see test_eager.py).
+
+Not named ``celery_*``/``test_*``: pytest must not collect it, and it must not
+shadow the ``celery`` package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from celery import Celery
+
+import triggers_core.testing.sample_tasks  # noqa: F401 - registers the sample tasks
+from triggers_celery import CeleryTaskRunner, bind_tasks, trigger_task
+from triggers_core import TaskContext, TriggerManager, TriggerTask, managers, with_context
+
+EFFECTS_TABLE = "triggers_celery_effects"
+
+
+class CeleryTestManager(TriggerManager):
+    """The manager the tests fire with; workers rebuild it from ``registry_key``."""
+
+    registry_key: ClassVar[str] = "celery-tests"
+    default_runner = "celery"
+
+
+managers.register(CeleryTestManager.registry_key, CeleryTestManager)
+
+
+def make_app(
+    broker: str, queue: str, storages: Mapping[str, str] | None = None, **conf: Any
+) -> Celery:
+    """A Celery app on ``broker`` whose tasks default to ``queue``; trigger tasks bound."""
+    app = Celery(f"triggers-tests-{queue}", set_as_current=False)
+    app.conf.update(
+        broker_url=broker,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=queue,
+        task_routes={"celerytest.Sleep": {"queue": f"{queue}.slow"}},
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=True,
+        triggers_storages=dict(storages or {}),
+        **conf,
+    )
+    bind_tasks(app)
+    return app
+
+
+def _effects_connection() -> Any:
+    import psycopg
+
+    return psycopg.connect(os.environ["TRIGGERS_TEST_EFFECTS"], autocommit=True)
+
+
+class Record(TriggerTask):
+    """INSERTs one row per instance (primary key: session + instance): proves run-once."""
+
+    name: ClassVar[str] = "celerytest.Record"
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        with _effects_connection() as conn:
+            conn.execute(
+                f"INSERT INTO {EFFECTS_TABLE} (session, instance, pid) VALUES (%s, %s, %s)",
+                (context.manager.uid, context.instance_name, os.getpid()),
+            )
+        return {"pid": os.getpid()}
+
+
+class Divide(TriggerTask):
+    """``numerator / denominator`` from the ``divideRequested`` kwargs; logs with context."""
+
+    name: ClassVar[str] = "celerytest.Divide"
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        request = context.trigger_kwargs["divideRequested"]
+        with context.get_logger_context({"request": dict(request)}) as log:
+            log.warning("dividing %s by %s", request["numerator"], request["denominator"])
+            try:
+                quotient = request["numerator"] / request["denominator"]
+            except ZeroDivisionError as exc:
+                raise with_context(exc, {"denominator": request["denominator"]}) from None
+        return {"quotient": quotient}
+
+
+class Score(TriggerTask):
+    """Scores the cascade of ``t_createApplicant`` with the ``withParams`` model."""
+
+    name: ClassVar[str] = "celerytest.Score"
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        applicant = context.trigger_kwargs["t_createApplicant"]["kwargs"]
+        answers = applicant["observationsReceived"]["answers"]
+        model = context.trigger_kwargs["model"]
+        return {"score": sum(answers) * model["weight"], "model": model["name"]}
+
+
+class CooldownRetry(TriggerTask):
+    """Retries itself with a 1-second cooldown until it has been retried twice."""
+
+    name: ClassVar[str] = "celerytest.CooldownRetry"
+    max_retries: ClassVar[int] = 5
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        if context.retries < 2:
+            self.retry(RuntimeError(f"attempt {context.retries}"), cooldown=1.0)
+        return {"retries": context.retries}
+
+
+class Sleep(TriggerTask):
+    """Sleeps ``sleepRequested.seconds`` (routed to the ``.slow`` queue)."""
+
+    name: ClassVar[str] = "celerytest.Sleep"
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        seconds = float(context.trigger_kwargs["sleepRequested"]["seconds"])
+        time.sleep(seconds)
+        return {"slept": seconds}
+
+
+@trigger_task(name="celerytest.shout", bind=True)
+def shout(task: TriggerTask, context: TaskContext) -> Mapping[str, Any]:
+    """Decorator style: upper-cases ``words.text``; skips itself when there is none."""
+    text = context.trigger_kwargs.get("words", {}).get("text")
+    if not text:
+        task.skip({"reason": "nothing to shout"})
+    return {"text": str(text).upper()}
+
+
+def _worker_app() -> Celery | None:
+    broker = os.environ.get("TRIGGERS_TEST_BROKER")
+    if not broker:
+        return None
+    return make_app(
+        broker,
+        os.environ["TRIGGERS_TEST_QUEUE"],
+        json.loads(os.environ.get("TRIGGERS_TEST_STORAGES", "{}")),
+    )
+
+
+#: The worker's app (``celery -A worker_app``); None in the test process.
+app = _worker_app()
+
+
+def fire_ticks(broker: str, queue: str, storage: str, session: str, count: int) -> None:
+    """Entry point of the firing subprocesses: fire ``tick`` ``count`` times."""
+    sender = make_app(broker, queue)
+    manager = CeleryTestManager(storage, session, runners={"celery": CeleryTaskRunner(sender)})
+    for n in range(count):
+        manager.fire("tick", {"n": n, "pid": os.getpid()})
+
+
+if __name__ == "__main__":
+    fire_ticks(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
