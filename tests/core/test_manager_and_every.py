@@ -121,7 +121,7 @@ def test_and_every_cascades_into_and_every(manager: TriggerManager) -> None:
     )
     for n in range(3):
         manager.fire("page", {"n": n})
-    for n in range(3):
+        # Wait for each page: pages finishing concurrently cascade in any order.
         assert_instance_finished(
             manager, f"t_each#{n}", {"kwargs": {"t_page": {"kwargs": {"page": {"n": n}}}}}
         )

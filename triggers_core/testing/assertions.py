@@ -75,11 +75,14 @@ def exception_type_label(exc_type: type[BaseException] | str) -> str:
     return f"{exc_type.__module__}.{exc_type.__qualname__}"
 
 
-def describe_instance(instance: TaskInstance) -> str:
-    """A multi-line description of an instance for assertion messages."""
+def describe_instance(instance: TaskInstance, expected: str | None = None) -> str:
+    """A multi-line description of an instance (status, kwargs, metadata, traceback)."""
     metadata = {k: v for k, v in instance.metadata.items() if k != "exceptionInfo"}
+    headline = f"instance {instance.name!r} is {instance.status.value}"
+    if expected is not None:
+        headline += f", expected {expected}"
     lines = [
-        f"instance {instance.name!r} is {instance.status.value}",
+        headline,
         f"kwargs: {_json(instance.kwargs)}",
         f"metadata: {_json(metadata)}",
     ]
@@ -122,7 +125,7 @@ def assert_instance_status(
     expected = Status(status)
     instance = _get(target, name)
     if instance.status is not expected:
-        raise AssertionError(f"expected {expected.value}; {describe_instance(instance)}")
+        raise AssertionError(describe_instance(instance, expected.value))
     return instance
 
 
@@ -150,7 +153,7 @@ def assert_instance_failed(
     actual = instance.metadata.get("exceptionType")
     if actual != expected:
         raise AssertionError(
-            f"{name!r} failed with {actual}, expected {expected}; {describe_instance(instance)}"
+            f"{name!r} failed with {actual}, expected {expected}\n{describe_instance(instance)}"
         )
     return instance
 
@@ -181,7 +184,7 @@ def assert_instance_missing(target: TriggerManager | Storage, name: str) -> None
     storage = _storage(target)
     if name in storage:
         raise AssertionError(
-            f"expected no instance {name!r}, but it exists; {describe_instance(storage[name])}"
+            f"expected no instance {name!r}, but it exists\n{describe_instance(storage[name])}"
         )
 
 
@@ -193,7 +196,7 @@ def assert_unresolved_tasks(target: TriggerManager | Storage, names: Iterable[st
     expected = sorted(names)
     if actual != expected:
         raise AssertionError(
-            f"unresolved tasks are {actual}, expected {expected}; {describe_session(storage)}"
+            f"unresolved tasks are {actual}, expected {expected}\n{describe_session(storage)}"
         )
 
 
@@ -206,7 +209,4 @@ def assert_unresolved_instances(target: TriggerManager | Storage, names: Iterabl
     expected = sorted(names)
     if actual != expected:
         details = "\n".join(describe_instance(i) for i in found)
-        raise AssertionError(
-            f"unresolved instances are {actual}, expected {expected}; "
-            f"{describe_session(storage)}\n{details}"
-        )
+        raise AssertionError(f"unresolved instances are {actual}, expected {expected}\n{details}")
