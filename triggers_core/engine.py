@@ -130,7 +130,10 @@ def _timestamp(now: datetime) -> str:
     return now.astimezone(UTC).isoformat()
 
 
-def _set_status(instance: TaskInstance, status: Status, ts: str, **metadata: Any) -> TaskInstance:
+def _set_status(
+    instance: TaskInstance, status: Status, ts: str, /, **metadata: Any
+) -> TaskInstance:
+    # positional-only, so user metadata may use any key ("status", "ts", ...)
     timestamps = dict(instance.metadata.get("timestamps", {}))
     timestamps[status.value] = ts
     meta = {**instance.metadata, **metadata, "timestamps": timestamps, "lastModified": ts}
@@ -361,11 +364,13 @@ def _failed(
         instance,
         Status.FAILED,
         ts,
-        **extra,
-        exceptionType=exception_type,
-        exceptionInfo=exception_info,
-        exceptionContext=context,
-        logLevel=level,
+        **{
+            **extra,  # the recorded exception wins over same-named user metadata
+            "exceptionType": exception_type,
+            "exceptionInfo": exception_info,
+            "exceptionContext": context,
+            "logLevel": level,
+        },
     )
     return attrs.evolve(failed, log_level=level)
 

@@ -848,3 +848,31 @@ def test_log_level_and_logs_resolved_threshold(level: int, name: str, resolved: 
 
     assert instance.log_level_name == name
     assert instance.logs_resolved is resolved
+
+
+@pytest.mark.parametrize("key", ["status", "ts", "instance", "exceptionType", "timestamps"])
+@pytest.mark.parametrize("operation", ["skip_self", "fail", "retry_self", "update_status"])
+def test_user_metadata_may_use_any_key(operation: str, key: str) -> None:
+    state = running(scheduled_chain(), "t_a#0")
+    metadata = {key: "user"}
+    calls = {
+        "skip_self": lambda: engine.skip_self(state, "t_a#0", now=NOW, metadata=metadata),
+        "fail": lambda: engine.fail(
+            state, "t_a#0", now=NOW, exception_type="x.E", exception_info="", metadata=metadata
+        ),
+        "retry_self": lambda: engine.retry_self(
+            state, "t_a#0", now=NOW, max_retries=0, metadata=metadata
+        ),
+        "update_status": lambda: engine.update_status(
+            state, "t_a#0", "skipped", now=NOW, metadata=metadata
+        ),
+    }
+
+    recorded = calls[operation]().state.instances["t_a#0"].metadata
+
+    if key == "timestamps":  # the engine's own bookkeeping wins
+        assert isinstance(recorded["timestamps"], dict)
+    elif key == "exceptionType" and operation in {"fail", "retry_self"}:
+        assert recorded["exceptionType"] != "user"  # the recorded exception wins
+    else:
+        assert recorded[key] == "user"

@@ -267,6 +267,15 @@ KINDS = [
 ]
 
 
+#: Metadata whose keys sometimes collide with the engine's own parameters and fields.
+METADATA = st.dictionaries(
+    st.sampled_from(["status", "ts", "instance", "exceptionType", "timestamps", "result"])
+    | st.text(max_size=5),
+    st.integers() | st.text(max_size=3),
+    max_size=3,
+)
+
+
 def maybe_bad(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """Mostly ``good`` values, one time in eight a value JSON cannot represent."""
     return st.integers(0, 7).flatmap(lambda i: BAD_KWARGS if i == 0 else good)
@@ -310,17 +319,23 @@ def draw_operation(data: st.DataObject, state: SessionState) -> tuple[str, str |
     if kind == "finish":
         result = data.draw(maybe_bad(json_kwargs()) | st.none())
         return kind, task_name, lambda s: engine.finish(s, name, result, now=now)
+    meta = data.draw(maybe_bad(METADATA))
     if kind == "fail":
         context = data.draw(maybe_bad(json_kwargs()))
         return (
             kind,
             None,
             lambda s: engine.fail(
-                s, name, now=now, exception_type="x.E", exception_info="", exception_context=context
+                s,
+                name,
+                now=now,
+                exception_type="x.E",
+                exception_info="",
+                exception_context=context,
+                metadata=meta,
             ),
         )
     if kind == "skip_self":
-        meta = data.draw(maybe_bad(json_kwargs()))
         return kind, None, lambda s: engine.skip_self(s, name, now=now, metadata=meta)
     if kind == "retry_self":
         max_retries = data.draw(st.integers(0, 2))
@@ -338,6 +353,7 @@ def draw_operation(data: st.DataObject, state: SessionState) -> tuple[str, str |
                 max_retries=max_retries,
                 cooldown=cooldown,
                 replacement_kwargs=replacement,
+                metadata=meta,
             ),
         )
     if kind == "replay_failed":
@@ -363,11 +379,16 @@ def draw_operation(data: st.DataObject, state: SessionState) -> tuple[str, str |
             kind,
             task_name if cascade else None,
             lambda s: engine.update_status(
-                s, name, status, now=now, cascade=cascade, cascade_kwargs=cascade_kwargs
+                s,
+                name,
+                status,
+                now=now,
+                metadata=meta,
+                cascade=cascade,
+                cascade_kwargs=cascade_kwargs,
             ),
         )
     if kind == "update_metadata":
-        meta = data.draw(maybe_bad(json_kwargs()))
         return kind, None, lambda s: engine.update_metadata(s, name, meta, now=now)
     return kind, None, lambda s: engine.mark_logs_resolved(s, name, now=now)
 
