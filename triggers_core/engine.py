@@ -130,13 +130,22 @@ def _timestamp(now: datetime) -> str:
     return now.astimezone(UTC).isoformat()
 
 
+#: Metadata the engine keeps (and reads back); merged user metadata never replaces it.
+_BOOKKEEPING = ("created", "timestamps", "depth", "parent")
+
+
+def _merged_metadata(instance: TaskInstance, extra: Mapping[str, Any], ts: str) -> dict[str, Any]:
+    kept = {k: instance.metadata[k] for k in _BOOKKEEPING if k in instance.metadata}
+    return {**instance.metadata, **extra, **kept, "lastModified": ts}
+
+
 def _set_status(
     instance: TaskInstance, status: Status, ts: str, /, **metadata: Any
 ) -> TaskInstance:
     # positional-only, so user metadata may use any key ("status", "ts", ...)
     timestamps = dict(instance.metadata.get("timestamps", {}))
     timestamps[status.value] = ts
-    meta = {**instance.metadata, **metadata, "timestamps": timestamps, "lastModified": ts}
+    meta = {**_merged_metadata(instance, metadata, ts), "timestamps": timestamps}
     return attrs.evolve(instance, status=status, metadata=meta)
 
 
@@ -594,11 +603,14 @@ def update_status(
 def update_metadata(
     state: SessionState, name: str, metadata: Mapping[str, Any], *, now: datetime
 ) -> Transition:
-    """Merge ``metadata`` into an instance's metadata; status unchanged."""
+    """Merge ``metadata`` into an instance's metadata; status unchanged.
+
+    The engine's own ``created``, ``timestamps``, ``depth`` and ``parent`` are kept.
+    """
     b = _Builder(state, now)
     instance = b.get(name)
     extra = to_json_mapping(metadata, "metadata")
-    b.put(attrs.evolve(instance, metadata={**instance.metadata, **extra, "lastModified": b.ts}))
+    b.put(attrs.evolve(instance, metadata=_merged_metadata(instance, extra, b.ts)))
     return b.build()
 
 

@@ -765,6 +765,19 @@ def test_update_metadata_merges_and_bumps_last_modified_only() -> None:
     assert t.changed == {"t_a#0"}
 
 
+def test_merged_metadata_never_replaces_the_engines_bookkeeping() -> None:
+    state = engine.replay_failed(failed(scheduled_chain(), "t_a#0"), "t_a#0", now=NOW).state
+    before = state.instances["t_a#1"].metadata
+    junk = {"created": 0, "timestamps": 0, "depth": "x", "parent": None, "note": 1}
+
+    t = engine.update_metadata(state, "t_a#1", junk, now=later(1))
+
+    after = t.state.instances["t_a#1"].metadata
+    assert after == {**before, "note": 1, "lastModified": stamp(1)}
+    running_clone = engine.mark_running(t.state, "t_a#1", now=later(2)).state
+    assert running_clone.instances["t_a#1"].metadata["timestamps"]["running"] == stamp(2)
+
+
 def test_mark_logs_resolved() -> None:
     state = failed(scheduled_chain(), "t_a#0")
     assert not state.instances["t_a#0"].logs_resolved

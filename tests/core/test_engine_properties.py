@@ -269,7 +269,9 @@ KINDS = [
 
 #: Metadata whose keys sometimes collide with the engine's own parameters and fields.
 METADATA = st.dictionaries(
-    st.sampled_from(["status", "ts", "instance", "exceptionType", "timestamps", "result"])
+    st.sampled_from(
+        ["status", "ts", "instance", "exceptionType", "timestamps", "depth", "created", "result"]
+    )
     | st.text(max_size=5),
     st.integers() | st.text(max_size=3),
     max_size=3,
@@ -405,7 +407,9 @@ def check_structure(state: SessionState) -> None:
         assert isinstance(instance.status, Status)
         meta = instance.metadata
         assert {"created", "lastModified", "timestamps"} <= meta.keys()
+        assert isinstance(meta["timestamps"], dict)
         assert instance.status.value in meta["timestamps"]
+        assert isinstance(meta["depth"], int)
         assert all(isinstance(v, Mapping) for v in instance.kwargs.values())
     assert all(isinstance(v, Mapping) for v in state.latest_kwargs.values())
 
