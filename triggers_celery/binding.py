@@ -62,6 +62,12 @@ def _bind_one(app: Any, name: str, cls: type[TriggerTask], options: Mapping[str,
     existing = app.tasks.get(name)
     if existing is not None:
         if getattr(existing, "trigger_task_name", None) == name:
+            differ = sorted(k for k, v in options.items() if getattr(existing, k, None) != v)
+            if differ:
+                raise BindingError(
+                    f"trigger task {name!r} is already bound to this app without the options "
+                    f"{differ}; give options at the first binding (or in celery_options)"
+                )
             return existing
         raise BindingError(
             f"cannot bind trigger task {name!r}: the Celery app already has another task "
