@@ -264,7 +264,7 @@ def test_unless_fully_fired_abandons_unstarted_instances() -> None:
     assert fire(t.state, "b").effects == (TriggerFired("b", ()),)
 
 
-def test_abandon_wins_over_schedule_when_both_apply() -> None:
+def test_an_unless_trigger_alone_creates_and_abandons_the_first_instance() -> None:
     config = {"t_a": {"after": ["a"], "unless": ["u"], "run": "A"}}
     state = fire(configured(config), "u").state
     assert statuses(state) == {"t_a#0": "abandoned"}  # its first trigger created it
@@ -272,6 +272,17 @@ def test_abandon_wins_over_schedule_when_both_apply() -> None:
     t = fire(state, "a")
 
     assert statuses(t.state) == {"t_a#0": "abandoned"}
+    assert t.scheduled == ()
+
+
+def test_abandon_wins_over_schedule_when_both_apply() -> None:
+    config = {"t_a": {"after": ["a"], "andEvery": "e", "unless": ["u"], "run": "A"}}
+    state = fire_all(configured(config), ("a", {}), ("e", {}), ("u", {}))
+    assert statuses(state) == {"t_a#0": "scheduled"}
+
+    t = fire(state, "e")  # seeded with a (ready) and with u (all unless fired)
+
+    assert statuses(t.state) == {"t_a#0": "scheduled", "t_a#1": "abandoned"}
     assert t.scheduled == ()
 
 
