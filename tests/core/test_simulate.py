@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
 
+from triggers_core.config import parse_configuration
 from triggers_core.effects import ScheduleInstance, TriggerFired
 from triggers_core.errors import ConfigurationError, InvalidKwargsError
 from triggers_core.state import SessionState, Status
@@ -17,6 +19,7 @@ from triggers_core.testing.simulate import (
     run_simulation,
     simulate,
 )
+from triggers_core.testing.strategies import session_states, triggers_used, workflows
 
 CHAIN = {"t_a": {"after": ["x"], "run": "A"}, "t_b": {"after": ["t_a", "y"], "run": "B"}}
 
@@ -138,3 +141,31 @@ def test_bad_input_raises_the_engine_errors() -> None:
         simulate({"t_a": {"after": ["x"], "run": "A"}}, ["x"], results=lambda _n, _k: 3)  # type: ignore[arg-type,return-value]
     with pytest.raises(ValueError, match="now must be a timezone-aware datetime"):
         simulate({}, [], now=datetime(2030, 1, 1))
+
+
+# -- the shipped strategies produce what they promise ---------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(workflows(max_tasks=4))
+def test_workflows_fire_only_names_the_config_uses_or_an_unused_one(
+    workflow: tuple[dict[str, dict[str, Any]], list[tuple[str, dict[str, Any]]]],
+) -> None:
+    """Property: every drawn trigger is used by the drawn config (or is ``unused``);
+    task names never contain '#'; every drawn config parses; every run terminates."""
+    config, triggers = workflow
+    used = set(triggers_used(config))
+
+    assert {name for name, _ in triggers} <= used | {"unused"}
+    assert all("#" not in name for name in config)
+    assert set(parse_configuration(config)) == set(config)
+    simulate(config, triggers)
+
+
+@settings(max_examples=50, deadline=None)
+@given(session_states(min_triggers=1))
+def test_session_states_are_consistent(state: SessionState) -> None:
+    """Property: drawn states name instances ``{task}#{n}`` with n below the task's counter."""
+    for name, instance in state.instances.items():
+        assert name == f"{instance.task_name}#{instance.number}"
+        assert instance.number < state.counters[instance.task_name]
