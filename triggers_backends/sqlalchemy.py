@@ -411,6 +411,10 @@ class SQLAlchemyStorage(Storage):
         self.table_prefix = table_prefix
         self._tables = _tables(table_prefix)
         self._key = _key(self.uid)
+        # name -> (document text, decoded instance) for the last working set:
+        # unresolved instances are re-read by every fire, and decoding them
+        # dominates a fire's cost once there are hundreds. Instances are frozen.
+        self._decoded: dict[str, tuple[str, TaskInstance]] = {}
         dialect = engine.dialect.name
         self._label = f"sqlalchemy/{dialect}"
         self._reader: Engine
@@ -515,9 +519,13 @@ class SQLAlchemyStorage(Storage):
             break
         if head is None:
             return Snapshot(SessionState(), None)
-        return self._decode(head.uid, head.version, head.header, rows)
+        return self._decode(
+            head.uid, head.version, head.header, rows, working_set=include is not None
+        )
 
-    def _decode(self, uid: str, version: int, header: str, rows: Sequence[Any]) -> Snapshot:
+    def _decode(
+        self, uid: str, version: int, header: str, rows: Sequence[Any], *, working_set: bool
+    ) -> Snapshot:
         where = f"{self._label} storage, session {self.uid!r}"
         if uid != self.uid:
             raise StorageError(
@@ -526,8 +534,13 @@ class SQLAlchemyStorage(Storage):
                 session=self.uid,
             )
         found: dict[str, TaskInstance] = {}
+        decoded = self._decoded
         try:
             for name, doc in rows:
+                cached = decoded.get(name)
+                if cached is not None and cached[0] == doc:
+                    found[name] = cached[1]
+                    continue
                 instance = instance_from_json(
                     loads(doc, f"instance {name!r}"), f"instance {name!r}"
                 )
@@ -539,6 +552,9 @@ class SQLAlchemyStorage(Storage):
             state = header_from_json(loads(header, "session header"), found)
         except SerializationError as exc:
             raise SerializationError(f"{where}: {exc} (the row was left as it is)") from exc
+        if working_set:
+            # Keep the working set decoded: the next fire will load the same rows.
+            self._decoded = {name: (doc, found[name]) for name, doc in rows}
         return Snapshot(state, int(version))
 
     # -- writing ------------------------------------------------------------------
