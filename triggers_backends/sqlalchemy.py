@@ -451,8 +451,15 @@ class SQLAlchemyStorage(Storage):
         return cls(uid, engine, table_prefix=prefix, create_schema=create)
 
     def reference(self) -> str:
-        """This storage's URL without the password (plus a non-default table prefix)."""
+        """This storage's URL without the password (plus a non-default table prefix).
+
+        A relative SQLite path is made absolute so a worker started elsewhere
+        opens the same file.
+        """
         url = self.engine.url
+        if url.get_backend_name() == "sqlite" and url.database:
+            # A worker may run in another directory: name the file absolutely.
+            url = url.set(database=os.path.abspath(url.database))
         if self.table_prefix != DEFAULT_TABLE_PREFIX:
             url = url.update_query_dict({URL_PREFIX_OPTION: self.table_prefix})
         return _public_url(url)

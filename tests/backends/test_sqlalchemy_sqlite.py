@@ -109,3 +109,16 @@ def test_a_held_write_lock_is_a_conflict_not_a_crash(
     finally:
         holder.close()
         engine.dispose()
+
+
+def test_reference_names_the_sqlite_file_absolutely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triggers_backends.sqlalchemy import dispose_engines
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        storage = open_storage("sqlite:///relative.db", "u")
+        assert storage.reference() == f"sqlite:///{tmp_path / 'relative.db'}"
+    finally:
+        dispose_engines()
