@@ -23,6 +23,7 @@ from processes import (
     WorkerProcess,
     queue_for,
     start_worker,
+    stop_all,
 )
 from services import require_service
 
@@ -33,8 +34,7 @@ def _no_leftover_processes() -> Iterator[None]:
     try:
         yield
     finally:
-        for worker in list(STARTED):
-            worker.stop(timeout=5)
+        stop_all(list(STARTED), timeout=5)
 
 
 @pytest.fixture(scope="session")
@@ -113,5 +113,4 @@ def workers(broker: str, storages: dict[str, str], log_dir: Path) -> Iterator[li
             worker.wait_ready()
         yield started
     finally:
-        for worker in started:
-            worker.stop()
+        stop_all(started)

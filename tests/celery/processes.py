@@ -8,6 +8,7 @@ Every started worker is tracked in :data:`STARTED` so the session fixture in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -105,20 +106,32 @@ class WorkerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
+    def terminate(self) -> None:
+        """Ask for a warm shutdown (SIGTERM) without waiting."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 15.0) -> None:
         """Warm shutdown; SIGKILL if it does not exit within ``timeout``."""
         try:
-            if self.process.poll() is None:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                try:
-                    self.process.wait(timeout)
-                except subprocess.TimeoutExpired:
+            self.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
                     self.kill()
-        except ProcessLookupError:
-            pass
         finally:
             if self in STARTED:
                 STARTED.remove(self)
+
+
+def stop_all(workers: list[WorkerProcess], timeout: float = 15.0) -> None:
+    """Stop several workers at once (SIGTERM to all first, then wait for each)."""
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.stop(timeout)
 
 
 def queue_for(broker: str) -> str:

@@ -31,6 +31,7 @@ from processes import (
     python_env,
     queue_for,
     start_worker,
+    stop_all,
 )
 from worker_app import CeleryTestManager, make_app
 
@@ -294,9 +295,7 @@ def test_a_worker_killed_mid_task_leaves_a_stale_running_instance_that_can_be_re
             # acks_late: RabbitMQ redelivered the killed worker's message; it is ignored
             rescuer.wait_for_log(f"not running t_sleep#0 in session {manager.uid!r}")
     finally:
-        doomed.stop()
-        if rescuer is not None:
-            rescuer.stop()
+        stop_all([doomed] if rescuer is None else [doomed, rescuer])
 
 
 def test_end_to_end_latency(
