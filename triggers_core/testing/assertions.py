@@ -54,7 +54,9 @@ def wait_for_tasks(target: TriggerManager | Storage, timeout: float | None = JOI
         return
     # The manager creates runners lazily and keeps them in ``_runners``; only
     # the threading runner can be waited for in-process.
-    for runner in list(getattr(target, "_runners", {}).values()):
+    with target._runners_lock:
+        runners = list(target._runners.values())
+    for runner in runners:
         if isinstance(runner, ThreadingTaskRunner):
             runner.join_all(timeout)
 
