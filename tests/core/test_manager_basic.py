@@ -6,7 +6,7 @@ runner; assertions wait for the runner, so nothing sleeps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,8 +15,6 @@ from triggers_core import (
     ConfigurationError,
     InvalidKwargsError,
     Status,
-    Storage,
-    ThreadingTaskRunner,
     TriggerManager,
 )
 from triggers_core.testing.assertions import (
@@ -29,20 +27,6 @@ from triggers_core.testing.assertions import (
 from triggers_core.testing.sample_tasks import DevNullTask, FailingTask, PassThruTask
 
 PASS = PassThruTask.name
-
-
-@pytest.fixture
-def runner() -> Iterator[ThreadingTaskRunner]:
-    runner = ThreadingTaskRunner()
-    yield runner
-    runner.join_all()
-
-
-@pytest.fixture
-def manager(
-    storage_factory: Callable[[str], Storage], session_uid: str, runner: ThreadingTaskRunner
-) -> TriggerManager:
-    return TriggerManager(storage_factory(session_uid), runners={"threading": runner})
 
 
 def names(instances: Any) -> list[str]:

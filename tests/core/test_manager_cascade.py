@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-import pytest
-
-from triggers_core import Storage, ThreadingTaskRunner, TriggerManager
+from triggers_core import TriggerManager
 from triggers_core.testing.assertions import (
     assert_instance_failed,
     assert_instance_finished,
@@ -18,20 +14,6 @@ from triggers_core.testing.sample_tasks import DevNullTask, FailingTask, PassThr
 
 PASS = PassThruTask.name
 NULL = DevNullTask.name
-
-
-@pytest.fixture
-def runner() -> Iterator[ThreadingTaskRunner]:
-    runner = ThreadingTaskRunner()
-    yield runner
-    runner.join_all()
-
-
-@pytest.fixture
-def manager(
-    storage_factory: Callable[[str], Storage], session_uid: str, runner: ThreadingTaskRunner
-) -> TriggerManager:
-    return TriggerManager(storage_factory(session_uid), runners={"threading": runner})
 
 
 def test_simple_cascade(manager: TriggerManager) -> None:

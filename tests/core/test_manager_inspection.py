@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -23,13 +23,6 @@ CONFIG = {
     "t_stopped": {"after": ["x", "z"], "unless": ["stop"], "run": DevNullTask.name},
     "t_idle": {"after": ["never"], "run": DevNullTask.name, "note": "kept"},
 }
-
-
-@pytest.fixture
-def runner() -> Iterator[ThreadingTaskRunner]:
-    runner = ThreadingTaskRunner()
-    yield runner
-    runner.join_all()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -57,13 +57,6 @@ class FakeClock:
         with self._lock:
             self.now += timedelta(seconds=1)
             return self.now
-
-
-@pytest.fixture
-def runner() -> Iterator[ThreadingTaskRunner]:
-    runner = ThreadingTaskRunner()
-    yield runner
-    runner.join_all()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import pytest
@@ -11,9 +11,7 @@ import pytest
 from triggers_core import (
     InvalidKwargsError,
     MaxRetriesExceeded,
-    Storage,
     TaskContext,
-    ThreadingTaskRunner,
     TriggerManager,
     TriggerTask,
     UnknownTaskError,
@@ -128,20 +126,6 @@ class RetryWithDetailsTask(TriggerTask):
                 cooldown=0.01,
             )
         return {"kwargs": dict(context.trigger_kwargs), "retries": context.retries}
-
-
-@pytest.fixture
-def runner() -> Iterator[ThreadingTaskRunner]:
-    runner = ThreadingTaskRunner()
-    yield runner
-    runner.join_all()
-
-
-@pytest.fixture
-def manager(
-    storage_factory: Callable[[str], Storage], session_uid: str, runner: ThreadingTaskRunner
-) -> TriggerManager:
-    return TriggerManager(storage_factory(session_uid), runners={"threading": runner})
 
 
 def configure(manager: TriggerManager, run: str, **directives: Any) -> None:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-import pytest
-
-from triggers_core import Storage, ThreadingTaskRunner, TriggerManager
+from triggers_core import TriggerManager
 from triggers_core.testing.assertions import (
     assert_instance_abandoned,
     assert_instance_finished,
@@ -18,20 +14,6 @@ from triggers_core.testing.assertions import (
 from triggers_core.testing.sample_tasks import PassThruTask
 
 PASS = PassThruTask.name
-
-
-@pytest.fixture
-def runner() -> Iterator[ThreadingTaskRunner]:
-    runner = ThreadingTaskRunner()
-    yield runner
-    runner.join_all()
-
-
-@pytest.fixture
-def manager(
-    storage_factory: Callable[[str], Storage], session_uid: str, runner: ThreadingTaskRunner
-) -> TriggerManager:
-    return TriggerManager(storage_factory(session_uid), runners={"threading": runner})
 
 
 def test_unless_abandons_an_unstarted_instance(manager: TriggerManager) -> None:
