@@ -125,10 +125,16 @@ def test_an_abandoned_instance_is_never_scheduled(
 ) -> None:
     """Property: no instance that ends ``abandoned`` was ever scheduled; its only
     statuses were unstarted then abandoned, and all of its task's ``unless``
-    triggers are recorded on it.
+    triggers are recorded on it. Conversely no scheduled instance had all of its
+    task's (non-empty) ``unless`` triggers recorded: abandoning wins.
     """
     sim = run_simulation(*workflow)
     tasks = sim.state.tasks
+
+    for name in sim.scheduled:
+        instance = sim.state.instances[name]
+        unless = tasks[instance.task_name].unless_triggers
+        assert not (unless and unless <= instance.unless_fired)
 
     for instance in sim.state.instances.values():
         if instance.status is Status.ABANDONED:
@@ -136,6 +142,24 @@ def test_an_abandoned_instance_is_never_scheduled(
             assert set(instance.metadata["timestamps"]) == {"unstarted", "abandoned"}
             assert tasks[instance.task_name].unless_triggers <= instance.unless_fired
             assert tasks[instance.task_name].unless_triggers
+
+
+@FAST
+@given(workflows(max_tasks=5, max_triggers=16))
+def test_a_task_without_and_every_has_at_most_one_instance(
+    workflow: tuple[Config, list[tuple[str, dict[str, Any]]]],
+) -> None:
+    """Property: in a simulated run (no replays), a task without ``andEvery`` has
+    exactly one instance if any of its after/unless triggers fired, else none:
+    re-firing its triggers never creates another.
+    """
+    sim = run_simulation(*workflow)
+    fired = set(sim.fired)
+
+    for task in sim.state.tasks.values():
+        if task.and_every is None:
+            expected = 1 if fired & (task.required_triggers | task.unless_triggers) else 0
+            assert len(list(sim.state.instances_of(task.name))) == expected
 
 
 @settings(max_examples=150, deadline=None)
@@ -440,6 +464,7 @@ def check_transition(
         assert effect.depth == instance.metadata["depth"]
         if effect.depth == 0:  # replay clones may carry replacement kwargs instead
             assert task.required_triggers <= instance.kwargs.keys()
+            assert not (task.unless and task.unless_triggers <= instance.unless_fired)
 
     fired = [e for e in t.effects if isinstance(e, TriggerFired)]
     replayed = [e for e in t.effects if isinstance(e, InstanceReplayed)]
