@@ -66,6 +66,7 @@ class MemoryStorage(Storage):
     def __init__(self, uid: str, store: MemoryStore | None = None, *, store_name: str = "") -> None:
         super().__init__(uid)
         self.store_name = store_name
+        self._private = store is not None
         self.store = store if store is not None else named_store(store_name)
 
     @classmethod
@@ -75,8 +76,9 @@ class MemoryStorage(Storage):
         name = parts.netloc + parts.path.strip("/")
         return cls(uid, store_name=name)
 
-    def reference(self) -> str:
-        return f"memory://{self.store_name}"
+    def reference(self) -> str | None:
+        """``memory://name`` for a named store; None for a private :class:`MemoryStore`."""
+        return None if self._private else f"memory://{self.store_name}"
 
     def _read(self, include: Collection[str] | None) -> Snapshot:
         store = self.store
