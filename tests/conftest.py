@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from services import services_required
 
 from triggers_core import MemoryStorage, MemoryStore, Storage
 
@@ -46,3 +47,19 @@ def storage_factory(request: pytest.FixtureRequest) -> Iterator[StorageFactory]:
         return
     factory = request.getfixturevalue(f"{kind}_storage_factory")
     yield factory
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI, any skipped test fails the run: CI must never pass by running less.
+
+    ``tests/services.py`` already fails service tests whose server is missing;
+    this catches every other way a test could quietly not run.
+    """
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if services_required() and skipped and exitstatus == 0:
+        reasons = sorted({str(getattr(report, "longrepr", "")) for report in skipped})
+        print(f"\nCI=true: {len(skipped)} test(s) skipped, which CI treats as failure:")
+        for reason in reasons:
+            print(f"  {reason}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
