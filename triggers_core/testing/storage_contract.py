@@ -421,7 +421,9 @@ class StorageContract:
         from hypothesis.stateful import run_state_machine_as_test  # noqa: PLC0415
 
         machine = storage_state_machine(self.make_storage, exact=self.exact_working_set)
-        run_state_machine_as_test(  # type: ignore[no-untyped-call] # hypothesis leaves it untyped
+        # Typed differently across Hypothesis releases (untyped in older ones).
+        run: Any = run_state_machine_as_test
+        run(
             machine,
             settings=settings(
                 max_examples=self.stateful_examples,
