@@ -52,6 +52,10 @@ RETRY_POLICY_SETTING = "triggers_publish_retry_policy"
 _default_app: Any = None
 _eager = threading.local()
 
+#: The storage field of an eager message whose storage has no name: an eager task
+#: runs against the caller's storage object (:func:`live_storage`), never reopens it.
+EAGER_STORAGE = "eager://caller"
+
 
 def set_default_app(app: Any) -> None:
     """Make ``app`` the Celery app that runners without an explicit app use."""
@@ -93,8 +97,14 @@ class CeleryTaskRunner(TaskRunner):
         """The Celery app messages go through."""
         return self._app if self._app is not None else default_app()
 
-    def message_for(self, manager: TriggerManager, effect: ScheduleInstance) -> TaskMessage:
-        """The message that makes a worker run ``effect``'s instance of ``manager``'s session."""
+    def message_for(
+        self, manager: TriggerManager, effect: ScheduleInstance, *, eager: bool = False
+    ) -> TaskMessage:
+        """The message that makes a worker run ``effect``'s instance of ``manager``'s session.
+
+        With ``eager`` the task runs in this thread against ``manager.storage``
+        itself, so a storage that cannot be named (a private memory store) is fine.
+        """
         key = type(manager).registry_key
         registered = managers.load(key)
         if registered is not type(manager):
@@ -104,9 +114,15 @@ class CeleryTaskRunner(TaskRunner):
                 "wrong manager class. Give the subclass its own registry_key and register it "
                 "(triggers_core.registry.managers.register or the triggers.managers entry point)"
             )
+        try:
+            storage = message_storage(manager.storage, self.app.conf)
+        except StorageResolutionError:
+            if not eager:
+                raise
+            storage = EAGER_STORAGE
         return TaskMessage(
             manager=key,
-            storage=message_storage(manager.storage, self.app.conf),
+            storage=storage,
             session=manager.uid,
             instance=effect.instance_name,
         )
@@ -131,7 +147,7 @@ class CeleryTaskRunner(TaskRunner):
                 "Celery workers cannot run its instances; use a shared storage (e.g. SQLAlchemy) "
                 "or task_always_eager"
             )
-        message = self.message_for(manager, effect)
+        message = self.message_for(manager, effect, eager=eager)
         task = app.tasks.get(effect.run)
         if task is not None and getattr(task, "trigger_task_name", None) != effect.run:
             raise BindingError(
