@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from triggers_core import engine
+from triggers_core._util import to_json_mapping
 from triggers_core.effects import InstanceReplayed, InstanceSkipped, ScheduleInstance, TriggerFired
 from triggers_core.engine import Transition
 from triggers_core.errors import (
@@ -200,8 +201,6 @@ class TriggerManager:
         self, trigger_name: str, trigger_kwargs: Mapping[str, Any] | None = None
     ) -> list[TaskInstance]:
         """Fire a trigger; return the instances it scheduled (already dispatched)."""
-        from triggers_core._util import to_json_mapping  # noqa: PLC0415
-
         kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")  # fail before any I/O
         transition = self._commit(lambda s: engine.fire(s, trigger_name, kwargs, now=self.now()))
         self._perform(transition)
