@@ -280,11 +280,19 @@ class TriggerManager:
 
     # -- running instances (called by runners) -----------------------------------
 
-    def run_instance(self, instance_name: str) -> TaskInstance | None:
+    def run_instance(
+        self,
+        instance_name: str,
+        *,
+        on_started: Callable[[TaskInstance], None] | None = None,
+    ) -> TaskInstance | None:
         """Run a scheduled instance here and now; commit its outcome and cascade.
 
         Returns None (and logs) if the instance is no longer scheduled, e.g. a
-        redelivered message for an instance that already ran.
+        redelivered message for an instance that already ran. ``on_started`` is
+        called with the instance once it is committed as ``running``, before the
+        task runs: a caller can tell an error raised before that point (nothing
+        ran) from one raised after it (the outcome may not have been recorded).
         """
         name = instance_name
         try:
@@ -295,6 +303,8 @@ class TriggerManager:
             log.warning("not running %s in session %r: %s", name, self.uid, exc)
             return None
         instance = started.state.instances[name]
+        if on_started is not None:
+            on_started(instance)
         config = started.state.tasks[instance.task_name]
         context = TaskContext(
             self,

@@ -256,6 +256,27 @@ def test_self_retry_calls_post_replay(manager: RecordingManager, manual: ManualR
     ]
 
 
+def test_run_instance_reports_the_start_before_the_task_runs(
+    manager: RecordingManager, manual: ManualRunner
+) -> None:
+    manager.update_configuration({"t_a": {"after": ["x"], "run": NULL}})
+    manager.fire("x")
+    seen: list[tuple[str, str, str]] = []
+
+    def on_started(instance: TaskInstance) -> None:
+        stored = manager.storage[instance.name].status.value
+        seen.append((instance.name, instance.status.value, stored))
+
+    assert manual.queue == [(manager, "t_a#0")]
+    finished = manager.run_instance("t_a#0", on_started=on_started)
+    assert finished is not None
+    assert finished.status is Status.FINISHED
+    assert seen == [("t_a#0", "running", "running")]
+    # an instance that is no longer scheduled is not started: no call
+    assert manager.run_instance("t_a#0", on_started=on_started) is None
+    assert len(seen) == 1
+
+
 def test_update_instance_status_calls_post_fire_only_when_cascading(
     manager: RecordingManager, manual: ManualRunner
 ) -> None:
