@@ -5,9 +5,11 @@ message per ready instance to the Celery task named after the trigger task.
 Worker side, :func:`bind_tasks` (class style) or :func:`trigger_task`
 (decorator style) registers trigger tasks with the Celery app; each message is
 turned into ``manager.run_instance(name)`` against the storage the worker's own
-settings name (``triggers_storages``). Messages carry the manager's registry
-key, a storage name or credential-free reference, the session UID and the
-instance name: never kwargs, never credentials.
+settings name (``triggers_storages``); a transient storage error before the
+instance starts retries the message with backoff (``triggers_storage_retry_*``
+settings). Messages carry the manager's registry key, a storage name or
+credential-free reference, the session UID and the instance name: never
+kwargs, never credentials.
 
 Importing this package imports Celery (install the ``celery`` extra).
 """
@@ -17,6 +19,7 @@ from triggers_celery.errors import (
     BindingError,
     MessageError,
     StorageResolutionError,
+    StorageUnavailableError,
     TriggersCeleryError,
 )
 from triggers_celery.message import MESSAGE_FIELDS, TaskMessage
@@ -33,7 +36,14 @@ from triggers_celery.storages import (
     configured_storages,
     open_manager,
 )
-from triggers_celery.worker import TriggerCeleryTask, execute_message
+from triggers_celery.worker import (
+    STORAGE_RETRY_BACKOFF_MAX_SETTING,
+    STORAGE_RETRY_BACKOFF_SETTING,
+    STORAGE_RETRY_MAX_SETTING,
+    TriggerCeleryTask,
+    execute_message,
+    storage_retry_countdown,
+)
 
 __all__ = [
     "DEFAULT_RETRY_POLICY",
@@ -42,10 +52,14 @@ __all__ = [
     "MESSAGE_FIELDS",
     "RETRY_POLICY_SETTING",
     "STORAGES_SETTING",
+    "STORAGE_RETRY_BACKOFF_MAX_SETTING",
+    "STORAGE_RETRY_BACKOFF_SETTING",
+    "STORAGE_RETRY_MAX_SETTING",
     "BindingError",
     "CeleryTaskRunner",
     "MessageError",
     "StorageResolutionError",
+    "StorageUnavailableError",
     "TaskMessage",
     "TriggerCeleryTask",
     "TriggersCeleryError",
@@ -55,5 +69,6 @@ __all__ = [
     "execute_message",
     "open_manager",
     "set_default_app",
+    "storage_retry_countdown",
     "trigger_task",
 ]

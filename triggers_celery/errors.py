@@ -7,9 +7,17 @@ catches everything the library raises.
 
 from __future__ import annotations
 
-from triggers_core.errors import TriggersError
+from typing import Any
 
-__all__ = ["BindingError", "MessageError", "StorageResolutionError", "TriggersCeleryError"]
+from triggers_core.errors import StorageError, TriggersError
+
+__all__ = [
+    "BindingError",
+    "MessageError",
+    "StorageResolutionError",
+    "StorageUnavailableError",
+    "TriggersCeleryError",
+]
 
 
 class TriggersCeleryError(TriggersError):
@@ -26,3 +34,34 @@ class StorageResolutionError(TriggersCeleryError, LookupError):
 
 class BindingError(TriggersCeleryError, TypeError):
     """A trigger task cannot be bound to a Celery app (name taken, forbidden option...)."""
+
+
+class StorageUnavailableError(TriggersCeleryError, StorageError):
+    """The storage failed transiently before a worker started the instance.
+
+    Nothing ran: the instance is still ``scheduled`` (or, if the database
+    committed ``running`` but the confirmation was lost, ``running`` without its
+    task having been called), so running the same message again is safe. The
+    worker retries the message with backoff; the original
+    :class:`~triggers_core.errors.StorageError` is the ``__cause__``.
+    """
+
+    def __init__(self, cause: StorageError, *, instance: str) -> None:
+        self.instance = instance
+        self.backend = cause.backend
+        self.session = cause.session
+        # not StorageError.__init__: the cause's text already names backend and session
+        TriggersError.__init__(self, f"{instance} was not started: {cause}")
+
+    @classmethod
+    def _restore(
+        cls, text: str, backend: str, session: str, instance: str
+    ) -> StorageUnavailableError:
+        error = cls.__new__(cls)
+        TriggersError.__init__(error, text)
+        error.backend, error.session, error.instance = backend, session, instance
+        return error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # picklable, so Celery keeps the type when it records the retry
+        return (type(self)._restore, (str(self), self.backend, self.session, self.instance))

@@ -10,28 +10,73 @@ Delivery is at least once, so a message may arrive for an instance that is no
 longer ``scheduled`` (a redelivery after a lost ack, a duplicate publish, an
 operator who already replayed it). ``run_instance`` refuses such an instance
 before running anything; the message is acknowledged and ignored with a log
-line. Celery's own retry machinery is never used: a trigger task retries by
-raising ``self.retry(...)``, which fails the instance and schedules a new one.
+line. A trigger task retries by raising ``self.retry(...)``, which fails the
+instance and schedules a new one.
+
+Celery's retry is used for one thing only: when the storage fails transiently
+(a :class:`~triggers_core.errors.StorageError`: the database restarts, the
+network blips) *before* the instance is marked ``running``, nothing has run,
+so the message itself is retried with jittered exponential backoff (settings
+:data:`STORAGE_RETRY_MAX_SETTING`, :data:`STORAGE_RETRY_BACKOFF_SETTING`,
+:data:`STORAGE_RETRY_BACKOFF_MAX_SETTING`). A storage error *after* the
+instance started (its outcome could not be committed) is not retried: the task
+has run, the instance stays ``running`` and ``get_stale_instances`` finds it.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Task
 
+from triggers_celery.errors import StorageUnavailableError, TriggersCeleryError
 from triggers_celery.message import TaskMessage
 from triggers_celery.runner import CeleryTaskRunner, live_storage
 from triggers_celery.storages import open_message_storage
-from triggers_core.errors import DispatchError, UnknownInstanceError
+from triggers_core.errors import (
+    DispatchError,
+    SchemaMissingError,
+    StorageError,
+    UnknownInstanceError,
+)
 from triggers_core.manager import TriggerManager
 from triggers_core.registry import managers
 from triggers_core.runners import ThreadingTaskRunner
+from triggers_core.state import TaskInstance
 
-__all__ = ["TriggerCeleryTask", "execute_message", "run_message", "worker_default_runner"]
+__all__ = [
+    "DEFAULT_STORAGE_RETRY_BACKOFF",
+    "DEFAULT_STORAGE_RETRY_BACKOFF_MAX",
+    "DEFAULT_STORAGE_RETRY_MAX",
+    "STORAGE_RETRY_BACKOFF_MAX_SETTING",
+    "STORAGE_RETRY_BACKOFF_SETTING",
+    "STORAGE_RETRY_MAX_SETTING",
+    "TriggerCeleryTask",
+    "execute_message",
+    "is_transient_storage_error",
+    "run_message",
+    "storage_retry_countdown",
+    "storage_retry_max",
+    "worker_default_runner",
+]
 
 log = logging.getLogger(__name__)
+
+#: Celery setting: how many times a message is retried after transient storage errors.
+STORAGE_RETRY_MAX_SETTING = "triggers_storage_retry_max"
+#: Celery setting: the first retry's delay in seconds (doubled at each retry, then jittered).
+STORAGE_RETRY_BACKOFF_SETTING = "triggers_storage_retry_backoff"
+#: Celery setting: the longest delay between two retries, in seconds.
+STORAGE_RETRY_BACKOFF_MAX_SETTING = "triggers_storage_retry_backoff_max"
+DEFAULT_STORAGE_RETRY_MAX = 10
+DEFAULT_STORAGE_RETRY_BACKOFF = 1.0
+DEFAULT_STORAGE_RETRY_BACKOFF_MAX = 60.0
+
+#: Storage errors that retrying cannot fix (missing tables need an operator).
+_PERMANENT_STORAGE_ERRORS: tuple[type[StorageError], ...] = (SchemaMissingError,)
 
 
 class TriggerCeleryTask(Task):  # type: ignore[misc] # celery ships no type information
@@ -61,14 +106,102 @@ def worker_default_runner(manager_cls: type[TriggerManager]) -> str:
     return CeleryTaskRunner.name if default == ThreadingTaskRunner.name else default
 
 
+def is_transient_storage_error(exc: BaseException) -> bool:
+    """True for a storage error that may go away by itself (server down, timeout, contention).
+
+    :class:`~triggers_core.errors.SchemaMissingError` is not transient, and
+    neither is anything that is not a :class:`~triggers_core.errors.StorageError`
+    (an unknown instance, a malformed stored document, a bad storage name).
+    """
+    return isinstance(exc, StorageError) and not isinstance(exc, _PERMANENT_STORAGE_ERRORS)
+
+
+def _number(conf: Mapping[str, Any] | None, setting: str, default: float) -> float:
+    raw = conf.get(setting) if conf is not None else None
+    if raw is None:
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
+        raise TriggersCeleryError(
+            f"the Celery setting {setting!r} must be a number >= 0, got {raw!r}"
+        )
+    return float(raw)
+
+
+def storage_retry_max(conf: Mapping[str, Any] | None) -> int:
+    """How many times a message is retried after transient storage errors (setting or 10)."""
+    return int(_number(conf, STORAGE_RETRY_MAX_SETTING, DEFAULT_STORAGE_RETRY_MAX))
+
+
+def storage_retry_countdown(conf: Mapping[str, Any] | None, retries: int) -> float:
+    """Seconds before retry number ``retries + 1``: jittered exponential backoff.
+
+    The ceiling ``min(backoff_max, backoff * 2**retries)`` doubles at each retry;
+    the delay is drawn uniformly between half the ceiling and the ceiling, so
+    workers that lost the database together do not all come back at once.
+    """
+    base = _number(conf, STORAGE_RETRY_BACKOFF_SETTING, DEFAULT_STORAGE_RETRY_BACKOFF)
+    cap = _number(conf, STORAGE_RETRY_BACKOFF_MAX_SETTING, DEFAULT_STORAGE_RETRY_BACKOFF_MAX)
+    ceiling = min(cap, base * 2.0 ** min(retries, 64))
+    return random.uniform(ceiling / 2, ceiling)
+
+
 def run_message(
     self: TriggerCeleryTask, *, manager: str, storage: str, session: str, instance: str
 ) -> dict[str, Any]:
-    """The body of every bound trigger task (``self`` is the Celery task)."""
+    """The body of every bound trigger task (``self`` is the Celery task).
+
+    A :class:`~triggers_celery.errors.StorageUnavailableError` (the storage
+    failed before the instance started) retries the message with backoff, up
+    to the ``triggers_storage_retry_max`` setting, except in eager mode where
+    the caller gets the error at once.
+    """
     message = TaskMessage(manager=manager, storage=storage, session=session, instance=instance)
-    return execute_message(
-        self.app, message, eager=bool(self.request.is_eager), celery_task_id=self.request.id
-    )
+    request = self.request
+    eager = bool(request.is_eager)
+    try:
+        return execute_message(self.app, message, eager=eager, celery_task_id=request.id)
+    except StorageUnavailableError as exc:
+        if eager:
+            raise
+        logger = _message_logger(message, request.id)
+        cause = exc.__cause__ or exc
+        retries = int(request.retries or 0)
+        max_retries = storage_retry_max(self.app.conf)
+        if retries >= max_retries:
+            logger.error(
+                "giving up on %s of session %r after %d retries: the storage is still "
+                "unavailable (%s); the instance stays scheduled, find it with "
+                "get_stale_instances",
+                instance,
+                session,
+                retries,
+                cause,
+            )
+            raise
+        countdown = storage_retry_countdown(self.app.conf, retries)
+        logger.warning(
+            "storage unavailable before %s of session %r started (%s); retrying the message "
+            "in %.2fs (retry %d of %d)",
+            instance,
+            session,
+            cause,
+            countdown,
+            retries + 1,
+            max_retries,
+        )
+        raise self.retry(exc=exc, countdown=countdown, max_retries=max_retries) from exc
+
+
+def _message_logger(
+    message: TaskMessage, celery_task_id: str | None
+) -> logging.LoggerAdapter[logging.Logger]:
+    context = {
+        "session": message.session,
+        "instance": message.instance,
+        "storage": message.storage,
+        "celery_task_id": celery_task_id,
+    }
+    return logging.LoggerAdapter(log, {"context": context})
 
 
 def execute_message(
@@ -78,17 +211,22 @@ def execute_message(
 
     The summary's ``status`` is the instance's status afterwards, or
     ``"ignored"`` when the instance was no longer scheduled.
+
+    A transient storage error before the instance started (while opening the
+    storage or marking it ``running``) is raised as
+    :class:`~triggers_celery.errors.StorageUnavailableError`: nothing ran and
+    the message may be run again. Any error after the instance started is
+    raised as it is; the instance then stays ``running``.
     """
-    context = {
-        "session": message.session,
-        "instance": message.instance,
-        "storage": message.storage,
-        "celery_task_id": celery_task_id,
-    }
-    logger = logging.LoggerAdapter(log, {"context": context})
-    storage = live_storage() if eager else None
-    if storage is None:
-        storage = open_message_storage(app.conf, message.storage, message.session)
+    logger = _message_logger(message, celery_task_id)
+    try:
+        storage = live_storage() if eager else None
+        if storage is None:
+            storage = open_message_storage(app.conf, message.storage, message.session)
+    except StorageError as exc:
+        if is_transient_storage_error(exc):
+            raise StorageUnavailableError(exc, instance=message.instance) from exc
+        raise
     manager_cls = managers.load(message.manager)
     manager = manager_cls(
         storage,
@@ -96,9 +234,10 @@ def execute_message(
         default_runner=worker_default_runner(manager_cls),
     )
     summary: dict[str, Any] = {"session": message.session, "instance": message.instance}
+    started: list[TaskInstance] = []
     logger.info("running %s of session %r", message.instance, message.session)
     try:
-        outcome = manager.run_instance(message.instance)
+        outcome = manager.run_instance(message.instance, on_started=started.append)
     except UnknownInstanceError:
         logger.error(
             "session %r has no instance %s in storage %s: does this worker's storage "
@@ -114,6 +253,19 @@ def execute_message(
         logger.error("%s ran, but dispatching what it scheduled failed: %s", message.instance, exc)
         summary.update(status=storage[message.instance].status.value, dispatchError=str(exc))
         return summary
+    except StorageError as exc:
+        if not started and is_transient_storage_error(exc):
+            raise StorageUnavailableError(exc, instance=message.instance) from exc
+        if not started:
+            raise
+        logger.error(
+            "%s of session %r ran, but the storage failed before its outcome was recorded "
+            "(%s); not retrying: the instance stays running, find it with get_stale_instances",
+            message.instance,
+            message.session,
+            exc,
+        )
+        raise
     if outcome is None:
         logger.info("ignored the message for %s: it is no longer scheduled", message.instance)
         summary["status"] = "ignored"

@@ -6,15 +6,19 @@ publishes real messages inside this process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from celery import Celery, signals
+from celery.exceptions import Retry
 from kombu import Connection
 from worker_app import CeleryTestManager, make_app
 
@@ -24,28 +28,40 @@ from triggers_celery import (
     CeleryTaskRunner,
     MessageError,
     StorageResolutionError,
+    StorageUnavailableError,
     TaskMessage,
+    TriggersCeleryError,
     bind_tasks,
     configured_storages,
     execute_message,
+    storage_retry_countdown,
     trigger_task,
 )
 from triggers_celery.message import has_password
 from triggers_celery.storages import message_storage, open_message_storage
-from triggers_celery.worker import worker_default_runner
+from triggers_celery.worker import (
+    is_transient_storage_error,
+    storage_retry_max,
+    worker_default_runner,
+)
 from triggers_core import (
     DispatchError,
     MemoryStorage,
     MemoryStore,
     ScheduleInstance,
+    SchemaMissingError,
+    SerializationError,
     Status,
     Storage,
+    StorageError,
     TaskContext,
     ThreadingTaskRunner,
     TriggerManager,
     TriggerTask,
+    UnknownInstanceError,
     runners,
 )
+from triggers_core.testing.sample_tasks import DevNullTask
 
 
 @pytest.fixture
@@ -297,3 +313,139 @@ def test_the_package_exports_what_it_documents() -> None:
     assert isinstance(triggers_celery.DEFAULT_RETRY_POLICY["max_retries"], int)
     assert issubclass(StorageResolutionError, LookupError)
     assert isinstance(MemoryStorage("s"), Storage)
+
+
+# -- transient storage errors on workers -----------------------------------------------
+
+
+def _dead_postgres_url() -> str:
+    with socket.socket() as sock:  # a port nothing listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
+
+
+def _run_as_worker(task: Any, message: TaskMessage, retries: int) -> Any:
+    """Run ``task`` as a worker runs a received message (a non-eager request)."""
+    kwargs = message.to_kwargs()
+    task.push_request(
+        id=f"req-{uuid.uuid4().hex[:8]}",
+        args=[],
+        kwargs=kwargs,
+        retries=retries,
+        is_eager=False,
+        called_directly=False,
+    )
+    try:
+        return task.run(**kwargs)
+    finally:
+        task.pop_request()
+
+
+def _nothing_in(app: Celery, queue: str) -> bool:
+    with Connection(app.conf.broker_url) as conn:
+        return conn.default_channel.basic_get(queue, no_ack=True) is None
+
+
+def test_a_transient_storage_error_before_the_start_retries_the_message(
+    memory_app: Celery, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory_app.conf.update(
+        triggers_storages={"dead": _dead_postgres_url()},
+        triggers_storage_retry_max=5,
+        triggers_storage_retry_backoff=0.5,
+        triggers_storage_retry_backoff_max=0.5,
+    )
+    task = memory_app.tasks[DevNullTask.name]
+    message = TaskMessage("celery-tests", "dead", "units-outage", "t_a#0")
+    before = datetime.now(UTC)
+    with caplog.at_level(logging.WARNING), pytest.raises(Retry) as caught:
+        _run_as_worker(task, message, retries=2)
+    assert isinstance(caught.value.exc, StorageUnavailableError)
+    assert isinstance(caught.value.exc, StorageError)  # still a storage error for callers
+    assert caught.value.exc.instance == "t_a#0"
+    assert caught.value.exc.session == "units-outage"
+    assert "t_a#0 was not started" in str(caught.value.exc)
+    # the same message went back to the broker, one retry further, with a delay
+    raw = _read(memory_app, "units")
+    assert raw.headers["task"] == DevNullTask.name
+    assert raw.headers["retries"] == 3
+    args, kwargs, _embed = json.loads(raw.body)
+    assert (args, kwargs) == ([], message.to_kwargs())
+    delay = (datetime.fromisoformat(raw.headers["eta"]) - before).total_seconds()
+    assert 0.2 <= delay <= 1.0, delay
+    [record] = [r for r in caplog.records if "retrying the message" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert "t_a#0 of session 'units-outage'" in record.getMessage()
+    assert "(retry 3 of 5)" in record.getMessage()
+    context = record.context  # type: ignore[attr-defined]
+    assert context["session"] == "units-outage"
+    assert context["instance"] == "t_a#0"
+
+
+def test_retries_stop_at_the_configured_maximum(
+    memory_app: Celery, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory_app.conf.update(
+        triggers_storages={"dead": _dead_postgres_url()}, triggers_storage_retry_max=2
+    )
+    task = memory_app.tasks[DevNullTask.name]
+    message = TaskMessage("celery-tests", "dead", "units-outage", "t_a#0")
+    with caplog.at_level(logging.WARNING), pytest.raises(StorageUnavailableError):
+        _run_as_worker(task, message, retries=2)
+    assert _nothing_in(memory_app, "units")
+    assert "giving up on t_a#0 of session 'units-outage' after 2 retries" in caplog.text
+
+
+def _corrupt_header(sqlite_url: str, uid: str) -> None:
+    import sqlite3
+
+    path = sqlite_url.removeprefix("sqlite:///").split("?")[0]
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        changed = conn.execute(
+            "UPDATE triggers_sessions SET header = '{not json' WHERE uid = ?", (uid,)
+        ).rowcount
+    assert changed == 1
+
+
+@pytest.mark.parametrize("problem", ["unknown instance", "schema missing", "corrupt document"])
+def test_a_non_transient_error_is_not_retried(
+    memory_app: Celery, sqlite_url: str, tmp_path: Path, problem: str
+) -> None:
+    uid = f"units-{uuid.uuid4().hex}"
+    manager = CeleryTestManager(sqlite_url, uid, runners={"celery": CeleryTaskRunner(memory_app)})
+    manager.update_configuration({"t_a": {"after": ["go"], "run": DevNullTask.name}})
+    manager.fire("go")  # scheduled; its message waits in the in-memory queue
+    assert _read(memory_app, "units").headers["task"] == DevNullTask.name
+    storage, instance = "default", "t_a#0"
+    expected: type[Exception]
+    if problem == "unknown instance":
+        instance, expected = "t_a#9", UnknownInstanceError
+    elif problem == "schema missing":
+        empty = f"sqlite:///{tmp_path / 'empty.db'}?triggers_create_schema=false"
+        memory_app.conf.triggers_storages = {**memory_app.conf.triggers_storages, "empty": empty}
+        storage, expected = "empty", SchemaMissingError
+    else:
+        _corrupt_header(sqlite_url, uid)
+        expected = SerializationError
+    task = memory_app.tasks[DevNullTask.name]
+    message = TaskMessage("celery-tests", storage, uid, instance)
+    with pytest.raises(expected) as caught:
+        _run_as_worker(task, message, retries=0)
+    assert not isinstance(caught.value, StorageUnavailableError)
+    assert not is_transient_storage_error(caught.value)
+    assert _nothing_in(memory_app, "units")  # no retry was published
+
+
+def test_storage_retry_backoff_is_exponential_jittered_and_capped() -> None:
+    conf = {"triggers_storage_retry_backoff": 1.0, "triggers_storage_retry_backoff_max": 10.0}
+    for retries, ceiling in [(0, 1.0), (1, 2.0), (3, 8.0), (4, 10.0), (500, 10.0)]:
+        delays = {storage_retry_countdown(conf, retries) for _ in range(50)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays), (retries, delays)
+        assert len(delays) > 1  # jittered
+    assert 0.5 <= storage_retry_countdown({}, 0) <= 1.0  # defaults: 1 s, doubling
+    assert storage_retry_countdown({}, 20) <= 60.0
+    assert storage_retry_max({}) == 10
+    assert storage_retry_max({"triggers_storage_retry_max": 3}) == 3
+    with pytest.raises(TriggersCeleryError, match="triggers_storage_retry_max"):
+        storage_retry_max({"triggers_storage_retry_max": "many"})
