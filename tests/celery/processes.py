@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -140,11 +141,19 @@ def queue_for(broker: str) -> str:
 
 
 def start_worker(
-    name: str, broker: str, queues: list[str], storages: Mapping[str, str], log_dir: Path
+    name: str,
+    broker: str,
+    queues: list[str],
+    storages: Mapping[str, str],
+    log_dir: Path,
+    *,
+    conf: Mapping[str, Any] | None = None,
 ) -> WorkerProcess:
+    """Start a worker on ``queues``; ``conf`` adds Celery settings (JSON values)."""
     env = {
         "TRIGGERS_TEST_QUEUE": queues[0],
         "TRIGGERS_TEST_STORAGES": json.dumps(dict(storages)),
         "TRIGGERS_TEST_EFFECTS": PG_DSN,
+        "TRIGGERS_TEST_CONF": json.dumps(dict(conf or {})),
     }
     return WorkerProcess(name, broker, queues, env, log_dir)

@@ -7,6 +7,7 @@ one module serves every broker and storage:
 ``TRIGGERS_TEST_QUEUE``      default queue (``<queue>.slow`` takes ``celerytest.Sleep``)
 ``TRIGGERS_TEST_STORAGES``   JSON ``{name: storage URL}`` -> ``triggers_storages``
 ``TRIGGERS_TEST_EFFECTS``    libpq DSN of the database holding the side-effect table
+``TRIGGERS_TEST_CONF``       JSON of extra Celery settings (optional)
 
 The test process builds its own sender apps with :func:`make_app`. The same
 task classes run under the threading runner unchanged (see test_eager.py).
@@ -81,6 +82,17 @@ class Record(TriggerTask):
                 (context.manager.uid, context.instance_name, os.getpid()),
             )
         return {"pid": os.getpid()}
+
+
+class RecordThenSleep(Record):
+    """Records its row, then sleeps ``sleepRequested.seconds`` before returning."""
+
+    name: ClassVar[str] = "celerytest.RecordThenSleep"
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        result = super()._run(context)
+        time.sleep(float(context.trigger_kwargs["sleepRequested"]["seconds"]))
+        return result
 
 
 class Divide(TriggerTask):
@@ -169,6 +181,7 @@ def _worker_app() -> Celery | None:
         broker,
         os.environ["TRIGGERS_TEST_QUEUE"],
         json.loads(os.environ.get("TRIGGERS_TEST_STORAGES", "{}")),
+        **json.loads(os.environ.get("TRIGGERS_TEST_CONF", "{}")),
     )
     worker_app.steps["worker"].add(WakeUp)
     return worker_app
