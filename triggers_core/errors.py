@@ -8,6 +8,7 @@ the input that did not fit it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "ConcurrencyError",
@@ -42,6 +43,9 @@ class ConfigurationError(TriggersError, ValueError):
             f"invalid configuration ({count} problem{'s' if count != 1 else ''}):\n{lines}"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problems,))
+
 
 class InvalidKwargsError(TriggersError, TypeError, ValueError):
     """Trigger kwargs (or a result, or metadata) are not a JSON-compatible mapping.
@@ -54,6 +58,9 @@ class InvalidKwargsError(TriggersError, TypeError, ValueError):
         self.problem = problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.problem))
+
 
 class InvalidTransitionError(TriggersError, ValueError):
     """An operation does not apply to an instance in its current status."""
@@ -62,9 +69,13 @@ class InvalidTransitionError(TriggersError, ValueError):
         self.operation = operation
         self.instance = instance
         self.status = status
+        self.expected = expected
         super().__init__(
             f"cannot {operation} instance {instance!r} in status {status!r}: {expected}"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.operation, self.instance, self.status, self.expected))
 
 
 class UnknownInstanceError(TriggersError, KeyError):
@@ -85,9 +96,15 @@ class UnknownTaskError(TriggersError, LookupError):
 
     def __init__(self, name: str, known: Iterable[str] = ()) -> None:
         self.name = name
+        self.known = tuple(known)
         from triggers_core._util import did_you_mean  # noqa: PLC0415 - avoid import cycle
 
-        super().__init__(f"no trigger task registered under {name!r}{did_you_mean(name, known)}")
+        super().__init__(
+            f"no trigger task registered under {name!r}{did_you_mean(name, self.known)}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.known))
 
 
 class RegistryError(TriggersError, LookupError):
@@ -98,9 +115,14 @@ class StorageError(TriggersError):
     """A storage backend failed; names the backend and the session."""
 
     def __init__(self, message: str, *, backend: str, session: str) -> None:
+        self.message = message
         self.backend = backend
         self.session = session
         super().__init__(f"{backend} storage, session {session!r}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keyword-only arguments: rebuild through a helper so pickling round-trips
+        return (_rebuild_storage_error, (type(self), self.message, self.backend, self.session))
 
 
 class ConflictError(StorageError):
@@ -137,6 +159,15 @@ class DispatchError(TriggersError):
             "(marked failed; replay once the runner is available)"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.failures,))
+
 
 class MaxRetriesExceeded(TriggersError):
     """A task asked to retry after its retries had reached ``max_retries``."""
+
+
+def _rebuild_storage_error(
+    cls: type[StorageError], message: str, backend: str, session: str
+) -> StorageError:
+    return cls(message, backend=backend, session=session)
