@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from triggers_core import engine
 from triggers_core._util import to_json_mapping
+from triggers_core.config import parse_configuration
 from triggers_core.effects import InstanceReplayed, InstanceSkipped, ScheduleInstance, TriggerFired
 from triggers_core.engine import Transition
 from triggers_core.errors import (
@@ -194,8 +195,8 @@ class TriggerManager:
         Raises :class:`~triggers_core.errors.ConfigurationError` listing every
         problem; nothing is stored then.
         """
-        engine.update_configuration(SessionState(), config)  # validate before any I/O
-        self._commit(lambda s: engine.update_configuration(s, config))
+        parsed = parse_configuration(config)  # validated once, before any I/O
+        self._commit(lambda s: engine.update_configuration(s, parsed))
 
     def fire(
         self, trigger_name: str, trigger_kwargs: Mapping[str, Any] | None = None
