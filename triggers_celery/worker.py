@@ -219,24 +219,19 @@ def execute_message(
     raised as it is; the instance then stays ``running``.
     """
     logger = _message_logger(message, celery_task_id)
+    summary: dict[str, Any] = {"session": message.session, "instance": message.instance}
+    started: list[TaskInstance] = []  # filled once the instance is committed as running
     try:
         storage = live_storage() if eager else None
         if storage is None:
             storage = open_message_storage(app.conf, message.storage, message.session)
-    except StorageError as exc:
-        if is_transient_storage_error(exc):
-            raise StorageUnavailableError(exc, instance=message.instance) from exc
-        raise
-    manager_cls = managers.load(message.manager)
-    manager = manager_cls(
-        storage,
-        runners={CeleryTaskRunner.name: CeleryTaskRunner(app)},
-        default_runner=worker_default_runner(manager_cls),
-    )
-    summary: dict[str, Any] = {"session": message.session, "instance": message.instance}
-    started: list[TaskInstance] = []
-    logger.info("running %s of session %r", message.instance, message.session)
-    try:
+        manager_cls = managers.load(message.manager)
+        manager = manager_cls(
+            storage,
+            runners={CeleryTaskRunner.name: CeleryTaskRunner(app)},
+            default_runner=worker_default_runner(manager_cls),
+        )
+        logger.info("running %s of session %r", message.instance, message.session)
         outcome = manager.run_instance(message.instance, on_started=started.append)
     except UnknownInstanceError:
         logger.error(
@@ -251,20 +246,22 @@ def execute_message(
         # The instance's outcome is committed; a cascade could not be sent and is
         # recorded as failed (replayable). Nothing to redo here, so do not raise.
         logger.error("%s ran, but dispatching what it scheduled failed: %s", message.instance, exc)
-        summary.update(status=storage[message.instance].status.value, dispatchError=str(exc))
+        summary.update(
+            status=manager.storage[message.instance].status.value, dispatchError=str(exc)
+        )
         return summary
     except StorageError as exc:
-        if not started and is_transient_storage_error(exc):
+        if started:
+            logger.error(
+                "%s of session %r ran, but the storage failed before its outcome was "
+                "recorded (%s); not retrying: the instance stays running, find it with "
+                "get_stale_instances",
+                message.instance,
+                message.session,
+                exc,
+            )
+        elif is_transient_storage_error(exc):  # nothing ran: the message may run again
             raise StorageUnavailableError(exc, instance=message.instance) from exc
-        if not started:
-            raise
-        logger.error(
-            "%s of session %r ran, but the storage failed before its outcome was recorded "
-            "(%s); not retrying: the instance stays running, find it with get_stale_instances",
-            message.instance,
-            message.session,
-            exc,
-        )
         raise
     if outcome is None:
         logger.info("ignored the message for %s: it is no longer scheduled", message.instance)
