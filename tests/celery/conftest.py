@@ -26,6 +26,7 @@ from processes import (
     stop_all,
 )
 from services import require_service
+from worker_app import EFFECTS_TABLE
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,7 +57,7 @@ def pg_url() -> Iterator[str]:
 
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS triggers_celery_effects ("
+            f"CREATE TABLE IF NOT EXISTS {EFFECTS_TABLE} ("
             " session text NOT NULL, instance text NOT NULL, pid integer NOT NULL,"
             " PRIMARY KEY (session, instance))"
         )
@@ -65,9 +66,7 @@ def pg_url() -> Iterator[str]:
     finally:
         drop_schema(engine, prefix)
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(
-                "DELETE FROM triggers_celery_effects WHERE session LIKE %s", (f"%{RUN_ID}%",)
-            )
+            conn.execute(f"DELETE FROM {EFFECTS_TABLE} WHERE session LIKE %s", (f"%{RUN_ID}%",))
 
 
 @pytest.fixture(scope="session")

@@ -17,17 +17,16 @@ import contextlib
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import PG_DSN, RUN_ID, WorkerProcess, queue_for, start_worker, stop_all
-from worker_app import CeleryTestManager, make_app
+from processes import RUN_ID, WorkerProcess, queue_for, start_worker, stop_all
+from sessions import open_test_manager, recorded_effects
+from worker_app import make_app
 
-from triggers_celery import CeleryTaskRunner, open_manager
 from triggers_core import Status
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -170,29 +169,6 @@ def outage_sender(broker: str, pg_url: str, outage_queue: str, proxy: FlakyProxy
         app.close()
 
 
-def _manager(app: Any, label: str) -> CeleryTestManager:
-    manager = open_manager(
-        f"{label}-{RUN_ID}-{uuid.uuid4().hex[:8]}",
-        "default",
-        app=app,
-        manager=CeleryTestManager.registry_key,
-        runners={"celery": CeleryTaskRunner(app)},
-    )
-    assert isinstance(manager, CeleryTestManager)
-    return manager
-
-
-def _effects(session: str) -> list[tuple[str, int]]:
-    import psycopg
-
-    with psycopg.connect(PG_DSN) as conn:
-        rows = conn.execute(
-            "SELECT instance, pid FROM triggers_celery_effects WHERE session = %s ORDER BY 1",
-            (session,),
-        ).fetchall()
-    return [(name, pid) for name, pid in rows]
-
-
 def _wait(condition: Any, what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -207,14 +183,14 @@ def test_a_message_is_retried_until_the_database_is_back_and_runs_once(
     broker: str,
     record_property: Any,
 ) -> None:
-    manager = _manager(outage_sender, "outage")
+    manager = open_test_manager(outage_sender, "outage")
     manager.update_configuration({"t_rec": {"after": ["go"], "run": "celerytest.Record"}})
     proxy.down()
     manager.fire("go")  # direct URL: scheduled, and the message is sent
     retried = f"storage unavailable before t_rec#0 of session {manager.uid!r} started"
     _wait(lambda: outage_worker.log().count(retried) >= 3, "three retries")
     assert manager.storage["t_rec#0"].status is Status.SCHEDULED
-    assert _effects(manager.uid) == []
+    assert recorded_effects(manager.uid) == []
 
     proxy.up()
     back = time.monotonic()
@@ -224,7 +200,9 @@ def test_a_message_is_retried_until_the_database_is_back_and_runs_once(
     log = outage_worker.log()
     retries = log.count(retried)
     assert [i.status for i in manager.storage.instances.values()] == [Status.FINISHED]
-    assert _effects(manager.uid) == [("t_rec#0", outage_worker.process.pid)]  # ran exactly once
+    assert recorded_effects(manager.uid) == [
+        ("t_rec#0", outage_worker.process.pid)
+    ]  # ran exactly once
     assert log.count("t_rec#0 ended finished") == 1
     # each retry re-entered the worker with the same message: one attempt more than retries
     assert log.count(f"running t_rec#0 of session {manager.uid!r}") == retries + 1
@@ -240,13 +218,13 @@ def test_a_message_is_retried_until_the_database_is_back_and_runs_once(
 def test_a_failure_after_the_start_is_not_retried_and_leaves_a_stale_running_instance(
     outage_sender: Any, outage_worker: WorkerProcess, proxy: FlakyProxy
 ) -> None:
-    manager = _manager(outage_sender, "outage-late")
+    manager = open_test_manager(outage_sender, "outage-late")
     manager.update_configuration(
         {"t_slow": {"after": ["sleepRequested"], "run": "celerytest.RecordThenSleep"}}
     )
     manager.fire("sleepRequested", {"seconds": 1.5})
     # the task has recorded its row, so it is running and now sleeping
-    _wait(lambda: len(_effects(manager.uid)) == 1, "the task to start")
+    _wait(lambda: len(recorded_effects(manager.uid)) == 1, "the task to start")
     assert manager.storage["t_slow#0"].status is Status.RUNNING
     proxy.down()  # drops the worker's pooled connection too: the outcome commit fails
     outage_worker.wait_for_log(
@@ -259,7 +237,7 @@ def test_a_failure_after_the_start_is_not_retried_and_leaves_a_stale_running_ins
     log = outage_worker.log()
     assert f"storage unavailable before t_slow#0 of session {manager.uid!r}" not in log
     assert log.count(f"running t_slow#0 of session {manager.uid!r}") == 1
-    assert _effects(manager.uid) == [("t_slow#0", outage_worker.process.pid)]
+    assert recorded_effects(manager.uid) == [("t_slow#0", outage_worker.process.pid)]
     instance = manager.storage["t_slow#0"]
     assert instance.status is Status.RUNNING
     now = datetime.now(UTC)

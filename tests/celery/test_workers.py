@@ -23,7 +23,6 @@ import pytest
 import workflow
 from processes import (
     HERE,
-    PG_DSN,
     PG_PASSWORD,
     ROOT,
     RUN_ID,
@@ -33,39 +32,13 @@ from processes import (
     start_worker,
     stop_all,
 )
+from sessions import open_test_manager, recorded_effects, session_uid
 from worker_app import CeleryTestManager, make_app
 
-from triggers_celery import CeleryTaskRunner, TaskMessage, open_manager
+from triggers_celery import CeleryTaskRunner, TaskMessage
 from triggers_core import DispatchError, Status
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
-
-
-def _uid(label: str) -> str:
-    return f"{label}-{RUN_ID}-{uuid.uuid4().hex[:8]}"
-
-
-def _manager(sender: Any, label: str, storage: str = "default") -> CeleryTestManager:
-    manager = open_manager(
-        _uid(label),
-        storage,
-        app=sender,
-        manager=CeleryTestManager.registry_key,
-        runners={"celery": CeleryTaskRunner(sender)},
-    )
-    assert isinstance(manager, CeleryTestManager)
-    return manager
-
-
-def _effects(session: str) -> list[tuple[str, int]]:
-    import psycopg
-
-    with psycopg.connect(PG_DSN) as conn:
-        rows = conn.execute(
-            "SELECT instance, pid FROM triggers_celery_effects WHERE session = %s ORDER BY 1",
-            (session,),
-        ).fetchall()
-    return [(name, pid) for name, pid in rows]
 
 
 def _dead_port() -> int:
@@ -77,7 +50,7 @@ def _dead_port() -> int:
 def test_questionnaire_workflow_on_postgres_in_both_orders(
     sender: Any, workers: list[WorkerProcess]
 ) -> None:
-    managers = [_manager(sender, "workflow"), _manager(sender, "workflow")]
+    managers = [open_test_manager(sender, "workflow"), open_test_manager(sender, "workflow")]
 
     def run(manager: CeleryTestManager, applicant_first: bool) -> None:
         workflow.drive(
@@ -96,7 +69,7 @@ def test_questionnaire_workflow_on_postgres_in_both_orders(
 
 
 def test_questionnaire_workflow_on_sqlite(sender: Any, workers: list[WorkerProcess]) -> None:
-    manager = _manager(sender, "sqlite", storage="sqlite")
+    manager = open_test_manager(sender, "sqlite", storage="sqlite")
     assert manager.storage.backend_name == "sqlalchemy"
     workflow.drive(manager, applicant_first=True, wait=lambda: workflow.settle(manager.storage))
     workflow.check(manager.storage, cooldowns=True)
@@ -106,7 +79,7 @@ def test_two_workers_and_two_firing_processes_run_every_instance_once(
     sender: Any, workers: list[WorkerProcess], broker: str, pg_url: str
 ) -> None:
     per_process = 10
-    manager = _manager(sender, "concurrent")
+    manager = open_test_manager(sender, "concurrent")
     manager.update_configuration(
         {
             "t_record": {"after": ["go"], "andEvery": "tick", "run": "celerytest.Record"},
@@ -133,7 +106,7 @@ def test_two_workers_and_two_firing_processes_run_every_instance_once(
     assert sorted(i.status.value for i in instances.values()) == ["finished"] * 2 * expected
     assert len(manager.storage.instances_of_task("t_record")) == expected
     assert len(manager.storage.instances_of_task("t_follow")) == expected
-    effects = _effects(manager.uid)
+    effects = recorded_effects(manager.uid)
     # one row per instance (the primary key would fail a second run of any of them)
     assert [name for name, _ in effects] == sorted(instances)
     assert {pid for _, pid in effects} == {w.process.pid for w in workers}
@@ -144,7 +117,7 @@ def test_two_workers_and_two_firing_processes_run_every_instance_once(
 def test_a_redelivered_message_does_not_rerun_a_finished_instance(
     sender: Any, workers: list[WorkerProcess]
 ) -> None:
-    manager = _manager(sender, "redeliver")
+    manager = open_test_manager(sender, "redeliver")
     manager.update_configuration({"t_once": {"after": ["go"], "run": "celerytest.Record"}})
     manager.fire("go")
     workflow.settle(manager.storage)
@@ -164,7 +137,7 @@ def test_a_redelivered_message_does_not_rerun_a_finished_instance(
         assert time.monotonic() < deadline, "the redelivered messages were not consumed"
         time.sleep(0.05)
     assert manager.storage["t_once#0"] == before
-    assert [name for name, _ in _effects(manager.uid)] == ["t_once#0"]
+    assert [name for name, _ in recorded_effects(manager.uid)] == ["t_once#0"]
 
 
 @pytest.fixture
@@ -204,7 +177,7 @@ def test_messages_carry_no_credentials(
             (named, "default"),
             (anonymous, pg_url.replace(f":{PG_PASSWORD}", "")),
         ]:
-            uid = _uid("message")
+            uid = session_uid("message")
             manager = CeleryTestManager(pg_url, uid, runners={"celery": CeleryTaskRunner(app)})
             manager.update_configuration(
                 {"t_msg": {"after": ["go"], "run": "celerytest.CooldownRetry"}}
@@ -237,7 +210,7 @@ def test_a_dead_broker_fails_fire_and_the_instance_is_replayable(
     dead_url = broker.replace(":6379/", f":{port}/").replace(":5672/", f":{port}/")
     assert str(port) in dead_url
     dead_app = make_app(dead_url, queue_for(broker))
-    manager = _manager(sender, "dead")
+    manager = open_test_manager(sender, "dead")
     down = CeleryTestManager(manager.storage, runners={"celery": CeleryTaskRunner(dead_app)})
     down.update_configuration({"t_a": {"after": ["go"], "run": "triggers.PassThruTask"}})
     started = time.monotonic()
@@ -267,7 +240,7 @@ def test_a_worker_killed_mid_task_leaves_a_stale_running_instance_that_can_be_re
     rescuer: WorkerProcess | None = None
     try:
         doomed.wait_ready()
-        manager = _manager(sender, "killed")
+        manager = open_test_manager(sender, "killed")
         manager.update_configuration(
             {"t_sleep": {"after": ["sleepRequested"], "run": "celerytest.Sleep"}}
         )
@@ -302,7 +275,7 @@ def test_end_to_end_latency(
     sender: Any, workers: list[WorkerProcess], broker: str, record_property: Any
 ) -> None:
     hops = 20
-    manager = _manager(sender, "latency")
+    manager = open_test_manager(sender, "latency")
     config = {"t_0": {"after": ["go"], "run": "triggers.DevNullTask"}}
     for n in range(1, hops):
         config[f"t_{n}"] = {"after": [f"t_{n - 1}"], "run": "triggers.DevNullTask"}
