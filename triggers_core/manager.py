@@ -118,6 +118,12 @@ class TriggerManager:
                 self._runners[key] = runner
             return runner
 
+    @property
+    def runners(self) -> dict[str, TaskRunner]:
+        """The runners given to or created by this manager so far, by name (a copy)."""
+        with self._runners_lock:
+            return dict(self._runners)
+
     def _commit(
         self,
         compute: Callable[[SessionState], Transition],

@@ -6,6 +6,7 @@ runner; assertions wait for the runner, so nothing sleeps.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,9 @@ import pytest
 from triggers_core import (
     ConfigurationError,
     InvalidKwargsError,
+    MemoryStorage,
     Status,
+    ThreadingTaskRunner,
     TriggerManager,
 )
 from triggers_core.testing.assertions import (
@@ -280,3 +283,18 @@ def test_unknown_instance_is_a_key_error_naming_it(
     assert caught.value.args == ("t_nope#0",)
     assert "'t_nope#0'" in str(caught.value)
     assert manager.storage.instances == {}
+
+
+def test_runners_lists_given_and_created_runners_as_a_copy(runner: ThreadingTaskRunner) -> None:
+    given = TriggerManager(
+        MemoryStorage(f"runners-{uuid.uuid4().hex}"), runners={"threading": runner}
+    )
+    assert given.runners == {"threading": runner}
+
+    lazy = TriggerManager(MemoryStorage(f"runners-{uuid.uuid4().hex}"))
+    assert lazy.runners == {}
+    created = lazy.get_runner()  # the default runner is created on first use
+    assert lazy.runners == {"threading": created}
+
+    lazy.runners.clear()  # a copy: the manager keeps its runners
+    assert lazy.runners == {"threading": created}

@@ -52,11 +52,8 @@ def wait_for_tasks(target: TriggerManager | Storage, timeout: float | None = JOI
     """
     if isinstance(target, Storage):
         return
-    # The manager creates runners lazily and keeps them in ``_runners``; only
-    # the threading runner can be waited for in-process.
-    with target._runners_lock:
-        runners = list(target._runners.values())
-    for runner in runners:
+    # Only the threading runner can be waited for in-process.
+    for runner in target.runners.values():
         if isinstance(runner, ThreadingTaskRunner):
             runner.join_all(timeout)
 
