@@ -1,0 +1,149 @@
+"""The contract every :class:`~triggers_backends.kv_client.KeyValueClient` adapter passes.
+
+Subclass :class:`KeyValueClientContract` in a ``test_*.py`` module (class name
+starting with ``Test``) and implement :meth:`make_client` so that two clients
+made in one test share one store (they model two processes). Each test uses
+its own key prefix, so a shared server needs no cleanup between tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import ClassVar
+
+import pytest
+
+from triggers_backends.kv_client import KeyValueClient, KeyValueTooLarge
+
+
+class KeyValueClientContract:
+    """get_many / gets / cas / add / set_many / delete_many semantics, and a CAS race."""
+
+    #: Threads racing on one token.
+    race_threads: ClassVar[int] = 8
+    #: False for clients whose token is the previous value (compare-value CAS): they
+    #: cannot tell a key rewritten with identical bytes from an untouched one. The
+    #: layout never needs that (its active document carries a version that only grows).
+    cas_detects_aba: ClassVar[bool] = True
+
+    def make_client(self) -> KeyValueClient:
+        raise NotImplementedError("subclasses implement make_client()")
+
+    @pytest.fixture
+    def key(self) -> str:
+        return f"kvc-{uuid.uuid4().hex}"
+
+    def test_is_a_client(self) -> None:
+        client = self.make_client()
+        assert isinstance(client, KeyValueClient)
+        assert client.max_value_size > 0
+        assert client.backend_name
+
+    def test_missing_keys(self, key: str) -> None:
+        client = self.make_client()
+        assert client.gets(key) is None
+        assert client.get_many([key, key + "-b"]) == {}
+
+    def test_add_creates_once(self, key: str) -> None:
+        first, second = self.make_client(), self.make_client()
+        assert first.add(key, b"one")
+        assert not second.add(key, b"two")
+        assert second.get_many([key]) == {key: b"one"}
+
+    def test_cas_replaces_only_unchanged(self, key: str) -> None:
+        first, second = self.make_client(), self.make_client()
+        first.add(key, b"v1")
+        found = first.gets(key)
+        assert found is not None
+        value, token = found
+        assert value == b"v1"
+        seen = second.gets(key)
+        assert seen is not None
+        assert second.cas(key, b"v2", seen[1])
+        assert not first.cas(key, b"stale", token)
+        assert first.get_many([key]) == {key: b"v2"}
+        again = first.gets(key)
+        assert again is not None
+        assert first.cas(key, b"v3", again[1])
+        assert second.get_many([key]) == {key: b"v3"}
+
+    def test_cas_on_a_deleted_key_fails(self, key: str) -> None:
+        client = self.make_client()
+        client.add(key, b"v1")
+        found = client.gets(key)
+        assert found is not None
+        client.delete_many([key])
+        assert not client.cas(key, b"v2", found[1])
+        assert client.gets(key) is None
+
+    def test_cas_after_an_identical_rewrite_fails(self, key: str) -> None:
+        # A writer that stored the same bytes still moved the key on: ABA must not pass.
+        client = self.make_client()
+        client.add(key, b"same")
+        found = client.gets(key)
+        assert found is not None
+        other = self.make_client()
+        current = other.gets(key)
+        assert current is not None
+        assert other.cas(key, b"different", current[1])
+        current = other.gets(key)
+        assert current is not None
+        assert other.cas(key, b"same", current[1])
+        if self.cas_detects_aba:
+            assert not client.cas(key, b"late", found[1])
+
+    def test_set_many_get_many_delete_many(self, key: str) -> None:
+        client = self.make_client()
+        items = {f"{key}-{n}": bytes([n]) * (n + 1) for n in range(5)}
+        client.set_many(items)
+        assert client.get_many(list(items)) == items
+        client.set_many({f"{key}-0": b"replaced"})
+        assert client.get_many([f"{key}-0"]) == {f"{key}-0": b"replaced"}
+        client.delete_many([f"{key}-0", f"{key}-1", f"{key}-missing"])
+        assert set(client.get_many(list(items))) == {f"{key}-{n}" for n in range(2, 5)}
+
+    def test_binary_values_round_trip(self, key: str) -> None:
+        client = self.make_client()
+        value = bytes(range(256)) * 4 + b"\x00\r\n END\r\n"
+        assert client.add(key, value)
+        assert client.get_many([key]) == {key: value}
+        found = client.gets(key)
+        assert found is not None
+        assert found[0] == value
+
+    def test_too_large_is_refused_and_writes_nothing(self, key: str) -> None:
+        client = self.make_client()
+        big = b"x" * (client.max_value_size + 1)
+        with pytest.raises(KeyValueTooLarge):
+            client.set_many({key: big})
+        assert client.get_many([key]) == {}
+
+    def test_threads_racing_one_winner(self, key: str) -> None:
+        clients = [self.make_client() for _ in range(self.race_threads)]
+        clients[0].add(key, b"base")
+        tokens = []
+        for client in clients:
+            found = client.gets(key)
+            assert found is not None
+            tokens.append(found[1])
+        barrier = threading.Barrier(len(clients))
+        won: list[int] = []
+        errors: list[BaseException] = []
+
+        def attempt(index: int) -> None:
+            barrier.wait(timeout=30)
+            try:
+                if clients[index].cas(key, f"w{index}".encode(), tokens[index]):
+                    won.append(index)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(clients))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors
+        assert len(won) == 1, won
+        assert clients[0].get_many([key]) == {key: f"w{won[0]}".encode()}

@@ -1,0 +1,81 @@
+"""An in-process :class:`~triggers_backends.kv_client.KeyValueClient` for fast layout tests.
+
+Clients built on one :class:`DictStore` share it, like two processes sharing a
+server. Tokens are per-key write counters, so it detects ABA like memcached.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+
+from triggers_backends.kv_client import CasToken, KeyValueTooLarge
+
+
+class DictStore:
+    """The shared "server": key -> (value, write counter)."""
+
+    def __init__(self, max_value_size: int = 1024 * 1024) -> None:
+        self.lock = threading.Lock()
+        self.items: dict[str, tuple[bytes, int]] = {}
+        self.writes = 0
+        self.max_value_size = max_value_size
+
+
+class DictKeyValueClient:
+    """A client of a :class:`DictStore`."""
+
+    backend_name = "dict"
+
+    def __init__(self, store: DictStore) -> None:
+        self.store = store
+        self.max_value_size = store.max_value_size
+
+    def _check(self, value: bytes) -> None:
+        if len(value) > self.max_value_size:
+            raise KeyValueTooLarge(f"{len(value)} bytes > {self.max_value_size}")
+
+    def _put(self, key: str, value: bytes) -> None:
+        self.store.writes += 1
+        self.store.items[key] = (value, self.store.writes)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        with self.store.lock:
+            return {k: self.store.items[k][0] for k in keys if k in self.store.items}
+
+    def gets(self, key: str) -> tuple[bytes, CasToken] | None:
+        with self.store.lock:
+            found = self.store.items.get(key)
+            return None if found is None else (found[0], found[1])
+
+    def add(self, key: str, value: bytes) -> bool:
+        self._check(value)
+        with self.store.lock:
+            if key in self.store.items:
+                return False
+            self._put(key, value)
+            return True
+
+    def cas(self, key: str, value: bytes, token: CasToken) -> bool:
+        self._check(value)
+        with self.store.lock:
+            found = self.store.items.get(key)
+            if found is None or found[1] != token:
+                return False
+            self._put(key, value)
+            return True
+
+    def set_many(self, items: Mapping[str, bytes]) -> None:
+        for value in items.values():
+            self._check(value)
+        with self.store.lock:
+            for key, value in items.items():
+                self._put(key, value)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        with self.store.lock:
+            for key in keys:
+                self.store.items.pop(key, None)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,97 @@
+"""The key-value client port: what the key-value storage layout needs from a store.
+
+The memcached backend and the Django-cache backend keep sessions in the same
+layout (a small *active document* that is compared-and-swapped, plus immutable
+documents under their own keys). What differs between them is only how to
+read, create and conditionally replace one key; each adapter implements
+:class:`KeyValueClient` and nothing else.
+
+Rules every client follows (checked by ``tests/backends/kv_client_contract.py``):
+
+* Keys are ASCII text of at most :data:`MAX_KEY_LENGTH` characters without
+  spaces or control characters (the layout hashes anything else into that
+  form). Values are ``bytes``; a client never pickles and never unpickles.
+* Nothing expires unless the client was built with an explicit TTL.
+* :meth:`~KeyValueClient.gets` returns the value with an opaque token;
+  :meth:`~KeyValueClient.cas` replaces the value only if nobody wrote the key
+  since that ``gets`` (and it still exists). Tokens are only ever given back to
+  the client that produced them.
+* :meth:`~KeyValueClient.add` creates a key only if it does not exist.
+* A server that is down, refuses, or does not answer within the client's
+  timeout raises :class:`KeyValueUnavailable`; a value larger than the server
+  accepts raises :class:`KeyValueTooLarge` (nothing is written then). Neither
+  message may contain credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "CasToken",
+    "KeyValueClient",
+    "KeyValueError",
+    "KeyValueTooLarge",
+    "KeyValueUnavailable",
+]
+
+#: memcached's limit, the strictest of the stores we support.
+MAX_KEY_LENGTH = 250
+
+#: Opaque to the layout: memcached's ``cas unique``, or the previous value itself.
+CasToken = object
+
+
+class KeyValueError(Exception):
+    """Base class of key-value client errors (the storage layer wraps them)."""
+
+
+class KeyValueUnavailable(KeyValueError):
+    """The store is down, refused, or did not answer in time: maybe transient."""
+
+
+class KeyValueTooLarge(KeyValueError):
+    """A value exceeds what the store accepts for one key; nothing was written."""
+
+
+@runtime_checkable
+class KeyValueClient(Protocol):
+    """One key-value store, as the key-value storage layout uses it."""
+
+    #: Backend label for error messages and the registry (``memcached``, ``django-cache/redis``...).
+    backend_name: str
+    #: The largest value, in bytes, one key may hold; the layout chunks anything larger.
+    max_value_size: int
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """Values of the keys that exist (missing keys are left out)."""
+        ...
+
+    def gets(self, key: str) -> tuple[bytes, CasToken] | None:
+        """The value and a token for :meth:`cas`, or None if the key does not exist."""
+        ...
+
+    def add(self, key: str, value: bytes) -> bool:
+        """Create ``key``; False (and nothing written) if it already exists."""
+        ...
+
+    def cas(self, key: str, value: bytes, token: CasToken) -> bool:
+        """Replace ``key`` if unchanged since the :meth:`gets` that gave ``token``.
+
+        False (and nothing written) if it changed or no longer exists.
+        """
+        ...
+
+    def set_many(self, items: Mapping[str, bytes]) -> None:
+        """Write every item unconditionally; raise if any could not be written."""
+        ...
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete the keys that exist (best effort; missing keys are fine)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
