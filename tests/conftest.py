@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from memcached_server import memcached, memcached_small  # noqa: F401 - fixtures for every test
 from services import services_required
 
 from triggers_core import MemoryStorage, MemoryStore, Storage
