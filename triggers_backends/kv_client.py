@@ -17,6 +17,11 @@ Rules every client follows (checked by ``tests/backends/kv_client_contract.py``)
   since that ``gets`` (and it still exists). Tokens are only ever given back to
   the client that produced them.
 * :meth:`~KeyValueClient.add` creates a key only if it does not exist.
+* Keys that share a *hash tag* (the text between the first ``{`` and the next
+  ``}``) live on one server: a client spread over several servers routes by
+  the tag (the whole key if it has none). The layout tags every key of a
+  session with the session's hash, so ``cas`` on its active document and the
+  documents it refers to are always on the same server.
 * A server that is down, refuses, or does not answer within the client's
   timeout raises :class:`KeyValueUnavailable`; a value larger than the server
   accepts raises :class:`KeyValueTooLarge` (nothing is written then). Neither
