@@ -4,13 +4,23 @@ Subclass :class:`KeyValueClientContract` in a ``test_*.py`` module (class name
 starting with ``Test``) and implement :meth:`make_client` so that two clients
 made in one test share one store (they model two processes). Each test uses
 its own key prefix, so a shared server needs no cleanup between tests.
+
+A store shared between OS processes sets ``supports_multiprocess = True`` and
+implements :meth:`~KeyValueClientContract.process_client_factory`: a picklable
+callable that builds a client on the same store in a freshly spawned process
+(for example from the same settings). The multi-process race then proves that
+no compare-and-swap update is lost between processes.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import threading
+import traceback
 import uuid
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import pytest
 
@@ -27,8 +37,31 @@ class KeyValueClientContract:
     #: layout never needs that (its active document carries a version that only grows).
     cas_detects_aba: ClassVar[bool] = True
 
+    #: The store is shared between OS processes (opt in to the multi-process race).
+    supports_multiprocess: ClassVar[bool] = False
+    #: Processes x increments in the multi-process race.
+    race_processes: ClassVar[int] = 4
+    race_increments: ClassVar[int] = 25
+    #: Seconds the multi-process race may take before it fails.
+    race_timeout: ClassVar[float] = 180.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.supports_multiprocess:
+            # Left out rather than skipped: in CI a skip means a missing service.
+            cls.test_processes_racing_lose_no_update = None  # type: ignore[assignment]
+        elif cls.test_processes_racing_lose_no_update is None:
+            # An intermediate base class left it out; this subclass opts back in.
+            cls.test_processes_racing_lose_no_update = (  # type: ignore[method-assign]
+                KeyValueClientContract.test_processes_racing_lose_no_update
+            )
+
     def make_client(self) -> KeyValueClient:
         raise NotImplementedError("subclasses implement make_client()")
+
+    def process_client_factory(self) -> Callable[[], KeyValueClient]:
+        """A picklable callable building a client on the same store in another process."""
+        raise NotImplementedError("multi-process stores implement process_client_factory()")
 
     @pytest.fixture
     def key(self) -> str:
@@ -138,6 +171,9 @@ class KeyValueClientContract:
                     won.append(index)
             except BaseException as exc:  # reported below
                 errors.append(exc)
+            finally:
+                # Release what this thread opened (per-thread connections, e.g. Django's).
+                clients[index].close()
 
         threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(clients))]
         for thread in threads:
@@ -147,3 +183,101 @@ class KeyValueClientContract:
         assert not errors
         assert len(won) == 1, won
         assert clients[0].get_many([key]) == {key: f"w{won[0]}".encode()}
+
+    def test_processes_racing_lose_no_update(self, key: str) -> None:
+        # Each process adds 1 to a counter stored under one key, with gets + cas,
+        # retrying lost races: any lost update leaves the final count short.
+        client = self.make_client()
+        assert client.add(key, b"0:start")
+        total = race_counter(
+            self.process_client_factory(),
+            key,
+            processes=self.race_processes,
+            increments=self.race_increments,
+            timeout=self.race_timeout,
+        )
+        assert total == self.race_processes * self.race_increments
+        final = client.get_many([key])[key]
+        assert int(final.split(b":")[0]) == total
+
+
+def race_counter(
+    factory: Callable[[], KeyValueClient],
+    key: str,
+    *,
+    processes: int,
+    increments: int,
+    timeout: float,
+) -> int:
+    """Spawn ``processes`` processes that each increment the counter at ``key``
+    ``increments`` times through ``factory()`` clients; return the final count."""
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    results = context.Queue()
+    workers = [
+        context.Process(
+            target=_counter_worker,
+            kwargs={
+                "factory": factory,
+                "key": key,
+                "index": index,
+                "increments": increments,
+                "start": start,
+                "results": results,
+            },
+            daemon=True,
+        )
+        for index in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    errors: list[str] = []
+    try:
+        start.set()
+        for _ in workers:
+            try:
+                kind, payload = results.get(timeout=timeout)
+            except queue.Empty:
+                pytest.fail(f"the multi-process CAS race did not finish within {timeout}s")
+            if kind != "ok":
+                errors.append(payload)
+    finally:
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
+        results.close()
+        results.join_thread()
+    assert not errors, "a racing process failed:\n" + "\n".join(errors)
+    final = factory().get_many([key]).get(key)
+    assert final is not None, "the counter key is gone"
+    return int(final.split(b":")[0])
+
+
+def _counter_worker(
+    *,
+    factory: Callable[[], KeyValueClient],
+    key: str,
+    index: int,
+    increments: int,
+    start: Any,
+    results: Any,
+) -> None:
+    try:
+        client = factory()
+        start.wait(timeout=60)
+        for step in range(increments):
+            for _attempt in range(100_000):
+                found = client.gets(key)
+                assert found is not None, f"{key} disappeared"
+                count = int(found[0].split(b":")[0])
+                # Unique bytes per writer and step: value-compare CAS needs no more.
+                if client.cas(key, f"{count + 1}:{index}.{step}".encode(), found[1]):
+                    break
+            else:
+                raise AssertionError(f"process {index} never won a CAS for step {step}")
+        client.close()
+        results.put(("ok", index))
+    except BaseException:
+        results.put(("error", f"process {index}:\n{traceback.format_exc()}"))
