@@ -1,0 +1,289 @@
+"""Key-value adapter for Django's ``RedisCache`` and django-redis's ``RedisCache``.
+
+Both caches hand us a redis-py client; we talk to it directly, with our own value
+encoding (never the cache's pickle serializer) and the cache's own key function
+(``KEY_PREFIX``, ``VERSION``, ``KEY_FUNCTION`` apply to our keys as to any other).
+Every call goes to the *write* server (a replica could answer a read with a value
+older than the one we just wrote).
+
+Conditional writes are single Lua scripts, atomic on the server:
+
+* ``cas``: the token from :meth:`gets` is the SHA-1 of the value read. The script
+  replaces the value only if the SHA-1 of the current value still matches.
+* ``add``: ``SET NX``.
+
+Both scripts also answer "done" when the key already holds exactly the bytes being
+written. redis-py retries a command after a timeout or a dropped connection; if
+the first attempt had been applied, a plain script would see its own write on the
+retry and report a lost race, and the caller would throw away documents the stored
+value now refers to. Reporting such a write as done is right as long as two writers
+never write identical bytes, which the key-value layout guarantees (every active
+document carries a fresh revision token). The compare is by value, so a key
+rewritten with identical bytes is not seen as changed (no ABA detection: the
+layout's version counter makes ABA impossible).
+
+Calls are bounded: when the cache's connection options set no socket timeout, the
+adapter uses a copy of its connection pool with ``io_timeout`` set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import redis
+from redis.exceptions import RedisError
+
+from triggers_backends.django_cache._common import (
+    ENVELOPE,
+    AdapterOptions,
+    UnsupportedCacheError,
+    check_sizes,
+    chunked,
+    class_path,
+    open_envelope,
+)
+from triggers_backends.kv_client import CasToken, KeyValueUnavailable
+
+__all__ = ["RedisKeyValueClient", "for_django_redis", "for_redis_cache"]
+
+# KEYS[1]: the key; ARGV[1]: SHA-1 hex of the value read; ARGV[2]: the new value;
+# ARGV[3]: expiry in milliseconds ("0": never). Returns 1 if the new value is stored.
+_CAS = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if current == ARGV[2] then return 1 end
+if redis.sha1hex(current) ~= ARGV[1] then return 0 end
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"""
+
+# KEYS[1]: the key; ARGV[1]: the value; ARGV[2]: expiry in milliseconds ("0": never).
+_ADD = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  if current == ARGV[1] then return 1 end
+  return 0
+end
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+
+_BATCH = 500
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+
+def _raw(stored: bytes | str) -> bytes:
+    # Connections never decode responses: _bounded() refuses pools that would.
+    assert isinstance(stored, bytes), type(stored)
+    return stored
+
+
+class RedisKeyValueClient:
+    """A :class:`~triggers_backends.kv_client.KeyValueClient` on one redis-py client."""
+
+    #: Every process that opens the same cache sees the same keys.
+    shared_across_processes = True
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        make_key: Callable[[str], str],
+        options: AdapterOptions,
+        *,
+        backend_name: str,
+    ) -> None:
+        self._client = client
+        self._make_key = make_key
+        self._options = options
+        self.backend_name = backend_name
+        self.max_value_size = options.max_value_size
+        ttl = options.timeout
+        self._ttl_ms = "0" if ttl is None else str(max(1, round(ttl * 1000)))
+        self._cas_script = client.register_script(_CAS)
+        self._add_script = client.register_script(_ADD)
+
+    def __repr__(self) -> str:
+        return f"<RedisKeyValueClient {self.backend_name} alias={self._options.alias!r}>"
+
+    def _fail(self, exc: RedisError, action: str) -> KeyValueUnavailable:
+        # redis-py's messages name host and port, never the password.
+        return KeyValueUnavailable(
+            f"{self.backend_name}: {action} failed: {type(exc).__name__}: {exc}"
+        )
+
+    def _px(self) -> int | None:
+        return None if self._ttl_ms == "0" else int(self._ttl_ms)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        try:
+            for batch in chunked(list(keys), _BATCH):
+                values = self._client.mget([self._make_key(k) for k in batch])
+                for key, stored in zip(batch, values, strict=True):
+                    if stored is not None:
+                        found[key] = open_envelope(_raw(stored), key, self.backend_name)
+        except RedisError as exc:
+            raise self._fail(exc, "get_many") from exc
+        return found
+
+    def gets(self, key: str) -> tuple[bytes, CasToken] | None:
+        try:
+            stored = self._client.get(self._make_key(key))
+        except RedisError as exc:
+            raise self._fail(exc, "gets") from exc
+        if stored is None:
+            return None
+        raw = _raw(stored)
+        return open_envelope(raw, key, self.backend_name), _sha1(raw)
+
+    def add(self, key: str, value: bytes) -> bool:
+        check_sizes([value], self.max_value_size, self.backend_name)
+        try:
+            done = self._add_script(
+                keys=[self._make_key(key)], args=[ENVELOPE + bytes(value), self._ttl_ms]
+            )
+        except RedisError as exc:
+            raise self._fail(exc, "add") from exc
+        return bool(done)
+
+    def cas(self, key: str, value: bytes, token: CasToken) -> bool:
+        check_sizes([value], self.max_value_size, self.backend_name)
+        if not isinstance(token, str):
+            raise TypeError(f"{self.backend_name}: not a token from gets(): {token!r}")
+        try:
+            done = self._cas_script(
+                keys=[self._make_key(key)], args=[token, ENVELOPE + bytes(value), self._ttl_ms]
+            )
+        except RedisError as exc:
+            raise self._fail(exc, "cas") from exc
+        return bool(done)
+
+    def set_many(self, items: Mapping[str, bytes]) -> None:
+        check_sizes(items.values(), self.max_value_size, self.backend_name)
+        px = self._px()
+        try:
+            for batch in chunked(list(items.items()), _BATCH):
+                pipe = self._client.pipeline(transaction=False)
+                for key, value in batch:
+                    pipe.set(self._make_key(key), ENVELOPE + bytes(value), px=px)
+                pipe.execute()
+        except RedisError as exc:
+            raise self._fail(exc, "set_many") from exc
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        try:
+            for batch in chunked(list(keys), _BATCH):
+                if batch:
+                    self._client.delete(*(self._make_key(k) for k in batch))
+        except RedisError as exc:
+            raise self._fail(exc, "delete_many") from exc
+
+    def close(self) -> None:
+        """Nothing to release: the connections belong to the cache's pool."""
+
+
+# -- bounded calls --------------------------------------------------------------------
+
+_BOUNDED_POOLS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_BOUNDED_LOCK = threading.Lock()
+
+
+def _effective(pool: Any, name: str) -> Any:
+    if name in pool.connection_kwargs:
+        return pool.connection_kwargs[name]
+    try:
+        parameter = inspect.signature(pool.connection_class).parameters.get(name)
+    except (TypeError, ValueError):
+        return None
+    return None if parameter is None else parameter.default
+
+
+def _bounded(client: redis.Redis, options: AdapterOptions, cache_class: str) -> redis.Redis:
+    """``client``, or a client on a copy of its pool whose sockets time out."""
+    pool = client.connection_pool
+    if pool.connection_kwargs.get("decode_responses"):
+        raise UnsupportedCacheError(
+            cache_class,
+            "its Redis connections decode responses to text (decode_responses=True); "
+            "Triggers stores bytes",
+            alias=options.alias,
+        )
+    missing = [
+        name
+        for name in ("socket_timeout", "socket_connect_timeout")
+        if _effective(pool, name) in (None, inspect.Parameter.empty)
+    ]
+    if not missing:
+        return client
+    with _BOUNDED_LOCK:
+        bounded = _BOUNDED_POOLS.get(pool)
+        if bounded is None:
+            kwargs = dict(pool.connection_kwargs)
+            for name in missing:
+                kwargs[name] = options.io_timeout
+            try:
+                bounded = type(pool)(
+                    connection_class=pool.connection_class,
+                    max_connections=pool.max_connections,
+                    **kwargs,
+                )
+            except TypeError as exc:
+                raise UnsupportedCacheError(
+                    cache_class,
+                    f"its Redis connection pool ({class_path(type(pool))}) sets no socket "
+                    "timeout and cannot be copied with one; set socket_timeout and "
+                    "socket_connect_timeout in the cache's OPTIONS",
+                    alias=options.alias,
+                ) from exc
+            _BOUNDED_POOLS[pool] = bounded
+    return redis.Redis(connection_pool=bounded)
+
+
+# -- factories ------------------------------------------------------------------------
+
+
+def for_redis_cache(cache: Any, options: AdapterOptions) -> RedisKeyValueClient:
+    """Adapter for ``django.core.cache.backends.redis.RedisCache``."""
+    client = cache._cache.get_client(write=True)
+    return RedisKeyValueClient(
+        _bounded(client, options, class_path(type(cache))),
+        cache.make_key,
+        options,
+        backend_name="django-cache/redis",
+    )
+
+
+def for_django_redis(cache: Any, options: AdapterOptions) -> RedisKeyValueClient:
+    """Adapter for ``django_redis.cache.RedisCache`` (its default, herd or sentinel client)."""
+    from django_redis.client import ShardClient  # noqa: PLC0415 - only with django-redis
+
+    if isinstance(cache.client, ShardClient):
+        raise UnsupportedCacheError(
+            class_path(type(cache)),
+            "django-redis's ShardClient spreads one session's keys over several servers; "
+            "use the DefaultClient (one server, with replicas if you like)",
+            alias=options.alias,
+        )
+    client = cache.client.get_client(write=True)
+    return RedisKeyValueClient(
+        _bounded(client, options, class_path(type(cache))),
+        cache.make_key,
+        options,
+        backend_name="django-cache/django-redis",
+    )
