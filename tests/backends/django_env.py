@@ -11,7 +11,7 @@ own names everywhere, so runs on a shared machine never meet:
   directory, database alias ``default``) and one on PostgreSQL (alias ``pg``,
   routed by :class:`CacheRouter`), created with Django's ``createcachetable``;
 * LocMemCache: a ``LOCATION`` with the run id;
-* memcached: a server the run starts on a free port.
+* memcached: the session's server from ``tests/memcached_server.py``.
 
 Every cache has ``TIMEOUT: 1``: the adapters must ignore it (nothing may expire).
 """
@@ -19,12 +19,8 @@ Every cache has ``TIMEOUT: 1``: the adapters must ignore it (nothing may expire)
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +43,7 @@ DUMMY, FILEBASED = "dummy", "filebased"
 _configured: dict[str, Any] | None = None
 
 
-def build_settings(run_id: str, workdir: Path, memcached_port: int | None) -> dict[str, Any]:
+def build_settings(run_id: str, workdir: Path, memcached: str | None) -> dict[str, Any]:
     """The settings of one test run (plain data: it is sent to spawned processes)."""
     redis_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
     pg_table = f"trg_cache_pg_{run_id}"
@@ -70,7 +66,6 @@ def build_settings(run_id: str, workdir: Path, memcached_port: int | None) -> di
         },
         "DATABASE_ROUTERS": ["django_env.CacheRouter"],
         "TRIGGERS_TEST_PG_CACHE_TABLE": pg_table,
-        "TRIGGERS_TEST_MEMCACHED_PORT": memcached_port,
         "CACHES": {
             "default": cache("django.core.cache.backends.locmem.LocMemCache", f"d-{run_id}"),
             LOCMEM: cache("django.core.cache.backends.locmem.LocMemCache", f"l-{run_id}"),
@@ -86,7 +81,7 @@ def build_settings(run_id: str, workdir: Path, memcached_port: int | None) -> di
             DB_POSTGRES: cache("django.core.cache.backends.db.DatabaseCache", pg_table),
             MEMCACHED: cache(
                 "django.core.cache.backends.memcached.PyMemcacheCache",
-                f"127.0.0.1:{memcached_port or 1}",
+                memcached or "127.0.0.1:1",
                 KEY_PREFIX=f"trg-{run_id}",
             ),
             DUMMY: cache("django.core.cache.backends.dummy.DummyCache", ""),
@@ -141,44 +136,6 @@ def port_open(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
         return True
     return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def memcached_server() -> Iterator[int | None]:
-    """A memcached on a free port for the run (None if ``memcached`` is not installed)."""
-    port = free_port()
-    command = ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64"]
-    if os.geteuid() == 0:
-        command += ["-u", "nobody"]  # memcached refuses to run as root otherwise
-    try:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    except FileNotFoundError:
-        yield None
-        return
-    try:
-        deadline = time.monotonic() + 10
-        while not port_open(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                error = process.stderr.read().decode(errors="replace") if process.stderr else ""
-                raise RuntimeError(f"memcached did not start on port {port}: {error}")
-            time.sleep(0.05)
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def new_run_id() -> str:

@@ -22,6 +22,7 @@ import pytest
 from kv_client_contract import KeyValueClientContract
 from services import require_service
 
+from triggers_backends.django_cache._common import ENVELOPE
 from triggers_backends.kv_client import KeyValueClient, KeyValueError, KeyValueUnavailable
 
 #: Small, so the contract's too-large test stays cheap.
@@ -42,8 +43,9 @@ class DjangoCacheCases(KeyValueClientContract):
     alias: ClassVar[str]
     #: (name, host, port) of the server the cache needs, if any.
     service: ClassVar[tuple[str, str, int] | None] = None
-    #: What Django's own ``cache.get`` raises on one of our keys (it must never unpickle).
-    foreign_read_error: ClassVar[type[BaseException]] = pickle.UnpicklingError
+    #: What Django's own ``cache.get`` raises on one of our keys (it must never unpickle);
+    #: None: it returns the stored bytes as they are.
+    foreign_read_error: ClassVar[type[BaseException] | None] = pickle.UnpicklingError
 
     @pytest.fixture(autouse=True)
     def _django(self, django_settings: dict[str, Any]) -> None:
@@ -89,7 +91,11 @@ class DjangoCacheCases(KeyValueClientContract):
 
     def test_the_caches_own_get_never_unpickles_our_values(self, key: str) -> None:
         client = self.make_client()
-        client.add(key, b"\x80\x04K\x01." + bytes(range(256)))  # looks like a pickle
+        value = b"\x80\x04K\x01." + bytes(range(256))  # looks like a pickle
+        client.add(key, value)
+        if self.foreign_read_error is None:
+            assert self.cache.get(key) == ENVELOPE + value
+            return
         with pytest.raises(self.foreign_read_error):
             self.cache.get(key)
 
@@ -149,6 +155,31 @@ class TestDjangoRedisCache(TestRedisCache):
         )
         with pytest.raises(UnsupportedCacheError, match="ShardClient"):
             key_value_client(cache)
+
+
+class TestPyMemcacheCache(DjangoCacheCases):
+    alias = django_env.MEMCACHED
+    supports_multiprocess = True
+    foreign_read_error = None  # the flags say "bytes": Django hands them back untouched
+
+    @pytest.fixture(autouse=True)
+    def _server(self, memcached: Any) -> None:
+        """The session's memcached (the cache's LOCATION)."""
+
+    def test_limit_is_the_servers_item_size(self) -> None:
+        from triggers_backends.django_cache import key_value_client
+
+        client = key_value_client(self.alias)
+        # memcached's default -I is 1 MiB; the client keeps room for key and header.
+        assert 1024 * 1024 - 1024 < client.max_value_size < 1024 * 1024
+
+    def test_a_key_too_long_with_the_prefix_is_refused(self) -> None:
+        with pytest.raises(KeyValueError, match="250"):
+            self.make_client().gets("k" * 240)
+
+    def test_clients_share_connections(self) -> None:
+        first, second = self.make_client(), self.make_client()
+        assert first._client is second._client  # type: ignore[attr-defined]
 
 
 class TestDatabaseCacheSQLite(DjangoCacheCases):
