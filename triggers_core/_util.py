@@ -1,15 +1,40 @@
-"""Small helpers shared by the core: JSON validation, deep merge, suggestions."""
+"""Small helpers shared by the core: JSON validation, names, deep merge, suggestions.
+
+Every value the library stores (trigger kwargs, ``withParams``, results,
+metadata, extras) goes through :func:`to_json_value`, one iterative walk that
+copies the value and refuses, with the key path, anything that every backend
+could not store and read back unchanged. The limits (SPEC section 2):
+
+* mappings with string keys, lists (tuples become lists), strings, booleans,
+  ``None``, integers from :data:`MIN_INT` to :data:`MAX_INT`, finite floats;
+* at most :data:`MAX_DEPTH` nested containers, the outermost one included;
+* no container inside itself (a reference cycle);
+* strings (keys included) are valid Unicode: no lone surrogates.
+
+Names (task names, trigger names, session UIDs) follow :func:`name_problem`:
+non-empty, valid Unicode, and no NUL character, because some backends keep
+names raw in keys and columns (PostgreSQL text cannot hold NUL).
+
+Nothing here recurses, so neither a deep value nor a deep caller stack can
+raise :class:`RecursionError`.
+"""
 
 from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from triggers_core.errors import InvalidKwargsError
 
 JSONMapping = Mapping[str, Any]
+
+#: The deepest nesting of mappings and lists a value may have (the outermost counts).
+MAX_DEPTH = 64
+#: The smallest and largest integers a value may hold (a signed 64-bit integer).
+MIN_INT = -(2**63)
+MAX_INT = 2**63 - 1
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
@@ -23,32 +48,151 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return ""
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored as a string by every backend, or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"contains a lone surrogate ({text[exc.start]!r} at index {exc.start}); "
+            "strings must be valid Unicode"
+        )
+    return None
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` is not a usable task name, trigger name or UID, or None.
+
+    Names are non-empty strings of valid Unicode without NUL characters.
+    """
+    if not isinstance(name, str):
+        return f"expected a non-empty string, got {type(name).__name__}"
+    if not name:
+        return "must not be empty"
+    if "\x00" in name:
+        return f"must not contain NUL ('\\x00' at index {name.index(chr(0))})"
+    return text_problem(name)
+
+
+class _Refused(Exception):
+    """Internal: a value was refused; ``segments`` lead from the top value to it."""
+
+    def __init__(self, segments: list[str], problem: str) -> None:
+        super().__init__(problem)
+        self.segments = segments
+        self.problem = problem
+
+
+def _leaf(value: object) -> object:
+    """A JSON scalar, copied as its plain type; raises ``_Refused([], problem)``."""
+    kind = type(value)
+    if value is None or kind is bool:
+        return value
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem is not None:
+            raise _Refused([], problem)
+        return value if kind is str else str.__str__(value)
+    if isinstance(value, int):
+        if not MIN_INT <= value <= MAX_INT:
+            # never format the number itself: str() refuses over 4300 digits
+            raise _Refused(
+                [],
+                f"an integer of {value.bit_length()} bits is out of range "
+                f"(integers must lie between -2**63 and 2**63 - 1)",
+            )
+        return value if kind is int else int.__int__(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Refused([], f"{value!r} is not representable in JSON")
+        return value if kind is float else float.__float__(value)
+    raise _Refused([], f"{kind.__name__} is not JSON-serializable")
+
+
+def _is_container(value: object) -> bool:
+    kind = type(value)
+    if kind is dict or kind is list or kind is tuple:
+        return True
+    return isinstance(value, Mapping | list | tuple)
+
+
+def _entries(value: object) -> Iterator[tuple[object, object, str]]:
+    """``(key, item, path segment)`` for a mapping or a list/tuple."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _Refused([f"[{key!r}]"], f"keys must be strings, got {type(key).__name__}")
+            problem = text_problem(key)
+            if problem is not None:
+                raise _Refused([f"[{key!r}]"], f"key {problem}")
+            yield key if type(key) is str else str.__str__(key), item, f".{key}"
+    else:
+        assert isinstance(value, list | tuple)
+        for index, item in enumerate(value):
+            yield index, item, f"[{index}]"
+
+
+def _copy(value: object) -> Any:
+    """The walk behind :func:`to_json_value`, iterative with an explicit stack."""
+    if not _is_container(value):
+        return _leaf(value)
+    root: Any = {} if isinstance(value, Mapping) else []
+    # One frame per open container: (entries, copy, segment that reached it, id).
+    stack: list[tuple[Iterator[tuple[object, object, str]], Any, str, int]] = [
+        (_entries(value), root, "", id(value))
+    ]
+    open_ids = {id(value)}
+    while stack:
+        entries, out, _, ident = stack[-1]
+        segment = ""
+        try:
+            for key, item, segment in entries:
+                if not _is_container(item):
+                    copied = _leaf(item)
+                    if isinstance(out, list):
+                        out.append(copied)
+                    else:
+                        out[key] = copied
+                    continue
+                if id(item) in open_ids:
+                    raise _Refused([segment], "refers to itself (JSON values cannot be cyclic)")
+                if len(stack) >= MAX_DEPTH:
+                    raise _Refused(
+                        [segment],
+                        f"nested deeper than {MAX_DEPTH} levels of mappings and lists",
+                    )
+                child: Any = {} if isinstance(item, Mapping) else []
+                if isinstance(out, list):
+                    out.append(child)
+                else:
+                    out[key] = child
+                stack.append((_entries(item), child, segment, id(item)))
+                open_ids.add(id(item))
+                break
+            else:
+                stack.pop()
+                open_ids.discard(ident)
+        except _Refused as refused:
+            # A leaf refusal has no segment yet; a key or container refusal has its own.
+            leaf_segment = [segment] if not refused.segments else []
+            refused.segments = [f[2] for f in stack[1:]] + leaf_segment + refused.segments
+            raise
+    return root
+
+
 def to_json_value(value: object, path: str) -> Any:
     """Return a JSON-compatible copy of ``value`` (tuples become lists).
 
-    Raises :class:`InvalidKwargsError` naming the key path of the first value that
-    JSON cannot represent faithfully.
+    Raises :class:`InvalidKwargsError` naming the key path of the first value
+    that JSON (or a backend) cannot represent faithfully; see the module
+    docstring for the limits.
     """
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidKwargsError(path, f"{value!r} is not representable in JSON")
-        return value
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidKwargsError(
-                    f"{path}[{key!r}]", f"keys must be strings, got {type(key).__name__}"
-                )
-            out[key] = to_json_value(item, f"{path}.{key}")
-        return out
-    if isinstance(value, list | tuple):
-        return [to_json_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
-    raise InvalidKwargsError(path, f"{type(value).__name__} is not JSON-serializable")
+    try:
+        return _copy(value)
+    except _Refused as refused:
+        raise InvalidKwargsError(path + "".join(refused.segments), refused.problem) from None
 
 
 def to_json_mapping(value: object, path: str) -> dict[str, Any]:
@@ -62,12 +206,19 @@ def to_json_mapping(value: object, path: str) -> dict[str, Any]:
 
 
 def deep_merge(base: JSONMapping, override: JSONMapping) -> dict[str, Any]:
-    """Merge ``override`` over ``base``: nested mappings merge, ``override`` wins at leaves."""
+    """Merge ``override`` over ``base``: nested mappings merge, ``override`` wins at leaves.
+
+    Iterative, so the depth of the values never matters.
+    """
     merged: dict[str, Any] = dict(base)
-    for key, value in override.items():
-        current = merged.get(key)
-        if isinstance(current, Mapping) and isinstance(value, Mapping):
-            merged[key] = deep_merge(current, value)
-        else:
-            merged[key] = value
+    pending: list[tuple[dict[str, Any], JSONMapping]] = [(merged, override)]
+    while pending:
+        target, source = pending.pop()
+        for key, value in source.items():
+            current = target.get(key)
+            if isinstance(current, Mapping) and isinstance(value, Mapping):
+                target[key] = nested = dict(current)
+                pending.append((nested, value))
+            else:
+                target[key] = value
     return merged

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from triggers_core._util import name_problem
 from triggers_core.config import TaskConfig
 from triggers_core.errors import UnknownInstanceError
 from triggers_core.serialization import instance_to_json
@@ -46,9 +47,17 @@ class Snapshot:
 
 
 def check_uid(uid: object) -> str:
-    """Session UIDs are non-empty strings (any characters)."""
+    """Session UIDs are non-empty strings of valid Unicode without NUL characters.
+
+    Every backend must store what one accepts, and some keep the UID raw in a
+    key or column (PostgreSQL text cannot hold NUL; lone surrogates are not
+    valid UTF-8).
+    """
     if not isinstance(uid, str) or not uid:
         raise ValueError(f"session uid must be a non-empty string, got {uid!r}")
+    problem = name_problem(uid)
+    if problem is not None:
+        raise ValueError(f"session uid {uid!r} {problem}")
     return uid
 
 
