@@ -12,10 +12,17 @@ from typing import Any
 
 import attrs
 
-from triggers_core._util import to_json_value
+from triggers_core._util import name_problem, text_problem, to_json_value
 from triggers_core.errors import ConfigurationError, InvalidKwargsError
+from triggers_core.graph import and_every_cycles
 
-__all__ = ["KNOWN_DIRECTIVES", "TaskConfig", "parse_configuration", "parse_task_config"]
+__all__ = [
+    "KNOWN_DIRECTIVES",
+    "TaskConfig",
+    "cycle_problems",
+    "parse_configuration",
+    "parse_task_config",
+]
 
 #: The directives with a meaning; any other key is kept verbatim as ``extras``.
 KNOWN_DIRECTIVES = frozenset({"after", "run", "andEvery", "unless", "withParams", "using"})
@@ -95,6 +102,9 @@ def _names(value: object, path: str, problems: list[str]) -> tuple[str, ...] | N
         elif not item:
             problems.append(f"{path}[{i}]: trigger name must not be empty")
             ok = False
+        elif (problem := name_problem(item)) is not None:
+            problems.append(f"{path}[{i}]: trigger name {item!r} {problem}")
+            ok = False
         elif item not in names:
             names.append(item)
     return tuple(names) if ok else None
@@ -107,17 +117,25 @@ def _single_name(value: object, path: str, what: str, problems: list[str]) -> st
     if not value:
         problems.append(f"{path}: {what} must not be empty")
         return None
+    problem = name_problem(value)
+    if problem is not None:
+        problems.append(f"{path}: {what} {value!r} {problem}")
+        return None
     return value
 
 
 def parse_task_config(name: object, directives: object, problems: list[str]) -> TaskConfig | None:
     """Validate one task; append problems (with paths) and return None if any."""
     before = len(problems)
-    label = name if isinstance(name, str) and name else repr(name)
+    problem = name_problem(name) if isinstance(name, str) and name else None
+    # A name that is not a usable string is shown as its repr (it may not even print).
+    label = name if isinstance(name, str) and name and problem is None else repr(name)
     if not isinstance(name, str):
         problems.append(f"{label}: task name must be a string, got {type(name).__name__}")
     elif not name:
         problems.append("'': task name must not be empty")
+    elif problem is not None:
+        problems.append(f"{label}: task name {problem}")
     elif "#" in name:
         problems.append(f"{name}: task name must not contain '#' (it separates instance numbers)")
     if not isinstance(directives, Mapping):
@@ -167,6 +185,8 @@ def parse_task_config(name: object, directives: object, problems: list[str]) -> 
                 path = f"{label}.withParams.{trigger}"
                 if not isinstance(trigger, str) or not trigger:
                     problems.append(f"{label}.withParams[{trigger!r}]: expected a trigger name")
+                elif (problem := name_problem(trigger)) is not None:
+                    problems.append(f"{label}.withParams[{trigger!r}]: trigger name {problem}")
                 elif not isinstance(params, Mapping):
                     problems.append(f"{path}: expected a mapping, got {type(params).__name__}")
                 else:
@@ -182,6 +202,9 @@ def parse_task_config(name: object, directives: object, problems: list[str]) -> 
     extras: dict[str, Any] = {}
     for key, value in directives.items():
         if isinstance(key, str) and key not in KNOWN_DIRECTIVES:
+            if (problem := text_problem(key)) is not None:
+                problems.append(f"{label}[{key!r}]: directive name {problem}")
+                continue
             try:
                 extras[key] = to_json_value(value, f"{label}.{key}")
             except InvalidKwargsError as exc:
@@ -224,6 +247,29 @@ def parse_configuration(raw: object) -> dict[str, TaskConfig]:
         task = parse_task_config(name, directives, problems)
         if task is not None:
             tasks[task.name] = task
+    problems.extend(cycle_problems(tasks))
     if problems:
         raise ConfigurationError(problems)
     return tasks
+
+
+def cycle_problems(tasks: Mapping[str, TaskConfig]) -> list[str]:
+    """A problem per ``andEvery`` cycle: tasks whose completions create each other without end.
+
+    A finished instance of ``t_a`` fires ``t_a``; a task whose ``andEvery`` is
+    ``t_a`` then gets a new instance. When such links lead back to where they
+    started (``t_a -> t_b -> t_a``, or ``andEvery`` naming its own task), one
+    trigger would run the tasks again and again, with no external trigger.
+    """
+    problems = []
+    for cycle in and_every_cycles(tasks):
+        head, links = cycle[0], " -> ".join(cycle)
+        if len(cycle) == 2:
+            why = f"names its own task, so each finished {head} would create the next, without end"
+        else:
+            why = (
+                "each finished instance creates a new instance of the next task through "
+                "its andEvery, so the tasks would run without end"
+            )
+        problems.append(f"{head}.andEvery: cycle {links}: {why}; break the cycle")
+    return problems

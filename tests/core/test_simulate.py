@@ -104,16 +104,26 @@ def test_default_clock_and_determinism() -> None:
     assert first.state.instances["t_a#0"].metadata["created"] == DEFAULT_START.isoformat()
 
 
-def test_andevery_cycle_is_stopped_with_a_clear_error() -> None:
+def test_andevery_cycle_is_refused_before_anything_runs() -> None:
     config = {
         "t_a": {"after": [], "andEvery": "t_b", "run": "A"},
         "t_b": {"after": [], "andEvery": "t_a", "run": "B"},
     }
 
+    with pytest.raises(ConfigurationError, match=r"t_a\.andEvery: cycle t_a -> t_b -> t_a"):
+        run_simulation(config, ["t_a"])
+
+
+def test_more_runs_than_max_runs_is_stopped_with_a_clear_error() -> None:
+    config = {
+        "t_a": {"after": ["x"], "andEvery": "x", "run": "A"},
+        "t_b": {"after": [], "andEvery": "t_a", "run": "B"},
+    }
+
     with pytest.raises(
-        SimulationLimitExceeded, match=r"more than 50 instances ran after firing 't_a'"
+        SimulationLimitExceeded, match=r"more than 3 instances ran after firing 'x'"
     ):
-        run_simulation(config, ["t_a"], max_runs=50)
+        run_simulation(config, ["x", "x", "x"], max_runs=3)
 
 
 def test_abandoned_instance_never_runs() -> None:

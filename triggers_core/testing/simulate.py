@@ -62,10 +62,11 @@ TriggerSpec = str | tuple[str, Mapping[str, Any] | None]
 
 
 class SimulationLimitExceeded(TriggersError, RuntimeError):
-    """More than ``max_runs`` instances ran: the workflow cascades without end.
+    """More than ``max_runs`` instances ran (a guard for very large workflows).
 
-    That happens when ``andEvery`` triggers form a cycle through task names
-    (``t_a`` runs on every ``t_b``, which runs on every ``t_a``).
+    Configurations in which tasks would create each other without end
+    (``andEvery`` cycles through task names) are refused before anything runs,
+    with a :class:`~triggers_core.errors.ConfigurationError` naming the cycle.
     """
 
 
@@ -165,7 +166,7 @@ def run_simulation(
             if len(ran) >= max_runs:
                 raise SimulationLimitExceeded(
                     f"more than {max_runs} instances ran after firing {trigger_name!r}; "
-                    "do andEvery triggers form a cycle through task names?"
+                    "pass a larger max_runs for a larger workflow"
                 )
             name = queue.popleft()
             current = apply(engine.mark_running(current, name, now=clock()))
