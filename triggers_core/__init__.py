@@ -9,6 +9,7 @@ from triggers_core.config import TaskConfig, parse_configuration
 from triggers_core.effects import InstanceReplayed, InstanceSkipped, ScheduleInstance, TriggerFired
 from triggers_core.engine import Transition
 from triggers_core.errors import (
+    CascadeDepthExceeded,
     ConcurrencyError,
     ConfigurationError,
     ConflictError,
@@ -42,6 +43,7 @@ from triggers_core.tasks import (
 __all__ = [
     "RESOLVED_STATUSES",
     "STORAGE_URL_ENV",
+    "CascadeDepthExceeded",
     "ConcurrencyError",
     "ConfigurationError",
     "ConflictError",

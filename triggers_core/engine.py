@@ -23,6 +23,13 @@ whose ``after``/``andEvery``/``unless`` uses ``X``, tasks in name order:
 
 Finally the session records ``K`` as ``X``'s latest kwargs.
 
+Cascade depth: an external fire has depth 0; the cascade of a finished
+instance has that instance's ``cascadeDepth`` plus one. An instance records the
+deepest trigger it recorded as its ``cascadeDepth`` (metadata; absent means 0;
+a replay keeps it). An instance that becomes ready deeper than
+``max_cascade_depth`` is ``failed`` instead (``CascadeDepthExceeded``), so a
+configuration whose tasks keep creating each other stops; replaying it runs it.
+
 Fire-path cost: ``fire`` (and the cascade inside ``finish``/``skip_failed``)
 only reads configs, latest kwargs, counters and *unresolved* instances; it
 never reads or rewrites resolved history, so storages may load only the
@@ -38,8 +45,8 @@ from typing import Any
 
 import attrs
 
-from triggers_core._util import deep_merge, to_json_mapping
-from triggers_core.config import TaskConfig, parse_configuration
+from triggers_core._util import deep_merge, name_problem, to_json_mapping
+from triggers_core.config import TaskConfig, cycle_problems, parse_configuration
 from triggers_core.effects import (
     Effect,
     InstanceReplayed,
@@ -56,8 +63,12 @@ from triggers_core.errors import (
 from triggers_core.state import SessionState, Status, TaskInstance, instance_name
 
 __all__ = [
+    "CASCADE_DEPTH_EXCEEDED_TYPE",
+    "DEFAULT_MAX_CASCADE_DEPTH",
+    "MAX_COOLDOWN",
     "MAX_RETRIES_EXCEEDED_TYPE",
     "Transition",
+    "check_cooldown",
     "fail",
     "finish",
     "fire",
@@ -75,6 +86,12 @@ __all__ = [
 
 #: ``exceptionType`` recorded when a task retries past its ``max_retries``.
 MAX_RETRIES_EXCEEDED_TYPE = "triggers_core.errors.MaxRetriesExceeded"
+#: ``exceptionType`` recorded when an instance would run deeper than ``max_cascade_depth``.
+CASCADE_DEPTH_EXCEEDED_TYPE = "triggers_core.errors.CascadeDepthExceeded"
+#: How many cascades may lead to an instance before it fails instead of running.
+DEFAULT_MAX_CASCADE_DEPTH = 100
+#: The longest ``retry(cooldown=...)`` in seconds (one day).
+MAX_COOLDOWN = 86_400.0
 
 
 @attrs.frozen
@@ -95,7 +112,12 @@ class Transition:
 class _Builder:
     """Accumulates one transition; the only mutable thing in the engine."""
 
-    def __init__(self, state: SessionState, now: datetime) -> None:
+    def __init__(
+        self,
+        state: SessionState,
+        now: datetime,
+        max_cascade_depth: int = DEFAULT_MAX_CASCADE_DEPTH,
+    ) -> None:
         self.tasks = state.tasks
         self.instances = dict(state.instances)
         self.latest = dict(state.latest_kwargs)
@@ -103,6 +125,9 @@ class _Builder:
         self.effects: list[Effect] = []
         self.changed: set[str] = set()
         self.ts = _timestamp(now)
+        #: The cascade depth of the trigger being applied (0: fired from outside).
+        self.cascade_depth = 0
+        self.max_cascade_depth = _check_max_depth(max_cascade_depth)
 
     def put(self, instance: TaskInstance) -> None:
         self.instances[instance.name] = instance
@@ -131,7 +156,36 @@ def _timestamp(now: datetime) -> str:
 
 
 #: Metadata the engine keeps (and reads back); merged user metadata never replaces it.
-_BOOKKEEPING = ("created", "timestamps", "depth", "parent")
+_BOOKKEEPING = ("created", "timestamps", "depth", "parent", "cascadeDepth")
+
+
+def _check_max_depth(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"max_cascade_depth must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _cascade_depth(instance: TaskInstance) -> int:
+    depth = instance.metadata.get("cascadeDepth", 0)
+    return depth if isinstance(depth, int) and not isinstance(depth, bool) else 0
+
+
+def check_cooldown(cooldown: object) -> float | None:
+    """``cooldown`` as seconds, or None; :class:`ValueError` naming it if out of range.
+
+    A cooldown is a finite number of seconds from 0 to :data:`MAX_COOLDOWN`.
+    """
+    if cooldown is None:
+        return None
+    if (
+        not isinstance(cooldown, int | float)
+        or isinstance(cooldown, bool)
+        or not 0 <= cooldown <= MAX_COOLDOWN  # False for NaN too
+    ):
+        raise ValueError(
+            f"cooldown must be a number of seconds from 0 to {MAX_COOLDOWN:g}, got {cooldown!r}"
+        )
+    return float(cooldown)
 
 
 def _merged_metadata(instance: TaskInstance, extra: Mapping[str, Any], ts: str) -> dict[str, Any]:
@@ -201,9 +255,13 @@ def _new_instance(b: _Builder, task: TaskConfig, trigger: str) -> TaskInstance:
 
 
 def _offer(
-    instance: TaskInstance, task: TaskConfig, trigger: str, kwargs: Mapping[str, Any]
+    instance: TaskInstance,
+    task: TaskConfig,
+    trigger: str,
+    kwargs: Mapping[str, Any],
+    depth: int = 0,
 ) -> TaskInstance:
-    """Record ``trigger`` on an unstarted instance if it has not recorded it yet."""
+    """Record ``trigger`` (of cascade ``depth``) on an unstarted instance if it has not yet."""
     new_kwargs = instance.kwargs
     if trigger in task.required_triggers and trigger not in instance.kwargs:
         new_kwargs = {**instance.kwargs, trigger: kwargs}
@@ -212,7 +270,10 @@ def _offer(
         new_unless = instance.unless_fired | {trigger}
     if new_kwargs is instance.kwargs and new_unless is instance.unless_fired:
         return instance
-    return attrs.evolve(instance, kwargs=new_kwargs, unless_fired=new_unless)
+    metadata = instance.metadata
+    if depth > _cascade_depth(instance):  # the deepest cascade it recorded
+        metadata = {**metadata, "cascadeDepth": depth}
+    return attrs.evolve(instance, kwargs=new_kwargs, unless_fired=new_unless, metadata=metadata)
 
 
 def _schedule(
@@ -247,27 +308,52 @@ def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str,
         if not task.uses(trigger):
             continue
         if b.counters.get(task.name, 0) == 0:
-            b.put(_offer(_new_instance(b, task, trigger), task, trigger, kwargs))
+            b.put(_offer(_new_instance(b, task, trigger), task, trigger, kwargs, b.cascade_depth))
         else:
             recorded_every = False
             for instance in _unstarted(b, task.name):
-                offered = _offer(instance, task, trigger, kwargs)
+                offered = _offer(instance, task, trigger, kwargs, b.cascade_depth)
                 if offered is not instance:
                     b.put(offered)
                     if trigger == task.and_every:
                         recorded_every = True
             if trigger == task.and_every and not recorded_every:
-                b.put(_offer(_new_instance(b, task, trigger), task, trigger, kwargs))
+                b.put(
+                    _offer(_new_instance(b, task, trigger), task, trigger, kwargs, b.cascade_depth)
+                )
         required = task.required_triggers
         unless = task.unless_triggers
         for instance in _unstarted(b, task.name):
             if unless and unless <= instance.unless_fired:
                 b.put(_set_status(instance, Status.ABANDONED, b.ts))
             elif required <= instance.kwargs.keys():
+                if _cascade_depth(instance) > b.max_cascade_depth:
+                    b.put(_too_deep(b, instance))
+                    continue
                 _schedule(b, task, instance)
                 scheduled.append(instance.name)
     b.latest[trigger] = kwargs
     return tuple(scheduled)
+
+
+def _too_deep(b: _Builder, instance: TaskInstance) -> TaskInstance:
+    """Fail a ready instance that cascades deeper than ``max_cascade_depth`` fed."""
+    depth = _cascade_depth(instance)
+    detail = (
+        f"{instance.name} was not run: a trigger it waited for is the end of a chain of "
+        f"{depth} cascades (finished instances firing their task names), more than "
+        f"max_cascade_depth={b.max_cascade_depth}. Tasks that keep creating each other "
+        "through andEvery never stop; fix the configuration, or replay this instance "
+        "to run it anyway."
+    )
+    return _failed(
+        instance,
+        b.ts,
+        exception_type=CASCADE_DEPTH_EXCEEDED_TYPE,
+        exception_info=detail,
+        exception_context={"cascadeDepth": depth, "maxCascadeDepth": b.max_cascade_depth},
+        log_level=logging.ERROR,
+    )
 
 
 def _check_trigger_name(trigger_name: object) -> str:
@@ -275,6 +361,9 @@ def _check_trigger_name(trigger_name: object) -> str:
         raise InvalidKwargsError(
             "trigger_name", f"expected a non-empty string, got {trigger_name!r}"
         )
+    problem = name_problem(trigger_name)
+    if problem is not None:
+        raise InvalidKwargsError("trigger_name", f"{trigger_name!r} {problem}")
     return trigger_name
 
 
@@ -315,7 +404,11 @@ def update_configuration(state: SessionState, config: Mapping[str, Any]) -> Tran
             raise ConfigurationError(problems)
     else:
         parsed = parse_configuration(config)
-    return Transition(attrs.evolve(state, tasks={**state.tasks, **parsed}))
+    merged = {**state.tasks, **parsed}
+    problems = cycle_problems(merged)  # the new tasks may close a cycle with stored ones
+    if problems:
+        raise ConfigurationError(problems)
+    return Transition(attrs.evolve(state, tasks=merged))
 
 
 # -- running an instance ----------------------------------------------------------
@@ -339,18 +432,21 @@ def finish(
     *,
     now: datetime,
     log_level: int = logging.NOTSET,
+    max_cascade_depth: int = DEFAULT_MAX_CASCADE_DEPTH,
 ) -> Transition:
     """A running instance returned ``result``: finish it and cascade, atomically.
 
     Raises :class:`InvalidKwargsError` (and changes nothing) if ``result`` is
     not a JSON-compatible mapping; the shell records that as a failure.
+    Instances the cascade makes ready deeper than ``max_cascade_depth`` fail.
     """
-    b = _Builder(state, now)
+    b = _Builder(state, now, max_cascade_depth)
     instance = b.get(name)
     _require(instance, "finish", Status.RUNNING)
     data = to_json_mapping(result, "result")
     finished = _set_status(instance, Status.FINISHED, b.ts, result=data)
     b.put(attrs.evolve(finished, log_level=max(instance.log_level, log_level)))
+    b.cascade_depth = _cascade_depth(instance) + 1
     scheduled = _apply_fire(b, instance.task_name, data)
     b.effects.append(TriggerFired(instance.task_name, scheduled))
     return b.build()
@@ -367,6 +463,9 @@ def _failed(
     metadata: Mapping[str, Any] | None = None,
 ) -> TaskInstance:
     level = max(instance.log_level, log_level)
+    # Exception text may hold lone surrogates (from bytes decoded with surrogateescape).
+    exception_type = exception_type.encode("utf-8", "backslashreplace").decode("utf-8")
+    exception_info = exception_info.encode("utf-8", "backslashreplace").decode("utf-8")
     extra = to_json_mapping(metadata, "metadata")
     context = to_json_mapping(exception_context, "exception_context")
     failed = _set_status(
@@ -454,19 +553,22 @@ def _replay(
     b.counters[task.name] = number + 1
     clone_name = instance_name(task.name, number)
     depth = int(instance.metadata.get("depth", 0)) + 1
+    metadata: dict[str, Any] = {
+        "created": b.ts,
+        "lastModified": b.ts,
+        "timestamps": {Status.UNSTARTED.value: b.ts},
+        "parent": instance.name,
+        "depth": depth,
+    }
+    if cascade_depth := _cascade_depth(instance):  # a replay is no cascade: keep the depth
+        metadata["cascadeDepth"] = cascade_depth
     clone = TaskInstance(
         name=clone_name,
         task_name=task.name,
         status=Status.UNSTARTED,
         kwargs=kwargs,
         unless_fired=instance.unless_fired,
-        metadata={
-            "created": b.ts,
-            "lastModified": b.ts,
-            "timestamps": {Status.UNSTARTED.value: b.ts},
-            "parent": instance.name,
-            "depth": depth,
-        },
+        metadata=metadata,
         retries=retries,
     )
     b.put(_set_status(instance, Status.REPLAYED, b.ts, replayedAs=clone_name))
@@ -515,8 +617,7 @@ def retry_self(
     b = _Builder(state, now)
     instance = b.get(name)
     _require(instance, "retry", Status.RUNNING)
-    if cooldown is not None and cooldown < 0:
-        raise ValueError(f"cooldown must be >= 0 seconds, got {cooldown!r}")
+    cooldown = check_cooldown(cooldown)
     if instance.retries >= max_retries:
         detail = f"{instance.name} asked to retry after {instance.retries} retries"
         detail += f" (max_retries={max_retries})"
@@ -555,14 +656,16 @@ def skip_failed(
     now: datetime,
     cascade: bool = False,
     result: Mapping[str, Any] | None = None,
+    max_cascade_depth: int = DEFAULT_MAX_CASCADE_DEPTH,
 ) -> Transition:
     """An operator skips a failed instance; with ``cascade`` its task name fires."""
-    b = _Builder(state, now)
+    b = _Builder(state, now, max_cascade_depth)
     instance = b.get(name)
     _require(instance, "skip", Status.FAILED)
     data = to_json_mapping(result, "result")
     b.put(_set_status(instance, Status.SKIPPED, b.ts))
     if cascade:
+        b.cascade_depth = _cascade_depth(instance) + 1
         scheduled = _apply_fire(b, instance.task_name, data)
         b.effects.append(TriggerFired(instance.task_name, scheduled))
     b.effects.append(InstanceSkipped(instance.name, cascade))
@@ -578,6 +681,7 @@ def update_status(
     metadata: Mapping[str, Any] | None = None,
     cascade: bool = False,
     cascade_kwargs: Mapping[str, Any] | None = None,
+    max_cascade_depth: int = DEFAULT_MAX_CASCADE_DEPTH,
 ) -> Transition:
     """Force an instance's status (an operator's tool); optionally cascade.
 
@@ -589,12 +693,13 @@ def update_status(
     except ValueError:
         known = ", ".join(s.value for s in Status)
         raise ValueError(f"unknown status {status!r}; known: {known}") from None
-    b = _Builder(state, now)
+    b = _Builder(state, now, max_cascade_depth)
     instance = b.get(name)
     extra = to_json_mapping(metadata, "metadata")
     data = to_json_mapping(cascade_kwargs, "cascade_kwargs")
     b.put(_set_status(instance, new_status, b.ts, **extra))
     if cascade:
+        b.cascade_depth = _cascade_depth(instance) + 1
         scheduled = _apply_fire(b, instance.task_name, data)
         b.effects.append(TriggerFired(instance.task_name, scheduled))
     return b.build()

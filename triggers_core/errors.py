@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "CascadeDepthExceeded",
     "ConcurrencyError",
     "ConfigurationError",
     "ConflictError",
@@ -165,6 +166,15 @@ class DispatchError(TriggersError):
 
 class MaxRetriesExceeded(TriggersError):
     """A task asked to retry after its retries had reached ``max_retries``."""
+
+
+class CascadeDepthExceeded(TriggersError):
+    """An instance became ready through a longer chain of cascades than allowed.
+
+    Recorded as the ``exceptionType`` of the instance, which is ``failed``
+    instead of scheduled; replaying it runs it anyway. The bound is
+    ``TriggerManager.max_cascade_depth``.
+    """
 
 
 def _rebuild_storage_error(

@@ -608,11 +608,23 @@ def test_retry_past_max_retries_fails_with_max_retries_exceeded() -> None:
     assert t.state.counters["t_a"] == 3
 
 
-def test_retry_with_negative_cooldown_is_rejected() -> None:
-    with pytest.raises(ValueError, match="cooldown must be >= 0 seconds, got -1"):
+@pytest.mark.parametrize(
+    "cooldown", [-1, -0.5, float("nan"), float("inf"), 1e300, 86_400.5, True, "5"]
+)
+def test_retry_with_a_bad_cooldown_is_rejected(cooldown: Any) -> None:
+    with pytest.raises(ValueError, match=r"cooldown must be a number of seconds from 0 to 86400"):
         engine.retry_self(
-            running(scheduled_chain(), "t_a#0"), "t_a#0", now=NOW, max_retries=3, cooldown=-1
+            running(scheduled_chain(), "t_a#0"), "t_a#0", now=NOW, max_retries=3, cooldown=cooldown
         )
+
+
+@pytest.mark.parametrize(("cooldown", "seconds"), [(0, 0.0), (2, 2.0), (86_400, 86_400.0)])
+def test_retry_cooldown_range_is_inclusive(cooldown: float, seconds: float) -> None:
+    t = engine.retry_self(
+        running(scheduled_chain(), "t_a#0"), "t_a#0", now=NOW, max_retries=3, cooldown=cooldown
+    )
+    (effect,) = [e for e in t.effects if isinstance(e, ScheduleInstance)]
+    assert effect.cooldown == seconds
 
 
 OPERATIONS = {

@@ -70,6 +70,7 @@ def test_document_layout() -> None:
             "lastModified": NOW.isoformat(),
             "timestamps": {"unstarted": NOW.isoformat(), "abandoned": NOW.isoformat()},
             "depth": 0,
+            "cascadeDepth": 1,  # created by the cascade of t_a#0
         },
         "retries": 0,
         "logLevel": 0,
