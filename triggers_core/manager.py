@@ -28,6 +28,8 @@ from triggers_core.errors import (
     DispatchError,
     InvalidKwargsError,
     InvalidTransitionError,
+    SerializationError,
+    StorageError,
     UnknownInstanceError,
 )
 from triggers_core.registry import open_storage
@@ -54,6 +56,16 @@ def _format(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
 
+#: Errors of the storage or of the instance itself, raised while recording an
+#: outcome: there is nothing to record about the task then.
+_NOT_THE_OUTCOME = (
+    StorageError,
+    SerializationError,
+    InvalidTransitionError,
+    UnknownInstanceError,
+)
+
+
 class TriggerManager:
     """Fires triggers and manages task instances for one session.
 
@@ -73,6 +85,9 @@ class TriggerManager:
     #: Backoff between attempts: full jitter up to ``min(cap, base * 2**attempt)`` seconds.
     backoff_base: float = 0.001
     backoff_cap: float = 0.1
+    #: Cascades that may lead to an instance before it fails instead of running
+    #: (``CascadeDepthExceeded``): stops tasks that keep creating each other.
+    max_cascade_depth: int = engine.DEFAULT_MAX_CASCADE_DEPTH
 
     def __init__(
         self,
@@ -236,7 +251,14 @@ class TriggerManager:
         """Mark a failed instance skipped; with ``cascade`` its task name fires with ``result``."""
         name = _name(failed_instance)
         transition = self._commit(
-            lambda s: engine.skip_failed(s, name, now=self.now(), cascade=cascade, result=result),
+            lambda s: engine.skip_failed(
+                s,
+                name,
+                now=self.now(),
+                cascade=cascade,
+                result=result,
+                max_cascade_depth=self.max_cascade_depth,
+            ),
             include=(name,),
         )
         self._perform(transition)
@@ -261,6 +283,7 @@ class TriggerManager:
                 metadata=metadata,
                 cascade=cascade,
                 cascade_kwargs=cascade_kwargs,
+                max_cascade_depth=self.max_cascade_depth,
             ),
             include=(name,),
         )
@@ -323,81 +346,139 @@ class TriggerManager:
         try:
             compute = self._outcome(name, config.run, context)
             transition = self._commit(compute, include=(name,))
-        except InvalidKwargsError as exc:
-            detail = f"{config.run} produced data that is not a JSON-compatible mapping: {exc}"
-            log.error("%s failed: %s", name, detail)
-            bad_type = exception_type_name(exc)
-            level = max(context.log_level, logging.ERROR)
-            transition = self._commit(
-                lambda s: engine.fail(
-                    s,
-                    name,
-                    now=self.now(),
-                    exception_type=bad_type,
-                    exception_info=detail,
-                    log_level=level,
-                ),
-                include=(name,),
-            )
+        except _NOT_THE_OUTCOME:
+            raise  # the storage or the instance, not the task's outcome: nothing to record
+        except Exception as exc:
+            # Second line of defence: _outcome validates what it can before the
+            # commit, but whatever the engine still refuses must not leave the
+            # instance running.
+            detail = f"{config.run}: its outcome could not be recorded: {exc}"
+            compute = self._failure(name, exc, detail, context)
+            transition = self._commit(compute, include=(name,))
         self._perform(transition)
         return transition.state.instances[name]
+
+    def _failure(
+        self,
+        name: str,
+        exc: BaseException,
+        info: str,
+        context: TaskContext,
+        exception_context: Mapping[str, Any] | None = None,
+    ) -> Callable[[SessionState], Transition]:
+        """The transition recording that ``name`` failed with ``exc`` (``info`` explains)."""
+        log.error("%s failed: %s", name, info.splitlines()[0] if info else exc)
+        exc_type = exception_type_name(exc)
+        level = max(context.log_level, logging.ERROR)
+        return lambda s: engine.fail(
+            s,
+            name,
+            now=self.now(),
+            exception_type=exc_type,
+            exception_info=info,
+            exception_context=exception_context,
+            log_level=level,
+        )
 
     def _outcome(
         self, name: str, run: str, context: TaskContext
     ) -> Callable[[SessionState], Transition]:
-        """Run the task and return the transition that records its outcome."""
+        """Run the task and return the transition that records its outcome.
+
+        Whatever the task returns or raises (KeyboardInterrupt and SystemExit
+        aside, which stop the process) becomes a transition that resolves the
+        instance: what cannot be recorded as it is (a result that is not a
+        JSON-compatible mapping, bad retry arguments...) is recorded as a failure
+        that says why.
+        """
         max_retries = 0
         try:
             task = get_task(run)
             max_retries = task.max_retries
             result = task.run(context)
         except SkipTask as skip:
-            metadata = skip.metadata
+            try:
+                metadata = to_json_mapping(skip.metadata, "metadata")
+            except InvalidKwargsError as exc:
+                return self._failure(
+                    name,
+                    exc,
+                    f"{run} skipped itself with metadata that cannot be stored: {exc}",
+                    context,
+                )
             return lambda s: engine.skip_self(
                 s, name, now=self.now(), metadata=metadata, log_level=context.log_level
             )
         except RetryTask as retry:
-            cause = retry.exc
-            retry_type = exception_type_name(cause) if cause else None
-            retry_info = _format(cause) if cause else None
-            retry_context = exception_context(cause) if cause else None
-            retry_metadata, replacement = retry.metadata, retry.replacement_kwargs
-            cooldown = retry.cooldown
-            return lambda s: engine.retry_self(
-                s,
-                name,
-                now=self.now(),
-                max_retries=max_retries,
-                exception_type=retry_type,
-                exception_info=retry_info,
-                exception_context=retry_context,
-                metadata=retry_metadata,
-                replacement_kwargs=replacement,
-                cooldown=cooldown,
-                log_level=context.log_level,
-            )
-        except Exception as exc:
+            return self._retry(name, run, retry, max_retries, context)
+        except (KeyboardInterrupt, SystemExit):
+            raise  # the process is stopping; get_stale_instances() finds the instance
+        except BaseException as exc:
             context.logger.error("%s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
-            level = max(context.log_level, logging.ERROR)
-            exc_type, exc_info, exc_context = (
-                exception_type_name(exc),
-                _format(exc),
-                exception_context(exc),
-            )
-            return lambda s: engine.fail(
-                s,
-                name,
-                now=self.now(),
-                exception_type=exc_type,
-                exception_info=exc_info,
-                exception_context=exc_context,
-                log_level=level,
-            )
+            info, exc_context = _format(exc), exception_context(exc)
+            try:
+                exc_context = to_json_mapping(exc_context, "exception_context")
+            except InvalidKwargsError as bad:
+                info += f"\n(its with_context() data was dropped: {bad})"
+                exc_context = {}
+            return self._failure(name, exc, info, context, exc_context)
         if result is not None and not isinstance(result, Mapping):
-            raise InvalidKwargsError(
+            problem = InvalidKwargsError(
                 "result", f"a task must return a mapping or None, got {type(result).__name__}"
             )
-        return lambda s: engine.finish(s, name, result, now=self.now(), log_level=context.log_level)
+            return self._failure(name, problem, f"{run} returned bad data: {problem}", context)
+        try:
+            data = to_json_mapping(result, "result")
+        except InvalidKwargsError as exc:
+            detail = f"{run} produced data that is not a JSON-compatible mapping: {exc}"
+            return self._failure(name, exc, detail, context)
+        return lambda s: engine.finish(
+            s,
+            name,
+            data,
+            now=self.now(),
+            log_level=context.log_level,
+            max_cascade_depth=self.max_cascade_depth,
+        )
+
+    def _retry(
+        self, name: str, run: str, retry: RetryTask, max_retries: object, context: TaskContext
+    ) -> Callable[[SessionState], Transition]:
+        """The transition for ``retry()``, or a failure naming the argument that is wrong."""
+        cause = retry.exc
+        try:
+            if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+                raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+            cooldown = engine.check_cooldown(retry.cooldown)
+            metadata = to_json_mapping(retry.metadata, "metadata")
+            replacement = (
+                None
+                if retry.replacement_kwargs is None
+                else to_json_mapping(retry.replacement_kwargs, "replacement_kwargs")
+            )
+            retry_context = (
+                to_json_mapping(exception_context(cause), "exception_context") if cause else None
+            )
+        except ValueError as exc:  # InvalidKwargsError is a ValueError too
+            info = f"{run} asked to retry, but {exc}"
+            if cause is not None:
+                info += f"\nThe retry was for:\n{_format(cause)}"
+            return self._failure(name, exc, info, context)
+        retry_type = exception_type_name(cause) if cause else None
+        retry_info = _format(cause) if cause else None
+        return lambda s: engine.retry_self(
+            s,
+            name,
+            now=self.now(),
+            max_retries=max_retries,
+            exception_type=retry_type,
+            exception_info=retry_info,
+            exception_context=retry_context,
+            metadata=metadata,
+            replacement_kwargs=replacement,
+            cooldown=cooldown,
+            log_level=context.log_level,
+        )
 
     # -- hooks --------------------------------------------------------------------
 
