@@ -98,7 +98,8 @@ class MemoryStorage(Storage):
         for doc in docs:
             instance = instance_from_json(loads(doc, "instance"))
             instances[instance.name] = instance
-        return Snapshot(header_from_json(loads(header, "session"), instances), version)
+        where = f"memory storage, session {self.uid!r}"
+        return Snapshot(header_from_json(loads(header, where), instances, where), version)
 
     def load(self, include: Collection[str] = ()) -> Snapshot:
         return self._read(include)

@@ -9,7 +9,7 @@ keep one document.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from triggers_core.config import TaskConfig, parse_task_config
@@ -43,6 +43,8 @@ def loads(text: str | bytes, what: str = "document") -> dict[str, Any]:
         value = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SerializationError(f"{what}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:  # nested deeper than the caller's stack allows
+        raise SerializationError(f"{what}: nested too deeply to decode ({exc})") from exc
     if not isinstance(value, dict):
         raise SerializationError(f"{what}: expected a JSON object, got {type(value).__name__}")
     return value
@@ -161,9 +163,40 @@ def header_from_json(
     for task_name, count in counters.items():
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise SerializationError(f"{what}.counters.{task_name}: expected a count")
-    return SessionState(
-        tasks=tasks, instances=dict(instances or {}), latest_kwargs=latest, counters=counters
-    )
+    joined = dict(instances or {})
+    _check_joined(tasks, counters, joined.values(), what)
+    return SessionState(tasks=tasks, instances=joined, latest_kwargs=latest, counters=counters)
+
+
+def _check_joined(
+    tasks: Mapping[str, TaskConfig],
+    counters: Mapping[str, int],
+    instances: Iterable[TaskInstance],
+    what: str,
+) -> None:
+    """Refuse a header and instances that contradict each other (a hand edit, a bad restore).
+
+    Every storage joins the two here. Only what the loaded instances show is
+    checked, so the cost follows the working set: an instance numbered at or
+    beyond its task's counter would have its number handed out again (and a
+    finished instance overwritten, its task run twice); an instance of a task
+    the header does not configure cannot have been created by the engine.
+    """
+    for instance in instances:
+        task, number = instance.task_name, instance.number
+        counter = counters.get(task, 0)
+        if number >= counter:
+            raise SerializationError(
+                f"{what}: instance {instance.name!r} exists but the counter of task {task!r} "
+                f"is {counter}, so its number would be handed out again: the stored session "
+                "is inconsistent (was the counter lowered by hand?); nothing was written"
+            )
+        if task not in tasks:
+            raise SerializationError(
+                f"{what}: instance {instance.name!r} belongs to task {task!r}, which the "
+                "stored configuration does not have: the stored session is inconsistent; "
+                "nothing was written"
+            )
 
 
 def state_to_json(state: SessionState) -> dict[str, Any]:

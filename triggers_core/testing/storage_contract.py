@@ -42,11 +42,18 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
+import attrs
 import pytest
 
 from triggers_core import engine
+from triggers_core._util import MAX_DEPTH, MAX_INT, MIN_INT, to_json_mapping
 from triggers_core.effects import ScheduleInstance
-from triggers_core.errors import ConflictError
+from triggers_core.errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidKwargsError,
+    SerializationError,
+)
 from triggers_core.manager import TriggerManager
 from triggers_core.registry import open_storage
 from triggers_core.runners import TaskRunner
@@ -125,6 +132,43 @@ def _instance(name: str, status: Status = Status.UNSTARTED, marker: object = 0) 
         kwargs={"a": {"marker": marker}},
         metadata={"created": "2024-01-01T00:00:00+00:00", "marker": marker},
     )
+
+
+def _nested(depth: int, leaf: Any = 0) -> dict[str, Any]:
+    """``depth`` nested mappings around ``leaf`` (built without recursion)."""
+    value: Any = leaf
+    for _ in range(depth):
+        value = {"k": value}
+    result: dict[str, Any] = value
+    return result
+
+
+def _value_strategy() -> Any:
+    """Trigger kwargs, valid or not: every kind of value the validation must decide on."""
+    from hypothesis import strategies as st  # noqa: PLC0415 - hypothesis is a test dependency
+
+    leaves = (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=MIN_INT - 2, max_value=MAX_INT + 2)
+        | st.sampled_from([MIN_INT, MAX_INT, 2**53 + 1, -(2**53) - 1])
+        | st.floats()
+        | st.text(max_size=6)
+        | st.text(st.characters(codec="utf-8"), max_size=4)
+        | st.sampled_from(["\udc80", "a\ud800b", "\x00", "\u2028", b"bytes"])
+    )
+    keys = st.text(max_size=4) | st.sampled_from(["\x00", "\udfff", "", 7])
+    values = st.recursive(
+        leaves,
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.lists(children, max_size=2).map(tuple)
+            | st.dictionaries(keys, children, max_size=3)
+        ),
+        max_leaves=10,
+    )
+    deep = st.builds(_nested, st.integers(MAX_DEPTH - 3, MAX_DEPTH + 1), values)
+    return st.dictionaries(st.text(max_size=4), values | deep, max_size=3)
 
 
 def _header(state: SessionState) -> dict[str, Any]:
@@ -415,6 +459,123 @@ class StorageContract:
         reopened = self.make_storage(uid)
         assert reopened["t_beta#0"].kwargs == {"a": {"n": 1}, "b": {"n": 2}}
         assert reopened.latest_kwargs == {"a": {"n": 1}, "b": {"n": 2}}
+
+    # -- data limits and integrity ----------------------------------------------------
+
+    #: Hypothesis examples for the value round trip (each one fires once).
+    value_examples: ClassVar[int] = 40
+
+    def _recording_manager(self, uid: str) -> TriggerManager:
+        return TriggerManager(
+            self.make_storage(uid),
+            runners={"recording": RecordingRunner()},
+            default_runner="recording",
+        )
+
+    def test_values_round_trip_or_are_refused_before_anything_is_written(self) -> None:
+        from hypothesis import HealthCheck, example, given, settings  # noqa: PLC0415
+
+        config = {"t_alpha": {"after": ["a", "b"], "run": "contract_task"}}
+
+        @settings(
+            max_examples=self.value_examples,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        )
+        @given(value=_value_strategy())
+        @example(value={"deep": _nested(MAX_DEPTH - 1), "ints": [MIN_INT, MAX_INT]})
+        @example(value={"text": "a\x00b \u2603 \U0001f389", "key\x00": ["\ud7ff\ue000"]})
+        @example(value={"deep": _nested(MAX_DEPTH)})
+        @example(value={"big": MAX_INT + 1})
+        @example(value={"bad": "\udc80"})
+        def check(value: dict[str, Any]) -> None:
+            uid = f"contract-values-{uuid.uuid4().hex}"
+            manager = self._recording_manager(uid)
+            manager.update_configuration(config)
+            before = manager.storage.load_full()
+            try:
+                expected = to_json_mapping(value, "trigger_kwargs")
+            except InvalidKwargsError:
+                expected = None
+            try:
+                manager.fire("a", value)
+            except InvalidKwargsError:
+                assert expected is None, "refused a value the validation accepts"
+                after = self.make_storage(uid).load_full()
+                assert after.version == before.version
+                assert _header(after.state) == _header(before.state)
+                assert dict(after.state.instances) == {}
+                return
+            assert expected is not None, "stored a value the validation refuses"
+            reopened = self.make_storage(uid)
+            assert reopened.latest_kwargs == {"a": expected}
+            assert reopened["t_alpha#0"].kwargs == {"a": expected}
+            assert [i.name for i in manager.fire("b")] == ["t_alpha#0"]
+            scheduled = self.make_storage(uid)["t_alpha#0"]
+            assert scheduled.kwargs == {"a": expected, "b": {}}
+
+        check()
+
+    def test_names_no_backend_can_store_are_refused_and_nothing_is_wedged(self, uid: str) -> None:
+        for bad in ("u\x00", "\udc80"):
+            with pytest.raises(ValueError, match="session uid"):
+                self.make_storage(f"{uid}{bad}")
+        manager = self._recording_manager(uid)
+        for name in ("t_\x00", "t_\udc80"):
+            with pytest.raises(ConfigurationError):
+                manager.update_configuration({name: {"after": ["a"], "run": "contract_task"}})
+        with pytest.raises(ConfigurationError):
+            manager.update_configuration(
+                {"t_alpha": {"after": ["a\udc80"], "run": "contract_task"}}
+            )
+        assert manager.storage.load().version is None
+        manager.update_configuration(_CONFIG)
+        for trigger in ("a\x00", "\udc80"):
+            with pytest.raises(InvalidKwargsError, match="trigger_name"):
+                manager.fire(trigger)
+        assert manager.storage.load().version == 1
+        assert [i.name for i in manager.fire("a")] == ["t_alpha#0"]
+        assert self.make_storage(uid)["t_alpha#0"].status is Status.SCHEDULED
+
+    def test_a_lowered_counter_is_refused_on_load_and_nothing_is_written(self, uid: str) -> None:
+        manager = self._recording_manager(uid)
+        manager.update_configuration(
+            {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
+        )
+        for n in range(3):
+            manager.fire("tick", {"n": n})
+        storage = self.make_storage(uid)
+        good = storage.load_full()
+        # A hand edit (or a bad restore) lowers the counter below existing instances.
+        lowered = SessionState(
+            tasks=good.state.tasks,
+            latest_kwargs=good.state.latest_kwargs,
+            counters={"t_every": 1},
+        )
+        assert good.version is not None
+        version = storage.compare_and_swap(good.version, lowered, ())
+        for load in (storage.load, storage.load_full, lambda: storage["t_every#0"]):
+            with pytest.raises(SerializationError) as caught:
+                load()
+            message = str(caught.value)
+            assert repr(uid) in message
+            assert "'t_every#1'" in message or "'t_every#2'" in message
+            assert "counter" in message
+        with pytest.raises(SerializationError):
+            manager.fire("tick", {"n": 3})
+        # Nothing was written: the version is still the one the edit produced.
+        repaired = storage.compare_and_swap(version, good.state, ())
+        assert _docs(storage.load_full().state.instances) == _docs(good.state.instances)
+        assert storage.load().version == repaired
+        assert [i.name for i in manager.fire("tick", {"n": 3})] == ["t_every#3"]
+
+    def test_an_instance_of_an_unconfigured_task_is_refused_on_load(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        state = make_state([_instance("t_alpha#0")])
+        version = storage.compare_and_swap(None, state, ["t_alpha#0"])
+        storage.compare_and_swap(version, attrs.evolve(state, tasks={}), ())
+        with pytest.raises(SerializationError, match="does not have"):
+            storage.load()
 
     def test_stateful_model(self) -> None:
         from hypothesis import HealthCheck, settings  # noqa: PLC0415 - only this test needs it
