@@ -26,6 +26,10 @@ snapshot transaction (REPEATABLE READ on PostgreSQL and MySQL, a read
 transaction in WAL mode on SQLite), so the version and the instances belong to
 the same point in time.
 
+Every wait for the server is bounded (connect, lock wait, statement; URL
+options, see :mod:`triggers_backends._sql_timeouts`): a server that stops
+answering is a :class:`~triggers_core.errors.StorageError` within the bound.
+
 Tables on a database server are never created behind your back: call
 :func:`create_schema` (or pass ``create_schema=True``, or add
 ``triggers_create_schema=true`` to the URL), or include :data:`metadata` (or
@@ -54,6 +58,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from triggers_backends import _sql_timeouts
+from triggers_backends._sql_timeouts import Timeouts
 from triggers_core.errors import (
     ConflictError,
     SchemaMissingError,
@@ -225,7 +231,10 @@ def _normalize(url: URL) -> URL:
 def shared_engine(url: str | URL) -> Engine:
     """One engine (one connection pool) per URL in this process.
 
-    Storages opened from the same URL share it. A URL without a password finds
+    The URL may set ``triggers_connect_timeout``, ``triggers_lock_timeout`` and
+    ``triggers_statement_timeout`` (seconds; see ``docs/storage.md``): they
+    bound every wait for the server and are removed before the URL reaches the
+    driver. Storages opened from the same URL share it. A URL without a password finds
     an engine created earlier for the same URL *with* its password, or takes
     the password from ``TRIGGERS_STORAGE_URL`` when that names the same
     database: task messages carry credential-free references and each worker
@@ -239,7 +248,9 @@ def shared_engine(url: str | URL) -> Engine:
             return engine
         if parsed.password is None:
             parsed = _credentials_from_environment(parsed, key)
-        engine = _ENGINES[key] = _create_engine(parsed)
+        query = dict(parsed.query)
+        timeouts = Timeouts.pop_from(query)
+        engine = _ENGINES[key] = _create_engine(parsed.set(query=query), timeouts)
         return engine
 
 
@@ -256,17 +267,18 @@ def _credentials_from_environment(url: URL, key: str) -> URL:
     return url
 
 
-def _create_engine(url: URL) -> Engine:
+def _create_engine(url: URL, timeouts: Timeouts) -> Engine:
     backend = url.get_backend_name()
-    kwargs: dict[str, Any] = {"pool_pre_ping": backend != "sqlite"}
-    connect_args: dict[str, Any] = {}
-    if backend in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in url.query:
-        connect_args["connect_timeout"] = 10  # a dead server must not hang a fire forever
+    url, connect_args, pre_ping = _sql_timeouts.engine_arguments(url, timeouts)
+    for name in url.query:  # the driver's own options in the URL win
+        connect_args.pop(name, None)
+    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping}
     if backend in ("mysql", "mariadb"):
         kwargs["pool_recycle"] = 3600  # MySQL drops idle connections (wait_timeout)
         if "charset" not in url.query:
             url = url.update_query_dict({"charset": "utf8mb4"})
     engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+    _sql_timeouts.install(engine, timeouts)
     _prepare_engine(engine)
     return engine
 
@@ -305,9 +317,11 @@ def _prepare_engine(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        timeouts = _sql_timeouts.timeouts_of(engine)
+        busy_ms = SQLITE_BUSY_TIMEOUT_MS if timeouts is None else round(timeouts.lock * 1000)
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_MS)}")
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
             # Fails only while another connection is switching it to WAL right now.
             with contextlib.suppress(Exception):
                 cursor.execute("PRAGMA journal_mode = WAL")
@@ -322,9 +336,19 @@ def _prepare_engine(engine: Engine) -> None:
 
 # -- errors ------------------------------------------------------------------------
 
-_CONFLICT_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
-_CONFLICT_MYSQL_CODES = {1205, 1213}  # lock wait timeout, deadlock
+_CONFLICT_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock
+_CONFLICT_MYSQL_CODES = {1213}  # deadlock
 _MISSING_MYSQL_CODES = {1146}  # table doesn't exist
+# Waits that ran out (not conflicts: retrying would only wait again). Lock waits
+# are short between healthy writers; one that lasts longer than the lock timeout
+# means a stuck transaction holds the session's row.
+_LOCK_TIMEOUT_SQLSTATES = {"55P03"}  # lock_not_available (lock_timeout)
+_LOCK_TIMEOUT_MYSQL_CODES = {1205}  # lock wait timeout exceeded
+_STATEMENT_TIMEOUT_SQLSTATES = {"57014"}  # query_canceled (statement_timeout)
+_STATEMENT_TIMEOUT_MYSQL_CODES = {
+    1969,
+    3024,
+}  # MariaDB max_statement_time, MySQL max_execution_time
 
 
 def _orig(exc: sa_exc.SQLAlchemyError) -> BaseException | None:
@@ -361,6 +385,34 @@ def _is_conflict(exc: sa_exc.SQLAlchemyError) -> bool:
     return type(orig).__module__.startswith("sqlite3") and (
         "database is locked" in text or "database table is locked" in text
     )
+
+
+def _timeout_hint(exc: sa_exc.SQLAlchemyError, engine: Engine) -> str | None:
+    """Which bound ran out, as a hint naming its URL option; None if none did."""
+    timeouts = _sql_timeouts.timeouts_of(engine)
+    expired = _sql_timeouts.take_expired()
+    if timeouts is None:
+        return None
+    orig = _orig(exc)
+    state, code = getattr(orig, "sqlstate", None), _mysql_code(orig)
+    text = str(orig).lower()
+    if state in _LOCK_TIMEOUT_SQLSTATES or code in _LOCK_TIMEOUT_MYSQL_CODES:
+        option, seconds = _sql_timeouts.LOCK_OPTION, timeouts.lock
+        what = "another transaction held the session's row lock for longer than"
+    elif "connection timeout expired" in text or (code == 2003 and "timed out" in text):
+        option, seconds = _sql_timeouts.CONNECT_OPTION, timeouts.connect
+        what = "no connection could be opened within"
+    elif (
+        expired is not None
+        or state in _STATEMENT_TIMEOUT_SQLSTATES
+        or code in _STATEMENT_TIMEOUT_MYSQL_CODES
+        or (code == 2013 and "timed out" in text)
+    ):
+        option, seconds = _sql_timeouts.STATEMENT_OPTION, timeouts.statement
+        what = "the database did not answer within"
+    else:
+        return None
+    return f"{what} {seconds:g}s ({option}={seconds:g} in the URL)"
 
 
 def _describe(exc: BaseException, url: URL) -> str:
@@ -436,9 +488,11 @@ class SQLAlchemyStorage(Storage):
         """Open ``uid`` from a URL (one shared engine per URL).
 
         Query options, removed before the URL reaches the driver:
-        ``triggers_prefix`` (table prefix) and ``triggers_create_schema``
+        ``triggers_prefix`` (table prefix), ``triggers_create_schema``
         (create missing tables; default ``true`` for SQLite files, ``false``
-        for server databases).
+        for server databases), and ``triggers_connect_timeout``,
+        ``triggers_lock_timeout``, ``triggers_statement_timeout`` (seconds;
+        see :mod:`triggers_backends._sql_timeouts`).
         """
         parsed = make_url(url)
         query = dict(parsed.query)
@@ -462,6 +516,9 @@ class SQLAlchemyStorage(Storage):
             url = url.set(database=os.path.abspath(url.database))
         if self.table_prefix != DEFAULT_TABLE_PREFIX:
             url = url.update_query_dict({URL_PREFIX_OPTION: self.table_prefix})
+        timeouts = _sql_timeouts.timeouts_of(self.engine)
+        if timeouts is not None and timeouts.as_query():
+            url = url.update_query_dict(timeouts.as_query())
         return _public_url(url)
 
     # -- errors -------------------------------------------------------------------
@@ -482,6 +539,9 @@ class SQLAlchemyStorage(Storage):
                 session=self.uid,
             )
         message = f"{doing} failed on {where}: {_describe(exc, self.engine.url)}"
+        hint = _timeout_hint(exc, self.engine)
+        if hint is not None:
+            message = f"{message}; {hint}"
         if isinstance(exc, sa_exc.IntegrityError):
             message = f"another writer created the session first ({message})"
         if _is_conflict(exc):

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from _sql_cases import SQLAlchemyCases
+from _sql_timeout_cases import FrozenServerCases
 from services import require_service
 
 URL = "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
@@ -29,3 +30,14 @@ def sql_engine() -> Iterator[sa.Engine]:
 class TestMySQLStorage(SQLAlchemyCases):
     dialect = "sqlalchemy/mysql"
     dead_url = "mysql://root:s3cret@127.0.0.1:1/test"
+
+
+class TestMySQLTimeouts(FrozenServerCases):
+    direct_url = URL
+    port = 3306
+
+    def settings(self, conn: sa.Connection) -> dict[str, float]:
+        row = conn.exec_driver_sql(
+            "SELECT @@innodb_lock_wait_timeout, @@max_statement_time, @@idle_transaction_timeout"
+        ).one()
+        return {"lock": int(row[0]), "statement": float(row[1]), "idle": int(row[2])}

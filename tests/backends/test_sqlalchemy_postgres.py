@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from _sql_cases import SQLAlchemyCases
+from _sql_timeout_cases import FrozenServerCases
 from services import require_service
 
 URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -29,6 +30,24 @@ def sql_engine() -> Iterator[sa.Engine]:
 class TestPostgresStorage(SQLAlchemyCases):
     dialect = "sqlalchemy/postgresql"
     dead_url = "postgresql://postgres:s3cret@127.0.0.1:1/test"
+
+
+class TestPostgresTimeouts(FrozenServerCases):
+    direct_url = URL
+    port = 5432
+
+    def settings(self, conn: sa.Connection) -> dict[str, float]:
+        def seconds(name: str) -> float:
+            value = conn.exec_driver_sql(f"SELECT current_setting('{name}')").scalar_one()
+            return (
+                int(value.removesuffix("s")) if value.endswith("s") and value[-2].isdigit() else -1
+            )
+
+        return {
+            "lock": seconds("lock_timeout"),
+            "statement": seconds("statement_timeout"),
+            "idle": seconds("idle_in_transaction_session_timeout"),
+        }
 
 
 def test_password_comes_from_the_environment_not_the_reference(

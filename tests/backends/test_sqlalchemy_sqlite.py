@@ -122,3 +122,33 @@ def test_reference_names_the_sqlite_file_absolutely(
         assert storage.reference() == f"sqlite:///{tmp_path / 'relative.db'}"
     finally:
         dispose_engines()
+
+
+def test_lock_timeout_from_the_url_is_sqlites_busy_timeout(tmp_path: Path) -> None:
+    import sqlite3
+
+    from triggers_backends.sqlalchemy import dispose_engines
+    from triggers_core import ConflictError, SessionState
+
+    path = tmp_path / "bounded.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        default = open_storage(f"sqlite:///{path}", "s")
+        assert isinstance(default, SQLAlchemyStorage)
+        with default.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 5000
+        storage = open_storage(f"sqlite:///{path}?triggers_lock_timeout=0.2", "s")
+        assert isinstance(storage, SQLAlchemyStorage)
+        assert "triggers_lock_timeout=0.2" in storage.reference()
+        with storage.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 200
+        version = storage.compare_and_swap(None, SessionState(), ())
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(ConflictError, match="database is locked"):
+            storage.compare_and_swap(version, SessionState(), ())
+        holder.execute("ROLLBACK")
+        with pytest.raises(ValueError, match="triggers_lock_timeout must be a number of seconds"):
+            open_storage(f"sqlite:///{path}?triggers_lock_timeout=-1", "s")
+    finally:
+        holder.close()
+        dispose_engines()
