@@ -172,3 +172,13 @@ def test_nul_and_any_valid_unicode_are_fine_inside_values() -> None:
     )
     assert tasks["t_ü☃"].with_params["x 日本"] == {"text": "a\x00b", "emoji": "🎉"}
     assert tasks["t_ü☃"].extras == {"notes": "\x00"}
+
+
+def test_with_params_nested_thousands_deep_is_a_problem_with_its_path() -> None:
+    params: dict[str, Any] = {}
+    for _ in range(5000):
+        params = {"k": params}
+    (problem,) = problems_of({"t_a": {"after": ["x"], "run": "A", "withParams": {"x": params}}})
+    assert problem == "t_a.withParams.x" + ".k" * 64 + (
+        ": nested deeper than 64 levels of mappings and lists"
+    )
