@@ -89,7 +89,7 @@ MAX_RETRIES_EXCEEDED_TYPE = "triggers_core.errors.MaxRetriesExceeded"
 #: ``exceptionType`` recorded when an instance would run deeper than ``max_cascade_depth``.
 CASCADE_DEPTH_EXCEEDED_TYPE = "triggers_core.errors.CascadeDepthExceeded"
 #: How many cascades may lead to an instance before it fails instead of running.
-DEFAULT_MAX_CASCADE_DEPTH = 100
+DEFAULT_MAX_CASCADE_DEPTH = 1000
 #: The longest ``retry(cooldown=...)`` in seconds (one day).
 MAX_COOLDOWN = 86_400.0
 

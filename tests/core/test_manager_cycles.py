@@ -121,4 +121,4 @@ def test_a_long_chain_of_distinct_tasks_is_bounded_too(manager: TriggerManager) 
 
 
 def test_the_default_bound_is_documented_and_generous() -> None:
-    assert TriggerManager.max_cascade_depth == 100
+    assert TriggerManager.max_cascade_depth == 1000
