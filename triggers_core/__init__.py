@@ -25,6 +25,7 @@ from triggers_core.errors import (
     UnknownInstanceError,
     UnknownTaskError,
 )
+from triggers_core.lifecycle import LIFECYCLE_LOGGER
 from triggers_core.manager import TriggerManager
 from triggers_core.memory import MemoryStorage, MemoryStore
 from triggers_core.registry import STORAGE_URL_ENV, managers, open_storage, runners, storages
@@ -41,6 +42,7 @@ from triggers_core.tasks import (
 )
 
 __all__ = [
+    "LIFECYCLE_LOGGER",
     "RESOLVED_STATUSES",
     "STORAGE_URL_ENV",
     "CascadeDepthExceeded",

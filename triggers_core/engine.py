@@ -92,6 +92,8 @@ CASCADE_DEPTH_EXCEEDED_TYPE = "triggers_core.errors.CascadeDepthExceeded"
 DEFAULT_MAX_CASCADE_DEPTH = 1000
 #: The longest ``retry(cooldown=...)`` in seconds (one day).
 MAX_COOLDOWN = 86_400.0
+#: ``exceptionType`` of a retry without an exception: the class ``TriggerTask.retry`` raises.
+RETRY_TYPE = "triggers_core.tasks.RetryTask"
 
 
 @attrs.frozen
@@ -638,7 +640,7 @@ def retry_self(
     failed = _failed(
         instance,
         b.ts,
-        exception_type=exception_type or "triggers_core.tasks.Retry",
+        exception_type=exception_type or RETRY_TYPE,
         exception_info=exception_info or f"{instance.name} asked to retry",
         exception_context=exception_context,
         log_level=log_level,

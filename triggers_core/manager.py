@@ -2,8 +2,14 @@
 
 Every operation follows one loop: load the working set -> compute the pure
 transition -> compare-and-swap -> on conflict reload and recompute (bounded,
-jittered backoff) -> only after the commit, dispatch scheduled instances in
-order -> call the hooks. Engine errors propagate unchanged and nothing is written.
+jittered backoff) -> only after the commit, log the lifecycle events, call the
+hooks, then hand scheduled instances to their runners in order. Engine errors
+propagate unchanged and nothing is written.
+
+Hooks run *before* the runners get the work, so in one process the hooks of an
+operation always run before any hook of the work it scheduled (cause before
+effect), whatever the runner: a thread, or Celery's eager mode, which runs the
+task inside ``dispatch``.
 """
 
 from __future__ import annotations
@@ -32,24 +38,39 @@ from triggers_core.errors import (
     StorageError,
     UnknownInstanceError,
 )
+from triggers_core.lifecycle import (
+    LIFECYCLE_LOGGER,
+    log_failure,
+    log_outcome,
+    log_started,
+    log_transition,
+)
 from triggers_core.registry import open_storage
 from triggers_core.registry import runners as runner_registry
 from triggers_core.runners import TaskRunner
 from triggers_core.state import SessionState, Status, TaskInstance
 from triggers_core.storage import Storage
-from triggers_core.tasks import RetryTask, SkipTask, TaskContext, exception_context, get_task
+from triggers_core.tasks import (
+    RetryTask,
+    SkipTask,
+    TaskContext,
+    exception_context,
+    get_task,
+)
 
-__all__ = ["TriggerManager", "exception_type_name"]
+__all__ = ["LIFECYCLE_LOGGER", "TriggerManager", "exception_type_name"]
 
-log = logging.getLogger(__name__)
+lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
 
 
-def exception_type_name(exc: BaseException) -> str:
-    """``module.Name`` of an exception's type (``builtins`` omitted)."""
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
+def exception_type_name(exc: BaseException | type[BaseException]) -> str:
+    """``module.Name`` of an exception (or exception class), ``builtins.`` included.
+
+    ``RuntimeError("x")`` -> ``"builtins.RuntimeError"``; nested classes use
+    their qualified name (``pkg.mod.Outer.Error``).
+    """
+    cls = exc if isinstance(exc, type) else type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _format(exc: BaseException) -> str:
@@ -165,18 +186,23 @@ class TriggerManager:
         )
 
     def _perform(self, transition: Transition) -> None:
-        """Dispatch scheduled instances in order, then call the hooks."""
-        instances = dict(transition.state.instances)
-        failures: list[tuple[str, BaseException]] = []
-        for effect in transition.effects:
-            if isinstance(effect, ScheduleInstance):
-                try:
-                    self.get_runner(effect.using).dispatch(self, effect)
-                except Exception as exc:
-                    failures.append((effect.instance_name, exc))
-                    failed = self._record_dispatch_failure(effect, exc)
-                    if failed is not None:
-                        instances[failed.name] = failed
+        """Log the committed transition, call its hooks, then dispatch what it scheduled.
+
+        The hooks see the instances as committed (scheduled instances are
+        ``scheduled``). Dispatching happens even if a hook raises: the state is
+        stored, so the work must not be stranded. A runner that refuses an
+        instance gets it marked ``failed`` and the call raises
+        :class:`~triggers_core.errors.DispatchError` (after a hook's error, if
+        both happened, with the hook's error as its context).
+        """
+        log_transition(lifecycle, self.uid, transition)
+        try:
+            self._call_hooks(transition)
+        finally:
+            self._dispatch(transition)
+
+    def _call_hooks(self, transition: Transition) -> None:
+        instances = transition.state.instances
         for effect in transition.effects:
             if isinstance(effect, TriggerFired):
                 self._post_fire(effect.trigger_name, [instances[n] for n in effect.scheduled])
@@ -184,6 +210,16 @@ class TriggerManager:
                 self._post_replay(instances[effect.instance_name])
             elif isinstance(effect, InstanceSkipped):
                 self._post_skip(instances[effect.instance_name], effect.cascade)
+
+    def _dispatch(self, transition: Transition) -> None:
+        failures: list[tuple[str, BaseException]] = []
+        for effect in transition.effects:
+            if isinstance(effect, ScheduleInstance):
+                try:
+                    self.get_runner(effect.using).dispatch(self, effect)
+                except Exception as exc:
+                    failures.append((effect.instance_name, exc))
+                    self._record_dispatch_failure(effect, exc)
         if failures:
             raise DispatchError(failures) from failures[0][1]
 
@@ -191,7 +227,14 @@ class TriggerManager:
         self, effect: ScheduleInstance, exc: BaseException
     ) -> TaskInstance | None:
         name = effect.instance_name
-        log.error("could not dispatch %s: %s", name, exc, exc_info=exc)
+        lifecycle.error(
+            "could not dispatch %s of session %r: %s",
+            name,
+            self.uid,
+            exc,
+            exc_info=exc,
+            extra={"session": self.uid, "instance": name, "status": Status.FAILED.value},
+        )
         try:
             transition = self._commit(
                 lambda s: engine.fail(
@@ -222,7 +265,14 @@ class TriggerManager:
     def fire(
         self, trigger_name: str, trigger_kwargs: Mapping[str, Any] | None = None
     ) -> list[TaskInstance]:
-        """Fire a trigger; return the instances it scheduled (already dispatched)."""
+        """Fire a trigger; return the instances it scheduled, as committed.
+
+        The returned instances are snapshots of the stored state (status
+        ``scheduled``); by the time you read them they may have run (in
+        Celery's eager mode they already have). Read ``manager.storage[name]``
+        for an instance's current state. ``_post_fire`` runs before the
+        instances are handed to their runners.
+        """
         kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")  # fail before any I/O
         transition = self._commit(lambda s: engine.fire(s, trigger_name, kwargs, now=self.now()))
         self._perform(transition)
@@ -330,9 +380,16 @@ class TriggerManager:
                 lambda s: engine.mark_running(s, name, now=self.now()), include=(name,)
             )
         except InvalidTransitionError as exc:
-            log.warning("not running %s in session %r: %s", name, self.uid, exc)
+            lifecycle.warning(
+                "not running %s in session %r: %s",
+                name,
+                self.uid,
+                exc,
+                extra={"session": self.uid, "instance": name, "status": exc.status},
+            )
             return None
         instance = started.state.instances[name]
+        log_started(lifecycle, self.uid, instance)
         if on_started is not None:
             on_started(instance)
         config = started.state.tasks[instance.task_name]
@@ -355,6 +412,7 @@ class TriggerManager:
             detail = f"{config.run}: its outcome could not be recorded: {exc}"
             compute = self._failure(name, exc, detail, context)
             transition = self._commit(compute, include=(name,))
+        log_outcome(lifecycle, self.uid, transition.state.instances[name])
         self._perform(transition)
         return transition.state.instances[name]
 
@@ -365,9 +423,15 @@ class TriggerManager:
         info: str,
         context: TaskContext,
         exception_context: Mapping[str, Any] | None = None,
+        *,
+        info_is_traceback: bool = False,
     ) -> Callable[[SessionState], Transition]:
-        """The transition recording that ``name`` failed with ``exc`` (``info`` explains)."""
-        log.error("%s failed: %s", name, info.splitlines()[0] if info else exc)
+        """The transition recording that ``name`` failed with ``exc`` (``info`` explains).
+
+        The log record quotes ``info`` unless it is only the traceback, which
+        the record carries anyway (once).
+        """
+        log_failure(lifecycle, self.uid, name, exc, None if info_is_traceback else info)
         exc_type = exception_type_name(exc)
         level = max(context.log_level, logging.ERROR)
         return lambda s: engine.fail(
@@ -414,14 +478,13 @@ class TriggerManager:
         except (KeyboardInterrupt, SystemExit):
             raise  # the process is stopping; get_stale_instances() finds the instance
         except BaseException as exc:
-            context.logger.error("%s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
             info, exc_context = _format(exc), exception_context(exc)
             try:
                 exc_context = to_json_mapping(exc_context, "exception_context")
             except InvalidKwargsError as bad:
                 info += f"\n(its with_context() data was dropped: {bad})"
                 exc_context = {}
-            return self._failure(name, exc, info, context, exc_context)
+            return self._failure(name, exc, info, context, exc_context, info_is_traceback=True)
         if result is not None and not isinstance(result, Mapping):
             problem = InvalidKwargsError(
                 "result", f"a task must return a mapping or None, got {type(result).__name__}"

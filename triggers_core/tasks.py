@@ -8,6 +8,7 @@ treated as an import path.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping
@@ -27,12 +28,15 @@ __all__ = [
     "TriggerTask",
     "get_task",
     "get_task_class",
+    "mark_traceback_logged",
     "register_task",
     "registered_tasks",
+    "traceback_was_logged",
     "with_context",
 ]
 
 _CONTEXT_ATTR = "__triggers_context__"
+_LOGGED_ATTR = "__triggers_traceback_logged__"
 _REGISTRY: dict[str, type[TriggerTask]] = {}
 _REGISTRY_LOCK = threading.Lock()
 
@@ -49,6 +53,18 @@ def exception_context(exc: BaseException) -> dict[str, Any]:
     """The context attached with :func:`with_context` (``{}`` if none)."""
     context = getattr(exc, _CONTEXT_ATTR, None)
     return dict(context) if isinstance(context, Mapping) else {}
+
+
+def mark_traceback_logged(exc: BaseException) -> None:
+    """Remember that ``exc``'s traceback reached a log, so it is not logged twice."""
+    # An exception class with __slots__ cannot be marked: its traceback may be logged twice.
+    with contextlib.suppress(AttributeError):
+        setattr(exc, _LOGGED_ATTR, True)
+
+
+def traceback_was_logged(exc: BaseException) -> bool:
+    """True once :func:`mark_traceback_logged` was called for ``exc``."""
+    return bool(getattr(exc, _LOGGED_ATTR, False))
 
 
 class SkipTask(TriggersError):
@@ -77,10 +93,19 @@ class RetryTask(TriggersError):
 
 
 class TaskLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A logger adapter that adds a ``context`` dict and tracks the highest level."""
+    """A logger adapter that tracks the highest level logged.
+
+    Its records carry the ``extra`` fields ``context`` (a dict), ``session``
+    (the session UID) and ``instance`` (the instance name).
+    """
 
     def __init__(self, logger: logging.Logger, context: Mapping[str, Any], owner: TaskContext):
-        super().__init__(logger, {"context": dict(context)})
+        extra = {
+            "context": dict(context),
+            "session": owner.manager.uid,
+            "instance": owner.instance_name,
+        }
+        super().__init__(logger, extra)
         self._owner = owner
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
@@ -126,7 +151,10 @@ class TaskContext:
     def get_logger_context(self, context: Mapping[str, Any] | None = None) -> Iterator[TaskLogger]:
         """Yield a logger whose records carry ``context``; log exceptions raised inside.
 
-        The highest level emitted becomes the instance's ``log_level``.
+        An exception leaving the block is logged once, with its traceback and
+        this context (nested blocks and the manager's ``failed`` record do not
+        repeat the traceback). The highest level emitted becomes the
+        instance's ``log_level``.
         """
         merged = {"instance": self.instance_name, **(context or {})}
         adapter = TaskLogger(self.logger, merged, self)
@@ -135,7 +163,9 @@ class TaskContext:
         except (SkipTask, RetryTask):
             raise
         except Exception as exc:
-            adapter.exception("%s raised %s: %s", self.instance_name, type(exc).__name__, exc)
+            if not traceback_was_logged(exc):
+                adapter.exception("%s raised %s: %s", self.instance_name, type(exc).__name__, exc)
+                mark_traceback_logged(exc)
             raise
 
 

@@ -130,7 +130,7 @@ def check(storage: Storage, *, cooldowns: bool) -> None:
     assert pages == [0, 1, 2]
     # failure details, then the replay with replacement kwargs
     failed = instances["t_divide#0"]
-    assert failed.metadata["exceptionType"] == "ZeroDivisionError"
+    assert failed.metadata["exceptionType"] == "builtins.ZeroDivisionError"
     assert "Traceback" in failed.metadata["exceptionInfo"]
     assert "ZeroDivisionError" in failed.metadata["exceptionInfo"]
     assert failed.metadata["exceptionContext"] == {"denominator": 0}

@@ -549,7 +549,7 @@ def test_retry_fails_the_instance_and_schedules_a_clone_after_the_cooldown() -> 
 
     old, clone = t.state.instances["t_a#0"], t.state.instances["t_a#1"]
     assert old.status is Status.REPLAYED
-    assert old.metadata["exceptionType"] == "triggers_core.tasks.Retry"
+    assert old.metadata["exceptionType"] == "triggers_core.tasks.RetryTask"
     assert old.metadata["replayedAs"] == "t_a#1"
     assert set(old.metadata["timestamps"]) == {
         "unstarted",

@@ -374,8 +374,8 @@ def test_dispatch_failure_fails_the_instance_and_reaches_the_caller(
     assert failed.metadata["exceptionContext"] == {"dispatch": "broken"}
     assert "broker down, could not send t_a#0" in failed.metadata["exceptionInfo"]
     assert failed.can_replay
-    # The hook still ran, and saw the instance as it ended up.
-    assert manager.take_calls() == [("fire", "x", [("t_a#0", "failed")])]
+    # The hook ran before the runner got the instance: it saw what the fire committed.
+    assert manager.take_calls() == [("fire", "x", [("t_a#0", "scheduled")])]
     assert storage.latest_kwargs == {"x": {"n": 1}}
     # Once a working runner is available, the instance is replayable.
     working = TriggerManager(storage, runners={"threading": runner})

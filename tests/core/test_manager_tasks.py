@@ -167,7 +167,7 @@ def test_failure_records_type_traceback_and_level(manager: TriggerManager) -> No
     manager.fire("x")
     failed = assert_instance_failed(manager, "t_a#0", RuntimeError)
     metadata = failed.metadata
-    assert metadata["exceptionType"] == "RuntimeError"
+    assert metadata["exceptionType"] == "builtins.RuntimeError"
     assert metadata["exceptionInfo"].startswith("Traceback (most recent call last):")
     assert metadata["exceptionInfo"].rstrip().endswith("RuntimeError: t_a#0 failed on purpose")
     assert metadata["exceptionContext"] == {}
@@ -233,7 +233,7 @@ def test_self_retrying_task_up_to_its_limit(manager: TriggerManager) -> None:
         replayed = assert_instance_replayed(manager, f"t_a#{n}")
         assert replayed.retries == n
         assert replayed.metadata["replayedAs"] == f"t_a#{n + 1}"
-        assert replayed.metadata["exceptionType"] == "triggers_core.tasks.Retry"
+        assert replayed.metadata["exceptionType"] == "triggers_core.tasks.RetryTask"
     final = assert_instance_finished(manager, "t_a#2", {"count": 2})
     assert final.retries == 2
     assert (final.metadata["parent"], final.metadata["depth"]) == ("t_a#1", 2)
@@ -274,7 +274,7 @@ def test_retry_with_exception_metadata_replacement_kwargs_and_cooldown(
     configure(manager, RetryWithDetailsTask.name)
     manager.fire("x", {"n": 1})
     first = assert_instance_replayed(manager, "t_a#0")
-    assert first.metadata["exceptionType"] == "TimeoutError"
+    assert first.metadata["exceptionType"] == "builtins.TimeoutError"
     assert first.metadata["exceptionContext"] == {"attempt": 1}
     assert first.metadata["note"] == "first try"
     assert "TimeoutError: model timed out" in first.metadata["exceptionInfo"]

@@ -88,7 +88,7 @@ class MixinTests(TriggerManagerTestCaseMixin, unittest.TestCase):
         self.assertInstanceFinished("t_null#0")
         self.assertInstanceFinished("t_null#0", {})
         self.assertInstanceFailed("t_fail#0", RuntimeError)
-        self.assertInstanceFailed("t_fail#0", "RuntimeError")
+        self.assertInstanceFailed("t_fail#0", "builtins.RuntimeError")
         self.assertInstanceSkipped("t_skip#0")
         self.assertInstanceReplayed("t_retry#0")
         self.assertInstanceFinished("t_retry#1", {"count": 1})
@@ -109,7 +109,7 @@ class MixinTests(TriggerManagerTestCaseMixin, unittest.TestCase):
             self.assertInstanceFinished("t_fail#0")
         message = str(caught.value)
         assert message.startswith("instance 't_fail#0' is failed, expected finished\n")
-        assert '"exceptionType": "RuntimeError"' in message
+        assert '"exceptionType": "builtins.RuntimeError"' in message
         assert '"actualKwargs": {' in message
         assert "traceback (exceptionInfo):\nTraceback (most recent call last):" in message
         assert "RuntimeError: t_fail#0 failed on purpose" in message
@@ -125,7 +125,8 @@ class MixinTests(TriggerManagerTestCaseMixin, unittest.TestCase):
         with pytest.raises(AssertionError) as caught:
             self.assertInstanceFailed("t_fail#0", MaxRetriesExceeded)
         assert str(caught.value).startswith(
-            "'t_fail#0' failed with RuntimeError, expected triggers_core.errors.MaxRetriesExceeded"
+            "'t_fail#0' failed with builtins.RuntimeError, expected "
+            "triggers_core.errors.MaxRetriesExceeded"
         )
 
     def test_missing_instance_lists_the_session(self) -> None:
@@ -199,7 +200,7 @@ def test_assertions_work_on_a_bare_storage() -> None:
 
 
 def test_exception_type_label() -> None:
-    assert assertions.exception_type_label(KeyError) == "KeyError"
+    assert assertions.exception_type_label(KeyError) == "builtins.KeyError"
     assert assertions.exception_type_label(MaxRetriesExceeded) == (
         "triggers_core.errors.MaxRetriesExceeded"
     )
@@ -312,7 +313,7 @@ def run_example(*args: str) -> list[str]:
     start = lines.index("instance               status     result")
     assert lines[start + 1 : start + 1 + len(EXPECTED_LINES)] == EXPECTED_LINES
     assert lines[-1] == "the workflow ended as expected"
-    assert "t_sendReport#0 failed: LookupError" in lines
+    assert "t_sendReport#0 failed: builtins.LookupError" in lines
     return lines
 
 

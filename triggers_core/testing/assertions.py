@@ -65,12 +65,10 @@ def _storage(target: TriggerManager | Storage) -> Storage:
 def exception_type_label(exc_type: type[BaseException] | str) -> str:
     """The ``exceptionType`` a failure of ``exc_type`` records (``module.Name``).
 
-    Built-in exceptions are recorded without a module (``RuntimeError``).
+    Built-in exceptions include their module too: ``builtins.RuntimeError``.
     """
     if isinstance(exc_type, str):
         return exc_type
-    if exc_type.__module__ == "builtins":
-        return exc_type.__qualname__
     return f"{exc_type.__module__}.{exc_type.__qualname__}"
 
 
