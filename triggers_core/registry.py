@@ -9,6 +9,7 @@ Importing this module imports no optional dependency.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
     from triggers_core.storage import Storage
 
 __all__ = [
+    "EXTRAS",
     "STORAGE_URL_ENV",
     "Registry",
+    "install_hint",
     "managers",
     "open_storage",
     "runners",
@@ -35,8 +38,37 @@ __all__ = [
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 #: Environment variable holding the default storage URL (e.g. ``sqlite:///triggers.db``).
 STORAGE_URL_ENV = "TRIGGERS_STORAGE_URL"
+
+#: The ``pip install 'triggers[extra]'`` that provides a registry name's dependencies,
+#: and the top-level modules that extra installs.
+EXTRAS: dict[str, tuple[str, frozenset[str]]] = {
+    "sqlite": ("sqlalchemy", frozenset({"sqlalchemy"})),
+    "postgresql": ("postgres", frozenset({"sqlalchemy", "psycopg", "psycopg_binary"})),
+    "postgres": ("postgres", frozenset({"sqlalchemy", "psycopg", "psycopg_binary"})),
+    "mysql": ("mysql", frozenset({"sqlalchemy", "pymysql"})),
+    "mariadb": ("mysql", frozenset({"sqlalchemy", "pymysql"})),
+    "memcached": ("memcached", frozenset({"pymemcache"})),
+    "django-cache": ("django", frozenset({"django"})),
+    "celery": ("celery", frozenset({"celery", "kombu"})),
+}
+
+_default_warned = False
+_default_warned_lock = threading.Lock()
+
+
+def install_hint(name: str, missing: str | None) -> str:
+    """What to install when registry name ``name`` misses the module ``missing``."""
+    top = (missing or "").split(".", 1)[0]
+    extra = EXTRAS.get(name)
+    if extra is not None and (not top or top in extra[1]):
+        return f"pip install 'triggers[{extra[0]}]'"
+    if top:
+        return f"install the module {top!r} (pip install {top})"
+    return "install the matching extra (pip install 'triggers[...]')"
 
 
 class Registry(Generic[T]):
@@ -85,9 +117,12 @@ class Registry(Generic[T]):
             try:
                 module = importlib.import_module(module_name)
             except ImportError as exc:
+                if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name != module_name:
+                    problem = f"needs the module {exc.name!r}, which is not installed"
+                else:
+                    problem = f"needs {module_name!r}, which could not be imported ({exc})"
                 raise RegistryError(
-                    f"{self.kind} {name!r} needs {module_name!r}, which could not be imported "
-                    f"({exc}); is the matching extra installed (pip install 'triggers[...]')?"
+                    f"{self.kind} {name!r} {problem}: {install_hint(name, exc.name)}"
                 ) from exc
             loaded: Any = module
             for part in attr.split("."):
@@ -144,11 +179,13 @@ def open_storage(url: str | None, uid: str) -> Storage:
     """Open session ``uid`` in the storage selected by ``url``.
 
     ``url`` defaults to the ``TRIGGERS_STORAGE_URL`` environment variable, then
-    to ``memory://``. Unknown schemes raise :class:`RegistryError` listing the
-    known ones.
+    to ``memory://`` -- a store private to this process, so the first time
+    that happens in a process a warning is logged. Unknown schemes raise
+    :class:`RegistryError` listing the known ones; a missing database driver
+    raises :class:`RegistryError` naming the extra to install.
     """
     if url is None:
-        url = os.environ.get(STORAGE_URL_ENV) or "memory://"
+        url = os.environ.get(STORAGE_URL_ENV) or _memory_default()
     scheme = storage_scheme(url)
     try:
         cls = storages.load(scheme)
@@ -156,7 +193,29 @@ def open_storage(url: str | None, uid: str) -> Storage:
         raise RegistryError(
             f"{exc} (storage URL {_redact(url)}; known schemes: {', '.join(storages.names())})"
         ) from exc
-    return cls.from_url(url, uid)
+    try:
+        return cls.from_url(url, uid)
+    except ModuleNotFoundError as exc:  # the database driver, imported when first used
+        raise RegistryError(
+            f"storage URL {_redact(url)} needs the module {exc.name!r}, which is not "
+            f"installed: {install_hint(scheme, exc.name)}"
+        ) from exc
+
+
+def _memory_default() -> str:
+    global _default_warned  # once per process
+    with _default_warned_lock:
+        warn, _default_warned = not _default_warned, True
+    if warn:
+        log.warning(
+            "no storage URL was given and %s is not set: sessions are kept in a memory:// "
+            "store private to this process, so other processes (web workers, Celery "
+            "workers, scripts) will not see them and they are lost at exit. Set %s (for "
+            "example sqlite:///triggers.db) or pass a storage URL to TriggerManager.",
+            STORAGE_URL_ENV,
+            STORAGE_URL_ENV,
+        )
+    return "memory://"
 
 
 def _redact(url: str) -> str:
