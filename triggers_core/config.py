@@ -7,12 +7,12 @@ path; nothing partial is ever returned.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Collection, Mapping, Set
 from typing import Any
 
 import attrs
 
-from triggers_core._util import name_problem, text_problem, to_json_value
+from triggers_core._util import did_you_mean, name_problem, text_problem, to_json_value
 from triggers_core.errors import ConfigurationError, InvalidKwargsError
 from triggers_core.graph import and_every_cycles
 
@@ -20,11 +20,13 @@ __all__ = [
     "KNOWN_DIRECTIVES",
     "TaskConfig",
     "cycle_problems",
+    "directive_typo",
     "parse_configuration",
     "parse_task_config",
 ]
 
-#: The directives with a meaning; any other key is kept verbatim as ``extras``.
+#: The directives with a meaning; any other key is kept verbatim as ``extras``
+#: (unless it is a typo of one of these: see :func:`directive_typo`).
 KNOWN_DIRECTIVES = frozenset({"after", "run", "andEvery", "unless", "withParams", "using"})
 
 
@@ -124,8 +126,50 @@ def _single_name(value: object, path: str, what: str, problems: list[str]) -> st
     return value
 
 
-def parse_task_config(name: object, directives: object, problems: list[str]) -> TaskConfig | None:
-    """Validate one task; append problems (with paths) and return None if any."""
+def _one_edit_apart(a: str, b: str) -> bool:
+    """True if one insertion, deletion, substitution or adjacent swap turns ``a`` into ``b``."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        return len(diff) == 1 or (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+        )
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
+def directive_typo(key: str) -> str | None:
+    """The directive that ``key`` is a typo of, or None.
+
+    A typo is a different spelling of a directive's letters (case, ``_``, ``-``:
+    ``withparams``, ``and_every``) or one edit away from one (``unles``,
+    ``afer``, ``usign``). Such a key would otherwise be kept silently as an extra.
+    """
+    if key in KNOWN_DIRECTIVES:
+        return None
+    folded = key.replace("_", "").replace("-", "").lower()
+    for directive in sorted(KNOWN_DIRECTIVES):
+        target = directive.lower()
+        if folded == target or _one_edit_apart(folded, target):
+            return directive
+    return None
+
+
+def parse_task_config(
+    name: object,
+    directives: object,
+    problems: list[str],
+    *,
+    runners: Collection[str] | None = None,
+) -> TaskConfig | None:
+    """Validate one task; append problems (with paths) and return None if any.
+
+    With ``runners`` (the runner names that exist), ``using`` must name one of them.
+    """
     before = len(problems)
     problem = name_problem(name) if isinstance(name, str) and name else None
     # A name that is not a usable string is shown as its repr (it may not even print).
@@ -198,12 +242,24 @@ def parse_task_config(name: object, directives: object, problems: list[str]) -> 
     using: str | None = None
     if directives.get("using") is not None:
         using = _single_name(directives["using"], f"{label}.using", "runner name", problems)
+        if using is not None and runners is not None and using not in runners:
+            problems.append(
+                f"{label}.using: no task runner named {using!r}{did_you_mean(using, runners)}"
+            )
+            using = None
 
     extras: dict[str, Any] = {}
     for key, value in directives.items():
         if isinstance(key, str) and key not in KNOWN_DIRECTIVES:
             if (problem := text_problem(key)) is not None:
                 problems.append(f"{label}[{key!r}]: directive name {problem}")
+                continue
+            typo_of = directive_typo(key)
+            if typo_of is not None:
+                problems.append(
+                    f"{label}.{key}: unknown directive {key!r}; did you mean {typo_of!r}? "
+                    "(rename the key if it is meant as an extra)"
+                )
                 continue
             try:
                 extras[key] = to_json_value(value, f"{label}.{key}")
@@ -228,11 +284,15 @@ def parse_task_config(name: object, directives: object, problems: list[str]) -> 
     )
 
 
-def parse_configuration(raw: object) -> dict[str, TaskConfig]:
+def parse_configuration(
+    raw: object, *, runners: Collection[str] | None = None
+) -> dict[str, TaskConfig]:
     """Validate ``{task_name: directives, ...}``; all or nothing.
 
     Raises :class:`ConfigurationError` listing every problem, each prefixed by
-    its path (``t_score.withParams.model: expected a mapping``).
+    its path (``t_score.withParams.model: expected a mapping``). With
+    ``runners`` (the runner names that exist; the manager passes the runner
+    registry's names and its own runners), ``using`` must name one of them.
     """
     if not isinstance(raw, Mapping):
         raise ConfigurationError(
@@ -244,7 +304,7 @@ def parse_configuration(raw: object) -> dict[str, TaskConfig]:
     problems: list[str] = []
     tasks: dict[str, TaskConfig] = {}
     for name, directives in raw.items():
-        task = parse_task_config(name, directives, problems)
+        task = parse_task_config(name, directives, problems, runners=runners)
         if task is not None:
             tasks[task.name] = task
     problems.extend(cycle_problems(tasks))

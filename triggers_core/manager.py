@@ -257,9 +257,11 @@ class TriggerManager:
         """Add or replace tasks by name (others stay). Never re-applies old triggers.
 
         Raises :class:`~triggers_core.errors.ConfigurationError` listing every
-        problem; nothing is stored then.
+        problem; nothing is stored then. A ``using`` directive must name a
+        runner of the runner registry or one given to this manager.
         """
-        parsed = parse_configuration(config)  # validated once, before any I/O
+        known_runners = {*runner_registry.names(), *self.runners}
+        parsed = parse_configuration(config, runners=known_runners)  # once, before any I/O
         self._commit(lambda s: engine.update_configuration(s, parsed))
 
     def fire(

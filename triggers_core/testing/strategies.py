@@ -30,7 +30,12 @@ from typing import Any
 from hypothesis import strategies as st
 
 from triggers_core import engine
-from triggers_core.config import KNOWN_DIRECTIVES, TaskConfig, parse_configuration
+from triggers_core.config import (
+    KNOWN_DIRECTIVES,
+    TaskConfig,
+    directive_typo,
+    parse_configuration,
+)
 from triggers_core.state import SessionState, Status
 
 __all__ = [
@@ -135,10 +140,10 @@ def task_configurations(
             targets = st.sampled_from([*after, *([every] if every else []), *trigger_pool])
             directives["withParams"] = draw(st.dictionaries(targets, json_kwargs(), max_size=2))
         if using and draw(st.booleans()):
-            directives["using"] = draw(st.sampled_from(("threading", "celery", "other")))
+            directives["using"] = draw(st.sampled_from(("threading", "celery")))
         if extras and draw(st.booleans()):
             keys = st.text(alphabet=string.ascii_letters, min_size=1, max_size=6).filter(
-                lambda key: key not in KNOWN_DIRECTIVES
+                lambda key: key not in KNOWN_DIRECTIVES and directive_typo(key) is None
             )
             directives.update(draw(st.dictionaries(keys, json_values(), max_size=2)))
         config[name] = directives
