@@ -5,8 +5,9 @@
   ``trigger_runner`` come from the ``triggers`` pytest plugin).
 * Sample tasks: :class:`PassThruTask`, :class:`DevNullTask`, :class:`FailingTask`,
   :class:`SelfSkippingTask`, :class:`SelfRetryingTask`.
-* :func:`simulate`: run a configuration and a trigger sequence through the pure
-  engine, with no broker, database or threads.
+* :func:`simulate`: run a configuration and a sequence of steps (triggers,
+  :class:`ReplayFailed`, :class:`SkipFailed`) through the pure engine, with no
+  broker, database or threads; tasks may fail (:class:`Failure`).
 * ``triggers_core.testing.strategies``: Hypothesis strategies (needs hypothesis).
 * ``triggers_core.testing.storage_contract``: the storage contract suite that
   every backend's tests subclass (needs pytest and hypothesis).
@@ -35,15 +36,25 @@ from triggers_core.testing.sample_tasks import (
     SelfRetryingTask,
     SelfSkippingTask,
 )
-from triggers_core.testing.simulate import Simulation, run_simulation, simulate
+from triggers_core.testing.simulate import (
+    Failure,
+    ReplayFailed,
+    Simulation,
+    SkipFailed,
+    run_simulation,
+    simulate,
+)
 
 __all__ = [
     "DevNullTask",
     "FailingTask",
+    "Failure",
     "PassThruTask",
+    "ReplayFailed",
     "SelfRetryingTask",
     "SelfSkippingTask",
     "Simulation",
+    "SkipFailed",
     "TriggerManagerTestCaseMixin",
     "assert_instance_abandoned",
     "assert_instance_failed",

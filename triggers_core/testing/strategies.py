@@ -37,14 +37,17 @@ from triggers_core.config import (
     parse_configuration,
 )
 from triggers_core.state import SessionState, Status
+from triggers_core.testing.simulate import Failure
 
 __all__ = [
     "DEFAULT_TRIGGER_POOL",
+    "failures",
     "json_kwargs",
     "json_values",
     "session_states",
     "task_configurations",
     "task_names",
+    "task_outcomes",
     "trigger_names",
     "trigger_sequences",
     "triggers_used",
@@ -189,6 +192,36 @@ def trigger_sequences(
     return st.lists(
         st.tuples(st.sampled_from(names), kwargs_strategy), min_size=min_size, max_size=max_size
     )
+
+
+def failures() -> st.SearchStrategy[Failure]:
+    """Simulated task failures (built-in and custom exception types, with a context)."""
+    return st.builds(
+        Failure,
+        exception_type=st.sampled_from(
+            ("builtins.RuntimeError", "builtins.TimeoutError", "myapp.errors.RemoteError")
+        ),
+        message=st.text(max_size=10),
+        context=json_kwargs(max_size=2),
+    )
+
+
+def task_outcomes(
+    config: Mapping[str, Any], *, failure_rate: float = 0.3
+) -> st.SearchStrategy[dict[str, dict[str, Any] | Failure]]:
+    """``{task_name: outcome}`` for ``simulate(results=...)``: a result mapping or a Failure.
+
+    About ``failure_rate`` of the tasks fail (every instance of a task gets the
+    same outcome; key instance names such as ``"t_a#0"`` to fail one attempt only).
+    """
+    if not 0 <= failure_rate <= 1:
+        raise ValueError(f"failure_rate must be between 0 and 1, got {failure_rate!r}")
+
+    def pick(roll: float) -> st.SearchStrategy[dict[str, Any] | Failure]:
+        return failures() if roll < failure_rate else json_kwargs()
+
+    outcome = st.floats(0, 1, exclude_max=True).flatmap(pick)
+    return st.fixed_dictionaries(dict.fromkeys(sorted(_parsed(config)), outcome))
 
 
 @st.composite
