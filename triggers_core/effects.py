@@ -1,7 +1,9 @@
 """Effects: what the pure engine asks the shell to do once the state is committed.
 
-The engine never performs I/O. Each transition returns its effects in the order
-the shell must perform them: dispatches first, then the hooks they feed.
+The engine never performs I/O. Each transition returns its effects in order;
+the shell calls the hooks (``TriggerFired``, ``InstanceReplayed``,
+``InstanceSkipped``) in that order, then hands the ``ScheduleInstance`` effects
+to their runners in that order.
 """
 
 from __future__ import annotations
