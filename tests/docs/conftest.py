@@ -78,9 +78,6 @@ class Services:
     def close(self) -> None:
         if not self._created:
             return
-        from triggers_backends.sqlalchemy import dispose_engines
-
-        dispose_engines()
         import psycopg
 
         with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
