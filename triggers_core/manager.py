@@ -50,13 +50,7 @@ from triggers_core.registry import runners as runner_registry
 from triggers_core.runners import TaskRunner
 from triggers_core.state import SessionState, Status, TaskInstance
 from triggers_core.storage import Storage
-from triggers_core.tasks import (
-    RetryTask,
-    SkipTask,
-    TaskContext,
-    exception_context,
-    get_task,
-)
+from triggers_core.tasks import RetryTask, SkipTask, TaskContext, exception_context, get_task
 
 __all__ = ["LIFECYCLE_LOGGER", "TriggerManager", "exception_type_name"]
 
