@@ -523,8 +523,9 @@ class TriggerManager:
             if cause is not None:
                 info += f"\nThe retry was for:\n{_format(cause)}"
             return self._failure(name, exc, info, context)
-        retry_type = exception_type_name(cause) if cause else None
-        retry_info = _format(cause) if cause else None
+        # Without an exception, the RetryTask itself is what the task raised.
+        retry_type = exception_type_name(cause or retry)
+        retry_info = _format(cause or retry)
         return lambda s: engine.retry_self(
             s,
             name,

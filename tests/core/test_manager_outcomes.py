@@ -86,11 +86,14 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "self-referencing": ("triggers_core.errors.InvalidKwargsError", "result.me: refers to itself"),
     "nan result": ("triggers_core.errors.InvalidKwargsError", "result.v: nan is not"),
     "set result": ("triggers_core.errors.InvalidKwargsError", "result.v: set is not"),
-    "negative cooldown": ("ValueError", "cooldown must be a number of seconds from 0 to 86400"),
-    "nan cooldown": ("ValueError", "got nan"),
-    "infinite cooldown": ("ValueError", "got inf"),
-    "huge cooldown": ("ValueError", "got 1e+300"),
-    "bool cooldown": ("ValueError", "got True"),
+    "negative cooldown": (
+        "builtins.ValueError",
+        "cooldown must be a number of seconds from 0 to 86400",
+    ),
+    "nan cooldown": ("builtins.ValueError", "got nan"),
+    "infinite cooldown": ("builtins.ValueError", "got inf"),
+    "huge cooldown": ("builtins.ValueError", "got 1e+300"),
+    "bool cooldown": ("builtins.ValueError", "got True"),
     "bad retry metadata": (
         "triggers_core.errors.InvalidKwargsError",
         "metadata.when: object is not JSON-serializable",
@@ -109,8 +112,8 @@ EXPECTED: dict[str, tuple[str, str]] = {
     ),
     "base exception": (f"{__name__}.CustomStop", "stop right there"),
     "cancelled": ("asyncio.exceptions.CancelledError", "CancelledError"),
-    "generator exit": ("GeneratorExit", "GeneratorExit"),
-    "bad context": ("RuntimeError", "with_context() data was dropped"),
+    "generator exit": ("builtins.GeneratorExit", "GeneratorExit"),
+    "bad context": ("builtins.RuntimeError", "with_context() data was dropped"),
 }
 
 
