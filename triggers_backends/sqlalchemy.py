@@ -62,11 +62,12 @@ from triggers_backends import _sql_timeouts
 from triggers_backends._sql_timeouts import Timeouts
 from triggers_core.errors import (
     ConflictError,
+    RegistryError,
     SchemaMissingError,
     SerializationError,
     StorageError,
 )
-from triggers_core.registry import STORAGE_URL_ENV
+from triggers_core.redaction import is_sensitive_key, redact
 from triggers_core.serialization import (
     dumps,
     header_from_json,
@@ -211,9 +212,9 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
 def _public_url(url: URL) -> str:
-    """``url`` as text without its password (``hide_password`` would print ``***``)."""
+    """``url`` as text without its password or secret query options (see ``redact``)."""
     # URL.set(password=None) means "leave it as is", hence _replace.
-    return url._replace(password=None).render_as_string(hide_password=False)
+    return redact(url._replace(password=None).render_as_string(hide_password=False))
 
 
 def _normalize(url: URL) -> URL:
@@ -234,37 +235,22 @@ def shared_engine(url: str | URL) -> Engine:
     The URL may set ``triggers_connect_timeout``, ``triggers_lock_timeout`` and
     ``triggers_statement_timeout`` (seconds; see ``docs/storage.md``): they
     bound every wait for the server and are removed before the URL reaches the
-    driver. Storages opened from the same URL share it. A URL without a password finds
-    an engine created earlier for the same URL *with* its password, or takes
-    the password from ``TRIGGERS_STORAGE_URL`` when that names the same
-    database: task messages carry credential-free references and each worker
-    supplies its credentials from its own settings.
+    driver. Storages opened from the same URL share it. The URL is used exactly
+    as given, credentials included: a URL without a password never borrows one
+    (from another engine or from the environment), so a URL that differs in
+    any part, query options included, can never be sent someone else's
+    password. Task messages carry names, and each worker opens the URL its
+    own settings configure under that name.
     """
-    parsed = _normalize(make_url(url))
-    key = _public_url(parsed)
+    parsed = _normalize(_parse_url(url))
+    key = parsed.render_as_string(hide_password=False)  # stays in this dict, never shown
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
-        if engine is not None:
-            return engine
-        if parsed.password is None:
-            parsed = _credentials_from_environment(parsed, key)
-        query = dict(parsed.query)
-        timeouts = Timeouts.pop_from(query)
-        engine = _ENGINES[key] = _create_engine(parsed.set(query=query), timeouts)
+        if engine is None:
+            query = dict(parsed.query)
+            timeouts = Timeouts.pop_from(query)
+            engine = _ENGINES[key] = _create_engine(parsed.set(query=query), timeouts)
         return engine
-
-
-def _credentials_from_environment(url: URL, key: str) -> URL:
-    configured = os.environ.get(STORAGE_URL_ENV)
-    if not configured or "://" not in configured:
-        return url
-    try:
-        candidate = _normalize(make_url(configured))
-    except (sa_exc.ArgumentError, ValueError):
-        return url
-    if candidate.password is not None and _public_url(candidate.set(query=url.query)) == key:
-        return url.set(password=candidate.password)
-    return url
 
 
 def _create_engine(url: URL, timeouts: Timeouts) -> Engine:
@@ -419,10 +405,17 @@ def _describe(exc: BaseException, url: URL) -> str:
     """The driver's message (not SQLAlchemy's, which quotes SQL and parameters), redacted."""
     orig = _orig(exc) if isinstance(exc, sa_exc.SQLAlchemyError) else None
     cause = orig if orig is not None else exc
-    text = f"{type(cause).__name__}: {cause}".strip()
-    if url.password:
-        text = text.replace(str(url.password), "***")
+    text = redact(f"{type(cause).__name__}: {cause}".strip(), secrets=_url_secrets(url))
     return " ".join(text.split())
+
+
+def _url_secrets(url: URL) -> list[str]:
+    """The password and every secret query value: a driver's message may quote them."""
+    found = [str(url.password)] if url.password else []
+    for key, value in url.query.items():
+        if is_sensitive_key(key):
+            found.extend([value] if isinstance(value, str) else value)
+    return found
 
 
 # -- the storage -------------------------------------------------------------------
@@ -442,6 +435,7 @@ class SQLAlchemyStorage(Storage):
     """
 
     backend_name: ClassVar[str] = "sqlalchemy"
+    schema_url_option: ClassVar[str | None] = URL_CREATE_OPTION
     #: Attempts for a load that hits a transient lock (SQLite checkpoints) before failing.
     read_attempts: ClassVar[int] = 5
 
@@ -478,10 +472,23 @@ class SQLAlchemyStorage(Storage):
             self._reader = engine
             self._writer = engine.execution_options(triggers_write=True)
         if create_schema:
+            error = None
             try:
                 _ensure_schema(engine, table_prefix)
             except sa_exc.SQLAlchemyError as exc:
-                raise self._error(exc, "create_schema") from exc
+                error = self._error(exc, "create_schema")
+            except Exception as exc:  # drivers raise their own types too (TypeError...)
+                error = StorageError(
+                    f"create_schema failed on {_public_url(engine.url)}: "
+                    f"{_describe(exc, engine.url)}",
+                    backend=self._label,
+                    session=self.uid,
+                )
+            if error is not None:
+                # Raised outside the except block: the driver's error is not chained to
+                # it (its text, redacted, is in the message), so no traceback of the
+                # opening can show what the driver saw.
+                raise error
 
     @classmethod
     def from_url(cls, url: str | URL, uid: str) -> SQLAlchemyStorage:
@@ -494,7 +501,7 @@ class SQLAlchemyStorage(Storage):
         ``triggers_lock_timeout``, ``triggers_statement_timeout`` (seconds;
         see :mod:`triggers_backends._sql_timeouts`).
         """
-        parsed = make_url(url)
+        parsed = _parse_url(url)
         query = dict(parsed.query)
         prefix = _single(query.pop(URL_PREFIX_OPTION, DEFAULT_TABLE_PREFIX))
         # An embedded SQLite file belongs to the application: create its tables
@@ -751,6 +758,19 @@ def _ensure_schema(engine: Engine, table_prefix: str) -> None:
     if table_prefix not in done:
         _create_tables(engine, table_prefix)
         done.add(table_prefix)
+
+
+def _parse_url(url: str | URL) -> URL:
+    """``make_url`` with an error that names the problem but never the URL's secrets."""
+    if isinstance(url, URL):
+        return url
+    problem = None
+    try:
+        return make_url(url)
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        problem = redact(str(exc))
+    # raised outside the except block: the original error is not chained to it
+    raise RegistryError(f"cannot parse the SQLAlchemy storage URL {redact(url)!r}: {problem}")
 
 
 def _single(value: str | Iterable[str]) -> str:

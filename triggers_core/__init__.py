@@ -28,6 +28,7 @@ from triggers_core.errors import (
 from triggers_core.lifecycle import LIFECYCLE_LOGGER
 from triggers_core.manager import TriggerManager
 from triggers_core.memory import MemoryStorage, MemoryStore
+from triggers_core.redaction import redact
 from triggers_core.registry import STORAGE_URL_ENV, managers, open_storage, runners, storages
 from triggers_core.runners import TaskRunner, ThreadingTaskRunner
 from triggers_core.state import RESOLVED_STATUSES, SessionState, Status, TaskInstance
@@ -82,6 +83,7 @@ __all__ = [
     "managers",
     "open_storage",
     "parse_configuration",
+    "redact",
     "register_task",
     "registered_tasks",
     "runners",

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection
-from urllib.parse import urlsplit
 
 import attrs
 
 from triggers_core.errors import ConflictError
+from triggers_core.redaction import redact
 from triggers_core.serialization import (
     dumps,
     header_from_json,
@@ -71,14 +71,17 @@ class MemoryStorage(Storage):
 
     @classmethod
     def from_url(cls, url: str, uid: str) -> MemoryStorage:
-        """``memory://`` (the default store) or ``memory://name`` (a named store)."""
-        parts = urlsplit(url)
-        name = parts.netloc + parts.path.strip("/")
+        """``memory://`` (the default store) or ``memory://name`` (a named store).
+
+        The name is everything after ``memory://``, compared exactly:
+        ``memory://a/b``, ``memory://ab`` and ``memory://ab/`` are three stores.
+        """
+        _scheme, _sep, name = url.partition("://")
         return cls(uid, store_name=name)
 
     def reference(self) -> str | None:
         """``memory://name`` for a named store; None for a private :class:`MemoryStore`."""
-        return None if self._private else f"memory://{self.store_name}"
+        return None if self._private else redact(f"memory://{self.store_name}")
 
     def _read(self, include: Collection[str] | None) -> Snapshot:
         store = self.store

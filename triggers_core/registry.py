@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from triggers_core._util import did_you_mean
 from triggers_core.errors import RegistryError
+from triggers_core.redaction import redact
 
 if TYPE_CHECKING:
     from triggers_core.manager import TriggerManager
@@ -69,6 +71,8 @@ def install_hint(name: str, missing: str | None) -> str:
     if top:
         return f"install the module {top!r} (pip install {top})"
     return "install the matching extra (pip install 'triggers[...]')"
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 
 
 class Registry(Generic[T]):
@@ -167,10 +171,10 @@ managers: Registry[type[TriggerManager]] = Registry(
 def storage_scheme(url: str) -> str:
     """The registry key of a storage URL: ``postgresql+psycopg://`` -> ``postgresql``."""
     scheme, sep, _ = url.partition("://")
-    if not sep or not scheme:
+    if not sep or _SCHEME.fullmatch(scheme) is None:
         raise RegistryError(
-            f"not a storage URL: {url!r} (expected scheme://..., e.g. sqlite:///triggers.db; "
-            f"schemes: {', '.join(storages.names())})"
+            f"not a storage URL: {redact(url)!r} (expected scheme://..., "
+            f"e.g. sqlite:///triggers.db; schemes: {', '.join(storages.names())})"
         )
     return scheme.split("+", 1)[0].lower()
 
@@ -191,13 +195,13 @@ def open_storage(url: str | None, uid: str) -> Storage:
         cls = storages.load(scheme)
     except RegistryError as exc:
         raise RegistryError(
-            f"{exc} (storage URL {_redact(url)}; known schemes: {', '.join(storages.names())})"
+            f"{exc} (storage URL {redact(url)!r}; known schemes: {', '.join(storages.names())})"
         ) from exc
     try:
         return cls.from_url(url, uid)
     except ModuleNotFoundError as exc:  # the database driver, imported when first used
         raise RegistryError(
-            f"storage URL {_redact(url)} needs the module {exc.name!r}, which is not "
+            f"storage URL {redact(url)!r} needs the module {exc.name!r}, which is not "
             f"installed: {install_hint(scheme, exc.name)}"
         ) from exc
 
@@ -217,12 +221,3 @@ def _memory_default() -> str:
         )
     return "memory://"
 
-
-def _redact(url: str) -> str:
-    """Hide a password in a URL before it reaches an error message or a log."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at or ":" not in creds:
-        return url
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"

@@ -66,6 +66,10 @@ class Storage(abc.ABC):
 
     #: Short backend name used in error messages and the registry.
     backend_name: ClassVar[str] = "storage"
+    #: For backends that can create their tables when opened from a URL: the URL
+    #: query option that turns it on or off (a Celery worker sets it to ``false``:
+    #: a message never causes schema creation). None: nothing to create.
+    schema_url_option: ClassVar[str | None] = None
 
     def __init__(self, uid: str) -> None:
         self.uid = check_uid(uid)
@@ -92,7 +96,13 @@ class Storage(abc.ABC):
         raise NotImplementedError(f"{cls.__name__} cannot be opened from a URL")
 
     def reference(self) -> str | None:
-        """A credential-free string a worker can reopen this storage from, if any."""
+        """A credential-free string naming this storage, if any (None: cannot be named).
+
+        Senders put it into task messages when they know no configured name for
+        the storage; a worker only uses it to look up a storage in its own
+        configuration with the same reference. It must never hold a secret: pass
+        it through :func:`triggers_core.redaction.redact`.
+        """
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most storages have nothing to close

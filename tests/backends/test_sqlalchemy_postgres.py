@@ -50,20 +50,31 @@ class TestPostgresTimeouts(FrozenServerCases):
         }
 
 
-def test_password_comes_from_the_environment_not_the_reference(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_url_without_a_password_never_borrows_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither from TRIGGERS_STORAGE_URL nor from an engine opened with a password.
+
+    Borrowing was how a forged reference (the same database, plus ``?port=`` or
+    ``?hostaddr=`` pointing elsewhere) got a worker to send its password to
+    another server.
+    """
     from triggers_backends.sqlalchemy import SQLAlchemyStorage, dispose_engines
     from triggers_core import open_storage
 
     monkeypatch.setenv("TRIGGERS_STORAGE_URL", "postgresql://postgres:s3cret@127.0.0.1:1/test")
     try:
-        storage = open_storage("postgresql+psycopg://postgres@127.0.0.1:1/test", "u")
-        assert isinstance(storage, SQLAlchemyStorage)
-        assert storage.engine.url.password == "s3cret"
-        assert "s3cret" not in storage.reference()
-        other = open_storage("postgresql+psycopg://postgres@127.0.0.1:1/other", "u")
-        assert isinstance(other, SQLAlchemyStorage)
-        assert other.engine.url.password is None
+        with_password = open_storage("postgresql+psycopg://postgres:s3cret@127.0.0.1:1/test", "u")
+        assert isinstance(with_password, SQLAlchemyStorage)
+        assert with_password.engine.url.password == "s3cret"
+        assert "s3cret" not in with_password.reference()
+        for url in [
+            "postgresql+psycopg://postgres@127.0.0.1:1/test",
+            "postgresql+psycopg://postgres@127.0.0.1:1/test?port=2",
+            "postgresql+psycopg://postgres@127.0.0.1:1/test?hostaddr=127.0.0.2",
+            "postgresql+psycopg://postgres@127.0.0.1:1/other",
+        ]:
+            storage = open_storage(url, "u")
+            assert isinstance(storage, SQLAlchemyStorage)
+            assert storage.engine is not with_password.engine, url
+            assert storage.engine.url.password is None, url
     finally:
         dispose_engines()
