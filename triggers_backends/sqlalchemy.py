@@ -62,10 +62,10 @@ from triggers_backends import _sql_timeouts
 from triggers_backends._sql_timeouts import Timeouts
 from triggers_core.errors import (
     ConflictError,
-    RegistryError,
     SchemaMissingError,
     SerializationError,
     StorageError,
+    StorageURLError,
 )
 from triggers_core.redaction import is_sensitive_key, redact
 from triggers_core.serialization import (
@@ -249,8 +249,19 @@ def shared_engine(url: str | URL) -> Engine:
         if engine is None:
             query = dict(parsed.query)
             timeouts = Timeouts.pop_from(query)
-            engine = _ENGINES[key] = _create_engine(parsed.set(query=query), timeouts)
+            engine = _ENGINES[key] = _open_engine(parsed.set(query=query), timeouts)
         return engine
+
+
+def _open_engine(url: URL, timeouts: Timeouts) -> Engine:
+    """``_create_engine``, with SQLAlchemy's URL complaints redacted (they quote the URL)."""
+    problem = None
+    try:
+        return _create_engine(url, timeouts)
+    except sa_exc.ArgumentError as exc:  # not ImportError: a missing driver is reported as is
+        problem = f"{type(exc).__name__}: {redact(str(exc), secrets=_url_secrets(url))}"
+    # raised outside the except block: the original error is not chained to it
+    raise StorageURLError(f"SQLAlchemy cannot use the storage URL {_public_url(url)!r}: {problem}")
 
 
 def _create_engine(url: URL, timeouts: Timeouts) -> Engine:
@@ -770,7 +781,7 @@ def _parse_url(url: str | URL) -> URL:
     except (sa_exc.ArgumentError, ValueError) as exc:
         problem = redact(str(exc))
     # raised outside the except block: the original error is not chained to it
-    raise RegistryError(f"cannot parse the SQLAlchemy storage URL {redact(url)!r}: {problem}")
+    raise StorageURLError(f"cannot parse the SQLAlchemy storage URL {redact(url)!r}: {problem}")
 
 
 def _single(value: str | Iterable[str]) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "SchemaMissingError",
     "SerializationError",
     "StorageError",
+    "StorageURLError",
     "TriggersError",
     "UnknownInstanceError",
     "UnknownTaskError",
@@ -110,6 +111,13 @@ class UnknownTaskError(TriggersError, LookupError):
 
 class RegistryError(TriggersError, LookupError):
     """A storage, runner or manager name (or URL scheme) is not registered."""
+
+
+class StorageURLError(RegistryError, ValueError):
+    """A storage URL cannot be used: malformed, or refused by its backend or driver.
+
+    The message shows the URL redacted (:func:`triggers_core.redaction.redact`).
+    """
 
 
 class StorageError(TriggersError):

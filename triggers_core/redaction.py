@@ -18,6 +18,9 @@ hiding too much in an odd URL is acceptable, showing a secret is not.
 * **Query parameters** whose (percent-decoded, case-insensitive) name looks
   secret (see :func:`is_sensitive_key`) are removed with their value, also in
   libpq-style ``key=value`` text.
+* **Percent-encoded structure**: if decoding ``%XX`` escapes reveals a
+  password or a secret parameter (a library re-rendering a mistyped URL), the
+  decoded text is redacted instead.
 * **Known secrets** given as ``secrets=`` are replaced by ``***`` wherever they
   appear, raw or percent-encoded (for driver messages that quote them).
 
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import quote, quote_plus, unquote_plus
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 import attrs
 
@@ -100,16 +103,28 @@ def redact(text: str, *, secrets: Iterable[str | None] = ()) -> str:
     Safe on any string: a URL, a URL no parser accepts, or a sentence that
     contains URLs. Never raises.
     """
-    rules = _URL if _LOOKS_LIKE_URL.match(text) else _TEXT
-    redacted = rules.url_userinfo.sub(r"\g<keep>@", text)
-    redacted = rules.loose_userinfo.sub(r"\g<keep>@", redacted)
-    redacted = rules.query.sub(_redact_query, redacted)
-    redacted = rules.pair.sub(lambda m: "" if is_sensitive_key(m["key"]) else m[0], redacted)
+    redacted = _apply(text)
+    # A URL rendered by a library may percent-encode a mistyped userinfo (SQLAlchemy
+    # reads 'postgresql:///:pw@h/db' as database ':pw@h/db' and prints '%3Apw%40h'):
+    # if the decoded text still holds a secret, the decoded text is redacted instead.
+    for _ in range(3):
+        decoded = unquote(redacted)
+        if decoded == redacted or _apply(decoded) == decoded:
+            break
+        redacted = _apply(decoded)
     for secret in secrets:
         if secret:
             for form in {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}:
                 redacted = redacted.replace(form, "***")
     return redacted
+
+
+def _apply(text: str) -> str:
+    rules = _URL if _LOOKS_LIKE_URL.match(text) else _TEXT
+    redacted = rules.url_userinfo.sub(r"\g<keep>@", text)
+    redacted = rules.loose_userinfo.sub(r"\g<keep>@", redacted)
+    redacted = rules.query.sub(_redact_query, redacted)
+    return rules.pair.sub(lambda m: "" if is_sensitive_key(m["key"]) else m[0], redacted)
 
 
 def _redact_query(match: re.Match[str]) -> str:
