@@ -45,6 +45,7 @@ from triggers_core.lifecycle import (
     log_started,
     log_transition,
 )
+from triggers_core.redaction import redact
 from triggers_core.registry import open_storage
 from triggers_core.registry import runners as runner_registry
 from triggers_core.runners import TaskRunner
@@ -354,6 +355,53 @@ class TriggerManager:
         )
         return transition.state.instances[name]
 
+    def fail_unstarted_instance(
+        self,
+        task_instance: str | TaskInstance,
+        error: BaseException,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> TaskInstance | None:
+        """Mark a ``scheduled`` instance ``failed`` because its runner cannot start it.
+
+        For runners that find out only when the instance should start (a
+        Celery worker that lacks the manager class or the trigger task).
+        ``error`` is recorded like a task's failure (``exceptionType``,
+        ``exceptionInfo``), ``context`` as ``exceptionContext``; the instance
+        can be replayed. Returns None and changes nothing if the instance is no
+        longer ``scheduled`` (another runner started it meanwhile).
+        """
+        name = _name(task_instance)
+        exc_type, exc_info = exception_type_name(error), _format(error)
+
+        def compute(state: SessionState) -> Transition:
+            found = state.instances.get(name)
+            if found is not None and found.status is not Status.SCHEDULED:
+                raise InvalidTransitionError(
+                    "fail before its start", name, found.status.value, "it is no longer scheduled"
+                )
+            return engine.fail(
+                state,
+                name,
+                now=self.now(),
+                exception_type=exc_type,
+                exception_info=exc_info,
+                exception_context=context,
+            )
+
+        try:
+            transition = self._commit(compute, include=(name,))
+        except InvalidTransitionError as exc:
+            lifecycle.warning(
+                "not failing %s in session %r: %s",
+                name,
+                self.uid,
+                exc,
+                extra={"session": self.uid, "instance": name, "status": exc.status},
+            )
+            return None
+        return transition.state.instances[name]
+
     # -- running instances (called by runners) -----------------------------------
 
     def run_instance(
@@ -552,7 +600,7 @@ class TriggerManager:
         """Called after an operator skipped a failed instance (after its cascade)."""
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.storage!r}>"
+        return f"<{type(self).__name__} {redact(repr(self.storage))}>"
 
 
 def _name(instance: str | TaskInstance) -> str:
