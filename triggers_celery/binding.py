@@ -26,6 +26,7 @@ from celery import signals
 from triggers_celery.errors import BindingError
 from triggers_celery.runner import set_default_app
 from triggers_celery.worker import TriggerCeleryTask, run_message
+from triggers_celery.worker_setup import watch_app
 from triggers_core.tasks import TaskContext, TriggerTask, get_task_class, registered_tasks
 
 __all__ = ["FORBIDDEN_OPTIONS", "bind_tasks", "trigger_task"]
@@ -97,9 +98,12 @@ def bind_tasks(app: Any, *tasks: type[TriggerTask] | str, **options: Any) -> dic
     that :class:`~triggers_celery.CeleryTaskRunner` uses by default.
 
     Call it after the app is configured: Celery reads some task defaults from
-    the settings when a task is bound.
+    the settings when a task is bound. It also installs the worker-side checks
+    of :func:`~triggers_celery.worker_setup.watch_app` (the ``triggers_storages``
+    setting is sealed so that ``celery inspect conf`` cannot reveal the URLs).
     """
     set_default_app(app)
+    watch_app(app)
     with _lock:
         if tasks:
             classes = {}

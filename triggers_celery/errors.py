@@ -13,10 +13,12 @@ from triggers_core.errors import StorageError, TriggersError
 
 __all__ = [
     "BindingError",
+    "InstanceFailedError",
     "MessageError",
     "StorageResolutionError",
     "StorageUnavailableError",
     "TriggersCeleryError",
+    "WorkerSetupError",
 ]
 
 
@@ -30,6 +32,37 @@ class MessageError(TriggersCeleryError, ValueError):
 
 class StorageResolutionError(TriggersCeleryError, LookupError):
     """A storage cannot be named in a message, or a worker cannot resolve the name it got."""
+
+
+class WorkerSetupError(TriggersCeleryError):
+    """A worker lacks what a message needs: the manager class or the trigger task.
+
+    Its message says what to register where. The worker marks the instance
+    ``failed`` with this error when it can reach the storage (replay it once
+    the worker is fixed), and logs it when it cannot.
+    """
+
+
+class InstanceFailedError(TriggersCeleryError):
+    """Raised by a worker after it recorded a trigger task's failure.
+
+    Only so that Celery reports the task as failed (its log line, events and
+    result state); the instance's metadata holds the real exception. Celery
+    treats it as an expected error: one log line, no traceback (the manager
+    already logged the task's traceback).
+    """
+
+    def __init__(self, instance: str, session: str, exception_type: str) -> None:
+        self.instance = instance
+        self.session = session
+        self.exception_type = exception_type
+        super().__init__(
+            f"{instance} of session {session!r} failed with {exception_type} "
+            "(recorded in the instance's metadata)"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.instance, self.session, self.exception_type))
 
 
 class BindingError(TriggersCeleryError, TypeError):

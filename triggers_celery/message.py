@@ -1,37 +1,32 @@
 """What a trigger task message carries, and nothing more.
 
 A message names four things: the manager class (its registry key), the storage
-(a name from the worker's own settings, or a credential-free reference), the
-session UID and the instance name. Trigger kwargs, configuration and results
-stay in the storage: the worker reads them from there, so a message that is
-delivered late, twice or out of order can never run stale data, and a message
-never contains anything secret.
+(a name from the worker's own settings, or the credential-free reference of a
+storage configured there), the session UID and the instance name. Trigger
+kwargs, configuration and results stay in the storage: the worker reads them
+from there, so a message that is delivered late, twice or out of order can
+never run stale data, and a message never contains anything secret.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
 from triggers_celery.errors import MessageError
+from triggers_core.redaction import redact
 
-__all__ = ["MESSAGE_FIELDS", "TaskMessage", "has_password"]
+__all__ = ["MESSAGE_FIELDS", "TaskMessage", "has_secret"]
 
 #: The keyword arguments of every trigger task message, in order.
 MESSAGE_FIELDS = ("manager", "storage", "session", "instance")
 
 
-def has_password(reference: str) -> bool:
-    """True if ``reference`` is a URL with a password in it (it must never be sent)."""
-    if "://" not in reference:
-        return False
-    try:
-        return urlsplit(reference).password is not None
-    except ValueError:  # unparsable netloc: treat as unsafe
-        return True
+def has_secret(text: str) -> bool:
+    """True if ``text`` holds something :func:`~triggers_core.redaction.redact` would remove."""
+    return redact(text) != text
 
 
 def _text(field: str) -> Any:
@@ -47,9 +42,11 @@ class TaskMessage:
     """The keyword arguments of one trigger task message.
 
     ``storage`` is either a name the worker looks up in its own settings
-    (``app.conf.triggers_storages``) or a storage reference URL *without* a
-    password; constructing a message with a password in it raises
-    :class:`~triggers_celery.errors.MessageError`.
+    (``app.conf.triggers_storages``) or the credential-free reference of a
+    storage configured there (see :mod:`triggers_celery.storages`). A
+    ``storage`` holding a secret (anything :func:`~triggers_core.redaction.redact`
+    would remove) raises :class:`~triggers_celery.errors.MessageError`, without
+    repeating it.
     """
 
     manager: str = attrs.field(validator=_text("manager"))
@@ -58,10 +55,11 @@ class TaskMessage:
     instance: str = attrs.field(validator=_text("instance"))
 
     def __attrs_post_init__(self) -> None:
-        if has_password(self.storage):
+        if has_secret(self.storage):
             raise MessageError(
-                "refusing to put a storage URL with a password into a task message; "
-                "configure the storage under a name in app.conf.triggers_storages"
+                "refusing a task message whose 'storage' field holds a password or another "
+                "secret; a message names a storage configured in each process's own "
+                "settings (app.conf.triggers_storages), never its credentials"
             )
 
     def to_kwargs(self) -> dict[str, str]:

@@ -1,22 +1,30 @@
-"""How a message names a storage, and how a worker opens the storage it names.
+"""Which storages a process may open, and how a message names one.
 
-A message never carries a URL with credentials. It carries either
+Trust model: a worker opens only storages that *its own* configuration names.
+A message names a storage, and the worker looks the name up; a message can
+never make a worker connect somewhere, use its credentials elsewhere, create a
+file or create tables.
 
-* a **name** that the worker looks up in its own settings: the Celery setting
-  ``triggers_storages`` (``{"default": "postgresql+psycopg://app:secret@db/app"}``;
-  ``CELERY_TRIGGERS_STORAGES`` in Django settings with the ``CELERY``
-  namespace), where ``default`` falls back to the ``TRIGGERS_STORAGE_URL``
-  environment variable; or
-* the storage's credential-free **reference** (:meth:`Storage.reference`,
-  e.g. ``postgresql+psycopg://app@db/app``), when the sender's settings name
-  no storage with that reference. The worker maps it back to the configured
-  URL with the same reference (so it uses its own credentials), or opens the
-  reference as it is (an SQLite path, a database with trust authentication,
-  credentials from the backend's own environment lookup).
+Each process (web or worker) configures its storages by name: the Celery
+setting ``triggers_storages`` (``{"default": "postgresql+psycopg://app:secret@db/app"}``;
+``CELERY_TRIGGERS_STORAGES`` in Django settings with the ``CELERY``
+namespace), where ``default`` falls back to the ``TRIGGERS_STORAGE_URL``
+environment variable. The message's ``storage`` field is either
 
-The sender prefers a name: the storage was opened under one
-(:func:`open_manager`, or a worker-side rebuild), or a configured storage has
-the same reference.
+* a **name** from that mapping, or
+* an opaque **reference**: a storage's credential-free
+  :meth:`~triggers_core.Storage.reference`, which a worker accepts only if one
+  of its configured storages has exactly the same reference; it then opens
+  *its own* configured URL.
+
+Anything else is refused with :class:`~triggers_celery.errors.StorageResolutionError`.
+Storages opened for a message never create tables, whatever the configured
+URL says. ``memory://`` storages live in one process, so a worker refuses them.
+
+:func:`seal_storages` (called by :func:`~triggers_celery.bind_tasks`) replaces
+the setting's mapping by a :class:`StorageURLs`, whose ``repr`` hides secrets:
+Celery's ``inspect conf`` would otherwise send the URLs, passwords included, to
+anyone who can talk to the broker.
 """
 
 from __future__ import annotations
@@ -29,9 +37,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from triggers_celery.errors import StorageResolutionError
-from triggers_celery.message import has_password
 from triggers_core._util import did_you_mean
-from triggers_core.registry import STORAGE_URL_ENV, open_storage
+from triggers_core.redaction import redact
+from triggers_core.registry import STORAGE_URL_ENV, open_storage, storage_scheme, storages
 from triggers_core.storage import Storage
 
 if TYPE_CHECKING:
@@ -40,11 +48,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_STORAGE_NAME",
     "STORAGES_SETTING",
+    "StorageURLs",
     "configured_storages",
     "message_storage",
     "name_storage",
+    "open_configured_storage",
     "open_manager",
-    "open_message_storage",
+    "seal_storages",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,25 +71,84 @@ _REFERENCES_LOCK = threading.Lock()
 _PROBE_UID = "triggers-celery-reference-probe"
 
 
-def configured_storages(conf: Mapping[str, Any] | None) -> dict[str, str]:
-    """Storage name -> URL from a Celery app's settings (plus the environment default)."""
-    raw = (conf.get(STORAGES_SETTING) if conf is not None else None) or {}
+class StorageURLs:
+    """Storage name -> URL, as a value whose ``repr`` never shows a secret.
+
+    Deliberately not a :class:`~collections.abc.Mapping`: Celery censors
+    settings by key name and walks into mappings, so a plain dict under
+    ``triggers_storages`` would be sent in clear by ``celery inspect conf``;
+    this object is sent as its ``repr``.
+    """
+
+    __slots__ = ("_urls",)
+
+    def __init__(self, urls: Mapping[str, str]) -> None:
+        self._urls = _validated(urls)
+
+    def names(self) -> list[str]:
+        """The configured names, sorted."""
+        return sorted(self._urls)
+
+    def as_dict(self) -> dict[str, str]:
+        """Name -> URL, credentials included (for this process only)."""
+        return dict(self._urls)
+
+    def __len__(self) -> int:
+        return len(self._urls)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StorageURLs) and other._urls == self._urls
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._urls.items())))
+
+    def __repr__(self) -> str:
+        shown = {name: redact(url) for name, url in sorted(self._urls.items())}
+        return f"StorageURLs({shown!r})"
+
+
+def _validated(raw: object) -> dict[str, str]:
+    if isinstance(raw, StorageURLs):
+        return raw.as_dict()
     if not isinstance(raw, Mapping):
         raise StorageResolutionError(
             f"the Celery setting {STORAGES_SETTING!r} must map names to storage URLs, "
             f"got {type(raw).__name__}"
         )
-    storages: dict[str, str] = {}
+    urls: dict[str, str] = {}
     for name, url in raw.items():
-        if not isinstance(name, str) or not name or "://" in name:
-            raise StorageResolutionError(f"{STORAGES_SETTING}: bad storage name {name!r}")
+        if not isinstance(name, str) or not name or "://" in name or redact(name) != name:
+            shown = redact(name) if isinstance(name, str) else name
+            raise StorageResolutionError(f"{STORAGES_SETTING}: bad storage name {shown!r}")
         if not isinstance(url, str) or "://" not in url:
             raise StorageResolutionError(f"{STORAGES_SETTING}[{name!r}]: not a storage URL")
-        storages[name] = url
+        urls[name] = url
+    return urls
+
+
+def configured_storages(conf: Mapping[str, Any] | None) -> dict[str, str]:
+    """Storage name -> URL from a Celery app's settings (plus the environment default).
+
+    ``default`` is the ``TRIGGERS_STORAGE_URL`` environment variable unless
+    the setting names a ``default`` itself.
+    """
+    raw = conf.get(STORAGES_SETTING) if conf is not None else None
+    urls = _validated(raw or {})
     env_url = os.environ.get(STORAGE_URL_ENV)
-    if env_url and DEFAULT_STORAGE_NAME not in storages:
-        storages[DEFAULT_STORAGE_NAME] = env_url
-    return storages
+    if env_url and DEFAULT_STORAGE_NAME not in urls:
+        urls[DEFAULT_STORAGE_NAME] = env_url
+    return urls
+
+
+def seal_storages(conf: Any) -> None:
+    """Replace a plain mapping under ``triggers_storages`` by a :class:`StorageURLs`.
+
+    Idempotent. The names and URLs stay the same; only their ``repr`` (and so
+    Celery's ``inspect conf`` and ``celery report``) hides the secrets.
+    """
+    raw = conf.get(STORAGES_SETTING)
+    if raw is not None and not isinstance(raw, StorageURLs):
+        conf[STORAGES_SETTING] = StorageURLs(_validated(raw))
 
 
 def name_storage(storage: Storage, name: str) -> Storage:
@@ -89,15 +158,25 @@ def name_storage(storage: Storage, name: str) -> Storage:
     return storage
 
 
+def _without_schema_creation(url: str) -> str:
+    """``url`` with its backend's schema-creation option forced off (if it has one)."""
+    option = storages.load(storage_scheme(url)).schema_url_option
+    if option is None:
+        return url
+    # last value wins for repeated options, whatever the URL said before
+    return f"{url}{'&' if '?' in url else '?'}{option}=false"
+
+
 def _reference_of(url: str) -> str | None:
     """The reference of the storage a configured URL opens (cached; None if unknown)."""
     with _REFERENCES_LOCK:
         if url in _REFERENCES:
             return _REFERENCES[url]
     try:
-        reference = open_storage(url, _PROBE_UID).reference()
+        # Builds the storage object only: nothing connects and nothing is created.
+        reference = open_storage(_without_schema_creation(url), _PROBE_UID).reference()
     except Exception as exc:  # a broken entry must not break the others; it fails when used
-        log.debug("cannot compute the reference of a configured storage: %s", exc)
+        log.debug("cannot compute the reference of a configured storage: %s", redact(str(exc)))
         reference = None
     with _REFERENCES_LOCK:
         _REFERENCES[url] = reference
@@ -105,10 +184,13 @@ def _reference_of(url: str) -> str | None:
 
 
 def message_storage(storage: Storage, conf: Mapping[str, Any] | None) -> str:
-    """What a message carries to name ``storage``: a configured name or a safe reference.
+    """What a message carries to name ``storage``: a configured name or its reference.
 
-    Raises :class:`StorageResolutionError` if the storage has no reference
-    and was not opened under a name.
+    A name if ``storage`` was opened under one or a configured storage has the
+    same reference; else the storage's credential-free reference, which a
+    worker accepts only if its own configuration has a storage with the same
+    reference. Raises :class:`StorageResolutionError` if the storage can be
+    named neither way.
     """
     with _NAMES_LOCK:
         name = _NAMES.get(storage)
@@ -124,30 +206,55 @@ def message_storage(storage: Storage, conf: Mapping[str, Any] | None) -> str:
     for configured_name, url in configured_storages(conf).items():
         if _reference_of(url) == reference:
             return configured_name
-    if has_password(reference):
+    if redact(reference) != reference:
         raise StorageResolutionError(
-            f"{type(storage).__name__}.reference() contains a password; configure the "
+            f"{type(storage).__name__}.reference() contains a secret; configure the "
             f"storage under a name in the Celery setting {STORAGES_SETTING!r}"
         )
     return reference
 
 
-def open_message_storage(conf: Mapping[str, Any] | None, storage: str, uid: str) -> Storage:
-    """Open session ``uid`` of the storage a message names, from the worker's settings."""
+def open_configured_storage(
+    conf: Mapping[str, Any] | None, storage: str, uid: str, *, for_message: bool = True
+) -> Storage:
+    """Open session ``uid`` of the configured storage that ``storage`` names.
+
+    ``storage`` is a configured name, or the reference of a configured storage.
+    Anything else raises :class:`StorageResolutionError` before anything is
+    opened, connected to or created. With ``for_message`` (a worker acting on
+    a message), ``memory://`` storages are refused and tables are never created.
+    """
     configured = configured_storages(conf)
-    if "://" not in storage:
-        url = configured.get(storage)
-        if url is None:
-            hint = did_you_mean(storage, configured) or " (no storages are configured)"
+    if "://" in storage:
+        matches = [name for name, url in configured.items() if _reference_of(url) == storage]
+        if not matches:
             raise StorageResolutionError(
-                f"this worker has no storage named {storage!r}{hint}; set the Celery setting "
-                f"{STORAGES_SETTING!r} (or {STORAGE_URL_ENV} for {DEFAULT_STORAGE_NAME!r})"
+                f"refusing storage reference {redact(storage)!r}: no storage configured in "
+                "this process has that reference, and a message may only name a configured "
+                f"storage (the Celery setting {STORAGES_SETTING!r}, or {STORAGE_URL_ENV} for "
+                f"{DEFAULT_STORAGE_NAME!r})"
             )
-        return name_storage(open_storage(url, uid), storage)
-    for configured_name, url in configured.items():
-        if _reference_of(url) == storage:
-            return name_storage(open_storage(url, uid), configured_name)
-    return open_storage(storage, uid)
+        name = sorted(matches)[0]
+    else:
+        name = storage
+        if name not in configured:
+            hint = did_you_mean(name, configured) or " (no storages are configured)"
+            raise StorageResolutionError(
+                f"refusing storage {redact(name)!r}: this process has no storage by that "
+                f"name{hint}; set the Celery setting {STORAGES_SETTING!r} (or "
+                f"{STORAGE_URL_ENV} for {DEFAULT_STORAGE_NAME!r})"
+            )
+    url = configured[name]
+    if for_message:
+        if storage_scheme(url) == "memory":
+            raise StorageResolutionError(
+                f"storage {name!r} is memory://, which lives inside one process: a Celery "
+                "worker cannot see the sessions the sender stored there. Configure a storage "
+                "both can reach (sqlite:///path/shared.db, postgresql+psycopg://...), or use "
+                "task_always_eager in tests"
+            )
+        url = _without_schema_creation(url)
+    return name_storage(open_storage(url, uid), name)
 
 
 def open_manager(
@@ -163,11 +270,13 @@ def open_manager(
     ``app`` is the Celery app whose settings hold ``triggers_storages`` (default:
     the app given to :func:`~triggers_celery.bind_tasks`, else Celery's current
     app); ``manager`` is a key of :data:`triggers_core.registry.managers`.
-    Messages for this manager's instances carry the name, never the URL.
+    Messages for this manager's instances carry the name, never the URL. The
+    storage is opened as configured (a SQLite file's tables are created unless
+    the URL says ``triggers_create_schema=false``).
     """
     from triggers_celery.runner import default_app  # noqa: PLC0415 - runner imports us
     from triggers_core.registry import managers  # noqa: PLC0415 - keep import light
 
     conf = (app or default_app()).conf
-    opened = open_message_storage(conf, storage, uid)
+    opened = open_configured_storage(conf, storage, uid, for_message=False)
     return managers.load(manager)(opened, **manager_kwargs)

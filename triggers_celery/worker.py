@@ -1,10 +1,14 @@
 """Worker side: turn a received message into ``manager.run_instance(name)``.
 
 The worker rebuilds the manager class from its registry key and the storage
-from its *own* settings (see :mod:`triggers_celery.storages`), then runs the
+from its *own* settings (see :mod:`triggers_celery.storages`: a message names a
+configured storage, anything else is refused and logged), then runs the
 instance exactly as the in-process runner does: mark it ``running``, call the
 trigger task, commit finished-with-cascade / failed / skipped / retried, and
-dispatch what that scheduled (through this worker's app).
+dispatch what that scheduled (through this worker's app). An instance that ends
+``failed`` fails the Celery task too, so Celery's own log line says so. A
+worker that cannot build the manager class or the task fails the instance with
+a hint (:mod:`triggers_celery.worker_setup`).
 
 Delivery is at least once, so a message may arrive for an instance that is no
 longer ``scheduled`` (a redelivery after a lost ack, a duplicate publish, an
@@ -32,20 +36,27 @@ from typing import Any
 
 from celery import Task
 
-from triggers_celery.errors import StorageUnavailableError, TriggersCeleryError
+from triggers_celery.errors import (
+    InstanceFailedError,
+    MessageError,
+    StorageResolutionError,
+    StorageUnavailableError,
+    TriggersCeleryError,
+    WorkerSetupError,
+)
 from triggers_celery.message import TaskMessage
-from triggers_celery.runner import CeleryTaskRunner, live_storage
-from triggers_celery.storages import open_message_storage
+from triggers_celery.runner import live_storage
+from triggers_celery.storages import open_configured_storage
+from triggers_celery.worker_setup import build_manager, message_logger, worker_default_runner
 from triggers_core.errors import (
     DispatchError,
     SchemaMissingError,
     StorageError,
     UnknownInstanceError,
 )
-from triggers_core.manager import TriggerManager
-from triggers_core.registry import managers
-from triggers_core.runners import ThreadingTaskRunner
-from triggers_core.state import TaskInstance
+from triggers_core.redaction import redact
+from triggers_core.state import Status, TaskInstance
+from triggers_core.storage import Storage
 
 __all__ = [
     "DEFAULT_STORAGE_RETRY_BACKOFF",
@@ -92,18 +103,16 @@ class TriggerCeleryTask(Task):  # type: ignore[misc] # celery ships no type info
     trigger_task_name: str = ""
     serializer = "json"
     acks_late = True
-
-
-def worker_default_runner(manager_cls: type[TriggerManager]) -> str:
-    """The default runner of a manager rebuilt on a worker.
-
-    The class's own :attr:`~triggers_core.TriggerManager.default_runner`, except
-    that the core default (``threading``) becomes ``celery``: an instance a
-    worker schedules (a cascade, a retry) belongs on the broker, not in a
-    thread of whichever worker happened to run its predecessor.
-    """
-    default = manager_cls.default_runner
-    return CeleryTaskRunner.name if default == ThreadingTaskRunner.name else default
+    #: Failures the worker has already logged with their explanation (and recorded
+    #: on the instance when it could): Celery reports the task as failed with one
+    #: "raised expected" line instead of a second traceback.
+    throws = (
+        InstanceFailedError,
+        WorkerSetupError,
+        StorageResolutionError,
+        MessageError,
+        UnknownInstanceError,
+    )
 
 
 def is_transient_storage_error(exc: BaseException) -> bool:
@@ -153,17 +162,30 @@ def run_message(
     A :class:`~triggers_celery.errors.StorageUnavailableError` (the storage
     failed before the instance started) retries the message with backoff, up
     to the ``triggers_storage_retry_max`` setting, except in eager mode where
-    the caller gets the error at once.
+    the caller gets the error at once. An instance that ends ``failed`` makes
+    the Celery task fail too (:class:`~triggers_celery.errors.InstanceFailedError`),
+    so the worker's log line, events and result say so; not in eager mode,
+    where the caller reads the instance's status.
     """
-    message = TaskMessage(manager=manager, storage=storage, session=session, instance=instance)
     request = self.request
+    try:
+        message = TaskMessage(manager=manager, storage=storage, session=session, instance=instance)
+    except MessageError as exc:
+        log.error("refused a trigger task message for %s: %s", self.name, exc)
+        raise
     eager = bool(request.is_eager)
     try:
-        return execute_message(self.app, message, eager=eager, celery_task_id=request.id)
+        summary = execute_message(
+            self.app,
+            message,
+            eager=eager,
+            celery_task_id=request.id,
+            worker=request.hostname,
+        )
     except StorageUnavailableError as exc:
         if eager:
             raise
-        logger = _message_logger(message, request.id)
+        logger = message_logger(message, request.id)
         cause = exc.__cause__ or exc
         retries = int(request.retries or 0)
         max_retries = storage_retry_max(self.app.conf)
@@ -190,27 +212,33 @@ def run_message(
             max_retries,
         )
         raise self.retry(exc=exc, countdown=countdown, max_retries=max_retries) from exc
-
-
-def _message_logger(
-    message: TaskMessage, celery_task_id: str | None
-) -> logging.LoggerAdapter[logging.Logger]:
-    context = {
-        "session": message.session,
-        "instance": message.instance,
-        "storage": message.storage,
-        "celery_task_id": celery_task_id,
-    }
-    return logging.LoggerAdapter(log, {"context": context})
+    if summary.get("status") == Status.FAILED.value and not eager:
+        raise InstanceFailedError(
+            message.instance, message.session, str(summary.get("exceptionType") or "an error")
+        )
+    return summary
 
 
 def execute_message(
-    app: Any, message: TaskMessage, *, eager: bool = False, celery_task_id: str | None = None
+    app: Any,
+    message: TaskMessage,
+    *,
+    eager: bool = False,
+    celery_task_id: str | None = None,
+    worker: str | None = None,
 ) -> dict[str, Any]:
     """Run the instance a message names; return a small JSON summary.
 
-    The summary's ``status`` is the instance's status afterwards, or
-    ``"ignored"`` when the instance was no longer scheduled.
+    The summary's ``status`` is the instance's status afterwards (with its
+    ``exceptionType`` when ``failed``), or ``"ignored"`` when the instance was
+    no longer scheduled.
+
+    The storage is resolved from the worker's own settings only
+    (:func:`~triggers_celery.storages.open_configured_storage`); a storage the
+    worker does not know is refused with
+    :class:`~triggers_celery.errors.StorageResolutionError` and logged.
+    A manager class this worker cannot build fails the instance (when the
+    storage is reachable) and raises :class:`~triggers_celery.errors.WorkerSetupError`.
 
     A transient storage error before the instance started (while opening the
     storage or marking it ``running``) is raised as
@@ -218,28 +246,23 @@ def execute_message(
     the message may be run again. Any error after the instance started is
     raised as it is; the instance then stays ``running``.
     """
-    logger = _message_logger(message, celery_task_id)
+    logger = message_logger(message, celery_task_id)
     summary: dict[str, Any] = {"session": message.session, "instance": message.instance}
     started: list[TaskInstance] = []  # filled once the instance is committed as running
     try:
         storage = live_storage() if eager else None
         if storage is None:
-            storage = open_message_storage(app.conf, message.storage, message.session)
-        manager_cls = managers.load(message.manager)
-        manager = manager_cls(
-            storage,
-            runners={CeleryTaskRunner.name: CeleryTaskRunner(app)},
-            default_runner=worker_default_runner(manager_cls),
-        )
+            storage = _open_storage(app, message, logger)
+        manager = build_manager(app, storage, message, logger, worker)
         logger.info("running %s of session %r", message.instance, message.session)
         outcome = manager.run_instance(message.instance, on_started=started.append)
     except UnknownInstanceError:
         logger.error(
-            "session %r has no instance %s in storage %s: does this worker's storage "
+            "session %r has no instance %s in storage %r: does this worker's storage "
             "setting point at the database the sender uses?",
             message.session,
             message.instance,
-            message.storage,
+            redact(message.storage),
         )
         raise
     except DispatchError as exc:
@@ -269,4 +292,22 @@ def execute_message(
         return summary
     logger.info("%s ended %s", message.instance, outcome.status.value)
     summary["status"] = outcome.status.value
+    if outcome.status is Status.FAILED:
+        summary["exceptionType"] = outcome.metadata.get("exceptionType")
     return summary
+
+
+def _open_storage(
+    app: Any, message: TaskMessage, logger: logging.LoggerAdapter[logging.Logger]
+) -> Storage:
+    """The configured storage the message names; a refusal is logged (without secrets)."""
+    try:
+        return open_configured_storage(app.conf, message.storage, message.session)
+    except StorageResolutionError as exc:
+        logger.error(
+            "refused the message for %s of session %r: %s",
+            message.instance,
+            message.session,
+            exc,
+        )
+        raise

@@ -148,12 +148,17 @@ def start_worker(
     log_dir: Path,
     *,
     conf: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> WorkerProcess:
-    """Start a worker on ``queues``; ``conf`` adds Celery settings (JSON values)."""
-    env = {
+    """Start a worker on ``queues``; ``conf`` adds Celery settings (JSON values).
+
+    ``env`` adds environment variables (e.g. ``TRIGGERS_STORAGE_URL``).
+    """
+    full_env = {
         "TRIGGERS_TEST_QUEUE": queues[0],
         "TRIGGERS_TEST_STORAGES": json.dumps(dict(storages)),
         "TRIGGERS_TEST_EFFECTS": PG_DSN,
         "TRIGGERS_TEST_CONF": json.dumps(dict(conf or {})),
+        **(env or {}),
     }
-    return WorkerProcess(name, broker, queues, env, log_dir)
+    return WorkerProcess(name, broker, queues, full_env, log_dir)

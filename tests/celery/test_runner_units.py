@@ -37,8 +37,8 @@ from triggers_celery import (
     storage_retry_countdown,
     trigger_task,
 )
-from triggers_celery.message import has_password
-from triggers_celery.storages import message_storage, open_message_storage
+from triggers_celery.message import has_secret
+from triggers_celery.storages import message_storage, open_configured_storage
 from triggers_celery.worker import (
     is_transient_storage_error,
     storage_retry_max,
@@ -59,6 +59,7 @@ from triggers_core import (
     TriggerManager,
     TriggerTask,
     UnknownInstanceError,
+    open_storage,
     runners,
 )
 from triggers_core.testing.sample_tasks import DevNullTask
@@ -90,11 +91,16 @@ def test_the_celery_runner_is_registered() -> None:
 
 
 def test_a_message_never_carries_a_password() -> None:
-    assert has_password("postgresql://u:pw@db/x")
-    assert not has_password("postgresql://u@db/x")
-    assert not has_password("default")
-    with pytest.raises(MessageError, match="password"):
-        TaskMessage("default", "postgresql://u:pw@db/x", "s", "t#0")
+    assert has_secret("postgresql://u:pw@db/x")
+    assert has_secret("postgresql://u@db/x?sslpassword=pw")
+    assert not has_secret("postgresql://u@db/x")
+    assert not has_secret("default")
+    for storage in ["postgresql://u:hunter2@db/x", "postgresql://u@db/x?PASSWORD=hunter2"]:
+        with pytest.raises(MessageError, match="password") as caught:
+            TaskMessage("default", storage, "s", "t#0")
+        assert "hunter2" not in str(caught.value)
+    # session UIDs are arbitrary text: an e-mail-like UID is not mistaken for a secret
+    assert TaskMessage("default", "default", "user:alice@example.com", "t#0")
     with pytest.raises(MessageError, match="'instance' must be a non-empty string"):
         TaskMessage("default", "default", "s", "")
     message = TaskMessage("default", "default", "s", "t#0")
@@ -120,15 +126,19 @@ def test_configured_storages_come_from_the_setting_and_the_environment(
 
 def test_storage_names_references_and_resolution(sqlite_url: str) -> None:
     conf = {"triggers_storages": {"main": sqlite_url}}
-    opened = open_message_storage(conf, "main", "s1")
+    opened = open_configured_storage(conf, "main", "s1")
     assert message_storage(opened, conf) == "main"  # opened under a name
-    direct = open_message_storage({}, sqlite_url, "s1")
+    direct = open_storage(sqlite_url, "s1")
     assert message_storage(direct, conf) == "main"  # same reference as a configured one
     reference = direct.reference()
+    assert reference is not None
     assert message_storage(direct, {}) == reference  # nothing configured: the reference
-    assert message_storage(open_message_storage(conf, reference, "s1"), {}) == "main"
-    with pytest.raises(StorageResolutionError, match="no storage named 'mian'; did you mean"):
-        open_message_storage(conf, "mian", "s1")
+    # a worker accepts a reference only as the key of one of its configured storages
+    assert message_storage(open_configured_storage(conf, reference, "s1"), {}) == "main"
+    with pytest.raises(StorageResolutionError, match="refusing storage reference"):
+        open_configured_storage({}, reference, "s1")
+    with pytest.raises(StorageResolutionError, match="no storage by that name; did you mean"):
+        open_configured_storage(conf, "mian", "s1")
 
     class Opaque(MemoryStorage):
         def reference(self) -> None:  # type: ignore[override]
@@ -423,7 +433,10 @@ def test_a_non_transient_error_is_not_retried(
         instance, expected = "t_a#9", UnknownInstanceError
     elif problem == "schema missing":
         empty = f"sqlite:///{tmp_path / 'empty.db'}?triggers_create_schema=false"
-        memory_app.conf.triggers_storages = {**memory_app.conf.triggers_storages, "empty": empty}
+        memory_app.conf.triggers_storages = {
+            **memory_app.conf.triggers_storages.as_dict(),  # sealed by bind_tasks
+            "empty": empty,
+        }
         storage, expected = "empty", SchemaMissingError
     else:
         _corrupt_header(sqlite_url, uid)

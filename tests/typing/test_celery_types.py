@@ -11,13 +11,16 @@ from typing import TYPE_CHECKING, Any, assert_type
 
 from triggers_celery import (
     CeleryTaskRunner,
+    InstanceFailedError,
     StorageUnavailableError,
+    StorageURLs,
     TaskMessage,
     configured_storages,
+    open_configured_storage,
     storage_retry_countdown,
     trigger_task,
 )
-from triggers_core import StorageError, TaskContext, TriggerTask
+from triggers_core import Storage, StorageError, TaskContext, TriggerTask, redact
 
 
 def test_message_and_settings_types() -> None:
@@ -49,3 +52,14 @@ def test_error_and_decorator_types() -> None:
     if TYPE_CHECKING:  # checked by mypy; not run, so no task is registered process-wide
         assert_type(decorate(noop), type[TriggerTask])
     assert_type(CeleryTaskRunner.name, str)
+
+
+def test_storage_trust_and_redaction_types(tmp_path: Any) -> None:
+    urls = StorageURLs({"db": "sqlite:///x.db"})
+    assert_type(urls.as_dict(), dict[str, str])
+    assert_type(urls.names(), list[str])
+    conf = {"triggers_storages": {"db": f"sqlite:///{tmp_path}/x.db"}}
+    assert_type(open_configured_storage(conf, "db", "s", for_message=False), Storage)
+    assert_type(redact("postgresql://u:pw@db/x", secrets=["pw"]), str)
+    failed = InstanceFailedError("t_a#0", "s", "builtins.RuntimeError")
+    assert_type(failed.exception_type, str)
