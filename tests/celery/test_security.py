@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from kombu import Connection
 from processes import BROKERS, PG_DSN, RUN_ID, WorkerProcess, start_worker, stop_all
 from services import require_service
 from sessions import session_uid
@@ -148,8 +149,6 @@ def _forge(publisher: Any, storage: str, session: str) -> str:
 
 def _wait_until_acked(app: Any, task_id: str, timeout: float = 20.0) -> None:
     """Until the message is neither waiting in the queue nor delivered-but-unacked."""
-    from kombu import Connection
-
     queue = app.conf.task_default_queue
     deadline = time.monotonic() + timeout
     with Connection(app.conf.broker_url) as conn:
@@ -280,3 +279,45 @@ def test_a_worker_refuses_a_memory_storage(
         assert "a Celery worker cannot see the sessions the sender stored there" in worker.log()
     finally:
         stop_all([worker])
+
+
+def test_secrets_in_a_storage_url_reach_no_repr_no_reference_and_no_broker_message(
+    redis_broker: str, tables: None
+) -> None:
+    """The application's own URL holds a password in the userinfo and in the query."""
+    first, second = f"pw1-{uuid.uuid4().hex}", f"pw2-{uuid.uuid4().hex}"
+    url = (
+        f"postgresql+psycopg://postgres:{first}@127.0.0.1:5432/test"
+        f"?triggers_prefix={PREFIX}&sslpassword={second}&password={second}"
+    )
+    idle = f"tc-{RUN_ID}-idle-{uuid.uuid4().hex[:6]}"
+    named = make_app(redis_broker, idle, {"default": url})  # messages carry the name
+    anonymous = make_app(redis_broker, idle)  # messages carry the reference
+    try:
+        for app, expected in [
+            (named, "default"),
+            (anonymous, f"{DATABASE}?triggers_prefix={PREFIX}"),
+        ]:
+            manager = CeleryTestManager(
+                url, session_uid("query-secret"), runners={"celery": CeleryTaskRunner(app)}
+            )
+            manager.update_configuration({"t_m": {"after": ["go"], "run": "triggers.DevNullTask"}})
+            manager.fire("go")
+            with Connection(redis_broker) as conn:
+                raw = conn.default_channel.basic_get(idle, no_ack=True)
+            assert raw is not None
+            shown = [
+                repr(manager),
+                repr(manager.storage),
+                str(manager.storage.reference()),
+                repr((raw.body, raw.headers, raw.properties, raw.delivery_info)),
+            ]
+            for text in shown:
+                assert first not in text
+                assert second not in text
+            assert json.loads(raw.body)[1]["storage"] == expected
+    finally:
+        named.close()
+        anonymous.close()
+        with contextlib.suppress(Exception), Connection(redis_broker) as conn:
+            conn.default_channel.queue_delete(idle)
