@@ -50,6 +50,7 @@ from triggers_celery.storages import open_configured_storage
 from triggers_celery.worker_setup import build_manager, message_logger, worker_default_runner
 from triggers_core.errors import (
     DispatchError,
+    RegistryError,
     SchemaMissingError,
     StorageError,
     UnknownInstanceError,
@@ -309,5 +310,16 @@ def _open_storage(
             message.instance,
             message.session,
             exc,
+        )
+        raise
+    except (RegistryError, ImportError) as exc:  # a broken entry in this worker's settings
+        logger.error(
+            "%s of session %r cannot run here: this worker cannot open its storage %r "
+            "(%s: %s); fix the worker's storage settings or install the backend's extra",
+            message.instance,
+            message.session,
+            redact(message.storage),
+            type(exc).__name__,
+            redact(str(exc)),
         )
         raise

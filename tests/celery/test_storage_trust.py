@@ -7,6 +7,7 @@ creation, no ``memory://`` on workers, and settings that do not show secrets.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import uuid
 from pathlib import Path
@@ -17,12 +18,14 @@ from celery import Celery
 from triggers_celery import (
     StorageResolutionError,
     StorageURLs,
+    TaskMessage,
     bind_tasks,
     configured_storages,
+    execute_message,
     open_configured_storage,
     seal_storages,
 )
-from triggers_core import MemoryStorage, SchemaMissingError
+from triggers_core import MemoryStorage, RegistryError, SchemaMissingError
 
 
 def _tables(path: Path) -> list[str]:
@@ -106,3 +109,18 @@ def test_bad_storage_settings_are_refused_without_showing_urls() -> None:
     with pytest.raises(StorageResolutionError, match=r"\['a'\]: not a storage URL") as caught:
         configured_storages({"triggers_storages": {"a": "u:hunter2@db"}})
     assert "hunter2" not in str(caught.value)
+
+
+def test_a_worker_that_cannot_open_its_own_storage_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = Celery(f"trust-{uuid.uuid4().hex}", set_as_current=False)
+    app.conf.update(broker_url="memory://", triggers_storages={"default": "nosuch://u:hunter2@x/y"})
+    message = TaskMessage("default", "default", "s1", "t_a#0")
+    with caplog.at_level(logging.ERROR), pytest.raises(RegistryError, match="nosuch"):
+        execute_message(app, message)
+    assert "t_a#0 of session 's1' cannot run here: this worker cannot open its storage" in (
+        caplog.text
+    )
+    assert "hunter2" not in caplog.text
+    app.close()
