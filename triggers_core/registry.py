@@ -72,6 +72,7 @@ def install_hint(name: str, missing: str | None) -> str:
         return f"install the module {top!r} (pip install {top})"
     return "install the matching extra (pip install 'triggers[...]')"
 
+
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 
 
@@ -220,4 +221,3 @@ def _memory_default() -> str:
             STORAGE_URL_ENV,
         )
     return "memory://"
-
