@@ -4,24 +4,39 @@ Layout (two tables per prefix, default ``triggers_``):
 
 * ``{prefix}sessions``: one row per session: ``session_key`` (SHA-256 of the
   UID, so any UID fits a fixed-width, collation-proof primary key), ``uid``
-  (the full UID), ``version``, ``header`` (tasks, latest kwargs, counters as
-  JSON text) and ``updated_at``.
+  (the full UID), ``version``, ``config`` (the tasks as JSON text, rewritten
+  only when they change), ``config_id`` (a random id, new whenever ``config``
+  changes), ``header`` (latest kwargs, counters, unsettled instances as JSON
+  text) and ``updated_at``.
 * ``{prefix}instances``: one row per task instance: ``(session_key,
   name_key)`` primary key (``name_key`` hashes the instance name for the same
-  reason), ``name``, ``resolved``, ``doc`` (JSON text), ``updated_at``, and an
-  index on ``(session_key, resolved)``.
+  reason), ``name``, ``task_key`` (SHA-256 of the task name), ``status``,
+  ``resolved``, ``doc`` (JSON text), ``updated_at``; indexes on
+  ``(session_key, status, task_key)`` and ``(session_key, resolved)``.
 
-Why this shape: a fire reads the header plus the *unresolved* instances (the
-index) and writes the header plus the instances it changed, so its cost does
-not grow with the session's history. Inspection reads everything.
+Why this shape: an operation reads the header plus the instances its
+:class:`~triggers_core.scopes.Scope` names (by name, or the unstarted ones of
+some tasks: the first index) and writes the header plus the instances it
+changed, so a fire's cost grows neither with the session's history nor with
+the instances waiting for other triggers. The configuration is read only when
+its ``config_id`` differs from the one this storage object decoded last (so
+the task index is built once per configuration). Inspection reads everything.
+
+Tables written by a version of Triggers before this layout (schema version 1)
+are refused with :class:`~triggers_core.errors.SchemaMissingError`; upgrade
+them with :func:`triggers_backends.sqlalchemy_upgrade.upgrade_schema`.
 
 Concurrency: ``compare_and_swap`` runs ``UPDATE sessions SET version = v + 1
 ... WHERE session_key = :key AND version = :v`` first, in the same transaction
-as the instance upserts. The row lock it takes serializes writers of one
+as the instance writes. The row lock it takes serializes writers of one
 session; a rowcount of 0 means the version moved, the transaction is rolled
 back and :class:`~triggers_core.errors.ConflictError` is raised. A racing
 first insert fails on the primary key and is a conflict too, as are deadlocks,
-serialization failures and SQLite's "database is locked". Loads run in one
+serialization failures and SQLite's "database is locked". Instances an
+operation creates are plain INSERTs: since the version UPDATE already
+serialized the writers, a duplicate key there means the row existed before
+(a counter lowered by hand), which is corruption, reported as
+:class:`~triggers_core.errors.SerializationError`, with nothing written. Loads run in one
 snapshot transaction (REPEATABLE READ on PostgreSQL and MySQL, a read
 transaction in WAL mode on SQLite), so the version and the instances belong to
 the same point in time.
@@ -36,6 +51,12 @@ Tables on a database server are never created behind your back: call
 :func:`metadata_for`) in your migrations. A SQLite file opened from a URL is
 the application's own, so its tables are created unless the URL says
 ``triggers_create_schema=false``.
+
+SQLite commits are durable against power loss by default (``PRAGMA
+synchronous=FULL``); ``triggers_sqlite_synchronous=normal`` in the URL (or
+``sqlite_synchronous="normal"``) trades that for much faster commits: in WAL
+mode a commit then survives an application crash but may be lost if the
+machine loses power or the OS crashes before the next checkpoint.
 """
 
 from __future__ import annotations
@@ -46,8 +67,9 @@ import os
 import random
 import threading
 import time
+import uuid
 import weakref
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -68,7 +90,11 @@ from triggers_core.errors import (
     StorageURLError,
 )
 from triggers_core.redaction import is_sensitive_key, redact
+from triggers_core.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.serialization import (
+    check_joined,
+    config_from_json,
+    config_to_json,
     dumps,
     header_from_json,
     header_to_json,
@@ -76,8 +102,9 @@ from triggers_core.serialization import (
     instance_to_json,
     loads,
 )
-from triggers_core.state import SessionState, TaskInstance
+from triggers_core.state import SessionState, Status, TaskInstance, copy_instance
 from triggers_core.storage import Snapshot, Storage, Version
+from triggers_core.task_table import TaskTable
 
 __all__ = [
     "DEFAULT_TABLE_PREFIX",
@@ -96,6 +123,10 @@ DEFAULT_TABLE_PREFIX = "triggers_"
 #: Triggers' own URL query options; removed before the URL reaches the driver.
 URL_PREFIX_OPTION = "triggers_prefix"
 URL_CREATE_OPTION = "triggers_create_schema"
+URL_SYNCHRONOUS_OPTION = "triggers_sqlite_synchronous"
+
+#: SQLite ``PRAGMA synchronous`` levels a storage may ask for (FULL is the default).
+SQLITE_SYNCHRONOUS_LEVELS = ("full", "normal")
 
 #: Drivers used when a URL names none (``postgresql://`` -> psycopg 3, ...).
 DEFAULT_DRIVERS = {
@@ -125,6 +156,8 @@ def _define(meta: sa.MetaData, prefix: str) -> _Tables:
         sa.Column("session_key", sa.String(64), primary_key=True, comment="sha256(uid), hex"),
         sa.Column("uid", sa.Text(), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("config", _Document, nullable=False, comment="the tasks (JSON)"),
+        sa.Column("config_id", sa.String(32), nullable=False, comment="new when config changes"),
         sa.Column("header", _Document, nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         mysql_charset="utf8mb4",
@@ -136,9 +169,13 @@ def _define(meta: sa.MetaData, prefix: str) -> _Tables:
         sa.Column("session_key", sa.String(64), primary_key=True),
         sa.Column("name_key", sa.String(64), primary_key=True, comment="sha256(name), hex"),
         sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("task_key", sa.String(64), nullable=False, comment="sha256(task name), hex"),
+        sa.Column("status", sa.String(16), nullable=False),
         sa.Column("resolved", sa.Boolean(), nullable=False),
         sa.Column("doc", _Document, nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        # status before task_key: it serves "unstarted of these tasks" and "all unstarted".
+        sa.Index(f"{prefix}instances_by_status", "session_key", "status", "task_key"),
         sa.Index(f"{prefix}instances_unresolved", "session_key", "resolved"),
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",
@@ -327,8 +364,34 @@ def _prepare_engine(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        write = connection.get_execution_options().get("triggers_write", False)
+        options = connection.get_execution_options()
+        write = options.get("triggers_write", False)
+        if write:
+            _set_synchronous(connection, options.get("triggers_synchronous", "full"))
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _set_synchronous(connection: Connection, level: str) -> None:
+    """``PRAGMA synchronous`` per storage, not per engine: set it when it differs.
+
+    Storages with different levels may share one engine (one pool); the level a
+    pooled connection has is remembered in its ``info`` so the PRAGMA runs only
+    when a connection changes hands between them (it must run outside a transaction).
+    """
+    info = connection.connection.info
+    if info.get("triggers_synchronous") != level:
+        connection.exec_driver_sql(f"PRAGMA synchronous = {level.upper()}")
+        info["triggers_synchronous"] = level
+
+
+def _synchronous_level(value: str) -> str:
+    level = value.lower()
+    if level not in SQLITE_SYNCHRONOUS_LEVELS:
+        raise ValueError(
+            f"{URL_SYNCHRONOUS_OPTION} must be one of "
+            f"{', '.join(SQLITE_SYNCHRONOUS_LEVELS)}, got {value!r}"
+        )
+    return level
 
 
 # -- errors ------------------------------------------------------------------------
@@ -346,6 +409,7 @@ _STATEMENT_TIMEOUT_MYSQL_CODES = {
     1969,
     3024,
 }  # MariaDB max_statement_time, MySQL max_execution_time
+_UNKNOWN_COLUMN_MYSQL_CODES = {1054}
 
 
 def _orig(exc: sa_exc.SQLAlchemyError) -> BaseException | None:
@@ -365,6 +429,18 @@ def _is_missing_table(exc: sa_exc.SQLAlchemyError) -> bool:
     if getattr(orig, "sqlstate", None) == "42P01" or _mysql_code(orig) in _MISSING_MYSQL_CODES:
         return True
     return "no such table" in str(orig)
+
+
+def _is_old_layout(exc: sa_exc.SQLAlchemyError) -> bool:
+    """A column of the current layout is missing: tables of an older Triggers version."""
+    orig = _orig(exc)
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) == "42703" or (
+        _mysql_code(orig) in _UNKNOWN_COLUMN_MYSQL_CODES
+    ):
+        return True
+    return "no such column" in str(orig)
 
 
 def _is_conflict(exc: sa_exc.SQLAlchemyError) -> bool:
@@ -443,6 +519,9 @@ class SQLAlchemyStorage(Storage):
     (``sqlite:///triggers.db``, ``postgresql+psycopg://user@host/db``,
     ``mysql+pymysql://user@host/db``); URLs share one engine per URL.
     Several storages (one per session) should share one engine.
+    ``sqlite_synchronous`` (``"full"``, the default, or ``"normal"``) sets
+    SQLite's ``PRAGMA synchronous`` for this storage's commits (see the
+    module docstring); other databases ignore it.
     """
 
     backend_name: ClassVar[str] = "sqlalchemy"
@@ -457,8 +536,10 @@ class SQLAlchemyStorage(Storage):
         *,
         table_prefix: str = DEFAULT_TABLE_PREFIX,
         create_schema: bool = False,
+        sqlite_synchronous: str = "full",
     ) -> None:
         super().__init__(uid)
+        self.sqlite_synchronous = _synchronous_level(sqlite_synchronous)
         if isinstance(engine_or_url, Engine):
             engine = engine_or_url
             _prepare_engine(engine)
@@ -468,10 +549,12 @@ class SQLAlchemyStorage(Storage):
         self.table_prefix = table_prefix
         self._tables = _tables(table_prefix)
         self._key = _key(self.uid)
-        # name -> (document text, decoded instance) for the last working set:
-        # unresolved instances are re-read by every fire, and decoding them
-        # dominates a fire's cost once there are hundreds. Instances are frozen.
+        # name -> (document text, decoded instance) for recent working sets: the
+        # same unstarted instances are re-read by every fire that reaches their
+        # task, and decoding dominates once there are hundreds. Loads hand out copies.
         self._decoded: dict[str, tuple[str, TaskInstance]] = {}
+        # (config_id, tasks) last decoded: the configuration is re-read only when it changed.
+        self._config: tuple[str, TaskTable] | None = None
         dialect = engine.dialect.name
         self._label = f"sqlalchemy/{dialect}"
         self._reader: Engine
@@ -481,7 +564,9 @@ class SQLAlchemyStorage(Storage):
             self._writer = engine.execution_options(isolation_level="READ COMMITTED")
         else:
             self._reader = engine
-            self._writer = engine.execution_options(triggers_write=True)
+            self._writer = engine.execution_options(
+                triggers_write=True, triggers_synchronous=self.sqlite_synchronous
+            )
         if create_schema:
             error = None
             try:
@@ -508,19 +593,23 @@ class SQLAlchemyStorage(Storage):
         Query options, removed before the URL reaches the driver:
         ``triggers_prefix`` (table prefix), ``triggers_create_schema``
         (create missing tables; default ``true`` for SQLite files, ``false``
-        for server databases), and ``triggers_connect_timeout``,
+        for server databases), ``triggers_sqlite_synchronous`` (``full``, the
+        default, or ``normal``; SQLite only), and ``triggers_connect_timeout``,
         ``triggers_lock_timeout``, ``triggers_statement_timeout`` (seconds;
         see :mod:`triggers_backends._sql_timeouts`).
         """
         parsed = _parse_url(url)
         query = dict(parsed.query)
         prefix = _single(query.pop(URL_PREFIX_OPTION, DEFAULT_TABLE_PREFIX))
+        synchronous = _single(query.pop(URL_SYNCHRONOUS_OPTION, "full"))
         # An embedded SQLite file belongs to the application: create its tables
         # unless told not to. Server databases are migrated by their owners.
         default = "true" if parsed.get_backend_name() == "sqlite" else "false"
         create = _single(query.pop(URL_CREATE_OPTION, default)).lower() in {"1", "true", "yes"}
         engine = shared_engine(parsed.set(query=query))
-        return cls(uid, engine, table_prefix=prefix, create_schema=create)
+        return cls(
+            uid, engine, table_prefix=prefix, create_schema=create, sqlite_synchronous=synchronous
+        )
 
     def reference(self) -> str:
         """This storage's URL without the password (plus a non-default table prefix).
@@ -537,6 +626,8 @@ class SQLAlchemyStorage(Storage):
         timeouts = _sql_timeouts.timeouts_of(self.engine)
         if timeouts is not None and timeouts.as_query():
             url = url.update_query_dict(timeouts.as_query())
+        if url.get_backend_name() == "sqlite" and self.sqlite_synchronous != "full":
+            url = url.update_query_dict({URL_SYNCHRONOUS_OPTION: self.sqlite_synchronous})
         return _public_url(url)
 
     # -- errors -------------------------------------------------------------------
@@ -556,6 +647,18 @@ class SQLAlchemyStorage(Storage):
                 backend=self._label,
                 session=self.uid,
             )
+        if _is_old_layout(exc):
+            t = self._tables
+            prefix = self.table_prefix
+            prefix_arg = "" if prefix == DEFAULT_TABLE_PREFIX else f", {prefix!r}"
+            return SchemaMissingError(
+                f"tables {t.sessions.name!r}/{t.instances.name!r} in {where} have the layout of "
+                "an older Triggers version; stop every process using them, then run "
+                "triggers_backends.sqlalchemy_upgrade.upgrade_schema(engine"
+                f"{prefix_arg}) once (or migrate them to triggers_backends.sqlalchemy.metadata)",
+                backend=self._label,
+                session=self.uid,
+            )
         message = f"{doing} failed on {where}: {_describe(exc, self.engine.url)}"
         hint = _timeout_hint(exc, self.engine)
         if hint is not None:
@@ -568,31 +671,17 @@ class SQLAlchemyStorage(Storage):
 
     # -- reading ------------------------------------------------------------------
 
-    def load(self, include: Collection[str] = ()) -> Snapshot:
-        return self._read(include)
+    def load(self, scope: Scope | Selector = HEADER_ONLY) -> Snapshot:
+        return self._read(scope)
 
     def load_full(self) -> Snapshot:
         return self._read(None)
 
-    def _read(self, include: Collection[str] | None) -> Snapshot:
-        sessions, instances = self._tables.sessions, self._tables.instances
-        header_query = sa.select(sessions.c.uid, sessions.c.version, sessions.c.header).where(
-            sessions.c.session_key == self._key
-        )
-        query = sa.select(instances.c.name, instances.c.doc).where(
-            instances.c.session_key == self._key
-        )
-        if include is not None:
-            wanted = sa.not_(instances.c.resolved)
-            keys = sorted({_key(name) for name in include})
-            if keys:
-                wanted = sa.or_(wanted, instances.c.name_key.in_(keys))
-            query = query.where(wanted)
+    def _read(self, scope: Scope | Selector | None) -> Snapshot:
         for attempt in range(self.read_attempts):
             try:
                 with self._reader.connect() as conn, conn.begin():
-                    head = conn.execute(header_query).one_or_none()
-                    rows = [] if head is None else conn.execute(query).all()
+                    return self._read_in(conn, scope)
             except sa_exc.SQLAlchemyError as exc:
                 error = self._error(exc, "load")
                 if isinstance(error, ConflictError) and attempt + 1 < self.read_attempts:
@@ -601,16 +690,73 @@ class SQLAlchemyStorage(Storage):
                 if isinstance(error, ConflictError):  # a read never conflicts: report it plainly
                     error = StorageError(str(error), backend=self._label, session=self.uid)
                 raise error from exc
-            break
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _read_in(self, conn: Connection, scope: Scope | Selector | None) -> Snapshot:
+        """Header, then the instances the scope (decided from the header) names: one snapshot."""
+        sessions = self._tables.sessions
+        cached = self._config
+        config_column: Any = sessions.c.config
+        if cached is not None:  # send the configuration only if it changed since
+            config_column = sa.case(
+                (sessions.c.config_id == cached[0], sa.null()), else_=config_column
+            )
+        head = conn.execute(
+            sa.select(
+                sessions.c.uid,
+                sessions.c.version,
+                sessions.c.config_id,
+                config_column.label("config"),
+                sessions.c.header,
+            ).where(sessions.c.session_key == self._key)
+        ).one_or_none()
         if head is None:
             return Snapshot(SessionState(), None)
-        return self._decode(
-            head.uid, head.version, head.header, rows, working_set=include is not None
-        )
+        header = self._decode_header(head.uid, head.config_id, head.config, head.header)
+        if scope is None:
+            rows = self._rows(conn, None)
+        else:
+            chosen = scope if isinstance(scope, Scope) else scope(header)
+            rows = self._rows(conn, chosen)
+        instances = self._decode_instances(rows, cache=scope is not None)
+        where = f"{self._label} storage, session {self.uid!r}"
+        check_joined(header.tasks, header.counters, instances.values(), where)
+        return Snapshot(attrs.evolve(header, instances=instances), int(head.version))
 
-    def _decode(
-        self, uid: str, version: int, header: str, rows: Sequence[Any], *, working_set: bool
-    ) -> Snapshot:
+    def _rows(self, conn: Connection, scope: Scope | None) -> list[Any]:
+        """``(name, doc)`` rows of the instances ``scope`` names (every row for None)."""
+        table = self._tables.instances
+        query = sa.select(table.c.name, table.c.doc, table.c.task_key).where(
+            table.c.session_key == self._key
+        )
+        if scope is None:
+            return list(conn.execute(query).all())
+        unstarted = table.c.status == Status.UNSTARTED.value
+        parts: list[tuple[Any, frozenset[str] | None]] = []  # (condition, task keys to keep)
+        for chunk in _chunks(sorted({_key(n) for n in scope.names})):
+            parts.append((table.c.name_key.in_(chunk), None))
+        task_keys = frozenset(_key(t) for t in scope.unstarted_of)
+        if len(task_keys) > _MAX_IN:  # one index range, filtered here, beats a huge IN list
+            parts.append((unstarted, task_keys))
+        elif task_keys:
+            parts.append((sa.and_(unstarted, table.c.task_key.in_(sorted(task_keys))), None))
+        if scope.unresolved:
+            parts.append((sa.not_(table.c.resolved), None))
+        if not parts:
+            return []
+        one_query = len(parts) == 1 or all(keep is None for _, keep in parts)
+        if one_query and sum(_params(c) for c, _ in parts) <= _MAX_IN:
+            parts = [(sa.or_(*(c for c, _ in parts)), None)]
+        found: dict[str, Any] = {}
+        for condition, keep in parts:
+            for row in conn.execute(query.where(condition)):
+                if keep is None or row.task_key in keep:
+                    found[row.name] = row
+        return list(found.values())
+
+    def _decode_header(
+        self, uid: str, config_id: str, config: str | None, header: str
+    ) -> SessionState:
         where = f"{self._label} storage, session {self.uid!r}"
         if uid != self.uid:
             raise StorageError(
@@ -618,34 +764,51 @@ class SQLAlchemyStorage(Storage):
                 backend=self._label,
                 session=self.uid,
             )
-        found: dict[str, TaskInstance] = {}
-        decoded = self._decoded
         try:
-            for name, doc in rows:
-                cached = decoded.get(name)
-                if cached is not None and cached[0] == doc:
-                    found[name] = cached[1]
-                    continue
-                instance = instance_from_json(
-                    loads(doc, f"instance {name!r}"), f"instance {name!r}"
-                )
-                if instance.name != name:
-                    raise SerializationError(
-                        f"instance {name!r}: stored document is named {instance.name!r}"
-                    )
-                found[name] = instance
-            state = header_from_json(loads(header, "session header"), found)
+            if config is None and self._config is not None and self._config[0] == config_id:
+                tasks = self._config[1]
+            else:
+                tasks = config_from_json(loads(config or "", "configuration"))
+                self._config = (config_id, tasks)
+            return header_from_json(loads(header, "session header"), tasks=tasks)
         except SerializationError as exc:
             raise SerializationError(f"{where}: {exc} (the row was left as it is)") from exc
-        if working_set:
-            # Keep the working set decoded: the next fire will load the same rows.
-            self._decoded = {name: (doc, found[name]) for name, doc in rows}
-        return Snapshot(state, int(version))
+
+    def _decode_instances(self, rows: Sequence[Any], *, cache: bool) -> dict[str, TaskInstance]:
+        where = f"{self._label} storage, session {self.uid!r}"
+        found: dict[str, TaskInstance] = {}
+        decoded = self._decoded
+        fresh: dict[str, tuple[str, TaskInstance]] = {}
+        try:
+            for row in rows:
+                name, doc = row.name, row.doc
+                cached = decoded.get(name)
+                if cached is not None and cached[0] == doc:
+                    instance = cached[1]
+                else:
+                    instance = instance_from_json(
+                        loads(doc, f"instance {name!r}"), f"instance {name!r}"
+                    )
+                    if instance.name != name:
+                        raise SerializationError(
+                            f"instance {name!r}: stored document is named {instance.name!r}"
+                        )
+                fresh[name] = (doc, instance)
+                found[name] = copy_instance(instance)  # the cached one stays private
+        except SerializationError as exc:
+            raise SerializationError(f"{where}: {exc} (the row was left as it is)") from exc
+        if cache:
+            # Keep recent working sets decoded, bounded: the next fire reads the same rows.
+            if len(decoded) + len(fresh) > max(_DECODED_CACHE, 2 * len(fresh)):
+                decoded = {}
+            decoded.update(fresh)
+            self._decoded = decoded
+        return found
 
     # -- writing ------------------------------------------------------------------
 
     def compare_and_swap(
-        self, expected: Version | None, state: SessionState, changed: Collection[str]
+        self, expected: Version | None, state: SessionState, changes: Changes
     ) -> Version:
         if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
             raise ConflictError(
@@ -655,17 +818,24 @@ class SQLAlchemyStorage(Storage):
             )
         now = datetime.now(UTC)
         header = dumps(header_to_json(state))
-        rows = [
-            {
+        config: dict[str, Any] = {}
+        if changes.config or expected is None:
+            config = {"config": dumps(config_to_json(state.tasks)), "config_id": uuid.uuid4().hex}
+        created: list[dict[str, Any]] = []
+        updated: list[dict[str, Any]] = []
+        for name in sorted(changes.instances):
+            instance = state.instances[name]
+            row = {
                 "session_key": self._key,
                 "name_key": _key(name),
                 "name": name,
-                "resolved": state.instances[name].is_resolved,
-                "doc": dumps(instance_to_json(state.instances[name])),
+                "task_key": _key(instance.task_name),
+                "status": instance.status.value,
+                "resolved": instance.is_resolved,
+                "doc": dumps(instance_to_json(instance)),
                 "updated_at": now,
             }
-            for name in sorted(changed)
-        ]
+            (created if name in changes.created else updated).append(row)
         sessions = self._tables.sessions
         try:
             with self._writer.connect() as conn, conn.begin():
@@ -677,6 +847,7 @@ class SQLAlchemyStorage(Storage):
                             version=1,
                             header=header,
                             updated_at=now,
+                            **config,
                         )
                     )
                     new_version = 1
@@ -685,7 +856,7 @@ class SQLAlchemyStorage(Storage):
                         sa.update(sessions)
                         .where(sessions.c.session_key == self._key)
                         .where(sessions.c.version == expected)
-                        .values(version=expected + 1, header=header, updated_at=now)
+                        .values(version=expected + 1, header=header, updated_at=now, **config)
                     )
                     if result.rowcount != 1:  # leaving the block rolls back
                         raise ConflictError(
@@ -694,34 +865,60 @@ class SQLAlchemyStorage(Storage):
                             session=self.uid,
                         )
                     new_version = expected + 1
-                if rows:
-                    self._upsert(conn, rows)
+                if created:
+                    try:
+                        conn.execute(sa.insert(self._tables.instances), created)
+                    except sa_exc.IntegrityError as exc:
+                        # We hold the session row: the rows existed before. Roll back.
+                        raise _CreatedExists() from exc
+                if updated:
+                    self._upsert(conn, updated)
+        except _CreatedExists as clash:
+            raise self._corruption([row["name"] for row in created]) from clash.__cause__
         except sa_exc.SQLAlchemyError as exc:
             raise self._error(exc, "compare_and_swap") from exc
+        if config:
+            self._config = (config["config_id"], TaskTable.of(state.tasks))
         return new_version
+
+    def _corruption(self, names: list[str]) -> SerializationError:
+        """The error for created instances that were already stored (nothing was written)."""
+        table = self._tables.instances
+        try:
+            with self._reader.connect() as conn, conn.begin():
+                existing = sorted(
+                    conn.execute(
+                        sa.select(table.c.name)
+                        .where(table.c.session_key == self._key)
+                        .where(table.c.name_key.in_([_key(n) for n in names[:_MAX_IN]]))
+                    ).scalars()
+                )
+        except sa_exc.SQLAlchemyError:
+            existing = []
+        which = ", ".join(repr(n) for n in existing) or "one of " + ", ".join(map(repr, names))
+        return SerializationError(
+            f"{self._label} storage, session {self.uid!r}: instance {which} already exists, "
+            "but this operation creates it (its task's counter is below the stored "
+            "instances: edited by hand?); nothing was written"
+        )
 
     def _upsert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Insert or update ``rows``; the session row lock we hold keeps this race-free."""
         table = self._tables.instances
         keys = [table.c.session_key, table.c.name_key]
+        changing = ("task_key", "status", "resolved", "doc", "updated_at")
         dialect = conn.dialect.name
         if dialect in ("postgresql", "sqlite"):
             pg_or_lite = (postgresql if dialect == "postgresql" else sqlite).insert(table)
             statement: Any = pg_or_lite.on_conflict_do_update(
                 index_elements=keys,
-                set_={
-                    "resolved": pg_or_lite.excluded.resolved,
-                    "doc": pg_or_lite.excluded.doc,
-                    "updated_at": pg_or_lite.excluded.updated_at,
-                },
+                set_={column: pg_or_lite.excluded[column] for column in changing},
             )
             conn.execute(statement, rows)
         elif dialect in ("mysql", "mariadb"):
             my = mysql.insert(table)
             statement = my.on_duplicate_key_update(
-                resolved=my.inserted.resolved,
-                doc=my.inserted.doc,
-                updated_at=my.inserted.updated_at,
+                {column: my.inserted[column] for column in changing}
             )
             conn.execute(statement, rows)
         else:  # any other dialect: look, then insert or update
@@ -741,7 +938,7 @@ class SQLAlchemyStorage(Storage):
                     sa.update(table)
                     .where(table.c.session_key == row["session_key"])
                     .where(table.c.name_key == row["name_key"])
-                    .values(resolved=row["resolved"], doc=row["doc"], updated_at=row["updated_at"])
+                    .values({column: row[column] for column in changing})
                 )
 
     # -- housekeeping -------------------------------------------------------------
@@ -758,6 +955,27 @@ class SQLAlchemyStorage(Storage):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} uid={self.uid!r} at {self.reference()}>"
+
+
+class _CreatedExists(Exception):
+    """Internal: an INSERT of a created instance hit an existing row (rolls the write back)."""
+
+
+#: Bind parameters per IN list; longer lists are split (SQLite allows 999 in old builds).
+_MAX_IN = 500
+#: Decoded instance documents a storage object keeps (more when one working set is larger).
+_DECODED_CACHE = 4096
+
+
+def _chunks(keys: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(keys), _MAX_IN):
+        yield keys[start : start + _MAX_IN]
+
+
+def _params(condition: Any) -> int:
+    """Bind parameters an IN condition carries (1 for anything else)."""
+    value = getattr(getattr(condition, "right", None), "value", None)
+    return len(value) if isinstance(value, list) else 1
 
 
 _SCHEMA_READY: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()

@@ -222,3 +222,40 @@ def deep_merge(base: JSONMapping, override: JSONMapping) -> dict[str, Any]:
             else:
                 target[key] = value
     return merged
+
+
+def copy_json(value: Any) -> Any:
+    """A copy of a JSON-compatible value: mappings and lists are copied, scalars shared.
+
+    Much cheaper than a JSON round trip or :func:`copy.deepcopy`; used where a
+    store must not share mutable values with its callers.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _SCALARS else copy_json(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _SCALARS else copy_json(v) for v in value]
+    if kind in _SCALARS:
+        return value
+    if isinstance(value, Mapping):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [copy_json(v) for v in value]
+    return value
+
+
+def copy_json_sorted(value: Any) -> Any:
+    """Like :func:`copy_json`, with mapping keys in sorted order (as JSON storages return them)."""
+    kind = type(value)
+    if kind is dict or (kind not in _SCALARS and isinstance(value, Mapping)):
+        out = {}
+        for key in sorted(value):
+            item = value[key]
+            out[key] = item if type(item) in _SCALARS else copy_json_sorted(item)
+        return out
+    if kind is list or kind is tuple:
+        return [v if type(v) in _SCALARS else copy_json_sorted(v) for v in value]
+    return value
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})

@@ -6,7 +6,8 @@ returns the new state, the names of the instances it created or changed, and
 the effects the shell performs *after* the new state is committed.
 
 The rules of ``fire`` (trigger ``X`` with kwargs ``K``), for every task ``T``
-whose ``after``/``andEvery``/``unless`` uses ``X``, tasks in name order:
+whose ``after``/``andEvery``/``unless`` uses ``X`` (found through the task
+table's index, never by scanning every task), tasks in name order:
 
 1. If ``T`` has no instance yet (its counter is 0), create one. Otherwise offer
    ``X`` to each *unstarted* instance of ``T``: an ``after`` trigger it has not
@@ -31,9 +32,12 @@ a replay keeps it). An instance that becomes ready deeper than
 configuration whose tasks keep creating each other stops; replaying it runs it.
 
 Fire-path cost: ``fire`` (and the cascade inside ``finish``/``skip_failed``)
-only reads configs, latest kwargs, counters and *unresolved* instances; it
-never reads or rewrites resolved history, so storages may load only the
-working set (see :meth:`SessionState.without_resolved`).
+only reads the header (configs, latest kwargs, counters, ``unsettled``) and
+the unstarted instances of the tasks it can change; :mod:`triggers_core.scopes`
+states exactly which, so storages load only those, and never resolved history.
+Every operation keeps ``SessionState.unsettled`` up to date for the instances
+it writes, and reports the instances it created (which must not exist yet in
+the store) and whether the configuration changed.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -60,6 +64,7 @@ from triggers_core.errors import (
     InvalidTransitionError,
     UnknownInstanceError,
 )
+from triggers_core.scopes import Changes, is_unsettled, unsettled_of
 from triggers_core.state import SessionState, Status, TaskInstance, instance_name
 
 __all__ = [
@@ -84,6 +89,9 @@ __all__ = [
     "update_status",
 ]
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
 #: ``exceptionType`` recorded when a task retries past its ``max_retries``.
 MAX_RETRIES_EXCEEDED_TYPE = "triggers_core.errors.MaxRetriesExceeded"
 #: ``exceptionType`` recorded when an instance would run deeper than ``max_cascade_depth``.
@@ -104,11 +112,20 @@ class Transition:
     effects: tuple[Effect, ...] = ()
     #: Names of instances created or changed (a storage writes just these).
     changed: frozenset[str] = frozenset()
+    #: The subset of ``changed`` this transition created (new names).
+    created: frozenset[str] = frozenset()
+    #: The task configuration changed (only ``update_configuration`` does that).
+    config_changed: bool = False
 
     @property
     def scheduled(self) -> tuple[str, ...]:
         """Names of the instances this transition scheduled, in dispatch order."""
         return tuple(e.instance_name for e in self.effects if isinstance(e, ScheduleInstance))
+
+    @property
+    def changes(self) -> Changes:
+        """What a storage writes besides the header."""
+        return Changes(instances=self.changed, created=self.created, config=self.config_changed)
 
 
 class _Builder:
@@ -122,18 +139,71 @@ class _Builder:
     ) -> None:
         self.tasks = state.tasks
         self.instances = dict(state.instances)
-        self.latest = dict(state.latest_kwargs)
-        self.counters = dict(state.counters)
+        # The header mappings are copied on first change only (most operations change
+        # none of them): the new state may share an unchanged one with the old state.
+        self._latest = _CopyOnWrite(state.latest_kwargs)
+        self._counters = _CopyOnWrite(state.counters)
+        self._unsettled = _CopyOnWrite(state.unsettled)
         self.effects: list[Effect] = []
         self.changed: set[str] = set()
+        self.created: set[str] = set()
         self.ts = _timestamp(now)
         #: The cascade depth of the trigger being applied (0: fired from outside).
         self.cascade_depth = 0
         self.max_cascade_depth = _check_max_depth(max_cascade_depth)
+        # task -> its unstarted instances by name; built on first use, then kept current.
+        self._unstarted: dict[str, dict[str, TaskInstance]] | None = None
 
     def put(self, instance: TaskInstance) -> None:
-        self.instances[instance.name] = instance
-        self.changed.add(instance.name)
+        name, task_name = instance.name, instance.task_name
+        self.instances[name] = instance
+        self.changed.add(name)
+        unstarted = instance.status is Status.UNSTARTED
+        if self._unstarted is not None:
+            if unstarted:
+                self._unstarted.setdefault(task_name, {})[name] = instance
+            else:
+                self._unstarted.get(task_name, {}).pop(name, None)
+        # Keep ``unsettled`` exact, judged against the task's current configuration.
+        current = self._unsettled.view.get(task_name, frozenset())
+        if unstarted and is_unsettled(self.tasks.get(task_name), instance):
+            if name not in current:
+                self._unsettled.writable()[task_name] = current | {name}
+        elif name in current:
+            rest = current - {name}
+            if rest:
+                self._unsettled.writable()[task_name] = rest
+            else:
+                del self._unsettled.writable()[task_name]
+
+    @property
+    def latest(self) -> Mapping[str, Mapping[str, Any]]:
+        return self._latest.view
+
+    def counter(self, task_name: str) -> int:
+        return self._counters.view.get(task_name, 0)
+
+    def next_number(self, task_name: str) -> int:
+        """Take the next instance number of a task (its counter goes up by one)."""
+        number = self.counter(task_name)
+        self._counters.writable()[task_name] = number + 1
+        return number
+
+    def set_latest(self, trigger: str, kwargs: Mapping[str, Any]) -> None:
+        self._latest.writable()[trigger] = kwargs
+
+    def unstarted(self, task_name: str) -> list[TaskInstance]:
+        """The loaded unstarted instances of one task, oldest first."""
+        index = self._unstarted
+        if index is None:
+            index = self._unstarted = {}
+            for instance in self.instances.values():
+                if instance.status is Status.UNSTARTED:
+                    index.setdefault(instance.task_name, {})[instance.name] = instance
+        found = index.get(task_name)
+        if not found:
+            return []
+        return sorted(found.values(), key=_number)
 
     def get(self, name: str) -> TaskInstance:
         try:
@@ -145,10 +215,33 @@ class _Builder:
         state = SessionState(
             tasks=self.tasks,
             instances=self.instances,
-            latest_kwargs=self.latest,
-            counters=self.counters,
+            latest_kwargs=self._latest.view,
+            counters=self._counters.view,
+            unsettled=self._unsettled.view,
         )
-        return Transition(state, tuple(self.effects), frozenset(self.changed))
+        return Transition(
+            state, tuple(self.effects), frozenset(self.changed), frozenset(self.created)
+        )
+
+
+class _CopyOnWrite(Generic[_K, _V]):
+    """A mapping the builder reads as given and copies on its first change."""
+
+    __slots__ = ("_copy", "view")
+
+    def __init__(self, source: Mapping[_K, _V]) -> None:
+        self.view: Mapping[_K, _V] = source
+        self._copy: dict[_K, _V] | None = None
+
+    def writable(self) -> dict[_K, _V]:
+        if self._copy is None:
+            self._copy = dict(self.view)
+            self.view = self._copy
+        return self._copy
+
+
+def _number(instance: TaskInstance) -> int:
+    return instance.number
 
 
 def _timestamp(now: datetime) -> str:
@@ -202,7 +295,29 @@ def _set_status(
     timestamps = dict(instance.metadata.get("timestamps", {}))
     timestamps[status.value] = ts
     meta = {**_merged_metadata(instance, metadata, ts), "timestamps": timestamps}
-    return attrs.evolve(instance, status=status, metadata=meta)
+    return _with(instance, status=status, metadata=meta)
+
+
+def _with(
+    instance: TaskInstance,
+    *,
+    status: Status | None = None,
+    kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    unless_fired: frozenset[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> TaskInstance:
+    """``attrs.evolve`` for the fields a fire changes, without its introspection (fire path)."""
+    return TaskInstance(
+        name=instance.name,
+        task_name=instance.task_name,
+        status=instance.status if status is None else status,
+        kwargs=instance.kwargs if kwargs is None else kwargs,
+        unless_fired=instance.unless_fired if unless_fired is None else unless_fired,
+        metadata=instance.metadata if metadata is None else metadata,
+        retries=instance.retries,
+        log_level=instance.log_level,
+        logs_marked_resolved=instance.logs_marked_resolved,
+    )
 
 
 def _require(instance: TaskInstance, operation: str, *allowed: Status) -> None:
@@ -237,12 +352,13 @@ def task_kwargs(task: TaskConfig, recorded: Mapping[str, Mapping[str, Any]]) -> 
 
 
 def _new_instance(b: _Builder, task: TaskConfig, trigger: str) -> TaskInstance:
-    number = b.counters.get(task.name, 0)
-    b.counters[task.name] = number + 1
+    number = b.next_number(task.name)
     seeded = {t: b.latest[t] for t in task.required_triggers if t != trigger and t in b.latest}
     unless = frozenset(u for u in task.unless if u != trigger and u in b.latest)
+    name = instance_name(task.name, number)
+    b.created.add(name)
     return TaskInstance(
-        name=instance_name(task.name, number),
+        name=name,
         task_name=task.name,
         status=Status.UNSTARTED,
         kwargs=seeded,
@@ -275,7 +391,7 @@ def _offer(
     metadata = instance.metadata
     if depth > _cascade_depth(instance):  # the deepest cascade it recorded
         metadata = {**metadata, "cascadeDepth": depth}
-    return attrs.evolve(instance, kwargs=new_kwargs, unless_fired=new_unless, metadata=metadata)
+    return _with(instance, kwargs=new_kwargs, unless_fired=new_unless, metadata=metadata)
 
 
 def _schedule(
@@ -295,25 +411,15 @@ def _schedule(
     )
 
 
-def _unstarted(b: _Builder, task_name: str) -> list[TaskInstance]:
-    found = [
-        i for i in b.instances.values() if i.task_name == task_name and i.status is Status.UNSTARTED
-    ]
-    found.sort(key=lambda i: i.number)
-    return found
-
-
 def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str, ...]:
     scheduled: list[str] = []
-    for task_name in sorted(b.tasks):
+    for task_name in b.tasks.using(trigger):
         task = b.tasks[task_name]
-        if not task.uses(trigger):
-            continue
-        if b.counters.get(task.name, 0) == 0:
+        if b.counter(task.name) == 0:
             b.put(_offer(_new_instance(b, task, trigger), task, trigger, kwargs, b.cascade_depth))
         else:
             recorded_every = False
-            for instance in _unstarted(b, task.name):
+            for instance in b.unstarted(task.name):
                 offered = _offer(instance, task, trigger, kwargs, b.cascade_depth)
                 if offered is not instance:
                     b.put(offered)
@@ -325,7 +431,7 @@ def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str,
                 )
         required = task.required_triggers
         unless = task.unless_triggers
-        for instance in _unstarted(b, task.name):
+        for instance in b.unstarted(task.name):
             if unless and unless <= instance.unless_fired:
                 b.put(_set_status(instance, Status.ABANDONED, b.ts))
             elif required <= instance.kwargs.keys():
@@ -334,7 +440,7 @@ def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str,
                     continue
                 _schedule(b, task, instance)
                 scheduled.append(instance.name)
-    b.latest[trigger] = kwargs
+    b.set_latest(trigger, kwargs)
     return tuple(scheduled)
 
 
@@ -389,7 +495,9 @@ def update_configuration(state: SessionState, config: Mapping[str, Any]) -> Tran
     """Add or replace tasks by name; other tasks stay. Never re-applies old triggers.
 
     ``config`` is either raw directives (validated all-or-nothing) or
-    already-parsed :class:`TaskConfig` values.
+    already-parsed :class:`TaskConfig` values. ``state`` must hold every
+    unstarted instance of the tasks replaced: their ``unsettled`` sets are
+    recomputed against the new configuration.
     """
     if (
         isinstance(config, Mapping)
@@ -406,11 +514,19 @@ def update_configuration(state: SessionState, config: Mapping[str, Any]) -> Tran
             raise ConfigurationError(problems)
     else:
         parsed = parse_configuration(config)
-    merged = {**state.tasks, **parsed}
+    merged = state.tasks.replaced(parsed)
     problems = cycle_problems(merged)  # the new tasks may close a cycle with stored ones
     if problems:
         raise ConfigurationError(problems)
-    return Transition(attrs.evolve(state, tasks=merged))
+    if not any(state.tasks.get(name) != task for name, task in parsed.items()):
+        return Transition(state)
+    unsettled = {name: v for name, v in state.unsettled.items() if name not in parsed}
+    for name, names in unsettled_of(parsed, state.instances.values()).items():
+        unsettled[name] = names
+    return Transition(
+        attrs.evolve(state, tasks=merged, unsettled=unsettled),
+        config_changed=True,
+    )
 
 
 # -- running an instance ----------------------------------------------------------
@@ -551,9 +667,9 @@ def _replay(
                     f"replacement_kwargs.{trigger}",
                     f"expected a mapping (kwargs per trigger), got {type(value).__name__}",
                 )
-    number = b.counters.get(task.name, 0)
-    b.counters[task.name] = number + 1
+    number = b.next_number(task.name)
     clone_name = instance_name(task.name, number)
+    b.created.add(clone_name)
     depth = int(instance.metadata.get("depth", 0)) + 1
     metadata: dict[str, Any] = {
         "created": b.ts,

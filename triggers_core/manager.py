@@ -19,7 +19,7 @@ import random
 import threading
 import time
 import traceback
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -49,6 +49,14 @@ from triggers_core.redaction import redact
 from triggers_core.registry import open_storage
 from triggers_core.registry import runners as runner_registry
 from triggers_core.runners import TaskRunner
+from triggers_core.scopes import (
+    HEADER_ONLY,
+    Scope,
+    Selector,
+    configuration_scope,
+    fire_scope,
+    instance_scope,
+)
 from triggers_core.state import SessionState, Status, TaskInstance
 from triggers_core.storage import Storage
 from triggers_core.tasks import RetryTask, SkipTask, TaskContext, exception_context, get_task
@@ -158,17 +166,18 @@ class TriggerManager:
     def _commit(
         self,
         compute: Callable[[SessionState], Transition],
-        include: Collection[str] = (),
+        scope: Scope | Selector = HEADER_ONLY,
     ) -> Transition:
+        """Load what ``scope`` names, compute, compare-and-swap; on conflict start over."""
         for attempt in range(self.max_attempts):
-            snapshot = self.storage.load(include)
+            snapshot = self.storage.load(scope)
             try:
                 transition = compute(snapshot.state)
             except UnknownInstanceError as exc:
                 raise UnknownInstanceError(exc.instance, self.uid) from None
             try:
                 self.storage.compare_and_swap(
-                    snapshot.version, transition.state, transition.changed
+                    snapshot.version, transition.state, transition.changes
                 )
             except ConflictError:
                 time.sleep(random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt)))
@@ -240,7 +249,7 @@ class TriggerManager:
                     exception_info=_format(exc),
                     exception_context={"dispatch": effect.using or self.default_runner},
                 ),
-                include=(name,),
+                instance_scope(name, cascade=False),
             )
         except InvalidTransitionError:
             return None  # it already moved on (e.g. a worker picked it up)
@@ -257,7 +266,7 @@ class TriggerManager:
         """
         known_runners = {*runner_registry.names(), *self.runners}
         parsed = parse_configuration(config, runners=known_runners)  # once, before any I/O
-        self._commit(lambda s: engine.update_configuration(s, parsed))
+        self._commit(lambda s: engine.update_configuration(s, parsed), configuration_scope(parsed))
 
     def fire(
         self, trigger_name: str, trigger_kwargs: Mapping[str, Any] | None = None
@@ -271,7 +280,9 @@ class TriggerManager:
         instances are handed to their runners.
         """
         kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")  # fail before any I/O
-        transition = self._commit(lambda s: engine.fire(s, trigger_name, kwargs, now=self.now()))
+        transition = self._commit(
+            lambda s: engine.fire(s, trigger_name, kwargs, now=self.now()), fire_scope(trigger_name)
+        )
         self._perform(transition)
         return [transition.state.instances[n] for n in transition.scheduled]
 
@@ -284,7 +295,7 @@ class TriggerManager:
         name = _name(failed_instance)
         transition = self._commit(
             lambda s: engine.replay_failed(s, name, replacement_kwargs, now=self.now()),
-            include=(name,),
+            instance_scope(name, cascade=False),
         )
         self._perform(transition)
         return transition.state.instances[transition.scheduled[0]]
@@ -306,7 +317,7 @@ class TriggerManager:
                 result=result,
                 max_cascade_depth=self.max_cascade_depth,
             ),
-            include=(name,),
+            instance_scope(name, cascade=cascade),
         )
         self._perform(transition)
         return transition.state.instances[name]
@@ -332,7 +343,7 @@ class TriggerManager:
                 cascade_kwargs=cascade_kwargs,
                 max_cascade_depth=self.max_cascade_depth,
             ),
-            include=(name,),
+            instance_scope(name, cascade=cascade),
         )
         self._perform(transition)
         return transition.state.instances[name]
@@ -343,7 +354,8 @@ class TriggerManager:
         """Merge ``metadata`` into an instance's metadata (bumps ``lastModified``)."""
         name = _name(task_instance)
         transition = self._commit(
-            lambda s: engine.update_metadata(s, name, metadata, now=self.now()), include=(name,)
+            lambda s: engine.update_metadata(s, name, metadata, now=self.now()),
+            instance_scope(name, cascade=False),
         )
         return transition.state.instances[name]
 
@@ -351,7 +363,8 @@ class TriggerManager:
         """Acknowledge an instance's ERROR logs."""
         name = _name(task_instance)
         transition = self._commit(
-            lambda s: engine.mark_logs_resolved(s, name, now=self.now()), include=(name,)
+            lambda s: engine.mark_logs_resolved(s, name, now=self.now()),
+            instance_scope(name, cascade=False),
         )
         return transition.state.instances[name]
 
@@ -390,7 +403,7 @@ class TriggerManager:
             )
 
         try:
-            transition = self._commit(compute, include=(name,))
+            transition = self._commit(compute, instance_scope(name, cascade=False))
         except InvalidTransitionError as exc:
             lifecycle.warning(
                 "not failing %s in session %r: %s",
@@ -421,7 +434,8 @@ class TriggerManager:
         name = instance_name
         try:
             started = self._commit(
-                lambda s: engine.mark_running(s, name, now=self.now()), include=(name,)
+                lambda s: engine.mark_running(s, name, now=self.now()),
+                instance_scope(name, cascade=False),
             )
         except InvalidTransitionError as exc:
             lifecycle.warning(
@@ -446,7 +460,7 @@ class TriggerManager:
         )
         try:
             compute = self._outcome(name, config.run, context)
-            transition = self._commit(compute, include=(name,))
+            transition = self._commit(compute, instance_scope(name, cascade=True))
         except _NOT_THE_OUTCOME:
             raise  # the storage or the instance, not the task's outcome: nothing to record
         except Exception as exc:
@@ -455,7 +469,7 @@ class TriggerManager:
             # instance running.
             detail = f"{config.run}: its outcome could not be recorded: {exc}"
             compute = self._failure(name, exc, detail, context)
-            transition = self._commit(compute, include=(name,))
+            transition = self._commit(compute, instance_scope(name, cascade=False))
         log_outcome(lifecycle, self.uid, transition.state.instances[name])
         self._perform(transition)
         return transition.state.instances[name]

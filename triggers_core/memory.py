@@ -1,38 +1,73 @@
 """In-process storage: thread-safe, with the same compare-and-swap semantics as a database.
 
-Sessions are kept as JSON text, exactly like the durable backends, so
-serialization and concurrency bugs show up in tests that use it.
+Sessions are kept as objects, not JSON text, so a fire costs no parsing: the
+header, the instances (with a per-task index of the unstarted ones and the set
+of unresolved ones) and the task table, which is immutable and shared. Isolation
+without a JSON round trip: what a caller passes in is copied on write (only the
+instances and latest kwargs that changed; mapping keys sorted, as the JSON
+backends return them) and what a load returns is copied on read, with a small
+copier for JSON values (:func:`triggers_core._util.copy_json`), so callers never
+share a mutable value with the store or with each other.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
-from triggers_core.errors import ConflictError
+from triggers_core._util import copy_json, copy_json_sorted
+from triggers_core.errors import ConflictError, SerializationError
 from triggers_core.redaction import redact
-from triggers_core.serialization import (
-    dumps,
-    header_from_json,
-    header_to_json,
-    instance_from_json,
-    instance_to_json,
-    loads,
-)
-from triggers_core.state import SessionState, TaskInstance
+from triggers_core.scopes import HEADER_ONLY, Changes, Scope, Selector
+from triggers_core.serialization import check_joined
+from triggers_core.state import SessionState, Status, TaskInstance, copy_instance
 from triggers_core.storage import Snapshot, Storage, Version
+from triggers_core.task_table import TaskTable
 
 __all__ = ["MemoryStorage", "MemoryStore"]
 
 
 @attrs.define
 class _Session:
+    """One stored session. Header dicts are replaced on write, never changed in place."""
+
     version: int
-    header: str
-    instances: dict[str, str] = attrs.field(factory=dict)
+    tasks: TaskTable
+    latest: dict[str, Mapping[str, Any]]
+    counters: dict[str, int]
+    unsettled: dict[str, frozenset[str]]
+    #: Private copies; a stored instance object is replaced on write, never mutated.
+    instances: dict[str, TaskInstance] = attrs.field(factory=dict)
+    unstarted: dict[str, set[str]] = attrs.field(factory=dict)
     unresolved: set[str] = attrs.field(factory=set)
+
+    def pick(self, scope: Scope) -> list[TaskInstance]:
+        instances = self.instances
+        found = {name: instances[name] for name in scope.names if name in instances}
+        for task in scope.unstarted_of:
+            for name in self.unstarted.get(task, ()):
+                found[name] = instances[name]
+        if scope.unresolved:
+            for name in self.unresolved:
+                found[name] = instances[name]
+        return list(found.values())
+
+    def put(self, instance: TaskInstance) -> None:
+        name, task = instance.name, instance.task_name
+        self.instances[name] = instance
+        if instance.status is Status.UNSTARTED:
+            self.unstarted.setdefault(task, set()).add(name)
+        else:
+            waiting = self.unstarted.get(task)
+            if waiting is not None:
+                waiting.discard(name)
+        if instance.is_resolved:
+            self.unresolved.discard(name)
+        else:
+            self.unresolved.add(name)
 
 
 class MemoryStore:
@@ -83,39 +118,48 @@ class MemoryStorage(Storage):
         """``memory://name`` for a named store; None for a private :class:`MemoryStore`."""
         return None if self._private else redact(f"memory://{self.store_name}")
 
-    def _read(self, include: Collection[str] | None) -> Snapshot:
+    def _read(self, scope: Scope | Selector | None) -> Snapshot:
         store = self.store
         with store._lock:
             session = store._sessions.get(self.uid)
             if session is None:
                 return Snapshot(SessionState(), None)
-            header = session.header
-            if include is None:
-                docs = list(session.instances.values())
+            # The header dicts are replaced on write, never changed in place, so these
+            # references stay a consistent snapshot after the lock is released.
+            version, tasks = session.version, session.tasks
+            latest, counters, unsettled = session.latest, session.counters, session.unsettled
+            if scope is None:
+                picked = list(session.instances.values())
             else:
-                names = set(session.unresolved)
-                names.update(n for n in include if n in session.instances)
-                docs = [session.instances[n] for n in names]
-            version = session.version
-        instances: dict[str, TaskInstance] = {}
-        for doc in docs:
-            instance = instance_from_json(loads(doc, "instance"))
-            instances[instance.name] = instance
-        where = f"memory storage, session {self.uid!r}"
-        return Snapshot(header_from_json(loads(header, where), instances, where), version)
+                if not isinstance(scope, Scope):  # a selector reads the header (read-only)
+                    scope = scope(SessionState(tasks, {}, latest, counters, unsettled))
+                picked = session.pick(scope)
+        # Stored values are never mutated either: check and copy them outside the lock.
+        check_joined(tasks, counters, picked, f"memory storage, session {self.uid!r}")
+        state = SessionState(
+            tasks=tasks,
+            instances={i.name: copy_instance(i) for i in picked},
+            latest_kwargs={k: copy_json(v) for k, v in latest.items()},
+            counters=dict(counters),
+            unsettled=dict(unsettled),
+        )
+        return Snapshot(state, version)
 
-    def load(self, include: Collection[str] = ()) -> Snapshot:
-        return self._read(include)
+    def load(self, scope: Scope | Selector = HEADER_ONLY) -> Snapshot:
+        return self._read(scope)
 
     def load_full(self) -> Snapshot:
         return self._read(None)
 
     def compare_and_swap(
-        self, expected: Version | None, state: SessionState, changed: Collection[str]
+        self, expected: Version | None, state: SessionState, changes: Changes
     ) -> Version:
-        header = dumps(header_to_json(state))
-        docs = {name: state.instances[name] for name in changed}
-        encoded = {name: dumps(instance_to_json(inst)) for name, inst in docs.items()}
+        written = [
+            copy_instance(state.instances[name], sort_keys=True)
+            for name in sorted(changes.instances)
+        ]
+        counters = dict(state.counters)
+        unsettled = {task: frozenset(names) for task, names in state.unsettled.items()}
         store = self.store
         with store._lock:
             session = store._sessions.get(self.uid)
@@ -126,14 +170,43 @@ class MemoryStorage(Storage):
                     backend=self.backend_name,
                     session=self.uid,
                 )
+            if session is not None:
+                clash = sorted(n for n in changes.created if n in session.instances)
+                if clash:
+                    raise SerializationError(
+                        f"{self.backend_name} storage, session {self.uid!r}: instance "
+                        f"{clash[0]!r} already exists, but this operation creates it (its "
+                        "task's counter is below the stored instances: edited by hand?); "
+                        "nothing was written"
+                    )
+            latest = _merged_latest(
+                {} if session is None else session.latest, state.latest_kwargs.items()
+            )
             if session is None:
-                session = store._sessions[self.uid] = _Session(version=0, header=header)
+                session = store._sessions[self.uid] = _Session(
+                    version=0,
+                    tasks=TaskTable.of(state.tasks),
+                    latest=latest,
+                    counters=counters,
+                    unsettled=unsettled,
+                )
+            elif changes.config:
+                session.tasks = TaskTable.of(state.tasks)
             session.version += 1
-            session.header = header
-            for name, text in encoded.items():
-                session.instances[name] = text
-                if docs[name].is_resolved:
-                    session.unresolved.discard(name)
-                else:
-                    session.unresolved.add(name)
+            session.latest = latest
+            session.counters = counters
+            session.unsettled = unsettled
+            for instance in written:
+                session.put(instance)
             return session.version
+
+
+def _merged_latest(
+    stored: Mapping[str, Mapping[str, Any]], given: Iterable[tuple[str, Mapping[str, Any]]]
+) -> dict[str, Mapping[str, Any]]:
+    """The new latest kwargs: the stored private copy where unchanged, else a new copy."""
+    merged: dict[str, Mapping[str, Any]] = {}
+    for trigger, kwargs in given:
+        kept = stored.get(trigger)
+        merged[trigger] = kept if kept is not None and kept == kwargs else copy_json_sorted(kwargs)
+    return merged

@@ -1,9 +1,15 @@
 """Session state <-> JSON documents, schema-versioned. Never pickle.
 
-A session is stored as a *header* (tasks, latest kwargs, counters) plus one
-document per instance, so that storages can rewrite only what changed.
-:func:`state_to_json` / :func:`state_from_json` combine both for storages that
-keep one document.
+A session is stored as a *configuration* document (the tasks, rewritten only
+when they change), a *header* (latest kwargs, counters, unsettled instances,
+rewritten by every operation) and one document per instance, so that storages
+rewrite only what changed. :func:`state_to_json` / :func:`state_from_json`
+combine all three for storages that keep one document.
+
+Schema versions: 1 kept the tasks inside the header and had no ``unsettled``;
+loading a version-1 header still works (its ``unsettled`` sets are derived from
+the instances loaded with it, which must then include every unstarted one).
+Version 2 is written.
 """
 
 from __future__ import annotations
@@ -14,10 +20,15 @@ from typing import Any
 
 from triggers_core.config import TaskConfig, parse_task_config
 from triggers_core.errors import SerializationError
+from triggers_core.scopes import unsettled_of
 from triggers_core.state import SessionState, Status, TaskInstance
+from triggers_core.task_table import TaskTable
 
 __all__ = [
     "SCHEMA_VERSION",
+    "check_joined",
+    "config_from_json",
+    "config_to_json",
     "dumps",
     "header_from_json",
     "header_to_json",
@@ -29,7 +40,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the stored layout changes; loaders refuse newer versions.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def dumps(document: Mapping[str, Any]) -> str:
@@ -50,7 +61,7 @@ def loads(text: str | bytes, what: str = "document") -> dict[str, Any]:
     return value
 
 
-def _check_schema(doc: Mapping[str, Any], what: str) -> None:
+def _check_schema(doc: Mapping[str, Any], what: str) -> int:
     version = doc.get("schemaVersion")
     if not isinstance(version, int) or isinstance(version, bool):
         raise SerializationError(f"{what}: missing or invalid schemaVersion {version!r}")
@@ -61,6 +72,7 @@ def _check_schema(doc: Mapping[str, Any], what: str) -> None:
         )
     if version < 1:
         raise SerializationError(f"{what}: invalid schemaVersion {version}")
+    return version
 
 
 def _expect(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
@@ -127,25 +139,15 @@ def instance_from_json(doc: Mapping[str, Any], what: str = "instance") -> TaskIn
     )
 
 
-def header_to_json(state: SessionState) -> dict[str, Any]:
-    """Tasks, latest kwargs and counters (everything but the instances)."""
+def config_to_json(tasks: Mapping[str, TaskConfig]) -> dict[str, Any]:
+    """The task configuration as a JSON-compatible mapping."""
     return {
         "schemaVersion": SCHEMA_VERSION,
-        "tasks": {name: task.to_json() for name, task in state.tasks.items()},
-        "latestKwargs": {k: dict(v) for k, v in state.latest_kwargs.items()},
-        "counters": dict(state.counters),
+        "tasks": {name: task.to_json() for name, task in tasks.items()},
     }
 
 
-def header_from_json(
-    doc: Mapping[str, Any],
-    instances: Mapping[str, TaskInstance] | None = None,
-    what: str = "session",
-) -> SessionState:
-    """Inverse of :func:`header_to_json`, joined with already-loaded ``instances``."""
-    if not isinstance(doc, Mapping):
-        raise SerializationError(f"{what}: expected an object, got {type(doc).__name__}")
-    _check_schema(doc, what)
+def _tasks_from_json(doc: Mapping[str, Any], what: str) -> TaskTable:
     raw_tasks = _expect(doc, "tasks", dict, what)
     problems: list[str] = []
     tasks: dict[str, TaskConfig] = {}
@@ -155,6 +157,43 @@ def header_from_json(
             tasks[name] = task
     if problems:
         raise SerializationError(f"{what}.tasks: " + "; ".join(problems))
+    return TaskTable(tasks)
+
+
+def config_from_json(doc: Mapping[str, Any], what: str = "configuration") -> TaskTable:
+    """Inverse of :func:`config_to_json`; raises :class:`SerializationError`."""
+    if not isinstance(doc, Mapping):
+        raise SerializationError(f"{what}: expected an object, got {type(doc).__name__}")
+    _check_schema(doc, what)
+    return _tasks_from_json(doc, what)
+
+
+def header_to_json(state: SessionState) -> dict[str, Any]:
+    """Latest kwargs, counters and unsettled instances (not the tasks, not the instances)."""
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "latestKwargs": {k: dict(v) for k, v in state.latest_kwargs.items()},
+        "counters": dict(state.counters),
+        "unsettled": {task: sorted(names) for task, names in sorted(state.unsettled.items())},
+    }
+
+
+def header_from_json(
+    doc: Mapping[str, Any],
+    instances: Mapping[str, TaskInstance] | None = None,
+    what: str = "session",
+    *,
+    tasks: Mapping[str, TaskConfig] | None = None,
+) -> SessionState:
+    """Inverse of :func:`header_to_json`, joined with ``tasks`` and already-loaded ``instances``.
+
+    Without ``tasks`` the document must carry them (a one-document session, or
+    a version-1 header).
+    """
+    if not isinstance(doc, Mapping):
+        raise SerializationError(f"{what}: expected an object, got {type(doc).__name__}")
+    version = _check_schema(doc, what)
+    table = _tasks_from_json(doc, what) if tasks is None else TaskTable.of(tasks)
     latest = _expect(doc, "latestKwargs", dict, what)
     for trigger, value in latest.items():
         if not isinstance(value, dict):
@@ -163,12 +202,27 @@ def header_from_json(
     for task_name, count in counters.items():
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise SerializationError(f"{what}.counters.{task_name}: expected a count")
-    joined = dict(instances or {})
-    _check_joined(tasks, counters, joined.values(), what)
-    return SessionState(tasks=tasks, instances=joined, latest_kwargs=latest, counters=counters)
+    loaded = dict(instances or {})
+    check_joined(table, counters, loaded.values(), what)
+    if version == 1:  # derived: the caller loaded every unresolved instance with it
+        unsettled = unsettled_of(table, loaded.values())
+    else:
+        unsettled = {}
+        for task_name, names in _expect(doc, "unsettled", dict, what).items():
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise SerializationError(f"{what}.unsettled.{task_name}: expected a list of names")
+            if names:
+                unsettled[task_name] = frozenset(names)
+    return SessionState(
+        tasks=table,
+        instances=loaded,
+        latest_kwargs=latest,
+        counters=counters,
+        unsettled=unsettled,
+    )
 
 
-def _check_joined(
+def check_joined(
     tasks: Mapping[str, TaskConfig],
     counters: Mapping[str, int],
     instances: Iterable[TaskInstance],
@@ -176,7 +230,8 @@ def _check_joined(
 ) -> None:
     """Refuse a header and instances that contradict each other (a hand edit, a bad restore).
 
-    Every storage joins the two here. Only what the loaded instances show is
+    Every storage joins the two through :func:`header_from_json` or calls this
+    itself (the memory storage keeps objects). Only what the loaded instances show is
     checked, so the cost follows the working set: an instance numbered at or
     beyond its task's counter would have its number handed out again (and a
     finished instance overwritten, its task run twice); an instance of a task
@@ -202,6 +257,7 @@ def _check_joined(
 def state_to_json(state: SessionState) -> dict[str, Any]:
     """The whole state as one JSON-compatible document."""
     doc = header_to_json(state)
+    doc["tasks"] = config_to_json(state.tasks)["tasks"]
     doc["instances"] = {
         name: instance_to_json(inst) for name, inst in sorted(state.instances.items())
     }

@@ -13,9 +13,18 @@ from typing import Any
 
 import attrs
 
+from triggers_core._util import copy_json, copy_json_sorted
 from triggers_core.config import TaskConfig
+from triggers_core.task_table import TaskTable
 
-__all__ = ["RESOLVED_STATUSES", "SessionState", "Status", "TaskInstance", "instance_name"]
+__all__ = [
+    "RESOLVED_STATUSES",
+    "SessionState",
+    "Status",
+    "TaskInstance",
+    "copy_instance",
+    "instance_name",
+]
 
 
 class Status(enum.Enum):
@@ -110,20 +119,53 @@ class TaskInstance:
         return self.logs_marked_resolved or self.log_level < logging.ERROR
 
 
+def _task_table(tasks: Mapping[str, TaskConfig]) -> TaskTable:
+    return TaskTable.of(tasks)
+
+
+def copy_instance(instance: TaskInstance, *, sort_keys: bool = False) -> TaskInstance:
+    """The same instance with its own copies of every mutable value (kwargs, metadata).
+
+    With ``sort_keys`` mapping keys come out sorted, as JSON storages return them.
+    """
+    copy = copy_json_sorted if sort_keys else copy_json
+    return TaskInstance(
+        name=instance.name,
+        task_name=instance.task_name,
+        status=instance.status,
+        kwargs={trigger: copy(kwargs) for trigger, kwargs in instance.kwargs.items()},
+        unless_fired=frozenset(instance.unless_fired),
+        metadata=copy(instance.metadata),
+        retries=instance.retries,
+        log_level=instance.log_level,
+        logs_marked_resolved=instance.logs_marked_resolved,
+    )
+
+
 @attrs.frozen
 class SessionState:
     """Everything a session knows, or the working set a storage loaded of it.
 
-    A state loaded for writing holds every *unresolved* instance plus any
-    instance an operation names; it may omit resolved history. ``counters``
-    gives the next instance number per task (0 = no instance yet), so the
-    engine never needs history to name or count instances.
+    A state loaded for an operation holds the *header* (``tasks``,
+    ``latest_kwargs``, ``counters``, ``unsettled``) plus the instances that
+    operation can read or change (see :mod:`triggers_core.scopes`); it may omit
+    everything else. ``counters`` gives the next instance number per task (0 =
+    no instance yet), so the engine never needs history to name or count
+    instances.
+
+    ``unsettled`` names, per task, the unstarted instances that a fire of the
+    task's ``andEvery`` trigger may change although the trigger is none of its
+    ``after``/``unless`` triggers: those that have not recorded the ``andEvery``
+    trigger, and those already complete or abandonable (after a configuration
+    change or a forced status). The engine keeps it up to date; tasks with no
+    such instance are omitted.
     """
 
-    tasks: Mapping[str, TaskConfig] = attrs.field(factory=dict)
+    tasks: TaskTable = attrs.field(factory=TaskTable, converter=_task_table)
     instances: Mapping[str, TaskInstance] = attrs.field(factory=dict)
     latest_kwargs: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     counters: Mapping[str, int] = attrs.field(factory=dict)
+    unsettled: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
 
     def instances_of(self, task_name: str) -> Iterator[TaskInstance]:
         """Loaded instances of one task, in creation order."""

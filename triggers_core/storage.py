@@ -8,13 +8,22 @@ enough for dashboards and scripts.
 Contract (proved for every backend by :mod:`triggers_core.testing.storage_contract`):
 
 * ``load`` of a session that was never stored returns an empty state and version ``None``.
-* ``compare_and_swap(expected, state, changed)`` writes the header (tasks,
-  latest kwargs, counters) and the instances named in ``changed`` only if the
-  stored version is still ``expected`` (``None``: create; fails if the session
-  exists), and returns the new version. Otherwise it raises
-  :class:`~triggers_core.errors.ConflictError` and the stored session is unchanged.
-* ``load(include)`` returns at least every unresolved instance plus the named
-  ones (if they exist); ``load_full`` returns every instance.
+* ``load(scope)`` returns the header (tasks, latest kwargs, counters,
+  unsettled) and at least the instances the :class:`~triggers_core.scopes.Scope`
+  asks for, all from one snapshot. ``scope`` may be a *selector*: a function
+  the storage calls with the header it just read (inside the same snapshot)
+  to decide the scope, so an operation loads what it needs in one call.
+  ``load_full`` returns every instance.
+* ``compare_and_swap(expected, state, changes)`` writes the header, the
+  configuration if ``changes.config``, and the instances named in
+  ``changes.instances``, only if the stored version is still ``expected``
+  (``None``: create; fails if the session exists), and returns the new
+  version. Otherwise it raises :class:`~triggers_core.errors.ConflictError`
+  and the stored session is unchanged. An instance in ``changes.created``
+  that is already stored is corruption (a counter lowered by hand would
+  otherwise overwrite history and run a task twice): it raises
+  :class:`~triggers_core.errors.SerializationError` naming the session and
+  the instance, and writes nothing.
 """
 
 from __future__ import annotations
@@ -29,10 +38,14 @@ import attrs
 from triggers_core._util import name_problem
 from triggers_core.config import TaskConfig
 from triggers_core.errors import UnknownInstanceError
+from triggers_core.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.serialization import instance_to_json
 from triggers_core.state import SessionState, Status, TaskInstance
 
-__all__ = ["Snapshot", "Storage", "Version", "check_uid"]
+__all__ = ["Changes", "Scope", "Selector", "Snapshot", "Storage", "Version", "check_uid"]
+
+#: Every unresolved instance: what the inspection API reads.
+UNRESOLVED = Scope(unresolved=True)
 
 #: An opaque version token (an int for most backends). ``None``: no session yet.
 Version = int | str | bytes
@@ -77,8 +90,11 @@ class Storage(abc.ABC):
     # -- primitives -------------------------------------------------------------------
 
     @abc.abstractmethod
-    def load(self, include: Collection[str] = ()) -> Snapshot:
-        """The working set: header, every unresolved instance, plus ``include``."""
+    def load(self, scope: Scope | Selector = HEADER_ONLY) -> Snapshot:
+        """The header plus (at least) the instances ``scope`` asks for, in one snapshot.
+
+        A selector is called with the header-only state just read and returns the scope.
+        """
 
     @abc.abstractmethod
     def load_full(self) -> Snapshot:
@@ -86,9 +102,14 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def compare_and_swap(
-        self, expected: Version | None, state: SessionState, changed: Collection[str]
+        self, expected: Version | None, state: SessionState, changes: Changes
     ) -> Version:
-        """Store ``state`` if the stored version is ``expected``; return the new version."""
+        """Store ``state`` if the stored version is ``expected``; return the new version.
+
+        Writes the header, the configuration if ``changes.config``, and the
+        instances in ``changes.instances``; an instance in ``changes.created``
+        that already exists raises :class:`~triggers_core.errors.SerializationError`.
+        """
 
     @classmethod
     def from_url(cls, url: str, uid: str) -> Storage:
@@ -128,7 +149,7 @@ class Storage(abc.ABC):
 
     def get_instance(self, name: str) -> TaskInstance:
         """One instance; :class:`UnknownInstanceError` (a ``KeyError``) if missing."""
-        found = self.load(include=(name,)).state.instances.get(name)
+        found = self.load(Scope(names=frozenset((name,)))).state.instances.get(name)
         if found is None:
             raise UnknownInstanceError(name, self.uid)
         return found
@@ -137,7 +158,9 @@ class Storage(abc.ABC):
         return self.get_instance(name)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self.load(include=(name,)).state.instances
+        if not isinstance(name, str):
+            return False
+        return name in self.load(Scope(names=frozenset((name,)))).state.instances
 
     def __iter__(self) -> Iterator[TaskInstance]:
         return iter(self.instances.values())
@@ -152,7 +175,7 @@ class Storage(abc.ABC):
 
     def get_unresolved_tasks(self) -> list[TaskConfig]:
         """Tasks with no instance yet, or with any unresolved instance."""
-        state = self.load().state
+        state = self.load(UNRESOLVED).state
         open_tasks = {i.task_name for i in state.instances.values() if not i.is_resolved}
         return [
             task
@@ -162,7 +185,7 @@ class Storage(abc.ABC):
 
     def get_unresolved_instances(self) -> list[TaskInstance]:
         """Instances that are not finished, skipped, replayed or abandoned."""
-        state = self.load().state
+        state = self.load(UNRESOLVED).state
         found = [i for i in state.instances.values() if not i.is_resolved]
         return sorted(found, key=_sort_key)
 

@@ -30,6 +30,7 @@ from triggers_core import (
     TriggerManager,
     open_storage,
 )
+from triggers_core.scopes import Changes
 from triggers_core.testing.storage_contract import RecordingRunner, StorageContract
 
 EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
@@ -95,7 +96,7 @@ class SQLAlchemyCases(StorageContract):
         prefix = f"{self.prefix}auto_"
         try:
             storage = SQLAlchemyStorage(uid, self.engine, table_prefix=prefix, create_schema=True)
-            storage.compare_and_swap(None, storage.load().state, ())
+            storage.compare_and_swap(None, storage.load().state, Changes())
             assert storage.load().version == 1
             create_schema(self.engine, prefix)  # idempotent
         finally:
@@ -129,7 +130,7 @@ class SQLAlchemyCases(StorageContract):
         assert "s3cret" not in repr(storage)
         assert "s3cret" not in (storage.reference() or "")
         with pytest.raises(StorageError) as caught:
-            storage.compare_and_swap(None, _empty(), ())
+            storage.compare_and_swap(None, _empty(), Changes())
         assert "s3cret" not in str(caught.value)
 
     def test_corrupted_row_is_reported_and_not_overwritten(self, uid: str) -> None:
@@ -139,13 +140,16 @@ class SQLAlchemyCases(StorageContract):
         self.set_column("instances", "doc", '{"hand": "edited"', name="t_every#0")
         before = self.rows("instances")
         with pytest.raises(SerializationError) as caught:
-            manager.fire("tick", {"n": 1})
+            manager.update_instance_metadata("t_every#0", {"note": "x"})
         assert uid in str(caught.value)
         assert "t_every#0" in str(caught.value)
         with pytest.raises(SerializationError):
             manager.storage.load_full()
         assert self.rows("instances") == before
         assert len(before) == 1
+        # A fire that cannot change t_every#0 does not read it, and leaves it as it is.
+        manager.fire("tick", {"n": 1})
+        assert self.rows("instances")["t_every#0"] == before["t_every#0"]
 
     def test_corrupted_header_is_reported_and_not_overwritten(self, uid: str) -> None:
         manager, _ = self.manager(uid)
@@ -207,7 +211,7 @@ class SQLAlchemyCases(StorageContract):
 
     def test_reference_reopens_the_same_session(self, uid: str) -> None:
         storage = self.make_storage(uid)
-        storage.compare_and_swap(None, _empty(), ())
+        storage.compare_and_swap(None, _empty(), Changes())
         reference = storage.reference()
         assert "triggers_prefix" in reference
         if self.engine.url.password:

@@ -91,6 +91,7 @@ def test_a_held_write_lock_is_a_conflict_not_a_crash(
 
     from triggers_backends import sqlalchemy as backend
     from triggers_core import ConflictError, SessionState
+    from triggers_core.scopes import Changes
 
     monkeypatch.setattr(backend, "SQLITE_BUSY_TIMEOUT_MS", 100)
     path = tmp_path / "locked.db"
@@ -99,13 +100,13 @@ def test_a_held_write_lock_is_a_conflict_not_a_crash(
     try:
         create_schema(engine)
         storage = SQLAlchemyStorage("s", engine)
-        version = storage.compare_and_swap(None, SessionState(), ())
+        version = storage.compare_and_swap(None, SessionState(), Changes())
         holder.execute("BEGIN IMMEDIATE")  # another process mid-write, or crashed mid-write
         with pytest.raises(ConflictError, match="database is locked"):
-            storage.compare_and_swap(version, SessionState(), ())
+            storage.compare_and_swap(version, SessionState(), Changes())
         assert storage.load().version == version  # readers are not blocked (WAL)
         holder.execute("ROLLBACK")
-        assert storage.compare_and_swap(version, SessionState(), ()) == version + 1
+        assert storage.compare_and_swap(version, SessionState(), Changes()) == version + 1
     finally:
         holder.close()
         engine.dispose()
@@ -129,6 +130,7 @@ def test_lock_timeout_from_the_url_is_sqlites_busy_timeout(tmp_path: Path) -> No
 
     from triggers_backends.sqlalchemy import dispose_engines
     from triggers_core import ConflictError, SessionState
+    from triggers_core.scopes import Changes
 
     path = tmp_path / "bounded.db"
     holder = sqlite3.connect(path, isolation_level=None)
@@ -142,10 +144,10 @@ def test_lock_timeout_from_the_url_is_sqlites_busy_timeout(tmp_path: Path) -> No
         assert "triggers_lock_timeout=0.2" in storage.reference()
         with storage.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 200
-        version = storage.compare_and_swap(None, SessionState(), ())
+        version = storage.compare_and_swap(None, SessionState(), Changes())
         holder.execute("BEGIN IMMEDIATE")
         with pytest.raises(ConflictError, match="database is locked"):
-            storage.compare_and_swap(version, SessionState(), ())
+            storage.compare_and_swap(version, SessionState(), Changes())
         holder.execute("ROLLBACK")
         with pytest.raises(ValueError, match="triggers_lock_timeout must be a number of seconds"):
             open_storage(f"sqlite:///{path}?triggers_lock_timeout=-1", "s")

@@ -19,6 +19,7 @@ from triggers_core import (
     TriggerManager,
 )
 from triggers_core.config import parse_task_config
+from triggers_core.scopes import Changes
 from triggers_core.testing.assertions import (
     assert_instance_failed,
     assert_instance_finished,
@@ -38,7 +39,9 @@ def store_unchecked(manager: TriggerManager, raw: dict[str, Any]) -> None:
         assert task is not None, problems
         tasks[name] = task
     snapshot = manager.storage.load()
-    manager.storage.compare_and_swap(snapshot.version, SessionState(tasks=tasks), ())
+    manager.storage.compare_and_swap(
+        snapshot.version, SessionState(tasks=tasks), Changes(config=True)
+    )
 
 
 def test_and_every_naming_its_own_task_is_refused_and_nothing_is_stored(

@@ -13,6 +13,8 @@ from triggers_core import engine
 from triggers_core.errors import SerializationError
 from triggers_core.serialization import (
     SCHEMA_VERSION,
+    config_from_json,
+    config_to_json,
     dumps,
     header_from_json,
     header_to_json,
@@ -54,12 +56,13 @@ def test_state_round_trips_through_json_text() -> None:
 def test_document_layout() -> None:
     doc = state_to_json(sample_state())
 
-    assert doc["schemaVersion"] == SCHEMA_VERSION == 1
+    assert doc["schemaVersion"] == SCHEMA_VERSION == 2
     assert doc["tasks"]["t_a"] == CONFIG["t_a"]
+    assert doc["unsettled"] == {}
     assert doc["latestKwargs"] == {"a": {"x": [1, 2.5, None, True]}, "t_a": {"score": 3}, "u": {}}
     assert doc["counters"] == {"t_a": 1, "t_b": 1}
     assert doc["instances"]["t_b#0"] == {
-        "schemaVersion": 1,
+        "schemaVersion": 2,
         "name": "t_b#0",
         "task": "t_b",
         "status": "abandoned",
@@ -91,8 +94,48 @@ def test_header_and_instances_round_trip_separately() -> None:
         for name, i in state.instances.items()
     }
 
-    assert header_from_json(loads(dumps(header_to_json(state))), instances) == state
-    assert "instances" not in header_to_json(state)
+    tasks = config_from_json(loads(dumps(config_to_json(state.tasks))))
+    header = loads(dumps(header_to_json(state)))
+
+    assert header_from_json(header, instances, tasks=tasks) == state
+    assert "instances" not in header
+    assert "tasks" not in header
+
+
+def test_a_header_without_its_tasks_needs_them() -> None:
+    with pytest.raises(SerializationError, match="session: missing field 'tasks'"):
+        header_from_json(header_to_json(sample_state()))
+
+
+def test_unsettled_round_trips() -> None:
+    state = engine.update_configuration(
+        SessionState(), {"t_w": {"after": ["x", "y"], "andEvery": "e", "run": "W"}}
+    ).state
+    state = engine.fire(state, "x", {}, now=NOW).state  # t_w#0 has not recorded e yet
+    assert state.unsettled == {"t_w": frozenset({"t_w#0"})}
+
+    doc = loads(dumps(state_to_json(state)))
+
+    assert doc["unsettled"] == {"t_w": ["t_w#0"]}
+    assert state_from_json(doc) == state
+
+
+def test_a_version_1_document_loads_with_unsettled_derived_from_its_instances() -> None:
+    state = engine.update_configuration(
+        SessionState(), {"t_w": {"after": ["x", "y"], "andEvery": "e", "run": "W"}}
+    ).state
+    state = engine.fire(state, "x", {}, now=NOW).state  # t_w#0 has not recorded e yet
+    doc = state_to_json(state)
+    # What version 1 wrote: the same, minus ``unsettled``.
+    del doc["unsettled"]
+    doc["schemaVersion"] = 1
+    for instance in doc["instances"].values():
+        instance["schemaVersion"] = 1
+
+    loaded = state_from_json(doc)
+
+    assert loaded.unsettled == {"t_w": frozenset({"t_w#0"})}
+    assert loaded == state
 
 
 @settings(max_examples=100, deadline=None)
@@ -117,7 +160,7 @@ def test_unknown_future_schema_version_is_refused() -> None:
         state_from_json(doc)
 
     assert str(caught.value) == (
-        "session: schemaVersion 2 is newer than this library understands (1); "
+        "session: schemaVersion 3 is newer than this library understands (2); "
         "upgrade triggers to read it"
     )
 

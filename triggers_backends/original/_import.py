@@ -12,6 +12,7 @@ from typing import IO, Any
 
 from triggers_backends.original._convert import OriginalSessionError, convert_session
 from triggers_core.errors import ConflictError, SerializationError, TriggersError
+from triggers_core.scopes import Changes
 from triggers_core.serialization import state_from_json, state_to_json
 from triggers_core.state import SessionState
 from triggers_core.storage import Storage, Version
@@ -67,7 +68,10 @@ def import_session(storage: Storage, content: object) -> ImportReport:
     if storage.load().version is not None:
         raise SessionExistsError(storage.uid, storage.backend_name)
     try:
-        version = storage.compare_and_swap(None, state, sorted(state.instances))
+        names = frozenset(state.instances)
+        version = storage.compare_and_swap(
+            None, state, Changes(instances=names, created=names, config=True)
+        )
     except ConflictError:
         raise SessionExistsError(storage.uid, storage.backend_name) from None
     statuses = Counter(instance.status.value for instance in state.instances.values())

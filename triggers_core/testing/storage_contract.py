@@ -24,9 +24,14 @@ loading a missing session; create-once; a stale compare-and-swap is rejected
 and changes nothing; N threads racing on one version yield one winner; a
 multi-process race of ``andEvery`` fires through :class:`TriggerManager`
 schedules every instance exactly once (opt in with ``supports_multiprocess``);
-sessions are isolated by UID; awkward UIDs round-trip; ``load(include)``
-returns the working set; instances left out of ``changed`` are not rewritten;
-and a Hypothesis state machine compares the store with an in-memory model.
+sessions are isolated by UID; awkward UIDs round-trip; ``load(scope)`` returns
+what the scope names (by name, unstarted instances of some tasks, unresolved
+ones; a selector decides from the header); instances left out of
+``changes.instances`` are not rewritten; the configuration is written only
+when ``changes.config`` says so; a created instance that already exists is
+refused and nothing is written (also through the manager, after a counter was
+lowered by hand); callers never share mutable values with the store; and a
+Hypothesis state machine compares the store with an in-memory model.
 
 ``pytest`` is needed to run it; ``hypothesis`` only for the stateful test.
 """
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import re
 import threading
 import traceback
 import uuid
@@ -57,7 +63,8 @@ from triggers_core.errors import (
 from triggers_core.manager import TriggerManager
 from triggers_core.registry import open_storage
 from triggers_core.runners import TaskRunner
-from triggers_core.serialization import header_to_json, instance_to_json
+from triggers_core.scopes import Changes, Scope
+from triggers_core.serialization import config_to_json, header_to_json, instance_to_json
 from triggers_core.state import SessionState, Status, TaskInstance
 from triggers_core.storage import Storage, Version
 
@@ -172,7 +179,12 @@ def _value_strategy() -> Any:
 
 
 def _header(state: SessionState) -> dict[str, Any]:
-    return header_to_json(state)
+    return {**header_to_json(state), "tasks": config_to_json(state.tasks)["tasks"]}
+
+
+def _write(names: Iterable[str], *, created: Iterable[str] = (), config: bool = True) -> Changes:
+    """Changes writing ``names`` (and the configuration, unless told not to)."""
+    return Changes(instances=frozenset(names), created=frozenset(created), config=config)
 
 
 def _docs(instances: Mapping[str, TaskInstance]) -> dict[str, dict[str, Any]]:
@@ -184,7 +196,7 @@ class StorageContract:
 
     #: Sessions are visible to other OS processes (not true of ``MemoryStorage``).
     supports_multiprocess: ClassVar[bool] = False
-    #: ``load(include)`` returns exactly unresolved + included instances (set False
+    #: ``load(scope)`` returns exactly the instances the scope names (set False
     #: for a backend that keeps one document and always returns everything).
     exact_working_set: ClassVar[bool] = True
     #: Threads racing on one version.
@@ -238,7 +250,11 @@ class StorageContract:
 
     def test_missing_session_loads_empty(self, uid: str) -> None:
         storage = self.make_storage(uid)
-        for snapshot in (storage.load(), storage.load(include=("t_alpha#0",)), storage.load_full()):
+        for snapshot in (
+            storage.load(),
+            storage.load(Scope(names=frozenset({"t_alpha#0"}))),
+            storage.load_full(),
+        ):
             assert snapshot.version is None
             assert _header(snapshot.state) == _header(SessionState())
             assert dict(snapshot.state.instances) == {}
@@ -248,7 +264,7 @@ class StorageContract:
     def test_create_then_load(self, uid: str) -> None:
         storage = self.make_storage(uid)
         state = make_state([_instance("t_alpha#0")], latest_kwargs={"a": {"k": [1, "ü"]}})
-        version = storage.compare_and_swap(None, state, ["t_alpha#0"])
+        version = storage.compare_and_swap(None, state, _write(["t_alpha#0"]))
         assert version is not None
         self.assert_stored(storage, state, version)
         self.assert_stored(self.make_storage(uid), state, version)
@@ -257,25 +273,27 @@ class StorageContract:
         first, second = self.make_storage(uid), self.make_storage(uid)
         winner = make_state([_instance("t_alpha#0", marker="first")])
         loser = make_state([_instance("t_alpha#0", marker="second"), _instance("t_beta#0")])
-        version = first.compare_and_swap(None, winner, ["t_alpha#0"])
+        version = first.compare_and_swap(None, winner, _write(["t_alpha#0"]))
         with pytest.raises(ConflictError):
-            second.compare_and_swap(None, loser, ["t_alpha#0", "t_beta#0"])
+            second.compare_and_swap(None, loser, _write(["t_alpha#0", "t_beta#0"]))
         self.assert_stored(second, winner, version)
 
     def test_stale_compare_and_swap_is_rejected_and_changes_nothing(self, uid: str) -> None:
         storage = self.make_storage(uid)
-        v1 = storage.compare_and_swap(None, make_state([_instance("t_alpha#0")]), ["t_alpha#0"])
+        v1 = storage.compare_and_swap(
+            None, make_state([_instance("t_alpha#0")]), _write(["t_alpha#0"])
+        )
         current = make_state(
             [_instance("t_alpha#0", Status.SCHEDULED, marker=2)], latest_kwargs={"a": {}}
         )
-        v2 = storage.compare_and_swap(v1, current, ["t_alpha#0"])
+        v2 = storage.compare_and_swap(v1, current, _write(["t_alpha#0"]))
         assert v2 != v1
         stale = make_state(
             [_instance("t_alpha#0", Status.FINISHED, marker=3), _instance("t_beta#0")],
             latest_kwargs={"b": {}},
         )
         with pytest.raises(ConflictError):
-            storage.compare_and_swap(v1, stale, ["t_alpha#0", "t_beta#0"])
+            storage.compare_and_swap(v1, stale, _write(["t_alpha#0", "t_beta#0"]))
         self.assert_stored(storage, current, v2)
         assert storage.load().version == v2
 
@@ -285,7 +303,7 @@ class StorageContract:
         version: Version | None = None
         for n in range(5):
             state = make_state([_instance(f"t_alpha#{i}") for i in range(n + 1)])
-            version = storage.compare_and_swap(version, state, [f"t_alpha#{n}"])
+            version = storage.compare_and_swap(version, state, _write([f"t_alpha#{n}"]))
             assert version not in seen
             seen.append(version)
             assert storage.load().version == version
@@ -299,7 +317,7 @@ class StorageContract:
             state = make_state([_instance(name, marker=index)])
             barrier.wait(timeout=30)
             try:
-                outcomes[index] = storages[index].compare_and_swap(expected, state, [name])
+                outcomes[index] = storages[index].compare_and_swap(expected, state, _write([name]))
             except ConflictError as exc:
                 outcomes[index] = exc
             except Exception as exc:  # reported below, with the winner check
@@ -327,7 +345,7 @@ class StorageContract:
 
     def test_threads_racing_on_one_version_one_winner(self, uid: str) -> None:
         storages = [self.make_storage(uid) for _ in range(self.race_threads)]
-        base = storages[0].compare_and_swap(None, make_state(), [])
+        base = storages[0].compare_and_swap(None, make_state(), _write([]))
         self._check_one_winner(uid, self._race(storages, base))
 
     def test_multiprocess_and_every_race(self, uid: str) -> None:
@@ -363,7 +381,9 @@ class StorageContract:
         versions = {}
         for index, each in enumerate(uids):
             state = make_state([_instance("t_alpha#0", marker=index)])
-            versions[each] = self.make_storage(each).compare_and_swap(None, state, ["t_alpha#0"])
+            versions[each] = self.make_storage(each).compare_and_swap(
+                None, state, _write(["t_alpha#0"])
+            )
         for index, each in enumerate(uids):
             state = make_state([_instance("t_alpha#0", marker=index)])
             self.assert_stored(self.make_storage(each), state, versions[each])
@@ -374,26 +394,45 @@ class StorageContract:
         storage = self.make_storage(session)
         assert storage.uid == session
         state = make_state([_instance("t_alpha#0", marker=session)])
-        version = storage.compare_and_swap(None, state, ["t_alpha#0"])
+        version = storage.compare_and_swap(None, state, _write(["t_alpha#0"]))
         reopened = self.make_storage(session)
         self.assert_stored(reopened, state, version)
         assert reopened["t_alpha#0"].metadata["marker"] == session
 
-    def test_load_returns_the_working_set(self, uid: str) -> None:
-        storage = self.make_storage(uid)
+    def _stored_mix(self, storage: Storage) -> SessionState:
         instances = [
             _instance("t_alpha#0", Status.FINISHED),
             _instance("t_alpha#1", Status.SCHEDULED),
+            _instance("t_alpha#2", Status.UNSTARTED),
             _instance("t_beta#0", Status.ABANDONED),
             _instance("t_beta#1", Status.FAILED),
             _instance("t_beta#2", Status.UNSTARTED),
+            _instance("t_beta#3", Status.UNSTARTED),
         ]
         state = make_state(instances)
-        storage.compare_and_swap(None, state, [i.name for i in instances])
-        unresolved = {"t_alpha#1", "t_beta#1", "t_beta#2"}
-        self._check_working_set(storage.load(), state, unresolved)
+        storage.compare_and_swap(None, state, _write([i.name for i in instances]))
+        return state
+
+    def test_load_returns_what_the_scope_names(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        state = self._stored_mix(storage)
+        unresolved = {"t_alpha#1", "t_alpha#2", "t_beta#1", "t_beta#2", "t_beta#3"}
+        self._check_working_set(storage.load(), state, set())
+        self._check_working_set(storage.load(Scope(unresolved=True)), state, unresolved)
         self._check_working_set(
-            storage.load(include=("t_beta#0", "t_beta#9")), state, unresolved | {"t_beta#0"}
+            storage.load(Scope(names=frozenset({"t_beta#0", "t_alpha#1"}))),
+            state,
+            {"t_beta#0", "t_alpha#1"},
+        )
+        self._check_working_set(
+            storage.load(Scope(unstarted_of=frozenset({"t_beta"}))), state, {"t_beta#2", "t_beta#3"}
+        )
+        self._check_working_set(
+            storage.load(
+                Scope(names=frozenset({"t_alpha#0"}), unstarted_of=frozenset({"t_alpha", "t_x"}))
+            ),
+            state,
+            {"t_alpha#0", "t_alpha#2"},
         )
         assert set(storage.load_full().state.instances) == set(state.instances)
         # The inspection API still sees everything.
@@ -401,6 +440,29 @@ class StorageContract:
         assert storage["t_alpha#0"].status is Status.FINISHED
         assert "t_beta#0" in storage
         assert [i.name for i in storage.get_unresolved_instances()] == sorted(unresolved)
+
+    def test_load_of_missing_names_returns_the_others(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        state = self._stored_mix(storage)
+        snapshot = storage.load(Scope(names=frozenset({"t_beta#9", "t_gamma#0", "t_beta#1"})))
+        self._check_working_set(snapshot, state, {"t_beta#1"})
+        self._check_working_set(storage.load(Scope(names=frozenset({"t_beta#9"}))), state, set())
+        assert "t_beta#9" not in storage
+
+    def test_a_selector_decides_from_the_header_in_the_same_snapshot(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        state = self._stored_mix(storage)
+        seen: list[SessionState] = []
+
+        def select(header: SessionState) -> Scope:
+            seen.append(header)
+            return Scope(unstarted_of=frozenset(t for t in header.tasks if t.endswith("beta")))
+
+        snapshot = storage.load(select)
+        self._check_working_set(snapshot, state, {"t_beta#2", "t_beta#3"})
+        assert len(seen) == 1
+        assert _header(seen[0]) == _header(state)
+        assert snapshot.version == storage.load_full().version
 
     def _check_working_set(self, snapshot: Any, state: SessionState, wanted: set[str]) -> None:
         got = set(snapshot.state.instances)
@@ -418,7 +480,7 @@ class StorageContract:
         history = _instance("t_alpha#0", Status.FINISHED, marker="original")
         pending = _instance("t_alpha#1", Status.UNSTARTED, marker="original")
         v1 = storage.compare_and_swap(
-            None, make_state([history, pending]), [history.name, pending.name]
+            None, make_state([history, pending]), _write([history.name, pending.name])
         )
         # A later commit carries altered copies of both but names only a new instance.
         altered = [
@@ -426,25 +488,111 @@ class StorageContract:
             _instance("t_alpha#1", Status.SCHEDULED, marker="altered"),
             _instance("t_alpha#2", Status.UNSTARTED, marker="new"),
         ]
-        v2 = storage.compare_and_swap(v1, make_state(altered), ["t_alpha#2"])
+        v2 = storage.compare_and_swap(
+            v1, make_state(altered), _write(["t_alpha#2"], created=["t_alpha#2"])
+        )
         expected = make_state([history, pending, altered[2]])
         self.assert_stored(storage, expected, v2)
 
+    def test_configuration_is_written_only_when_it_changed(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        v1 = storage.compare_and_swap(None, make_state(), _write([]))
+        other = engine.update_configuration(
+            SessionState(), {"t_other": {"after": ["z"], "run": "contract_task"}}
+        ).state.tasks
+        # The header changes, the tasks in the state differ, but changes.config is False.
+        header_only = attrs.evolve(make_state(), tasks=other, counters={"t_alpha": 3})
+        v2 = storage.compare_and_swap(v1, header_only, _write([], config=False))
+        stored = storage.load_full().state
+        assert dict(stored.tasks) == dict(_TASKS)
+        assert stored.counters == {"t_alpha": 3}
+        v3 = storage.compare_and_swap(v2, header_only, _write([], config=True))
+        assert dict(storage.load().state.tasks) == dict(other)
+        assert dict(self.make_storage(uid).load().state.tasks) == dict(other)
+        assert storage.load().version == v3
+
+    def test_creating_an_instance_that_exists_is_refused_and_writes_nothing(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        finished = _instance("t_alpha#0", Status.FINISHED, marker="history")
+        v1 = storage.compare_and_swap(
+            None, make_state([finished]), _write(["t_alpha#0"], created=["t_alpha#0"])
+        )
+        # A writer whose counter was lowered "creates" t_alpha#0 again, plus t_beta#0.
+        again = make_state([_instance("t_alpha#0", marker="again"), _instance("t_beta#0")])
+        with pytest.raises(SerializationError) as caught:
+            storage.compare_and_swap(
+                v1, again, _write(["t_alpha#0", "t_beta#0"], created=["t_alpha#0", "t_beta#0"])
+            )
+        message = str(caught.value)
+        assert "t_alpha#0" in message
+        assert uid in message
+        assert "already exists" in message
+        self.assert_stored(storage, make_state([finished]), v1)
+        self.assert_stored(self.make_storage(uid), make_state([finished]), v1)
+
+    def test_a_lowered_counter_cannot_overwrite_history(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        runner = RecordingRunner()
+        manager = TriggerManager(storage, runners={"rec": runner}, default_runner="rec")
+        manager.update_configuration(
+            {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
+        )
+        manager.fire("tick", {"n": 0})
+        manager.update_instance_status("t_every#0", Status.FINISHED, metadata={"kept": True})
+        before = storage.load_full()
+        # Someone lowers the counter by hand (header only; nothing else changes).
+        lowered = attrs.evolve(before.state, counters={"t_every": 0})
+        version = storage.compare_and_swap(before.version, lowered, _write([], config=False))
+        with pytest.raises(SerializationError) as caught:
+            manager.fire("tick", {"n": 1})  # loads no instance: refused when it writes
+        assert "t_every#0" in str(caught.value)
+        # Nothing was written: repairing from the version of the edit still works.
+        storage.compare_and_swap(version, before.state, _write([], config=False))
+        after = storage.load_full()
+        assert _docs(after.state.instances) == _docs(before.state.instances)
+        assert after.state.instances["t_every#0"].metadata["kept"] is True
+        assert runner.dispatched == ["t_every#0"]
+
+    def test_callers_never_share_mutable_values_with_the_store(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        instance = _instance("t_alpha#0", marker={"deep": [1]})
+        state = make_state([instance], latest_kwargs={"a": {"deep": {"list": [1]}}})
+        version = storage.compare_and_swap(None, state, _write(["t_alpha#0"]))
+        # Mutating what was written...
+        instance.metadata["marker"]["deep"].append(2)
+        instance.kwargs["a"]["marker"]["deep"].append(2)
+        state.latest_kwargs["a"]["deep"]["list"].append(2)
+        # ... and what was loaded changes nothing stored.
+        loaded = storage.load(Scope(names=frozenset({"t_alpha#0"}))).state
+        loaded.instances["t_alpha#0"].metadata["marker"]["deep"].append(3)
+        loaded.latest_kwargs["a"]["deep"]["list"].append(3)
+        stored = storage.load_full()
+        assert stored.version == version
+        assert stored.state.instances["t_alpha#0"].metadata["marker"] == {"deep": [1]}
+        assert stored.state.instances["t_alpha#0"].kwargs["a"]["marker"] == {"deep": [1]}
+        assert stored.state.latest_kwargs == {"a": {"deep": {"list": [1]}}}
+
     def test_resolving_an_instance_moves_it_out_of_the_working_set(self, uid: str) -> None:
         storage = self.make_storage(uid)
-        v1 = storage.compare_and_swap(None, make_state([_instance("t_alpha#0")]), ["t_alpha#0"])
-        assert set(storage.load().state.instances) == {"t_alpha#0"}
-        done = make_state([_instance("t_alpha#0", Status.FINISHED, marker=1)])
-        v2 = storage.compare_and_swap(v1, done, ["t_alpha#0"])
-        if self.exact_working_set:
-            assert set(storage.load().state.instances) == set()
-        assert storage.load(include=("t_alpha#0",)).state.instances["t_alpha#0"].status is (
-            Status.FINISHED
+        unresolved = Scope(unresolved=True)
+        unstarted = Scope(unstarted_of=frozenset({"t_alpha"}))
+        v1 = storage.compare_and_swap(
+            None, make_state([_instance("t_alpha#0")]), _write(["t_alpha#0"])
         )
+        assert set(storage.load(unresolved).state.instances) == {"t_alpha#0"}
+        assert set(storage.load(unstarted).state.instances) == {"t_alpha#0"}
+        done = make_state([_instance("t_alpha#0", Status.FINISHED, marker=1)])
+        v2 = storage.compare_and_swap(v1, done, _write(["t_alpha#0"]))
+        if self.exact_working_set:
+            assert set(storage.load(unresolved).state.instances) == set()
+            assert set(storage.load(unstarted).state.instances) == set()
+        named = storage.load(Scope(names=frozenset({"t_alpha#0"}))).state.instances
+        assert named["t_alpha#0"].status is Status.FINISHED
         # ... and back again (an operator can force any status).
-        again = make_state([_instance("t_alpha#0", Status.FAILED, marker=2)])
-        v3 = storage.compare_and_swap(v2, again, ["t_alpha#0"])
-        assert set(storage.load().state.instances) >= {"t_alpha#0"}
+        again = make_state([_instance("t_alpha#0", Status.UNSTARTED, marker=2)])
+        v3 = storage.compare_and_swap(v2, again, _write(["t_alpha#0"]))
+        assert set(storage.load(unresolved).state.instances) >= {"t_alpha#0"}
+        assert set(storage.load(unstarted).state.instances) >= {"t_alpha#0"}
         self.assert_stored(storage, again, v3)
 
     def test_manager_round_trip(self, uid: str) -> None:
@@ -553,8 +701,13 @@ class StorageContract:
             counters={"t_every": 1},
         )
         assert good.version is not None
-        version = storage.compare_and_swap(good.version, lowered, ())
-        for load in (storage.load, storage.load_full, lambda: storage["t_every#0"]):
+        version = storage.compare_and_swap(good.version, lowered, _write([], config=False))
+        unresolved = Scope(unresolved=True)
+        for load in (
+            lambda: storage.load(unresolved),
+            storage.load_full,
+            lambda: storage["t_every#2"],
+        ):
             with pytest.raises(SerializationError) as caught:
                 load()
             message = str(caught.value)
@@ -564,7 +717,7 @@ class StorageContract:
         with pytest.raises(SerializationError):
             manager.fire("tick", {"n": 3})
         # Nothing was written: the version is still the one the edit produced.
-        repaired = storage.compare_and_swap(version, good.state, ())
+        repaired = storage.compare_and_swap(version, good.state, _write([], config=False))
         assert _docs(storage.load_full().state.instances) == _docs(good.state.instances)
         assert storage.load().version == repaired
         assert [i.name for i in manager.fire("tick", {"n": 3})] == ["t_every#3"]
@@ -572,10 +725,10 @@ class StorageContract:
     def test_an_instance_of_an_unconfigured_task_is_refused_on_load(self, uid: str) -> None:
         storage = self.make_storage(uid)
         state = make_state([_instance("t_alpha#0")])
-        version = storage.compare_and_swap(None, state, ["t_alpha#0"])
-        storage.compare_and_swap(version, attrs.evolve(state, tasks={}), ())
+        version = storage.compare_and_swap(None, state, _write(["t_alpha#0"]))
+        storage.compare_and_swap(version, attrs.evolve(state, tasks={}), _write([]))
         with pytest.raises(SerializationError, match="does not have"):
-            storage.load()
+            storage.load(Scope(unresolved=True))
 
     def test_stateful_model(self) -> None:
         from hypothesis import HealthCheck, settings  # noqa: PLC0415 - only this test needs it
@@ -705,6 +858,7 @@ def storage_state_machine(
             ghosts=st.lists(names, max_size=2),
             latest=st.dictionaries(st.sampled_from(["a", "b", "c"]), st.just({"x": 1})),
             stale=st.booleans(),
+            clash=st.booleans(),
         )
         def write(
             self,
@@ -712,6 +866,7 @@ def storage_state_machine(
             ghosts: list[str],
             latest: dict[str, dict[str, int]],
             stale: bool,
+            clash: bool,
         ) -> None:
             instances = dict(self.stored)
             for name in ghosts:  # in the state, but not named in ``changed``
@@ -720,15 +875,23 @@ def storage_state_machine(
             for name, (status, marker) in changes.items():
                 instances[name] = _instance(name, status, marker)
             state = make_state(instances.values(), latest_kwargs=latest)
+            # New names are written as created; with ``clash`` a stored one is too.
+            created = {n for n in changes if n not in self.stored}
+            clashing = sorted(n for n in changes if n in self.stored)[:1] if clash else []
+            write = _write(changes.keys(), created=created | set(clashing))
             stale_choices = [v for v in [None, *self.seen] if v != self.version]
             if stale and stale_choices:
                 expected = stale_choices[len(self.seen) % len(stale_choices)]
                 try:
-                    self.storage.compare_and_swap(expected, state, changes.keys())
+                    self.storage.compare_and_swap(expected, state, write)
                 except ConflictError:
                     return
                 raise AssertionError(f"stale version {expected!r} was accepted")
-            new = self.storage.compare_and_swap(self.version, state, changes.keys())
+            if clashing:
+                with pytest.raises(SerializationError, match=re.escape(repr(clashing[0]))):
+                    self.storage.compare_and_swap(self.version, state, write)
+                return
+            new = self.storage.compare_and_swap(self.version, state, write)
             assert new is not None
             assert new not in self.seen
             self.version = new
@@ -737,13 +900,21 @@ def storage_state_machine(
             for name in changes:
                 self.stored[name] = state.instances[name]
 
-        @rule(include=st.lists(names, max_size=3))
-        def load(self, include: list[str]) -> None:
-            snapshot = self.storage.load(include)
+        @rule(
+            include=st.lists(names, max_size=3),
+            unstarted_of=st.lists(st.sampled_from([*_TASKS, "t_none"]), max_size=2),
+            unresolved=st.booleans(),
+        )
+        def load(self, include: list[str], unstarted_of: list[str], unresolved: bool) -> None:
+            scope = Scope(
+                names=frozenset(include),
+                unstarted_of=frozenset(unstarted_of),
+                unresolved=unresolved,
+            )
+            snapshot = self.storage.load(scope)
             assert snapshot.version == self.version
             assert _header(snapshot.state) == self.header
-            wanted = {n for n, i in self.stored.items() if not i.is_resolved}
-            wanted.update(n for n in include if n in self.stored)
+            wanted = {n for n, i in self.stored.items() if scope.wants(i)}
             got = set(snapshot.state.instances)
             assert wanted <= got
             if exact:

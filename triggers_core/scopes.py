@@ -1,0 +1,196 @@
+"""What an operation reads (:class:`Scope`) and writes (:class:`Changes`).
+
+A storage loads the session *header* (tasks, latest kwargs, counters and
+``unsettled``) plus the instances a :class:`Scope` asks for, and writes the
+header plus the instances named by :class:`Changes`. These rules say which
+instances each operation can read or change, so that computing it on that
+narrow working set gives exactly the result it would give on the whole
+session (``tests/core/test_scopes.py`` proves it for random sessions).
+
+A fire of trigger ``X`` reaches the tasks that use ``X`` (``TaskTable.using``).
+For each such task ``T``:
+
+* if ``X`` is one of ``T``'s ``unless`` triggers, or one of its ``after``
+  triggers other than its ``andEvery``, the fire may record ``X`` on any
+  unstarted instance of ``T``: it needs *every unstarted instance of T*;
+* if ``X`` is only ``T``'s ``andEvery`` trigger, an unstarted instance that
+  already recorded ``X`` stays exactly as it is unless it is already complete
+  or abandonable (possible after a configuration change or a forced status),
+  so the fire needs only ``T``'s *unsettled* instances (see
+  :class:`~triggers_core.state.SessionState`): normally none.
+
+A finish, ``skip_failed(cascade=True)`` or ``update_status(cascade=True)``
+needs its instance plus what a fire of the instance's task name needs; every
+other instance operation needs only its instance. ``update_configuration``
+needs the unstarted instances of the tasks it replaces, to recompute their
+``unsettled`` sets against the new configuration. Resolved history is never
+needed, except an instance an operation names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import attrs
+
+from triggers_core.config import TaskConfig
+from triggers_core.state import SessionState, Status, TaskInstance
+
+__all__ = [
+    "HEADER_ONLY",
+    "Changes",
+    "Scope",
+    "Selector",
+    "configuration_scope",
+    "fire_needs",
+    "fire_scope",
+    "instance_scope",
+    "is_unsettled",
+    "narrowed",
+    "resolve",
+    "task_of",
+    "unsettled_of",
+]
+
+
+def _names(value: Iterable[str]) -> frozenset[str]:
+    return value if isinstance(value, frozenset) else frozenset(value)
+
+
+@attrs.frozen
+class Scope:
+    """Which instances a load returns besides the header.
+
+    A storage returns at least these (a backend that keeps one document may
+    return more); instances that do not exist are simply absent.
+    """
+
+    #: These instances, whatever their status, if they exist.
+    names: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    #: Every *unstarted* instance of these tasks.
+    unstarted_of: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    #: Every unresolved instance (inspection; no operation needs it).
+    unresolved: bool = False
+
+    def __or__(self, other: Scope) -> Scope:
+        return Scope(
+            names=self.names | other.names,
+            unstarted_of=self.unstarted_of | other.unstarted_of,
+            unresolved=self.unresolved or other.unresolved,
+        )
+
+    def wants(self, instance: TaskInstance) -> bool:
+        """True if ``instance`` belongs to this scope."""
+        return (
+            instance.name in self.names
+            or (self.unresolved and not instance.is_resolved)
+            or (instance.status is Status.UNSTARTED and instance.task_name in self.unstarted_of)
+        )
+
+
+#: No instance: just the header.
+HEADER_ONLY = Scope()
+
+#: Decides the scope from the header alone, inside the storage's snapshot.
+Selector = Callable[[SessionState], Scope]
+
+
+@attrs.frozen
+class Changes:
+    """What a compare-and-swap writes besides the header."""
+
+    #: Instances to write (created or changed).
+    instances: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    #: The subset of ``instances`` that must not exist yet: finding one stored is
+    #: corruption (e.g. a counter lowered by hand), never something to overwrite.
+    created: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    #: The task configuration changed (storages may skip writing it otherwise).
+    config: bool = False
+
+
+def resolve(scope: Scope | Selector, header: SessionState) -> Scope:
+    """The scope itself, or what the selector picks for ``header``."""
+    return scope if isinstance(scope, Scope) else scope(header)
+
+
+def task_of(name: str) -> str:
+    """The task name in an instance name ``{task}#{n}`` (the name itself if no ``#``)."""
+    return name.rpartition("#")[0] or name
+
+
+# -- unsettled instances ---------------------------------------------------------------
+
+
+def is_unsettled(task: TaskConfig | None, instance: TaskInstance) -> bool:
+    """An unstarted instance a fire of ``task``'s ``andEvery`` trigger may still change.
+
+    It has not recorded the ``andEvery`` trigger, or it is already complete or
+    abandonable (so the next fire that reaches its task schedules or abandons it).
+    """
+    if instance.status is not Status.UNSTARTED or task is None:
+        return False
+    recorded = instance.kwargs
+    if task.and_every is not None and task.and_every not in recorded:
+        return True
+    if task.unless and task.unless_triggers <= instance.unless_fired:
+        return True
+    return task.required_triggers <= recorded.keys()
+
+
+def unsettled_of(
+    tasks: Mapping[str, TaskConfig], instances: Iterable[TaskInstance]
+) -> dict[str, frozenset[str]]:
+    """``SessionState.unsettled`` computed from scratch over ``instances``."""
+    found: dict[str, set[str]] = {}
+    for instance in instances:
+        if is_unsettled(tasks.get(instance.task_name), instance):
+            found.setdefault(instance.task_name, set()).add(instance.name)
+    return {task: frozenset(names) for task, names in found.items()}
+
+
+# -- what each operation needs ---------------------------------------------------------
+
+
+def fire_needs(header: SessionState, trigger: str) -> Scope:
+    """The instances a fire of ``trigger`` can read or change (see the module docstring)."""
+    tasks = header.tasks
+    names: set[str] = set()
+    unstarted_of: list[str] = []
+    for task_name in tasks.using(trigger):
+        task = tasks[task_name]
+        if trigger == task.and_every and trigger not in task.unless:
+            names.update(header.unsettled.get(task_name, ()))
+        else:
+            unstarted_of.append(task_name)
+    return Scope(names=frozenset(names), unstarted_of=frozenset(unstarted_of))
+
+
+def fire_scope(trigger: str) -> Selector:
+    """The selector for a fire of ``trigger``."""
+    return lambda header: fire_needs(header, trigger)
+
+
+def instance_scope(name: str, *, cascade: bool) -> Selector:
+    """The selector for an operation on instance ``name``.
+
+    With ``cascade``, also what a fire of the instance's task name needs
+    (``finish``, ``skip_failed(cascade=True)``, ``update_status(cascade=True)``).
+    """
+    own = Scope(names=frozenset((name,)))
+    if not cascade:
+        return lambda header: own
+    task = task_of(name)
+    return lambda header: own | fire_needs(header, task)
+
+
+def configuration_scope(task_names: Iterable[str]) -> Scope:
+    """The scope for ``update_configuration`` of these tasks."""
+    return Scope(unstarted_of=frozenset(task_names))
+
+
+def narrowed(state: SessionState, scope: Scope | Selector) -> SessionState:
+    """``state`` as a storage that honours ``scope`` exactly would load it."""
+    header = attrs.evolve(state, instances={})
+    chosen = resolve(scope, header)
+    instances = {name: i for name, i in state.instances.items() if chosen.wants(i)}
+    return attrs.evolve(header, instances=instances)
