@@ -7,12 +7,14 @@ its own table prefix, created before and dropped after it.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 import sqlalchemy as sa
+from _sql_upgrade_cases import SQLUpgradeCases
 
 from triggers_backends.sqlalchemy import (
     SQLAlchemyStorage,
@@ -36,7 +38,7 @@ from triggers_core.testing.storage_contract import RecordingRunner, StorageContr
 EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
 
 
-class SQLAlchemyCases(StorageContract):
+class SQLAlchemyCases(StorageContract, SQLUpgradeCases):
     supports_multiprocess = True
     #: The backend label in error messages (``sqlalchemy/<dialect>``).
     dialect: ClassVar[str]
@@ -160,6 +162,25 @@ class SQLAlchemyCases(StorageContract):
             manager.fire("tick")
         assert "newer" in str(caught.value)
         assert self.rows("sessions") == before
+
+    def test_a_counter_lowered_in_the_table_cannot_overwrite_history(self, uid: str) -> None:
+        manager, runner = self.manager(uid)
+        manager.update_configuration(EVERY)
+        manager.fire("tick", {"n": 0})
+        manager.update_instance_status("t_every#0", Status.FINISHED)
+        header = json.loads(self.rows("sessions")[uid]["header"])
+        header["counters"]["t_every"] = 0  # edited by hand
+        self.set_column("sessions", "header", json.dumps(header))
+        sessions, instances = self.rows("sessions"), self.rows("instances")
+        with pytest.raises(SerializationError) as caught:
+            manager.fire("tick", {"n": 1})
+        message = str(caught.value)
+        assert "t_every#0" in message
+        assert uid in message
+        assert "already exists" in message
+        assert self.rows("sessions") == sessions  # nothing written, not even the version
+        assert self.rows("instances") == instances
+        assert runner.dispatched == ["t_every#0"]
 
     # -- flat fire cost ---------------------------------------------------------------
 

@@ -154,3 +154,57 @@ def test_lock_timeout_from_the_url_is_sqlites_busy_timeout(tmp_path: Path) -> No
     finally:
         holder.close()
         dispose_engines()
+
+
+def _synchronous(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        level = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+    assert isinstance(level, int)
+    return level
+
+
+def test_synchronous_level_is_per_storage_and_set_before_each_write(tmp_path: Path) -> None:
+    from triggers_backends.sqlalchemy import dispose_engines
+    from triggers_core import SessionState
+    from triggers_core.scopes import Changes
+
+    # One pooled connection, shared by a FULL and a NORMAL storage.
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'sync.db'}", pool_size=1, max_overflow=0)
+    try:
+        create_schema(engine)
+        full = SQLAlchemyStorage("full", engine)
+        normal = SQLAlchemyStorage("normal", engine, sqlite_synchronous="NORMAL")
+        assert (full.sqlite_synchronous, normal.sqlite_synchronous) == ("full", "normal")
+        normal.compare_and_swap(None, SessionState(), Changes())
+        assert _synchronous(engine) == 1  # NORMAL
+        full.compare_and_swap(None, SessionState(), Changes())
+        assert _synchronous(engine) == 2  # FULL
+        normal.compare_and_swap(1, SessionState(), Changes())
+        assert _synchronous(engine) == 1
+        assert normal.load().version == 2
+    finally:
+        engine.dispose()
+        dispose_engines()
+
+
+def test_synchronous_from_url_and_in_the_reference(tmp_path: Path) -> None:
+    from triggers_backends.sqlalchemy import dispose_engines
+
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    try:
+        normal = open_storage(f"{url}?triggers_sqlite_synchronous=normal", "s")
+        assert isinstance(normal, SQLAlchemyStorage)
+        assert normal.sqlite_synchronous == "normal"
+        assert normal.reference() == f"{url}?triggers_sqlite_synchronous=normal"
+        reopened = open_storage(normal.reference() or "", "s")
+        assert isinstance(reopened, SQLAlchemyStorage)
+        assert reopened.sqlite_synchronous == "normal"
+        default = open_storage(url, "s")
+        assert isinstance(default, SQLAlchemyStorage)
+        assert default.sqlite_synchronous == "full"
+        assert default.reference() == url
+        assert default.engine is normal.engine  # the level is not part of the engine
+        with pytest.raises(ValueError, match="triggers_sqlite_synchronous must be one of"):
+            open_storage(f"{url}?triggers_sqlite_synchronous=off", "s")
+    finally:
+        dispose_engines()
