@@ -203,6 +203,8 @@ class _Builder:
         found = index.get(task_name)
         if not found:
             return []
+        if len(found) == 1:
+            return list(found.values())
         return sorted(found.values(), key=_number)
 
     def get(self, name: str) -> TaskInstance:
@@ -415,23 +417,27 @@ def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str,
     scheduled: list[str] = []
     for task_name in b.tasks.using(trigger):
         task = b.tasks[task_name]
-        if b.counter(task.name) == 0:
+        required = task.required_triggers
+        unless = task.unless_triggers
+        if b.counter(task_name) == 0:
             b.put(_offer(_new_instance(b, task, trigger), task, trigger, kwargs, b.cascade_depth))
         else:
+            # What _offer would change, decided once per task: most instances of a
+            # task that many fires reach have recorded the trigger already.
+            records, marks = trigger in required, trigger in unless
             recorded_every = False
-            for instance in b.unstarted(task.name):
-                offered = _offer(instance, task, trigger, kwargs, b.cascade_depth)
-                if offered is not instance:
-                    b.put(offered)
+            for instance in b.unstarted(task_name):
+                if (records and trigger not in instance.kwargs) or (
+                    marks and trigger not in instance.unless_fired
+                ):
+                    b.put(_offer(instance, task, trigger, kwargs, b.cascade_depth))
                     if trigger == task.and_every:
                         recorded_every = True
             if trigger == task.and_every and not recorded_every:
                 b.put(
                     _offer(_new_instance(b, task, trigger), task, trigger, kwargs, b.cascade_depth)
                 )
-        required = task.required_triggers
-        unless = task.unless_triggers
-        for instance in b.unstarted(task.name):
+        for instance in b.unstarted(task_name):
             if unless and unless <= instance.unless_fired:
                 b.put(_set_status(instance, Status.ABANDONED, b.ts))
             elif required <= instance.kwargs.keys():

@@ -13,7 +13,7 @@ share a mutable value with the store or with each other.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -41,15 +41,18 @@ class _Session:
     unsettled: dict[str, frozenset[str]]
     #: Private copies; a stored instance object is replaced on write, never mutated.
     instances: dict[str, TaskInstance] = attrs.field(factory=dict)
-    unstarted: dict[str, set[str]] = attrs.field(factory=dict)
+    #: task -> its unstarted instances by name (the same objects as in ``instances``)
+    unstarted: dict[str, dict[str, TaskInstance]] = attrs.field(factory=dict)
     unresolved: set[str] = attrs.field(factory=set)
 
     def pick(self, scope: Scope) -> list[TaskInstance]:
         instances = self.instances
         found = {name: instances[name] for name in scope.names if name in instances}
+        unstarted = self.unstarted
         for task in scope.unstarted_of:
-            for name in self.unstarted.get(task, ()):
-                found[name] = instances[name]
+            waiting = unstarted.get(task)
+            if waiting:
+                found.update(waiting)
         if scope.unresolved:
             for name in self.unresolved:
                 found[name] = instances[name]
@@ -59,11 +62,11 @@ class _Session:
         name, task = instance.name, instance.task_name
         self.instances[name] = instance
         if instance.status is Status.UNSTARTED:
-            self.unstarted.setdefault(task, set()).add(name)
+            self.unstarted.setdefault(task, {})[name] = instance
         else:
             waiting = self.unstarted.get(task)
             if waiting is not None:
-                waiting.discard(name)
+                waiting.pop(name, None)
         if instance.is_resolved:
             self.unresolved.discard(name)
         else:
@@ -154,13 +157,14 @@ class MemoryStorage(Storage):
     def compare_and_swap(
         self, expected: Version | None, state: SessionState, changes: Changes
     ) -> Version:
-        written = [
-            copy_instance(state.instances[name], sort_keys=True)
-            for name in sorted(changes.instances)
-        ]
+        written = [copy_instance(state.instances[n], sort_keys=True) for n in changes.instances]
         counters = dict(state.counters)
         unsettled = {task: frozenset(names) for task, names in state.unsettled.items()}
         store = self.store
+        # Copy what changed in the latest kwargs outside the lock, against the stored
+        # dict as it is now: if another write replaces it first, the version check fails.
+        prior = store._sessions.get(self.uid)
+        latest = _merged_latest({} if prior is None else prior.latest, state.latest_kwargs)
         with store._lock:
             session = store._sessions.get(self.uid)
             current = None if session is None else session.version
@@ -179,9 +183,6 @@ class MemoryStorage(Storage):
                         "task's counter is below the stored instances: edited by hand?); "
                         "nothing was written"
                     )
-            latest = _merged_latest(
-                {} if session is None else session.latest, state.latest_kwargs.items()
-            )
             if session is None:
                 session = store._sessions[self.uid] = _Session(
                     version=0,
@@ -202,11 +203,11 @@ class MemoryStorage(Storage):
 
 
 def _merged_latest(
-    stored: Mapping[str, Mapping[str, Any]], given: Iterable[tuple[str, Mapping[str, Any]]]
+    stored: Mapping[str, Mapping[str, Any]], given: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Mapping[str, Any]]:
     """The new latest kwargs: the stored private copy where unchanged, else a new copy."""
     merged: dict[str, Mapping[str, Any]] = {}
-    for trigger, kwargs in given:
+    for trigger, kwargs in given.items():
         kept = stored.get(trigger)
         merged[trigger] = kept if kept is not None and kept == kwargs else copy_json_sorted(kwargs)
     return merged
