@@ -47,6 +47,6 @@ def example(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: fire latency vs. session history size (medians, ratios)."""
+    """Benchmarks of issue 8 on every backend (medians, ratios, targets); see BENCHMARKS.md."""
     session.install("-e", ".[test]")
-    session.run("python", "benchmarks/fire_latency.py", *session.posargs, env=dict(os.environ))
+    session.run("python", "-m", "benchmarks.run", *session.posargs, env=dict(os.environ))
