@@ -732,23 +732,25 @@ class SQLAlchemyStorage(Storage):
         if scope is None:
             return list(conn.execute(query).all())
         unstarted = table.c.status == Status.UNSTARTED.value
-        parts: list[tuple[Any, frozenset[str] | None]] = []  # (condition, task keys to keep)
+        # (condition, bind parameters, task keys to keep or None for all rows)
+        parts: list[tuple[Any, int, frozenset[str] | None]] = []
         for chunk in _chunks(sorted({_key(n) for n in scope.names})):
-            parts.append((table.c.name_key.in_(chunk), None))
+            parts.append((table.c.name_key.in_(chunk), len(chunk), None))
         task_keys = frozenset(_key(t) for t in scope.unstarted_of)
         if len(task_keys) > _MAX_IN:  # one index range, filtered here, beats a huge IN list
-            parts.append((unstarted, task_keys))
+            parts.append((unstarted, 1, task_keys))
         elif task_keys:
-            parts.append((sa.and_(unstarted, table.c.task_key.in_(sorted(task_keys))), None))
+            condition = sa.and_(unstarted, table.c.task_key.in_(sorted(task_keys)))
+            parts.append((condition, 1 + len(task_keys), None))
         if scope.unresolved:
-            parts.append((sa.not_(table.c.resolved), None))
+            parts.append((sa.not_(table.c.resolved), 1, None))
         if not parts:
             return []
-        one_query = len(parts) == 1 or all(keep is None for _, keep in parts)
-        if one_query and sum(_params(c) for c, _ in parts) <= _MAX_IN:
-            parts = [(sa.or_(*(c for c, _ in parts)), None)]
+        # Usually one small query; split only around a filtered range or too many parameters.
+        if all(keep is None for _, _, keep in parts) and sum(p for _, p, _ in parts) <= _MAX_IN:
+            parts = [(sa.or_(*(c for c, _, _ in parts)), 0, None)]
         found: dict[str, Any] = {}
-        for condition, keep in parts:
+        for condition, _, keep in parts:
             for row in conn.execute(query.where(condition)):
                 if keep is None or row.task_key in keep:
                     found[row.name] = row
@@ -970,12 +972,6 @@ _DECODED_CACHE = 4096
 def _chunks(keys: list[str]) -> Iterable[list[str]]:
     for start in range(0, len(keys), _MAX_IN):
         yield keys[start : start + _MAX_IN]
-
-
-def _params(condition: Any) -> int:
-    """Bind parameters an IN condition carries (1 for anything else)."""
-    value = getattr(getattr(condition, "right", None), "value", None)
-    return len(value) if isinstance(value, list) else 1
 
 
 _SCHEMA_READY: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()

@@ -29,10 +29,12 @@ from triggers_core import (
     SessionState,
     Status,
     StorageError,
+    TaskInstance,
     TriggerManager,
     open_storage,
 )
-from triggers_core.scopes import Changes
+from triggers_core import engine as pure
+from triggers_core.scopes import Changes, Scope
 from triggers_core.testing.storage_contract import RecordingRunner, StorageContract
 
 EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
@@ -207,6 +209,34 @@ class SQLAlchemyCases(StorageContract, SQLUpgradeCases):
         snapshot = manager.storage.load()
         assert snapshot.state.instances == {}
         assert len(manager.storage.instances) == 10
+
+    def test_large_scopes_are_loaded_exactly(self, uid: str) -> None:
+        # More task names and instance names than one IN list may carry.
+        tasks = [f"t_{k:04d}" for k in range(1_200)]
+        instances = {}
+        for task in tasks:
+            for n, status in enumerate((Status.UNSTARTED, Status.SCHEDULED, Status.FINISHED)):
+                instance = TaskInstance(name=f"{task}#{n}", task_name=task, status=status)
+                instances[instance.name] = instance
+        config = {task: {"after": ["x"], "run": "contract_task"} for task in tasks}
+        state = SessionState(
+            tasks=pure.update_configuration(SessionState(), config).state.tasks,
+            instances=instances,
+            counters=dict.fromkeys(tasks, 3),
+        )
+        names = frozenset(instances)
+        storage = self.make_storage(uid)
+        storage.compare_and_swap(None, state, Changes(instances=names, created=names))
+        some_tasks = frozenset(tasks[::2])  # 600 tasks
+        some_names = frozenset(f"{t}#2" for t in tasks[:700])  # 700 finished ones
+        for scope in (
+            Scope(unstarted_of=some_tasks),
+            Scope(names=some_names),
+            Scope(unstarted_of=frozenset(tasks[:10]), names=some_names),
+            Scope(unstarted_of=some_tasks, names=frozenset({"t_0001#1"}), unresolved=True),
+        ):
+            got = set(storage.load(scope).state.instances)
+            assert got == {n for n, i in instances.items() if scope.wants(i)}
 
     # -- URLs -------------------------------------------------------------------------
 
