@@ -65,6 +65,9 @@ __all__ = ["LIFECYCLE_LOGGER", "TriggerManager", "exception_type_name"]
 
 lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
 
+#: Seconds a commit waits for its turn among threads of this process writing one session.
+COMMIT_TURN_TIMEOUT = 60.0
+
 
 def exception_type_name(exc: BaseException | type[BaseException]) -> str:
     """``module.Name`` of an exception (or exception class), ``builtins.`` included.
@@ -168,21 +171,36 @@ class TriggerManager:
         compute: Callable[[SessionState], Transition],
         scope: Scope | Selector = HEADER_ONLY,
     ) -> Transition:
-        """Load what ``scope`` names, compute, compare-and-swap; on conflict start over."""
+        """Load what ``scope`` names, compute, compare-and-swap; on conflict start over.
+
+        Threads of this process that share the storage object take turns (its
+        :attr:`~triggers_core.storage.Storage.commit_lock`) instead of racing each
+        other into conflicts; other processes are kept out by the version check.
+        """
+        turn = self.storage.commit_lock
         for attempt in range(self.max_attempts):
-            snapshot = self.storage.load(scope)
+            if not turn.acquire(timeout=COMMIT_TURN_TIMEOUT):
+                raise ConcurrencyError(
+                    f"waited {COMMIT_TURN_TIMEOUT:g}s for other threads committing to this session",
+                    backend=self.storage.backend_name,
+                    session=self.uid,
+                )
             try:
-                transition = compute(snapshot.state)
-            except UnknownInstanceError as exc:
-                raise UnknownInstanceError(exc.instance, self.uid) from None
-            try:
+                snapshot = self.storage.load(scope)
+                try:
+                    transition = compute(snapshot.state)
+                except UnknownInstanceError as exc:
+                    raise UnknownInstanceError(exc.instance, self.uid) from None
                 self.storage.compare_and_swap(
                     snapshot.version, transition.state, transition.changes
                 )
             except ConflictError:
-                time.sleep(random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt)))
-                continue
-            return transition
+                pass  # another process wrote first: back off (without our turn), then retry
+            else:
+                return transition
+            finally:
+                turn.release()
+            time.sleep(random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt)))
         raise ConcurrencyError(
             f"gave up after {self.max_attempts} conflicting attempts",
             backend=self.storage.backend_name,

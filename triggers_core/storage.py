@@ -29,6 +29,7 @@ Contract (proved for every backend by :mod:`triggers_core.testing.storage_contra
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Collection, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -110,6 +111,20 @@ class Storage(abc.ABC):
         instances in ``changes.instances``; an instance in ``changes.created``
         that already exists raises :class:`~triggers_core.errors.SerializationError`.
         """
+
+    @property
+    def commit_lock(self) -> threading.Lock:
+        """The lock the manager holds around one load-compute-compare-and-swap.
+
+        Threads that share this storage object (a threading runner's tasks and
+        the code that fires) then take turns instead of making each other's
+        compare-and-swap fail and back off; other processes and other storage
+        objects are kept out by the version check as always.
+        """
+        lock: threading.Lock | None = self.__dict__.get("_commit_lock")
+        if lock is None:  # setdefault is atomic: concurrent first calls get one lock
+            lock = self.__dict__.setdefault("_commit_lock", threading.Lock())
+        return lock
 
     @classmethod
     def from_url(cls, url: str, uid: str) -> Storage:
