@@ -548,6 +548,7 @@ class SQLAlchemyStorage(Storage):
         self.engine = engine
         self.table_prefix = table_prefix
         self._tables = _tables(table_prefix)
+        self._sql = _statements(self._tables)
         self._key = _key(self.uid)
         # name -> (document text, decoded instance) for recent working sets: the
         # same unstarted instances are re-read by every fire that reaches their
@@ -694,21 +695,11 @@ class SQLAlchemyStorage(Storage):
 
     def _read_in(self, conn: Connection, scope: Scope | Selector | None) -> Snapshot:
         """Header, then the instances the scope (decided from the header) names: one snapshot."""
-        sessions = self._tables.sessions
         cached = self._config
-        config_column: Any = sessions.c.config
-        if cached is not None:  # send the configuration only if it changed since
-            config_column = sa.case(
-                (sessions.c.config_id == cached[0], sa.null()), else_=config_column
-            )
         head = conn.execute(
-            sa.select(
-                sessions.c.uid,
-                sessions.c.version,
-                sessions.c.config_id,
-                config_column.label("config"),
-                sessions.c.header,
-            ).where(sessions.c.session_key == self._key)
+            self._sql.head,
+            # The configuration comes back only if it changed since it was decoded here.
+            {"b_key": self._key, "b_config_id": "" if cached is None else cached[0]},
         ).one_or_none()
         if head is None:
             return Snapshot(SessionState(), None)
@@ -724,36 +715,34 @@ class SQLAlchemyStorage(Storage):
         return Snapshot(attrs.evolve(header, instances=instances), int(head.version))
 
     def _rows(self, conn: Connection, scope: Scope | None) -> list[Any]:
-        """``(name, doc)`` rows of the instances ``scope`` names (every row for None)."""
-        table = self._tables.instances
-        query = sa.select(table.c.name, table.c.doc, table.c.task_key).where(
-            table.c.session_key == self._key
-        )
+        """``(name, doc, task_key)`` rows of the instances ``scope`` names (all for None)."""
+        sql = self._sql
         if scope is None:
-            return list(conn.execute(query).all())
-        unstarted = table.c.status == Status.UNSTARTED.value
-        # (condition, bind parameters, task keys to keep or None for all rows)
-        parts: list[tuple[Any, int, frozenset[str] | None]] = []
-        for chunk in _chunks(sorted({_key(n) for n in scope.names})):
-            parts.append((table.c.name_key.in_(chunk), len(chunk), None))
-        task_keys = frozenset(_key(t) for t in scope.unstarted_of)
-        if len(task_keys) > _MAX_IN:  # one index range, filtered here, beats a huge IN list
-            parts.append((unstarted, 1, task_keys))
-        elif task_keys:
-            condition = sa.and_(unstarted, table.c.task_key.in_(sorted(task_keys)))
-            parts.append((condition, 1 + len(task_keys), None))
-        if scope.unresolved:
-            parts.append((sa.not_(table.c.resolved), 1, None))
-        if not parts:
+            return list(conn.execute(sql.rows(), {"b_key": self._key}))
+        names = sorted({_key(n) for n in scope.names})
+        tasks = sorted({_key(t) for t in scope.unstarted_of})
+        if not (names or tasks or scope.unresolved):
             return []
-        # Usually one small query; split only around a filtered range or too many parameters.
-        if all(keep is None for _, _, keep in parts) and sum(p for _, p, _ in parts) <= _MAX_IN:
-            parts = [(sa.or_(*(c for c, _, _ in parts)), 0, None)]
+        by_range = len(tasks) > _MAX_IN  # one index range, filtered here, beats a huge IN list
+        if not by_range and len(names) + len(tasks) <= _MAX_IN:  # the usual case: one query
+            statement = sql.rows(names=bool(names), tasks=bool(tasks), unresolved=scope.unresolved)
+            params = {"b_key": self._key, "b_names": names, "b_tasks": tasks}
+            return list(conn.execute(statement, params))
         found: dict[str, Any] = {}
-        for condition, _, keep in parts:
-            for row in conn.execute(query.where(condition)):
-                if keep is None or row.task_key in keep:
+        for chunk in _chunks(names):
+            for row in conn.execute(sql.rows(names=True), {"b_key": self._key, "b_names": chunk}):
+                found[row.name] = row
+        if by_range:
+            keep = frozenset(tasks)
+            for row in conn.execute(sql.rows(unstarted=True), {"b_key": self._key}):
+                if row.task_key in keep:
                     found[row.name] = row
+        elif tasks:
+            for row in conn.execute(sql.rows(tasks=True), {"b_key": self._key, "b_tasks": tasks}):
+                found[row.name] = row
+        if scope.unresolved:
+            for row in conn.execute(sql.rows(unresolved=True), {"b_key": self._key}):
+                found[row.name] = row
         return list(found.values())
 
     def _decode_header(
@@ -838,28 +827,33 @@ class SQLAlchemyStorage(Storage):
                 "updated_at": now,
             }
             (created if name in changes.created else updated).append(row)
-        sessions = self._tables.sessions
+        sql = self._sql
         try:
             with self._writer.connect() as conn, conn.begin():
                 if expected is None:
                     conn.execute(
-                        sa.insert(sessions).values(
-                            session_key=self._key,
-                            uid=self.uid,
-                            version=1,
-                            header=header,
-                            updated_at=now,
+                        sql.create,
+                        {
+                            "session_key": self._key,
+                            "uid": self.uid,
+                            "version": 1,
+                            "header": header,
+                            "updated_at": now,
                             **config,
-                        )
+                        },
                     )
                     new_version = 1
                 else:
-                    result = conn.execute(
-                        sa.update(sessions)
-                        .where(sessions.c.session_key == self._key)
-                        .where(sessions.c.version == expected)
-                        .values(version=expected + 1, header=header, updated_at=now, **config)
-                    )
+                    values = {
+                        "b_key": self._key,
+                        "b_expected": expected,
+                        "b_version": expected + 1,
+                        "b_header": header,
+                        "b_now": now,
+                    }
+                    if config:
+                        values.update(b_config=config["config"], b_config_id=config["config_id"])
+                    result = conn.execute(sql.update_config if config else sql.update, values)
                     if result.rowcount != 1:  # leaving the block rolls back
                         raise ConflictError(
                             f"version moved on from {expected!r}",
@@ -869,7 +863,7 @@ class SQLAlchemyStorage(Storage):
                     new_version = expected + 1
                 if created:
                     try:
-                        conn.execute(sa.insert(self._tables.instances), created)
+                        conn.execute(sql.insert_instances, created)
                     except sa_exc.IntegrityError as exc:
                         # We hold the session row: the rows existed before. Roll back.
                         raise _CreatedExists() from exc
@@ -907,21 +901,8 @@ class SQLAlchemyStorage(Storage):
     def _upsert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Insert or update ``rows``; the session row lock we hold keeps this race-free."""
         table = self._tables.instances
-        keys = [table.c.session_key, table.c.name_key]
-        changing = ("task_key", "status", "resolved", "doc", "updated_at")
-        dialect = conn.dialect.name
-        if dialect in ("postgresql", "sqlite"):
-            pg_or_lite = (postgresql if dialect == "postgresql" else sqlite).insert(table)
-            statement: Any = pg_or_lite.on_conflict_do_update(
-                index_elements=keys,
-                set_={column: pg_or_lite.excluded[column] for column in changing},
-            )
-            conn.execute(statement, rows)
-        elif dialect in ("mysql", "mariadb"):
-            my = mysql.insert(table)
-            statement = my.on_duplicate_key_update(
-                {column: my.inserted[column] for column in changing}
-            )
+        statement = self._sql.upsert(conn.dialect.name)
+        if statement is not None:
             conn.execute(statement, rows)
         else:  # any other dialect: look, then insert or update
             existing = set(
@@ -940,7 +921,7 @@ class SQLAlchemyStorage(Storage):
                     sa.update(table)
                     .where(table.c.session_key == row["session_key"])
                     .where(table.c.name_key == row["name_key"])
-                    .values({column: row[column] for column in changing})
+                    .values({column: row[column] for column in _CHANGING})
                 )
 
     # -- housekeeping -------------------------------------------------------------
@@ -957,6 +938,112 @@ class SQLAlchemyStorage(Storage):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} uid={self.uid!r} at {self.reference()}>"
+
+
+#: Instance columns a write may change (the keys and the name never change).
+_CHANGING = ("task_key", "status", "resolved", "doc", "updated_at")
+
+
+class _Statements:
+    """The statements a storage runs, built once per set of tables (SQLAlchemy then
+    caches their compiled forms); every value is a bind parameter named ``b_*``."""
+
+    def __init__(self, tables: _Tables) -> None:
+        sessions, instances = tables.sessions, tables.instances
+        self._instances = instances
+        self.head = sa.select(
+            sessions.c.uid,
+            sessions.c.version,
+            sessions.c.config_id,
+            sa.case(
+                (sessions.c.config_id == sa.bindparam("b_config_id"), sa.null()),
+                else_=sessions.c.config,
+            ).label("config"),
+            sessions.c.header,
+        ).where(sessions.c.session_key == sa.bindparam("b_key"))
+        self._rows: dict[tuple[bool, ...], Any] = {}
+        self.create = sa.insert(sessions)
+        update = (
+            sa.update(sessions)
+            .where(sessions.c.session_key == sa.bindparam("b_key"))
+            .where(sessions.c.version == sa.bindparam("b_expected"))
+        )
+        base: dict[str, Any] = {
+            "version": sa.bindparam("b_version"),
+            "header": sa.bindparam("b_header"),
+            "updated_at": sa.bindparam("b_now"),
+        }
+        self.update = update.values(base)
+        self.update_config = update.values(
+            {**base, "config": sa.bindparam("b_config"), "config_id": sa.bindparam("b_config_id")}
+        )
+        self.insert_instances = sa.insert(instances)
+        self._upserts: dict[str, Any] = {}
+
+    def rows(
+        self,
+        *,
+        names: bool = False,
+        tasks: bool = False,
+        unstarted: bool = False,
+        unresolved: bool = False,
+    ) -> Any:
+        """Instances by name, unstarted of some tasks, all unstarted, unresolved (OR-ed);
+        every instance of the session when none is asked for."""
+        shape = (names, tasks, unstarted, unresolved)
+        found = self._rows.get(shape)
+        if found is None:
+            t = self._instances
+            waiting = t.c.status == Status.UNSTARTED.value
+            conditions: list[Any] = []
+            if names:
+                conditions.append(t.c.name_key.in_(sa.bindparam("b_names", expanding=True)))
+            if tasks:
+                tasks_in = t.c.task_key.in_(sa.bindparam("b_tasks", expanding=True))
+                conditions.append(sa.and_(waiting, tasks_in))
+            if unstarted:
+                conditions.append(waiting)
+            if unresolved:
+                conditions.append(sa.not_(t.c.resolved))
+            found = sa.select(t.c.name, t.c.doc, t.c.task_key).where(
+                t.c.session_key == sa.bindparam("b_key")
+            )
+            if conditions:
+                found = found.where(sa.or_(*conditions))
+            self._rows[shape] = found
+        return found
+
+    def upsert(self, dialect: str) -> Any:
+        """Insert-or-update of instance rows for ``dialect`` (None: no such statement)."""
+        if dialect in self._upserts:
+            return self._upserts[dialect]
+        table = self._instances
+        statement: Any = None
+        if dialect in ("postgresql", "sqlite"):
+            pg_or_lite = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+            statement = pg_or_lite.on_conflict_do_update(
+                index_elements=[table.c.session_key, table.c.name_key],
+                set_={column: pg_or_lite.excluded[column] for column in _CHANGING},
+            )
+        elif dialect in ("mysql", "mariadb"):
+            my = mysql.insert(table)
+            statement = my.on_duplicate_key_update(
+                {column: my.inserted[column] for column in _CHANGING}
+            )
+        self._upserts[dialect] = statement
+        return statement
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(tables: _Tables) -> _Statements:
+    key = tables.sessions.name
+    with _TABLES_LOCK:
+        found = _STATEMENTS.get(key)
+        if found is None or found._instances is not tables.instances:
+            found = _STATEMENTS[key] = _Statements(tables)
+        return found
 
 
 class _CreatedExists(Exception):
