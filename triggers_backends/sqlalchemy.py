@@ -77,10 +77,11 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from triggers_backends import _sql_timeouts
+from triggers_backends._sql_statements import CHANGING, MAX_IN, chunks, statements_for
 from triggers_backends._sql_timeouts import Timeouts
 from triggers_core.errors import (
     ConflictError,
@@ -102,7 +103,7 @@ from triggers_core.serialization import (
     instance_to_json,
     loads,
 )
-from triggers_core.state import SessionState, Status, TaskInstance, copy_instance
+from triggers_core.state import SessionState, TaskInstance, copy_instance
 from triggers_core.storage import Snapshot, Storage, Version
 from triggers_core.task_table import TaskTable
 
@@ -548,7 +549,7 @@ class SQLAlchemyStorage(Storage):
         self.engine = engine
         self.table_prefix = table_prefix
         self._tables = _tables(table_prefix)
-        self._sql = _statements(self._tables)
+        self._sql = statements_for(self._tables)
         self._key = _key(self.uid)
         # name -> (document text, decoded instance) for recent working sets: the
         # same unstarted instances are re-read by every fire that reaches their
@@ -723,13 +724,13 @@ class SQLAlchemyStorage(Storage):
         tasks = sorted({_key(t) for t in scope.unstarted_of})
         if not (names or tasks or scope.unresolved):
             return []
-        by_range = len(tasks) > _MAX_IN  # one index range, filtered here, beats a huge IN list
-        if not by_range and len(names) + len(tasks) <= _MAX_IN:  # the usual case: one query
+        by_range = len(tasks) > MAX_IN  # one index range, filtered here, beats a huge IN list
+        if not by_range and len(names) + len(tasks) <= MAX_IN:  # the usual case: one query
             statement = sql.rows(names=bool(names), tasks=bool(tasks), unresolved=scope.unresolved)
             params = {"b_key": self._key, "b_names": names, "b_tasks": tasks}
             return list(conn.execute(statement, params))
         found: dict[str, Any] = {}
-        for chunk in _chunks(names):
+        for chunk in chunks(names):
             for row in conn.execute(sql.rows(names=True), {"b_key": self._key, "b_names": chunk}):
                 found[row.name] = row
         if by_range:
@@ -886,7 +887,7 @@ class SQLAlchemyStorage(Storage):
                     conn.execute(
                         sa.select(table.c.name)
                         .where(table.c.session_key == self._key)
-                        .where(table.c.name_key.in_([_key(n) for n in names[:_MAX_IN]]))
+                        .where(table.c.name_key.in_([_key(n) for n in names[:MAX_IN]]))
                     ).scalars()
                 )
         except sa_exc.SQLAlchemyError:
@@ -921,7 +922,7 @@ class SQLAlchemyStorage(Storage):
                     sa.update(table)
                     .where(table.c.session_key == row["session_key"])
                     .where(table.c.name_key == row["name_key"])
-                    .values({column: row[column] for column in _CHANGING})
+                    .values({column: row[column] for column in CHANGING})
                 )
 
     # -- housekeeping -------------------------------------------------------------
@@ -940,125 +941,12 @@ class SQLAlchemyStorage(Storage):
         return f"<{type(self).__name__} uid={self.uid!r} at {self.reference()}>"
 
 
-#: Instance columns a write may change (the keys and the name never change).
-_CHANGING = ("task_key", "status", "resolved", "doc", "updated_at")
-
-
-class _Statements:
-    """The statements a storage runs, built once per set of tables (SQLAlchemy then
-    caches their compiled forms); every value is a bind parameter named ``b_*``."""
-
-    def __init__(self, tables: _Tables) -> None:
-        sessions, instances = tables.sessions, tables.instances
-        self._instances = instances
-        self.head = sa.select(
-            sessions.c.uid,
-            sessions.c.version,
-            sessions.c.config_id,
-            sa.case(
-                (sessions.c.config_id == sa.bindparam("b_config_id"), sa.null()),
-                else_=sessions.c.config,
-            ).label("config"),
-            sessions.c.header,
-        ).where(sessions.c.session_key == sa.bindparam("b_key"))
-        self._rows: dict[tuple[bool, ...], Any] = {}
-        self.create = sa.insert(sessions)
-        update = (
-            sa.update(sessions)
-            .where(sessions.c.session_key == sa.bindparam("b_key"))
-            .where(sessions.c.version == sa.bindparam("b_expected"))
-        )
-        base: dict[str, Any] = {
-            "version": sa.bindparam("b_version"),
-            "header": sa.bindparam("b_header"),
-            "updated_at": sa.bindparam("b_now"),
-        }
-        self.update = update.values(base)
-        self.update_config = update.values(
-            {**base, "config": sa.bindparam("b_config"), "config_id": sa.bindparam("b_config_id")}
-        )
-        self.insert_instances = sa.insert(instances)
-        self._upserts: dict[str, Any] = {}
-
-    def rows(
-        self,
-        *,
-        names: bool = False,
-        tasks: bool = False,
-        unstarted: bool = False,
-        unresolved: bool = False,
-    ) -> Any:
-        """Instances by name, unstarted of some tasks, all unstarted, unresolved (OR-ed);
-        every instance of the session when none is asked for."""
-        shape = (names, tasks, unstarted, unresolved)
-        found = self._rows.get(shape)
-        if found is None:
-            t = self._instances
-            waiting = t.c.status == Status.UNSTARTED.value
-            conditions: list[Any] = []
-            if names:
-                conditions.append(t.c.name_key.in_(sa.bindparam("b_names", expanding=True)))
-            if tasks:
-                tasks_in = t.c.task_key.in_(sa.bindparam("b_tasks", expanding=True))
-                conditions.append(sa.and_(waiting, tasks_in))
-            if unstarted:
-                conditions.append(waiting)
-            if unresolved:
-                conditions.append(sa.not_(t.c.resolved))
-            found = sa.select(t.c.name, t.c.doc, t.c.task_key).where(
-                t.c.session_key == sa.bindparam("b_key")
-            )
-            if conditions:
-                found = found.where(sa.or_(*conditions))
-            self._rows[shape] = found
-        return found
-
-    def upsert(self, dialect: str) -> Any:
-        """Insert-or-update of instance rows for ``dialect`` (None: no such statement)."""
-        if dialect in self._upserts:
-            return self._upserts[dialect]
-        table = self._instances
-        statement: Any = None
-        if dialect in ("postgresql", "sqlite"):
-            pg_or_lite = (postgresql if dialect == "postgresql" else sqlite).insert(table)
-            statement = pg_or_lite.on_conflict_do_update(
-                index_elements=[table.c.session_key, table.c.name_key],
-                set_={column: pg_or_lite.excluded[column] for column in _CHANGING},
-            )
-        elif dialect in ("mysql", "mariadb"):
-            my = mysql.insert(table)
-            statement = my.on_duplicate_key_update(
-                {column: my.inserted[column] for column in _CHANGING}
-            )
-        self._upserts[dialect] = statement
-        return statement
-
-
-_STATEMENTS: dict[str, _Statements] = {}
-
-
-def _statements(tables: _Tables) -> _Statements:
-    key = tables.sessions.name
-    with _TABLES_LOCK:
-        found = _STATEMENTS.get(key)
-        if found is None or found._instances is not tables.instances:
-            found = _STATEMENTS[key] = _Statements(tables)
-        return found
-
-
 class _CreatedExists(Exception):
     """Internal: an INSERT of a created instance hit an existing row (rolls the write back)."""
 
 
-#: Bind parameters per IN list; longer lists are split (SQLite allows 999 in old builds).
-_MAX_IN = 500
 #: Decoded instance documents a storage object keeps (more when one working set is larger).
 _DECODED_CACHE = 4096
-
-
-def _chunks(keys: list[str]) -> Iterable[list[str]]:
-    for start in range(0, len(keys), _MAX_IN):
-        yield keys[start : start + _MAX_IN]
 
 
 _SCHEMA_READY: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()

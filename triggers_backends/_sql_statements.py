@@ -1,0 +1,139 @@
+"""The SQL statements of the SQLAlchemy storage, built once per set of tables.
+
+Building a SELECT or an UPDATE and computing its cache key cost SQLAlchemy more
+than SQLite spends running it, so each statement a storage runs is built once
+per table prefix, with every value a bind parameter named ``b_*`` (expanding
+ones for IN lists): SQLAlchemy then compiles each shape once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from triggers_core.state import Status
+
+if TYPE_CHECKING:
+    from triggers_backends.sqlalchemy import _Tables
+
+__all__ = ["CHANGING", "MAX_IN", "Statements", "chunks", "statements_for"]
+
+#: Instance columns a write may change (the keys and the name never change).
+CHANGING = ("task_key", "status", "resolved", "doc", "updated_at")
+
+#: Bind parameters per IN list; longer lists are split (SQLite allows 999 in old builds).
+MAX_IN = 500
+
+
+def chunks(keys: list[str]) -> Iterable[list[str]]:
+    """``keys`` in lists of at most :data:`MAX_IN`."""
+    for start in range(0, len(keys), MAX_IN):
+        yield keys[start : start + MAX_IN]
+
+
+class Statements:
+    """The statements a storage runs, built once per set of tables (SQLAlchemy then
+    caches their compiled forms); every value is a bind parameter named ``b_*``."""
+
+    def __init__(self, tables: _Tables) -> None:
+        sessions, instances = tables.sessions, tables.instances
+        self._instances = instances
+        self.head = sa.select(
+            sessions.c.uid,
+            sessions.c.version,
+            sessions.c.config_id,
+            sa.case(
+                (sessions.c.config_id == sa.bindparam("b_config_id"), sa.null()),
+                else_=sessions.c.config,
+            ).label("config"),
+            sessions.c.header,
+        ).where(sessions.c.session_key == sa.bindparam("b_key"))
+        self._rows: dict[tuple[bool, ...], Any] = {}
+        self.create = sa.insert(sessions)
+        update = (
+            sa.update(sessions)
+            .where(sessions.c.session_key == sa.bindparam("b_key"))
+            .where(sessions.c.version == sa.bindparam("b_expected"))
+        )
+        base: dict[str, Any] = {
+            "version": sa.bindparam("b_version"),
+            "header": sa.bindparam("b_header"),
+            "updated_at": sa.bindparam("b_now"),
+        }
+        self.update = update.values(base)
+        self.update_config = update.values(
+            {**base, "config": sa.bindparam("b_config"), "config_id": sa.bindparam("b_config_id")}
+        )
+        self.insert_instances = sa.insert(instances)
+        self._upserts: dict[str, Any] = {}
+
+    def rows(
+        self,
+        *,
+        names: bool = False,
+        tasks: bool = False,
+        unstarted: bool = False,
+        unresolved: bool = False,
+    ) -> Any:
+        """Instances by name, unstarted of some tasks, all unstarted, unresolved (OR-ed);
+        every instance of the session when none is asked for."""
+        shape = (names, tasks, unstarted, unresolved)
+        found = self._rows.get(shape)
+        if found is None:
+            t = self._instances
+            waiting = t.c.status == Status.UNSTARTED.value
+            conditions: list[Any] = []
+            if names:
+                conditions.append(t.c.name_key.in_(sa.bindparam("b_names", expanding=True)))
+            if tasks:
+                tasks_in = t.c.task_key.in_(sa.bindparam("b_tasks", expanding=True))
+                conditions.append(sa.and_(waiting, tasks_in))
+            if unstarted:
+                conditions.append(waiting)
+            if unresolved:
+                conditions.append(sa.not_(t.c.resolved))
+            found = sa.select(t.c.name, t.c.doc, t.c.task_key).where(
+                t.c.session_key == sa.bindparam("b_key")
+            )
+            if conditions:
+                found = found.where(sa.or_(*conditions))
+            self._rows[shape] = found
+        return found
+
+    def upsert(self, dialect: str) -> Any:
+        """Insert-or-update of instance rows for ``dialect`` (None: no such statement)."""
+        if dialect in self._upserts:
+            return self._upserts[dialect]
+        table = self._instances
+        statement: Any = None
+        if dialect in ("postgresql", "sqlite"):
+            pg_or_lite = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+            statement = pg_or_lite.on_conflict_do_update(
+                index_elements=[table.c.session_key, table.c.name_key],
+                set_={column: pg_or_lite.excluded[column] for column in CHANGING},
+            )
+        elif dialect in ("mysql", "mariadb"):
+            my = mysql.insert(table)
+            statement = my.on_duplicate_key_update(
+                {column: my.inserted[column] for column in CHANGING}
+            )
+        self._upserts[dialect] = statement
+        return statement
+
+
+_STATEMENTS: dict[str, Statements] = {}
+_LOCK = threading.Lock()
+
+
+def statements_for(tables: _Tables) -> Statements:
+    """The statements for ``tables`` (one object per table prefix)."""
+    key = tables.sessions.name
+    with _LOCK:
+        found = _STATEMENTS.get(key)
+        if found is None or found._instances is not tables.instances:
+            found = _STATEMENTS[key] = Statements(tables)
+        return found
