@@ -1,0 +1,93 @@
+"""Keys of the key-value layout: any UID or name maps to a short, valid key.
+
+Every key of a session is ``{prefix}{kind}:{{S}}...`` where ``S`` is
+:func:`digest` of the UID. ``{S}`` is the key's *hash tag*, so a client spread
+over several servers keeps a whole session on one server. Names inside a
+session (task, instance, trigger) are digested the same way. A digest is 128
+bits of SHA-256 in base32 (26 characters), so distinct values never share a key
+in practice; the original value is stored inside every document and checked
+on load.
+
+Kinds: ``a`` active document, ``m`` marker, ``c`` configuration, ``k`` latest
+kwargs of one trigger, ``p`` index page, ``i`` instance; a chunked document's
+chunks are its key plus ``:{n}``. Immutable documents end with the revision
+token of the attempt that wrote them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from triggers_backends.kv_client import MAX_KEY_LENGTH
+
+__all__ = ["DEFAULT_PREFIX", "MAX_PREFIX_LENGTH", "SessionKeys", "check_prefix", "digest"]
+
+#: Key prefix unless told otherwise.
+DEFAULT_PREFIX = "triggers:"
+#: Longest accepted prefix: the longest key (a chunk of a page) then stays below 250 bytes.
+MAX_PREFIX_LENGTH = 100
+
+
+def digest(text: str) -> str:
+    """26 lowercase base32 characters: 128 bits of SHA-256 of the UTF-8 text."""
+    raw = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+    return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+
+def check_prefix(prefix: str) -> str:
+    """A prefix is printable ASCII without spaces or braces, at most 100 characters."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"key prefix must be a string, got {type(prefix).__name__}")
+    bad = [c for c in prefix if not (c.isascii() and c.isprintable()) or c in " {}"]
+    if bad or len(prefix) > MAX_PREFIX_LENGTH:
+        raise ValueError(
+            f"key prefix {prefix!r} must be at most {MAX_PREFIX_LENGTH} printable ASCII "
+            "characters without spaces or braces"
+        )
+    return prefix
+
+
+class SessionKeys:
+    """The keys of one session."""
+
+    def __init__(self, prefix: str, uid: str) -> None:
+        self.prefix = check_prefix(prefix)
+        self.session = digest(uid)
+        self._tag = "{" + self.session + "}"
+
+    def _key(self, kind: str, *parts: str) -> str:
+        key = ":".join((f"{self.prefix}{kind}", self._tag, *parts))
+        assert len(key) <= MAX_KEY_LENGTH - 8, key  # room for a chunk suffix
+        return key
+
+    @property
+    def active(self) -> str:
+        """The active document: the only key ever compared-and-swapped."""
+        return self._key("a")
+
+    @property
+    def marker(self) -> str:
+        """Added once when the session is created: tells a lost session from a new one."""
+        return self._key("m")
+
+    def config(self, rev: str) -> str:
+        """The task configuration written by attempt ``rev``."""
+        return self._key("c", rev)
+
+    def latest(self, trigger: str, rev: str) -> str:
+        """The latest kwargs of ``trigger`` written by attempt ``rev``."""
+        return self._key("k", digest(trigger), rev)
+
+    def page(self, task: str, page: int, rev: str) -> str:
+        """Index page ``page`` of ``task`` written by attempt ``rev``."""
+        return self._key("p", digest(task), str(page), rev)
+
+    def instance(self, name: str, rev: str) -> str:
+        """Instance ``name`` as written by attempt ``rev``."""
+        return self._key("i", digest(name), rev)
+
+
+def chunk_key(key: str, index: int) -> str:
+    """Key of chunk ``index`` of the document stored under ``key``."""
+    return f"{key}:{index}"
