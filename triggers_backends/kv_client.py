@@ -67,8 +67,14 @@ class KeyValueClient(Protocol):
 
     #: Backend label for error messages and the registry (``memcached``, ``django-cache/redis``...).
     backend_name: str
-    #: The largest value, in bytes, one key may hold; the layout chunks anything larger.
-    max_value_size: int
+
+    @property
+    def max_value_size(self) -> int:
+        """The largest value, in bytes, one key may hold; the layout chunks anything larger.
+
+        A plain attribute satisfies it too; a client may ask its server on first use.
+        """
+        ...
 
     def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         """Values of the keys that exist (missing keys are left out)."""
