@@ -7,6 +7,7 @@ stops forwarding (a frozen server) or refuses connections.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -46,10 +47,15 @@ class TestPymemcacheClient(KeyValueClientContract):
         for client in self.clients:
             client.close()
 
+    supports_multiprocess = True
+
     def make_client(self) -> PymemcacheClient:
         client = PymemcacheClient(self.server.address, timeout=10)
         self.clients.append(client)
         return client
+
+    def process_client_factory(self) -> Callable[[], KeyValueClient]:
+        return functools.partial(PymemcacheClient, self.server.address, timeout=10)
 
 
 class TestPymemcacheClientSmallItems(TestPymemcacheClient):
