@@ -1,0 +1,636 @@
+"""``KeyValueStorage``: one session in any key-value store, compared-and-swapped safely.
+
+The store is reached through a :class:`~triggers_backends.kv_client.KeyValueClient`
+(memcached, a Django cache...); this module knows nothing else about it.
+
+Layout (keys in :mod:`~triggers_backends.kv.keys`, documents in
+:mod:`~triggers_backends.kv.documents` and :mod:`~triggers_backends.kv.active`):
+
+* the **active document** (``a``) is the only key ever compared-and-swapped.
+  It holds the version, the header, and references to everything else; its
+  size follows what is active (one reference per trigger, per task one per
+  256 instance numbers), not the history;
+* **immutable documents**, each under a key ending with the random revision
+  token of the attempt that wrote it, and never overwritten: the configuration
+  (``c``), the latest kwargs of each trigger (``k``), index pages (``p``) and
+  instances (``i``), chunked when larger than the store's item size;
+* a **marker** (``m``), added when the session is created.
+
+Commit order, and why it is safe:
+
+1. write every new immutable document (``set_many``);
+2. ``cas`` the active document against the token read with it (``add`` it for
+   a new session, then add the marker);
+3. after success, delete the documents the new active document no longer
+   references (best effort).
+
+A reader that finds an active document therefore finds every document it
+refers to (they were written before it became visible). A writer that loses
+the race in step 2 wrote only documents under its own random revision, which
+nobody references: it deletes them and raises
+:class:`~triggers_core.errors.ConflictError` (the manager retries). A crash
+between any two steps leaves at most such unreferenced documents, never a
+broken session. A reader that still holds the previous active document may
+miss a document deleted in step 3: it sees that the active document moved on
+and reloads; if the active document did *not* move on, the document was lost
+(evicted) and the load fails with a :class:`~triggers_core.errors.StorageError`
+naming the key. A missing active document with the marker present is a lost
+session (an error), never a new empty one. The version in the active document
+only grows, so even a compare-value CAS (a client whose token is the previous
+value) cannot be fooled by ABA.
+
+A timeout during step 2 leaves it unknown whether the commit happened: the
+error says so, and the documents written in step 1 are kept (they may be
+referenced).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+
+from triggers_backends.kv.active import Active, Entry, Page, TaskIndex, page_of
+from triggers_backends.kv.cache import DocumentCache
+from triggers_backends.kv.documents import DocRef, decode, encode, join, split, stored_keys
+from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys
+from triggers_backends.kv_client import CasToken, KeyValueClient, KeyValueError
+from triggers_core._util import copy_json, copy_json_sorted
+from triggers_core.errors import ConflictError, SerializationError, StorageError
+from triggers_core.scopes import Changes, Scope, Selector, resolve
+from triggers_core.serialization import (
+    check_joined,
+    config_from_json,
+    config_to_json,
+    header_from_json,
+    header_to_json,
+    instance_from_json,
+    instance_to_json,
+)
+from triggers_core.state import SessionState, TaskInstance, copy_instance
+from triggers_core.storage import Snapshot, Storage, Version
+
+__all__ = ["KeyValueStorage"]
+
+T = TypeVar("T")
+
+#: Keys per ``get_many`` and per ``set_many`` (and bytes per ``set_many``).
+READ_BATCH = 500
+WRITE_BATCH = 200
+WRITE_BATCH_BYTES = 4 * 1024 * 1024
+
+
+class _Missing(Exception):
+    """A referenced document is not in the store (deleted by a later commit, or evicted)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class _Want:
+    """One immutable document to read, and how to turn its body into a value."""
+
+    key: str
+    ref: DocRef
+    kind: str
+    what: str
+    convert: Callable[[Any], Any]
+
+
+def _parse_name(name: str) -> tuple[str, int] | None:
+    task, sep, number = name.rpartition("#")
+    if not sep or not task or not (number.isascii() and number.isdigit()):
+        return None
+    if str(int(number)) != number:
+        return None
+    return task, int(number)
+
+
+class KeyValueStorage(Storage):
+    """One session on a :class:`~triggers_backends.kv_client.KeyValueClient`.
+
+    ``prefix`` namespaces the keys (default ``triggers:``). Storages of one
+    session may share a client (and should: it holds the connection pool).
+    """
+
+    backend_name: ClassVar[str] = "kv"
+    #: Loads that found a referenced document deleted by a concurrent commit retry this often.
+    read_attempts: ClassVar[int] = 20
+
+    def __init__(
+        self,
+        uid: str,
+        client: KeyValueClient,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        cache_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        super().__init__(uid)
+        self.client = client
+        self.prefix = prefix
+        self.keys = SessionKeys(prefix, self.uid)
+        self._label = client.backend_name
+        self._cache = DocumentCache(cache_bytes)
+        # version -> (cas token or None, active document) of recent loads and commits.
+        self._seen: OrderedDict[int, tuple[CasToken | None, Active]] = OrderedDict()
+        self._seen_lock = threading.Lock()
+        self._parsed: tuple[bytes, Active] | None = None
+
+    # -- errors -------------------------------------------------------------------
+
+    def _error(self, message: str) -> StorageError:
+        return StorageError(message, backend=self._label, session=self.uid)
+
+    def _call(self, doing: str, call: Callable[..., T], *args: Any) -> T:
+        try:
+            return call(*args)
+        except KeyValueError as exc:
+            raise self._error(f"{doing} failed: {exc}") from exc
+
+    def _what(self, kind: str, key: str) -> str:
+        return f"{self._label} storage, session {self.uid!r}: {kind} ({key})"
+
+    # -- reading documents --------------------------------------------------------
+
+    def _get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for start in range(0, len(keys), READ_BATCH):
+            batch = keys[start : start + READ_BATCH]
+            found.update(self._call("reading documents", self.client.get_many, batch))
+        return found
+
+    def _fetch(self, wants: Sequence[_Want]) -> list[Any]:
+        """Decoded documents (from the cache, else in one round trip); _Missing if one is gone."""
+        cache = self._cache
+        results = [cache.get(w.key) for w in wants]
+        misses = [i for i, value in enumerate(results) if value is cache.missing]
+        if not misses:
+            return results
+        keys = [k for i in misses for k in stored_keys(wants[i].key, wants[i].ref)]
+        found = self._get_many(keys)
+        for i in misses:
+            want = wants[i]
+            raw = join(want.key, want.ref, found, want.what)
+            if raw is None:
+                raise _Missing(want.key)
+            value = want.convert(decode(raw, want.kind, self.uid, want.what))
+            cache.put(want.key, len(raw), value)
+            results[i] = value
+        return results
+
+    def _read_active(self) -> tuple[Active, CasToken] | None:
+        found = self._call("reading the active document", self.client.gets, self.keys.active)
+        if found is None:
+            return None
+        raw, token = found
+        parsed = self._parsed
+        if parsed is not None and parsed[0] == raw:  # unchanged since the last read
+            return parsed[1], token
+        what = self._what("active document", self.keys.active)
+        active = Active.from_body(decode(raw, "active", self.uid, what), what)
+        self._parsed = (raw, active)
+        return active, token
+
+    def _remember(self, active: Active, token: CasToken | None) -> None:
+        with self._seen_lock:
+            self._seen[active.version] = (token, active)
+            self._seen.move_to_end(active.version)
+            while len(self._seen) > 16:
+                self._seen.popitem(last=False)
+
+    def _lost(self) -> StorageError:
+        return self._error(
+            f"the active document {self.keys.active} of session {self.uid!r} is gone "
+            f"(evicted?) although the session exists (marker {self.keys.marker}): its "
+            "state is lost. Give the server more memory (-m) and watch 'evictions' in its "
+            "stats; to start the session over, call delete() on its storage"
+        )
+
+    def _vanished(self) -> bool:
+        """After seeing the marker: is the active document still missing? Then it is lost.
+
+        The marker is added only after the active document, so an active document
+        missing *after* the marker was seen existed once and is gone; one that is
+        there now was created concurrently between our two reads.
+        """
+        return self._read_active() is None
+
+    def _marker_exists(self) -> bool:
+        marker = self.keys.marker
+        return bool(self._call("reading the session marker", self.client.get_many, [marker]))
+
+    # -- the three document kinds behind the header -------------------------------
+
+    def _config_want(self, ref: DocRef) -> _Want:
+        key = self.keys.config(ref.rev)
+        what = self._what("configuration", key)
+        return _Want(key, ref, "config", what, lambda body: config_from_json(body, what))
+
+    def _latest_want(self, trigger: str, ref: DocRef) -> _Want:
+        key = self.keys.latest(trigger, ref.rev)
+        what = self._what(f"latest kwargs of {trigger!r}", key)
+
+        def convert(body: Any) -> Any:
+            if not isinstance(body, dict) or body.get("trigger") != trigger:
+                raise SerializationError(f"{what}: does not hold the kwargs of {trigger!r}")
+            kwargs = body.get("kwargs")
+            if not isinstance(kwargs, dict):
+                raise SerializationError(f"{what}: kwargs must be an object")
+            return kwargs
+
+        return _Want(key, ref, "latest", what, convert)
+
+    def _page_want(self, task: str, number: int, ref: DocRef) -> _Want:
+        key = self.keys.page(task, number, ref.rev)
+        what = self._what(f"index page {number} of task {task!r}", key)
+        return _Want(key, ref, "page", what, lambda body: Page.from_body(body, task, number, what))
+
+    def _instance_want(self, name: str, ref: DocRef) -> _Want:
+        key = self.keys.instance(name, ref.rev)
+        what = self._what(f"instance {name!r}", key)
+
+        def convert(body: Any) -> TaskInstance:
+            instance = instance_from_json(body, what)
+            if instance.name != name:
+                raise SerializationError(f"{what}: holds instance {instance.name!r}")
+            return instance
+
+        return _Want(key, ref, "instance", what, convert)
+
+    def _header_state(self, active: Active) -> SessionState:
+        wants = [self._latest_want(t, ref) for t, ref in sorted(active.latest.items())]
+        if active.config is not None:
+            wants.append(self._config_want(active.config))
+        values = self._fetch(wants)
+        tasks = values.pop() if active.config is not None else {}
+        # Callers get their own copies: the cached documents are never shared.
+        latest = {t: copy_json(v) for t, v in zip(sorted(active.latest), values, strict=True)}
+        doc = {**active.header, "latestKwargs": latest}
+        what = self._what("header", self.keys.active)
+        return header_from_json(doc, {}, what, tasks=tasks)
+
+    # -- loading ------------------------------------------------------------------
+
+    def load(self, scope: Scope | Selector = Scope()) -> Snapshot:  # noqa: B008 - frozen value
+        return self._load(scope)
+
+    def load_full(self) -> Snapshot:
+        return self._load(None)
+
+    def _load(self, scope: Scope | Selector | None) -> Snapshot:
+        for attempt in range(self.read_attempts):
+            if attempt:  # let the concurrent writers finish (jittered, at most ~50 ms)
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+            found = self._read_active()
+            if found is None:
+                if not self._marker_exists():
+                    return Snapshot(SessionState(), None)
+                if self._vanished():
+                    raise self._lost()
+                continue  # created by another writer between the two reads
+            active, token = found
+            try:
+                state = self._assemble(active, scope)
+            except _Missing as missing:
+                self._check_moved_on(active.version, missing.key)
+                continue  # a concurrent commit replaced what we were reading: reload
+            self._remember(active, token)
+            return Snapshot(state, active.version)
+        raise self._error(
+            f"the session changed during each of {self.read_attempts} attempts to load it"
+        )
+
+    def _check_moved_on(self, version: int, key: str) -> None:
+        """Return if the active document moved on from ``version``; else the key was lost."""
+        current = self._read_active()
+        if current is not None and current[0].version == version:
+            raise self._error(
+                f"document {key} referenced by version {version} of the active document is "
+                "missing (evicted?): the session is damaged"
+            )
+
+    def _assemble(self, active: Active, scope: Scope | Selector | None) -> SessionState:
+        header = self._header_state(active)
+        chosen = None if scope is None else resolve(scope, header)
+        pages: dict[tuple[str, int], DocRef] = {}
+        for task, index in active.index.items():
+            if chosen is None:
+                wanted: Iterable[int] = index.pages
+            else:
+                wanted = set()
+                if task in chosen.unstarted_of:
+                    wanted |= index.unstarted
+                if chosen.unresolved:
+                    wanted |= index.unresolved
+            for number in wanted:
+                pages[(task, number)] = index.pages[number]
+        if chosen is not None:
+            for name in chosen.names:
+                parsed = _parse_name(name)
+                if parsed is None or parsed[0] not in active.index:
+                    continue
+                number = page_of(parsed[1])
+                ref = active.index[parsed[0]].pages.get(number)
+                if ref is not None:
+                    pages[(parsed[0], number)] = ref
+        order = sorted(pages)
+        loaded: list[Page] = self._fetch([self._page_want(t, n, pages[(t, n)]) for t, n in order])
+        wants: list[_Want] = []
+        for page in loaded:
+            for number, entry in page.entries.items():
+                name = f"{page.task}#{number}"
+                if chosen is None or (
+                    name in chosen.names
+                    or (entry.unstarted and page.task in chosen.unstarted_of)
+                    or (chosen.unresolved and entry.unresolved)
+                ):
+                    wants.append(self._instance_want(name, entry.ref))
+        instances: list[TaskInstance] = self._fetch(wants)
+        # The header and the instances must agree (a lowered counter would reuse numbers).
+        check_joined(
+            header.tasks, header.counters, instances, f"{self._label} storage, session {self.uid!r}"
+        )
+        return attrs.evolve(header, instances={i.name: copy_instance(i) for i in instances})
+
+    # -- writing ------------------------------------------------------------------
+
+    def _base(self, expected: Version | None) -> tuple[Active, CasToken] | None:
+        """The active document at ``expected`` and its CAS token; ConflictError if it moved."""
+        if expected is None:
+            exists = self._read_active() is not None
+            if not exists and self._marker_exists():
+                if self._vanished():
+                    raise self._lost()
+                exists = True  # created by another writer between the two reads
+            if exists:
+                raise ConflictError(
+                    "another writer created the session first",
+                    backend=self._label,
+                    session=self.uid,
+                )
+            return None
+        if not isinstance(expected, int) or isinstance(expected, bool):
+            raise ConflictError(
+                f"version {expected!r} did not come from this storage",
+                backend=self._label,
+                session=self.uid,
+            )
+        with self._seen_lock:
+            seen = self._seen.get(expected)
+        if seen is not None and seen[0] is not None:
+            return seen[1], seen[0]
+        found = self._read_active()
+        if found is None:
+            if self._marker_exists() and self._vanished():
+                raise self._lost()
+            raise ConflictError(
+                f"version {expected!r} is gone: the session does not exist",
+                backend=self._label,
+                session=self.uid,
+            )
+        if found[0].version != expected:
+            raise ConflictError(
+                f"version moved on from {expected!r} to {found[0].version!r}",
+                backend=self._label,
+                session=self.uid,
+            )
+        return found
+
+    def compare_and_swap(
+        self, expected: Version | None, state: SessionState, changes: Changes
+    ) -> Version:
+        base_found = self._base(expected)
+        base, token = base_found if base_found is not None else (None, None)
+        commit = _Commit(self, base, uuid.uuid4().hex[:16])
+        commit.build(state, changes)
+        raw = encode("active", self.uid, commit.active.to_body())
+        limit = commit.limit
+        if len(raw) > limit:
+            raise self._error(
+                f"the active document would be {len(raw)} bytes, more than the {limit} bytes "
+                f"one {self._label} item may hold ({len(commit.active.index)} tasks, "
+                f"{len(commit.active.latest)} triggers); nothing was written"
+            )
+        self._write(commit.items)
+        try:
+            if base is None:
+                won = self.client.add(self.keys.active, raw)
+            else:
+                won = self.client.cas(self.keys.active, raw, token)
+        except KeyValueError as exc:
+            raise self._error(
+                f"compare-and-swap of the active document failed, so it is unknown whether "
+                f"version {commit.active.version} was committed: {exc}"
+            ) from exc
+        if not won:
+            self._forget(list(commit.items))  # ours alone: nobody references them
+            raise ConflictError(
+                f"version moved on from {expected!r}", backend=self._label, session=self.uid
+            )
+        if base is None:
+            self._forget_errors(
+                self.client.add, self.keys.marker, self.uid.encode("utf-8", "surrogatepass")
+            )
+        self._forget(commit.obsolete)
+        self._cache.discard(commit.obsolete)
+        for key, size, value in commit.decoded:
+            self._cache.put(key, size, value)
+        self._remember(commit.active, None)
+        return commit.active.version
+
+    # -- housekeeping -------------------------------------------------------------
+
+    def delete(self) -> None:
+        """Remove the session: its active document and marker first, then its documents.
+
+        Also the way to start a lost session over. Do not delete a session that
+        is still in use. Documents that cannot be found (a damaged session) are
+        left to memcached's LRU.
+        """
+        found = self._read_active()
+        self._call(
+            "deleting the session", self.client.delete_many, [self.keys.active, self.keys.marker]
+        )
+        self._parsed = None
+        with self._seen_lock:
+            self._seen.clear()
+        if found is None:
+            return
+        active = found[0]
+        keys = self.keys
+        doomed: list[str] = []
+        if active.config is not None:
+            doomed += stored_keys(keys.config(active.config.rev), active.config)
+        for trigger, ref in active.latest.items():
+            doomed += stored_keys(keys.latest(trigger, ref.rev), ref)
+        for task, index in active.index.items():
+            for number, ref in index.pages.items():
+                doomed += stored_keys(keys.page(task, number, ref.rev), ref)
+                try:
+                    (page,) = self._fetch([self._page_want(task, number, ref)])
+                except (_Missing, SerializationError):
+                    continue
+                for n, entry in page.entries.items():
+                    doomed += stored_keys(keys.instance(f"{task}#{n}", entry.ref.rev), entry.ref)
+        self._cache.discard(doomed)
+        self._forget(doomed)
+
+    def _write(self, items: Mapping[str, bytes]) -> None:
+        batch: dict[str, bytes] = {}
+        size = 0
+        for key, value in items.items():
+            batch[key] = value
+            size += len(value)
+            if len(batch) >= WRITE_BATCH or size >= WRITE_BATCH_BYTES:
+                self._call("writing documents", self.client.set_many, batch)
+                batch, size = {}, 0
+        if batch:
+            self._call("writing documents", self.client.set_many, batch)
+
+    def _forget_errors(self, call: Callable[..., Any], *args: Any) -> None:
+        # Best effort: at worst, unreferenced garbage stays behind.
+        with contextlib.suppress(KeyValueError):
+            call(*args)
+
+    def _forget(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), READ_BATCH):
+            self._forget_errors(self.client.delete_many, keys[start : start + READ_BATCH])
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} uid={self.uid!r} on {self._label}>"
+
+
+class _Commit:
+    """The documents one compare-and-swap writes, and those it makes obsolete."""
+
+    def __init__(self, storage: KeyValueStorage, base: Active | None, rev: str) -> None:
+        self.storage = storage
+        self.keys = storage.keys
+        self.base = base
+        self.rev = rev
+        self.limit = storage._call(
+            "reading the item size limit", lambda: storage.client.max_value_size
+        )
+        self.items: dict[str, bytes] = {}
+        self.obsolete: list[str] = []
+        self.decoded: list[tuple[str, int, Any]] = []
+        self.active = Active(0, {})
+
+    def _put(self, kind: str, key: str, body: Any, value: Any) -> DocRef:
+        raw = encode(kind, self.storage.uid, body)
+        ref, items = split(key, self.rev, raw, self.limit)
+        self.items.update(items)
+        self.decoded.append((key, len(raw), value))
+        return ref
+
+    def _drop(self, key: str, ref: DocRef) -> None:
+        self.obsolete.extend(stored_keys(key, ref))
+
+    def build(self, state: SessionState, changes: Changes) -> None:
+        base = self.base
+        keys = self.keys
+        # Configuration: written when it changed (always for a new session).
+        config = base.config if base is not None else None
+        if base is None or changes.config or config is None:
+            if config is not None:
+                self._drop(keys.config(config.rev), config)
+            config = self._put(
+                "config", keys.config(self.rev), config_to_json(state.tasks), state.tasks
+            )
+        latest = self._latest(state)
+        index = self._instances(state, changes)
+        header = header_to_json(state)
+        header.pop("latestKwargs", None)
+        version = 1 if base is None else base.version + 1
+        self.active = Active(version, header, config, latest, index)
+
+    def _latest(self, state: SessionState) -> dict[str, DocRef]:
+        old = dict(self.base.latest) if self.base is not None else {}
+        refs: dict[str, DocRef] = {}
+        for trigger, kwargs in state.latest_kwargs.items():
+            ref = old.pop(trigger, None)
+            if ref is not None:
+                known = self.storage._cache.get(self.keys.latest(trigger, ref.rev))
+                if known is kwargs or known == kwargs:
+                    refs[trigger] = ref
+                    continue
+                self._drop(self.keys.latest(trigger, ref.rev), ref)
+            body = {"trigger": trigger, "kwargs": dict(kwargs)}
+            key = self.keys.latest(trigger, self.rev)
+            refs[trigger] = self._put("latest", key, body, copy_json_sorted(kwargs))
+        for trigger, ref in old.items():  # no longer in the state
+            self._drop(self.keys.latest(trigger, ref.rev), ref)
+        return refs
+
+    def _instances(self, state: SessionState, changes: Changes) -> dict[str, TaskIndex]:
+        index = dict(self.base.index) if self.base is not None else {}
+        touched: dict[tuple[str, int], list[TaskInstance]] = {}
+        for name in sorted(changes.instances):
+            instance = state.instances.get(name)
+            if instance is None:
+                raise ValueError(f"changes name instance {name!r}, which the state does not hold")
+            key = (instance.task_name, page_of(instance.number))
+            touched.setdefault(key, []).append(instance)
+        # The pages being rewritten, as the base active document knows them.
+        existing = [(t, n) for t, n in sorted(touched) if t in index and n in index[t].pages]
+        wants = [self.storage._page_want(t, n, index[t].pages[n]) for t, n in existing]
+        try:
+            loaded: list[Page] = self.storage._fetch(wants)
+        except _Missing as missing:
+            version = self.base.version if self.base is not None else 0
+            self.storage._check_moved_on(version, missing.key)
+            raise ConflictError(
+                f"version moved on from {version!r}",
+                backend=self.storage._label,
+                session=self.storage.uid,
+            ) from None
+        pages = {(p.task, p.number): p for p in loaded}
+        uid = self.storage.uid
+        for (task, number), instances in sorted(touched.items()):
+            old = pages.get((task, number))
+            entries = dict(old.entries) if old is not None else {}
+            for instance in instances:
+                previous = entries.get(instance.number)
+                if previous is not None and instance.name in changes.created:
+                    raise SerializationError(
+                        f"{self.storage._label} storage, session {uid!r}: instance "
+                        f"{instance.name!r} is created but already exists (was a counter "
+                        "lowered by hand?); nothing was written"
+                    )
+                if previous is not None:
+                    self._drop(self.keys.instance(instance.name, previous.ref.rev), previous.ref)
+                ref = self._put(
+                    "instance",
+                    self.keys.instance(instance.name, self.rev),
+                    instance_to_json(instance),
+                    copy_instance(instance, sort_keys=True),  # as a reader would decode it
+                )
+                entries[instance.number] = Entry(instance.status.value, ref)
+            page = Page(task, number, entries)
+            task_index = index.get(task, TaskIndex())
+            if old is not None:
+                self._drop(
+                    self.keys.page(task, number, task_index.pages[number].rev),
+                    task_index.pages[number],
+                )
+            ref = self._put("page", self.keys.page(task, number, self.rev), page.to_body(), page)
+            index[task] = TaskIndex(
+                pages={**task_index.pages, number: ref},
+                unstarted=_flag(task_index.unstarted, number, page.has_unstarted),
+                unresolved=_flag(task_index.unresolved, number, page.has_unresolved),
+            )
+        return index
+
+
+def _flag(pages: frozenset[int], number: int, on: bool) -> frozenset[int]:
+    return pages | {number} if on else pages - {number}
