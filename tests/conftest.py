@@ -8,13 +8,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from memcached_server import memcached, memcached_small  # noqa: F401 - fixtures for every test
+from memcached_server import (  # noqa: F401 - fixtures for every test
+    MemcachedServer,
+    memcached,
+    memcached_small,
+)
 from services import services_required
 
 from triggers_core import MemoryStorage, MemoryStore, Storage
 
 #: Storage kinds the behaviour suite runs on. Backends add themselves here.
-STORAGE_KINDS = ["memory", "sqlite"]
+STORAGE_KINDS = ["memory", "sqlite", "memcached"]
 
 StorageFactory = Callable[[str], Storage]
 
@@ -36,6 +40,19 @@ def sqlite_storage_factory(tmp_path: Path) -> Iterator[StorageFactory]:
     create_schema(engine)
     yield lambda uid: SQLAlchemyStorage(uid, engine)
     engine.dispose()
+
+
+@pytest.fixture
+def memcached_storage_factory(request: pytest.FixtureRequest) -> Iterator[StorageFactory]:
+    """``make(uid)`` on the test session's memcached, with a key prefix of its own."""
+    from triggers_backends.memcached import MemcachedStorage
+    from triggers_backends.pymemcache_client import PymemcacheClient
+
+    server: MemcachedServer = request.getfixturevalue("memcached")
+    client = PymemcacheClient(server.address, timeout=10)
+    prefix = f"t{uuid.uuid4().hex[:12]}:"
+    yield lambda uid: MemcachedStorage(uid, client, prefix=prefix)
+    client.close()
 
 
 @pytest.fixture(params=STORAGE_KINDS)

@@ -150,6 +150,7 @@ storages: Registry[type[Storage]] = Registry(
         "postgres": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
         "mysql": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
         "mariadb": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
+        "memcached": "triggers_backends.memcached:MemcachedStorage",
     },
 )
 
