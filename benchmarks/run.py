@@ -3,7 +3,9 @@
 Usage: ``nox -s bench`` or ``python -m benchmarks.run [options]`` from the
 repository root. PostgreSQL and MariaDB are used when they answer (override the
 URLs with ``TRIGGERS_BENCH_POSTGRES_URL`` / ``TRIGGERS_BENCH_MYSQL_URL``, or set
-either to ``off``). Figures of the original framework and of this library
+either to ``off``); memcached when the ``memcached`` binary is installed (each
+benchmark starts a fresh server) or ``TRIGGERS_BENCH_MEMCACHED_URL`` names one.
+Figures of the original framework and of this library
 before issue 8 are quoted from issue 8 beside ours. Nothing here asserts a
 timing: the targets are reported as met or not; the runs do assert that every
 outcome is exact (counts, statuses, nothing lost or duplicated).
@@ -27,7 +29,14 @@ from typing import Any
 import attrs
 
 from benchmarks import contention, fanout, latency, throughput
-from benchmarks.common import DEFAULT_URLS, URL_ENV, Backend, StorageFactory, backends
+from benchmarks.common import (
+    DEFAULT_URLS,
+    URL_ENV,
+    Backend,
+    StorageFactory,
+    backends,
+    memcached_version,
+)
 
 BENCHMARKS = ("waiting", "history", "throughput", "contention", "cascade", "fanout")
 
@@ -354,7 +363,46 @@ def render(results: dict[str, Results], sizes: Sizes, quick: bool) -> list[str]:
     lines += ["", "### Targets of issue 8", ""]
     target_rows = [[t, m, "n/a (--quick sizes)" if quick else _verdict(ok)] for t, m, ok in checks]
     lines += _table(["target", "measured", "verdict"], target_rows)
+    memcached = _memcached_checks(results.get("memcached", {}), sizes)
+    if memcached:
+        lines += ["", "### Targets of issue 12 (memcached)", ""]
+        verdicts = ["n/a (--quick sizes)" if quick else _verdict(ok) for _, _, ok in memcached]
+        rows12 = [[t, m, v] for (t, m, _), v in zip(memcached, verdicts, strict=True)]
+        lines += _table(["target", "measured", "verdict"], rows12)
     return lines
+
+
+def _memcached_checks(per: dict[str, Any], sizes: Sizes) -> list[tuple[str, str, bool]]:
+    """Issue 12: flat fires on memcached, exact contention, fires/s beside the others."""
+    checks: list[tuple[str, str, bool]] = []
+    for name, target, sizes_of in (
+        ("history", HISTORY_TARGET, sizes.history),
+        ("waiting", WAITING_TARGET, sizes.waiting),
+    ):
+        if name in per:
+            values = per[name]
+            ratio = values[-1] / values[0]
+            checks.append(
+                (
+                    f"{name} ratio N={sizes_of[-1]:,}/N=0 <= {target}",
+                    f"{ratio:.2f} ({_ms(values[0])} -> {_ms(values[-1])} ms)",
+                    ratio <= target,
+                )
+            )
+    if "contention" in per:
+        pairs = zip(sizes.contention, per["contention"], strict=True)
+        runs = ", ".join(f"{p}x{f}: {s:.2f} s" for (p, f), s in pairs)
+        checks.append(("contention: exact instance count, each scheduled once", runs, True))
+    if "throughput" in per:
+        bare, task, _ = per["throughput"]
+        checks.append(
+            (
+                "fires/s reported beside the other backends",
+                f"{bare:,.0f}/s without a task, {task:,.0f}/s with a no-op task",
+                True,
+            )
+        )
+    return checks
 
 
 def machine() -> list[str]:
@@ -375,6 +423,9 @@ def machine() -> list[str]:
                 version = conn.exec_driver_sql("SELECT version()").scalar()
             engine.dispose()
             services.append(f"{label}: {str(version).split(',')[0]}")
+    memcached = memcached_version()
+    if memcached:
+        services.append(memcached)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return [
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",

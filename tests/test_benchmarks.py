@@ -1,6 +1,7 @@
 """A small smoke run of the benchmarks (``nox -s bench``) so their code cannot rot.
 
-Tiny sizes, in-process and SQLite backends only, and no timing assertion: the
+Tiny sizes, in-process and SQLite backends (and memcached, on a server the
+benchmark starts itself), and no timing assertion: the
 benchmarks themselves check that every outcome is exact (instance counts,
 statuses, nothing lost or scheduled twice) and fail otherwise.
 """
@@ -51,3 +52,39 @@ def test_the_benchmarks_run_and_report(tmp_path: Path) -> None:
     for backend in ("| memory |", "| sqlite |", "| sqlite-normal |"):
         assert backend in text, backend
     assert "n/a (--quick sizes)" in text
+
+
+def test_the_memcached_benchmarks_run_and_report(tmp_path: Path) -> None:
+    import shutil
+
+    from services import unavailable
+
+    if shutil.which("memcached") is None:
+        unavailable("memcached", "the memcached binary is not installed (apt install memcached)")
+    report = tmp_path / "report.md"
+    # The benchmark starts its own memcached unless told to use another one.
+    skip = ("TRIGGERS_STORAGE_URL", "TRIGGERS_BENCH_MEMCACHED_URL")
+    env = {k: v for k, v in os.environ.items() if k not in skip}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--backends",
+            "memcached",
+            "--output",
+            str(report),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = report.read_text()
+    assert "| memcached |" in text
+    assert "Targets of issue 12 (memcached)" in text
+    assert "memcached 1." in text  # the version in the machine line
