@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from triggers_backends.kv.active import PAGE_SIZE, Active, Entry, Page, TaskIndex, page_of
+from triggers_backends.kv.active import (
+    PAGE_SIZE,
+    Active,
+    Entry,
+    IndexTable,
+    Page,
+    TaskIndex,
+    page_of,
+)
 from triggers_backends.kv.documents import DocRef, decode, encode, join, split, stored_keys
 from triggers_backends.kv.keys import (
     DEFAULT_PREFIX,
@@ -156,18 +166,48 @@ def test_active_round_trip_and_strictness() -> None:
         header={"schemaVersion": 1, "counters": {"t": 300}},
         config=DocRef("c"),
         latest={"x": DocRef("k", 3, "e" * 32)},
-        index={"t": TaskIndex({0: DocRef("p0"), 1: DocRef("p1")}, frozenset({1}), frozenset({1}))},
+        index=IndexTable.of(
+            {
+                "t": TaskIndex({0: DocRef("p0"), 1: DocRef("p1")}, frozenset({1}), frozenset({1})),
+                "chunked page; odd name": TaskIndex({0: DocRef("p", 2, "f" * 32)}),
+            }
+        ),
     )
-    assert Active.from_body(active.to_body(), "active") == active
+    again = Active.from_body(json.loads(json.dumps(active.to_body())), "active")
+    assert again == active
+    assert again.index["t"].pages[1] == DocRef("p1")
     body = active.to_body()
     body["idempotency"] = []
     with pytest.raises(SerializationError, match="unknown fields"):
         Active.from_body(body, "active")
     body = active.to_body()
-    body["index"]["t"]["unstarted"] = [5]
-    with pytest.raises(SerializationError, match="do not exist"):
-        Active.from_body(body, "active")
-    body = active.to_body()
     body["version"] = -1
     with pytest.raises(SerializationError, match="version"):
         Active.from_body(body, "active")
+    body = active.to_body()
+    body["index"]["t"] = {"pages": {}}
+    with pytest.raises(SerializationError, match="a text per task"):
+        Active.from_body(body, "active")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("0=r;5;", "do not exist"),
+        ("0=r;;", None),
+        ("0=r,1=s/2/d;1;0", None),
+        ("0=r", "invalid task index"),
+        ("x=r;;", "not a number"),
+        ("0=r/2;;", "invalid page reference"),
+        ("0=r/0/d;;", "reference"),
+        ("00=r;;", "not a number"),
+    ],
+)
+def test_task_index_texts_are_decoded_strictly_when_used(text: str, problem: str | None) -> None:
+    table = IndexTable({"t": text})
+    assert "t" in table
+    if problem is None:
+        assert IndexTable.of({"t": table["t"]}).to_json() == {"t": text}
+        return
+    with pytest.raises(SerializationError, match=problem):
+        table["t"]

@@ -20,7 +20,8 @@ one page reference per :data:`PAGE_SIZE` instances of a task, not per instance.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from triggers_backends.kv.documents import DocRef
 from triggers_core.errors import SerializationError
 from triggers_core.state import RESOLVED_STATUSES, Status
 
-__all__ = ["PAGE_SIZE", "Active", "Entry", "Page", "TaskIndex", "page_of"]
+__all__ = ["PAGE_SIZE", "Active", "Entry", "IndexTable", "Page", "TaskIndex", "page_of"]
 
 #: Instance numbers per index page.
 PAGE_SIZE = 256
@@ -140,31 +141,95 @@ class TaskIndex:
     unstarted: frozenset[int] = frozenset()
     unresolved: frozenset[int] = frozenset()
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pages": {str(p): ref.to_json() for p, ref in sorted(self.pages.items())},
-            "unstarted": sorted(self.unstarted),
-            "unresolved": sorted(self.unresolved),
-        }
+    def to_text(self) -> str:
+        """Compact text: ``page=rev[/chunks/digest],...;unstarted pages;unresolved pages``.
+
+        One string per task keeps the active document small and quick to parse
+        when a session has thousands of tasks: tasks are decoded only when used.
+        """
+        pages = ",".join(
+            f"{p}=" + "/".join(str(part) for part in ref.to_json())
+            for p, ref in sorted(self.pages.items())
+        )
+        unstarted = ",".join(map(str, sorted(self.unstarted)))
+        unresolved = ",".join(map(str, sorted(self.unresolved)))
+        return f"{pages};{unstarted};{unresolved}"
 
     @classmethod
-    def from_json(cls, value: Any, what: str) -> TaskIndex:
-        doc = _mapping(value, what)
-        _only(doc, frozenset({"pages", "unstarted", "unresolved"}), what)
-        pages = {
-            _number(p, f"{what}.pages"): DocRef.from_json(ref, f"{what}.pages.{p}")
-            for p, ref in _mapping(doc["pages"], f"{what}.pages").items()
-        }
+    def from_text(cls, text: Any, what: str) -> TaskIndex:
+        if not isinstance(text, str) or text.count(";") != 2:
+            raise SerializationError(f"{what}: invalid task index {text!r}")
+        pages_text, unstarted_text, unresolved_text = text.split(";")
+        pages: dict[int, DocRef] = {}
+        for item in pages_text.split(",") if pages_text else ():
+            number, sep, ref = item.partition("=")
+            parts: list[Any] = ref.split("/")
+            if not sep or len(parts) not in (1, 3):
+                raise SerializationError(f"{what}: invalid page reference {item!r}")
+            if len(parts) == 3:
+                parts[1] = _number(parts[1], f"{what}.pages")
+            pages[_number(number, f"{what}.pages")] = DocRef.from_json(parts, f"{what}.{item}")
         flags: list[frozenset[int]] = []
-        for name in ("unstarted", "unresolved"):
-            raw = doc[name]
-            if not isinstance(raw, list):
-                raise SerializationError(f"{what}.{name}: expected a list of page numbers")
-            found = frozenset(_int(p, f"{what}.{name}") for p in raw)
+        for name, raw in (("unstarted", unstarted_text), ("unresolved", unresolved_text)):
+            found = frozenset(_number(p, f"{what}.{name}") for p in raw.split(",") if raw)
             if not found <= pages.keys():
                 raise SerializationError(f"{what}.{name}: names pages that do not exist")
             flags.append(found)
         return cls(pages, flags[0], flags[1])
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _decode(text: str) -> TaskIndex:
+    # Each commit rewrites the active document but few of its task texts: decode a
+    # text once per process, not once per load.
+    return TaskIndex.from_text(text, "index")
+
+
+class IndexTable(Mapping[str, TaskIndex]):
+    """Task name -> :class:`TaskIndex`, kept as text and decoded on first use per task."""
+
+    def __init__(self, texts: Mapping[str, str], what: str = "index") -> None:
+        self._texts = dict(texts)
+        self._decoded: dict[str, TaskIndex] = {}
+        self._what = what
+
+    @classmethod
+    def of(cls, indexes: Mapping[str, TaskIndex]) -> IndexTable:
+        table = cls({task: index.to_text() for task, index in indexes.items()})
+        table._decoded.update(indexes)
+        return table
+
+    def __getitem__(self, task: str) -> TaskIndex:
+        found = self._decoded.get(task)
+        if found is None:
+            text = self._texts[task]
+            try:
+                found = _decode(text)
+            except SerializationError:  # again, to name the task in the message
+                found = TaskIndex.from_text(text, f"{self._what}.{task}")
+            self._decoded[task] = found
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._texts)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __contains__(self, task: object) -> bool:
+        return task in self._texts
+
+    def updated(self, changes: Mapping[str, TaskIndex]) -> IndexTable:
+        """A new table: these tasks replaced, every other task's text reused as it is."""
+        table = IndexTable(self._texts, self._what)
+        table._decoded.update(self._decoded)
+        for task, index in changes.items():
+            table._texts[task] = index.to_text()
+            table._decoded[task] = index
+        return table
+
+    def to_json(self) -> dict[str, str]:
+        return dict(self._texts)
 
 
 @dataclass(frozen=True)
@@ -176,7 +241,7 @@ class Active:
     header: Mapping[str, Any]
     config: DocRef | None = None
     latest: Mapping[str, DocRef] = field(default_factory=dict)
-    index: Mapping[str, TaskIndex] = field(default_factory=dict)
+    index: IndexTable = field(default_factory=lambda: IndexTable({}))
 
     def to_body(self) -> dict[str, Any]:
         return {
@@ -184,7 +249,7 @@ class Active:
             "header": dict(self.header),
             "config": None if self.config is None else self.config.to_json(),
             "latest": {t: ref.to_json() for t, ref in sorted(self.latest.items())},
-            "index": {t: index.to_json() for t, index in sorted(self.index.items())},
+            "index": self.index.to_json(),
         }
 
     @classmethod
@@ -200,8 +265,8 @@ class Active:
             t: DocRef.from_json(ref, f"{what}.latest.{t}")
             for t, ref in _mapping(doc["latest"], f"{what}.latest").items()
         }
-        index = {
-            t: TaskIndex.from_json(value, f"{what}.index.{t}")
-            for t, value in _mapping(doc["index"], f"{what}.index").items()
-        }
+        texts = _mapping(doc["index"], f"{what}.index")
+        if not all(isinstance(text, str) for text in texts.values()):
+            raise SerializationError(f"{what}.index: expected a text per task")
+        index = IndexTable(texts, f"{what}.index")
         return cls(version, header, config, latest, index)

@@ -17,6 +17,7 @@ token of the attempt that wrote them.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 from triggers_backends.kv_client import MAX_KEY_LENGTH
@@ -29,6 +30,7 @@ DEFAULT_PREFIX = "triggers:"
 MAX_PREFIX_LENGTH = 100
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def digest(text: str) -> str:
     """26 lowercase base32 characters: 128 bits of SHA-256 of the UTF-8 text."""
     raw = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]

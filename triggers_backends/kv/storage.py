@@ -53,12 +53,11 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import attrs
 
-from triggers_backends.kv.active import Active, Entry, Page, TaskIndex, page_of
+from triggers_backends.kv.active import Active, Entry, IndexTable, Page, TaskIndex, page_of
 from triggers_backends.kv.cache import DocumentCache
 from triggers_backends.kv.documents import DocRef, decode, encode, join, split, stored_keys
 from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys
@@ -96,15 +95,14 @@ class _Missing(Exception):
         self.key = key
 
 
-@dataclass(frozen=True)
-class _Want:
-    """One immutable document to read, and how to turn its body into a value."""
+class _Want(NamedTuple):
+    """One immutable document to read: where it is, its kind, and who it is about."""
 
     key: str
     ref: DocRef
-    kind: str
-    what: str
-    convert: Callable[[Any], Any]
+    kind: str  # config | latest | page | instance
+    #: The trigger (latest), (task, page number) (page) or the instance name (instance).
+    about: Any = None
 
 
 def _parse_name(name: str) -> tuple[str, int] | None:
@@ -180,10 +178,11 @@ class KeyValueStorage(Storage):
         found = self._get_many(keys)
         for i in misses:
             want = wants[i]
-            raw = join(want.key, want.ref, found, want.what)
+            what = self._what(_LABELS[want.kind](want.about), want.key)
+            raw = join(want.key, want.ref, found, what)
             if raw is None:
                 raise _Missing(want.key)
-            value = want.convert(decode(raw, want.kind, self.uid, want.what))
+            value = _CONVERT[want.kind](decode(raw, want.kind, self.uid, what), what, want.about)
             cache.put(want.key, len(raw), value)
             results[i] = value
         return results
@@ -232,40 +231,16 @@ class KeyValueStorage(Storage):
     # -- the three document kinds behind the header -------------------------------
 
     def _config_want(self, ref: DocRef) -> _Want:
-        key = self.keys.config(ref.rev)
-        what = self._what("configuration", key)
-        return _Want(key, ref, "config", what, lambda body: config_from_json(body, what))
+        return _Want(self.keys.config(ref.rev), ref, "config")
 
     def _latest_want(self, trigger: str, ref: DocRef) -> _Want:
-        key = self.keys.latest(trigger, ref.rev)
-        what = self._what(f"latest kwargs of {trigger!r}", key)
-
-        def convert(body: Any) -> Any:
-            if not isinstance(body, dict) or body.get("trigger") != trigger:
-                raise SerializationError(f"{what}: does not hold the kwargs of {trigger!r}")
-            kwargs = body.get("kwargs")
-            if not isinstance(kwargs, dict):
-                raise SerializationError(f"{what}: kwargs must be an object")
-            return kwargs
-
-        return _Want(key, ref, "latest", what, convert)
+        return _Want(self.keys.latest(trigger, ref.rev), ref, "latest", trigger)
 
     def _page_want(self, task: str, number: int, ref: DocRef) -> _Want:
-        key = self.keys.page(task, number, ref.rev)
-        what = self._what(f"index page {number} of task {task!r}", key)
-        return _Want(key, ref, "page", what, lambda body: Page.from_body(body, task, number, what))
+        return _Want(self.keys.page(task, number, ref.rev), ref, "page", (task, number))
 
     def _instance_want(self, name: str, ref: DocRef) -> _Want:
-        key = self.keys.instance(name, ref.rev)
-        what = self._what(f"instance {name!r}", key)
-
-        def convert(body: Any) -> TaskInstance:
-            instance = instance_from_json(body, what)
-            if instance.name != name:
-                raise SerializationError(f"{what}: holds instance {instance.name!r}")
-            return instance
-
-        return _Want(key, ref, "instance", what, convert)
+        return _Want(self.keys.instance(name, ref.rev), ref, "instance", name)
 
     def _header_state(self, active: Active) -> SessionState:
         wants = [self._latest_want(t, ref) for t, ref in sorted(active.latest.items())]
@@ -323,7 +298,13 @@ class KeyValueStorage(Storage):
         header = self._header_state(active)
         chosen = None if scope is None else resolve(scope, header)
         pages: dict[tuple[str, int], DocRef] = {}
-        for task, index in active.index.items():
+        table = active.index
+        if chosen is None or chosen.unresolved:
+            tasks: Iterable[str] = table
+        else:  # decode only the index of the tasks the scope names
+            tasks = [t for t in chosen.unstarted_of if t in table]
+        for task in tasks:
+            index = table[task]
             if chosen is None:
                 wanted: Iterable[int] = index.pages
             else:
@@ -510,6 +491,36 @@ class KeyValueStorage(Storage):
         return f"<{type(self).__name__} uid={self.uid!r} on {self._label}>"
 
 
+def _latest_kwargs(body: Any, what: str, trigger: str) -> Any:
+    if not isinstance(body, dict) or body.get("trigger") != trigger:
+        raise SerializationError(f"{what}: does not hold the kwargs of {trigger!r}")
+    kwargs = body.get("kwargs")
+    if not isinstance(kwargs, dict):
+        raise SerializationError(f"{what}: kwargs must be an object")
+    return kwargs
+
+
+def _instance(body: Any, what: str, name: str) -> TaskInstance:
+    instance = instance_from_json(body, what)
+    if instance.name != name:
+        raise SerializationError(f"{what}: holds instance {instance.name!r}")
+    return instance
+
+
+_LABELS: dict[str, Callable[[Any], str]] = {
+    "config": lambda _: "configuration",
+    "latest": lambda trigger: f"latest kwargs of {trigger!r}",
+    "page": lambda about: f"index page {about[1]} of task {about[0]!r}",
+    "instance": lambda name: f"instance {name!r}",
+}
+_CONVERT: dict[str, Callable[[Any, str, Any], Any]] = {
+    "config": lambda body, what, _: config_from_json(body, what),
+    "latest": _latest_kwargs,
+    "page": lambda body, what, about: Page.from_body(body, about[0], about[1], what),
+    "instance": _instance,
+}
+
+
 class _Commit:
     """The documents one compare-and-swap writes, and those it makes obsolete."""
 
@@ -572,8 +583,9 @@ class _Commit:
             self._drop(self.keys.latest(trigger, ref.rev), ref)
         return refs
 
-    def _instances(self, state: SessionState, changes: Changes) -> dict[str, TaskIndex]:
-        index = dict(self.base.index) if self.base is not None else {}
+    def _instances(self, state: SessionState, changes: Changes) -> IndexTable:
+        base_index = self.base.index if self.base is not None else IndexTable({})
+        index: dict[str, TaskIndex] = {}  # the tasks this commit changes
         touched: dict[tuple[str, int], list[TaskInstance]] = {}
         for name in sorted(changes.instances):
             instance = state.instances.get(name)
@@ -581,6 +593,8 @@ class _Commit:
                 raise ValueError(f"changes name instance {name!r}, which the state does not hold")
             key = (instance.task_name, page_of(instance.number))
             touched.setdefault(key, []).append(instance)
+            if instance.task_name in base_index:
+                index[instance.task_name] = base_index[instance.task_name]
         # The pages being rewritten, as the base active document knows them.
         existing = [(t, n) for t, n in sorted(touched) if t in index and n in index[t].pages]
         wants = [self.storage._page_want(t, n, index[t].pages[n]) for t, n in existing]
@@ -629,7 +643,7 @@ class _Commit:
                 unstarted=_flag(task_index.unstarted, number, page.has_unstarted),
                 unresolved=_flag(task_index.unresolved, number, page.has_unresolved),
             )
-        return index
+        return base_index.updated(index)
 
 
 def _flag(pages: frozenset[int], number: int, on: bool) -> frozenset[int]:
