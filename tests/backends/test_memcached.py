@@ -28,6 +28,7 @@ from triggers_backends.pymemcache_client import ITEM_OVERHEAD, PymemcacheClient
 from triggers_core import (
     SessionState,
     Status,
+    Storage,
     StorageError,
     TriggerManager,
     open_storage,
@@ -92,7 +93,7 @@ def client(memcached: MemcachedServer) -> Iterator[PymemcacheClient]:
     made.close()
 
 
-def manager_on(storage: MemcachedStorage) -> tuple[TriggerManager, RecordingRunner]:
+def manager_on(storage: Storage) -> tuple[TriggerManager, RecordingRunner]:
     runner = RecordingRunner()
     return TriggerManager(storage, runners={"rec": runner}, default_runner="rec"), runner
 
@@ -331,3 +332,27 @@ def test_the_decoded_active_document_names_its_session(client: PymemcacheClient,
     assert b'"uid":' in raw
     assert len(storage.keys.active) < 250
     assert storage.keys.active.startswith(storage.prefix + "a:{")
+
+
+def test_a_worker_can_name_and_reopen_a_memcached_storage(
+    memcached: MemcachedServer, uid: str
+) -> None:
+    # What a Celery message carries: the configured name, or a reference a worker
+    # configured with the same URL accepts (triggers_celery.storages).
+    from triggers_celery.storages import message_storage, open_configured_storage
+
+    url = f"memcached://{memcached.address}?prefix={unique_prefix()}&ttl=3600"
+    try:
+        storage = open_storage(url, uid)
+        manager_on(storage)[0].update_configuration(EVERY)
+        conf = {"triggers_storages": {"cache": url}}
+        assert message_storage(storage, conf) == "cache"
+        reference = storage.reference()
+        assert reference is not None
+        assert message_storage(storage, {}) == reference
+        reopened = open_configured_storage(conf, reference, uid)
+        assert isinstance(reopened, MemcachedStorage)
+        assert reopened.load().version == 1
+        assert reopened.memcached.ttl == 3600
+    finally:
+        close_clients()
