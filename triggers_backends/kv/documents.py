@@ -23,7 +23,16 @@ from triggers_backends.kv.keys import chunk_key
 from triggers_core.errors import SerializationError
 from triggers_core.serialization import dumps, loads
 
-__all__ = ["LAYOUT_VERSION", "DocRef", "decode", "encode", "join", "split", "stored_keys"]
+__all__ = [
+    "LAYOUT_VERSION",
+    "DocRef",
+    "DocumentMissing",
+    "decode",
+    "encode",
+    "join",
+    "split",
+    "stored_keys",
+]
 
 #: Bumped when the key-value layout changes; readers refuse newer layouts.
 LAYOUT_VERSION = 1
@@ -87,6 +96,14 @@ def decode(raw: bytes, kind: str, uid: str, what: str) -> Any:
     if "body" not in doc:
         raise SerializationError(f"{what}: missing field 'body'")
     return doc["body"]
+
+
+class DocumentMissing(Exception):
+    """A referenced document is not in the store (deleted by a later commit, or evicted)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
 
 
 def _digest(data: bytes) -> str:

@@ -57,22 +57,27 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import attrs
 
-from triggers_backends.kv.active import Active, Entry, IndexTable, Page, TaskIndex, page_of
+from triggers_backends.kv.active import Active, Page, page_of
 from triggers_backends.kv.cache import DocumentCache
-from triggers_backends.kv.documents import DocRef, decode, encode, join, split, stored_keys
+from triggers_backends.kv.commit import Commit
+from triggers_backends.kv.documents import (
+    DocRef,
+    DocumentMissing,
+    decode,
+    encode,
+    join,
+    stored_keys,
+)
 from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys
 from triggers_backends.kv_client import CasToken, KeyValueClient, KeyValueError
-from triggers_core._util import copy_json, copy_json_sorted
+from triggers_core._util import copy_json
 from triggers_core.errors import ConflictError, SerializationError, StorageError
 from triggers_core.scopes import Changes, Scope, Selector, resolve
 from triggers_core.serialization import (
     check_joined,
     config_from_json,
-    config_to_json,
     header_from_json,
-    header_to_json,
     instance_from_json,
-    instance_to_json,
 )
 from triggers_core.state import SessionState, TaskInstance, copy_instance
 from triggers_core.storage import Snapshot, Storage, Version
@@ -85,14 +90,6 @@ T = TypeVar("T")
 READ_BATCH = 500
 WRITE_BATCH = 200
 WRITE_BATCH_BYTES = 4 * 1024 * 1024
-
-
-class _Missing(Exception):
-    """A referenced document is not in the store (deleted by a later commit, or evicted)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
 
 
 class _Want(NamedTuple):
@@ -168,7 +165,7 @@ class KeyValueStorage(Storage):
         return found
 
     def _fetch(self, wants: Sequence[_Want]) -> list[Any]:
-        """Decoded documents (from the cache, else in one round trip); _Missing if one is gone."""
+        """Decoded documents (cached, else one round trip); DocumentMissing if one is gone."""
         cache = self._cache
         results = [cache.get(w.key) for w in wants]
         misses = [i for i, value in enumerate(results) if value is cache.missing]
@@ -181,7 +178,7 @@ class KeyValueStorage(Storage):
             what = self._what(_LABELS[want.kind](want.about), want.key)
             raw = join(want.key, want.ref, found, what)
             if raw is None:
-                raise _Missing(want.key)
+                raise DocumentMissing(want.key)
             value = _CONVERT[want.kind](decode(raw, want.kind, self.uid, what), what, want.about)
             cache.put(want.key, len(raw), value)
             results[i] = value
@@ -276,7 +273,7 @@ class KeyValueStorage(Storage):
             active, token = found
             try:
                 state = self._assemble(active, scope)
-            except _Missing as missing:
+            except DocumentMissing as missing:
                 self._check_moved_on(active.version, missing.key)
                 continue  # a concurrent commit replaced what we were reading: reload
             self._remember(active, token)
@@ -392,7 +389,7 @@ class KeyValueStorage(Storage):
     ) -> Version:
         base_found = self._base(expected)
         base, token = base_found if base_found is not None else (None, None)
-        commit = _Commit(self, base, uuid.uuid4().hex[:16])
+        commit = Commit(self, base, uuid.uuid4().hex[:16])
         commit.build(state, changes)
         raw = encode("active", self.uid, commit.active.to_body())
         limit = commit.limit
@@ -459,7 +456,7 @@ class KeyValueStorage(Storage):
                 doomed += stored_keys(keys.page(task, number, ref.rev), ref)
                 try:
                     (page,) = self._fetch([self._page_want(task, number, ref)])
-                except (_Missing, SerializationError):
+                except (DocumentMissing, SerializationError):
                     continue
                 for n, entry in page.entries.items():
                     doomed += stored_keys(keys.instance(f"{task}#{n}", entry.ref.rev), entry.ref)
@@ -519,132 +516,3 @@ _CONVERT: dict[str, Callable[[Any, str, Any], Any]] = {
     "page": lambda body, what, about: Page.from_body(body, about[0], about[1], what),
     "instance": _instance,
 }
-
-
-class _Commit:
-    """The documents one compare-and-swap writes, and those it makes obsolete."""
-
-    def __init__(self, storage: KeyValueStorage, base: Active | None, rev: str) -> None:
-        self.storage = storage
-        self.keys = storage.keys
-        self.base = base
-        self.rev = rev
-        self.limit = storage._call(
-            "reading the item size limit", lambda: storage.client.max_value_size
-        )
-        self.items: dict[str, bytes] = {}
-        self.obsolete: list[str] = []
-        self.decoded: list[tuple[str, int, Any]] = []
-        self.active = Active(0, {})
-
-    def _put(self, kind: str, key: str, body: Any, value: Any) -> DocRef:
-        raw = encode(kind, self.storage.uid, body)
-        ref, items = split(key, self.rev, raw, self.limit)
-        self.items.update(items)
-        self.decoded.append((key, len(raw), value))
-        return ref
-
-    def _drop(self, key: str, ref: DocRef) -> None:
-        self.obsolete.extend(stored_keys(key, ref))
-
-    def build(self, state: SessionState, changes: Changes) -> None:
-        base = self.base
-        keys = self.keys
-        # Configuration: written when it changed (always for a new session).
-        config = base.config if base is not None else None
-        if base is None or changes.config or config is None:
-            if config is not None:
-                self._drop(keys.config(config.rev), config)
-            config = self._put(
-                "config", keys.config(self.rev), config_to_json(state.tasks), state.tasks
-            )
-        latest = self._latest(state)
-        index = self._instances(state, changes)
-        header = header_to_json(state)
-        header.pop("latestKwargs", None)
-        version = 1 if base is None else base.version + 1
-        self.active = Active(version, header, config, latest, index)
-
-    def _latest(self, state: SessionState) -> dict[str, DocRef]:
-        old = dict(self.base.latest) if self.base is not None else {}
-        refs: dict[str, DocRef] = {}
-        for trigger, kwargs in state.latest_kwargs.items():
-            ref = old.pop(trigger, None)
-            if ref is not None:
-                known = self.storage._cache.get(self.keys.latest(trigger, ref.rev))
-                if known is kwargs or known == kwargs:
-                    refs[trigger] = ref
-                    continue
-                self._drop(self.keys.latest(trigger, ref.rev), ref)
-            body = {"trigger": trigger, "kwargs": dict(kwargs)}
-            key = self.keys.latest(trigger, self.rev)
-            refs[trigger] = self._put("latest", key, body, copy_json_sorted(kwargs))
-        for trigger, ref in old.items():  # no longer in the state
-            self._drop(self.keys.latest(trigger, ref.rev), ref)
-        return refs
-
-    def _instances(self, state: SessionState, changes: Changes) -> IndexTable:
-        base_index = self.base.index if self.base is not None else IndexTable({})
-        index: dict[str, TaskIndex] = {}  # the tasks this commit changes
-        touched: dict[tuple[str, int], list[TaskInstance]] = {}
-        for name in sorted(changes.instances):
-            instance = state.instances.get(name)
-            if instance is None:
-                raise ValueError(f"changes name instance {name!r}, which the state does not hold")
-            key = (instance.task_name, page_of(instance.number))
-            touched.setdefault(key, []).append(instance)
-            if instance.task_name in base_index:
-                index[instance.task_name] = base_index[instance.task_name]
-        # The pages being rewritten, as the base active document knows them.
-        existing = [(t, n) for t, n in sorted(touched) if t in index and n in index[t].pages]
-        wants = [self.storage._page_want(t, n, index[t].pages[n]) for t, n in existing]
-        try:
-            loaded: list[Page] = self.storage._fetch(wants)
-        except _Missing as missing:
-            version = self.base.version if self.base is not None else 0
-            self.storage._check_moved_on(version, missing.key)
-            raise ConflictError(
-                f"version moved on from {version!r}",
-                backend=self.storage._label,
-                session=self.storage.uid,
-            ) from None
-        pages = {(p.task, p.number): p for p in loaded}
-        uid = self.storage.uid
-        for (task, number), instances in sorted(touched.items()):
-            old = pages.get((task, number))
-            entries = dict(old.entries) if old is not None else {}
-            for instance in instances:
-                previous = entries.get(instance.number)
-                if previous is not None and instance.name in changes.created:
-                    raise SerializationError(
-                        f"{self.storage._label} storage, session {uid!r}: instance "
-                        f"{instance.name!r} is created but already exists (was a counter "
-                        "lowered by hand?); nothing was written"
-                    )
-                if previous is not None:
-                    self._drop(self.keys.instance(instance.name, previous.ref.rev), previous.ref)
-                ref = self._put(
-                    "instance",
-                    self.keys.instance(instance.name, self.rev),
-                    instance_to_json(instance),
-                    copy_instance(instance, sort_keys=True),  # as a reader would decode it
-                )
-                entries[instance.number] = Entry(instance.status.value, ref)
-            page = Page(task, number, entries)
-            task_index = index.get(task, TaskIndex())
-            if old is not None:
-                self._drop(
-                    self.keys.page(task, number, task_index.pages[number].rev),
-                    task_index.pages[number],
-                )
-            ref = self._put("page", self.keys.page(task, number, self.rev), page.to_body(), page)
-            index[task] = TaskIndex(
-                pages={**task_index.pages, number: ref},
-                unstarted=_flag(task_index.unstarted, number, page.has_unstarted),
-                unresolved=_flag(task_index.unresolved, number, page.has_unresolved),
-            )
-        return base_index.updated(index)
-
-
-def _flag(pages: frozenset[int], number: int, on: bool) -> frozenset[int]:
-    return pages | {number} if on else pages - {number}
