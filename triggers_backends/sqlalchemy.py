@@ -12,7 +12,9 @@ Layout (two tables per prefix, default ``triggers_``):
   name_key)`` primary key (``name_key`` hashes the instance name for the same
   reason), ``name``, ``task_key`` (SHA-256 of the task name), ``status``,
   ``resolved``, ``doc`` (JSON text), ``updated_at``; indexes on
-  ``(session_key, status, task_key)`` and ``(session_key, resolved)``.
+  ``(session_key, status, task_key)``, ``(session_key, resolved)`` and
+  ``(status, session_key)`` (the last one serves listing sessions by the
+  status of their instances, :meth:`SQLAlchemyStorage.list_sessions`).
 
 Why this shape: an operation reads the header plus the instances its
 :class:`~triggers_core.scopes.Scope` names (by name, or the unstarted ones of
@@ -80,17 +82,25 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from triggers_backends import _sql_timeouts
+from triggers_backends import _sql_listing, _sql_timeouts
 from triggers_backends._sql_statements import CHANGING, MAX_IN, chunks, statements_for
 from triggers_backends._sql_timeouts import Timeouts
 from triggers_core.errors import (
     ConflictError,
+    RegistryError,
     SchemaMissingError,
     SerializationError,
     StorageError,
     StorageURLError,
 )
+from triggers_core.listing import (
+    DEFAULT_PAGE_SIZE,
+    SessionFilter,
+    SessionPage,
+    check_page_size,
+)
 from triggers_core.redaction import is_sensitive_key, redact
+from triggers_core.registry import install_hint
 from triggers_core.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.serialization import (
     check_joined,
@@ -113,6 +123,7 @@ __all__ = [
     "create_schema",
     "dispose_engines",
     "drop_schema",
+    "list_sessions",
     "metadata",
     "metadata_for",
     "shared_engine",
@@ -178,6 +189,8 @@ def _define(meta: sa.MetaData, prefix: str) -> _Tables:
         # status before task_key: it serves "unstarted of these tasks" and "all unstarted".
         sa.Index(f"{prefix}instances_by_status", "session_key", "status", "task_key"),
         sa.Index(f"{prefix}instances_unresolved", "session_key", "resolved"),
+        # Listing sessions across the store by the status of their instances.
+        sa.Index(f"{prefix}instances_by_status_session", "status", "session_key"),
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",
     )
@@ -229,9 +242,31 @@ def _create_tables(engine: Engine, table_prefix: str) -> None:
     try:
         meta.create_all(engine, checkfirst=True)
     except sa_exc.SQLAlchemyError:
-        if set(meta.tables) <= set(sa.inspect(engine).get_table_names()):
-            return  # another process created them first
-        raise
+        if not set(meta.tables) <= set(sa.inspect(engine).get_table_names()):
+            raise
+        # another process created them first
+    _create_missing_indexes(engine, _tables(table_prefix).instances)
+
+
+def _create_missing_indexes(engine: Engine, table: sa.Table) -> None:
+    """Indexes added by later versions to tables that already existed (create_all skips them).
+
+    Tables of an older layout that lack an index's columns are left to
+    :func:`~triggers_backends.sqlalchemy_upgrade.upgrade_schema`.
+    """
+    inspector = sa.inspect(engine)
+    present = {index["name"] for index in inspector.get_indexes(table.name)}
+    columns = {column["name"] for column in inspector.get_columns(table.name)}
+    for index in sorted(table.indexes, key=lambda i: str(i.name)):
+        if index.name in present or not {c.name for c in index.columns} <= columns:
+            continue
+        try:
+            index.create(engine)
+        except sa_exc.SQLAlchemyError:
+            names = {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}
+            if index.name not in names:
+                raise
+            # another process created it first
 
 
 def drop_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> None:
@@ -613,6 +648,37 @@ class SQLAlchemyStorage(Storage):
             uid, engine, table_prefix=prefix, create_schema=create, sqlite_synchronous=synchronous
         )
 
+    @classmethod
+    def list_sessions(
+        cls,
+        url: str | URL,
+        filter: SessionFilter,
+        *,
+        page_size: int,
+        cursor: str | None,
+    ) -> SessionPage:
+        """One page of the sessions in the tables a storage URL names (see :func:`list_sessions`).
+
+        Understands the same ``triggers_*`` URL options as :meth:`from_url`;
+        never creates tables.
+        """
+        parsed = _parse_url(url)
+        query = dict(parsed.query)
+        prefix = _single(query.pop(URL_PREFIX_OPTION, DEFAULT_TABLE_PREFIX))
+        for option in (URL_SYNCHRONOUS_OPTION, URL_CREATE_OPTION):
+            query.pop(option, None)
+        try:
+            engine = shared_engine(parsed.set(query=query))
+        except ModuleNotFoundError as exc:  # the driver, imported when first used
+            scheme = parsed.get_backend_name()
+            raise RegistryError(
+                f"storage URL {_public_url(parsed)!r} needs the module {exc.name!r}, which "
+                f"is not installed: {install_hint(scheme, exc.name)}"
+            ) from exc
+        return list_sessions(
+            engine, filter, table_prefix=prefix, page_size=page_size, cursor=cursor
+        )
+
     def reference(self) -> str:
         """This storage's URL without the password (plus a non-default table prefix).
 
@@ -939,6 +1005,53 @@ class SQLAlchemyStorage(Storage):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} uid={self.uid!r} at {self.reference()}>"
+
+
+def list_sessions(
+    engine: Engine,
+    filter: SessionFilter | None = None,
+    *,
+    table_prefix: str = DEFAULT_TABLE_PREFIX,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    cursor: str | None = None,
+) -> SessionPage:
+    """One page of the UIDs of the sessions in the tables for ``table_prefix``.
+
+    See :mod:`triggers_core.listing` for the filters and :mod:`triggers_backends._sql_listing`
+    for the queries (indexed: a filter that matches few sessions reads little).
+    Raises :class:`~triggers_core.errors.SchemaMissingError` if the tables do
+    not exist, :class:`~triggers_core.errors.StorageError` if the database
+    fails, ``ValueError`` for a bad page size or a cursor of another store.
+    """
+    filter = filter or SessionFilter()
+    page_size = check_page_size(page_size)
+    _sql_listing.check_cursor(cursor)
+    _prepare_engine(engine)
+    tables = _tables(table_prefix)
+    label = f"sqlalchemy/{engine.dialect.name}"
+    reader = engine
+    if engine.dialect.name in ("postgresql", "mysql", "mariadb"):
+        reader = engine.execution_options(isolation_level="REPEATABLE READ")
+    try:
+        with reader.connect() as conn, conn.begin():
+            return _sql_listing.list_page(conn, tables, filter, page_size=page_size, cursor=cursor)
+    except sa_exc.SQLAlchemyError as exc:
+        where = _public_url(engine.url)
+        if _is_missing_table(exc):
+            error: StorageError = SchemaMissingError(
+                f"tables {tables.sessions.name!r}/{tables.instances.name!r} do not exist in "
+                f"{where}; nothing to list",
+                backend=label,
+                session="(listing)",
+            )
+        else:
+            error = StorageError(
+                f"listing sessions failed on {where}: {_describe(exc, engine.url)}",
+                backend=label,
+                session="(listing)",
+            )
+    # raised outside the except block: the driver's error is not chained to it
+    raise error
 
 
 class _CreatedExists(Exception):

@@ -27,6 +27,7 @@ __all__ = [
     "TriggersError",
     "UnknownInstanceError",
     "UnknownTaskError",
+    "UnsupportedOperationError",
 ]
 
 
@@ -170,6 +171,19 @@ class DispatchError(TriggersError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.failures,))
+
+
+class UnsupportedOperationError(TriggersError, NotImplementedError):
+    """A backend cannot do what was asked (e.g. list its sessions); says which and why."""
+
+    def __init__(self, operation: str, backend: str, reason: str) -> None:
+        self.operation = operation
+        self.backend = backend
+        self.reason = reason
+        super().__init__(f"{operation} is not supported by this backend ({backend}): {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.operation, self.backend, self.reason))
 
 
 class MaxRetriesExceeded(TriggersError):

@@ -20,6 +20,7 @@ import attrs
 
 from triggers_core._util import copy_json, copy_json_sorted
 from triggers_core.errors import ConflictError, SerializationError
+from triggers_core.listing import SessionFilter, SessionPage, check_page_size
 from triggers_core.redaction import redact
 from triggers_core.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.serialization import check_joined
@@ -85,6 +86,36 @@ class MemoryStore:
         with self._lock:
             self._sessions.clear()
 
+    def list_sessions(
+        self,
+        filter: SessionFilter | None = None,
+        *,
+        page_size: int = 100,
+        cursor: str | None = None,
+    ) -> SessionPage:
+        """One page of the UIDs stored here that ``filter`` wants, in UID order.
+
+        The cursor is the last UID of the previous page. Each session keeps the
+        set of its unresolved instances, which is all a filter looks at.
+        """
+        filter = filter or SessionFilter()
+        page_size = check_page_size(page_size)
+        if cursor is not None and not isinstance(cursor, str):
+            raise ValueError(f"cursor must be a string from a previous page, got {cursor!r}")
+        found: list[str] = []
+        with self._lock:
+            for uid in sorted(self._sessions):
+                if cursor is not None and uid <= cursor:
+                    continue
+                session = self._sessions[uid]
+                if filter.matches(session.instances[n] for n in session.unresolved):
+                    found.append(uid)
+                    if len(found) > page_size:
+                        break
+        if len(found) > page_size:
+            return SessionPage(tuple(found[:page_size]), found[page_size - 1])
+        return SessionPage(tuple(found), None)
+
 
 _NAMED_STORES: dict[str, MemoryStore] = {}
 _NAMED_LOCK = threading.Lock()
@@ -116,6 +147,19 @@ class MemoryStorage(Storage):
         """
         _scheme, _sep, name = url.partition("://")
         return cls(uid, store_name=name)
+
+    @classmethod
+    def list_sessions(
+        cls,
+        url: str,
+        filter: SessionFilter,
+        *,
+        page_size: int,
+        cursor: str | None,
+    ) -> SessionPage:
+        """The sessions of the named store behind ``memory://name`` (of this process)."""
+        _scheme, _sep, name = url.partition("://")
+        return named_store(name).list_sessions(filter, page_size=page_size, cursor=cursor)
 
     def reference(self) -> str | None:
         """``memory://name`` for a named store; None for a private :class:`MemoryStore`."""

@@ -38,7 +38,8 @@ import attrs
 
 from triggers_core._util import name_problem
 from triggers_core.config import TaskConfig
-from triggers_core.errors import UnknownInstanceError
+from triggers_core.errors import UnknownInstanceError, UnsupportedOperationError
+from triggers_core.listing import SessionFilter, SessionPage, is_stale
 from triggers_core.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.serialization import instance_to_json
 from triggers_core.state import SessionState, Status, TaskInstance
@@ -131,6 +132,25 @@ class Storage(abc.ABC):
         """Build from a storage URL (used by :func:`triggers_core.registry.open_storage`)."""
         raise NotImplementedError(f"{cls.__name__} cannot be opened from a URL")
 
+    @classmethod
+    def list_sessions(
+        cls,
+        url: str,
+        filter: SessionFilter,
+        *,
+        page_size: int,
+        cursor: str | None,
+    ) -> SessionPage:
+        """One page of the session UIDs stored at ``url`` (see :mod:`triggers_core.listing`).
+
+        Backends that can list their sessions override this; the default says
+        the backend cannot, with
+        :class:`~triggers_core.errors.UnsupportedOperationError`.
+        """
+        raise UnsupportedOperationError(
+            "listing sessions", cls.backend_name, "it keeps no index of the sessions it stores"
+        )
+
     def reference(self) -> str | None:
         """A credential-free string naming this storage, if any (None: cannot be named).
 
@@ -220,15 +240,11 @@ class Storage(abc.ABC):
         A worker killed mid-task leaves its instance ``running``; operators
         find such instances here and fail or replay them.
         """
-        cutoff = now - older_than
-        found = []
-        for instance in self.get_unresolved_instances():
-            if instance.status not in statuses:
-                continue
-            stamp = instance.metadata.get("timestamps", {}).get(instance.status.value)
-            if stamp is not None and datetime.fromisoformat(stamp) <= cutoff:
-                found.append(instance)
-        return found
+        return [
+            instance
+            for instance in self.get_unresolved_instances()
+            if is_stale(instance, older_than, now=now, statuses=statuses)
+        ]
 
     def debug_repr(self) -> dict[str, Any]:
         """A JSON-compatible dump of the whole session, for debugging and bug reports."""

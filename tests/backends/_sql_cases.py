@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import pytest
 import sqlalchemy as sa
+from _sql_listing_cases import SQLListingCases
 from _sql_upgrade_cases import SQLUpgradeCases
 
 from triggers_backends.sqlalchemy import (
@@ -40,7 +41,7 @@ from triggers_core.testing.storage_contract import RecordingRunner, StorageContr
 EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
 
 
-class SQLAlchemyCases(StorageContract, SQLUpgradeCases):
+class SQLAlchemyCases(StorageContract, SQLUpgradeCases, SQLListingCases):
     supports_multiprocess = True
     #: The backend label in error messages (``sqlalchemy/<dialect>``).
     dialect: ClassVar[str]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from triggers_core import MemoryStorage, MemoryStore, Storage
+import uuid
+
+from triggers_core import MemoryStorage, MemoryStore, SessionState, Storage
+from triggers_core.listing import SessionFilter, SessionPage, iter_sessions, list_sessions
+from triggers_core.scopes import Changes
+from triggers_core.testing.listing_contract import SessionListingContract
 from triggers_core.testing.storage_contract import StorageContract
 
 
@@ -15,3 +20,24 @@ class TestMemoryStorage(StorageContract):
 
     def make_storage(self, uid: str) -> Storage:
         return MemoryStorage(uid, self.store)
+
+
+class TestMemoryListing(SessionListingContract):
+    def setup_method(self) -> None:
+        self.store = MemoryStore()
+
+    def make_storage(self, uid: str) -> Storage:
+        return MemoryStorage(uid, self.store)
+
+    def list_sessions(
+        self, filter: SessionFilter, *, page_size: int, cursor: str | None
+    ) -> SessionPage:
+        return self.store.list_sessions(filter, page_size=page_size, cursor=cursor)
+
+
+def test_memory_urls_list_their_named_store() -> None:
+    name = f"listing-{uuid.uuid4().hex}"
+    MemoryStorage("b", store_name=name).compare_and_swap(None, SessionState(), Changes())
+    MemoryStorage("a", store_name=name).compare_and_swap(None, SessionState(), Changes())
+    assert list(iter_sessions(f"memory://{name}", page_size=1)) == ["a", "b"]
+    assert list_sessions(f"memory://{name}-other") == SessionPage(())

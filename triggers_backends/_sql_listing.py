@@ -1,0 +1,109 @@
+"""Listing the sessions in the SQL tables, a page at a time (see :mod:`triggers_core.listing`).
+
+A page is one query on the sessions table in primary-key order (the SHA-256
+``session_key``, so the order is stable but not alphabetical), starting after
+the cursor (the last ``session_key`` of the previous page). Each filter adds
+``session_key IN (SELECT session_key FROM instances WHERE status IN (...))``,
+which the ``(status, session_key)`` index answers without reading any
+session's other instances, so a filter that matches few sessions is cheap
+however many sessions the store holds. Staleness depends on the time an
+instance entered its status, which lives in its document: the scheduled and
+running instances of the candidate sessions are read and checked (there are
+few: work in flight, and what is stuck).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from triggers_backends._sql_statements import chunks
+from triggers_core.listing import STALE_STATUSES, SessionFilter, SessionPage, is_stale
+from triggers_core.serialization import instance_from_json, loads
+
+if TYPE_CHECKING:
+    from triggers_backends.sqlalchemy import _Tables
+
+__all__ = ["check_cursor", "list_page"]
+
+_CURSOR = re.compile(r"[0-9a-f]{64}")
+
+
+def check_cursor(cursor: object) -> str:
+    """A cursor of this backend (a session key), or ValueError; None means the start."""
+    if cursor is None:
+        return ""
+    if not isinstance(cursor, str) or _CURSOR.fullmatch(cursor) is None:
+        raise ValueError(
+            f"not a cursor of a SQL store: {cursor!r} (pass the cursor of a previous page)"
+        )
+    return cursor
+
+
+def _candidates(tables: _Tables, filter: SessionFilter, after: str, limit: int) -> Any:
+    sessions, instances = tables.sessions, tables.instances
+    query = sa.select(sessions.c.session_key, sessions.c.uid).where(sessions.c.session_key > after)
+    for statuses in filter.statuses:
+        having = sa.select(instances.c.session_key).where(
+            instances.c.status.in_(sorted(s.value for s in statuses))
+        )
+        query = query.where(sessions.c.session_key.in_(having))
+    return query.order_by(sessions.c.session_key).limit(limit)
+
+
+def _stale_sessions(
+    conn: Connection, tables: _Tables, filter: SessionFilter, keys: Sequence[str]
+) -> set[str]:
+    """The session keys among ``keys`` with an instance stale by ``filter``."""
+    instances = tables.instances
+    older_than, now = filter.stale_after, filter.now
+    assert older_than is not None
+    assert now is not None
+    found: set[str] = set()
+    for chunk in chunks(list(keys)):
+        rows = conn.execute(
+            sa.select(instances.c.session_key, instances.c.name, instances.c.doc)
+            .where(instances.c.session_key.in_(chunk))
+            .where(instances.c.status.in_(sorted(s.value for s in STALE_STATUSES)))
+        )
+        for key, name, doc in rows:
+            if key in found:
+                continue
+            instance = instance_from_json(loads(doc, f"instance {name!r}"), f"instance {name!r}")
+            if is_stale(instance, older_than, now=now):
+                found.add(key)
+    return found
+
+
+def list_page(
+    conn: Connection,
+    tables: _Tables,
+    filter: SessionFilter,
+    *,
+    page_size: int,
+    cursor: str | None,
+) -> SessionPage:
+    """One page of session UIDs (``page_size`` already checked)."""
+    after = check_cursor(cursor)
+    batch = page_size + 1  # one more than a page: is there a next page?
+    found: list[tuple[str, str]] = []
+    while len(found) < batch:
+        rows = conn.execute(_candidates(tables, filter, after, batch)).all()
+        if not rows:
+            break
+        keys = [row.session_key for row in rows]
+        if filter.stale_after is not None:
+            stale = _stale_sessions(conn, tables, filter, keys)
+            found.extend((row.session_key, row.uid) for row in rows if row.session_key in stale)
+        else:
+            found.extend((row.session_key, row.uid) for row in rows)
+        if len(rows) < batch:
+            break
+        after = keys[-1]
+    if len(found) > page_size:
+        return SessionPage(tuple(uid for _, uid in found[:page_size]), found[page_size - 1][0])
+    return SessionPage(tuple(uid for _, uid in found), None)
