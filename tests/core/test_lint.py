@@ -1,0 +1,236 @@
+"""Lint: each rule on a configuration that triggers it and on one that does not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from triggers_core import ConfigurationError
+from triggers_core.lint import RULES, Finding, Severity, lint
+
+QUESTIONNAIRE: dict[str, Any] = {
+    "t_createApplicant": {"after": ["startSession", "observationsReceived"], "run": "app.Create"},
+    "t_processPage": {
+        "after": ["startSession"],
+        "andEvery": "pageReceived",
+        "unless": ["sessionAbandoned"],
+        "run": "app.Page",
+    },
+    "t_computeScore": {"after": ["t_createApplicant", "sessionFinalized"], "run": "app.Score"},
+    "t_sendReport": {"after": ["t_computeScore"], "run": "app.Report"},
+    "t_sendReminder": {
+        "after": ["startSession", "reminderDue"],
+        "unless": ["sessionFinalized"],
+        "run": "app.Remind",
+    },
+}
+REGISTRY = ["app.Create", "app.Page", "app.Score", "app.Report", "app.Remind"]
+
+
+def rules(config: dict[str, Any], **kwargs: Any) -> list[tuple[str, str]]:
+    return [(f.rule, f.path) for f in lint(config, **kwargs)]
+
+
+def test_a_sound_configuration_has_no_findings() -> None:
+    assert lint(QUESTIONNAIRE, task_registry=REGISTRY) == []
+
+
+def test_every_rule_is_documented_and_tested() -> None:
+    tested = {name.removeprefix("test_").split("__")[0] for name in globals()}
+    assert {rule.replace("-", "_") for rule in RULES} <= tested
+
+
+def test_cascade_cycle() -> None:
+    config = {
+        "t_a": {"after": ["x", "t_b"], "run": "r"},
+        "t_b": {"after": ["t_a"], "run": "r"},
+        "t_self": {"after": ["t_self", "y"], "run": "r"},
+    }
+    (loop, own) = lint(config)
+    assert loop == Finding(
+        "t_a.after[1]",
+        "cascade-cycle",
+        "tasks wait for each other's cascades (t_a -> t_b -> t_a: each runs only after the "
+        "one before it finished), so none of them can ever run",
+        Severity.ERROR,
+    )
+    assert (own.rule, own.path, own.severity) == (
+        "cascade-cycle",
+        "t_self.after[0]",
+        Severity.ERROR,
+    )
+    assert "t_self waits for its own cascade" in own.message
+
+
+def test_cascade_cycle__not_for_a_chain() -> None:
+    config = {"t_a": {"after": ["x"], "run": "r"}, "t_b": {"after": ["t_a"], "run": "r"}}
+    assert lint(config) == []
+
+
+def test_unknown_task() -> None:
+    config = {**QUESTIONNAIRE, "t_sendReport": {"after": ["t_computScore"], "run": "app.Report"}}
+    (finding,) = lint(config)
+    assert finding == Finding(
+        "t_sendReport.after[0]",
+        "unknown-task",
+        "'t_computScore' is no task of this configuration, so no cascade fires it and "
+        "t_sendReport can never run; did you mean the task 't_computeScore'?",
+        Severity.ERROR,
+    )
+
+
+def test_unknown_task__not_for_external_triggers_named_like_tasks() -> None:
+    # 'startSession' is two edits from 't_startSession': an external trigger, not a typo.
+    config = {
+        "t_startSession": {"after": ["x"], "run": "r"},
+        "t_b": {"after": ["startSession"], "run": "r"},
+    }
+    assert lint(config) == []
+
+
+def test_unless_never_completes() -> None:
+    config = {
+        **QUESTIONNAIRE,
+        # t_computeScore runs only after t_createApplicant: too late to abandon it.
+        "t_createApplicant": {
+            "after": ["startSession", "observationsReceived"],
+            "unless": ["t_computeScore"],
+            "run": "app.Create",
+        },
+        # a typo of a task, and a task that can never run (cycle)
+        "t_a": {"after": ["t_b"], "unless": ["t_sendReprt"], "run": "r"},
+        "t_b": {"after": ["t_a"], "run": "r"},
+        "t_c": {"after": ["x"], "unless": ["t_b"], "run": "r"},
+    }
+    found = {f.path: f for f in lint(config) if f.rule == "unless-never-completes"}
+    assert sorted(found) == ["t_a.unless[0]", "t_c.unless[0]", "t_createApplicant.unless[0]"]
+    assert "did you mean the task 't_sendReport'?" in found["t_a.unless[0]"].message
+    assert found["t_c.unless[0]"].message == (
+        "the unless set of t_c can never complete in time: t_b can never run "
+        "(it is in a cascade cycle)"
+    )
+    assert "only unstarted instances are abandoned" in found["t_createApplicant.unless[0]"].message
+
+
+def test_unless_never_completes__not_with_and_every() -> None:
+    # New instances created after the unless fired are seeded with it, and abandoned.
+    config = {
+        "t_page": {"after": ["x"], "andEvery": "page", "unless": ["t_done"], "run": "r"},
+        "t_done": {"after": ["t_page"], "run": "r"},
+    }
+    assert lint(config) == []
+
+
+def test_after_and_unless() -> None:
+    config = {
+        "t_never": {"after": ["x", "y"], "unless": ["y"], "run": "r"},
+        "t_maybe": {"after": ["x", "y"], "unless": ["y", "z"], "run": "r"},
+    }
+    never, maybe = sorted(lint(config), key=lambda f: f.path, reverse=True)
+    assert (never.rule, never.path, never.severity) == (
+        "after-and-unless",
+        "t_never.unless[0]",
+        Severity.ERROR,
+    )
+    assert "it can never run" in never.message
+    assert (maybe.rule, maybe.path, maybe.severity) == (
+        "after-and-unless",
+        "t_maybe.unless[0]",
+        Severity.WARNING,
+    )
+
+
+def test_after_and_unless__not_for_disjoint_sets() -> None:
+    assert lint({"t_a": {"after": ["x"], "unless": ["y"], "run": "r"}}) == []
+
+
+def test_and_every_in_unless() -> None:
+    config = {"t_a": {"after": ["x"], "andEvery": "page", "unless": ["page"], "run": "r"}}
+    (finding,) = lint(config)
+    assert (finding.rule, finding.path, finding.severity) == (
+        "and-every-in-unless",
+        "t_a.unless[0]",
+        Severity.ERROR,
+    )
+
+
+def test_and_every_in_unless__not_for_other_unless_triggers() -> None:
+    config = {"t_a": {"after": ["x"], "andEvery": "page", "unless": ["stop"], "run": "r"}}
+    assert lint(config) == []
+
+
+def test_unknown_run() -> None:
+    (finding,) = lint(QUESTIONNAIRE, task_registry=[r for r in REGISTRY if r != "app.Report"])
+    assert finding.path == "t_sendReport.run"
+    assert finding.rule == "unknown-run"
+    assert finding.message.startswith("no trigger task is registered under 'app.Report'")
+
+
+def test_unknown_run__only_with_a_registry() -> None:
+    assert lint(QUESTIONNAIRE) == []
+    assert lint(QUESTIONNAIRE, task_registry=REGISTRY) == []
+
+
+def test_similar_names() -> None:
+    config = {
+        **QUESTIONNAIRE,
+        "t_archive": {"after": ["sessionfinalized"], "run": "app.Report"},
+        "t_other": {"after": ["pageRecieved"], "run": "app.Report"},
+    }
+    found = {f.path: f.message for f in lint(config) if f.rule == "similar-names"}
+    assert found == {
+        "t_archive.after[0]": "'sessionfinalized' differs from 'sessionFinalized' only by case; "
+        "trigger names are matched exactly, so a typo means a trigger nobody fires",
+        "t_other.after[0]": "'pageRecieved' differs from 'pageReceived' by one character; "
+        "trigger names are matched exactly, so a typo means a trigger nobody fires",
+    }
+
+
+def test_similar_names__not_for_numbered_or_short_names() -> None:
+    config = {
+        "t_a": {"after": ["page1"], "run": "r"},
+        "t_b": {"after": ["page2"], "run": "r"},
+        "t_c": {"after": ["t_a", "t_b"], "run": "r"},
+    }
+    assert lint(config) == []
+
+
+def test_extra_like_directive() -> None:
+    config = {
+        "t_a": {"after": ["x"], "run": "r", "unlessAny": ["y"], "requires": ["x"]},
+        "t_b": {"after": ["y"], "run": "r", "runIf": "x"},
+    }
+    found = {f.path: f.message for f in lint(config)}
+    assert set(found) == {"t_a.unlessAny", "t_a.requires", "t_b.runIf"}
+    assert "(its name contains 'unless')" in found["t_a.unlessAny"]
+    assert "(its value names triggers of this configuration)" in found["t_a.requires"]
+    assert "kept verbatim as an extra and never read" in found["t_b.runIf"]
+
+
+def test_extra_like_directive__not_for_plain_extras() -> None:
+    config = {"t_a": {"after": ["x"], "run": "r", "queue": "reports", "runtime": 5, "tags": ["z"]}}
+    assert lint(config) == []
+
+
+def test_invalid_configurations_raise_before_any_lint() -> None:
+    with pytest.raises(ConfigurationError, match=r"t_a\.run: required"):
+        lint({"t_a": {"after": ["x"]}})
+
+
+def test_parsed_configurations_lint_the_same() -> None:
+    from triggers_core import parse_configuration
+
+    config = {"t_a": {"after": ["x", "t_a"], "run": "r"}}
+    assert lint(parse_configuration(config)) == lint(config)
+
+
+def test_findings_render_with_path_and_rule() -> None:
+    finding = Finding("t_a.after[0]", "unknown-task", "message", Severity.ERROR)
+    assert str(finding) == "t_a.after[0]: message [unknown-task]"
+    assert finding.to_json() == {
+        "rule": "unknown-task",
+        "path": "t_a.after[0]",
+        "message": "message",
+        "severity": "error",
+    }
