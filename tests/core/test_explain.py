@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from questionnaire import NO_EMAIL, QUESTIONNAIRE, T0
 
 from triggers_core import SessionState, Status
 from triggers_core import engine as pure
@@ -20,26 +21,7 @@ from triggers_core.explain import (
     summary_line,
     what_if,
 )
-from triggers_core.testing.simulate import Failure, ReplayFailed, run_simulation
-
-QUESTIONNAIRE: dict[str, Any] = {
-    "t_createApplicant": {"after": ["startSession", "observationsReceived"], "run": "app.Create"},
-    "t_processPage": {
-        "after": ["startSession"],
-        "andEvery": "pageReceived",
-        "unless": ["sessionAbandoned"],
-        "run": "app.Page",
-    },
-    "t_computeScore": {"after": ["t_createApplicant", "sessionFinalized"], "run": "app.Score"},
-    "t_sendReport": {"after": ["t_computeScore"], "run": "app.Report"},
-    "t_sendReminder": {
-        "after": ["startSession", "reminderDue"],
-        "unless": ["sessionFinalized"],
-        "run": "app.Remind",
-    },
-}
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-NO_EMAIL = {"t_sendReport": Failure("builtins.LookupError", "no e-mail address")}
+from triggers_core.testing.simulate import ReplayFailed, run_simulation
 
 
 def advance(state: SessionState | None, *steps: Any, **kwargs: Any) -> SessionState:

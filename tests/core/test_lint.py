@@ -5,26 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from questionnaire import QUESTIONNAIRE
 
 from triggers_core import ConfigurationError
 from triggers_core.lint import RULES, Finding, Severity, lint
 
-QUESTIONNAIRE: dict[str, Any] = {
-    "t_createApplicant": {"after": ["startSession", "observationsReceived"], "run": "app.Create"},
-    "t_processPage": {
-        "after": ["startSession"],
-        "andEvery": "pageReceived",
-        "unless": ["sessionAbandoned"],
-        "run": "app.Page",
-    },
-    "t_computeScore": {"after": ["t_createApplicant", "sessionFinalized"], "run": "app.Score"},
-    "t_sendReport": {"after": ["t_computeScore"], "run": "app.Report"},
-    "t_sendReminder": {
-        "after": ["startSession", "reminderDue"],
-        "unless": ["sessionFinalized"],
-        "run": "app.Remind",
-    },
-}
 REGISTRY = ["app.Create", "app.Page", "app.Score", "app.Report", "app.Remind"]
 
 
