@@ -1,0 +1,179 @@
+"""Commands on a configuration file: ``check``, ``graph``, ``simulate``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from triggers_core.cli._common import (
+    UrlCommand,
+    app_option,
+    emit_json,
+    fail,
+    failures,
+    import_modules,
+    json_option,
+    load_config_file,
+    named_json,
+    open_session,
+    print_table,
+    storage_url,
+)
+from triggers_core.config import TaskConfig, parse_configuration
+from triggers_core.errors import ConfigurationError
+from triggers_core.lint import lint
+from triggers_core.render import edges, to_dot, to_mermaid
+from triggers_core.requirements import missing_after
+from triggers_core.state import Status
+from triggers_core.tasks import registered_tasks
+from triggers_core.testing.simulate import Failure, run_simulation
+
+__all__ = ["check", "graph", "simulate"]
+
+CONFIG = click.argument(
+    "config_path", metavar="CONFIG", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+
+
+def parse_or_fail(raw: Mapping[str, Any], path: Path) -> dict[str, TaskConfig]:
+    """The parsed configuration, or exit 1 listing every problem."""
+    try:
+        return parse_configuration(raw)
+    except ConfigurationError as exc:
+        fail(f"{path}: {exc}")
+
+
+@click.command()
+@CONFIG
+@app_option
+@json_option
+def check(*, config_path: Path, apps: tuple[str, ...], as_json: bool) -> None:
+    """Validate CONFIG (a JSON file) and lint it.
+
+    Exit 1 if the configuration is invalid or lint finds anything. With --app,
+    each `run` must name a trigger task those modules register.
+    """
+    import_modules(apps)
+    raw = load_config_file(config_path)
+    registry = sorted(registered_tasks()) if apps else None
+    try:
+        findings = lint(raw, task_registry=registry)
+    except ConfigurationError as exc:
+        if as_json:
+            emit_json({"valid": False, "problems": list(exc.problems), "findings": []})
+            raise SystemExit(1) from None
+        fail(f"{config_path}: {exc}")
+    if as_json:
+        emit_json({"valid": True, "problems": [], "findings": [f.to_json() for f in findings]})
+    elif findings:
+        for finding in findings:
+            click.echo(f"{finding.severity}: {finding}")
+        click.echo(f"{len(findings)} finding{'s' if len(findings) != 1 else ''}")
+    else:
+        click.echo(f"{config_path}: {len(raw)} tasks, valid, no findings")
+    if findings:
+        raise SystemExit(1)
+
+
+@click.command(cls=UrlCommand)
+@CONFIG
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot"]),
+    default="mermaid",
+    show_default=True,
+    help="Mermaid flowchart or Graphviz DOT.",
+)
+@click.option(
+    "--session",
+    nargs=2,
+    metavar="URL UID",
+    help="Colour the tasks by the statuses of this session's instances.",
+)
+@json_option
+def graph(*, config_path: Path, fmt: str, session: tuple[str, str] | None, as_json: bool) -> None:
+    """Draw CONFIG as a graph: triggers, tasks, after/andEvery/unless/cascade edges."""
+    tasks = parse_or_fail(load_config_file(config_path), config_path)
+    instances = None
+    if session:
+        url, uid = session
+        try:
+            url = storage_url(url)
+        except click.BadParameter as exc:
+            exc.param_hint = "--session"
+            raise
+        storage = open_session(url, uid)
+        with failures():
+            instances = list(storage.load_full().state.instances.values())
+    render = to_mermaid if fmt == "mermaid" else to_dot
+    text = render(tasks, instances=instances)
+    if as_json:
+        emit_json(
+            {
+                "format": fmt,
+                "text": text,
+                "edges": [
+                    {"source": e.source, "target": e.target, "kind": e.kind} for e in edges(tasks)
+                ],
+            }
+        )
+    else:
+        click.echo(text, nl=False)
+
+
+@click.command()
+@CONFIG
+@click.option(
+    "--fire",
+    "fires",
+    multiple=True,
+    metavar="NAME[=JSON]",
+    help="Fire this trigger (with these kwargs); repeatable, in order.",
+)
+@click.option(
+    "--fail",
+    "failing",
+    multiple=True,
+    metavar="TASK_OR_INSTANCE",
+    help="This task (or instance, task#n) fails when it runs; repeatable.",
+)
+@json_option
+def simulate(
+    *, config_path: Path, fires: tuple[str, ...], failing: tuple[str, ...], as_json: bool
+) -> None:
+    """Run CONFIG without storage or workers: fire triggers, every ready task finishes at once.
+
+    Tasks return {} (or fail, with --fail); cascades follow. Prints the order
+    instances ran and every instance's end status.
+    """
+    tasks = parse_or_fail(load_config_file(config_path), config_path)
+    steps = [named_json(text, "--fire") for text in fires]
+    results = {name: Failure(message=f"{name} failed (--fail)") for name in failing}
+    with failures():
+        sim = run_simulation(tasks, steps, results=results)
+    instances = sorted(sim.state.instances.values(), key=lambda i: (i.task_name, i.number))
+    if as_json:
+        emit_json(
+            {
+                "ran": list(sim.ran),
+                "fired": list(sim.fired),
+                "instances": {i.name: i.status.value for i in instances},
+            }
+        )
+        return
+    click.echo(f"fired: {', '.join(sim.fired) or 'nothing'}")
+    click.echo(f"ran:   {', '.join(sim.ran) or 'nothing'}")
+    table = Table("instance", "status", "waits for", box=None, pad_edge=False)
+    for instance in instances:
+        waiting = instance.status is Status.UNSTARTED
+        missing = missing_after(tasks[instance.task_name], instance.kwargs) if waiting else ()
+        table.add_row(instance.name, instance.status.value, ", ".join(missing))
+    unused = sorted(set(tasks) - {i.task_name for i in instances})
+    for name in unused:
+        table.add_row(name, "(no instance)", "")
+    print_table(table)

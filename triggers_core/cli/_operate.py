@@ -1,0 +1,195 @@
+"""Commands that change a session: ``fire``, ``replay``, ``skip``.
+
+Instances these commands schedule go to their task's runner (``using``) or
+to ``--runner`` (default ``threading``: this process runs them, and waits for
+them and their cascades before it exits). Before anything is stored, the
+command works out on a copy which instances would run here and refuses if a
+task is not registered in this process (``--app`` imports the modules that
+register them), instead of recording a failure the operator did not cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from triggers_core.cli._common import (
+    UrlCommand,
+    app_option,
+    fail,
+    failures,
+    import_modules,
+    json_argument,
+    open_session,
+    storage_url,
+)
+from triggers_core.manager import TriggerManager
+from triggers_core.runners import ThreadingTaskRunner
+from triggers_core.state import SessionState
+from triggers_core.tasks import registered_tasks
+from triggers_core.testing.simulate import ReplayFailed, SkipFailed, Step, run_simulation
+
+__all__ = ["fire", "replay", "skip"]
+
+URL = click.argument("url", metavar="URL", callback=lambda _c, _p, v: storage_url(v))
+UID = click.argument("uid", metavar="UID")
+
+
+def _runner_options(function: Callable[..., None]) -> Callable[..., None]:
+    function = click.option(
+        "--wait",
+        type=click.FloatRange(0, 3600),
+        default=60.0,
+        show_default=True,
+        help="Seconds to wait for instances this process runs (runner threading).",
+    )(function)
+    function = click.option(
+        "--runner",
+        default="threading",
+        show_default=True,
+        help="Runner for tasks without a `using` directive (e.g. celery).",
+    )(function)
+    return app_option(function)
+
+
+def _check_runnable(state: SessionState, step: Step, runner: str) -> None:
+    """Refuse if an instance the step would run in this process has no registered task."""
+    ran = run_simulation(state.tasks, [step], state=state).ran
+    known = registered_tasks()
+    for name in ran:
+        task = state.tasks[name.rpartition("#")[0]]
+        if (task.using or runner) == "threading" and task.run not in known:
+            fail(
+                f"{name} would run in this process (runner 'threading'), but no trigger task "
+                f"is registered under {task.run!r} here: pass --app MODULE (the module that "
+                "registers it), or --runner with the runner your workers use; nothing was changed"
+            )
+
+
+def _operate(
+    *,
+    url: str,
+    uid: str,
+    apps: tuple[str, ...],
+    runner: str,
+    wait: float,
+    step: Step,
+    action: Callable[[TriggerManager], str],
+) -> None:
+    import_modules(apps)
+    storage = open_session(url, uid)
+    manager = TriggerManager(storage, default_runner=runner)
+    with failures():
+        before = storage.load_full().state
+        _check_runnable(before, step, runner)
+        click.echo(action(manager))
+        local = manager.runners.get("threading")
+        if isinstance(local, ThreadingTaskRunner):
+            local.join_all(wait)
+        after = storage.load_full().state
+    for name in sorted(after.instances):
+        instance = after.instances[name]
+        if before.instances.get(name) != instance:
+            click.echo(f"{name} {instance.status}")
+
+
+@click.command(cls=UrlCommand)
+@URL
+@UID
+@click.argument("name", metavar="NAME")
+@click.argument("kwargs", metavar="[JSON]", required=False)
+@_runner_options
+def fire(
+    *,
+    url: str,
+    uid: str,
+    name: str,
+    kwargs: str | None,
+    apps: tuple[str, ...],
+    runner: str,
+    wait: float,
+) -> None:
+    """Fire trigger NAME in session UID, with JSON kwargs (default {}).
+
+    Prints what it scheduled, then each instance that changed.
+    URL may be left out when TRIGGERS_STORAGE_URL is set.
+    """
+    data = json_argument(kwargs, "JSON") or {}
+
+    def action(manager: TriggerManager) -> str:
+        scheduled = manager.fire(name, data)
+        names = ", ".join(i.name for i in scheduled) or "nothing"
+        return f"fired {name!r}: scheduled {names}"
+
+    _operate(
+        url=url, uid=uid, apps=apps, runner=runner, wait=wait, step=(name, data), action=action
+    )
+
+
+@click.command(cls=UrlCommand)
+@URL
+@UID
+@click.argument("instance", metavar="INSTANCE")
+@click.option(
+    "--kwargs",
+    metavar="JSON",
+    help="Replacement kwargs ({trigger: {...}}), replacing the recorded ones wholly.",
+)
+@_runner_options
+def replay(
+    *,
+    url: str,
+    uid: str,
+    instance: str,
+    kwargs: str | None,
+    apps: tuple[str, ...],
+    runner: str,
+    wait: float,
+) -> None:
+    """Replay the failed INSTANCE of session UID: a clone with the same (or new) kwargs runs.
+
+    URL may be left out when TRIGGERS_STORAGE_URL is set.
+    """
+    replacement = json_argument(kwargs, "--kwargs")
+
+    def action(manager: TriggerManager) -> str:
+        clone = manager.replay_failed_instance(instance, replacement)
+        return f"replayed {instance} as {clone.name}"
+
+    step = ReplayFailed(instance, replacement)
+    _operate(url=url, uid=uid, apps=apps, runner=runner, wait=wait, step=step, action=action)
+
+
+@click.command(cls=UrlCommand)
+@URL
+@UID
+@click.argument("instance", metavar="INSTANCE")
+@click.option("--cascade", is_flag=True, help="Fire the task's name, so what waits for it runs.")
+@click.option("--result", metavar="JSON", help="The kwargs of that cascade (default {}).")
+@_runner_options
+def skip(
+    *,
+    url: str,
+    uid: str,
+    instance: str,
+    cascade: bool,
+    result: str | None,
+    apps: tuple[str, ...],
+    runner: str,
+    wait: float,
+) -> None:
+    """Skip the failed INSTANCE of session UID (optionally cascading with a stand-in result).
+
+    URL may be left out when TRIGGERS_STORAGE_URL is set.
+    """
+    data = json_argument(result, "--result")
+    if data is not None and not cascade:
+        raise click.UsageError("--result is the kwargs of the cascade: give --cascade too")
+
+    def action(manager: TriggerManager) -> str:
+        manager.skip_failed_instance(instance, cascade=cascade, result=data)
+        return f"skipped {instance}" + (" and fired its task's name" if cascade else "")
+
+    step = SkipFailed(instance, cascade, data)
+    _operate(url=url, uid=uid, apps=apps, runner=runner, wait=wait, step=step, action=action)

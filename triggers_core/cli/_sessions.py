@@ -1,0 +1,197 @@
+"""Commands that read sessions: ``sessions``, ``inspect``, ``explain``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import click
+from rich.table import Table
+
+from triggers_core.cli._common import (
+    UrlCommand,
+    duration,
+    emit_json,
+    failures,
+    json_option,
+    named_json,
+    now_option,
+    open_session,
+    print_table,
+    storage_url,
+)
+from triggers_core.explain import (
+    InstanceExplanation,
+    explain,
+    explain_instance,
+    format_age,
+    what_if,
+)
+from triggers_core.listing import SessionFilter, list_sessions
+
+__all__ = ["explain_command", "inspect", "sessions"]
+
+URL = click.argument("url", metavar="URL", callback=lambda _c, _p, v: storage_url(v))
+UID = click.argument("uid", metavar="UID")
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
+    return None if value is None else duration(value)
+
+
+STALE = click.option(
+    "--stale",
+    callback=_duration,
+    metavar="DURATION",
+    help="Scheduled or running for longer than this (90s, 15m, 2h, 1d) counts as stale.",
+)
+
+
+@click.command(cls=UrlCommand)
+@URL
+@click.option("--unresolved", is_flag=True, help="Only sessions with an unresolved instance.")
+@click.option("--failed", is_flag=True, help="Only sessions with a failed instance.")
+@STALE
+@now_option
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    help="Print at most this many, then the cursor of the rest.",
+)
+@click.option("--cursor", help="Continue after a previous --limit.")
+@json_option
+def sessions(
+    *,
+    url: str,
+    unresolved: bool,
+    failed: bool,
+    stale: timedelta | None,
+    now: datetime,
+    limit: int | None,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List the sessions stored at URL (filters combine: all must hold).
+
+    URL may be left out when TRIGGERS_STORAGE_URL is set.
+    """
+    wanted = SessionFilter(
+        unresolved=unresolved, failed=failed, stale_after=stale, now=now if stale else None
+    )
+    uids: list[str] = []
+    with failures():
+        while True:
+            size = 1000 if limit is None else limit - len(uids)
+            page = list_sessions(url, wanted, page_size=size, cursor=cursor)
+            uids.extend(page.uids)
+            cursor = page.cursor
+            if cursor is None or (limit is not None and len(uids) >= limit):
+                break
+    if as_json:
+        emit_json({"sessions": uids, "cursor": cursor})
+        return
+    for uid in uids:
+        click.echo(uid)
+    if cursor is not None:
+        click.echo(f"(more: --cursor {cursor})", err=True)
+
+
+def _waiting(explained: InstanceExplanation) -> str:
+    if explained.waiting_for:
+        return ", ".join(w.trigger for w in explained.waiting_for)
+    if explained.failure is not None:
+        return explained.failure.message
+    return ""
+
+
+@click.command(cls=UrlCommand)
+@URL
+@UID
+@STALE
+@now_option
+@json_option
+def inspect(*, url: str, uid: str, stale: timedelta | None, now: datetime, as_json: bool) -> None:
+    """Every instance of session UID: status, what it waits for, age, log level.
+
+    Failed instances show their error where others show what they wait for.
+    URL may be left out when TRIGGERS_STORAGE_URL is set.
+    """
+    storage = open_session(url, uid)
+    with failures():
+        state = storage.load_full().state
+    instances = sorted(state.instances.values(), key=lambda i: (i.task_name, i.number))
+    rows = [explain_instance(state, i.name, now=now, stale_after=stale) for i in instances]
+    log_levels = {i.name: i.log_level_name for i in instances}
+    idle = sorted(name for name in state.tasks if state.counters.get(name, 0) == 0)
+    if as_json:
+        emit_json(
+            {
+                "session": uid,
+                "instances": [
+                    {
+                        "instance": e.instance,
+                        "status": e.status.value,
+                        "waitingFor": [w.trigger for w in e.waiting_for],
+                        "error": None if e.failure is None else e.failure.message,
+                        "ageSeconds": None if e.age is None else e.age.total_seconds(),
+                        "stale": e.stale,
+                        "logLevel": log_levels[e.instance],
+                    }
+                    for e in rows
+                ],
+                "tasksWithoutInstances": idle,
+            }
+        )
+        return
+    table = Table("instance", "status", "waiting for", "age", "log level", box=None, pad_edge=False)
+    for e in rows:
+        status = e.status.value + (" (stale)" if e.stale else "")
+        age = "" if e.age is None else format_age(e.age)
+        table.add_row(e.instance, status, _waiting(e), age, log_levels[e.instance])
+    for name in idle:
+        table.add_row(name, "(no instance)", "", "", "")
+    print_table(table)
+
+
+@click.command("explain", cls=UrlCommand)
+@URL
+@UID
+@click.argument("target", metavar="TASK_OR_INSTANCE")
+@click.option(
+    "--if-fired",
+    metavar="NAME[=JSON]",
+    help="Also show what firing this trigger now would do (nothing is stored).",
+)
+@STALE
+@now_option
+@json_option
+def explain_command(
+    *,
+    url: str,
+    uid: str,
+    target: str,
+    if_fired: str | None,
+    stale: timedelta | None,
+    now: datetime,
+    as_json: bool,
+) -> None:
+    """Why a task or instance of session UID is where it is, and what a fire would do.
+
+    URL may be left out when TRIGGERS_STORAGE_URL is set.
+    """
+    fired = None if if_fired is None else named_json(if_fired, "--if-fired")
+    storage = open_session(url, uid)
+    with failures():
+        state = storage.load_full().state
+        explained = explain(state, target, now=now, stale_after=stale)
+        scenario = None if fired is None else what_if(state, fired[0], fired[1], now=now)
+    if as_json:
+        data = {"explanation": explained.to_json()}
+        if scenario is not None:
+            data["whatIf"] = scenario.to_json()
+        emit_json(data)
+        return
+    for line in explained.lines:
+        click.echo(line)
+    if scenario is not None:
+        for line in scenario.lines:
+            click.echo(line)
