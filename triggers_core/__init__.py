@@ -25,6 +25,7 @@ from triggers_core.errors import (
     TriggersError,
     UnknownInstanceError,
     UnknownTaskError,
+    UnsupportedOperationError,
 )
 from triggers_core.lifecycle import LIFECYCLE_LOGGER
 from triggers_core.manager import TriggerManager
@@ -81,6 +82,7 @@ __all__ = [
     "TriggersError",
     "UnknownInstanceError",
     "UnknownTaskError",
+    "UnsupportedOperationError",
     "get_task",
     "managers",
     "open_storage",
