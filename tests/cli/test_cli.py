@@ -61,6 +61,17 @@ def test_check(demo: Path) -> None:
     )
 
 
+def test_check_counts_only_the_tasks_the_application_registers(demo: Path) -> None:
+    # The command line itself imports the sample tasks; an application that does
+    # not import them does not have them.
+    (demo / "samples.json").write_text('{"t_a": {"after": ["x"], "run": "triggers.DevNullTask"}}')
+    without = run(demo, "check", "samples.json", "--app", "survey_tasks")
+    assert without.returncode == 1
+    assert "no trigger task is registered under 'triggers.DevNullTask'" in without.stdout
+    with_samples = run(demo, "check", "samples.json", "--app", "triggers_core.testing")
+    assert with_samples.returncode == 0, with_samples.stdout
+
+
 def test_check_bad_input(demo: Path) -> None:
     (demo / "broken.json").write_text('{"t_a": {"after": ["x"],}')
     broken = run(demo, "check", "broken.json")
