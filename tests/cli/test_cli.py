@@ -102,6 +102,9 @@ def test_graph(demo: Path) -> None:
     assert "classDef failed" in coloured.stdout
     edges = data(demo, "graph", "questionnaire.json")["edges"]
     assert {"source": "t_computeScore", "target": "t_sendReport", "kind": "cascade"} in edges
+    # A storage URL in the environment changes nothing for commands on files.
+    assert run(demo, "graph", "questionnaire.json", TRIGGERS_STORAGE_URL=DB).returncode == 0
+    assert run(demo, "check", "questionnaire.json", TRIGGERS_STORAGE_URL=DB).returncode == 0
     bad = run(demo, "graph", "questionnaire.json", "--session", "nope", "survey-42")
     assert bad.returncode == 2
     assert "--session" in bad.stderr

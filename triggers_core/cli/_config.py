@@ -10,7 +10,6 @@ import click
 from rich.table import Table
 
 from triggers_core.cli._common import (
-    UrlCommand,
     app_option,
     emit_json,
     fail,
@@ -90,7 +89,7 @@ def check(*, config_path: Path, apps: tuple[str, ...], as_json: bool) -> None:
         raise SystemExit(1)
 
 
-@click.command(cls=UrlCommand)
+@click.command()
 @CONFIG
 @click.option(
     "--format",
