@@ -252,21 +252,37 @@ def _create_missing_indexes(engine: Engine, table: sa.Table) -> None:
     """Indexes added by later versions to tables that already existed (create_all skips them).
 
     Tables of an older layout that lack an index's columns are left to
-    :func:`~triggers_backends.sqlalchemy_upgrade.upgrade_schema`.
+    :func:`~triggers_backends.sqlalchemy_upgrade.upgrade_schema`. ``IF NOT
+    EXISTS`` where the database has it, so concurrent creators do not collide.
     """
-    inspector = sa.inspect(engine)
-    present = {index["name"] for index in inspector.get_indexes(table.name)}
-    columns = {column["name"] for column in inspector.get_columns(table.name)}
-    for index in sorted(table.indexes, key=lambda i: str(i.name)):
-        if index.name in present or not {c.name for c in index.columns} <= columns:
-            continue
+    dialect = engine.dialect
+    if_not_exists = dialect.name in ("sqlite", "postgresql") or bool(
+        getattr(dialect, "is_mariadb", False)
+    )
+    with engine.begin() as conn:
+        if dialect.name == "sqlite":
+            # A pooled connection may answer PRAGMAs from a schema it read before
+            # another connection created the tables; reading sqlite_master refreshes it.
+            conn.exec_driver_sql("SELECT count(*) FROM sqlite_master")
+        inspector = sa.inspect(conn)
+        present = {index["name"] for index in inspector.get_indexes(table.name)}
+        columns = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [
+            index
+            for index in sorted(table.indexes, key=lambda i: str(i.name))
+            if index.name not in present and {c.name for c in index.columns} <= columns
+        ]
+        if if_not_exists:
+            for index in missing:
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+            return
+    for index in missing:  # MySQL: no IF NOT EXISTS; a concurrent creator may win
         try:
             index.create(engine)
         except sa_exc.SQLAlchemyError:
             names = {i["name"] for i in sa.inspect(engine).get_indexes(table.name)}
             if index.name not in names:
                 raise
-            # another process created it first
 
 
 def drop_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> None:

@@ -175,6 +175,9 @@ def test_inspect(demo: Path) -> None:
     assert rows["t_sendReport#0"]["error"] == "LookupError: no e-mail address for the report"
     assert rows["t_processPage#0"]["waitingFor"] == ["pageReceived"]
     assert rows["t_processPage#0"]["ageSeconds"] == 7200
+    # Options before the arguments, URL from the environment.
+    env_url = run(demo, "inspect", "--stale", "1h", NOW, "survey-43", TRIGGERS_STORAGE_URL=DB)
+    assert env_url.stdout == table.stdout
     unknown = run(demo, "inspect", DB, "survey-99")
     assert (unknown.returncode, unknown.stderr.strip()) == (
         1,
