@@ -85,6 +85,8 @@ class Storage(abc.ABC):
     #: query option that turns it on or off (a Celery worker sets it to ``false``:
     #: a message never causes schema creation). None: nothing to create.
     schema_url_option: ClassVar[str | None] = None
+    #: Why :meth:`list_sessions` is not supported, for backends that do not override it.
+    listing_unsupported_reason: ClassVar[str] = "it keeps no index of the sessions it stores"
 
     def __init__(self, uid: str) -> None:
         self.uid = check_uid(uid)
@@ -148,7 +150,7 @@ class Storage(abc.ABC):
         :class:`~triggers_core.errors.UnsupportedOperationError`.
         """
         raise UnsupportedOperationError(
-            "listing sessions", cls.backend_name, "it keeps no index of the sessions it stores"
+            "listing sessions", cls.backend_name, cls.listing_unsupported_reason
         )
 
     def reference(self) -> str | None:

@@ -104,3 +104,13 @@ def test_unknown_schemes_and_non_urls_are_registry_errors() -> None:
     assert "hunter2" not in str(caught.value)
     with pytest.raises(RegistryError, match="not a storage URL"):
         list_sessions("survey-42")
+
+
+def test_memcached_cannot_list_and_says_why() -> None:
+    # Refused before any connection: no server is needed to learn that.
+    with pytest.raises(UnsupportedOperationError) as caught:
+        list_sessions("memcached://127.0.0.1:1?prefix=x")
+    assert str(caught.value) == (
+        "listing sessions is not supported by this backend (memcached): memcached has no way "
+        "to list its keys, and this backend keeps no index of sessions"
+    )
