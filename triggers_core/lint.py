@@ -17,7 +17,8 @@ The rules (:data:`RULES`):
     after ``t_a``, or a task after itself): none of them can ever run.
 ``unknown-task``
     An ``after``/``andEvery`` name that is no task of the configuration but
-    one edit (or only case) away from one: a typo, so the task never runs.
+    one edit (or only case) away from one: a typo, so the task never runs
+    (short names like ``t_b`` and numbered ones like ``step2`` are left alone).
 ``unless-never-completes``
     An ``unless`` set that can never complete: a member is a task that can
     never run, a typo of a task name, or a task that only finishes after this
@@ -203,7 +204,7 @@ def _cascade_cycles(tasks: Mapping[str, TaskConfig], findings: list[Finding]) ->
 def _typo_of(name: str, tasks: Mapping[str, TaskConfig]) -> str | None:
     if name in tasks:
         return None
-    close = sorted(t for t in tasks if _one_edit(name, t) or name.lower() == t.lower())
+    close = sorted(t for t in tasks if _confusable(name, t))
     return close[0] if close else None
 
 

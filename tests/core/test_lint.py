@@ -74,6 +74,16 @@ def test_unknown_task__not_for_external_triggers_named_like_tasks() -> None:
     assert lint(config) == []
 
 
+def test_unknown_task__not_for_short_or_numbered_names() -> None:
+    # 't_b' next to task 't_a', 'step2' next to task 'step1': different on purpose.
+    config = {
+        "t_a": {"after": ["x"], "run": "r"},
+        "step1": {"after": ["x"], "run": "r"},
+        "t_c": {"after": ["t_b", "step2"], "run": "r"},
+    }
+    assert lint(config) == []
+
+
 def test_unless_never_completes() -> None:
     config = {
         **QUESTIONNAIRE,
