@@ -400,3 +400,65 @@ def test_a_session_created_between_two_reads_is_not_mistaken_for_a_lost_one(
         with pytest.raises(ConflictError, match="created the session first"):
             racer.compare_and_swap(None, SessionState(), _changes(config=True))
     assert created
+
+
+# -- the marker: a session whose creator did not add it -------------------------------
+
+
+def _fail_on_marker(storage: KeyValueStorage) -> Any:
+    def hook(key: str, value: bytes) -> None:
+        if key == storage.keys.marker:
+            outage()
+
+    return hook
+
+
+def test_the_commit_after_the_creation_adds_a_missing_marker(store: DictStore, uid: str) -> None:
+    client = ScriptedClient(store)
+    storage = KeyValueStorage(uid, client)
+    manager, _ = manager_on(storage)
+    # The creator's marker add fails (or it dies right after adding the active document).
+    client.hooks["add"] = _fail_on_marker(storage)
+    manager.update_configuration(EVERY)
+    assert storage.keys.active in values(store)
+    assert storage.keys.marker not in values(store)
+    client.hooks.clear()
+    # The next commit, by any process, adds the marker before its swap...
+    other = KeyValueStorage(uid, DictKeyValueClient(store))
+    manager_on(other)[0].fire("tick", {"n": 0})
+    assert storage.keys.marker in values(store)
+    # ...so the session can no longer silently start over when its active document goes.
+    store.items.pop(storage.keys.active)
+    with pytest.raises(StorageError, match="is gone"):
+        KeyValueStorage(uid, DictKeyValueClient(store)).load()
+
+
+def test_a_second_commit_that_cannot_add_the_marker_writes_nothing(
+    store: DictStore, uid: str
+) -> None:
+    client = ScriptedClient(store)
+    storage = KeyValueStorage(uid, client)
+    manager, _ = manager_on(storage)
+    client.hooks["add"] = _fail_on_marker(storage)
+    manager.update_configuration(EVERY)
+    before = values(store)
+    with pytest.raises(StorageError, match="adding the session marker") as caught:
+        manager.fire("tick", {"n": 0})
+    assert caught.value.session == uid
+    assert values(store) == before  # no document written, version 1 still current
+    client.hooks.clear()
+    manager.fire("tick", {"n": 1})
+    assert storage.load().version == 2
+    assert storage.keys.marker in values(store)
+    assert_no_garbage(storage, store)
+
+
+def test_later_commits_do_not_touch_the_marker(store: DictStore, uid: str) -> None:
+    client = ScriptedClient(store)
+    storage = KeyValueStorage(uid, client)
+    manager, _ = manager_on(storage)
+    manager.update_configuration(EVERY)
+    manager.fire("tick", {"n": 0})
+    client.calls.clear()
+    manager.fire("tick", {"n": 1})
+    assert "add" not in client.calls

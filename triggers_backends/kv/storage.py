@@ -42,6 +42,18 @@ value) cannot be fooled by ABA.
 A timeout during step 2 leaves it unknown whether the commit happened: the
 error says so, and the documents written in step 1 are kept (they may be
 referenced).
+
+The marker is added right *after* the active document is created (before would
+be worse: a creator dying in between would leave a marker without an active
+document, which every reader would take for a lost session until someone
+deletes it). A creator that dies between the two, or whose marker ``add``
+fails, leaves version 1 without a marker. So the commit that replaces version 1
+adds the marker (a no-op if it exists) before anything else, and fails without
+writing anything if it cannot: no version after the first exists without its
+marker. What remains is a session nobody has committed to since a creation
+whose marker was not written: if its active document is evicted, it loads as
+a new, empty session. (A creator that died never returned, so no task its
+commit scheduled was sent.)
 """
 
 from __future__ import annotations
@@ -399,6 +411,12 @@ class KeyValueStorage(Storage):
                 f"one {self._label} item may hold ({len(commit.active.index)} tasks, "
                 f"{len(commit.active.latest)} triggers); nothing was written"
             )
+        if base is not None and base.version == 1:
+            # The creator adds the marker only after the active document: if it died in
+            # between (or that add failed), the marker is missing. The second commit
+            # makes sure it is there before its swap, so no later version can exist
+            # without a marker (see "the marker" in the module docstring).
+            self._call("adding the session marker", self.client.add, *self._marker_item())
         self._write(commit.items)
         try:
             if base is None:
@@ -416,15 +434,16 @@ class KeyValueStorage(Storage):
                 f"version moved on from {expected!r}", backend=self._label, session=self.uid
             )
         if base is None:
-            self._forget_errors(
-                self.client.add, self.keys.marker, self.uid.encode("utf-8", "surrogatepass")
-            )
+            self._forget_errors(self.client.add, *self._marker_item())
         self._forget(commit.obsolete)
         self._cache.discard(commit.obsolete)
         for key, size, value in commit.decoded:
             self._cache.put(key, size, value)
         self._remember(commit.active, None)
         return commit.active.version
+
+    def _marker_item(self) -> tuple[str, bytes]:
+        return self.keys.marker, self.uid.encode("utf-8", "surrogatepass")
 
     # -- housekeeping -------------------------------------------------------------
 
