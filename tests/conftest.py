@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from django_env import django_settings  # noqa: F401 - a fixture for every test
 from memcached_server import (  # noqa: F401 - fixtures for every test
     MemcachedServer,
     memcached,

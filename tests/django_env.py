@@ -14,15 +14,29 @@ own names everywhere, so runs on a shared machine never meet:
 * memcached: the session's server from ``tests/memcached_server.py``.
 
 Every cache has ``TIMEOUT: 1``: the adapters must ignore it (nothing may expire).
+
+Processes the tests start (the storage contract's spawned racers, Celery workers)
+configure Django the way an application's processes do, from
+``DJANGO_SETTINGS_MODULE``: :func:`process_environment` names
+``django_test_settings``, which reads the run's settings from an environment
+variable.
+
+The ``django_settings`` fixture (made available to every test by
+``tests/conftest.py``) configures Django once per test session.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 #: Redis database number of these tests (Celery's tests use 0).
@@ -39,6 +53,10 @@ LOCMEM, REDIS, DJANGO_REDIS, DB_SQLITE, DB_POSTGRES, MEMCACHED = (
     "memcached",
 )
 DUMMY, FILEBASED = "dummy", "filebased"
+
+#: The settings module of processes the tests start, and where it finds the settings.
+SETTINGS_MODULE = "django_test_settings"
+SETTINGS_ENV = "TRIGGERS_TEST_DJANGO_SETTINGS"
 
 _configured: dict[str, Any] | None = None
 
@@ -90,6 +108,11 @@ def build_settings(run_id: str, workdir: Path, memcached: str | None) -> dict[st
             ),
         },
     }
+
+
+def process_environment(spec: dict[str, Any]) -> dict[str, str]:
+    """Environment variables that make a new process configure Django with ``spec``."""
+    return {"DJANGO_SETTINGS_MODULE": SETTINGS_MODULE, SETTINGS_ENV: json.dumps(spec)}
 
 
 def configure(spec: dict[str, Any]) -> None:
@@ -173,3 +196,23 @@ def delete_redis_keys(spec: dict[str, Any]) -> None:
                 client.delete(*batch[start : start + 500])
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def django_settings(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """Django configured for the Django-cache tests; yields the settings dict, which
+    spawned processes apply to themselves (``configure`` or :func:`process_environment`)."""
+    # The memcached cache needs the session's server; without the binary only the
+    # memcached tests fail (or skip on a laptop), through the fixture they request.
+    address = request.getfixturevalue("memcached").address if shutil.which("memcached") else None
+    spec = build_settings(new_run_id(), tmp_path_factory.mktemp("dj"), address)
+    configure(spec)
+    pg_available = port_open(PG["PORT"])
+    create_cache_tables(pg_available)
+    yield spec
+    if pg_available:
+        drop_pg_cache_table()
+    if port_open(REDIS_PORT):
+        delete_redis_keys(spec)
