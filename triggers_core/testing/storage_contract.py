@@ -322,6 +322,10 @@ class StorageContract:
                 outcomes[index] = exc
             except Exception as exc:  # reported below, with the winner check
                 outcomes[index] = ("unexpected", exc)
+            finally:
+                # Each thread uses its own storage: release what the thread opened
+                # (per-thread connections, e.g. Django's database connections).
+                storages[index].close()
 
         threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(storages))]
         for thread in threads:
