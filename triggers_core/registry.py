@@ -151,6 +151,7 @@ storages: Registry[type[Storage]] = Registry(
         "mysql": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
         "mariadb": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
         "memcached": "triggers_backends.memcached:MemcachedStorage",
+        "django-cache": "triggers_backends.django_cache:CacheStorageBackend",
     },
 )
 

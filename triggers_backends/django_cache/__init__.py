@@ -1,4 +1,8 @@
-"""Django cache support: key-value adapters with a real conditional write per cache class.
+"""Django cache storage: ``CacheStorageBackend`` on a real conditional write per cache class.
+
+:class:`CacheStorageBackend` (URL ``django-cache://<alias>``) keeps one session in a
+Django cache with the key-value layout the memcached backend uses
+(:mod:`triggers_backends.kv`), on the key-value client described below.
 
 Django's cache API has no compare-and-swap, so :func:`key_value_client` reaches
 past it to what each cache class is built on and returns a
@@ -30,24 +34,19 @@ The design, per cache class, is in ``docs/storage.md``.
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.core.cache import BaseCache, caches
-from django.core.cache.backends.base import InvalidCacheBackendError
-
 from triggers_backends.django_cache._adapters import (
     HOOK_ATTRIBUTE,
     AdapterFactory,
-    adapter_factory,
     register_cache_adapter,
 )
+from triggers_backends.django_cache._client import key_value_client, resolve_cache
 from triggers_backends.django_cache._common import (
     DEFAULT_IO_TIMEOUT,
     DEFAULT_MAX_VALUE_SIZE,
     AdapterOptions,
     UnsupportedCacheError,
 )
-from triggers_backends.kv_client import KeyValueClient
+from triggers_backends.django_cache._storage import CacheStorageBackend
 
 __all__ = [
     "DEFAULT_IO_TIMEOUT",
@@ -55,56 +54,9 @@ __all__ = [
     "HOOK_ATTRIBUTE",
     "AdapterFactory",
     "AdapterOptions",
+    "CacheStorageBackend",
     "UnsupportedCacheError",
     "key_value_client",
     "register_cache_adapter",
     "resolve_cache",
 ]
-
-
-def resolve_cache(cache: str | BaseCache = "default") -> tuple[BaseCache, str | None]:
-    """``(cache object, alias)`` for an alias name or a cache object (alias unknown: None)."""
-    if isinstance(cache, str):
-        try:
-            return caches[cache], cache
-        except InvalidCacheBackendError as exc:
-            raise InvalidCacheBackendError(
-                f"no Django cache named {cache!r} in settings.CACHES"
-            ) from exc
-    if not isinstance(cache, BaseCache):
-        raise TypeError(
-            f"expected a Django cache alias or cache object, got {type(cache).__name__}"
-        )
-    return cache, None
-
-
-def key_value_client(
-    cache: str | BaseCache = "default",
-    *,
-    timeout: float | None = None,
-    max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
-    io_timeout: float = DEFAULT_IO_TIMEOUT,
-) -> KeyValueClient:
-    """A key-value client with a real conditional write on ``cache`` (alias or object).
-
-    ``timeout``: seconds until written keys expire; None (the default) means never,
-    whatever the cache's ``TIMEOUT`` says. ``max_value_size``: the largest value one
-    key may hold. ``io_timeout``: the bound on a network call where the cache's own
-    options set none (Redis sockets).
-
-    Raises :class:`UnsupportedCacheError` (naming the cache class) for a cache that
-    cannot make a write conditional across processes. The returned client's
-    ``shared_across_processes`` attribute is False for ``LocMemCache``.
-    """
-    resolved, alias = resolve_cache(cache)
-    options = AdapterOptions(
-        timeout=timeout, max_value_size=max_value_size, io_timeout=io_timeout, alias=alias
-    )
-    factory = adapter_factory(resolved, alias)
-    client: Any = factory(resolved, options)
-    if not isinstance(client, KeyValueClient):
-        raise TypeError(
-            f"the adapter factory for {type(resolved).__qualname__} returned "
-            f"{type(client).__name__}, not a KeyValueClient"
-        )
-    return client

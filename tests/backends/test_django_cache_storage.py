@@ -1,0 +1,327 @@
+"""``CacheStorageBackend``: the storage contract on every Django cache (multi-process race
+on every cache shared between processes), URLs and references, refusals through the
+storage, no silent expiry, and what a process without Django settings is told.
+
+Django is configured by the ``django_settings`` fixture (``tests/django_env.py``):
+real Redis (two cache classes), a memcached the run starts, DatabaseCache on SQLite
+and PostgreSQL, LocMem; every cache says ``TIMEOUT: 1``. The racing processes of
+the contract configure Django from ``DJANGO_SETTINGS_MODULE``, as an application's
+processes do, and reopen the storage from its reference ``django-cache://<alias>``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any, ClassVar
+
+import django_env
+import pytest
+from services import require_service
+
+from triggers_backends.django_cache import CacheStorageBackend, UnsupportedCacheError
+from triggers_backends.django_cache._storage import parse_url
+from triggers_core import Status, Storage, StorageURLError, TriggerManager, open_storage
+from triggers_core.errors import RegistryError
+from triggers_core.testing.storage_contract import RecordingRunner, StorageContract
+
+EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+def manager_on(storage: Storage) -> tuple[TriggerManager, RecordingRunner]:
+    runner = RecordingRunner()
+    return TriggerManager(storage, runners={"rec": runner}, default_runner="rec"), runner
+
+
+class DjangoCacheStorageCases(StorageContract):
+    """The storage contract on one cache alias, opened by alias (as from a URL)."""
+
+    # Set here, not only in subclasses: the contract removes the race from a class
+    # that does not support it, and subclasses would inherit the removal.
+    supports_multiprocess = True
+    alias: ClassVar[str]
+    #: (name, host, port) of the server the cache needs, if any.
+    service: ClassVar[tuple[str, str, int] | None] = None
+
+    @pytest.fixture(autouse=True)
+    def _django(self, django_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+        if self.service is not None:
+            require_service(*self.service)
+        # Spawned racers inherit the environment: they configure Django from it.
+        for name, value in django_env.process_environment(django_settings).items():
+            monkeypatch.setenv(name, value)
+        self.prefix = unique_prefix()
+
+    def make_storage(self, uid: str) -> CacheStorageBackend:
+        return CacheStorageBackend(uid, self.alias, prefix=self.prefix)
+
+    def test_the_reference_names_the_alias_and_the_prefix(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        assert storage.reference() == (
+            f"django-cache://{self.alias}?prefix={self.prefix.replace(':', '%3A')}"
+        )
+        reference = storage.reference()
+        assert reference is not None
+        reopened = open_storage(reference, uid)
+        assert isinstance(reopened, CacheStorageBackend)
+        manager_on(storage)[0].update_configuration(EVERY)
+        assert reopened.load().version == 1
+
+
+class TestRedisCache(DjangoCacheStorageCases):
+    alias = django_env.REDIS
+    service = ("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
+
+
+class TestDjangoRedisCache(DjangoCacheStorageCases):
+    alias = django_env.DJANGO_REDIS
+    service = ("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
+
+
+class TestPyMemcacheCache(DjangoCacheStorageCases):
+    alias = django_env.MEMCACHED
+
+    @pytest.fixture(autouse=True)
+    def _server(self, memcached: Any) -> None:
+        """The session's memcached (the cache's LOCATION)."""
+
+
+class TestDatabaseCacheSQLite(DjangoCacheStorageCases):
+    alias = django_env.DB_SQLITE
+
+
+class TestDatabaseCachePostgres(DjangoCacheStorageCases):
+    alias = django_env.DB_POSTGRES
+    service = ("PostgreSQL", "127.0.0.1", 5432)
+
+
+class TestLocMemCache(DjangoCacheStorageCases):
+    """One process: the contract's threaded races, not the multi-process one."""
+
+    supports_multiprocess = False
+    alias = django_env.LOCMEM
+
+
+# -- URLs, references, cache objects ----------------------------------------------------
+
+
+@pytest.fixture
+def uid() -> str:
+    return f"dj-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def django_ready(django_settings: dict[str, Any]) -> dict[str, Any]:
+    return django_settings
+
+
+def test_url_parsing() -> None:
+    alias, options = parse_url("django-cache://my%20cache/?prefix=x:&timeout=60&io_timeout=2")
+    assert alias == "my cache"
+    assert options == {
+        "prefix": "x:",
+        "timeout": 60.0,
+        "io_timeout": 2.0,
+        "max_value_size": 16 * 1024 * 1024,
+    }
+    assert parse_url("django-cache://default?timeout=none")[1]["timeout"] is None
+    assert parse_url("DJANGO-CACHE://default")[0] == "default"
+    with pytest.raises(StorageURLError, match="did you mean 'timeout'"):
+        parse_url("django-cache://default?timout=3")
+    with pytest.raises(StorageURLError, match="io_timeout='soon'"):
+        parse_url("django-cache://default?io_timeout=soon")
+    with pytest.raises(StorageURLError, match="names no cache alias"):
+        parse_url("django-cache://")
+    for located in ("django-cache://user:s3cret@redis", "django-cache://redis/0"):
+        with pytest.raises(StorageURLError, match="stay in the settings") as caught:
+            parse_url(located)
+        assert "s3cret" not in str(caught.value)
+    with pytest.raises(RegistryError, match="did you mean 'django-cache'"):
+        open_storage("django-cach://default", "u")
+
+
+def test_a_storage_opened_from_a_url_reopens_from_its_reference(
+    django_ready: Any, uid: str
+) -> None:
+    require_service("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
+    prefix = unique_prefix()
+    url = f"django-cache://{django_env.REDIS}?prefix={prefix}&timeout=3600&io_timeout=5"
+    storage = open_storage(url, uid)
+    assert isinstance(storage, CacheStorageBackend)
+    assert (storage.alias, storage.prefix, storage.timeout, storage.io_timeout) == (
+        django_env.REDIS,
+        prefix,
+        3600.0,
+        5.0,
+    )
+    manager = TriggerManager(url, uid=uid, runners={"rec": RecordingRunner()})
+    manager.default_runner = "rec"
+    manager.update_configuration(EVERY)
+    assert [i.name for i in manager.fire("tick")] == ["t_every#0"]
+    reference = storage.reference()
+    assert reference is not None
+    assert reference.startswith(f"django-cache://{django_env.REDIS}?")
+    assert "timeout=3600" in reference
+    reopened = open_storage(reference, uid)
+    assert isinstance(reopened, CacheStorageBackend)
+    assert reopened.timeout == 3600.0
+    assert reopened["t_every#0"].status is Status.SCHEDULED
+    assert repr(reopened) == (
+        f"<CacheStorageBackend uid={uid!r} on django-cache/redis, cache {django_env.REDIS!r}>"
+    )
+
+
+def test_an_alias_that_needs_quoting_round_trips() -> None:
+    from triggers_backends.django_cache._storage import DEFAULTS, _reference
+
+    reference = _reference("a b/c?d", dict(DEFAULTS))
+    assert reference == "django-cache://a%20b%2Fc%3Fd"
+    assert parse_url(reference) == ("a b/c?d", DEFAULTS)
+
+
+def test_a_cache_object_is_the_same_session_but_has_no_reference(
+    django_ready: Any, uid: str
+) -> None:
+    from django.core.cache import caches
+
+    prefix = unique_prefix()
+    by_alias = CacheStorageBackend(uid, django_env.LOCMEM, prefix=prefix)
+    by_object = CacheStorageBackend(uid, caches[django_env.LOCMEM], prefix=prefix)
+    manager_on(by_alias)[0].update_configuration(EVERY)
+    assert by_object.load().version == 1
+    assert by_object.alias is None
+    assert by_object.reference() is None
+    assert "LocMemCache object" in repr(by_object)
+
+
+def test_sessions_of_two_prefixes_never_meet(django_ready: Any, uid: str) -> None:
+    first = CacheStorageBackend(uid, django_env.LOCMEM, prefix=unique_prefix())
+    second = CacheStorageBackend(uid, django_env.LOCMEM, prefix=unique_prefix())
+    manager_on(first)[0].update_configuration(EVERY)
+    assert second.load().version is None
+
+
+# -- refusals ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("alias", "cache_class", "why"),
+    [
+        (django_env.DUMMY, "django.core.cache.backends.dummy.DummyCache", "stores nothing"),
+        (
+            django_env.FILEBASED,
+            "django.core.cache.backends.filebased.FileBasedCache",
+            "no compare-and-swap",
+        ),
+    ],
+)
+def test_caches_without_a_conditional_write_are_refused_by_the_storage(
+    django_ready: Any, uid: str, alias: str, cache_class: str, why: str
+) -> None:
+    for opening in (
+        lambda: CacheStorageBackend(uid, alias),
+        lambda: open_storage(f"django-cache://{alias}", uid),
+    ):
+        with pytest.raises(UnsupportedCacheError) as caught:
+            opening()
+        message = str(caught.value)
+        assert cache_class in message
+        assert repr(alias) in message
+        assert why in message
+
+
+def test_an_unknown_cache_class_is_refused_by_the_storage(django_ready: Any, uid: str) -> None:
+    from django.core.cache.backends.base import BaseCache
+
+    home_made = type("HomeMadeCache", (BaseCache,), {"__module__": __name__})({})
+    with pytest.raises(UnsupportedCacheError, match=f"{__name__}.HomeMadeCache"):
+        CacheStorageBackend(uid, home_made)
+
+
+def test_an_unknown_alias_is_named_with_a_suggestion(django_ready: Any, uid: str) -> None:
+    from django.core.cache.backends.base import InvalidCacheBackendError
+
+    with pytest.raises(InvalidCacheBackendError, match=r"'redsi'.*did you mean 'redis'"):
+        open_storage("django-cache://redsi", uid)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "problem"),
+    [(0, "positive number"), (-1, "positive number"), ("300", "positive number")],
+)
+def test_bad_timeouts_are_refused(django_ready: Any, uid: str, timeout: Any, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        CacheStorageBackend(uid, django_env.LOCMEM, timeout=timeout)
+
+
+def test_the_caches_default_timeout_is_refused(django_ready: Any, uid: str) -> None:
+    from django.core.cache.backends.base import DEFAULT_TIMEOUT
+
+    # The original's storage passed the cache's TIMEOUT through; it would expire sessions.
+    with pytest.raises(ValueError, match="silently expire"):
+        CacheStorageBackend(uid, django_env.LOCMEM, timeout=DEFAULT_TIMEOUT)
+
+
+def test_a_process_without_django_settings_is_told_what_to_do(tmp_path: Any) -> None:
+    code = (
+        "from triggers_core import open_storage\n"
+        "try:\n"
+        "    open_storage('django-cache://default', 'u')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DJANGO_SETTINGS_MODULE", django_env.SETTINGS_ENV)
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert done.stdout.startswith("ImproperlyConfigured"), done.stdout + done.stderr
+    assert "DJANGO_SETTINGS_MODULE" in done.stdout
+    assert "'default'" in done.stdout
+    assert "settings.configure()" in done.stdout
+
+
+# -- no silent expiry -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sessions_never_expire_whatever_the_caches_timeout_says(
+    django_ready: Any, uid: str
+) -> None:
+    require_service("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
+    aliases = [django_env.LOCMEM, django_env.DB_SQLITE, django_env.REDIS]
+    prefix = unique_prefix()
+    kept = [CacheStorageBackend(uid, alias, prefix=prefix) for alias in aliases]
+    for storage in kept:
+        manager = manager_on(storage)[0]
+        manager.update_configuration(EVERY)
+        manager.fire("tick", {"n": 1})
+    expiring = CacheStorageBackend(uid, django_env.LOCMEM, timeout=1, prefix=unique_prefix())
+    manager_on(expiring)[0].update_configuration(EVERY)
+    time.sleep(2.5)  # every cache says TIMEOUT: 1
+    for storage in kept:
+        # A fresh storage object: nothing comes from the process cache.
+        assert storage.alias is not None
+        again = CacheStorageBackend(uid, storage.alias, prefix=prefix)
+        snapshot = again.load_full()
+        assert snapshot.version == 2, storage
+        assert set(snapshot.state.instances) == {"t_every#0"}
+    # Asked for, expiry happens (everything of the session, marker included).
+    gone = CacheStorageBackend(uid, django_env.LOCMEM, prefix=expiring.prefix)
+    assert gone.load().version is None
