@@ -19,7 +19,7 @@ from services import services_required
 from triggers_core import MemoryStorage, MemoryStore, Storage
 
 #: Storage kinds the behaviour suite runs on. Backends add themselves here.
-STORAGE_KINDS = ["memory", "sqlite", "memcached"]
+STORAGE_KINDS = ["memory", "sqlite", "memcached", "django_cache"]
 
 StorageFactory = Callable[[str], Storage]
 
@@ -54,6 +54,20 @@ def memcached_storage_factory(request: pytest.FixtureRequest) -> Iterator[Storag
     prefix = f"t{uuid.uuid4().hex[:12]}:"
     yield lambda uid: MemcachedStorage(uid, client, prefix=prefix)
     client.close()
+
+
+@pytest.fixture
+def django_cache_storage_factory(request: pytest.FixtureRequest) -> StorageFactory:
+    """``make(uid)`` on Django's RedisCache (the test Redis database), a key prefix of its own."""
+    import django_env
+    from services import require_service
+
+    require_service("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
+    request.getfixturevalue("django_settings")
+    from triggers_backends.django_cache import CacheStorageBackend
+
+    prefix = f"t{uuid.uuid4().hex[:12]}:"
+    return lambda uid: CacheStorageBackend(uid, django_env.REDIS, prefix=prefix)
 
 
 @pytest.fixture(params=STORAGE_KINDS)
