@@ -325,3 +325,32 @@ def test_sessions_never_expire_whatever_the_caches_timeout_says(
     # Asked for, expiry happens (everything of the session, marker included).
     gone = CacheStorageBackend(uid, django_env.LOCMEM, prefix=expiring.prefix)
     assert gone.load().version is None
+
+
+# -- Celery: what a message names, what a worker opens -------------------------------------
+
+
+def test_a_worker_opens_only_the_aliases_its_own_settings_configure(
+    django_ready: Any, uid: str
+) -> None:
+    from triggers_celery import StorageResolutionError, open_configured_storage
+    from triggers_celery.storages import message_storage
+
+    prefix = unique_prefix()
+    conf = {"triggers_storages": {"dj": f"django-cache://{django_env.LOCMEM}?prefix={prefix}"}}
+    storage = CacheStorageBackend(uid, django_env.LOCMEM, prefix=prefix)
+    manager_on(storage)[0].update_configuration(EVERY)
+    assert message_storage(storage, conf) == "dj"
+    reference = storage.reference()
+    assert reference is not None
+    assert message_storage(storage, {}) == reference
+    reopened = open_configured_storage(conf, reference, uid)
+    assert isinstance(reopened, CacheStorageBackend)
+    assert reopened.load().version == 1
+    # Another alias, or the same alias with another prefix, is not configured: refused.
+    for refused in (
+        f"django-cache://{django_env.REDIS}?prefix={prefix}",
+        f"django-cache://{django_env.LOCMEM}",
+    ):
+        with pytest.raises(StorageResolutionError, match="no storage configured"):
+            open_configured_storage(conf, refused, uid)
