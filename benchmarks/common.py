@@ -203,7 +203,8 @@ def memcached_version() -> str | None:
 
 
 def backends(tmp: str, wanted: set[str] | None = None) -> list[Backend]:
-    """memory, sqlite (FULL and NORMAL), memcached, and the database servers that answer."""
+    """memory, sqlite (FULL and NORMAL), memcached, the database servers that answer, and
+    the Django caches (Redis, memcached) that can run."""
     sqlite_url = f"sqlite:///{os.path.join(tmp, 'bench.db')}"
     found = [
         Backend("memory", memory_backend, shared=False),
@@ -224,4 +225,26 @@ def backends(tmp: str, wanted: set[str] | None = None) -> list[Backend]:
             found.append(Backend("memcached", lambda: memcached_backend(url)))
         elif url != "off":
             print("(memcached: not installed and no TRIGGERS_BENCH_MEMCACHED_URL; skipped)")
+    found += _django_backends(wanted)
     return [b for b in found if wanted is None or b.label in wanted]
+
+
+def _django_backends(wanted: set[str] | None) -> list[Backend]:
+    """CacheStorageBackend on Django's RedisCache and PyMemcacheCache, where available."""
+    from benchmarks import django_cache  # noqa: PLC0415 - needs Django only when used
+
+    labels: set[str] = set()
+    if wanted is None or "django-redis-cache" in wanted:
+        if django_cache.redis_reachable():
+            labels.add("django-redis-cache")
+        elif django_cache.redis_url() != "off":
+            print(f"(django-redis-cache: no Redis at {django_cache.redis_url()}; skipped)")
+    if wanted is None or "django-pymemcache" in wanted:
+        if shutil.which("memcached"):
+            labels.add("django-pymemcache")
+        else:
+            print("(django-pymemcache: memcached is not installed; skipped)")
+    return [
+        Backend(label, lambda label=label: django_cache.django_backend(label, labels))  # type: ignore[misc]
+        for label in sorted(labels, reverse=True)  # the Redis cache first
+    ]

@@ -88,3 +88,42 @@ def test_the_memcached_benchmarks_run_and_report(tmp_path: Path) -> None:
     assert "| memcached |" in text
     assert "Targets of issue 12 (memcached)" in text
     assert "memcached 1." in text  # the version in the machine line
+
+
+def test_the_django_cache_benchmarks_run_and_report(tmp_path: Path) -> None:
+    import shutil
+
+    from services import require_service, unavailable
+
+    require_service("Redis", "127.0.0.1", 6379)
+    if shutil.which("memcached") is None:
+        unavailable("memcached", "the memcached binary is not installed (apt install memcached)")
+    report = tmp_path / "report.md"
+    # Django is configured by the benchmark (DJANGO_SETTINGS_MODULE=benchmarks.django_settings).
+    skip = ("TRIGGERS_STORAGE_URL", "TRIGGERS_BENCH_REDIS_URL", "DJANGO_SETTINGS_MODULE")
+    env = {k: v for k, v in os.environ.items() if k not in skip}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--backends",
+            "django-redis-cache,django-pymemcache",
+            "--output",
+            str(report),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = report.read_text()
+    assert "| django-redis-cache |" in text
+    assert "| django-pymemcache |" in text
+    assert "Targets of issue 13 (django-redis-cache)" in text
+    assert "Targets of issue 13 (django-pymemcache)" in text
+    assert "Redis " in text  # the version in the machine line
