@@ -26,6 +26,10 @@ Rules every client follows (checked by ``tests/backends/kv_client_contract.py``)
   timeout raises :class:`KeyValueUnavailable`; a value larger than the server
   accepts raises :class:`KeyValueTooLarge` (nothing is written then). Neither
   message may contain credentials.
+
+A store that can run several writes as one atomic step (Redis, with a script)
+may also implement :class:`AtomicCommitClient`: the layout then commits a small
+change in one call instead of three (write documents, compare-and-swap, delete).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Protocol, runtime_checkable
 
 __all__ = [
     "MAX_KEY_LENGTH",
+    "AtomicCommitClient",
     "CasToken",
     "KeyValueClient",
     "KeyValueError",
@@ -105,4 +110,32 @@ class KeyValueClient(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class AtomicCommitClient(KeyValueClient, Protocol):
+    """A :class:`KeyValueClient` that can also commit several writes as one atomic step."""
+
+    def commit(
+        self,
+        key: str,
+        value: bytes,
+        token: CasToken | None,
+        *,
+        documents: Mapping[str, bytes],
+        obsolete: Sequence[str],
+        marker: tuple[str, bytes] | None,
+    ) -> bool:
+        """In one atomic step: if ``key`` is unchanged since the :meth:`gets` that gave
+        ``token`` (``token`` None: if ``key`` does not exist), write ``documents``,
+        set ``key`` to ``value``, create ``marker`` (key, value) unless it exists,
+        and delete the ``obsolete`` keys; return True. Otherwise write nothing and
+        return False.
+
+        If ``key`` already holds exactly ``value``, return True without writing: a
+        retry of a commit whose reply was lost must not report it as lost (the
+        layout never writes identical bytes twice). Errors as for :meth:`cas`:
+        after :class:`KeyValueUnavailable` it is unknown whether the step ran.
+        """
         ...

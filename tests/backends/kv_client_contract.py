@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from triggers_backends.kv_client import KeyValueClient, KeyValueTooLarge
+from triggers_backends.kv_client import AtomicCommitClient, KeyValueClient, KeyValueTooLarge
 
 
 class KeyValueClientContract:
@@ -281,3 +281,155 @@ def _counter_worker(
         results.put(("ok", index))
     except BaseException:
         results.put(("error", f"process {index}:\n{traceback.format_exc()}"))
+
+
+class AtomicCommitContract(KeyValueClientContract):
+    """The contract plus :class:`~triggers_backends.kv_client.AtomicCommitClient.commit`."""
+
+    def make_atomic(self) -> AtomicCommitClient:
+        client = self.make_client()
+        assert isinstance(client, AtomicCommitClient)
+        return client
+
+    def test_is_an_atomic_commit_client(self) -> None:
+        assert isinstance(self.make_client(), AtomicCommitClient)
+
+    def test_commit_creates_writes_marks_and_deletes(self, key: str) -> None:
+        client, other = self.make_atomic(), self.make_atomic()
+        client.set_many({f"{key}-old": b"old", f"{key}-marker": b"first"})
+        docs = {f"{key}-d1": b"one", f"{key}-d2": b"two"}
+        assert client.commit(
+            key,
+            b"v1",
+            None,
+            documents=docs,
+            obsolete=[f"{key}-old", f"{key}-missing"],
+            marker=(f"{key}-marker", b"second"),
+        )
+        assert other.get_many([key, *docs, f"{key}-old", f"{key}-marker"]) == {
+            key: b"v1",
+            **docs,
+            f"{key}-marker": b"first",  # a marker is never overwritten
+        }
+        # The key exists now: a second creation writes nothing at all.
+        assert not other.commit(
+            key,
+            b"v-late",
+            None,
+            documents={f"{key}-late": b"late"},
+            obsolete=[f"{key}-d1"],
+            marker=None,
+        )
+        assert other.get_many([key, f"{key}-late", f"{key}-d1"]) == {
+            key: b"v1",
+            f"{key}-d1": b"one",
+        }
+
+    def test_commit_adds_a_missing_marker(self, key: str) -> None:
+        client = self.make_atomic()
+        assert client.commit(
+            key, b"v1", None, documents={}, obsolete=[], marker=(f"{key}-m", b"mark")
+        )
+        assert client.get_many([f"{key}-m"]) == {f"{key}-m": b"mark"}
+
+    def test_commit_replaces_only_unchanged(self, key: str) -> None:
+        first, second = self.make_atomic(), self.make_atomic()
+        first.add(key, b"v1")
+        found = first.gets(key)
+        seen = second.gets(key)
+        assert found is not None
+        assert seen is not None
+        assert second.commit(
+            key, b"v2", seen[1], documents={f"{key}-a": b"a"}, obsolete=[], marker=None
+        )
+        assert not first.commit(
+            key,
+            b"stale",
+            found[1],
+            documents={f"{key}-b": b"b"},
+            obsolete=[f"{key}-a"],
+            marker=(f"{key}-m", b"m"),
+        )
+        assert first.get_many([key, f"{key}-a", f"{key}-b", f"{key}-m"]) == {
+            key: b"v2",
+            f"{key}-a": b"a",
+        }
+
+    def test_commit_on_a_deleted_key_fails(self, key: str) -> None:
+        client = self.make_atomic()
+        client.add(key, b"v1")
+        found = client.gets(key)
+        assert found is not None
+        client.delete_many([key])
+        assert not client.commit(
+            key, b"v2", found[1], documents={f"{key}-a": b"a"}, obsolete=[], marker=None
+        )
+        assert client.get_many([key, f"{key}-a"]) == {}
+
+    def test_a_retried_commit_that_landed_reports_success(self, key: str) -> None:
+        # A client that retries after a lost reply sees its own write: not a lost race.
+        client = self.make_atomic()
+        client.add(key, b"v1")
+        found = client.gets(key)
+        assert found is not None
+        for _ in range(2):
+            assert client.commit(
+                key, b"v2", found[1], documents={f"{key}-a": b"a"}, obsolete=[], marker=None
+            )
+        assert client.get_many([key]) == {key: b"v2"}
+
+    def test_a_commit_too_large_writes_nothing(self, key: str) -> None:
+        client = self.make_atomic()
+        big = b"x" * (client.max_value_size + 1)
+        with pytest.raises(KeyValueTooLarge):
+            client.commit(
+                key,
+                b"v1",
+                None,
+                documents={f"{key}-a": b"a", f"{key}-b": big},
+                obsolete=[],
+                marker=None,
+            )
+        assert client.get_many([key, f"{key}-a", f"{key}-b"]) == {}
+
+    def test_threads_racing_commits_one_winner(self, key: str) -> None:
+        clients = [self.make_atomic() for _ in range(self.race_threads)]
+        clients[0].add(key, b"base")
+        tokens = []
+        for client in clients:
+            found = client.gets(key)
+            assert found is not None
+            tokens.append(found[1])
+        barrier = threading.Barrier(len(clients))
+        won: list[int] = []
+        errors: list[BaseException] = []
+
+        def attempt(index: int) -> None:
+            barrier.wait(timeout=30)
+            try:
+                if clients[index].commit(
+                    key,
+                    f"w{index}".encode(),
+                    tokens[index],
+                    documents={f"{key}-doc{index}": b"d"},
+                    obsolete=[],
+                    marker=None,
+                ):
+                    won.append(index)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+            finally:
+                clients[index].close()
+
+        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(clients))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors
+        assert len(won) == 1, won
+        docs = [f"{key}-doc{i}" for i in range(len(clients))]
+        assert clients[0].get_many([key, *docs]) == {
+            key: f"w{won[0]}".encode(),
+            f"{key}-doc{won[0]}": b"d",  # the losers wrote nothing
+        }

@@ -79,3 +79,36 @@ class DictKeyValueClient:
 
     def close(self) -> None:
         pass
+
+
+class AtomicDictClient(DictKeyValueClient):
+    """A :class:`DictKeyValueClient` that also commits in one atomic step."""
+
+    backend_name = "dict-atomic"
+
+    def commit(
+        self,
+        key: str,
+        value: bytes,
+        token: CasToken | None,
+        *,
+        documents: Mapping[str, bytes],
+        obsolete: Sequence[str],
+        marker: tuple[str, bytes] | None,
+    ) -> bool:
+        for each in (value, *documents.values(), *([marker[1]] if marker else [])):
+            self._check(each)
+        with self.store.lock:
+            found = self.store.items.get(key)
+            if found is not None and found[0] == value:
+                return True  # a retry of a commit that landed
+            if (found is not None) if token is None else (found is None or found[1] != token):
+                return False
+            for name, document in documents.items():
+                self._put(name, document)
+            self._put(key, value)
+            if marker is not None and marker[0] not in self.store.items:
+                self._put(*marker)
+            for name in obsolete:
+                self.store.items.pop(name, None)
+            return True

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import django_env
 import pytest
-from kv_client_contract import KeyValueClientContract
+from kv_client_contract import AtomicCommitContract, KeyValueClientContract
 from services import require_service
 
 from triggers_backends.django_cache._common import ENVELOPE
@@ -122,7 +122,7 @@ class TestLocMemCache(DjangoCacheCases):
         assert self.make_client().shared_across_processes is False  # type: ignore[attr-defined]
 
 
-class TestRedisCache(DjangoCacheCases):
+class TestRedisCache(DjangoCacheCases, AtomicCommitContract):
     alias = django_env.REDIS
     service = ("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
     supports_multiprocess = True

@@ -14,7 +14,7 @@ from kv_helpers import (
     reachable_keys,
     session_keys,
 )
-from kv_memory import DictKeyValueClient, DictStore
+from kv_memory import AtomicDictClient, DictKeyValueClient, DictStore
 
 from triggers_backends.kv.storage import KeyValueStorage
 from triggers_core import SerializationError, SessionState, Status, StorageError, TriggerManager
@@ -50,6 +50,13 @@ class TestKeyValueStorageTinyItems(TestKeyValueStorageOnDict):
 
     def setup_method(self) -> None:
         self.store = DictStore(max_value_size=600)
+
+
+class TestKeyValueStorageAtomicCommit(TestKeyValueStorageOnDict):
+    """A client that commits in one atomic step (as Redis does with a script)."""
+
+    def make_storage(self, uid: str) -> KeyValueStorage:
+        return KeyValueStorage(uid, AtomicDictClient(self.store))
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -462,3 +469,77 @@ def test_later_commits_do_not_touch_the_marker(store: DictStore, uid: str) -> No
     client.calls.clear()
     manager.fire("tick", {"n": 1})
     assert "add" not in client.calls
+
+
+# -- clients that commit in one atomic step -------------------------------------------
+
+
+class ScriptedAtomicClient(ScriptedClient, AtomicDictClient):
+    """Records calls, and commits in one step."""
+
+    backend_name = "scripted-atomic"
+
+    def commit(self, key: str, value: bytes, token: Any, **rest: Any) -> bool:
+        self._hook("commit", key, value, token, rest)
+        self.written.append(key)
+        return super().commit(key, value, token, **rest)
+
+
+def test_an_atomic_client_commits_a_fire_in_one_call(store: DictStore, uid: str) -> None:
+    client = ScriptedAtomicClient(store)
+    storage = KeyValueStorage(uid, client)
+    manager, _ = manager_on(storage)
+    manager.update_configuration(EVERY)
+    # The creation carries the marker: no window without it.
+    assert {storage.keys.active, storage.keys.marker} <= set(values(store))
+    for n in range(3):
+        manager.fire("tick", {"n": n})
+        manager.update_instance_status(f"t_every#{n}", Status.FINISHED)
+    client.calls.clear()
+    manager.fire("tick", {"n": 3})
+    assert client.calls == ["gets", "commit"]
+    assert_no_garbage(storage, store)
+
+
+def test_an_atomic_commit_that_loses_writes_nothing(store: DictStore, uid: str) -> None:
+    client = ScriptedAtomicClient(store)
+    storage = KeyValueStorage(uid, client)
+    manager, _ = manager_on(storage)
+    manager.update_configuration(EVERY)
+    other = manager_on(KeyValueStorage(uid, DictKeyValueClient(store)))[0]
+
+    def overtake(*_: Any) -> None:  # another writer commits first, once
+        client.hooks.clear()
+        other.fire("tick", {"by": "other"})
+
+    client.hooks["commit"] = overtake
+    client.calls.clear()
+    manager.fire("tick", {"by": "us"})  # loses the first commit, retries, wins
+    assert client.calls.count("commit") == 2
+    state = storage.load_full().state
+    assert {i.kwargs["tick"]["by"] for i in state.instances.values()} == {"us", "other"}
+    # Nothing of the lost attempt was ever written (no garbage to clean up either).
+    assert_no_garbage(storage, store)
+
+
+def test_large_commits_are_written_in_steps_even_on_an_atomic_client(
+    store: DictStore, uid: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from triggers_backends.kv.commit import ONE_STEP_MAX_KEYS
+    from triggers_core import engine
+
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    big = engine.update_configuration(SessionState(), EVERY).state
+    for n in range(ONE_STEP_MAX_KEYS):
+        big = engine.fire(big, "tick", {"n": n}, now=now).state
+    client = ScriptedAtomicClient(store)
+    storage = KeyValueStorage(uid, client)
+    names = frozenset(big.instances)
+    storage.compare_and_swap(None, big, _changes(instances=names, created=names, config=True))
+    assert "commit" not in client.calls
+    assert "set_many" in client.calls
+    assert "add" in client.calls
+    assert len(storage.load_full().state.instances) == ONE_STEP_MAX_KEYS
+    assert_no_garbage(storage, store)

@@ -11,6 +11,10 @@ Conditional writes are single Lua scripts, atomic on the server:
 * ``cas``: the token from :meth:`gets` is the SHA-1 of the value read. The script
   replaces the value only if the SHA-1 of the current value still matches.
 * ``add``: ``SET NX``.
+* ``commit`` (:class:`~triggers_backends.kv_client.AtomicCommitClient`): a whole
+  commit of the key-value layout (compare, write the documents, swap, add the
+  marker, delete what was replaced) in one script, so a fire costs two round
+  trips (read, commit) instead of four, and a lost race writes nothing.
 
 Both scripts also answer "done" when the key already holds exactly the bytes being
 written. redis-py retries a command after a timeout or a dropped connection; if
@@ -81,6 +85,34 @@ end
 return 1
 """
 
+# One commit of the key-value layout, atomically (see RedisKeyValueClient.commit).
+# KEYS[1]: the active document; KEYS[2]: the marker; KEYS[3 .. 2+n]: the documents;
+# KEYS[3+n ..]: the obsolete keys. ARGV[1]: SHA-1 hex of the value read ("": the key
+# must not exist); ARGV[2]: the new value; ARGV[3]: expiry in milliseconds ("0":
+# never); ARGV[4]: n; ARGV[5]: the marker's value ("": no marker); ARGV[6 .. 5+n]:
+# the documents' values. Returns 1 if committed.
+_COMMIT = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[2] then return 1 end
+if ARGV[1] == '' then
+  if current then return 0 end
+elseif (not current) or redis.sha1hex(current) ~= ARGV[1] then
+  return 0
+end
+local function put(key, value, ...)
+  if ARGV[3] == '0' then
+    return redis.call('SET', key, value, ...)
+  end
+  return redis.call('SET', key, value, 'PX', ARGV[3], ...)
+end
+local n = tonumber(ARGV[4])
+for i = 1, n do put(KEYS[2 + i], ARGV[5 + i]) end
+put(KEYS[1], ARGV[2])
+if ARGV[5] ~= '' then put(KEYS[2], ARGV[5], 'NX') end
+for i = 3 + n, #KEYS do redis.call('DEL', KEYS[i]) end
+return 1
+"""
+
 _BATCH = 500
 
 
@@ -117,6 +149,7 @@ class RedisKeyValueClient:
         self._ttl_ms = "0" if ttl is None else str(max(1, round(ttl * 1000)))
         self._cas_script = client.register_script(_CAS)
         self._add_script = client.register_script(_ADD)
+        self._commit_script = client.register_script(_COMMIT)
 
     def __repr__(self) -> str:
         return f"<RedisKeyValueClient {self.backend_name} alias={self._options.alias!r}>"
@@ -172,6 +205,49 @@ class RedisKeyValueClient:
             )
         except RedisError as exc:
             raise self._fail(exc, "cas") from exc
+        return bool(done)
+
+    def commit(
+        self,
+        key: str,
+        value: bytes,
+        token: CasToken | None,
+        *,
+        documents: Mapping[str, bytes],
+        obsolete: Sequence[str],
+        marker: tuple[str, bytes] | None,
+    ) -> bool:
+        """One commit of the layout as one script: compare, write, swap, mark, delete.
+
+        See :class:`~triggers_backends.kv_client.AtomicCommitClient`. A script runs
+        atomically on the server (and is replicated and persisted as one unit), so
+        readers see all of the commit or none of it, and a lost race writes nothing.
+        """
+        marker_value = b"" if marker is None else ENVELOPE + bytes(marker[1])
+        check_sizes(
+            [value, *documents.values(), *([marker[1]] if marker else [])],
+            self.max_value_size,
+            self.backend_name,
+        )
+        if token is not None and not isinstance(token, str):
+            raise TypeError(f"{self.backend_name}: not a token from gets(): {token!r}")
+        mk = self._make_key
+        active = mk(key)
+        keys = [active, mk(marker[0]) if marker else active]
+        keys += [mk(k) for k in documents]
+        keys += [mk(k) for k in obsolete]
+        args: list[bytes | str | int] = [
+            token or "",
+            ENVELOPE + bytes(value),
+            self._ttl_ms,
+            len(documents),
+            marker_value,
+        ]
+        args += [ENVELOPE + bytes(v) for v in documents.values()]
+        try:
+            done = self._commit_script(keys=keys, args=args)
+        except RedisError as exc:
+            raise self._fail(exc, "commit") from exc
         return bool(done)
 
     def set_many(self, items: Mapping[str, bytes]) -> None:

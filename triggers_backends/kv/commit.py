@@ -10,12 +10,15 @@ does that in the commit order its module docstring explains.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from triggers_backends.kv.active import Active, Entry, IndexTable, Page, TaskIndex, page_of
 from triggers_backends.kv.documents import DocRef, DocumentMissing, encode, split, stored_keys
+from triggers_backends.kv_client import AtomicCommitClient, CasToken, KeyValueError
 from triggers_core._util import copy_json_sorted
-from triggers_core.errors import ConflictError, SerializationError
+from triggers_core.errors import ConflictError, SerializationError, StorageError
 from triggers_core.scopes import Changes
 from triggers_core.serialization import config_to_json, header_to_json, instance_to_json
 from triggers_core.state import SessionState, TaskInstance, copy_instance
@@ -23,7 +26,12 @@ from triggers_core.state import SessionState, TaskInstance, copy_instance
 if TYPE_CHECKING:
     from triggers_backends.kv.storage import KeyValueStorage
 
-__all__ = ["Commit"]
+__all__ = ["ONE_STEP_MAX_BYTES", "ONE_STEP_MAX_KEYS", "Commit"]
+
+#: The largest commit an atomic client gets as one step (keys written or deleted, and
+#: bytes written); a larger one (an import, a huge payload) is written in steps.
+ONE_STEP_MAX_KEYS = 1000
+ONE_STEP_MAX_BYTES = 4 * 1024 * 1024
 
 
 class Commit:
@@ -41,6 +49,74 @@ class Commit:
         self.obsolete: list[str] = []
         self.decoded: list[tuple[str, int, Any]] = []
         self.active = Active(0, {})
+
+    # -- writing (the commit order of the storage module) ---------------------------
+
+    def apply(self, raw: bytes, token: CasToken | None) -> bool:
+        """Write the documents, swap in the active document ``raw`` (``token`` None: add
+        it), then remove what it replaced; False, with nothing left behind, if the swap
+        lost. A :class:`KeyValueError` before the swap is the storage's error; during
+        the swap, it is unknown whether it happened."""
+        atomic = self.storage.atomic
+        size = len(raw) + sum(len(v) for v in self.items.values())
+        if (
+            atomic is not None
+            and len(self.items) + len(self.obsolete) <= ONE_STEP_MAX_KEYS
+            and size <= ONE_STEP_MAX_BYTES
+        ):
+            return self._in_one_step(atomic, raw, token)
+        return self._in_steps(raw, token)
+
+    def _marker(self) -> tuple[str, bytes]:
+        return self.keys.marker, self.storage.uid.encode("utf-8", "surrogatepass")
+
+    def _unknown(self, exc: KeyValueError) -> StorageError:
+        return self.storage._error(
+            f"compare-and-swap of the active document failed, so it is unknown whether "
+            f"version {self.active.version} was committed: {exc}"
+        )
+
+    def _in_one_step(self, atomic: AtomicCommitClient, raw: bytes, token: CasToken | None) -> bool:
+        base = self.base
+        # The marker goes with the creation, and with the commit after it (see below).
+        marker = self._marker() if base is None or base.version == 1 else None
+        try:
+            return atomic.commit(
+                self.keys.active,
+                raw,
+                token,
+                documents=self.items,
+                obsolete=self.obsolete,
+                marker=marker,
+            )
+        except KeyValueError as exc:
+            raise self._unknown(exc) from exc
+
+    def _in_steps(self, raw: bytes, token: CasToken | None) -> bool:
+        storage, client, base = self.storage, self.storage.client, self.base
+        if base is not None and base.version == 1:
+            # The creator adds the marker only after the active document: if it died in
+            # between (or that add failed), the marker is missing. The second commit
+            # makes sure it is there before its swap, so no later version can exist
+            # without a marker (see the storage module's docstring).
+            storage._call("adding the session marker", client.add, *self._marker())
+        storage._write(self.items)
+        try:
+            if base is None:
+                won = client.add(self.keys.active, raw)
+            else:
+                won = client.cas(self.keys.active, raw, token)
+        except KeyValueError as exc:
+            raise self._unknown(exc) from exc
+        if not won:
+            storage._forget(list(self.items))  # ours alone: nobody references them
+            return False
+        if base is None:
+            _best_effort(client.add, *self._marker())
+        storage._forget(self.obsolete)
+        return True
+
+    # -- building ---------------------------------------------------------------------
 
     def _put(self, kind: str, key: str, body: Any, value: Any) -> DocRef:
         raw = encode(kind, self.storage.uid, body)
@@ -153,3 +229,9 @@ class Commit:
 
 def _flag(pages: frozenset[int], number: int, on: bool) -> frozenset[int]:
     return pages | {number} if on else pages - {number}
+
+
+def _best_effort(call: Callable[..., Any], *args: Any) -> None:
+    # At worst, the next commit adds the marker (see Commit._in_steps).
+    with contextlib.suppress(KeyValueError):
+        call(*args)

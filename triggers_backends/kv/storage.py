@@ -43,6 +43,11 @@ A timeout during step 2 leaves it unknown whether the commit happened: the
 error says so, and the documents written in step 1 are kept (they may be
 referenced).
 
+A client that can commit atomically (:class:`~triggers_backends.kv_client.AtomicCommitClient`,
+e.g. Redis with a script) gets the three steps, and the marker, as one call
+for a commit of modest size: readers see all of it or none of it, and a loser
+writes nothing at all.
+
 The marker is added right *after* the active document is created (before would
 be worse: a creator dying in between would leave a marker without an active
 document, which every reader would take for a lost session until someone
@@ -65,7 +70,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
 import attrs
 
@@ -81,7 +86,12 @@ from triggers_backends.kv.documents import (
     stored_keys,
 )
 from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys
-from triggers_backends.kv_client import CasToken, KeyValueClient, KeyValueError
+from triggers_backends.kv_client import (
+    AtomicCommitClient,
+    CasToken,
+    KeyValueClient,
+    KeyValueError,
+)
 from triggers_core._util import copy_json
 from triggers_core.errors import ConflictError, SerializationError, StorageError
 from triggers_core.scopes import Changes, Scope, Selector, resolve
@@ -144,6 +154,14 @@ class KeyValueStorage(Storage):
     ) -> None:
         super().__init__(uid)
         self.client = client
+        #: The client again if it commits in one atomic step (see ``Commit.apply``).
+        #: Looked up on the class: ``isinstance`` with the protocol would read every
+        #: attribute, and ``max_value_size`` may ask the server.
+        self.atomic: AtomicCommitClient | None = (
+            cast(AtomicCommitClient, client)
+            if callable(getattr(type(client), "commit", None))
+            else None
+        )
         self.prefix = prefix
         self.keys = SessionKeys(prefix, self.uid)
         self._label = client.backend_name
@@ -411,39 +429,15 @@ class KeyValueStorage(Storage):
                 f"one {self._label} item may hold ({len(commit.active.index)} tasks, "
                 f"{len(commit.active.latest)} triggers); nothing was written"
             )
-        if base is not None and base.version == 1:
-            # The creator adds the marker only after the active document: if it died in
-            # between (or that add failed), the marker is missing. The second commit
-            # makes sure it is there before its swap, so no later version can exist
-            # without a marker (see "the marker" in the module docstring).
-            self._call("adding the session marker", self.client.add, *self._marker_item())
-        self._write(commit.items)
-        try:
-            if base is None:
-                won = self.client.add(self.keys.active, raw)
-            else:
-                won = self.client.cas(self.keys.active, raw, token)
-        except KeyValueError as exc:
-            raise self._error(
-                f"compare-and-swap of the active document failed, so it is unknown whether "
-                f"version {commit.active.version} was committed: {exc}"
-            ) from exc
-        if not won:
-            self._forget(list(commit.items))  # ours alone: nobody references them
+        if not commit.apply(raw, token):
             raise ConflictError(
                 f"version moved on from {expected!r}", backend=self._label, session=self.uid
             )
-        if base is None:
-            self._forget_errors(self.client.add, *self._marker_item())
-        self._forget(commit.obsolete)
         self._cache.discard(commit.obsolete)
         for key, size, value in commit.decoded:
             self._cache.put(key, size, value)
         self._remember(commit.active, None)
         return commit.active.version
-
-    def _marker_item(self) -> tuple[str, bytes]:
-        return self.keys.marker, self.uid.encode("utf-8", "surrogatepass")
 
     # -- housekeeping -------------------------------------------------------------
 
