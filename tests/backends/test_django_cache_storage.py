@@ -178,6 +178,16 @@ def test_a_storage_opened_from_a_url_reopens_from_its_reference(
     )
 
 
+def test_equal_settings_give_equal_references(django_ready: Any, uid: str) -> None:
+    built = CacheStorageBackend(uid, django_env.LOCMEM, timeout=3600, io_timeout=2.5)
+    for url in (
+        f"django-cache://{django_env.LOCMEM}?timeout=3600.0&io_timeout=2.5",
+        f"django-cache://{django_env.LOCMEM}?io_timeout=2.50&timeout=3.6e3",
+    ):
+        assert open_storage(url, uid).reference() == built.reference()
+    assert built.reference() == f"django-cache://{django_env.LOCMEM}?timeout=3600&io_timeout=2.5"
+
+
 def test_an_alias_that_needs_quoting_round_trips() -> None:
     from triggers_backends.django_cache._storage import DEFAULTS, _reference
 

@@ -102,8 +102,18 @@ def parse_url(url: str) -> tuple[str, dict[str, Any]]:
     return alias, options
 
 
+def _canonical(value: Any) -> str:
+    """One spelling per value (``3600``, ``3600.0`` and ``3.6e3`` alike), so that equal
+    settings give equal references in every process."""
+    if value is None:
+        return "none"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _reference(alias: str, options: dict[str, Any]) -> str:
-    extra = {k: ("none" if v is None else v) for k, v in options.items() if v != DEFAULTS[k]}
+    extra = {k: _canonical(v) for k, v in options.items() if v != DEFAULTS[k]}
     query = urlencode(extra, quote_via=quote) if extra else ""
     return f"{SCHEME}://{quote(alias, safe='')}" + (f"?{query}" if query else "")
 
