@@ -12,6 +12,7 @@ import abc
 import atexit
 import collections
 import logging
+import os
 import threading
 import time
 import weakref
@@ -43,8 +44,24 @@ class TaskRunner(abc.ABC):
         """
 
 
+class _Worker:
+    """One pooled thread's hand-off slot: the dispatcher fills ``item``, then releases ``wake``."""
+
+    __slots__ = ("item", "wake")
+
+    def __init__(self, item: tuple[TriggerManager, ScheduleInstance]) -> None:
+        self.item: tuple[TriggerManager, ScheduleInstance] | None = item
+        self.wake = threading.Lock()
+        self.wake.acquire()  # held until a dispatcher hands this worker an instance
+
+
 class ThreadingTaskRunner(TaskRunner):
-    """Runs each instance in its own thread; :meth:`join_all` waits for all of them.
+    """Runs instances in threads of this process; :meth:`join_all` waits for all of them.
+
+    Threads are pooled but never limited: an instance goes to an idle thread of
+    this runner if there is one, else to a new thread, so a task may wait for
+    another task without ever starving it. A thread that stays idle for
+    ``keep_alive`` seconds (default 5) ends.
 
     ``join_all`` also waits for instances scheduled by cascades from those
     threads, and refuses to be called from a task thread (it would wait for
@@ -64,21 +81,38 @@ class ThreadingTaskRunner(TaskRunner):
 
     #: Seconds the interpreter waits at exit for unfinished instances (None: no bound).
     exit_timeout: float | None = 30.0
+    #: Seconds an idle thread waits for more work before it ends.
+    keep_alive: float = 5.0
 
-    def __init__(self, *, exit_timeout: float | None = None) -> None:
-        self._cond = threading.Condition()
+    def __init__(
+        self, *, exit_timeout: float | None = None, keep_alive: float | None = None
+    ) -> None:
+        # A plain lock (never taken twice by one thread): cheaper than the default RLock.
+        self._cond = threading.Condition(threading.Lock())
         self._pending: collections.Counter[str] = collections.Counter()
         self._errors: list[BaseException] = []
         self._local = threading.local()
         self._exiting = False
+        #: Idle workers, the most recently idle last (reused first; the others age out).
+        self._idle: dict[_Worker, None] = {}
         if exit_timeout is not None:
             self.exit_timeout = exit_timeout
+        if keep_alive is not None:
+            if not keep_alive > 0:  # False for NaN too
+                raise ValueError(f"keep_alive must be a number of seconds > 0, got {keep_alive!r}")
+            self.keep_alive = keep_alive
         _track(self)
 
     def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+        name = effect.instance_name
         with self._cond:
-            self._pending[effect.instance_name] += 1
+            self._pending[name] += 1
             exiting = self._exiting
+            worker = self._idle.popitem()[0] if self._idle and not exiting else None
+        if worker is not None:  # claimed under the lock: it waits for exactly this hand-off
+            worker.item = (manager, effect)
+            worker.wake.release()
+            return
         if exiting:
             queue: deque[tuple[TriggerManager, ScheduleInstance]] | None = getattr(
                 self._local, "queue", None
@@ -86,27 +120,63 @@ class ThreadingTaskRunner(TaskRunner):
             if queue is not None:  # a task thread: run it after the current instance
                 queue.append((manager, effect))
             else:  # the exiting main thread (e.g. an atexit handler fired a trigger)
-                self._work(manager, effect)
+                self._run_here(manager, effect)
             return
         thread = threading.Thread(
-            target=self._work,
-            args=(manager, effect),
-            name=f"triggers:{effect.instance_name}",
+            target=self._serve,
+            args=(_Worker((manager, effect)),),
+            name=f"triggers:{name}",
             daemon=True,
         )
         try:
             thread.start()
         except BaseException:
-            self._done(effect.instance_name)
+            self._done(name)
             raise
 
-    def _work(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+    def _serve(self, worker: _Worker) -> None:
+        """A pooled thread: run what it is handed, then wait idle up to ``keep_alive``."""
+        queue: deque[tuple[TriggerManager, ScheduleInstance]] = deque()
+        self._local.queue = queue
+        self._local.in_task = True
+        thread = threading.current_thread()
+        item, worker.item = worker.item, None
+        while item is not None:
+            thread.name = f"triggers:{item[1].instance_name}"
+            while True:
+                self._run_one(*item)
+                with self._cond:
+                    self._finished(item[1].instance_name)
+                    if not queue:
+                        # Idle before join_all can see the instance done: sequential work
+                        # always finds this thread again.
+                        self._idle[worker] = None
+                        break
+                item = queue.popleft()  # dispatched by this thread while the interpreter exits
+            item = self._next(worker)
+
+    def _next(self, worker: _Worker) -> tuple[TriggerManager, ScheduleInstance] | None:
+        """Wait for the next hand-off; None once idle for ``keep_alive`` seconds."""
+        if not worker.wake.acquire(timeout=self.keep_alive):
+            with self._cond:
+                if worker in self._idle:  # nobody claimed it: end the thread
+                    del self._idle[worker]
+                    return None
+            worker.wake.acquire()  # claimed just now: the hand-off follows at once
+        item, worker.item = worker.item, None
+        return item
+
+    def _run_here(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+        """Run an instance (and what it dispatches meanwhile) in the calling thread."""
         queue = self._local.queue = deque([(manager, effect)])
         self._local.in_task = True
         try:
             while queue:
                 item_manager, item = queue.popleft()
-                self._run_one(item_manager, item)
+                try:
+                    self._run_one(item_manager, item)
+                finally:
+                    self._done(item.instance_name)
         finally:
             self._local.queue = None
             self._local.in_task = False
@@ -120,15 +190,18 @@ class ThreadingTaskRunner(TaskRunner):
             log.exception("error while running %s", effect.instance_name)
             with self._cond:
                 self._errors.append(exc)
-        finally:
-            self._done(effect.instance_name)
 
     def _done(self, name: str) -> None:
         with self._cond:
-            self._pending[name] -= 1
-            if self._pending[name] <= 0:
-                del self._pending[name]
-            self._cond.notify_all()
+            self._finished(name)
+
+    def _finished(self, name: str) -> None:
+        """Count one dispatch of ``name`` as done (the caller holds ``_cond``)."""
+        pending = self._pending
+        pending[name] -= 1
+        if pending[name] <= 0:
+            del pending[name]
+        self._cond.notify_all()
 
     @property
     def pending(self) -> int:
@@ -209,7 +282,16 @@ def _track(runner: ThreadingTaskRunner) -> None:
         _RUNNERS.add(runner)
         if not _ATEXIT_REGISTERED:
             atexit.register(_wait_for_runners_at_exit)
+            if hasattr(os, "register_at_fork"):  # not on Windows
+                os.register_at_fork(after_in_child=_forget_threads_after_fork)
             _ATEXIT_REGISTERED = True
+
+
+def _forget_threads_after_fork() -> None:
+    """A forked child has none of its parent's pooled threads: never hand work to them."""
+    for runner in list(_RUNNERS):
+        runner._idle = {}
+        runner._cond = threading.Condition(threading.Lock())  # in case a thread held it
 
 
 def _wait_for_runners_at_exit() -> None:
