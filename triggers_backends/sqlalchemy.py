@@ -6,8 +6,8 @@ Layout (two tables per prefix, default ``triggers_``):
   UID, so any UID fits a fixed-width, collation-proof primary key), ``uid``
   (the full UID), ``version``, ``config`` (the tasks as JSON text, rewritten
   only when they change), ``config_id`` (a random id, new whenever ``config``
-  changes), ``header`` (latest kwargs, counters, unsettled instances as JSON
-  text) and ``updated_at``.
+  changes), ``header`` (latest kwargs, counters, unsettled instances and
+  settled triggers as JSON text) and ``updated_at``.
 * ``{prefix}instances``: one row per task instance: ``(session_key,
   name_key)`` primary key (``name_key`` hashes the instance name for the same
   reason), ``name``, ``task_key`` (SHA-256 of the task name), ``status``,

@@ -32,12 +32,13 @@ a replay keeps it). An instance that becomes ready deeper than
 configuration whose tasks keep creating each other stops; replaying it runs it.
 
 Fire-path cost: ``fire`` (and the cascade inside ``finish``/``skip_failed``)
-only reads the header (configs, latest kwargs, counters, ``unsettled``) and
-the unstarted instances of the tasks it can change; :mod:`triggers_core.scopes`
-states exactly which, so storages load only those, and never resolved history.
-Every operation keeps ``SessionState.unsettled`` up to date for the instances
-it writes, and reports the instances it created (which must not exist yet in
-the store) and whether the configuration changed.
+only reads the header (configs, latest kwargs, counters, ``unsettled``,
+``settled``) and the unstarted instances of the tasks it can change;
+:mod:`triggers_core.scopes` states exactly which, so storages load only those,
+and never resolved history. Every operation keeps ``SessionState.unsettled``
+exact and ``settled`` conservative for the instances it writes (see
+:mod:`triggers_core.scopes`), and reports the instances it created (which must
+not exist yet in the store) and whether the configuration changed.
 """
 
 from __future__ import annotations
@@ -64,7 +65,15 @@ from triggers_core.errors import (
     InvalidTransitionError,
     UnknownInstanceError,
 )
-from triggers_core.scopes import Changes, is_unsettled, unsettled_of
+from triggers_core.scopes import (
+    Changes,
+    is_unsettled,
+    reads_every_unstarted,
+    settled_of,
+    settled_triggers,
+    task_triggers,
+    unsettled_of,
+)
 from triggers_core.state import SessionState, Status, TaskInstance, instance_name
 
 __all__ = [
@@ -144,6 +153,9 @@ class _Builder:
         self._latest = _CopyOnWrite(state.latest_kwargs)
         self._counters = _CopyOnWrite(state.counters)
         self._unsettled = _CopyOnWrite(state.unsettled)
+        self._settled = _CopyOnWrite(state.settled)
+        #: ``settled`` as the operation's scope saw it: decides what a fire reads.
+        self.initial_settled = state.settled
         self.effects: list[Effect] = []
         self.changed: set[str] = set()
         self.created: set[str] = set()
@@ -175,6 +187,27 @@ class _Builder:
                 self._unsettled.writable()[task_name] = rest
             else:
                 del self._unsettled.writable()[task_name]
+        # ``settled`` only shrinks here: to what this unstarted instance has recorded.
+        if unstarted:
+            settled = self._settled.view.get(task_name)
+            task = self.tasks.get(task_name)
+            if settled and task is not None:
+                self._set_settled(task_name, settled & settled_triggers(task, instance))
+
+    def _set_settled(self, task_name: str, triggers: frozenset[str]) -> None:
+        if self._settled.view.get(task_name, frozenset()) == triggers:
+            return
+        if triggers:
+            self._settled.writable()[task_name] = triggers
+        else:
+            del self._settled.writable()[task_name]
+
+    def resettle(self, task: TaskConfig) -> None:
+        """Recompute ``settled`` of ``task`` exactly: every unstarted instance of it is loaded."""
+        triggers = task_triggers(task)
+        for instance in self.unstarted(task.name):
+            triggers &= settled_triggers(task, instance)
+        self._set_settled(task.name, triggers)
 
     @property
     def latest(self) -> Mapping[str, Mapping[str, Any]]:
@@ -220,6 +253,7 @@ class _Builder:
             latest_kwargs=self._latest.view,
             counters=self._counters.view,
             unsettled=self._unsettled.view,
+            settled=self._settled.view,
         )
         return Transition(
             state, tuple(self.effects), frozenset(self.changed), frozenset(self.created)
@@ -417,6 +451,9 @@ def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str,
     scheduled: list[str] = []
     for task_name in b.tasks.using(trigger):
         task = b.tasks[task_name]
+        # Decided as the scope decided it (from the header before this operation): if
+        # the fire read every unstarted instance of the task, it recomputes ``settled``.
+        read_all = reads_every_unstarted(task, trigger, b.initial_settled)
         required = task.required_triggers
         unless = task.unless_triggers
         if b.counter(task_name) == 0:
@@ -446,6 +483,8 @@ def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str,
                     continue
                 _schedule(b, task, instance)
                 scheduled.append(instance.name)
+        if read_all:
+            b.resettle(task)
     b.set_latest(trigger, kwargs)
     return tuple(scheduled)
 
@@ -502,8 +541,8 @@ def update_configuration(state: SessionState, config: Mapping[str, Any]) -> Tran
 
     ``config`` is either raw directives (validated all-or-nothing) or
     already-parsed :class:`TaskConfig` values. ``state`` must hold every
-    unstarted instance of the tasks replaced: their ``unsettled`` sets are
-    recomputed against the new configuration.
+    unstarted instance of the tasks replaced: their ``unsettled`` and
+    ``settled`` sets are recomputed against the new configuration.
     """
     if (
         isinstance(config, Mapping)
@@ -529,8 +568,10 @@ def update_configuration(state: SessionState, config: Mapping[str, Any]) -> Tran
     unsettled = {name: v for name, v in state.unsettled.items() if name not in parsed}
     for name, names in unsettled_of(parsed, state.instances.values()).items():
         unsettled[name] = names
+    settled = {name: v for name, v in state.settled.items() if name not in parsed}
+    settled.update(settled_of(parsed, state.instances.values()))
     return Transition(
-        attrs.evolve(state, tasks=merged, unsettled=unsettled),
+        attrs.evolve(state, tasks=merged, unsettled=unsettled, settled=settled),
         config_changed=True,
     )
 

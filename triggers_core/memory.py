@@ -40,6 +40,7 @@ class _Session:
     latest: dict[str, Mapping[str, Any]]
     counters: dict[str, int]
     unsettled: dict[str, frozenset[str]]
+    settled: dict[str, frozenset[str]]
     #: Private copies; a stored instance object is replaced on write, never mutated.
     instances: dict[str, TaskInstance] = attrs.field(factory=dict)
     #: task -> its unstarted instances by name (the same objects as in ``instances``)
@@ -175,11 +176,12 @@ class MemoryStorage(Storage):
             # references stay a consistent snapshot after the lock is released.
             version, tasks = session.version, session.tasks
             latest, counters, unsettled = session.latest, session.counters, session.unsettled
+            settled = session.settled
             if scope is None:
                 picked = list(session.instances.values())
             else:
                 if not isinstance(scope, Scope):  # a selector reads the header (read-only)
-                    scope = scope(SessionState(tasks, {}, latest, counters, unsettled))
+                    scope = scope(SessionState(tasks, {}, latest, counters, unsettled, settled))
                 picked = session.pick(scope)
         # Stored values are never mutated either: check and copy them outside the lock.
         check_joined(tasks, counters, picked, f"memory storage, session {self.uid!r}")
@@ -189,6 +191,7 @@ class MemoryStorage(Storage):
             latest_kwargs={k: copy_json(v) for k, v in latest.items()},
             counters=dict(counters),
             unsettled=dict(unsettled),
+            settled=dict(settled),
         )
         return Snapshot(state, version)
 
@@ -204,6 +207,7 @@ class MemoryStorage(Storage):
         written = [copy_instance(state.instances[n], sort_keys=True) for n in changes.instances]
         counters = dict(state.counters)
         unsettled = {task: frozenset(names) for task, names in state.unsettled.items()}
+        settled = {task: frozenset(names) for task, names in state.settled.items()}
         store = self.store
         # Copy what changed in the latest kwargs outside the lock, against the stored
         # dict as it is now: if another write replaces it first, the version check fails.
@@ -234,6 +238,7 @@ class MemoryStorage(Storage):
                     latest=latest,
                     counters=counters,
                     unsettled=unsettled,
+                    settled=settled,
                 )
             elif changes.config:
                 session.tasks = TaskTable.of(state.tasks)
@@ -241,6 +246,7 @@ class MemoryStorage(Storage):
             session.latest = latest
             session.counters = counters
             session.unsettled = unsettled
+            session.settled = settled
             for instance in written:
                 session.put(instance)
             return session.version

@@ -1,7 +1,7 @@
 """What an operation reads (:class:`Scope`) and writes (:class:`Changes`).
 
-A storage loads the session *header* (tasks, latest kwargs, counters and
-``unsettled``) plus the instances a :class:`Scope` asks for, and writes the
+A storage loads the session *header* (tasks, latest kwargs, counters,
+``unsettled`` and ``settled``) plus the instances a :class:`Scope` asks for, and writes the
 header plus the instances named by :class:`Changes`. These rules say which
 instances each operation can read or change, so that computing it on that
 narrow working set gives exactly the result it would give on the whole
@@ -10,20 +10,31 @@ session (``tests/core/test_scopes.py`` proves it for random sessions).
 A fire of trigger ``X`` reaches the tasks that use ``X`` (``TaskTable.using``).
 For each such task ``T``:
 
-* if ``X`` is one of ``T``'s ``unless`` triggers, or one of its ``after``
-  triggers other than its ``andEvery``, the fire may record ``X`` on any
-  unstarted instance of ``T``: it needs *every unstarted instance of T*;
 * if ``X`` is only ``T``'s ``andEvery`` trigger, an unstarted instance that
   already recorded ``X`` stays exactly as it is unless it is already complete
   or abandonable (possible after a configuration change or a forced status),
   so the fire needs only ``T``'s *unsettled* instances (see
-  :class:`~triggers_core.state.SessionState`): normally none.
+  :class:`~triggers_core.state.SessionState`): normally none;
+* if ``X`` is one of ``T``'s ``unless`` triggers, or one of its ``after``
+  triggers other than its ``andEvery``, the fire may record ``X`` on any
+  unstarted instance of ``T``: it needs *every unstarted instance of T*,
+  unless the header says that every one of them has already recorded ``X``
+  (``X`` is in ``T``'s *settled* triggers): then, as above, it needs only
+  ``T``'s unsettled instances. A repeat fire of a trigger that many tasks wait
+  for therefore reads none of their waiting instances.
+
+``settled`` is conservative (it may miss a trigger, never claim one falsely)
+and deterministic given the header and the transition, so that the narrowed
+computation keeps it exactly as the full one does: putting an unstarted
+instance of ``T`` keeps only the triggers that instance has recorded; a fire
+that read every unstarted instance of ``T`` (``X`` was not settled), and
+``update_configuration`` replacing ``T``, recompute it from all of them.
 
 A finish, ``skip_failed(cascade=True)`` or ``update_status(cascade=True)``
 needs its instance plus what a fire of the instance's task name needs; every
 other instance operation needs only its instance. ``update_configuration``
 needs the unstarted instances of the tasks it replaces, to recompute their
-``unsettled`` sets against the new configuration. Resolved history is never
+``unsettled`` and ``settled`` sets against the new configuration. Resolved history is never
 needed, except an instance an operation names.
 """
 
@@ -47,8 +58,12 @@ __all__ = [
     "instance_scope",
     "is_unsettled",
     "narrowed",
+    "reads_every_unstarted",
     "resolve",
+    "settled_of",
+    "settled_triggers",
     "task_of",
+    "task_triggers",
     "unsettled_of",
 ]
 
@@ -148,20 +163,79 @@ def unsettled_of(
     return {task: frozenset(names) for task, names in found.items()}
 
 
+# -- settled triggers ------------------------------------------------------------------
+
+
+def task_triggers(task: TaskConfig) -> frozenset[str]:
+    """Every trigger ``task`` uses (after, andEvery, unless)."""
+    return task.required_triggers | task.unless_triggers
+
+
+def settled_triggers(task: TaskConfig, instance: TaskInstance) -> frozenset[str]:
+    """The triggers of ``task`` that ``instance`` has recorded in every role they have.
+
+    A required (after/andEvery) trigger counts once it is in ``kwargs``, an
+    ``unless`` trigger once it is in ``unless_fired``, a trigger that is both
+    once it is in both. Membership only: how readiness is decided plays no part.
+    """
+    required, unless = task.required_triggers, task.unless_triggers
+    missing = (required - instance.kwargs.keys()) | (unless - instance.unless_fired)
+    return (required | unless) - missing
+
+
+def settled_of(
+    tasks: Mapping[str, TaskConfig], instances: Iterable[TaskInstance]
+) -> dict[str, frozenset[str]]:
+    """``SessionState.settled`` of ``tasks`` computed from scratch over ``instances``.
+
+    ``instances`` must hold every unstarted instance of those tasks. A task
+    without unstarted instances has all its triggers settled; empty sets are
+    omitted.
+    """
+    found: dict[str, frozenset[str]] = {}
+    for instance in instances:
+        task = tasks.get(instance.task_name)
+        if task is not None and instance.status is Status.UNSTARTED:
+            mine = settled_triggers(task, instance)
+            known = found.get(task.name)
+            found[task.name] = mine if known is None else known & mine
+    for name, task in tasks.items():
+        if name not in found:
+            found[name] = task_triggers(task)
+    return {name: triggers for name, triggers in found.items() if triggers}
+
+
+def reads_every_unstarted(
+    task: TaskConfig, trigger: str, settled: Mapping[str, frozenset[str]]
+) -> bool:
+    """True if a fire of ``trigger`` needs every unstarted instance of ``task``.
+
+    False when ``trigger`` is only ``task``'s andEvery trigger, or when every
+    unstarted instance of ``task`` has recorded it (it is in ``settled``): the
+    fire then needs only ``task``'s unsettled instances. The engine recomputes
+    ``settled`` for the tasks this is True for, from the instances it read.
+    """
+    if trigger == task.and_every and trigger not in task.unless:
+        return False
+    known = settled.get(task.name)
+    return known is None or trigger not in known
+
+
 # -- what each operation needs ---------------------------------------------------------
 
 
 def fire_needs(header: SessionState, trigger: str) -> Scope:
     """The instances a fire of ``trigger`` can read or change (see the module docstring)."""
-    tasks = header.tasks
+    tasks, settled, unsettled = header.tasks, header.settled, header.unsettled
     names: set[str] = set()
     unstarted_of: list[str] = []
     for task_name in tasks.using(trigger):
-        task = tasks[task_name]
-        if trigger == task.and_every and trigger not in task.unless:
-            names.update(header.unsettled.get(task_name, ()))
-        else:
+        if reads_every_unstarted(tasks[task_name], trigger, settled):
             unstarted_of.append(task_name)
+        else:
+            waiting = unsettled.get(task_name)
+            if waiting:
+                names.update(waiting)
     return Scope(names=frozenset(names), unstarted_of=frozenset(unstarted_of))
 
 

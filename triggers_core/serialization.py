@@ -2,14 +2,18 @@
 
 A session is stored as a *configuration* document (the tasks, rewritten only
 when they change), a *header* (latest kwargs, counters, unsettled instances,
-rewritten by every operation) and one document per instance, so that storages
+settled triggers, rewritten by every operation) and one document per instance, so that storages
 rewrite only what changed. :func:`state_to_json` / :func:`state_from_json`
 combine all three for storages that keep one document.
 
 Schema versions: 1 kept the tasks inside the header and had no ``unsettled``;
 loading a version-1 header still works (its ``unsettled`` sets are derived from
 the instances loaded with it, which must then include every unstarted one).
-Version 2 is written.
+Version 2 is written. Its ``settled`` field (per task, the triggers every
+unstarted instance has recorded) may be absent, as in headers written before it
+existed: absent means nothing is known (no trigger settled), which is always
+correct, so it needs no new schema version; the first fire that reads a task's
+unstarted instances fills it in.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 from triggers_core.config import TaskConfig, parse_task_config
 from triggers_core.errors import SerializationError
-from triggers_core.scopes import unsettled_of
+from triggers_core.scopes import settled_of, unsettled_of
 from triggers_core.state import SessionState, Status, TaskInstance
 from triggers_core.task_table import TaskTable
 
@@ -169,12 +173,13 @@ def config_from_json(doc: Mapping[str, Any], what: str = "configuration") -> Tas
 
 
 def header_to_json(state: SessionState) -> dict[str, Any]:
-    """Latest kwargs, counters and unsettled instances (not the tasks, not the instances)."""
+    """Latest kwargs, counters, unsettled instances, settled triggers (no tasks, no instances)."""
     return {
         "schemaVersion": SCHEMA_VERSION,
         "latestKwargs": {k: dict(v) for k, v in state.latest_kwargs.items()},
         "counters": dict(state.counters),
         "unsettled": {task: sorted(names) for task, names in sorted(state.unsettled.items())},
+        "settled": {task: sorted(names) for task, names in sorted(state.settled.items())},
     }
 
 
@@ -206,20 +211,31 @@ def header_from_json(
     check_joined(table, counters, loaded.values(), what)
     if version == 1:  # derived: the caller loaded every unresolved instance with it
         unsettled = unsettled_of(table, loaded.values())
+        settled = settled_of(table, loaded.values())
     else:
-        unsettled = {}
-        for task_name, names in _expect(doc, "unsettled", dict, what).items():
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise SerializationError(f"{what}.unsettled.{task_name}: expected a list of names")
-            if names:
-                unsettled[task_name] = frozenset(names)
+        unsettled = _name_sets(_expect(doc, "unsettled", dict, what), f"{what}.unsettled")
+        settled = _name_sets(doc.get("settled", {}), f"{what}.settled")
     return SessionState(
         tasks=table,
         instances=loaded,
         latest_kwargs=latest,
         counters=counters,
         unsettled=unsettled,
+        settled=settled,
     )
+
+
+def _name_sets(raw: object, what: str) -> dict[str, frozenset[str]]:
+    """Task -> a list of names, as frozensets; empty lists dropped."""
+    if not isinstance(raw, dict):
+        raise SerializationError(f"{what}: unexpected {type(raw).__name__}")
+    found = {}
+    for task_name, names in raw.items():
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise SerializationError(f"{what}.{task_name}: expected a list of names")
+        if names:
+            found[task_name] = frozenset(names)
+    return found
 
 
 def check_joined(

@@ -147,7 +147,7 @@ class SessionState:
     """Everything a session knows, or the working set a storage loaded of it.
 
     A state loaded for an operation holds the *header* (``tasks``,
-    ``latest_kwargs``, ``counters``, ``unsettled``) plus the instances that
+    ``latest_kwargs``, ``counters``, ``unsettled``, ``settled``) plus the instances that
     operation can read or change (see :mod:`triggers_core.scopes`); it may omit
     everything else. ``counters`` gives the next instance number per task (0 =
     no instance yet), so the engine never needs history to name or count
@@ -159,6 +159,15 @@ class SessionState:
     trigger, and those already complete or abandonable (after a configuration
     change or a forced status). The engine keeps it up to date; tasks with no
     such instance are omitted.
+
+    ``settled`` names, per task, triggers that every unstarted instance of the
+    task has already recorded, in every role the trigger has for the task
+    (``kwargs`` for an after/andEvery trigger, ``unless_fired`` for an unless
+    trigger); all of its triggers when it has no unstarted instance. A fire of
+    a settled trigger changes none of those instances, so it does not read
+    them. It is conservative: the engine may leave out a trigger that is
+    settled (an absent task means none are known), never include one that is
+    not.
     """
 
     tasks: TaskTable = attrs.field(factory=TaskTable, converter=_task_table)
@@ -166,6 +175,7 @@ class SessionState:
     latest_kwargs: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     counters: Mapping[str, int] = attrs.field(factory=dict)
     unsettled: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
+    settled: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
 
     def instances_of(self, task_name: str) -> Iterator[TaskInstance]:
         """Loaded instances of one task, in creation order."""

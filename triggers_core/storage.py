@@ -9,7 +9,7 @@ Contract (proved for every backend by :mod:`triggers_core.testing.storage_contra
 
 * ``load`` of a session that was never stored returns an empty state and version ``None``.
 * ``load(scope)`` returns the header (tasks, latest kwargs, counters,
-  unsettled) and at least the instances the :class:`~triggers_core.scopes.Scope`
+  unsettled, settled) and at least the instances the :class:`~triggers_core.scopes.Scope`
   asks for, all from one snapshot. ``scope`` may be a *selector*: a function
   the storage calls with the header it just read (inside the same snapshot)
   to decide the scope, so an operation loads what it needs in one call.

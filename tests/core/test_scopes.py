@@ -25,6 +25,8 @@ from triggers_core.scopes import (
     fire_scope,
     instance_scope,
     narrowed,
+    resolve,
+    settled_of,
     unsettled_of,
 )
 from triggers_core.state import SessionState, Status
@@ -161,22 +163,72 @@ def assert_unsettled_exact(state: SessionState) -> None:
         assert touched <= state.unsettled.get(task.name, frozenset())
 
 
+def assert_settled_sound(state: SessionState) -> None:
+    """``settled`` never claims a trigger some unstarted instance has not recorded."""
+    true = settled_of(state.tasks, state.instances.values())
+    for task_name, triggers in state.settled.items():
+        assert triggers, "empty sets are omitted"
+        assert triggers <= true.get(task_name, frozenset()), task_name
+    # The engine as oracle: a fire of a trigger settled for a task changes none of
+    # that task's existing instances except unsettled ones (which a fire reads).
+    for trigger in triggers_used(state.tasks):
+        t = engine.fire(state, trigger, {}, now=NOW)
+        for name in t.changed & state.instances.keys():
+            task_name = state.instances[name].task_name
+            if trigger in state.settled.get(task_name, ()):
+                assert name in state.unsettled.get(task_name, ()), (trigger, name)
+
+
+def assert_settled_exact_where_recomputed(
+    kind: str, before: SessionState, scope: Scope | Selector, t: engine.Transition
+) -> None:
+    """After an operation that read every unstarted instance of a task (a fire of a
+    trigger not settled for it, a configuration change of it), that task's
+    ``settled`` equals the value computed from scratch."""
+    if kind == "update_configuration" and not t.config_changed:
+        return  # nothing changed, nothing recomputed
+    read_in_full = resolve(scope, attrs.evolve(before, instances={})).unstarted_of
+    true = settled_of(t.state.tasks, t.state.instances.values())
+    for task_name in read_in_full:
+        assert t.state.settled.get(task_name) == true.get(task_name), task_name
+
+
+def forget_some_settled(data: st.DataObject, state: SessionState) -> SessionState:
+    """``state`` with some settled triggers forgotten (any smaller value is still correct,
+    e.g. a header written before ``settled`` existed, where it is absent)."""
+    how = data.draw(st.sampled_from(["keep", "keep", "absent", "some"]), label="settled")
+    if how == "keep":
+        return state
+    if how == "absent":
+        return attrs.evolve(state, settled={})
+    kept = {}
+    for task_name, triggers in sorted(state.settled.items()):
+        subset = data.draw(st.sets(st.sampled_from(sorted(triggers))), label=task_name)
+        if subset:
+            kept[task_name] = frozenset(subset)
+    return attrs.evolve(state, settled=kept)
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.data(), session_states(min_triggers=2, max_triggers=10))
 def test_every_operation_gives_the_same_result_on_its_narrowed_working_set(
     data: st.DataObject, start: SessionState
 ) -> None:
-    """Property: from any reachable state s, for a random sequence of operations (every
-    kind the manager performs, valid or not), computing operation o on
-    ``narrowed(s, scope(o))`` (the header plus only the instances o's scope names,
-    resolved history left out) gives exactly what computing it on the whole of s
-    gives: the same error, or the same header (tasks, latest kwargs, counters,
-    unsettled), effects, ``changed``, ``created``, ``config_changed`` and the
-    same changed instances. After every operation ``unsettled`` equals the set
-    recomputed from scratch (the engine keeps it exact).
+    """Property: from any reachable state s (with any part of ``settled`` forgotten),
+    for a random sequence of operations (every kind the manager performs, valid or
+    not), computing operation o on ``narrowed(s, scope(o))`` (the header plus only
+    the instances o's scope names, resolved history left out) gives exactly what
+    computing it on the whole of s gives: the same error, or the same header
+    (tasks, latest kwargs, counters, unsettled, settled), effects, ``changed``,
+    ``created``, ``config_changed`` and the same changed instances. After every
+    operation ``unsettled`` equals the set recomputed from scratch (the engine
+    keeps it exact), ``settled`` is a subset of the value recomputed from scratch,
+    and equals it for the tasks whose unstarted instances the operation read
+    in full (a fire of a trigger not settled for them, a configuration change).
     """
-    state = start
+    state = forget_some_settled(data, start)
     assert_unsettled_exact(state)
+    assert_settled_sound(state)
     for _ in range(data.draw(st.integers(1, 12), label="steps")):
         kind, operation, scope = draw_scoped_operation(data, state)
         lean_state = narrowed(state, scope)
@@ -192,6 +244,7 @@ def test_every_operation_gives_the_same_result_on_its_narrowed_working_set(
         assert lean.state.latest_kwargs == full.state.latest_kwargs
         assert lean.state.counters == full.state.counters
         assert lean.state.unsettled == full.state.unsettled
+        assert lean.state.settled == full.state.settled
         assert lean.effects == full.effects
         assert (lean.changed, lean.created) == (full.changed, full.created)
         assert lean.changes == full.changes
@@ -199,8 +252,10 @@ def test_every_operation_gives_the_same_result_on_its_narrowed_working_set(
             assert lean.state.instances[name] == full.state.instances[name]
         assert full.created <= full.changed
         assert not full.created & state.instances.keys(), "created names are new"
+        assert_settled_exact_where_recomputed(kind, state, scope, full)
         state = full.state
         assert_unsettled_exact(state)
+        assert_settled_sound(state)
 
 
 def assert_every_fire_exact(state: SessionState) -> None:
@@ -366,6 +421,64 @@ def test_a_forced_unstarted_status_is_re_examined_by_the_next_fire() -> None:
     assert t.scheduled == ("t_tick#0", "t_tick#1")
 
 
+def test_a_repeat_fire_reads_no_instance_that_already_recorded_the_trigger() -> None:
+    config = {f"t_{k}": {"after": ["x", f"never{k}"], "run": "T"} for k in range(3)}
+    state = configured(config)
+    assert state.settled == {f"t_{k}": frozenset({"x", f"never{k}"}) for k in range(3)}
+    state = fire(state, "x").state  # one waiting instance per task, x recorded
+    assert state.settled == {f"t_{k}": frozenset({"x"}) for k in range(3)}
+    assert narrowed(state, fire_scope("x")).instances == {}
+
+    t = fire(state, "x")
+
+    assert t.changed == frozenset()
+    assert t.state.settled == state.settled
+    # never0 is not settled for t_0: its fire reads t_0#0 (and completes it).
+    assert narrowed(state, fire_scope("never0")).instances.keys() == {"t_0#0"}
+    assert fire(state, "never0").scheduled == ("t_0#0",)
+
+
+def test_a_header_without_settled_reads_in_full_once_then_knows() -> None:
+    config = {
+        f"t_{k}": {"after": ["x", f"never{k}"], "unless": ["u", "v"], "run": "T"} for k in range(3)
+    }
+    state = fire(configured(config), "x").state
+    old = attrs.evolve(state, settled={})  # as a header written before ``settled`` existed
+    assert narrowed(old, fire_scope("x")).instances.keys() == set(state.instances)
+
+    t = fire(old, "x")
+
+    assert t.changed == frozenset()
+    assert t.state.settled == {f"t_{k}": frozenset({"x"}) for k in range(3)}
+    assert narrowed(t.state, fire_scope("x")).instances == {}
+    # The unless trigger is recorded on every instance by its first fire, then settled.
+    u = fire(t.state, "u")
+    assert u.changed == set(state.instances)
+    assert u.state.settled == {f"t_{k}": frozenset({"x", "u"}) for k in range(3)}
+    assert narrowed(u.state, fire_scope("u")).instances == {}
+
+
+def test_a_forced_unstarted_instance_unsettles_what_it_has_not_recorded() -> None:
+    state = configured({"t_a": {"after": ["x", "y"], "unless": ["u"], "run": "A"}})
+    state = fire(state, "x").state  # t_a#0 recorded x
+    assert state.settled == {"t_a": frozenset({"x"})}
+    state = fire(state, "u").state  # t_a#0 abandoned: no unstarted instance left
+    assert state.settled == {"t_a": frozenset({"x", "y", "u"})}
+    assert narrowed(state, fire_scope("y")).instances == {}
+
+    forced = run(
+        state,
+        lambda s: engine.update_status(s, "t_a#0", Status.UNSTARTED, now=NOW),
+        instance_scope("t_a#0", cascade=False),
+    ).state
+
+    assert forced.settled == {"t_a": frozenset({"x", "u"})}  # it never recorded y
+    assert narrowed(forced, fire_scope("y")).instances.keys() == {"t_a#0"}
+    t = fire(forced, "y")  # records y, then abandons it (all its unless triggers fired)
+    assert t.state.instances["t_a#0"].status is Status.ABANDONED
+    assert t.state.settled == {"t_a": frozenset({"x", "y", "u"})}
+
+
 def test_an_unchanged_configuration_writes_no_configuration() -> None:
     config = {"t_a": {"after": ["x"], "run": "A"}}
     state = configured(config)
@@ -398,6 +511,26 @@ class CountingStorage(Storage):
         self, expected: Version | None, state: SessionState, changes: Changes
     ) -> Version:
         return self.inner.compare_and_swap(expected, state, changes)
+
+
+def test_a_repeat_fire_loads_none_of_the_instances_waiting_for_other_triggers(
+    storage_factory: Callable[[str], Storage], session_uid: str
+) -> None:
+    storage = CountingStorage(storage_factory(session_uid))
+    manager = TriggerManager(storage, runners={"rec": RecordingRunner()}, default_runner="rec")
+    manager.update_configuration(
+        {f"t_{k}": {"after": ["x", f"never{k}"], "run": DevNullTask.name} for k in range(30)}
+    )
+    manager.fire("x", {"n": 0})
+    storage.loaded.clear()
+
+    manager.fire("x", {"n": 1})
+
+    assert storage.loaded == [0]
+    state = storage.load_full().state
+    assert len(state.instances) == 30
+    assert all(i.kwargs == {"x": {"n": 0}} for i in state.instances.values())
+    assert state.settled == {f"t_{k}": frozenset({"x"}) for k in range(30)}
 
 
 @pytest.mark.parametrize("waiting", [0, 40])

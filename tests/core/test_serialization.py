@@ -59,6 +59,7 @@ def test_document_layout() -> None:
     assert doc["schemaVersion"] == SCHEMA_VERSION == 2
     assert doc["tasks"]["t_a"] == CONFIG["t_a"]
     assert doc["unsettled"] == {}
+    assert doc["settled"] == {"t_a": ["a"], "t_b": ["b", "e", "t_a", "u"]}  # none waiting
     assert doc["latestKwargs"] == {"a": {"x": [1, 2.5, None, True]}, "t_a": {"score": 3}, "u": {}}
     assert doc["counters"] == {"t_a": 1, "t_b": 1}
     assert doc["instances"]["t_b#0"] == {
@@ -120,14 +121,47 @@ def test_unsettled_round_trips() -> None:
     assert state_from_json(doc) == state
 
 
+def test_settled_round_trips_and_may_be_absent() -> None:
+    state = engine.update_configuration(
+        SessionState(), {"t_w": {"after": ["x", "y"], "unless": ["u"], "run": "W"}}
+    ).state
+    state = engine.fire(state, "x", {}, now=NOW).state  # t_w#0 waits for y
+    assert state.settled == {"t_w": frozenset({"x"})}
+
+    doc = loads(dumps(state_to_json(state)))
+
+    assert doc["settled"] == {"t_w": ["x"]}
+    assert state_from_json(doc) == state
+    # Written before ``settled`` existed: nothing known, which is always correct.
+    del doc["settled"]
+    assert state_from_json(doc).settled == {}
+
+
+@pytest.mark.parametrize(
+    ("settled", "message"),
+    [
+        ([], "session.settled: unexpected list"),
+        ({"t_w": "x"}, "session.settled.t_w: expected a list of names"),
+        ({"t_w": [1]}, "session.settled.t_w: expected a list of names"),
+    ],
+)
+def test_a_malformed_settled_field_is_refused(settled: Any, message: str) -> None:
+    doc = state_to_json(engine.update_configuration(SessionState(), CONFIG).state)
+    doc["settled"] = settled
+    with pytest.raises(SerializationError) as caught:
+        state_from_json(doc)
+    assert str(caught.value) == message
+
+
 def test_a_version_1_document_loads_with_unsettled_derived_from_its_instances() -> None:
     state = engine.update_configuration(
         SessionState(), {"t_w": {"after": ["x", "y"], "andEvery": "e", "run": "W"}}
     ).state
     state = engine.fire(state, "x", {}, now=NOW).state  # t_w#0 has not recorded e yet
     doc = state_to_json(state)
-    # What version 1 wrote: the same, minus ``unsettled``.
+    # What version 1 wrote: the same, minus ``unsettled`` and ``settled``.
     del doc["unsettled"]
+    del doc["settled"]
     doc["schemaVersion"] = 1
     for instance in doc["instances"].values():
         instance["schemaVersion"] = 1
@@ -135,6 +169,7 @@ def test_a_version_1_document_loads_with_unsettled_derived_from_its_instances() 
     loaded = state_from_json(doc)
 
     assert loaded.unsettled == {"t_w": frozenset({"t_w#0"})}
+    assert loaded.settled == {"t_w": frozenset({"x"})}  # derived exactly
     assert loaded == state
 
 

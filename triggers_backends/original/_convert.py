@@ -39,7 +39,7 @@ from typing import Any
 from triggers_core._util import to_json_value
 from triggers_core.config import TaskConfig, parse_configuration
 from triggers_core.errors import ConfigurationError, InvalidKwargsError, TriggersError
-from triggers_core.scopes import unsettled_of
+from triggers_core.scopes import settled_of, unsettled_of
 from triggers_core.state import SessionState, Status, TaskInstance
 
 __all__ = ["OriginalSessionError", "convert_session"]
@@ -106,6 +106,8 @@ def convert_session(content: object) -> SessionState:
         counters=dict(sorted(counters.items())),
         # The waiting instances a fire of an andEvery trigger may still change.
         unsettled=unsettled_of(tasks or {}, instances.values()),
+        # Per task, the triggers every waiting instance has recorded already.
+        settled=settled_of(tasks or {}, instances.values()),
     )
 
 

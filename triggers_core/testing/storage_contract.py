@@ -269,6 +269,26 @@ class StorageContract:
         self.assert_stored(storage, state, version)
         self.assert_stored(self.make_storage(uid), state, version)
 
+    def test_the_whole_header_round_trips(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        state = attrs.evolve(
+            make_state([_instance("t_alpha#0")], latest_kwargs={"a": {"k": 1}}),
+            unsettled={"t_alpha": frozenset({"t_alpha#0"})},
+            settled={"t_alpha": frozenset({"a"}), "t_beta": frozenset({"b", "c"})},
+        )
+        v1 = storage.compare_and_swap(None, state, _write(["t_alpha#0"]))
+        for reader in (storage, self.make_storage(uid)):
+            header = reader.load().state
+            assert (header.unsettled, header.settled) == (state.unsettled, state.settled)
+            self.assert_stored(reader, state, v1)
+        # A header-only write (no instance, no configuration) replaces both.
+        changed = attrs.evolve(state, unsettled={}, settled={"t_beta": frozenset({"b"})})
+        v2 = storage.compare_and_swap(v1, changed, _write([], config=False))
+        for reader in (storage, self.make_storage(uid)):
+            header = reader.load().state
+            assert (header.unsettled, header.settled) == ({}, {"t_beta": frozenset({"b"})})
+            self.assert_stored(reader, changed, v2)
+
     def test_create_once(self, uid: str) -> None:
         first, second = self.make_storage(uid), self.make_storage(uid)
         winner = make_state([_instance("t_alpha#0", marker="first")])
