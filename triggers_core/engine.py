@@ -68,7 +68,7 @@ from triggers_core.errors import (
 from triggers_core.scopes import (
     Changes,
     is_unsettled,
-    reads_every_unstarted,
+    read_in_full,
     settled_of,
     settled_triggers,
     task_triggers,
@@ -225,15 +225,23 @@ class _Builder:
     def set_latest(self, trigger: str, kwargs: Mapping[str, Any]) -> None:
         self._latest.writable()[trigger] = kwargs
 
-    def unstarted(self, task_name: str) -> list[TaskInstance]:
-        """The loaded unstarted instances of one task, oldest first."""
+    @property
+    def counters(self) -> Mapping[str, int]:
+        return self._counters.view
+
+    def unstarted_index(self) -> Mapping[str, Mapping[str, TaskInstance]]:
+        """Task -> its loaded unstarted instances by name (kept current by ``put``)."""
         index = self._unstarted
         if index is None:
             index = self._unstarted = {}
             for instance in self.instances.values():
                 if instance.status is Status.UNSTARTED:
                     index.setdefault(instance.task_name, {})[instance.name] = instance
-        found = index.get(task_name)
+        return index
+
+    def unstarted(self, task_name: str) -> list[TaskInstance]:
+        """The loaded unstarted instances of one task, oldest first."""
+        found = self.unstarted_index().get(task_name)
         if not found:
             return []
         if len(found) == 1:
@@ -449,11 +457,23 @@ def _schedule(
 
 def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str, ...]:
     scheduled: list[str] = []
-    for task_name in b.tasks.using(trigger):
-        task = b.tasks[task_name]
-        # Decided as the scope decided it (from the header before this operation): if
-        # the fire read every unstarted instance of the task, it recomputes ``settled``.
-        read_all = reads_every_unstarted(task, trigger, b.initial_settled)
+    tasks = b.tasks
+    # Decided as the scope decided it (from the header before this operation): the
+    # tasks whose every unstarted instance the fire read get their ``settled`` recomputed.
+    read_all = frozenset(read_in_full(tasks, b.initial_settled, trigger))
+    renewed = tasks.renewed_by(trigger)
+    loaded = b.unstarted_index()
+    counters = b.counters
+    # A task using the trigger that has instances, none of them loaded unstarted, that
+    # the trigger does not renew (andEvery) and that it need not resettle, stays as it
+    # is: skip it without a call (a repeat fire may reach thousands of such tasks).
+    reached = [
+        t
+        for t in tasks.using(trigger)
+        if t in loaded or t in read_all or t in renewed or not counters.get(t)
+    ]
+    for task_name in reached:
+        task = tasks[task_name]
         required = task.required_triggers
         unless = task.unless_triggers
         if b.counter(task_name) == 0:
@@ -483,7 +503,7 @@ def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str,
                     continue
                 _schedule(b, task, instance)
                 scheduled.append(instance.name)
-        if read_all:
+        if task_name in read_all:
             b.resettle(task)
     b.set_latest(trigger, kwargs)
     return tuple(scheduled)

@@ -25,11 +25,12 @@ class TaskTable(Mapping[str, TaskConfig]):
     :class:`TaskConfig` work wherever a table is expected.
     """
 
-    __slots__ = ("_index", "_tasks")
+    __slots__ = ("_index", "_renewed", "_tasks")
 
     def __init__(self, tasks: Mapping[str, TaskConfig] | None = None) -> None:
         self._tasks: dict[str, TaskConfig] = dict(tasks or {})
         self._index: dict[str, tuple[str, ...]] | None = None
+        self._renewed: dict[str, frozenset[str]] = {}
 
     @classmethod
     def of(cls, tasks: Mapping[str, TaskConfig]) -> TaskTable:
@@ -41,18 +42,28 @@ class TaskTable(Mapping[str, TaskConfig]):
         index = self._index
         if index is None:
             # Concurrent first calls may both build it; the results are equal.
-            index = self._index = self._build_index()
+            index = self._build_index()
         return index.get(trigger, ())
+
+    def renewed_by(self, trigger: str) -> frozenset[str]:
+        """Names of the tasks whose ``andEvery`` trigger is ``trigger``."""
+        if self._index is None:
+            self._build_index()
+        return self._renewed.get(trigger, frozenset())
 
     def _build_index(self) -> dict[str, tuple[str, ...]]:
         found: dict[str, set[str]] = {}
+        renewed: dict[str, set[str]] = {}
         for name, task in self._tasks.items():
             triggers = {*task.after, *task.unless}
             if task.and_every is not None:
                 triggers.add(task.and_every)
+                renewed.setdefault(task.and_every, set()).add(name)
             for trigger in triggers:
                 found.setdefault(trigger, set()).add(name)
-        return {trigger: tuple(sorted(names)) for trigger, names in found.items()}
+        self._renewed = {trigger: frozenset(names) for trigger, names in renewed.items()}
+        index = self._index = {trigger: tuple(sorted(names)) for trigger, names in found.items()}
+        return index
 
     def replaced(self, tasks: Mapping[str, TaskConfig]) -> TaskTable:
         """A new table: these tasks added or replaced by name, the others kept."""
@@ -92,3 +103,4 @@ class TaskTable(Mapping[str, TaskConfig]):
     def __setstate__(self, state: tuple[dict[str, TaskConfig]]) -> None:
         self._tasks = state[0]
         self._index = None
+        self._renewed = {}

@@ -5,6 +5,7 @@ Each test's docstring states the exact property.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from triggers_core.scopes import (
     fire_scope,
     instance_scope,
     narrowed,
+    read_in_full,
     resolve,
     settled_of,
     unsettled_of,
@@ -477,6 +479,24 @@ def test_a_forced_unstarted_instance_unsettles_what_it_has_not_recorded() -> Non
     t = fire(forced, "y")  # records y, then abandons it (all its unless triggers fired)
     assert t.state.instances["t_a#0"].status is Status.ABANDONED
     assert t.state.settled == {"t_a": frozenset({"x", "y", "u"})}
+
+
+def test_the_task_table_indexes_users_and_renewers_once_and_after_pickling() -> None:
+    tasks = configured(
+        {
+            "t_b": {"after": ["x"], "andEvery": "e", "run": "B"},
+            "t_a": {"after": ["e"], "unless": ["x"], "run": "A"},
+            "t_c": {"after": [], "andEvery": "e", "unless": ["e"], "run": "C"},
+        }
+    ).tasks
+    for table in (tasks, pickle.loads(pickle.dumps(tasks))):
+        assert table.using("e") == ("t_a", "t_b", "t_c")
+        assert table.using("x") == ("t_a", "t_b")
+        assert table.renewed_by("e") == {"t_b", "t_c"}
+        assert table.renewed_by("x") == frozenset()
+        # t_c renews on e but also waits for it in unless: a fire of e reads it in full.
+        assert read_in_full(table, {}, "e") == ["t_a", "t_c"]
+        assert read_in_full(table, {"t_a": frozenset({"e"})}, "e") == ["t_c"]
 
 
 def test_an_unchanged_configuration_writes_no_configuration() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import assert_type
 
@@ -16,6 +17,8 @@ def test_port_types() -> None:
     state = engine.update_configuration(SessionState(), {"t_a": {"after": ["x"], "run": "r"}})
     assert_type(state.state.tasks, TaskTable)
     assert_type(state.state.tasks.using("x"), tuple[str, ...])
+    assert_type(state.state.tasks.renewed_by("x"), frozenset[str])
+    assert_type(state.state.settled, Mapping[str, frozenset[str]])
     transition = engine.fire(state.state, "x", {}, now=NOW)
     assert_type(transition.changes, Changes)
     assert_type(transition.created, frozenset[str])
