@@ -103,12 +103,11 @@ from triggers_core.redaction import is_sensitive_key, redact
 from triggers_core.registry import install_hint
 from triggers_core.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.serialization import (
+    HeaderCodec,
     check_joined,
     config_from_json,
     config_to_json,
     dumps,
-    header_from_json,
-    header_to_json,
     instance_from_json,
     instance_to_json,
     loads,
@@ -608,6 +607,9 @@ class SQLAlchemyStorage(Storage):
         self._decoded: dict[str, tuple[str, TaskInstance]] = {}
         # (config_id, tasks) last decoded: the configuration is re-read only when it changed.
         self._config: tuple[str, TaskTable] | None = None
+        # The header's per-task fields (counters, settled) are encoded and decoded again
+        # only when they changed: a fire reaching thousands of tasks rarely changes them.
+        self._codec = HeaderCodec()
         dialect = engine.dialect.name
         self._label = f"sqlalchemy/{dialect}"
         self._reader: Engine
@@ -844,7 +846,7 @@ class SQLAlchemyStorage(Storage):
             else:
                 tasks = config_from_json(loads(config or "", "configuration"))
                 self._config = (config_id, tasks)
-            return header_from_json(loads(header, "session header"), tasks=tasks)
+            return self._codec.decode(header, tasks)
         except SerializationError as exc:
             raise SerializationError(f"{where}: {exc} (the row was left as it is)") from exc
 
@@ -891,7 +893,7 @@ class SQLAlchemyStorage(Storage):
                 session=self.uid,
             )
         now = datetime.now(UTC)
-        header = dumps(header_to_json(state))
+        header = self._codec.encode(state)
         config: dict[str, Any] = {}
         if changes.config or expected is None:
             config = {"config": dumps(config_to_json(state.tasks)), "config_id": uuid.uuid4().hex}

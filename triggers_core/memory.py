@@ -206,13 +206,13 @@ class MemoryStorage(Storage):
     ) -> Version:
         written = [copy_instance(state.instances[n], sort_keys=True) for n in changes.instances]
         counters = dict(state.counters)
-        unsettled = {task: frozenset(names) for task, names in state.unsettled.items()}
-        settled = {task: frozenset(names) for task, names in state.settled.items()}
         store = self.store
         # Copy what changed in the latest kwargs outside the lock, against the stored
         # dict as it is now: if another write replaces it first, the version check fails.
         prior = store._sessions.get(self.uid)
         latest = _merged_latest({} if prior is None else prior.latest, state.latest_kwargs)
+        unsettled = _frozen_sets(state.unsettled, None if prior is None else prior.unsettled)
+        settled = _frozen_sets(state.settled, None if prior is None else prior.settled)
         with store._lock:
             session = store._sessions.get(self.uid)
             current = None if session is None else session.version
@@ -250,6 +250,19 @@ class MemoryStorage(Storage):
             for instance in written:
                 session.put(instance)
             return session.version
+
+
+def _frozen_sets(
+    given: Mapping[str, frozenset[str]], stored: dict[str, frozenset[str]] | None
+) -> dict[str, frozenset[str]]:
+    """A private copy of a task -> names mapping; the stored one itself if equal.
+
+    One entry per task: a fire that changes none of them (the usual case) costs a
+    comparison, not a copy of every entry.
+    """
+    if stored is not None and given == stored:
+        return stored  # replaced on write, never changed in place: safe to share
+    return {task: frozenset(names) for task, names in given.items()}
 
 
 def _merged_latest(

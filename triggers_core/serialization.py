@@ -30,6 +30,7 @@ from triggers_core.task_table import TaskTable
 
 __all__ = [
     "SCHEMA_VERSION",
+    "HeaderCodec",
     "check_joined",
     "config_from_json",
     "config_to_json",
@@ -199,14 +200,8 @@ def header_from_json(
         raise SerializationError(f"{what}: expected an object, got {type(doc).__name__}")
     version = _check_schema(doc, what)
     table = _tasks_from_json(doc, what) if tasks is None else TaskTable.of(tasks)
-    latest = _expect(doc, "latestKwargs", dict, what)
-    for trigger, value in latest.items():
-        if not isinstance(value, dict):
-            raise SerializationError(f"{what}.latestKwargs.{trigger}: expected an object")
-    counters = _expect(doc, "counters", dict, what)
-    for task_name, count in counters.items():
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise SerializationError(f"{what}.counters.{task_name}: expected a count")
+    latest = _latest_kwargs(_expect(doc, "latestKwargs", dict, what), what)
+    counters = _counters(_expect(doc, "counters", dict, what), what)
     loaded = dict(instances or {})
     check_joined(table, counters, loaded.values(), what)
     if version == 1:  # derived: the caller loaded every unresolved instance with it
@@ -225,6 +220,20 @@ def header_from_json(
     )
 
 
+def _latest_kwargs(latest: dict[str, Any], what: str) -> dict[str, Any]:
+    for trigger, value in latest.items():
+        if not isinstance(value, dict):
+            raise SerializationError(f"{what}.latestKwargs.{trigger}: expected an object")
+    return latest
+
+
+def _counters(counters: dict[str, Any], what: str) -> dict[str, int]:
+    for task_name, count in counters.items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise SerializationError(f"{what}.counters.{task_name}: expected a count")
+    return counters
+
+
 def _name_sets(raw: object, what: str) -> dict[str, frozenset[str]]:
     """Task -> a list of names, as frozensets; empty lists dropped."""
     if not isinstance(raw, dict):
@@ -236,6 +245,113 @@ def _name_sets(raw: object, what: str) -> dict[str, frozenset[str]]:
         if names:
             found[task_name] = frozenset(names)
     return found
+
+
+def _name_sets_json(sets: Mapping[str, frozenset[str]]) -> dict[str, list[str]]:
+    return {task: sorted(names) for task, names in sets.items()}
+
+
+class HeaderCodec:
+    """Header text <-> state, exactly as ``dumps(header_to_json(state))`` and
+    ``header_from_json(loads(text), tasks=...)``, but reusing work between calls.
+
+    ``counters`` and ``settled`` hold an entry per task, so encoding and decoding
+    them costs in proportion to the configuration, while a fire that reaches
+    thousands of tasks usually changes neither (a repeat fire changes only the
+    latest kwargs). The codec remembers, per field, the JSON text and validated
+    value it last wrote or read; a field equal to the remembered value is not
+    encoded again, and a field whose text starts where the remembered text
+    does is not decoded again (a JSON object ends where its text says, so the
+    same text is the same value). Anything unexpected (another layout, a
+    malformed field) goes through :func:`header_from_json`, which raises the
+    usual errors. Thread-safe: each remembered field is replaced as a whole.
+    """
+
+    def __init__(self) -> None:
+        #: field -> (its JSON text, its validated value: a private copy)
+        self._known: dict[str, tuple[str, Any]] = {}
+
+    def encode(self, state: SessionState) -> str:
+        """``dumps(header_to_json(state))``."""
+        counters = self._text("counters", state.counters, dict)
+        settled = self._text("settled", state.settled, _name_sets_json)
+        unsettled = self._text("unsettled", state.unsettled, _name_sets_json)
+        latest = dumps({k: dict(v) for k, v in state.latest_kwargs.items()})
+        return (
+            f'{{"counters":{counters},"latestKwargs":{latest},'
+            f'"schemaVersion":{SCHEMA_VERSION},"settled":{settled},"unsettled":{unsettled}}}'
+        )
+
+    def _text(self, field: str, value: Mapping[str, Any], to_json: Any) -> str:
+        known = self._known.get(field)
+        if known is not None and known[1] == value:
+            text: str = known[0]
+            return text
+        doc = to_json(value)
+        text = dumps(doc)
+        try:  # remember only what a load would accept, so that a load may reuse it
+            private = _counters(doc, field) if field == "counters" else _name_sets(doc, field)
+        except SerializationError:
+            self._known.pop(field, None)
+        else:
+            self._known[field] = (text, private)
+        return text
+
+    def decode(
+        self, text: str, tasks: Mapping[str, TaskConfig], what: str = "session"
+    ) -> SessionState:
+        """``header_from_json(loads(text, f"{what} header"), what=what, tasks=tasks)``."""
+        try:
+            fields = self._fields(text, what)
+        except (SerializationError, ValueError, RecursionError):
+            fields = None
+        if fields is None:  # not the layout we write: the general path, and its errors
+            return header_from_json(loads(text, f"{what} header"), what=what, tasks=tasks)
+        counters, latest, settled, unsettled = fields
+        return SessionState(
+            tasks=TaskTable.of(tasks),
+            latest_kwargs=latest,
+            counters=dict(counters),
+            unsettled=dict(unsettled),
+            settled=dict(settled),
+        )
+
+    def _fields(self, text: str, what: str) -> tuple[Any, Any, Any, Any] | None:
+        at = _literal(text, 0, '{"counters":')
+        counters, at = self._field(text, at, "counters", lambda v: _counters(v, what))
+        at = _literal(text, at, ',"latestKwargs":')
+        latest, at = _DECODER.raw_decode(text, at)
+        if not isinstance(latest, dict):
+            return None
+        _latest_kwargs(latest, what)
+        at = _literal(text, at, f',"schemaVersion":{SCHEMA_VERSION},"settled":')
+        settled, at = self._field(text, at, "settled", lambda v: _name_sets(v, what))
+        at = _literal(text, at, ',"unsettled":')
+        unsettled, at = self._field(text, at, "unsettled", lambda v: _name_sets(v, what))
+        if at != len(text) - 1 or text[at] != "}":
+            return None
+        return counters, latest, settled, unsettled
+
+    def _field(self, text: str, at: int, field: str, check: Any) -> tuple[Any, int]:
+        known = self._known.get(field)
+        if known is not None and text.startswith(known[0], at):
+            return known[1], at + len(known[0])
+        value, end = _DECODER.raw_decode(text, at)
+        if not isinstance(value, dict):
+            raise ValueError(field)
+        checked = check(value)
+        self._known[field] = (text[at:end], checked)
+        return checked, end
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _literal(text: str, at: int, expected: str) -> int:
+    """The position after ``expected`` if ``text`` has it at ``at``; else ValueError."""
+    if not text.startswith(expected, at):
+        raise ValueError(expected)
+    return at + len(expected)
 
 
 def check_joined(
