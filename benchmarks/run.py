@@ -255,9 +255,9 @@ def render(results: dict[str, Results], sizes: Sizes, quick: bool) -> list[str]:
         lines += [
             "",
             "With a task, each fire is three commits (fire, start, finish), timed until every "
-            "instance finished. The ThreadingTaskRunner starts a thread per instance; the queue "
-            "runner (one worker thread, benchmark only) shows what the commit path sustains "
-            "without that cost.",
+            "instance finished. The ThreadingTaskRunner hands each instance to an idle thread of "
+            "its pool, or a new one when none is idle; the queue runner (one worker thread, "
+            "benchmark only) shows what the commit path sustains with a single thread.",
         ]
         memory = results.get("memory", {}).get("throughput")
         if memory:

@@ -5,8 +5,7 @@
 * fires/s with a no-op task run to completion: the threading runner runs
   ``triggers.DevNullTask`` for every instance (three commits per fire: fire,
   start, finish); timed until ``join_all()`` returns. The same with a queue
-  runner (one worker thread) separates the commit path from the cost of
-  starting a thread per instance.
+  runner (one worker thread) shows what the commit path sustains on its own.
 * cascade: ``t1`` after ``a``, ``t2`` after ``t1``, ``t3`` after ``t2`` (no-op
   tasks, threading runner); from ``fire("a")`` until all three finished.
 """
