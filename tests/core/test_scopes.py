@@ -27,6 +27,7 @@ from triggers_core.scopes import (
     instance_scope,
     narrowed,
     read_in_full,
+    reads_every_unstarted,
     resolve,
     settled_of,
     unsettled_of,
@@ -174,6 +175,11 @@ def assert_settled_sound(state: SessionState) -> None:
     # The engine as oracle: a fire of a trigger settled for a task changes none of
     # that task's existing instances except unsettled ones (which a fire reads).
     for trigger in triggers_used(state.tasks):
+        assert read_in_full(state.tasks, state.settled, trigger) == [
+            t
+            for t in state.tasks.using(trigger)
+            if reads_every_unstarted(state.tasks[t], trigger, state.settled)
+        ]
         t = engine.fire(state, trigger, {}, now=NOW)
         for name in t.changed & state.instances.keys():
             task_name = state.instances[name].task_name
