@@ -68,9 +68,10 @@ from triggers_core.errors import (
 from triggers_core.scopes import (
     Changes,
     is_unsettled,
-    read_in_full,
+    reads_every_unstarted,
     settled_of,
     settled_triggers,
+    still_settled,
     task_triggers,
     unsettled_of,
 )
@@ -100,6 +101,8 @@ __all__ = [
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
+
+_NOTHING: frozenset[str] = frozenset()
 
 #: ``exceptionType`` recorded when a task retries past its ``max_retries``.
 MAX_RETRIES_EXCEEDED_TYPE = "triggers_core.errors.MaxRetriesExceeded"
@@ -190,12 +193,16 @@ class _Builder:
         # ``settled`` only shrinks here: to what this unstarted instance has recorded.
         if unstarted:
             settled = self._settled.view.get(task_name)
-            task = self.tasks.get(task_name)
-            if settled and task is not None:
-                self._set_settled(task_name, settled & settled_triggers(task, instance))
+            if settled:
+                task = self.tasks.get(task_name)
+                if task is not None:
+                    kept = still_settled(task, instance, settled)
+                    if kept is not settled:
+                        self._set_settled(task_name, kept)
 
     def _set_settled(self, task_name: str, triggers: frozenset[str]) -> None:
-        if self._settled.view.get(task_name, frozenset()) == triggers:
+        current = self._settled.view.get(task_name, _NOTHING)
+        if current is triggers or current == triggers:
             return
         if triggers:
             self._settled.writable()[task_name] = triggers
@@ -241,7 +248,8 @@ class _Builder:
 
     def unstarted(self, task_name: str) -> list[TaskInstance]:
         """The loaded unstarted instances of one task, oldest first."""
-        found = self.unstarted_index().get(task_name)
+        index = self._unstarted
+        found = (self.unstarted_index() if index is None else index).get(task_name)
         if not found:
             return []
         if len(found) == 1:
@@ -458,22 +466,26 @@ def _schedule(
 def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str, ...]:
     scheduled: list[str] = []
     tasks = b.tasks
-    # Decided as the scope decided it (from the header before this operation): the
-    # tasks whose every unstarted instance the fire read get their ``settled`` recomputed.
-    read_all = frozenset(read_in_full(tasks, b.initial_settled, trigger))
+    # ``settled`` as the scope saw it (the header before this operation) decides which
+    # tasks the fire read in full; those get their ``settled`` recomputed.
+    settled = b.initial_settled
     renewed = tasks.renewed_by(trigger)
     loaded = b.unstarted_index()
     counters = b.counters
     # A task using the trigger that has instances, none of them loaded unstarted, that
-    # the trigger does not renew (andEvery) and that it need not resettle, stays as it
-    # is: skip it without a call (a repeat fire may reach thousands of such tasks).
+    # the trigger does not renew (andEvery) and has settled (so it was not read in
+    # full), stays as it is: skip it without a call (a repeat fire may reach thousands).
     reached = [
         t
         for t in tasks.using(trigger)
-        if t in loaded or t in read_all or t in renewed or not counters.get(t)
+        if t in loaded
+        or t in renewed
+        or trigger not in settled.get(t, _NOTHING)
+        or not counters.get(t)
     ]
     for task_name in reached:
         task = tasks[task_name]
+        read_all = reads_every_unstarted(task, trigger, settled)
         required = task.required_triggers
         unless = task.unless_triggers
         if b.counter(task_name) == 0:
@@ -503,7 +515,7 @@ def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str,
                     continue
                 _schedule(b, task, instance)
                 scheduled.append(instance.name)
-        if task_name in read_all:
+        if read_all:
             b.resettle(task)
     b.set_latest(trigger, kwargs)
     return tuple(scheduled)

@@ -64,6 +64,7 @@ __all__ = [
     "resolve",
     "settled_of",
     "settled_triggers",
+    "still_settled",
     "task_of",
     "task_triggers",
     "unsettled_of",
@@ -231,15 +232,27 @@ def read_in_full(
     One pass over the tasks using ``trigger`` with no call per task: a fire
     that reaches thousands of tasks mostly finds ``trigger`` settled for them.
     """
-    renewed = tasks.renewed_by(trigger)
-    only_every = (
-        frozenset(t for t in renewed if trigger not in tasks[t].unless) if renewed else renewed
-    )
     nothing: frozenset[str] = frozenset()
     known = settled.get
-    return [
-        t for t in tasks.using(trigger) if trigger not in known(t, nothing) and t not in only_every
-    ]
+    found = [t for t in tasks.using(trigger) if trigger not in known(t, nothing)]
+    renewed = tasks.renewed_by(trigger)
+    if found and renewed:  # the trigger is only the andEvery trigger of these: never in full
+        found = [t for t in found if t not in renewed or trigger in tasks[t].unless]
+    return found
+
+
+def still_settled(
+    task: TaskConfig, instance: TaskInstance, settled: frozenset[str]
+) -> frozenset[str]:
+    """``settled & settled_triggers(task, instance)``, without building sets when unchanged."""
+    if not task.unless:  # every trigger is required: recorded means in kwargs
+        recorded = instance.kwargs
+        for trigger in settled:
+            if trigger not in recorded:
+                break
+        else:
+            return settled
+    return settled & settled_triggers(task, instance)
 
 
 # -- what each operation needs ---------------------------------------------------------

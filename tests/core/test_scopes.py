@@ -30,6 +30,9 @@ from triggers_core.scopes import (
     reads_every_unstarted,
     resolve,
     settled_of,
+    settled_triggers,
+    still_settled,
+    task_triggers,
     unsettled_of,
 )
 from triggers_core.state import SessionState, Status
@@ -340,6 +343,22 @@ def test_a_fire_never_loads_resolved_history_or_settled_every_instances(
         task = state.tasks[instance.task_name]
         if trigger == task.and_every and trigger not in task.unless:
             assert instance.name in state.unsettled.get(task.name, ())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data(), session_states(min_triggers=2, max_triggers=10))
+def test_still_settled_is_the_intersection_with_what_an_instance_recorded(
+    data: st.DataObject, state: SessionState
+) -> None:
+    """Property: for any instance I of a reachable state and any set S of its task's
+    triggers, ``still_settled(task, I, S) == S & settled_triggers(task, I)``."""
+    for instance in state.instances.values():
+        task = state.tasks[instance.task_name]
+        triggers = sorted(task_triggers(task))
+        chosen = frozenset(
+            data.draw(st.sets(st.sampled_from(triggers)) if triggers else st.just(set()))
+        )
+        assert still_settled(task, instance, chosen) == chosen & settled_triggers(task, instance)
 
 
 # -- the unsettled cases, by example -------------------------------------------------------
