@@ -7,12 +7,13 @@ path; nothing partial is ever returned.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Set
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import attrs
 
 from triggers_core._util import did_you_mean, name_problem, text_problem, to_json_value
+from triggers_core.conditions import Entry, all_satisfied, entry_to_json, names_of, parse_entries
 from triggers_core.errors import ConfigurationError, InvalidKwargsError
 from triggers_core.graph import and_every_cycles
 
@@ -34,82 +35,118 @@ KNOWN_DIRECTIVES = frozenset({"after", "run", "andEvery", "unless", "withParams"
 class TaskConfig:
     """One trigger task's directives, validated.
 
-    ``after`` keeps the order given (duplicates removed); ``and_every`` is
-    implicitly required too (see :attr:`required_triggers`).
+    ``after`` and ``unless`` keep their entries in the order given (repeated
+    entries removed); an entry is a trigger name or a
+    :class:`~triggers_core.conditions.Group`. ``and_every`` is implicitly
+    required too (see :meth:`is_ready`).
     """
 
     name: str
     run: str
-    after: tuple[str, ...]
+    after: tuple[Entry, ...]
     and_every: str | None = None
-    unless: tuple[str, ...] = ()
+    unless: tuple[Entry, ...] = ()
     with_params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     using: str | None = None
     extras: Mapping[str, Any] = attrs.field(factory=dict)
+    # Derived once (a fire asks for them for every task it reaches).
+    _after_names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
+    _unless_names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
+    _required: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
+    _unless_set: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
+    _grouped_after: bool = attrs.field(init=False, eq=False, repr=False)
+    _grouped_unless: bool = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        after_names, unless_names = names_of(self.after), names_of(self.unless)
+        required = frozenset(after_names)
+        if self.and_every is not None:
+            required |= {self.and_every}
+        derived = {
+            "_after_names": after_names,
+            "_unless_names": unless_names,
+            "_required": required,
+            "_unless_set": frozenset(unless_names),
+            "_grouped_after": len(after_names) != len(self.after)
+            or any(not isinstance(e, str) for e in self.after),
+            "_grouped_unless": len(unless_names) != len(self.unless)
+            or any(not isinstance(e, str) for e in self.unless),
+        }
+        for key, value in derived.items():
+            object.__setattr__(self, key, value)
+
+    @property
+    def after_names(self) -> tuple[str, ...]:
+        """Every trigger name in ``after`` (groups flattened), each once, in written order."""
+        return self._after_names
+
+    @property
+    def unless_names(self) -> tuple[str, ...]:
+        """Every trigger name in ``unless`` (groups flattened), each once, in written order."""
+        return self._unless_names
+
+    @property
+    def has_groups(self) -> bool:
+        """True if ``after`` or ``unless`` holds a group (not just names)."""
+        return self._grouped_after or self._grouped_unless
 
     @property
     def required_triggers(self) -> frozenset[str]:
-        """Every trigger that must be recorded before an instance is ready."""
-        if self.and_every is None:
-            return frozenset(self.after)
-        return frozenset(self.after) | {self.and_every}
+        """Every trigger an unstarted instance records kwargs for: ``after``'s names and
+        ``andEvery``. Without groups, all of them must be recorded before it is ready."""
+        return self._required
 
     @property
     def unless_triggers(self) -> frozenset[str]:
-        """Triggers that, once *all* have fired, abandon unstarted instances."""
-        return frozenset(self.unless)
+        """Every trigger name in ``unless``: an unstarted instance records each that fires."""
+        return self._unless_set
+
+    def is_ready(self, recorded: Collection[str]) -> bool:
+        """True if an instance that recorded these triggers (``kwargs`` keys) may run.
+
+        Every ``after`` entry is satisfied and ``andEvery`` is recorded.
+        """
+        if not self._grouped_after:
+            for trigger in self._required:
+                if trigger not in recorded:
+                    return False
+            return True
+        if self.and_every is not None and self.and_every not in recorded:
+            return False
+        return all_satisfied(self.after, recorded)
+
+    def is_abandoned_by(self, recorded: Collection[str]) -> bool:
+        """True if an unstarted instance that recorded these ``unless`` triggers is abandoned.
+
+        Every ``unless`` entry is satisfied (and there is at least one).
+        """
+        if not self.unless:
+            return False
+        if not self._grouped_unless:
+            for trigger in self._unless_set:
+                if trigger not in recorded:
+                    return False
+            return True
+        return all_satisfied(self.unless, recorded)
 
     def uses(self, trigger_name: str) -> bool:
         """True if ``trigger_name`` is one of this task's after/andEvery/unless triggers."""
-        return (
-            trigger_name in self.after
-            or trigger_name == self.and_every
-            or trigger_name in self.unless
-        )
+        return trigger_name in self._required or trigger_name in self._unless_set
 
     def to_json(self) -> dict[str, Any]:
         """The configuration mapping in its canonical JSON form (parses back equal)."""
         out: dict[str, Any] = dict(self.extras)
-        out["after"] = list(self.after)
+        out["after"] = [entry_to_json(e) for e in self.after]
         out["run"] = self.run
         if self.and_every is not None:
             out["andEvery"] = self.and_every
         if self.unless:
-            out["unless"] = list(self.unless)
+            out["unless"] = [entry_to_json(e) for e in self.unless]
         if self.with_params:
             out["withParams"] = {k: dict(v) for k, v in self.with_params.items()}
         if self.using is not None:
             out["using"] = self.using
         return out
-
-
-def _names(value: object, path: str, problems: list[str]) -> tuple[str, ...] | None:
-    """Validate a list/tuple/set of trigger names; keep order, drop duplicates."""
-    if isinstance(value, str):
-        problems.append(f"{path}: expected a list of trigger names, got a single string")
-        return None
-    if isinstance(value, Set):
-        items: list[object] = sorted(value, key=repr)
-    elif isinstance(value, list | tuple):
-        items = list(value)
-    else:
-        problems.append(f"{path}: expected a list of trigger names, got {type(value).__name__}")
-        return None
-    names: list[str] = []
-    ok = True
-    for i, item in enumerate(items):
-        if not isinstance(item, str):
-            problems.append(f"{path}[{i}]: expected a trigger name, got {type(item).__name__}")
-            ok = False
-        elif not item:
-            problems.append(f"{path}[{i}]: trigger name must not be empty")
-            ok = False
-        elif (problem := name_problem(item)) is not None:
-            problems.append(f"{path}[{i}]: trigger name {item!r} {problem}")
-            ok = False
-        elif item not in names:
-            names.append(item)
-    return tuple(names) if ok else None
 
 
 def _single_name(value: object, path: str, what: str, problems: list[str]) -> str | None:
@@ -195,7 +232,7 @@ def parse_task_config(
     if "after" not in directives:
         problems.append(f"{label}.after: required (the triggers that must fire)")
     else:
-        after = _names(directives["after"], f"{label}.after", problems)
+        after = parse_entries(directives["after"], f"{label}.after", problems)
 
     run: str | None = None
     if "run" not in directives:
@@ -214,7 +251,7 @@ def parse_task_config(
 
     unless: tuple[str, ...] | None = ()
     if directives.get("unless") is not None:
-        unless = _names(directives["unless"], f"{label}.unless", problems)
+        unless = parse_entries(directives["unless"], f"{label}.unless", problems)
 
     with_params: dict[str, dict[str, Any]] = {}
     raw_params = directives.get("withParams")

@@ -10,17 +10,21 @@ whose ``after``/``andEvery``/``unless`` uses ``X`` (found through the task
 table's index, never by scanning every task), tasks in name order:
 
 1. If ``T`` has no instance yet (its counter is 0), create one. Otherwise offer
-   ``X`` to each *unstarted* instance of ``T``: an ``after`` trigger it has not
-   recorded is recorded with ``K`` (first kwargs win); an ``unless`` trigger it
-   has not recorded is recorded. If ``X`` is ``T``'s ``andEvery`` and no
-   unstarted instance recorded it just now, create a new instance.
+   ``X`` to each *unstarted* instance of ``T``: if ``X`` is a trigger name in
+   ``T``'s ``after`` (anywhere, groups included) or its ``andEvery``, and the
+   instance has not recorded it, it is recorded with ``K`` (first kwargs win);
+   if ``X`` is a name in ``T``'s ``unless`` and not recorded, it is recorded.
+   If ``X`` is ``T``'s ``andEvery`` and no unstarted instance recorded it just
+   now, create a new instance.
 2. A new instance is seeded with the session's *latest* kwargs of ``T``'s other
-   required triggers and with ``T``'s other ``unless`` triggers that already
-   fired; then ``X`` is applied to it.
-3. Each unstarted instance of ``T`` whose ``unless`` set is non-empty and fully
-   recorded is abandoned; otherwise, if all its required triggers are recorded,
-   it is scheduled (a ``ScheduleInstance`` effect, kwargs merged over
-   ``withParams``).
+   after/andEvery trigger names and with ``T``'s other ``unless`` names that
+   already fired; then ``X`` is applied to it.
+3. Each unstarted instance of ``T`` whose ``unless`` condition is satisfied
+   (non-empty; every entry satisfied, see :mod:`triggers_core.conditions`) is
+   abandoned; otherwise, if its ``after`` condition is satisfied and its
+   ``andEvery`` recorded (:meth:`~triggers_core.config.TaskConfig.is_ready`), it
+   is scheduled (a ``ScheduleInstance`` effect, kwargs merged over
+   ``withParams``). Without groups, that is: every trigger recorded.
 
 Finally the session records ``K`` as ``X``'s latest kwargs.
 
@@ -406,7 +410,7 @@ def task_kwargs(task: TaskConfig, recorded: Mapping[str, Mapping[str, Any]]) -> 
 def _new_instance(b: _Builder, task: TaskConfig, trigger: str) -> TaskInstance:
     number = b.next_number(task.name)
     seeded = {t: b.latest[t] for t in task.required_triggers if t != trigger and t in b.latest}
-    unless = frozenset(u for u in task.unless if u != trigger and u in b.latest)
+    unless = frozenset(u for u in task.unless_triggers if u != trigger and u in b.latest)
     name = instance_name(task.name, number)
     b.created.add(name)
     return TaskInstance(
@@ -436,7 +440,7 @@ def _offer(
     if trigger in task.required_triggers and trigger not in instance.kwargs:
         new_kwargs = {**instance.kwargs, trigger: kwargs}
     new_unless = instance.unless_fired
-    if trigger in task.unless and trigger not in instance.unless_fired:
+    if trigger in task.unless_triggers and trigger not in instance.unless_fired:
         new_unless = instance.unless_fired | {trigger}
     if new_kwargs is instance.kwargs and new_unless is instance.unless_fired:
         return instance
@@ -507,9 +511,9 @@ def _apply_fire(b: _Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str,
                     _offer(_new_instance(b, task, trigger), task, trigger, kwargs, b.cascade_depth)
                 )
         for instance in b.unstarted(task_name):
-            if unless and unless <= instance.unless_fired:
+            if unless and task.is_abandoned_by(instance.unless_fired):
                 b.put(_set_status(instance, Status.ABANDONED, b.ts))
-            elif required <= instance.kwargs.keys():
+            elif task.is_ready(instance.kwargs):
                 if _cascade_depth(instance) > b.max_cascade_depth:
                     b.put(_too_deep(b, instance))
                     continue

@@ -150,9 +150,9 @@ def is_unsettled(task: TaskConfig | None, instance: TaskInstance) -> bool:
     recorded = instance.kwargs
     if task.and_every is not None and task.and_every not in recorded:
         return True
-    if task.unless and task.unless_triggers <= instance.unless_fired:
+    if task.is_abandoned_by(instance.unless_fired):
         return True
-    return task.required_triggers <= recorded.keys()
+    return task.is_ready(recorded)
 
 
 def unsettled_of(
@@ -218,7 +218,7 @@ def reads_every_unstarted(
     fire then needs only ``task``'s unsettled instances. The engine recomputes
     ``settled`` for the tasks this is True for, from the instances it read.
     """
-    if trigger == task.and_every and trigger not in task.unless:
+    if trigger == task.and_every and trigger not in task.unless_triggers:
         return False
     known = settled.get(task.name)
     return known is None or trigger not in known
@@ -237,7 +237,7 @@ def read_in_full(
     found = [t for t in tasks.using(trigger) if trigger not in known(t, nothing)]
     renewed = tasks.renewed_by(trigger)
     if found and renewed:  # the trigger is only the andEvery trigger of these: never in full
-        found = [t for t in found if t not in renewed or trigger in tasks[t].unless]
+        found = [t for t in found if t not in renewed or trigger in tasks[t].unless_triggers]
     return found
 
 

@@ -55,7 +55,7 @@ class TaskTable(Mapping[str, TaskConfig]):
         found: dict[str, set[str]] = {}
         renewed: dict[str, set[str]] = {}
         for name, task in self._tasks.items():
-            triggers = {*task.after, *task.unless}
+            triggers = {*task.after_names, *task.unless_names}
             if task.and_every is not None:
                 triggers.add(task.and_every)
                 renewed.setdefault(task.and_every, set()).add(name)
