@@ -106,8 +106,8 @@ class TaskConfig:
 
         Every ``after`` entry is satisfied and ``andEvery`` is recorded.
         """
-        if not self._grouped_after:
-            for trigger in self._required:
+        if not self._grouped_after:  # a loop: no generator on the fire path
+            for trigger in self._required:  # noqa: SIM110
                 if trigger not in recorded:
                     return False
             return True
@@ -123,7 +123,7 @@ class TaskConfig:
         if not self.unless:
             return False
         if not self._grouped_unless:
-            for trigger in self._unless_set:
+            for trigger in self._unless_set:  # noqa: SIM110
                 if trigger not in recorded:
                     return False
             return True

@@ -137,7 +137,8 @@ def test_error_message_lists_every_problem() -> None:
         ({"after": ["x", ""], "run": "A"}, "t_a.after[1]: trigger name must not be empty"),
         (
             {"after": ["x", 3], "run": "A"},
-            't_a.after[1]: expected a trigger name or a group ({"anyOf": [...]} or {"atLeast": N, "of": [...]}), got int',
+            "t_a.after[1]: expected a trigger name or a group "
+            '({"anyOf": [...]} or {"atLeast": N, "of": [...]}), got int',
         ),
         ({"after": None, "run": "A"}, "t_a.after: expected a list of trigger names, got NoneType"),
         ({"after": [], "run": "A"}, "t_a.after: must name at least one trigger (or give andEvery)"),

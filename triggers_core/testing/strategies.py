@@ -167,8 +167,8 @@ def triggers_used(config: Mapping[str, Any]) -> list[str]:
     tasks = _parsed(config)
     names: set[str] = set(tasks)
     for task in tasks.values():
-        names.update(task.after)
-        names.update(task.unless)
+        names.update(task.after_names)
+        names.update(task.unless_names)
         if task.and_every is not None:
             names.add(task.and_every)
     return sorted(names)
