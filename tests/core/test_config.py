@@ -230,7 +230,7 @@ def test_to_json_is_the_canonical_form() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(task_configurations(max_tasks=5))
+@given(task_configurations(max_tasks=5, groups=True))
 def test_parse_to_json_round_trip(raw: dict[str, dict[str, Any]]) -> None:
     """Property: for every valid configuration, parse(to_json(parse(raw))) == parse(raw)."""
     tasks = parse_configuration(raw)

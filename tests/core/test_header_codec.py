@@ -37,7 +37,7 @@ def header(state: SessionState) -> SessionState:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.data(), session_states(min_triggers=2, max_triggers=8))
+@given(st.data(), session_states(min_triggers=2, max_triggers=8, groups=True))
 def test_a_codec_reused_across_operations_agrees_with_the_plain_functions(
     data: st.DataObject, state: SessionState
 ) -> None:

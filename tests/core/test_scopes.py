@@ -84,10 +84,12 @@ def draw_scoped_operation(
         return kind, lambda s: engine.fire(s, trigger, kwargs, now=NOW), fire_scope(trigger)
     if kind == "update_configuration":
         config = data.draw(
-            task_configurations(max_tasks=2)
+            task_configurations(max_tasks=2, groups=True)
             | st.builds(
                 lambda d, n: {n: d},
-                task_configurations(min_tasks=1, max_tasks=1).map(lambda c: next(iter(c.values()))),
+                task_configurations(min_tasks=1, max_tasks=1, groups=True).map(
+                    lambda c: next(iter(c.values()))
+                ),
                 st.sampled_from([*sorted(state.tasks), "t_new"]),
             )
         )
@@ -221,7 +223,7 @@ def forget_some_settled(data: st.DataObject, state: SessionState) -> SessionStat
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.data(), session_states(min_triggers=2, max_triggers=10))
+@given(st.data(), session_states(min_triggers=2, max_triggers=10, groups=True))
 def test_every_operation_gives_the_same_result_on_its_narrowed_working_set(
     data: st.DataObject, start: SessionState
 ) -> None:
@@ -283,7 +285,7 @@ def assert_every_fire_exact(state: SessionState) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.data(), session_states(min_triggers=2, max_triggers=10))
+@given(st.data(), session_states(min_triggers=2, max_triggers=10, groups=True))
 def test_forcing_an_instance_back_to_unstarted_keeps_every_fire_exact(
     data: st.DataObject, state: SessionState
 ) -> None:
@@ -302,7 +304,7 @@ def test_forcing_an_instance_back_to_unstarted_keeps_every_fire_exact(
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.data(), session_states(min_triggers=2, max_triggers=10))
+@given(st.data(), session_states(min_triggers=2, max_triggers=10, groups=True))
 def test_replacing_a_task_keeps_every_fire_exact(data: st.DataObject, state: SessionState) -> None:
     """Property: after ``update_configuration`` replaces any task of a reachable state
     with any other valid directives (its waiting instances may become complete,
@@ -311,7 +313,7 @@ def test_replacing_a_task_keeps_every_fire_exact(data: st.DataObject, state: Ses
     """
     name = data.draw(st.sampled_from(sorted(state.tasks)))
     directives = data.draw(
-        task_configurations(min_tasks=1, max_tasks=1, cascades=False).map(
+        task_configurations(min_tasks=1, max_tasks=1, cascades=False, groups=True).map(
             lambda c: next(iter(c.values()))
         )
     )
@@ -327,7 +329,7 @@ def test_replacing_a_task_keeps_every_fire_exact(data: st.DataObject, state: Ses
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.data(), session_states(min_triggers=2, max_triggers=10))
+@given(st.data(), session_states(min_triggers=2, max_triggers=10, groups=True))
 def test_a_fire_never_loads_resolved_history_or_settled_every_instances(
     data: st.DataObject, state: SessionState
 ) -> None:
@@ -346,7 +348,7 @@ def test_a_fire_never_loads_resolved_history_or_settled_every_instances(
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.data(), session_states(min_triggers=2, max_triggers=10))
+@given(st.data(), session_states(min_triggers=2, max_triggers=10, groups=True))
 def test_still_settled_is_the_intersection_with_what_an_instance_recorded(
     data: st.DataObject, state: SessionState
 ) -> None:

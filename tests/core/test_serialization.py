@@ -174,7 +174,7 @@ def test_a_version_1_document_loads_with_unsettled_derived_from_its_instances() 
 
 
 @settings(max_examples=100, deadline=None)
-@given(session_states())
+@given(session_states(groups=True))
 def test_every_generated_state_round_trips(state: SessionState) -> None:
     """Property: every reachable state s survives JSON text unchanged.
 

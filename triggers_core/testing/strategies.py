@@ -20,6 +20,7 @@ task drawn *before* it, so cascades never form a cycle). This module needs
 
 from __future__ import annotations
 
+import json
 import logging
 import string
 from collections import deque
@@ -41,6 +42,7 @@ from triggers_core.testing.simulate import Failure
 
 __all__ = [
     "DEFAULT_TRIGGER_POOL",
+    "condition_entries",
     "failures",
     "json_kwargs",
     "json_values",
@@ -116,6 +118,7 @@ def task_configurations(
     with_params: bool = True,
     using: bool = True,
     extras: bool = True,
+    groups: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Valid configurations ``{task_name: directives}`` that ``parse_configuration`` accepts.
 
@@ -123,7 +126,9 @@ def task_configurations(
     ``cascades``, the names of tasks drawn before it (so cascades are acyclic
     and every simulation terminates). The flags switch the optional directives
     on or off: ``andEvery``, ``unless``, ``withParams``, ``using`` and extra
-    keys (kept verbatim as extras).
+    keys (kept verbatim as extras). With ``groups``, ``after`` and ``unless``
+    entries may be condition groups (``anyOf``, ``atLeast``; see
+    :func:`condition_entries`).
     """
     names = draw(st.lists(task_names(), min_size=min_tasks, max_size=max_tasks, unique=True))
     config: dict[str, dict[str, Any]] = {}
@@ -132,15 +137,21 @@ def task_configurations(
         pick = st.sampled_from(available)
         directives: dict[str, Any] = {}
         every = draw(st.none() | pick) if and_every else None
-        after = draw(st.lists(pick, min_size=0 if every else 1, max_size=3, unique=True))
+        entries = condition_entries(pick) if groups else pick
+        after = draw(
+            st.lists(entries, min_size=0 if every else 1, max_size=3, unique_by=_entry_key)
+        )
         directives["after"] = after
         directives["run"] = draw(st.sampled_from(("PassThruTask", "DevNullTask", "score.Compute")))
         if every is not None:
             directives["andEvery"] = every
         if unless and draw(st.booleans()):
-            directives["unless"] = draw(st.lists(pick, min_size=1, max_size=2, unique=True))
+            directives["unless"] = draw(
+                st.lists(entries, min_size=1, max_size=2, unique_by=_entry_key)
+            )
         if with_params and draw(st.booleans()):
-            targets = st.sampled_from([*after, *([every] if every else []), *trigger_pool])
+            named = [e for e in after if isinstance(e, str)]
+            targets = st.sampled_from([*named, *([every] if every else []), *trigger_pool])
             directives["withParams"] = draw(st.dictionaries(targets, json_kwargs(), max_size=2))
         if using and draw(st.booleans()):
             directives["using"] = draw(st.sampled_from(("threading", "celery")))
@@ -151,6 +162,35 @@ def task_configurations(
             directives.update(draw(st.dictionaries(keys, json_values(), max_size=2)))
         config[name] = directives
     return config
+
+
+def _entry_key(entry: Any) -> str:
+    return json.dumps(entry, sort_keys=True)
+
+
+def condition_entries(
+    names: st.SearchStrategy[str], *, max_depth: int = 2
+) -> st.SearchStrategy[Any]:
+    """``after``/``unless`` entries in JSON form: a name from ``names``, or a group.
+
+    Groups (``{"anyOf": [...]}``, ``{"atLeast": N, "of": [...]}``) hold 1-3
+    distinct members and nest up to ``max_depth`` deep.
+    """
+    if max_depth <= 0:
+        return names
+    members = st.lists(
+        condition_entries(names, max_depth=max_depth - 1),
+        min_size=1,
+        max_size=3,
+        unique_by=_entry_key,
+    )
+
+    def group(items: list[Any]) -> st.SearchStrategy[dict[str, Any]]:
+        return st.just({"anyOf": items}) | st.integers(1, len(items)).map(
+            lambda n: {"atLeast": n, "of": items}
+        )
+
+    return names | members.flatmap(group)
 
 
 def _parsed(config: Mapping[str, Any]) -> dict[str, TaskConfig]:
