@@ -118,7 +118,9 @@ def test_parsed_form_and_flattened_names() -> None:
     assert task.required_triggers == {"x", "a", "b", "c", "tick"}
     assert task.unless_names == ("u", "v")
     assert task.has_groups
-    assert task.uses("c") and task.uses("v") and not task.uses("w")
+    assert task.uses("c")
+    assert task.uses("v")
+    assert not task.uses("w")
     assert task.to_json()["after"] == raw
 
 
@@ -145,7 +147,7 @@ def test_plain_configuration_is_unchanged_in_form() -> None:
 def test_is_ready(after: list[Any], recorded: set[str], ready: bool) -> None:
     task = parse_configuration({"t": {"after": after, "run": "A"}})["t"]
     assert task.is_ready(recorded) is ready
-    assert task.is_ready(dict.fromkeys(recorded, {})) is ready
+    assert task.is_ready({key: {} for key in recorded}) is ready
 
 
 def test_and_every_is_required_beside_the_groups() -> None:
