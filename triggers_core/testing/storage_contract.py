@@ -94,6 +94,11 @@ AWKWARD_UIDS: tuple[str, ...] = (
 _CONFIG: Mapping[str, Any] = {
     "t_alpha": {"after": ["a"], "run": "contract_task"},
     "t_beta": {"after": ["a", "b"], "unless": ["c"], "run": "contract_task"},
+    "t_gamma": {
+        "after": [{"anyOf": ["x", {"atLeast": 2, "of": ["y", "z", "b"]}]}],
+        "unless": [{"anyOf": ["c", "w"]}],
+        "run": "contract_task",
+    },
 }
 _TASKS = engine.update_configuration(SessionState(), _CONFIG).state.tasks
 
@@ -631,6 +636,11 @@ class StorageContract:
         reopened = self.make_storage(uid)
         assert reopened["t_beta#0"].kwargs == {"a": {"n": 1}, "b": {"n": 2}}
         assert reopened.latest_kwargs == {"a": {"n": 1}, "b": {"n": 2}}
+        # Condition groups are stored as configured; one member of two is not enough.
+        assert reopened.tasks["t_gamma"].to_json()["after"] == _CONFIG["t_gamma"]["after"]
+        assert reopened["t_gamma#0"].status is Status.UNSTARTED
+        assert manager.fire("z", {"n": 3})[0].name == "t_gamma#0"
+        assert self.make_storage(uid)["t_gamma#0"].kwargs == {"b": {"n": 2}, "z": {"n": 3}}
 
     # -- data limits and integrity ----------------------------------------------------
 
