@@ -228,7 +228,7 @@ def parse_task_config(
         if not isinstance(key, str):
             problems.append(f"{label}[{key!r}]: directive names must be strings")
 
-    after: tuple[str, ...] | None = ()
+    after: tuple[Entry, ...] | None = ()
     if "after" not in directives:
         problems.append(f"{label}.after: required (the triggers that must fire)")
     else:
@@ -249,7 +249,7 @@ def parse_task_config(
     if after == () and and_every is None and "after" in directives:
         problems.append(f"{label}.after: must name at least one trigger (or give andEvery)")
 
-    unless: tuple[str, ...] | None = ()
+    unless: tuple[Entry, ...] | None = ()
     if directives.get("unless") is not None:
         unless = parse_entries(directives["unless"], f"{label}.unless", problems)
 
