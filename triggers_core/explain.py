@@ -7,7 +7,7 @@ trigger that is a task's cascade, where that task is), which ``unless``
 triggers fired, why it was abandoned, where a failure came from, whether it
 is stale. :func:`what_if` answers "what would firing X do now?" by running
 the engine on the state (nothing is stored: the state is immutable) and then
-the cascade under an idealised runner (:func:`~triggers_core.testing.simulate.run_simulation`:
+the cascade under an idealised runner (:func:`~triggers_core.simulation.run_simulation`:
 every scheduled instance finishes at once with ``{}``, unless ``results`` say
 otherwise)::
 
@@ -39,8 +39,8 @@ from triggers_core.requirements import (
     unless_complete,
     unless_recorded,
 )
+from triggers_core.simulation import Results, run_simulation
 from triggers_core.state import SessionState, Status, TaskInstance
-from triggers_core.testing.simulate import Results, run_simulation
 
 __all__ = [
     "FailureInfo",
@@ -481,7 +481,7 @@ def what_if(
     """What firing ``trigger`` with ``kwargs`` on ``state`` would do (nothing is stored).
 
     The fire runs through :func:`triggers_core.engine.fire`; the cascade
-    through :func:`~triggers_core.testing.simulate.run_simulation` from the
+    through :func:`~triggers_core.simulation.run_simulation` from the
     same state, where each instance scheduled finishes with ``{}`` (or what
     ``results`` say: ``{instance_or_task_name: result or Failure}``).
     Instances already scheduled or running before the fire are not run.

@@ -38,6 +38,15 @@ def test_importing_the_core_imports_no_cli_dependency() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_the_command_line_registers_no_sample_task() -> None:
+    code = (
+        "import sys, triggers_core.cli; from triggers_core.tasks import registered_tasks; "
+        "print(sorted(registered_tasks()), 'triggers_core.testing' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[] False"
+
+
 def test_check(demo: Path) -> None:
     assert data(demo, "check", "questionnaire.json") == {
         "valid": True,
@@ -62,8 +71,8 @@ def test_check(demo: Path) -> None:
 
 
 def test_check_counts_only_the_tasks_the_application_registers(demo: Path) -> None:
-    # The command line itself imports the sample tasks; an application that does
-    # not import them does not have them.
+    # The command line registers no sample task; an application that does not
+    # import them does not have them.
     (demo / "samples.json").write_text('{"t_a": {"after": ["x"], "run": "triggers.DevNullTask"}}')
     without = run(demo, "check", "samples.json", "--app", "survey_tasks")
     assert without.returncode == 1

@@ -27,9 +27,9 @@ from triggers_core.errors import ConfigurationError
 from triggers_core.lint import lint
 from triggers_core.render import edges, to_dot, to_mermaid
 from triggers_core.requirements import missing_after
+from triggers_core.simulation import Failure, run_simulation
 from triggers_core.state import Status
 from triggers_core.tasks import registered_tasks
-from triggers_core.testing.simulate import Failure, run_simulation
 
 __all__ = ["check", "graph", "simulate"]
 
@@ -46,17 +46,6 @@ def parse_or_fail(raw: Mapping[str, Any], path: Path) -> dict[str, TaskConfig]:
         fail(f"{path}: {exc}")
 
 
-def _registered_by(apps: tuple[str, ...]) -> list[str]:
-    """The task names an application registers: the library's sample tasks (registered
-    because this command line imports the testing toolbox) only if it imports them too."""
-    samples = "triggers_core.testing"
-    return sorted(
-        name
-        for name, cls in registered_tasks().items()
-        if not cls.__module__.startswith(f"{samples}.") or samples in apps
-    )
-
-
 @click.command()
 @CONFIG
 @app_option
@@ -69,7 +58,9 @@ def check(*, config_path: Path, apps: tuple[str, ...], as_json: bool) -> None:
     """
     import_modules(apps)
     raw = load_config_file(config_path)
-    registry = _registered_by(apps) if apps else None
+    # The command line registers no task of its own (it never imports the testing
+    # toolbox and its sample tasks): what is registered now is the application's.
+    registry = sorted(registered_tasks()) if apps else None
     try:
         findings = lint(raw, task_registry=registry)
     except ConfigurationError as exc:

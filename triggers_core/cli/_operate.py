@@ -26,9 +26,9 @@ from triggers_core.cli._common import (
 )
 from triggers_core.manager import TriggerManager
 from triggers_core.runners import ThreadingTaskRunner
+from triggers_core.simulation import ReplayFailed, SkipFailed, Step, run_simulation
 from triggers_core.state import SessionState
 from triggers_core.tasks import registered_tasks
-from triggers_core.testing.simulate import ReplayFailed, SkipFailed, Step, run_simulation
 
 __all__ = ["fire", "replay", "skip"]
 
