@@ -3,11 +3,13 @@
 "Why didn't my task run?" is answered from a loaded session state (pass
 ``storage.load_full().state``): :func:`explain` tells, for a task or an
 instance, which ``after`` triggers an instance still waits for (and, for a
-trigger that is a task's cascade, where that task is), which ``unless``
-triggers fired, why it was abandoned, where a failure came from, whether it
-is stale. :func:`what_if` answers "what would firing X do now?" by running
-the engine on the state (nothing is stored: the state is immutable) and then
-the cascade under an idealised runner (:func:`~triggers_core.simulation.run_simulation`:
+trigger that is a task's cascade, where that task is; for a group, how many
+more of which members: ``any one of: 'a', 'b'``, ``2 more of: 'c', 'd', 'e'``),
+which ``unless`` triggers fired and what would still abandon it, why it was
+abandoned, where a failure came from, whether it is stale. :func:`what_if`
+answers "what would firing X do now?" by running the engine on the state
+(nothing is stored: the state is immutable) and then the cascade under an
+idealised runner (:func:`~triggers_core.simulation.run_simulation`:
 every scheduled instance finishes at once with ``{}``, unless ``results`` say
 otherwise)::
 
@@ -33,7 +35,13 @@ from triggers_core.config import TaskConfig
 from triggers_core.errors import TriggersError
 from triggers_core.listing import STALE_STATUSES, status_since
 from triggers_core.requirements import (
+    Lack,
+    Missing,
     after_triggers,
+    condition_words,
+    grouped,
+    lack_to_json,
+    lack_words,
     missing_after,
     missing_unless,
     unless_complete,
@@ -48,6 +56,7 @@ __all__ = [
     "TaskExplanation",
     "UnknownNameError",
     "Waiting",
+    "WaitingGroup",
     "WhatIf",
     "explain",
     "explain_instance",
@@ -99,6 +108,10 @@ class Waiting:
     #: That task's instances and their statuses, oldest first.
     task_instances: tuple[tuple[str, Status], ...] = ()
 
+    def short(self) -> str:
+        """The trigger name (what the ``inspect`` command lists)."""
+        return self.trigger
+
     def words(self) -> str:
         """One phrase: the trigger and what is known about it."""
         text = repr(self.trigger) + (" (andEvery)" if self.directive == "andEvery" else "")
@@ -120,6 +133,49 @@ class Waiting:
             "task": self.task,
             "taskInstances": {name: status.value for name, status in self.task_instances},
         }
+
+
+@attrs.frozen
+class WaitingGroup:
+    """A group in ``after`` that an unstarted instance has not satisfied yet."""
+
+    #: How many more of which members (see :class:`~triggers_core.requirements.Missing`).
+    missing: Missing
+    #: The members not satisfied yet, each explained.
+    members: tuple[Waiting | WaitingGroup, ...]
+
+    @property
+    def path(self) -> str:
+        """Where the group is written (``t_a.after[1]``)."""
+        return self.missing.path
+
+    def short(self) -> str:
+        """One phrase, nested groups in parentheses: ``any one of (a, 2 of (b, c, d))``."""
+        return self.missing.words()
+
+    def words(self) -> str:
+        """The group's line: ``any one of: 'a', 'b'``, ``2 more of: 'c', 'd', 'e'``."""
+        members = ", ".join(lack_words(m, repr) for m in self.missing.members)
+        return f"{self.missing.phrase()}: {members}"
+
+    def to_json(self) -> dict[str, Any]:
+        """As a JSON-compatible mapping (``group`` is the group as configured)."""
+        return {
+            "path": self.path,
+            "need": self.missing.need,
+            "satisfied": self.missing.satisfied,
+            "members": [m.to_json() for m in self.members],
+            "group": self.missing.group.to_json(),
+        }
+
+
+def _waiting_lines(items: tuple[Waiting | WaitingGroup, ...], indent: str) -> list[str]:
+    lines = []
+    for item in items:
+        lines.append(f"{indent}- {item.words()}")
+        if isinstance(item, WaitingGroup):
+            lines.extend(_waiting_lines(item.members, indent + "  "))
+    return lines
 
 
 @attrs.frozen
@@ -149,12 +205,14 @@ class InstanceExplanation:
     instance: str
     task: str
     status: Status
-    #: Unstarted: every trigger it waits for is recorded (None for other statuses).
+    #: Unstarted: its ``after`` condition is satisfied (None for other statuses).
     ready: bool | None
-    waiting_for: tuple[Waiting, ...]
-    #: The ``unless`` triggers it recorded, and those it has not.
+    #: Unstarted: each ``after`` entry (and ``andEvery``) not satisfied yet.
+    waiting_for: tuple[Waiting | WaitingGroup, ...]
+    #: The ``unless`` triggers it recorded; the ``unless`` entries not satisfied yet
+    #: (names, and :class:`~triggers_core.requirements.Missing` groups).
     unless_fired: tuple[str, ...]
-    unless_missing: tuple[str, ...]
+    unless_missing: tuple[Lack, ...]
     failure: FailureInfo | None
     #: Replays: the instance this one replays, how many replays deep, its own replacement.
     parent: str | None
@@ -176,7 +234,7 @@ class InstanceExplanation:
             "ready": self.ready,
             "waitingFor": [w.to_json() for w in self.waiting_for],
             "unlessFired": list(self.unless_fired),
-            "unlessMissing": list(self.unless_missing),
+            "unlessMissing": [lack_to_json(m) for m in self.unless_missing],
             "failure": None if self.failure is None else self.failure.to_json(),
             "parent": self.parent,
             "depth": self.depth,
@@ -260,14 +318,13 @@ def explain_task(
 
 def _why_no_instance(state: SessionState, task: TaskConfig) -> list[str]:
     name = task.name
-    waited = after_triggers(task)
     lines = [
         f"{name} has no instance yet: an instance is created when one of its triggers "
-        f"fires (after: {', '.join(waited)}"
-        + (f"; unless: {', '.join(task.unless)}" if task.unless else "")
+        f"fires (after: {condition_words(task, 'after')}"
+        + (f"; unless: {condition_words(task, 'unless')}" if task.unless else "")
         + ")"
     ]
-    early = [t for t in (*waited, *task.unless) if t in state.latest_kwargs]
+    early = [t for t in (*after_triggers(task), *task.unless_names) if t in state.latest_kwargs]
     if early:
         lines.append(
             f"{', '.join(map(repr, early))} fired in this session before {name} was "
@@ -337,27 +394,44 @@ def explain_instance(
 
 def _waiting(
     state: SessionState, task: TaskConfig | None, instance: TaskInstance
-) -> tuple[Waiting, ...]:
+) -> tuple[Waiting | WaitingGroup, ...]:
     if task is None:
         return ()
-    found = []
-    for trigger in missing_after(task, instance.kwargs):
-        upstream = state.tasks.get(trigger)
-        found.append(
-            Waiting(
-                trigger=trigger,
-                directive="andEvery" if trigger == task.and_every else "after",
-                fired_in_session=trigger in state.latest_kwargs,
-                task=None if upstream is None else trigger,
-                task_instances=tuple((i.name, i.status) for i in state.instances_of(trigger)),
-            )
+
+    def explained(lack: Lack, directive: str) -> Waiting | WaitingGroup:
+        if isinstance(lack, Missing):
+            return WaitingGroup(lack, tuple(explained(m, "after") for m in lack.members))
+        upstream = state.tasks.get(lack)
+        return Waiting(
+            trigger=lack,
+            directive=directive,
+            fired_in_session=lack in state.latest_kwargs,
+            task=None if upstream is None else lack,
+            task_instances=tuple((i.name, i.status) for i in state.instances_of(lack)),
         )
-    return tuple(found)
+
+    return tuple(
+        explained(lack, "andEvery" if lack == task.and_every else "after")
+        for lack in missing_after(task, instance.kwargs)
+    )
 
 
-def _and(names: tuple[str, ...]) -> str:
-    quoted = [repr(n) for n in names]
-    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+def _and(phrases: list[str]) -> str:
+    return phrases[0] if len(phrases) == 1 else f"{', '.join(phrases[:-1])} and {phrases[-1]}"
+
+
+def _unless_line(e: InstanceExplanation) -> str | None:
+    """``unless: 'a' fired; it is abandoned if 'b' fires too before it runs`` (None if moot)."""
+    if not e.unless_missing:
+        return None
+    left = _and([lack_words(m, repr) for m in e.unless_missing])
+    (first, *more) = e.unless_missing
+    one = not more and (isinstance(first, str) or first.need == 1)
+    verb = "fires" if one else "fire"
+    if e.unless_fired:
+        fired = _and([repr(n) for n in e.unless_fired])
+        return f"  unless: {fired} fired; it is abandoned if {left} {verb} too before it runs"
+    return f"  unless: it is abandoned if {left} {verb} before it runs"
 
 
 def _words(
@@ -376,13 +450,15 @@ def _words(
         lines.append(f"{name} is {status}; its task {instance.task_name} is not configured")
     elif status is Status.UNSTARTED:
         if unless_complete(task, instance):
+            grouped_unless = grouped(task, "unless")
+            met = "its unless condition is met" if grouped_unless else "every unless trigger fired"
             lines.append(
-                f"{name} is unstarted, but every unless trigger fired: the next fire that "
-                f"reaches {task.name} abandons it"
+                f"{name} is unstarted, but {met}: the next fire that reaches {task.name} "
+                "abandons it"
             )
         elif e.waiting_for:
             lines.append(f"{name} is not ready: it waits for")
-            lines.extend(f"  - {w.words()}" for w in e.waiting_for)
+            lines.extend(_waiting_lines(e.waiting_for, "  "))
         else:
             lines.append(
                 f"{name} is unstarted but every trigger it waits for is recorded (the "
@@ -405,7 +481,10 @@ def _words(
         )
     elif status is Status.ABANDONED:
         fired = ", ".join(map(repr, e.unless_fired)) or "(none recorded)"
-        lines.append(f"{name} was abandoned{at}: every unless trigger fired ({fired})")
+        if task is not None and grouped(task, "unless"):
+            lines.append(f"{name} was abandoned{at}: its unless condition was met ({fired} fired)")
+        else:
+            lines.append(f"{name} was abandoned{at}: every unless trigger fired ({fired})")
     elif status is Status.REPLAYED:
         clone = state.instances.get(e.replayed_as or "")
         now_is = "" if clone is None else f", which is {clone.status}"
@@ -415,15 +494,9 @@ def _words(
     else:
         lines.append(f"{name} is {status}{at}")
     if status is Status.UNSTARTED and task is not None and task.unless:
-        left = _and(e.unless_missing)
-        verb = "fires" if len(e.unless_missing) == 1 else "fire"
-        if e.unless_fired and e.unless_missing:
-            lines.append(
-                f"  unless: {_and(e.unless_fired)} fired; it is abandoned if {left} {verb} "
-                "too before it runs"
-            )
-        elif e.unless_missing:
-            lines.append(f"  unless: it is abandoned if {left} {verb} before it runs")
+        unless = _unless_line(e)
+        if unless is not None:
+            lines.append(unless)
     if e.parent is not None:
         lines.append(f"  a replay of {e.parent} (replay depth {e.depth})")
     return lines

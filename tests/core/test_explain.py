@@ -16,11 +16,13 @@ from triggers_core.explain import (
     TaskExplanation,
     UnknownNameError,
     Waiting,
+    WaitingGroup,
     explain,
     format_age,
     summary_line,
     what_if,
 )
+from triggers_core.requirements import lack_to_json
 from triggers_core.testing.simulate import ReplayFailed, run_simulation
 
 
@@ -281,3 +283,116 @@ def test_summary_lines_and_ages() -> None:
         "1d 1h",
         "0s",
     ]
+
+
+# -- condition groups ---------------------------------------------------------------------
+
+GROUPED: dict[str, Any] = {
+    "t_check": {"after": ["start", "x"], "run": "r"},
+    "t_notify": {"after": ["start", {"anyOf": ["email", "sms"]}], "run": "r"},
+    "t_review": {
+        "after": [{"atLeast": 2, "of": ["r1", "r2", "t_check"]}],
+        "unless": ["closed", {"anyOf": ["cancel", "withdraw"]}],
+        "run": "r",
+    },
+    "t_nested": {"after": [{"anyOf": ["a", {"atLeast": 2, "of": ["b", "c", "d"]}]}], "run": "r"},
+}
+
+
+def grouped(*steps: Any) -> SessionState:
+    return run_simulation(GROUPED, steps, now=T0).state
+
+
+def test_a_group_says_how_many_more_of_which_members() -> None:
+    state = grouped("start", "r1", "b", "closed")
+    assert explain(state, "t_notify#0").lines == (
+        "t_notify#0 is not ready: it waits for",
+        "  - any one of: 'email', 'sms'",
+        "    - 'email': never fired in this session",
+        "    - 'sms': never fired in this session",
+    )
+    review = explain(state, "t_review#0")
+    assert isinstance(review, InstanceExplanation)
+    assert review.lines == (
+        "t_review#0 is not ready: it waits for",
+        "  - one more of: 'r2', 't_check'",
+        "    - 'r2': never fired in this session",
+        "    - 't_check': the cascade of t_check (t_check#0 unstarted)",
+        "  unless: 'closed' fired; it is abandoned if any one of ('cancel', 'withdraw') fires "
+        "too before it runs",
+    )
+    (group,) = review.waiting_for
+    assert isinstance(group, WaitingGroup)
+    assert (group.path, group.missing.need, group.missing.satisfied) == ("t_review.after[0]", 1, 1)
+    assert group.short() == "one more of (r2, t_check)"
+    assert review.unless_fired == ("closed",)
+    assert [lack_to_json(m) for m in review.unless_missing] == [
+        {
+            "path": "t_review.unless[1]",
+            "need": 1,
+            "satisfied": 0,
+            "missing": ["cancel", "withdraw"],
+            "group": {"anyOf": ["cancel", "withdraw"]},
+        }
+    ]
+
+
+def test_nested_groups_read_as_nested_lists() -> None:
+    e = explain(grouped("b"), "t_nested#0")
+    assert isinstance(e, InstanceExplanation)
+    assert e.lines == (
+        "t_nested#0 is not ready: it waits for",
+        "  - any one of: 'a', one more of ('c', 'd')",
+        "    - 'a': never fired in this session",
+        "    - one more of: 'c', 'd'",
+        "      - 'c': never fired in this session",
+        "      - 'd': never fired in this session",
+    )
+    assert e.to_json()["waitingFor"][0]["members"][1] == {
+        "path": "t_nested.after[0].anyOf[1]",
+        "need": 1,
+        "satisfied": 1,
+        "members": [
+            Waiting("c", "after", False).to_json(),
+            Waiting("d", "after", False).to_json(),
+        ],
+        "group": {"atLeast": 2, "of": ["b", "c", "d"]},
+    }
+    untouched = explain(grouped("x"), "t_review")
+    assert untouched.lines == (
+        "t_review has no instance yet: an instance is created when one of its triggers fires "
+        "(after: 2 of (r1, r2, t_check); unless: closed, any one of (cancel, withdraw))",
+    )
+
+
+def test_a_group_of_two_or_more_needed_members() -> None:
+    config = {"t_a": {"after": ["go", {"atLeast": 2, "of": ["c", "d", "e"]}], "run": "r"}}
+    fresh = run_simulation(config, ["go"], now=T0).state
+    assert explain(fresh, "t_a#0").lines[1] == "  - 2 of: 'c', 'd', 'e'"
+    begun = run_simulation({}, ["c"], now=T0, state=fresh).state
+    assert explain(begun, "t_a#0").lines[1] == "  - one more of: 'd', 'e'"
+    config = {"t_b": {"after": [{"atLeast": 3, "of": ["c", "d", "e", "f"]}], "run": "r"}}
+    assert explain(run_simulation(config, ["c"], now=T0).state, "t_b#0").lines[1] == (
+        "  - 2 more of: 'd', 'e', 'f'"
+    )
+
+
+def test_an_unless_group_that_is_met_or_was_met() -> None:
+    pending = pure.update_status(
+        grouped("r1", "closed", "withdraw"), "t_review#0", "unstarted", now=T0
+    )
+    abandoned = grouped("r1", "closed", "withdraw")
+    e = explain(abandoned, "t_review#0")
+    assert e.lines == (
+        "t_review#0 was abandoned at 2024-05-01T12:00:00.000002+00:00: its unless condition "
+        "was met ('closed', 'withdraw' fired)",
+    )
+    assert explain(pending.state, "t_review#0").lines == (
+        "t_review#0 is unstarted, but its unless condition is met: the next fire that reaches "
+        "t_review abandons it",
+    )
+    waiting = explain(grouped("r1"), "t_review#0")
+    assert waiting.lines[-1] == (
+        "  unless: it is abandoned if 'closed' and any one of ('cancel', 'withdraw') fire "
+        "before it runs"
+    )

@@ -26,7 +26,7 @@ from triggers_core.config import TaskConfig, parse_configuration
 from triggers_core.errors import ConfigurationError
 from triggers_core.lint import lint
 from triggers_core.render import edges, to_dot, to_mermaid
-from triggers_core.requirements import missing_after
+from triggers_core.requirements import lack_words, missing_after
 from triggers_core.simulation import Failure, run_simulation
 from triggers_core.state import Status
 from triggers_core.tasks import registered_tasks
@@ -173,7 +173,7 @@ def simulate(
     for instance in instances:
         waiting = instance.status is Status.UNSTARTED
         missing = missing_after(tasks[instance.task_name], instance.kwargs) if waiting else ()
-        table.add_row(instance.name, instance.status.value, ", ".join(missing))
+        table.add_row(instance.name, instance.status.value, ", ".join(map(lack_words, missing)))
     unused = sorted(set(tasks) - {i.task_name for i in instances})
     for name in unused:
         table.add_row(name, "(no instance)", "")

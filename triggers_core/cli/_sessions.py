@@ -97,7 +97,7 @@ def sessions(
 
 def _waiting(explained: InstanceExplanation) -> str:
     if explained.waiting_for:
-        return ", ".join(w.trigger for w in explained.waiting_for)
+        return ", ".join(w.short() for w in explained.waiting_for)
     if explained.failure is not None:
         return explained.failure.message
     return ""
@@ -130,7 +130,7 @@ def inspect(*, url: str, uid: str, stale: timedelta | None, now: datetime, as_js
                     {
                         "instance": e.instance,
                         "status": e.status.value,
-                        "waitingFor": [w.trigger for w in e.waiting_for],
+                        "waitingFor": [w.short() for w in e.waiting_for],
                         "error": None if e.failure is None else e.failure.message,
                         "ageSeconds": None if e.age is None else e.age.total_seconds(),
                         "stale": e.stale,
