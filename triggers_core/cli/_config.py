@@ -24,7 +24,7 @@ from triggers_core.cli._common import (
 )
 from triggers_core.config import TaskConfig, parse_configuration
 from triggers_core.errors import ConfigurationError
-from triggers_core.lint import lint
+from triggers_core.lint import Severity, lint
 from triggers_core.render import edges, to_dot, to_mermaid
 from triggers_core.requirements import lack_words, missing_after
 from triggers_core.simulation import Failure, run_simulation
@@ -53,8 +53,9 @@ def parse_or_fail(raw: Mapping[str, Any], path: Path) -> dict[str, TaskConfig]:
 def check(*, config_path: Path, apps: tuple[str, ...], as_json: bool) -> None:
     """Validate CONFIG (a JSON file) and lint it.
 
-    Exit 1 if the configuration is invalid or lint finds anything. With --app,
-    each `run` must name a trigger task those modules register.
+    Exit 1 if the configuration is invalid or lint finds an error or a warning
+    (hints alone exit 0). With --app, each `run` must name a trigger task those
+    modules register.
     """
     import_modules(apps)
     raw = load_config_file(config_path)
@@ -76,7 +77,7 @@ def check(*, config_path: Path, apps: tuple[str, ...], as_json: bool) -> None:
         click.echo(f"{len(findings)} finding{'s' if len(findings) != 1 else ''}")
     else:
         click.echo(f"{config_path}: {len(raw)} tasks, valid, no findings")
-    if findings:
+    if any(f.severity is not Severity.HINT for f in findings):
         raise SystemExit(1)
 
 
