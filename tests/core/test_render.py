@@ -8,7 +8,7 @@ from typing import Any
 from questionnaire import NO_EMAIL, QUESTIONNAIRE
 
 from triggers_core import parse_configuration
-from triggers_core.render import Edge, edges, to_dot, to_mermaid
+from triggers_core.render import Edge, GroupNode, edges, group_nodes, to_dot, to_mermaid
 from triggers_core.testing.simulate import simulate
 
 TASKS = parse_configuration(QUESTIONNAIRE)
@@ -154,3 +154,80 @@ def test_any_name_renders() -> None:
     mermaid = to_mermaid(tasks)
     assert '(["a #quot;quoted#quot; #lt;b#gt; #35;1 \\ back"])' in mermaid
     assert parse_dot(to_dot(tasks))["nodes"]["tr0"] == odd
+
+
+GROUPED = parse_configuration(
+    {
+        "t_a": {"after": ["x"], "run": "r"},
+        "t_b": {
+            "after": ["start", {"anyOf": ["t_a", "y", {"atLeast": 2, "of": ["p", "q", "r"]}]}],
+            "unless": [{"anyOf": ["cancel", "t_a"]}],
+            "run": "r",
+        },
+    }
+)
+
+
+def test_groups_are_nodes_between_their_members_and_their_task() -> None:
+    assert group_nodes(GROUPED) == [
+        GroupNode("t_b.after[1]", "t_b", "after", "", "any of"),
+        GroupNode("t_b.after[1].anyOf[2]", "t_b", "after", "t_b.after[1]", "2 of"),
+        GroupNode("t_b.unless[0]", "t_b", "unless", "", "any of"),
+    ]
+    assert Edge("t_a", "t_b", "cascade", group="t_b.after[1]") in edges(GROUPED)
+    assert Edge("t_a", "t_b", "unless", group="t_b.unless[0]") in edges(GROUPED)
+    assert Edge("start", "t_b", "after") in edges(GROUPED)
+    assert to_mermaid(GROUPED) == (
+        "flowchart LR\n"
+        '    tr0(["cancel"])\n'
+        '    tr1(["p"])\n'
+        '    tr2(["q"])\n'
+        '    tr3(["r"])\n'
+        '    tr4(["start"])\n'
+        '    tr5(["x"])\n'
+        '    tr6(["y"])\n'
+        '    tk0["t_a"]\n'
+        '    tk1["t_b"]\n'
+        '    gp0{{"any of"}}\n'
+        '    gp1{{"2 of"}}\n'
+        '    gp2{{"any of"}}\n'
+        "    tr0 -.-> gp2\n"
+        "    tr1 --> gp1\n"
+        "    tr2 --> gp1\n"
+        "    tr3 --> gp1\n"
+        "    tr4 --> tk1\n"
+        "    tk0 ==> gp0\n"
+        "    tk0 -.-> gp2\n"
+        "    tr5 --> tk0\n"
+        "    tr6 --> gp0\n"
+        "    gp0 --> tk1\n"
+        "    gp1 --> gp0\n"
+        "    gp2 -.->|unless| tk1\n"
+    )
+    dot = to_dot(GROUPED).splitlines()
+    assert dot[11:14] == [
+        '    gp0 [label="any of", shape=hexagon];',
+        '    gp1 [label="2 of", shape=hexagon];',
+        '    gp2 [label="any of", shape=hexagon];',
+    ]
+    assert dot[14:] == [
+        "    tr0 -> gp2 [style=dotted];",
+        "    tr1 -> gp1 [style=solid];",
+        "    tr2 -> gp1 [style=solid];",
+        "    tr3 -> gp1 [style=solid];",
+        "    tr4 -> tk1 [style=solid];",
+        "    tk0 -> gp0 [style=bold, penwidth=2];",
+        "    tk0 -> gp2 [style=dotted];",
+        "    tr5 -> tk0 [style=solid];",
+        "    tr6 -> gp0 [style=solid];",
+        "    gp0 -> tk1 [style=solid];",
+        "    gp1 -> gp0 [style=solid];",
+        '    gp2 -> tk1 [style=dotted, arrowhead=tee, label="unless"];',
+        "}",
+    ]
+
+
+def test_plain_configurations_draw_no_group_node() -> None:
+    assert group_nodes(TASKS) == []
+    assert all(not e.group for e in edges(TASKS))
+    assert "gp" not in to_mermaid(TASKS) + to_dot(TASKS)

@@ -25,7 +25,7 @@ from triggers_core.cli._common import (
 from triggers_core.config import TaskConfig, parse_configuration
 from triggers_core.errors import ConfigurationError
 from triggers_core.lint import Severity, lint
-from triggers_core.render import edges, to_dot, to_mermaid
+from triggers_core.render import edges, group_nodes, to_dot, to_mermaid
 from triggers_core.requirements import lack_words, missing_after
 from triggers_core.simulation import Failure, run_simulation
 from triggers_core.state import Status
@@ -99,7 +99,7 @@ def check(*, config_path: Path, apps: tuple[str, ...], as_json: bool) -> None:
 )
 @json_option
 def graph(*, config_path: Path, fmt: str, session: tuple[str, str] | None, as_json: bool) -> None:
-    """Draw CONFIG as a graph: triggers, tasks, after/andEvery/unless/cascade edges."""
+    """Draw CONFIG as a graph: triggers, tasks, groups, after/andEvery/unless/cascade edges."""
     tasks = parse_or_fail(load_config_file(config_path), config_path)
     instances = None
     if session:
@@ -120,7 +120,19 @@ def graph(*, config_path: Path, fmt: str, session: tuple[str, str] | None, as_js
                 "format": fmt,
                 "text": text,
                 "edges": [
-                    {"source": e.source, "target": e.target, "kind": e.kind} for e in edges(tasks)
+                    {"source": e.source, "target": e.target, "kind": e.kind}
+                    | ({"group": e.group} if e.group else {})
+                    for e in edges(tasks)
+                ],
+                "groups": [
+                    {
+                        "path": g.path,
+                        "task": g.task,
+                        "directive": g.directive,
+                        "parent": g.parent or None,
+                        "label": g.label,
+                    }
+                    for g in group_nodes(tasks)
                 ],
             }
         )
