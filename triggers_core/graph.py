@@ -7,7 +7,13 @@ A finished instance of task ``T`` fires the trigger ``T`` (its cascade). So:
   first are created *only* this way, so a cycle of these edges (a task naming
   itself included) is a configuration that runs without end once started.
 * :func:`cascade_edges`: ``T -> U`` when ``U`` waits for ``T`` (``after`` or
-  ``andEvery``): ``U`` cannot run before ``T`` finished.
+  ``andEvery``): without groups, ``U`` cannot run before ``T`` finished. A
+  name inside an ``after`` group counts too, though another member may then
+  satisfy the group first (so a cycle of these edges through a group need not
+  block anything: :mod:`triggers_core.lint` decides which tasks can run).
+
+``andEvery`` is always one trigger name, so condition groups never add or
+remove an :func:`and_every_edges` edge: the cycle check is the same with groups.
 
 :func:`find_cycles` reports one cycle per strongly connected component, as a
 path that returns to its start (``["t_a", "t_b", "t_a"]``). Everything here is
@@ -46,7 +52,8 @@ def and_every_edges(tasks: Mapping[str, TaskConfig]) -> dict[str, set[str]]:
 
 
 def cascade_edges(tasks: Mapping[str, TaskConfig]) -> dict[str, set[str]]:
-    """``T -> U`` for every task ``U`` that waits for the configured task ``T``."""
+    """``T -> U`` for every task ``U`` whose ``after`` (groups included) or ``andEvery``
+    names the configured task ``T``."""
     edges: dict[str, set[str]] = {name: set() for name in tasks}
     for name, task in tasks.items():
         for trigger in task.required_triggers:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 import sys
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from triggers_core.config import TaskConfig, parse_task_config
+from triggers_core.config import TaskConfig, parse_configuration, parse_task_config
+from triggers_core.errors import ConfigurationError
 from triggers_core.graph import (
     and_every_cycles,
     and_every_edges,
@@ -104,3 +106,53 @@ def test_and_every_cycles_of_a_configuration() -> None:
         }
     )
     assert and_every_cycles(tasks) == [["t_a", "t_b", "t_a"], ["t_self", "t_self"]]
+
+
+def test_cascade_edges_include_group_members() -> None:
+    tasks = tasks_of(
+        {
+            "t_a": {"after": [{"anyOf": ["x", "t_b"]}], "run": "A"},
+            "t_b": {"after": [{"atLeast": 1, "of": [{"anyOf": ["t_a", "y"]}]}], "run": "B"},
+        }
+    )
+    assert cascade_edges(tasks) == {"t_a": {"t_b"}, "t_b": {"t_a"}}
+    # A loop of cascades through groups is no andEvery cycle: nothing creates instances.
+    assert and_every_cycles(tasks) == []
+
+
+def test_an_and_every_cycle_is_found_when_the_configuration_uses_groups() -> None:
+    raw = {
+        "t_a": {"after": [{"anyOf": ["x", "y"]}], "andEvery": "t_b", "run": "A"},
+        "t_b": {
+            "after": [{"atLeast": 2, "of": ["x", "y", "z"]}],
+            "andEvery": "t_a",
+            "unless": [{"anyOf": ["stop", "t_a"]}],
+            "run": "B",
+        },
+    }
+    assert and_every_cycles(tasks_of(raw)) == [["t_a", "t_b", "t_a"]]
+    with pytest.raises(ConfigurationError) as caught:
+        parse_configuration(raw)
+    assert caught.value.problems == (
+        "t_a.andEvery: cycle t_a -> t_b -> t_a: each finished instance creates a new instance "
+        "of the next task through its andEvery, so the tasks would run without end; break the "
+        "cycle",
+    )
+
+
+def test_groups_naming_tasks_create_no_false_cycle() -> None:
+    # t_a's group names t_b, whose andEvery is t_a: one andEvery edge, no loop back.
+    raw = {
+        "t_a": {"after": [{"anyOf": ["t_b", "x"]}], "andEvery": "tick", "run": "A"},
+        "t_b": {"after": [{"anyOf": ["t_a", "y"]}], "andEvery": "t_a", "run": "B"},
+        "t_c": {"after": [], "andEvery": "t_c2", "unless": [{"anyOf": ["t_c", "t_a"]}], "run": "C"},
+        "t_c2": {"after": [{"atLeast": 1, "of": ["t_c", "z"]}], "run": "C"},
+    }
+    tasks = parse_configuration(raw)
+    assert and_every_edges(tasks) == {
+        "t_a": {"t_b"},
+        "t_b": set(),
+        "t_c": set(),
+        "t_c2": {"t_c"},
+    }
+    assert and_every_cycles(tasks) == []
