@@ -153,6 +153,55 @@ def test_bad_input_raises_the_engine_errors() -> None:
         simulate({}, [], now=datetime(2030, 1, 1))
 
 
+# -- condition groups: the simulator has no readiness logic of its own ------------------------
+
+
+GROUPS = {
+    "t_fetch": {"after": ["x"], "run": "F"},
+    "t_any": {"after": ["go", {"anyOf": ["email", "t_fetch"]}], "run": "A"},
+    "t_two": {
+        "after": [{"atLeast": 2, "of": ["r1", "r2", {"anyOf": ["r3", "r4"]}]}],
+        "unless": ["closed", {"anyOf": ["cancel", "withdraw"]}],
+        "run": "T",
+    },
+    "t_page": {"after": [{"anyOf": ["start", "resume"]}], "andEvery": "page", "run": "P"},
+}
+
+
+def test_an_any_of_group_runs_on_its_first_member_and_ignores_the_rest() -> None:
+    sim = run_simulation(GROUPS, [("go", {}), ("x", {"n": 1}), ("email", {"to": "a"})])
+
+    assert sim.ran == ("t_fetch#0", "t_any#0")
+    # The cascade satisfied the group; the later member fire changed nothing.
+    assert sim.state.instances["t_any#0"].kwargs == {"go": {}, "t_fetch": {}}
+    assert "t_any#1" not in sim.state.instances
+
+
+def test_at_least_n_distinct_members_nested_groups_count_once() -> None:
+    waiting = simulate(GROUPS, ["r3", "r4"])
+    assert statuses(waiting) == {"t_two#0": "unstarted"}  # one member (the inner group)
+
+    sim = run_simulation(GROUPS, ["r3", ("r1", {"k": 1}), "r2"])
+    assert sim.ran == ("t_two#0",)
+    assert sim.state.instances["t_two#0"].kwargs == {"r3": {}, "r1": {"k": 1}}
+
+
+def test_an_unless_group_abandons_once_every_entry_is_satisfied() -> None:
+    sim = run_simulation(GROUPS, ["closed", "r1", "withdraw", "r2"])
+
+    assert statuses(sim.state) == {"t_two#0": "abandoned"}
+    assert sim.state.instances["t_two#0"].unless_fired == {"closed", "withdraw"}
+    not_yet = simulate(GROUPS, ["cancel", "r1", "r2"])
+    assert statuses(not_yet) == {"t_two#0": "finished"}
+
+
+def test_and_every_with_an_after_group() -> None:
+    sim = run_simulation(GROUPS, [("page", {"p": 1}), ("resume", {}), ("page", {"p": 2})])
+
+    assert sim.ran == ("t_page#0", "t_page#1")
+    assert sim.state.instances["t_page#1"].kwargs == {"resume": {}, "page": {"p": 2}}
+
+
 # -- the shipped strategies produce what they promise ---------------------------------------
 
 
