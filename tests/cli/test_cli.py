@@ -257,3 +257,80 @@ def test_fire(demo: Path) -> None:
     bad = run(demo, "fire", DB, "survey-41", "pageReceived", "{not json")
     assert bad.returncode == 2
     assert "JSON: not valid JSON" in bad.stderr
+
+
+GROUPED = {
+    "t_fetch": {"after": ["start"], "run": "survey.Nothing"},
+    "t_notify": {
+        "after": ["start", {"anyOf": ["email", "sms"]}],
+        "unless": [{"atLeast": 2, "of": ["optOut", "bounced", "cancelled"]}],
+        "run": "survey.Nothing",
+    },
+    "t_single": {"after": [{"anyOf": ["t_fetch"]}], "run": "survey.Nothing"},
+}
+STORE_GROUPED = """
+from datetime import UTC, datetime
+from triggers_core import TriggerManager
+import survey_tasks
+manager = TriggerManager(
+    "sqlite:///demo.db", uid="grouped-1", clock=lambda: datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+)
+manager.update_configuration({config})
+manager.fire("start", {{}})
+manager.fire("bounced", {{}})
+manager.get_runner().join_all()
+"""
+
+
+def test_condition_groups(demo: Path) -> None:
+    (demo / "grouped.json").write_text(json.dumps(GROUPED))
+    # Only a hint: printed, but the configuration passes.
+    check = run(demo, "check", "grouped.json")
+    assert (check.returncode, check.stdout.splitlines()) == (
+        0,
+        [
+            "hint: t_single.after[0]: a group with one member is satisfied exactly when that "
+            "member is: write 't_fetch' in its place [simpler-group]",
+            "1 finding",
+        ],
+    )
+    simulated = run(demo, "simulate", "grouped.json", "--fire", "start")
+    assert "t_notify#0  unstarted  any one of (email, sms)" in simulated.stdout
+    graph = data(demo, "graph", "grouped.json")
+    assert graph["groups"][0] == {
+        "path": "t_notify.after[1]",
+        "task": "t_notify",
+        "directive": "after",
+        "parent": None,
+        "label": "any of",
+    }
+    assert {
+        "source": "sms",
+        "target": "t_notify",
+        "kind": "after",
+        "group": "t_notify.after[1]",
+    } in (graph["edges"])
+    script = demo / "store_grouped.py"
+    script.write_text(STORE_GROUPED.format(config=repr(GROUPED)))
+    subprocess.run(
+        [sys.executable, script.name], cwd=demo, env=environment(), check=True, timeout=120
+    )
+    table = run(demo, "inspect", DB, "grouped-1", NOW).stdout.splitlines()
+    assert table[2].split()[:7] == [
+        "t_notify#0",
+        "unstarted",
+        "any",
+        "one",
+        "of",
+        "(email,",
+        "sms)",
+    ]
+    explained = run(demo, "explain", DB, "grouped-1", "t_notify#0")
+    assert explained.stdout.splitlines() == [
+        "t_notify#0 is not ready: it waits for",
+        "  - any one of: 'email', 'sms'",
+        "    - 'email': never fired in this session",
+        "    - 'sms': never fired in this session",
+        "  unless: 'bounced' fired; it is abandoned if one more of ('optOut', 'cancelled') fires "
+        "too before it runs",
+    ]
