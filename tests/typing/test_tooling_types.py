@@ -7,10 +7,19 @@ from datetime import UTC, datetime, timedelta
 from typing import assert_type
 
 from triggers_core import MemoryStore, SessionState, Status, engine
-from triggers_core.explain import InstanceExplanation, TaskExplanation, WhatIf, explain, what_if
+from triggers_core.explain import (
+    InstanceExplanation,
+    TaskExplanation,
+    Waiting,
+    WaitingGroup,
+    WhatIf,
+    explain,
+    what_if,
+)
 from triggers_core.lint import Finding, Severity, lint
 from triggers_core.listing import SessionFilter, SessionPage, iter_sessions
-from triggers_core.render import to_dot, to_mermaid
+from triggers_core.render import GroupNode, group_nodes, to_dot, to_mermaid
+from triggers_core.requirements import Missing, Reference, missing_after, references
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CONFIG = {"t_a": {"after": ["x"], "run": "r"}}
@@ -26,6 +35,13 @@ def test_tooling_types() -> None:
     scenario = what_if(state.state, "x", {"n": 1}, now=NOW)
     assert_type(scenario, WhatIf)
     assert_type(scenario.outcome, Mapping[str, Status])
+    if isinstance(explained, InstanceExplanation):
+        assert_type(explained.waiting_for, tuple[Waiting | WaitingGroup, ...])
+        assert_type(explained.unless_missing, tuple[str | Missing, ...])
+    task = state.state.tasks["t_a"]
+    assert_type(missing_after(task, {}), tuple[str | Missing, ...])
+    assert_type(references(task), list[Reference])
+    assert_type(group_nodes(state.state.tasks), list[GroupNode])
     assert_type(to_mermaid(state.state.tasks), str)
     assert_type(to_dot(state.state.tasks, instances=state.state.instances.values()), str)
     page = MemoryStore().list_sessions(SessionFilter(failed=True), page_size=10)
