@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
 from questionnaire import NO_EMAIL, QUESTIONNAIRE, T0
 
 from triggers_core import SessionState, Status
@@ -24,6 +25,7 @@ from triggers_core.explain import (
 )
 from triggers_core.requirements import lack_to_json
 from triggers_core.testing.simulate import ReplayFailed, run_simulation
+from triggers_core.testing.strategies import workflows
 
 
 def advance(state: SessionState | None, *steps: Any, **kwargs: Any) -> SessionState:
@@ -396,3 +398,26 @@ def test_an_unless_group_that_is_met_or_was_met() -> None:
         "  unless: it is abandoned if 'closed' and any one of ('cancel', 'withdraw') fire "
         "before it runs"
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(workflows(groups=True, max_tasks=3))
+def test_every_unstarted_instance_is_explained_by_what_it_still_lacks(
+    workflow: tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]],
+) -> None:
+    """Property: explain calls an unstarted instance ready exactly when its task would run
+    it, and lists one line per entry (group members nested) it still waits for."""
+    config, triggers = workflow
+    state = run_simulation(config, triggers, now=T0).state
+    for name, instance in state.instances.items():
+        e = explain(state, name)
+        assert isinstance(e, InstanceExplanation)
+        if instance.status is not Status.UNSTARTED:
+            assert e.ready is None
+            continue
+        task = state.tasks[instance.task_name]
+        assert e.ready is task.is_ready(instance.kwargs)
+        assert not task.is_abandoned_by(instance.unless_fired)  # the engine abandoned it
+        if not e.ready:
+            assert e.lines[0] == f"{name} is not ready: it waits for"
+            assert all(line.startswith("  ") for line in e.lines[1:])

@@ -12,6 +12,7 @@ from questionnaire import QUESTIONNAIRE
 from triggers_core import ConfigurationError, Status
 from triggers_core.lint import RULES, Finding, Severity, lint
 from triggers_core.simulation import simulate
+from triggers_core.testing.strategies import condition_entries
 
 REGISTRY = ["app.Create", "app.Page", "app.Score", "app.Report", "app.Remind"]
 
@@ -454,16 +455,7 @@ TASKS = ["t_a", "t_b", "t_c", "t_d"]
 def grouped_configurations(draw: st.DrawFn) -> dict[str, Any]:
     """Tasks whose after lists (with groups) may name any task, themselves included."""
     names = TASKS[: draw(st.integers(1, len(TASKS)))]
-    entries = st.recursive(
-        st.sampled_from([*WORDS, *names]),
-        lambda members: st.lists(members, min_size=1, max_size=3, unique_by=repr).flatmap(
-            lambda ms: (
-                st.just({"anyOf": ms})
-                | st.integers(1, len(ms)).map(lambda n: {"atLeast": n, "of": ms})
-            )
-        ),
-        max_leaves=5,
-    )
+    entries = condition_entries(st.sampled_from([*WORDS, *names]))
     return {
         name: {"after": draw(st.lists(entries, min_size=1, max_size=2, unique_by=repr)), "run": "r"}
         for name in names

@@ -24,6 +24,7 @@ from triggers_core.requirements import (
     references,
     unless_always_wins,
 )
+from triggers_core.testing.strategies import condition_entries
 
 
 def task(**directives: Any) -> TaskConfig:
@@ -105,23 +106,13 @@ def test_unless_always_wins(directives: dict[str, Any], wins: bool) -> None:
     assert unless_always_wins(task(**directives)) is wins
 
 
-NAMES = st.sampled_from("abcde")
-ENTRIES = st.recursive(
-    NAMES,
-    lambda members: st.lists(members, min_size=1, max_size=3, unique_by=repr).flatmap(
-        lambda ms: st.one_of(
-            st.just({"anyOf": ms}),
-            st.integers(1, len(ms)).map(lambda n: {"atLeast": n, "of": ms}),
-        )
-    ),
-    max_leaves=6,
-)
+ENTRIES = condition_entries(st.sampled_from("abcde"))
 
 
 @given(
     st.lists(ENTRIES, min_size=1, max_size=3, unique_by=repr),
     st.lists(ENTRIES, max_size=2, unique_by=repr),
-    st.sets(NAMES),
+    st.sets(st.sampled_from("abcde")),
 )
 def test_lacking_nothing_is_being_ready_and_brute_force_agrees(
     after: list[Any], unless: list[Any], fired: set[str]
