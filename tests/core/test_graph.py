@@ -121,7 +121,7 @@ def test_cascade_edges_include_group_members() -> None:
 
 
 def test_an_and_every_cycle_is_found_when_the_configuration_uses_groups() -> None:
-    raw = {
+    raw: dict[str, dict[str, object]] = {
         "t_a": {"after": [{"anyOf": ["x", "y"]}], "andEvery": "t_b", "run": "A"},
         "t_b": {
             "after": [{"atLeast": 2, "of": ["x", "y", "z"]}],
