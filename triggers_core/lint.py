@@ -262,11 +262,9 @@ def _cascade_cycles(
             _reference(tasks[target], source, ("after", "andEvery"))
             for source, target in itertools.pairwise(cycle)
         ]
-        others = (
-            " (no other member of their groups can be satisfied first)"
-            if any(link.group for link in links)
-            else ""
-        )
+        grouped_links = any(link.group for link in links)
+        whose = "its group" if len(cycle) == 2 else "their groups"
+        others = f" (no other member of {whose} can be satisfied first)" if grouped_links else ""
         if len(cycle) == 2:
             message = (
                 f"{head} waits for its own cascade ({ref.directive} names {head}), which "

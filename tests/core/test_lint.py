@@ -259,7 +259,7 @@ def test_cascade_cycle__through_groups() -> None:
             "t_self.after[0].of[0]",
             "cascade-cycle",
             "t_self waits for its own cascade (after names t_self), which only fires once an "
-            "instance of it finished (no other member of their groups can be satisfied first): "
+            "instance of it finished (no other member of its group can be satisfied first): "
             "it can never run",
             Severity.ERROR,
         ),
