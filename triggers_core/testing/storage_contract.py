@@ -94,11 +94,6 @@ AWKWARD_UIDS: tuple[str, ...] = (
 _CONFIG: Mapping[str, Any] = {
     "t_alpha": {"after": ["a"], "run": "contract_task"},
     "t_beta": {"after": ["a", "b"], "unless": ["c"], "run": "contract_task"},
-    "t_gamma": {
-        "after": [{"anyOf": ["x", {"atLeast": 2, "of": ["y", "z", "b"]}]}],
-        "unless": [{"anyOf": ["c", "w"]}],
-        "run": "contract_task",
-    },
 }
 _TASKS = engine.update_configuration(SessionState(), _CONFIG).state.tasks
 
@@ -636,11 +631,28 @@ class StorageContract:
         reopened = self.make_storage(uid)
         assert reopened["t_beta#0"].kwargs == {"a": {"n": 1}, "b": {"n": 2}}
         assert reopened.latest_kwargs == {"a": {"n": 1}, "b": {"n": 2}}
-        # Condition groups are stored as configured; one member of two is not enough.
-        assert reopened.tasks["t_gamma"].to_json()["after"] == _CONFIG["t_gamma"]["after"]
+
+    def test_condition_groups_round_trip(self, uid: str) -> None:
+        runner = RecordingRunner()
+        manager = TriggerManager(
+            self.make_storage(uid), runners={"recording": runner}, default_runner="recording"
+        )
+        after = [{"anyOf": ["x", {"atLeast": 2, "of": ["y", "z", "b"]}]}]
+        unless = [{"anyOf": ["c", "w"]}]
+        manager.update_configuration(
+            {"t_gamma": {"after": after, "unless": unless, "run": "contract_task"}}
+        )
+        assert manager.fire("b", {"n": 1}) == []  # one member of two is not enough
+        reopened = self.make_storage(uid)
+        assert reopened.tasks["t_gamma"].to_json() == {
+            "after": after,
+            "unless": unless,
+            "run": "contract_task",
+        }
         assert reopened["t_gamma#0"].status is Status.UNSTARTED
-        assert manager.fire("z", {"n": 3})[0].name == "t_gamma#0"
-        assert self.make_storage(uid)["t_gamma#0"].kwargs == {"b": {"n": 2}, "z": {"n": 3}}
+        assert [i.name for i in manager.fire("z", {"n": 2})] == ["t_gamma#0"]
+        assert self.make_storage(uid)["t_gamma#0"].kwargs == {"b": {"n": 1}, "z": {"n": 2}}
+        assert runner.dispatched == ["t_gamma#0"]
 
     # -- data limits and integrity ----------------------------------------------------
 
