@@ -3,7 +3,8 @@
 The engine never performs I/O. Each transition returns its effects in order;
 the shell calls the hooks (``TriggerFired``, ``InstanceReplayed``,
 ``InstanceSkipped``) in that order, then hands the ``ScheduleInstance`` effects
-to their runners in that order.
+to their runners in that order. ``DuplicateFire`` calls no hook: the shell
+only logs it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Effect", "InstanceReplayed", "InstanceSkipped", "ScheduleInstance", "TriggerFired"]
+__all__ = [
+    "DuplicateFire",
+    "Effect",
+    "InstanceReplayed",
+    "InstanceSkipped",
+    "ScheduleInstance",
+    "TriggerFired",
+]
 
 
 @attrs.frozen
@@ -57,4 +65,19 @@ class InstanceSkipped:
     cascade: bool
 
 
-Effect = ScheduleInstance | TriggerFired | InstanceReplayed | InstanceSkipped
+@attrs.frozen
+class DuplicateFire:
+    """A fire that was applied before was not applied again (no hook is called).
+
+    A keyed fire whose key the session already recorded (``instance_name`` is
+    None), or the cascade of an instance that already cascaded once
+    (``instance_name`` is the instance, ``trigger_name`` its task).
+    ``scheduled`` names what the first fire scheduled.
+    """
+
+    trigger_name: str
+    scheduled: tuple[str, ...]
+    instance_name: str | None = None
+
+
+Effect = ScheduleInstance | TriggerFired | InstanceReplayed | InstanceSkipped | DuplicateFire

@@ -35,6 +35,18 @@ a replay keeps it). An instance that becomes ready deeper than
 ``max_cascade_depth`` is ``failed`` instead (``CascadeDepthExceeded``), so a
 configuration whose tasks keep creating each other stops; replaying it runs it.
 
+Idempotent fires (:mod:`triggers_core.idempotency`): ``fire`` with an
+``idempotency_key`` whose fire record the state holds changes nothing: it
+returns the state as it is, with a ``DuplicateFire`` effect naming what the
+first fire scheduled, and ``commit`` False (there is nothing to store). Without
+a record it fires as usual and adds the record (the names it scheduled) to
+``fire_records``, which the storage creates in the same compare-and-swap. A
+``finish`` with ``guard_cascade`` does the same for its cascade, under the
+instance's :func:`~triggers_core.idempotency.cascade_key`: an instance that
+already cascaded once finishes again without cascading. The record must be in
+the state if it exists (the scope names it); the engine cannot tell a record
+not loaded from a key never fired.
+
 Fire-path cost: ``fire`` (and the cascade inside ``finish``/``skip_failed``)
 only reads the header (configs, latest kwargs, counters, ``unsettled``,
 ``settled``) and the unstarted instances of the tasks it can change;
@@ -50,6 +62,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -57,6 +70,7 @@ import attrs
 from triggers_core._util import deep_merge, name_problem, to_json_mapping
 from triggers_core.config import TaskConfig, cycle_problems, parse_configuration
 from triggers_core.effects import (
+    DuplicateFire,
     Effect,
     InstanceReplayed,
     InstanceSkipped,
@@ -69,6 +83,7 @@ from triggers_core.errors import (
     InvalidTransitionError,
     UnknownInstanceError,
 )
+from triggers_core.idempotency import FireKey, cascade_key, fire_key
 from triggers_core.scopes import (
     Changes,
     is_unsettled,
@@ -88,6 +103,7 @@ __all__ = [
     "MAX_RETRIES_EXCEEDED_TYPE",
     "Transition",
     "check_cooldown",
+    "check_trigger_name",
     "fail",
     "finish",
     "fire",
@@ -107,6 +123,7 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 _NOTHING: frozenset[str] = frozenset()
+_NO_RECORDS: Mapping[FireKey, tuple[str, ...]] = MappingProxyType({})
 
 #: ``exceptionType`` recorded when a task retries past its ``max_retries``.
 MAX_RETRIES_EXCEEDED_TYPE = "triggers_core.errors.MaxRetriesExceeded"
@@ -132,6 +149,11 @@ class Transition:
     created: frozenset[str] = frozenset()
     #: The task configuration changed (only ``update_configuration`` does that).
     config_changed: bool = False
+    #: Fire records this transition creates (key -> the names its fire scheduled).
+    fire_records: Mapping[FireKey, tuple[str, ...]] = attrs.field(default=_NO_RECORDS, hash=False)
+    #: False when there is nothing to store (a duplicate fire): the shell does not
+    #: compare-and-swap, so a duplicate writes nothing at all.
+    commit: bool = True
 
     @property
     def scheduled(self) -> tuple[str, ...]:
@@ -139,9 +161,22 @@ class Transition:
         return tuple(e.instance_name for e in self.effects if isinstance(e, ScheduleInstance))
 
     @property
+    def duplicate(self) -> DuplicateFire | None:
+        """The fire this transition did not apply again, if any (see ``DuplicateFire``)."""
+        for effect in self.effects:
+            if isinstance(effect, DuplicateFire):
+                return effect
+        return None
+
+    @property
     def changes(self) -> Changes:
         """What a storage writes besides the header."""
-        return Changes(instances=self.changed, created=self.created, config=self.config_changed)
+        return Changes(
+            instances=self.changed,
+            created=self.created,
+            config=self.config_changed,
+            fire_records=self.fire_records,
+        )
 
 
 class _Builder:
@@ -172,6 +207,9 @@ class _Builder:
         self.max_cascade_depth = _check_max_depth(max_cascade_depth)
         # task -> its unstarted instances by name; built on first use, then kept current.
         self._unstarted: dict[str, dict[str, TaskInstance]] | None = None
+        #: The fire records the state holds, and those this operation creates.
+        self.records = state.fire_records
+        self.new_records: dict[FireKey, tuple[str, ...]] = {}
 
     def put(self, instance: TaskInstance) -> None:
         name, task_name = instance.name, instance.task_name
@@ -267,6 +305,7 @@ class _Builder:
             raise UnknownInstanceError(name) from None
 
     def build(self) -> Transition:
+        new = self.new_records
         state = SessionState(
             tasks=self.tasks,
             instances=self.instances,
@@ -274,9 +313,14 @@ class _Builder:
             counters=self._counters.view,
             unsettled=self._unsettled.view,
             settled=self._settled.view,
+            fire_records={**self.records, **new} if new else self.records,
         )
         return Transition(
-            state, tuple(self.effects), frozenset(self.changed), frozenset(self.created)
+            state,
+            tuple(self.effects),
+            frozenset(self.changed),
+            frozenset(self.created),
+            fire_records=new or _NO_RECORDS,
         )
 
 
@@ -545,7 +589,8 @@ def _too_deep(b: _Builder, instance: TaskInstance) -> TaskInstance:
     )
 
 
-def _check_trigger_name(trigger_name: object) -> str:
+def check_trigger_name(trigger_name: object) -> str:
+    """``trigger_name`` if it is a usable trigger name, else :class:`InvalidKwargsError`."""
     if not isinstance(trigger_name, str) or not trigger_name:
         raise InvalidKwargsError(
             "trigger_name", f"expected a non-empty string, got {trigger_name!r}"
@@ -562,13 +607,28 @@ def fire(
     trigger_kwargs: Mapping[str, Any] | None = None,
     *,
     now: datetime,
+    idempotency_key: str | None = None,
 ) -> Transition:
-    """Fire ``trigger_name`` with ``trigger_kwargs`` (see the module docstring)."""
-    name = _check_trigger_name(trigger_name)
+    """Fire ``trigger_name`` with ``trigger_kwargs`` (see the module docstring).
+
+    With ``idempotency_key``, ``state`` must hold the key's fire record if it
+    exists (``fire_scope(trigger, key)`` names it): then nothing changes and
+    the transition says so (``duplicate``, ``commit`` False); else the fire
+    applies and creates the record.
+    """
+    name = check_trigger_name(trigger_name)
     kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")
+    key = None if idempotency_key is None else fire_key(name, idempotency_key)
+    if key is not None:
+        first = state.fire_records.get(key)
+        if first is not None:
+            _timestamp(now)  # the same checks as a fire that applies
+            return Transition(state, (DuplicateFire(name, first),), commit=False)
     b = _Builder(state, now)
     scheduled = _apply_fire(b, name, kwargs)
     b.effects.append(TriggerFired(name, scheduled))
+    if key is not None:
+        b.new_records[key] = scheduled
     return b.build()
 
 
@@ -634,12 +694,18 @@ def finish(
     now: datetime,
     log_level: int = logging.NOTSET,
     max_cascade_depth: int = DEFAULT_MAX_CASCADE_DEPTH,
+    guard_cascade: bool = False,
 ) -> Transition:
     """A running instance returned ``result``: finish it and cascade, atomically.
 
     Raises :class:`InvalidKwargsError` (and changes nothing) if ``result`` is
     not a JSON-compatible mapping; the shell records that as a failure.
     Instances the cascade makes ready deeper than ``max_cascade_depth`` fail.
+
+    With ``guard_cascade`` the cascade is recorded under the instance's
+    :func:`~triggers_core.idempotency.cascade_key`, which ``state`` must hold
+    if it exists: an instance that already cascaded once then finishes
+    without cascading (a ``DuplicateFire`` effect says so).
     """
     b = _Builder(state, now, max_cascade_depth)
     instance = b.get(name)
@@ -647,9 +713,18 @@ def finish(
     data = to_json_mapping(result, "result")
     finished = _set_status(instance, Status.FINISHED, b.ts, result=data)
     b.put(attrs.evolve(finished, log_level=max(instance.log_level, log_level)))
+    task_name = instance.task_name
+    key = cascade_key(task_name, name) if guard_cascade else None
+    if key is not None:
+        first = state.fire_records.get(key)
+        if first is not None:
+            b.effects.append(DuplicateFire(task_name, first, name))
+            return b.build()
     b.cascade_depth = _cascade_depth(instance) + 1
-    scheduled = _apply_fire(b, instance.task_name, data)
-    b.effects.append(TriggerFired(instance.task_name, scheduled))
+    scheduled = _apply_fire(b, task_name, data)
+    b.effects.append(TriggerFired(task_name, scheduled))
+    if key is not None:
+        b.new_records[key] = scheduled
     return b.build()
 
 

@@ -7,6 +7,12 @@ logger, one record per event, after the state change is stored:
 event                      level    ``extra`` fields (besides ``session``)
 =========================  =======  =====================================================
 a trigger fired            INFO     ``trigger``, ``scheduled`` (instance names, in order)
+a duplicate fire (a key    INFO     ``trigger``, ``scheduled`` (what the first fire
+already used; nothing               scheduled), ``duplicate`` (True)
+changed)
+a cascade not repeated     INFO     ``instance``, ``trigger``, ``scheduled`` (what the
+(the instance cascaded              first cascade scheduled), ``duplicate`` (True)
+once already)
 an instance was scheduled  DEBUG    ``instance``, ``status``, ``runner``
 an instance started        INFO     ``instance``, ``status``
 it finished                INFO     ``instance``, ``status``
@@ -19,7 +25,8 @@ it failed                  ERROR    ``instance``, ``status`` (with the traceback
 a runner refused it        ERROR    ``instance``, ``status`` (with the traceback)
 =========================  =======  =====================================================
 
-``session`` is the session UID. A failure's traceback is logged once: by the
+``session`` is the session UID. Duplicate fires are logged without their
+kwargs or their idempotency key. A failure's traceback is logged once: by the
 task's own logger when the exception left a ``context.get_logger_context()``
 block (which logs it with the task's context), otherwise by the ``failed``
 record here.
@@ -30,7 +37,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from triggers_core.effects import InstanceReplayed, InstanceSkipped, ScheduleInstance, TriggerFired
+from triggers_core.effects import (
+    DuplicateFire,
+    InstanceReplayed,
+    InstanceSkipped,
+    ScheduleInstance,
+    TriggerFired,
+)
 from triggers_core.engine import MAX_RETRIES_EXCEEDED_TYPE, Transition
 from triggers_core.state import Status, TaskInstance
 from triggers_core.tasks import mark_traceback_logged, traceback_was_logged
@@ -86,6 +99,8 @@ def log_transition(logger: logging.Logger, session: str, transition: Transition)
                     clone=effect.clone_name,
                 ),
             )
+        elif isinstance(effect, DuplicateFire):
+            _log_duplicate(logger, session, effect)
         elif isinstance(effect, InstanceSkipped):
             logger.info(
                 "session %r: %s skipped by an operator%s",
@@ -117,6 +132,30 @@ def log_transition(logger: logging.Logger, session: str, transition: Transition)
                     runner=effect.using,
                 ),
             )
+
+
+def _log_duplicate(logger: logging.Logger, session: str, effect: DuplicateFire) -> None:
+    first = ", ".join(effect.scheduled) or "nothing"
+    fields: dict[str, Any] = {"trigger": effect.trigger_name, "scheduled": list(effect.scheduled)}
+    if effect.instance_name is None:
+        logger.info(
+            "session %r: %s fired again with an idempotency key it already used: a "
+            "duplicate, nothing changed (the first fire scheduled %s)",
+            session,
+            effect.trigger_name,
+            first,
+            extra=_extra(session, duplicate=True, **fields),
+        )
+    else:
+        logger.info(
+            "session %r: %s finished again; its cascade (%s) happened at its first "
+            "finish and is not repeated (it scheduled %s)",
+            session,
+            effect.instance_name,
+            effect.trigger_name,
+            first,
+            extra=_extra(session, effect.instance_name, duplicate=True, **fields),
+        )
 
 
 def log_started(logger: logging.Logger, session: str, instance: TaskInstance) -> None:

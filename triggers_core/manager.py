@@ -6,6 +6,13 @@ jittered backoff) -> only after the commit, log the lifecycle events, call the
 hooks, then hand scheduled instances to their runners in order. Engine errors
 propagate unchanged and nothing is written.
 
+A fire given an ``idempotency_key`` that the session already recorded is a
+duplicate: the engine says so and there is nothing to store, so the loop ends
+without a compare-and-swap, no hook runs and nothing is dispatched; the call
+returns the instances the first fire scheduled as they are now. When the
+storage keeps fire records, ``run_instance`` records each finished instance's
+cascade the same way, so an instance finished twice cascades once.
+
 Hooks run *before* the runners get the work, so in one process the hooks of an
 operation always run before any hook of the work it scheduled (cause before
 effect), whatever the runner: a thread, or Celery's eager mode, which runs the
@@ -37,7 +44,9 @@ from triggers_core.errors import (
     SerializationError,
     StorageError,
     UnknownInstanceError,
+    UnsupportedOperationError,
 )
+from triggers_core.idempotency import cascade_key, fire_key
 from triggers_core.lifecycle import (
     LIFECYCLE_LOGGER,
     log_failure,
@@ -191,9 +200,10 @@ class TriggerManager:
                     transition = compute(snapshot.state)
                 except UnknownInstanceError as exc:
                     raise UnknownInstanceError(exc.instance, self.uid) from None
-                self.storage.compare_and_swap(
-                    snapshot.version, transition.state, transition.changes
-                )
+                if transition.commit:  # else nothing changed (a duplicate fire)
+                    self.storage.compare_and_swap(
+                        snapshot.version, transition.state, transition.changes
+                    )
             except ConflictError:
                 pass  # another process wrote first: back off (without our turn), then retry
             else:
@@ -287,7 +297,11 @@ class TriggerManager:
         self._commit(lambda s: engine.update_configuration(s, parsed), configuration_scope(parsed))
 
     def fire(
-        self, trigger_name: str, trigger_kwargs: Mapping[str, Any] | None = None
+        self,
+        trigger_name: str,
+        trigger_kwargs: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> list[TaskInstance]:
         """Fire a trigger; return the instances it scheduled, as committed.
 
@@ -296,13 +310,44 @@ class TriggerManager:
         Celery's eager mode they already have). Read ``manager.storage[name]``
         for an instance's current state. ``_post_fire`` runs before the
         instances are handed to their runners.
+
+        ``idempotency_key`` (a non-empty string of at most 256 characters, see
+        :mod:`triggers_core.idempotency`) makes the fire happen once per
+        session and trigger: a later fire of the same trigger with the same
+        key changes nothing (no write, no hook, no dispatch; its kwargs are
+        ignored, the first fire's won) and returns the instances the first
+        fire scheduled, read again from the storage (so as they are now),
+        also when both fires race from different processes. A storage that
+        keeps no fire records raises
+        :class:`~triggers_core.errors.UnsupportedOperationError`.
         """
         kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")  # fail before any I/O
-        transition = self._commit(
-            lambda s: engine.fire(s, trigger_name, kwargs, now=self.now()), fire_scope(trigger_name)
-        )
+        if idempotency_key is None:
+            transition = self._commit(
+                lambda s: engine.fire(s, trigger_name, kwargs, now=self.now()),
+                fire_scope(trigger_name),
+            )
+        else:
+            key = fire_key(engine.check_trigger_name(trigger_name), idempotency_key)
+            self.storage.check_fire_keys()
+            transition = self._commit(
+                lambda s: engine.fire(
+                    s, trigger_name, kwargs, now=self.now(), idempotency_key=idempotency_key
+                ),
+                fire_scope(trigger_name, key),
+            )
         self._perform(transition)
+        duplicate = transition.duplicate
+        if duplicate is not None:
+            return self._stored(duplicate.scheduled)
         return [transition.state.instances[n] for n in transition.scheduled]
+
+    def _stored(self, names: tuple[str, ...]) -> list[TaskInstance]:
+        """The instances ``names`` as stored now, in that order."""
+        if not names:
+            return []
+        found = self.storage.load(Scope(names=frozenset(names))).state.instances
+        return [found[name] for name in names if name in found]
 
     def replay_failed_instance(
         self,
@@ -450,6 +495,7 @@ class TriggerManager:
         ran) from one raised after it (the outcome may not have been recorded).
         """
         name = instance_name
+        guard = self._guards_cascades()  # before anything runs: a missing table stops here
         try:
             started = self._commit(
                 lambda s: engine.mark_running(s, name, now=self.now()),
@@ -476,9 +522,10 @@ class TriggerManager:
             retries=instance.retries,
             logger=logging.getLogger(f"triggers.tasks.{config.run}"),
         )
+        key = cascade_key(instance.task_name, name) if guard else None
         try:
-            compute = self._outcome(name, config.run, context)
-            transition = self._commit(compute, instance_scope(name, cascade=True))
+            compute = self._outcome(name, config.run, context, key is not None)
+            transition = self._commit(compute, instance_scope(name, cascade=True, guard=key))
         except _NOT_THE_OUTCOME:
             raise  # the storage or the instance, not the task's outcome: nothing to record
         except Exception as exc:
@@ -491,6 +538,19 @@ class TriggerManager:
         log_outcome(lifecycle, self.uid, transition.state.instances[name])
         self._perform(transition)
         return transition.state.instances[name]
+
+    def _guards_cascades(self) -> bool:
+        """True if the storage keeps fire records, so a finish records its cascade.
+
+        A storage that keeps none (a third-party one) runs instances as before;
+        one that should but cannot (a table missing) raises its error here,
+        before anything runs.
+        """
+        try:
+            self.storage.check_fire_keys()
+        except UnsupportedOperationError:
+            return False
+        return True
 
     def _failure(
         self,
@@ -521,7 +581,7 @@ class TriggerManager:
         )
 
     def _outcome(
-        self, name: str, run: str, context: TaskContext
+        self, name: str, run: str, context: TaskContext, guard_cascade: bool = False
     ) -> Callable[[SessionState], Transition]:
         """Run the task and return the transition that records its outcome.
 
@@ -529,7 +589,8 @@ class TriggerManager:
         aside, which stop the process) becomes a transition that resolves the
         instance: what cannot be recorded as it is (a result that is not a
         JSON-compatible mapping, bad retry arguments...) is recorded as a failure
-        that says why.
+        that says why. With ``guard_cascade`` a finish records its cascade
+        (see :func:`~triggers_core.engine.finish`).
         """
         max_retries = 0
         try:
@@ -578,6 +639,7 @@ class TriggerManager:
             now=self.now(),
             log_level=context.log_level,
             max_cascade_depth=self.max_cascade_depth,
+            guard_cascade=guard_cascade,
         )
 
     def _retry(

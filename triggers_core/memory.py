@@ -8,6 +8,13 @@ instances and latest kwargs that changed; mapping keys sorted, as the JSON
 backends return them) and what a load returns is copied on read, with a small
 copier for JSON values (:func:`triggers_core._util.copy_json`), so callers never
 share a mutable value with the store or with each other.
+
+Fire records (idempotency keys) are kept per session in a dict beside the
+instances, outside the header: a load reads the ones its scope names (a dict
+lookup each), a compare-and-swap adds new ones under the same lock as the
+version check, so a fire costs the same whatever number of keys the session
+holds. They live as long as the session (as long as the process, for a
+process-local store).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import attrs
 
 from triggers_core._util import copy_json, copy_json_sorted
 from triggers_core.errors import ConflictError, SerializationError
+from triggers_core.idempotency import FireKey
 from triggers_core.listing import SessionFilter, SessionPage, check_page_size
 from triggers_core.redaction import redact
 from triggers_core.scopes import HEADER_ONLY, Changes, Scope, Selector
@@ -46,6 +54,8 @@ class _Session:
     #: task -> its unstarted instances by name (the same objects as in ``instances``)
     unstarted: dict[str, dict[str, TaskInstance]] = attrs.field(factory=dict)
     unresolved: set[str] = attrs.field(factory=set)
+    #: Fire records (idempotency keys): key -> names of what its fire scheduled.
+    fire_records: dict[FireKey, tuple[str, ...]] = attrs.field(factory=dict)
 
     def pick(self, scope: Scope) -> list[TaskInstance]:
         instances = self.instances
@@ -133,6 +143,9 @@ class MemoryStorage(Storage):
 
     backend_name = "memory"
 
+    def check_fire_keys(self) -> None:
+        """Fire records are kept (per session, beside the instances)."""
+
     def __init__(self, uid: str, store: MemoryStore | None = None, *, store_name: str = "") -> None:
         super().__init__(uid)
         self.store_name = store_name
@@ -177,12 +190,16 @@ class MemoryStorage(Storage):
             version, tasks = session.version, session.tasks
             latest, counters, unsettled = session.latest, session.counters, session.unsettled
             settled = session.settled
+            records: dict[FireKey, tuple[str, ...]] = {}
             if scope is None:
                 picked = list(session.instances.values())
             else:
                 if not isinstance(scope, Scope):  # a selector reads the header (read-only)
                     scope = scope(SessionState(tasks, {}, latest, counters, unsettled, settled))
                 picked = session.pick(scope)
+                if scope.fire_keys:  # records are immutable tuples: shared, not copied
+                    stored = session.fire_records
+                    records = {k: stored[k] for k in scope.fire_keys if k in stored}
         # Stored values are never mutated either: check and copy them outside the lock.
         check_joined(tasks, counters, picked, f"memory storage, session {self.uid!r}")
         state = SessionState(
@@ -192,6 +209,7 @@ class MemoryStorage(Storage):
             counters=dict(counters),
             unsettled=dict(unsettled),
             settled=dict(settled),
+            fire_records=records,
         )
         return Snapshot(state, version)
 
@@ -213,6 +231,9 @@ class MemoryStorage(Storage):
         latest = _merged_latest({} if prior is None else prior.latest, state.latest_kwargs)
         unsettled = _frozen_sets(state.unsettled, None if prior is None else prior.unsettled)
         settled = _frozen_sets(state.settled, None if prior is None else prior.settled)
+        records = changes.fire_records
+        if records:  # private copies (a caller may pass lists)
+            records = {key: tuple(names) for key, names in records.items()}
         with store._lock:
             session = store._sessions.get(self.uid)
             current = None if session is None else session.version
@@ -230,6 +251,13 @@ class MemoryStorage(Storage):
                         f"{clash[0]!r} already exists, but this operation creates it (its "
                         "task's counter is below the stored instances: edited by hand?); "
                         "nothing was written"
+                    )
+                if records and any(key in session.fire_records for key in records):
+                    raise ConflictError(
+                        "a fire record this write creates is already stored (that fire "
+                        "was applied meanwhile)",
+                        backend=self.backend_name,
+                        session=self.uid,
                     )
             if session is None:
                 session = store._sessions[self.uid] = _Session(
@@ -249,6 +277,8 @@ class MemoryStorage(Storage):
             session.settled = settled
             for instance in written:
                 session.put(instance)
+            if records:
+                session.fire_records.update(records)
             return session.version
 
 

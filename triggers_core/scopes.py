@@ -36,6 +36,13 @@ other instance operation needs only its instance. ``update_configuration``
 needs the unstarted instances of the tasks it replaces, to recompute their
 ``unsettled`` and ``settled`` sets against the new configuration. Resolved history is never
 needed, except an instance an operation names.
+
+Fire records (:mod:`triggers_core.idempotency`) live outside the header too: a
+keyed fire needs the record of its key (``Scope.fire_keys``) besides what the
+fire needs, and writes a new record (``Changes.fire_records``) in the same
+compare-and-swap; a finish that guards its cascade needs and writes the
+record of its :func:`~triggers_core.idempotency.cascade_key`. Nothing else
+reads records, so a session's keys never weigh on other operations.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from collections.abc import Callable, Iterable, Mapping
 import attrs
 
 from triggers_core.config import TaskConfig
+from triggers_core.idempotency import FireKey
 from triggers_core.state import SessionState, Status, TaskInstance
 from triggers_core.task_table import TaskTable
 
@@ -75,6 +83,10 @@ def _names(value: Iterable[str]) -> frozenset[str]:
     return value if isinstance(value, frozenset) else frozenset(value)
 
 
+def _keys(value: Iterable[FireKey]) -> frozenset[FireKey]:
+    return value if isinstance(value, frozenset) else frozenset(value)
+
+
 @attrs.frozen
 class Scope:
     """Which instances a load returns besides the header.
@@ -89,12 +101,15 @@ class Scope:
     unstarted_of: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
     #: Every unresolved instance (inspection; no operation needs it).
     unresolved: bool = False
+    #: The fire records of these keys, if they exist (``SessionState.fire_records``).
+    fire_keys: frozenset[FireKey] = attrs.field(default=frozenset(), converter=_keys)
 
     def __or__(self, other: Scope) -> Scope:
         return Scope(
             names=self.names | other.names,
             unstarted_of=self.unstarted_of | other.unstarted_of,
             unresolved=self.unresolved or other.unresolved,
+            fire_keys=self.fire_keys | other.fire_keys,
         )
 
     def wants(self, instance: TaskInstance) -> bool:
@@ -124,6 +139,10 @@ class Changes:
     created: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
     #: The task configuration changed (storages may skip writing it otherwise).
     config: bool = False
+    #: Fire records to create: key -> names of the instances its fire scheduled. One
+    #: that is already stored is a conflict (the fire was applied meanwhile), never
+    #: something to overwrite.
+    fire_records: Mapping[FireKey, tuple[str, ...]] = attrs.field(factory=dict, hash=False)
 
 
 def resolve(scope: Scope | Selector, header: SessionState) -> Scope:
@@ -270,18 +289,27 @@ def fire_needs(header: SessionState, trigger: str) -> Scope:
     return Scope(names=frozenset(names), unstarted_of=frozenset(unstarted_of))
 
 
-def fire_scope(trigger: str) -> Selector:
-    """The selector for a fire of ``trigger``."""
-    return lambda header: fire_needs(header, trigger)
+def fire_scope(trigger: str, key: FireKey | None = None) -> Selector:
+    """The selector for a fire of ``trigger``; with ``key``, also that key's fire record."""
+    if key is None:
+        return lambda header: fire_needs(header, trigger)
+    keys = frozenset((key,))
+
+    def keyed(header: SessionState) -> Scope:
+        needs = fire_needs(header, trigger)
+        return Scope(names=needs.names, unstarted_of=needs.unstarted_of, fire_keys=keys)
+
+    return keyed
 
 
-def instance_scope(name: str, *, cascade: bool) -> Selector:
+def instance_scope(name: str, *, cascade: bool, guard: FireKey | None = None) -> Selector:
     """The selector for an operation on instance ``name``.
 
     With ``cascade``, also what a fire of the instance's task name needs
-    (``finish``, ``skip_failed(cascade=True)``, ``update_status(cascade=True)``).
+    (``finish``, ``skip_failed(cascade=True)``, ``update_status(cascade=True)``);
+    with ``guard``, also that fire record (a finish that guards its cascade).
     """
-    own = Scope(names=frozenset((name,)))
+    own = Scope(names=frozenset((name,)), fire_keys=() if guard is None else (guard,))
     if not cascade:
         return lambda header: own
     task = task_of(name)
@@ -294,8 +322,13 @@ def configuration_scope(task_names: Iterable[str]) -> Scope:
 
 
 def narrowed(state: SessionState, scope: Scope | Selector) -> SessionState:
-    """``state`` as a storage that honours ``scope`` exactly would load it."""
-    header = attrs.evolve(state, instances={})
+    """``state`` as a storage that honours ``scope`` exactly would load it.
+
+    The selector sees the header without fire records (storages read records
+    after the header); the result holds the records the scope names.
+    """
+    header = attrs.evolve(state, instances={}, fire_records={})
     chosen = resolve(scope, header)
     instances = {name: i for name, i in state.instances.items() if chosen.wants(i)}
-    return attrs.evolve(header, instances=instances)
+    records = {k: state.fire_records[k] for k in chosen.fire_keys if k in state.fire_records}
+    return attrs.evolve(header, instances=instances, fire_records=records)

@@ -15,6 +15,7 @@ import attrs
 
 from triggers_core._util import copy_json, copy_json_sorted
 from triggers_core.config import TaskConfig
+from triggers_core.idempotency import FireKey
 from triggers_core.task_table import TaskTable
 
 __all__ = [
@@ -176,6 +177,7 @@ class SessionState:
     counters: Mapping[str, int] = attrs.field(factory=dict)
     unsettled: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
     settled: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
+    fire_records: Mapping[FireKey, tuple[str, ...]] = attrs.field(factory=dict)
 
     def instances_of(self, task_name: str) -> Iterator[TaskInstance]:
         """Loaded instances of one task, in creation order."""

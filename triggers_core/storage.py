@@ -24,6 +24,17 @@ Contract (proved for every backend by :mod:`triggers_core.testing.storage_contra
   otherwise overwrite history and run a task twice): it raises
   :class:`~triggers_core.errors.SerializationError` naming the session and
   the instance, and writes nothing.
+* Fire records (idempotency keys, :mod:`triggers_core.idempotency`), for
+  storages whose :meth:`Storage.check_fire_keys` accepts them: ``load`` also
+  returns, in ``state.fire_records``, the records of the keys in
+  ``scope.fire_keys`` that exist (in the same snapshot, and only those);
+  ``compare_and_swap`` creates the records in ``changes.fire_records`` in the
+  same atomic write as everything else. A record in ``changes.fire_records``
+  that is already stored raises :class:`~triggers_core.errors.ConflictError`
+  and nothing is written (the manager reloads and finds the fire applied). A
+  stored record never changes and is kept for the life of the session;
+  nothing but a load that names it reads it, so a session may hold any
+  number of them without slowing anything else down.
 """
 
 from __future__ import annotations
@@ -165,6 +176,27 @@ class Storage(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most storages have nothing to close
         """Release connections (optional)."""
+
+    def check_fire_keys(self) -> None:
+        """Raise unless this storage keeps fire records (idempotency keys).
+
+        The manager calls it before a keyed fire and before it runs an
+        instance (whose finish records its cascade; see
+        :mod:`triggers_core.idempotency`). The default raises
+        :class:`~triggers_core.errors.UnsupportedOperationError` naming the
+        storage: a storage that does not override it ignores
+        ``scope.fire_keys`` and ``changes.fire_records``, so keyed fires are
+        refused on it, and instances run on it as before (their cascade
+        unguarded). Storages that keep records override it with a cheap check
+        (e.g. that their table exists), raising
+        :class:`~triggers_core.errors.SchemaMissingError` if it does not.
+        """
+        raise UnsupportedOperationError(
+            "idempotent fires (fire(..., idempotency_key=...))",
+            f"{self.backend_name}: {type(self).__qualname__}",
+            "it does not keep fire records; its check_fire_keys() says so (see "
+            "triggers_core.storage for what a storage that keeps them does)",
+        )
 
     # -- inspection -------------------------------------------------------------------
 
