@@ -70,6 +70,20 @@ class Statements:
         )
         self.insert_instances = sa.insert(instances)
         self._upserts: dict[str, Any] = {}
+        fire_keys = tables.fire_keys
+        #: Fire records of some keys (by primary key).
+        self.fire_records = (
+            sa.select(fire_keys.c.key_hash, fire_keys.c.scheduled)
+            .where(fire_keys.c.session_key == sa.bindparam("b_key"))
+            .where(fire_keys.c.key_hash.in_(sa.bindparam("b_hashes", expanding=True)))
+        )
+        self.insert_fire_records = sa.insert(fire_keys)
+        #: Reads nothing (an empty primary key range): does the table exist?
+        self.probe_fire_keys = (
+            sa.select(fire_keys.c.key_hash)
+            .where(fire_keys.c.session_key == "")
+            .where(fire_keys.c.key_hash == "")
+        )
 
     def rows(
         self,

@@ -1,6 +1,6 @@
 """SQLAlchemy storage: SQLite (the embedded default), PostgreSQL and MySQL/MariaDB.
 
-Layout (two tables per prefix, default ``triggers_``):
+Layout (three tables per prefix, default ``triggers_``):
 
 * ``{prefix}sessions``: one row per session: ``session_key`` (SHA-256 of the
   UID, so any UID fits a fixed-width, collation-proof primary key), ``uid``
@@ -15,6 +15,18 @@ Layout (two tables per prefix, default ``triggers_``):
   ``(session_key, status, task_key)``, ``(session_key, resolved)`` and
   ``(status, session_key)`` (the last one serves listing sessions by the
   status of their instances, :meth:`SQLAlchemyStorage.list_sessions`).
+* ``{prefix}fire_keys``: one row per fire record (idempotency key, see
+  :mod:`triggers_core.idempotency`): ``(session_key, key_hash)`` primary key
+  (``key_hash`` is the record's SHA-256 digest; the key itself is not
+  stored), ``trigger_name``, ``scheduled`` (JSON list of the instance names
+  the first fire scheduled) and ``created_at``. A keyed fire reads its record
+  by primary key inside the load snapshot and inserts it inside the
+  compare-and-swap transaction; nothing else reads the table, so the number of
+  records a session holds costs nothing. Operations without a key never touch
+  it: tables created before it existed keep working for them, while a keyed
+  fire, or running an instance (whose finish records its cascade), raises
+  :class:`~triggers_core.errors.SchemaMissingError` saying how to add it
+  (``create_schema`` or ``upgrade_schema``).
 
 Why this shape: an operation reads the header plus the instances its
 :class:`~triggers_core.scopes.Scope` names (by name, or the unstarted ones of
@@ -32,7 +44,10 @@ Concurrency: ``compare_and_swap`` runs ``UPDATE sessions SET version = v + 1
 ... WHERE session_key = :key AND version = :v`` first, in the same transaction
 as the instance writes. The row lock it takes serializes writers of one
 session; a rowcount of 0 means the version moved, the transaction is rolled
-back and :class:`~triggers_core.errors.ConflictError` is raised. A racing
+back and :class:`~triggers_core.errors.ConflictError` is raised. Fire records
+are plain INSERTs after that UPDATE: a duplicate key there means another
+writer applied the fire first, which is a conflict too (the manager reloads
+and finds the record); a record is never updated. A racing
 first insert fails on the primary key and is a conflict too, as are deadlocks,
 serialization failures and SQLite's "database is locked". Instances an
 operation creates are plain INSERTs: since the version UPDATE already
@@ -65,6 +80,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import random
 import threading
@@ -93,6 +109,7 @@ from triggers_core.errors import (
     StorageError,
     StorageURLError,
 )
+from triggers_core.idempotency import FireKey, decode_scheduled
 from triggers_core.listing import (
     DEFAULT_PAGE_SIZE,
     SessionFilter,
@@ -156,6 +173,7 @@ class _Tables:
     metadata: sa.MetaData
     sessions: sa.Table
     instances: sa.Table
+    fire_keys: sa.Table
 
 
 def _define(meta: sa.MetaData, prefix: str) -> _Tables:
@@ -193,7 +211,22 @@ def _define(meta: sa.MetaData, prefix: str) -> _Tables:
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",
     )
-    return _Tables(meta, sessions, instances)
+    fire_keys = sa.Table(
+        f"{prefix}fire_keys",
+        meta,
+        sa.Column("session_key", sa.String(64), primary_key=True),
+        sa.Column(
+            "key_hash", sa.String(64), primary_key=True, comment="sha256(trigger NUL key), hex"
+        ),
+        sa.Column("trigger_name", sa.Text(), nullable=False),
+        sa.Column(
+            "scheduled", _Document, nullable=False, comment="names the first fire scheduled (JSON)"
+        ),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+    return _Tables(meta, sessions, instances, fire_keys)
 
 
 #: The tables for the default prefix; use as (part of) Alembic's ``target_metadata``.
@@ -720,6 +753,21 @@ class SQLAlchemyStorage(Storage):
 
     def _error(self, exc: sa_exc.SQLAlchemyError, doing: str) -> StorageError:
         where = _public_url(self.engine.url)
+        if _is_missing_table(exc) and self._tables.fire_keys.name in str(_orig(exc)):
+            prefix = self.table_prefix
+            prefix_arg = "" if prefix == DEFAULT_TABLE_PREFIX else f", {prefix!r}"
+            return SchemaMissingError(
+                f"table {self._tables.fire_keys.name!r} does not exist in {where}: it keeps "
+                "the records of idempotent fires and of finished instances' cascades, and "
+                "tables created by an earlier Triggers version lack it. Add it with "
+                f"triggers_backends.sqlalchemy_upgrade.upgrade_schema(engine{prefix_arg}) "
+                f"or triggers_backends.sqlalchemy.create_schema(engine{prefix_arg}) (each "
+                f"only adds what is missing), '?{URL_CREATE_OPTION}=true' in the URL, or "
+                "your migrations (triggers_backends.sqlalchemy.metadata); fires without an "
+                "idempotency key work without it",
+                backend=self._label,
+                session=self.uid,
+            )
         if _is_missing_table(exc):
             t = self._tables
             prefix = self.table_prefix
@@ -789,15 +837,58 @@ class SQLAlchemyStorage(Storage):
         if head is None:
             return Snapshot(SessionState(), None)
         header = self._decode_header(head.uid, head.config_id, head.config, head.header)
+        records: dict[FireKey, tuple[str, ...]] = {}
         if scope is None:
             rows = self._rows(conn, None)
         else:
             chosen = scope if isinstance(scope, Scope) else scope(header)
             rows = self._rows(conn, chosen)
+            if chosen.fire_keys:  # only a keyed operation reads the fire keys table
+                records = self._records(conn, chosen.fire_keys)
         instances = self._decode_instances(rows, cache=scope is not None)
         where = f"{self._label} storage, session {self.uid!r}"
         check_joined(header.tasks, header.counters, instances.values(), where)
-        return Snapshot(attrs.evolve(header, instances=instances), int(head.version))
+        if records:
+            state = attrs.evolve(header, instances=instances, fire_records=records)
+        else:
+            state = attrs.evolve(header, instances=instances)
+        return Snapshot(state, int(head.version))
+
+    def _records(
+        self, conn: Connection, keys: frozenset[FireKey]
+    ) -> dict[FireKey, tuple[str, ...]]:
+        """The stored fire records of ``keys`` (primary key lookups, in this snapshot)."""
+        by_hash = {key.digest: key for key in keys}
+        found: dict[FireKey, tuple[str, ...]] = {}
+        for chunk in chunks(sorted(by_hash)):
+            params = {"b_key": self._key, "b_hashes": chunk}
+            for row in conn.execute(self._sql.fire_records, params):
+                key = by_hash[row.key_hash]
+                what = f"{self._label} storage, session {self.uid!r}: fire record of {key!r}"
+                try:
+                    names = json.loads(row.scheduled)
+                except ValueError as exc:
+                    raise SerializationError(f"{what}: not valid JSON ({exc})") from exc
+                found[key] = decode_scheduled(names, what)
+        return found
+
+    def check_fire_keys(self) -> None:
+        """Fire records are kept in the ``fire_keys`` table: check once that it exists.
+
+        One query per engine and table prefix in a process (then remembered);
+        :class:`~triggers_core.errors.SchemaMissingError` saying how to add the
+        table if it is missing.
+        """
+        ready = _FIRE_KEYS_READY.setdefault(self.engine, set())
+        if self.table_prefix in ready:
+            return
+        try:
+            with self._reader.connect() as conn, conn.begin():
+                conn.execute(self._sql.probe_fire_keys).all()
+        except sa_exc.SQLAlchemyError as exc:
+            error = self._error(exc, "checking the fire keys table")
+            raise error from exc
+        ready.add(self.table_prefix)
 
     def _rows(self, conn: Connection, scope: Scope | None) -> list[Any]:
         """``(name, doc, task_key)`` rows of the instances ``scope`` names (all for None)."""
@@ -912,6 +1003,16 @@ class SQLAlchemyStorage(Storage):
                 "updated_at": now,
             }
             (created if name in changes.created else updated).append(row)
+        records = [
+            {
+                "session_key": self._key,
+                "key_hash": key.digest,
+                "trigger_name": key.trigger,
+                "scheduled": json.dumps(list(names)),
+                "created_at": now,
+            }
+            for key, names in changes.fire_records.items()
+        ]
         sql = self._sql
         try:
             with self._writer.connect() as conn, conn.begin():
@@ -954,8 +1055,21 @@ class SQLAlchemyStorage(Storage):
                         raise _CreatedExists() from exc
                 if updated:
                     self._upsert(conn, updated)
+                if records:
+                    try:
+                        conn.execute(sql.insert_fire_records, records)
+                    except sa_exc.IntegrityError as exc:
+                        # We hold the session row: another writer applied the fire first.
+                        raise _RecordExists() from exc
         except _CreatedExists as clash:
             raise self._corruption([row["name"] for row in created]) from clash.__cause__
+        except _RecordExists:
+            raise ConflictError(
+                "a fire record this write creates is already stored (that fire was "
+                "applied meanwhile); nothing was written",
+                backend=self._label,
+                session=self.uid,
+            ) from None
         except sa_exc.SQLAlchemyError as exc:
             raise self._error(exc, "compare_and_swap") from exc
         if config:
@@ -1012,12 +1126,15 @@ class SQLAlchemyStorage(Storage):
     # -- housekeeping -------------------------------------------------------------
 
     def delete(self) -> None:
-        """Remove this session (header and every instance) from the tables."""
+        """Remove this session (header, every instance, every fire record) from the tables."""
         sessions, instances = self._tables.sessions, self._tables.instances
+        fire_keys = self._tables.fire_keys
         try:
             with self._writer.connect() as conn, conn.begin():
                 conn.execute(sa.delete(sessions).where(sessions.c.session_key == self._key))
                 conn.execute(sa.delete(instances).where(instances.c.session_key == self._key))
+                if sa.inspect(conn).has_table(fire_keys.name):  # older tables lack it
+                    conn.execute(sa.delete(fire_keys).where(fire_keys.c.session_key == self._key))
         except sa_exc.SQLAlchemyError as exc:
             raise self._error(exc, "delete") from exc
 
@@ -1074,6 +1191,14 @@ def list_sessions(
 
 class _CreatedExists(Exception):
     """Internal: an INSERT of a created instance hit an existing row (rolls the write back)."""
+
+
+class _RecordExists(Exception):
+    """Internal: an INSERT of a fire record hit an existing row (rolls the write back)."""
+
+
+#: Per engine, the table prefixes whose fire keys table was seen to exist.
+_FIRE_KEYS_READY: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
 
 
 #: Decoded instance documents a storage object keeps (more when one working set is larger).

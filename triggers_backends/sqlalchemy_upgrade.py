@@ -12,7 +12,11 @@ guessing; :func:`upgrade_schema` converts them in place:
    ``unsettled`` sets are derived from the session's unresolved instances;
 4. makes the new columns ``NOT NULL`` (PostgreSQL, MySQL/MariaDB; SQLite
    cannot alter a column, and the storage always writes them) and creates the
-   ``(session_key, status, task_key)`` index.
+   ``(session_key, status, task_key)`` index;
+5. creates the ``fire_keys`` table (fire records of idempotent fires and of
+   cascades), which tables of any earlier version lack. This step alone
+   touches no stored row, so tables that only lack it can be upgraded while
+   processes use them (``create_schema`` adds it too).
 
 Stop every process that uses the tables first: a process still running the old
 version would write rows without the new columns. The upgrade is idempotent and
@@ -60,6 +64,8 @@ def needs_upgrade(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> b
     names = set(inspector.get_table_names())
     if not {tables.sessions.name, tables.instances.name} <= names:
         return False
+    if tables.fire_keys.name not in names:
+        return True
     sessions = {c["name"] for c in inspector.get_columns(tables.sessions.name)}
     instances = {c["name"] for c in inspector.get_columns(tables.instances.name)}
     return not (set(_NEW_SESSION_COLUMNS) <= sessions and set(_NEW_INSTANCE_COLUMNS) <= instances)
@@ -92,7 +98,21 @@ def upgrade_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> 
         if index.name not in present:
             index.create(engine)
             changed = True
+    changed |= _add_table(engine, tables.fire_keys)
     return changed
+
+
+def _add_table(engine: Engine, table: sa.Table) -> bool:
+    """Create ``table`` if it is missing (a concurrent creator winning is fine)."""
+    if sa.inspect(engine).has_table(table.name):
+        return False
+    try:
+        table.create(engine)
+    except sa.exc.SQLAlchemyError:
+        if not sa.inspect(engine).has_table(table.name):
+            raise
+        return False  # another process created it first
+    return True
 
 
 def _add_columns(engine: Engine, table: str, columns: dict[str, Any]) -> bool:

@@ -23,17 +23,19 @@ again) cascades once.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import attrs
 
 from triggers_core._util import name_problem
-from triggers_core.errors import InvalidKwargsError
+from triggers_core.errors import InvalidKwargsError, SerializationError
 
 __all__ = [
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "FireKey",
     "cascade_key",
     "check_idempotency_key",
+    "decode_scheduled",
     "fire_key",
 ]
 
@@ -98,3 +100,14 @@ def cascade_key(task_name: str, instance_name: str) -> FireKey:
     keyed fire of the task name can collide with it.
     """
     return FireKey(task_name, _digest(task_name, f"\0cascade\0{instance_name}"))
+
+
+def decode_scheduled(value: Any, what: str) -> tuple[str, ...]:
+    """A stored record's instance names (a JSON list of strings), checked.
+
+    Raises :class:`~triggers_core.errors.SerializationError` naming ``what``
+    for anything else.
+    """
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise SerializationError(f"{what}: expected a list of instance names, got {value!r}")
+    return tuple(value)

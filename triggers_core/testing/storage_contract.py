@@ -30,8 +30,12 @@ ones; a selector decides from the header); instances left out of
 ``changes.instances`` are not rewritten; the configuration is written only
 when ``changes.config`` says so; a created instance that already exists is
 refused and nothing is written (also through the manager, after a counter was
-lowered by hand); callers never share mutable values with the store; and a
-Hypothesis state machine compares the store with an in-memory model.
+lowered by hand); callers never share mutable values with the store; a
+Hypothesis state machine compares the store with an in-memory model; and
+fire records (idempotency keys) behave as
+:mod:`triggers_core.testing.fire_records_contract` describes, including a
+race of threads and one of OS processes firing the same keys (set
+``keeps_fire_records = False`` for a backend that keeps none).
 
 ``pytest`` is needed to run it; ``hypothesis`` only for the stateful test.
 """
@@ -53,7 +57,6 @@ import pytest
 
 from triggers_core import engine
 from triggers_core._util import MAX_DEPTH, MAX_INT, MIN_INT, to_json_mapping
-from triggers_core.effects import ScheduleInstance
 from triggers_core.errors import (
     ConfigurationError,
     ConflictError,
@@ -62,11 +65,12 @@ from triggers_core.errors import (
 )
 from triggers_core.manager import TriggerManager
 from triggers_core.registry import open_storage
-from triggers_core.runners import TaskRunner
 from triggers_core.scopes import Changes, Scope
 from triggers_core.serialization import config_to_json, header_to_json, instance_to_json
 from triggers_core.state import SessionState, Status, TaskInstance
 from triggers_core.storage import Storage, Version
+from triggers_core.testing._contract_support import PatientManager, RecordingRunner
+from triggers_core.testing.fire_records_contract import FireRecordsContract
 
 __all__ = [
     "AWKWARD_UIDS",
@@ -96,20 +100,6 @@ _CONFIG: Mapping[str, Any] = {
     "t_beta": {"after": ["a", "b"], "unless": ["c"], "run": "contract_task"},
 }
 _TASKS = engine.update_configuration(SessionState(), _CONFIG).state.tasks
-
-
-class RecordingRunner(TaskRunner):
-    """A runner that only records which instances it was asked to run."""
-
-    name = "contract-recording"
-
-    def __init__(self) -> None:
-        self.dispatched: list[str] = []
-        self._lock = threading.Lock()
-
-    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
-        with self._lock:
-            self.dispatched.append(effect.instance_name)
 
 
 def make_state(
@@ -191,7 +181,7 @@ def _docs(instances: Mapping[str, TaskInstance]) -> dict[str, dict[str, Any]]:
     return {name: instance_to_json(inst) for name, inst in instances.items()}
 
 
-class StorageContract:
+class StorageContract(FireRecordsContract):
     """Base class of the storage contract tests (see the module docstring)."""
 
     #: Sessions are visible to other OS processes (not true of ``MemoryStorage``).
@@ -847,19 +837,11 @@ def run_fire_race(url: str, uid: str, *, processes: int, fires: int, timeout: fl
     return dispatched
 
 
-class _PatientManager(TriggerManager):
-    # The race checks correctness, not fairness: 8 processes on a small machine
-    # may lose many rounds in a row, so allow more attempts than the default.
-    max_attempts = 2000
-
-
 def _fire_worker(*, url: str, uid: str, index: int, fires: int, start: Any, results: Any) -> None:
     try:
         storage = open_storage(url, uid)
         runner = RecordingRunner()
-        manager = _PatientManager(
-            storage, runners={"recording": runner}, default_runner="recording"
-        )
+        manager = PatientManager(storage, runners={"recording": runner}, default_runner="recording")
         start.wait(60)
         for n in range(fires):
             manager.fire("tick", {"worker": index, "i": n})
