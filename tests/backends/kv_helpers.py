@@ -8,7 +8,7 @@ from typing import Any
 from kv_memory import DictKeyValueClient, DictStore
 
 from triggers_backends.kv.active import Active, Page
-from triggers_backends.kv.documents import decode, join, stored_keys
+from triggers_backends.kv.documents import DocRef, decode, join, stored_keys
 from triggers_backends.kv.storage import KeyValueStorage
 from triggers_backends.kv_client import CasToken, KeyValueUnavailable
 
@@ -88,7 +88,8 @@ def outage(*_: Any) -> None:
 
 
 def reachable_keys(storage: KeyValueStorage, values: Mapping[str, bytes]) -> set[str]:
-    """Every key the session's active document references, directly or through pages."""
+    """Every key the session's active document references, directly or through pages,
+    plus the fire record pointers of its epoch and the records they point to."""
     keys = storage.keys
     uid = storage.uid
     raw = values.get(keys.active)
@@ -96,6 +97,16 @@ def reachable_keys(storage: KeyValueStorage, values: Mapping[str, bytes]) -> set
         return set()
     active = Active.from_body(decode(raw, "active", uid, "active"), "active")
     found = {keys.active, keys.marker}
+    for record, ref in active.fires.items():  # fire records this version created
+        found.update(stored_keys(keys.fire_record(active.epoch, record, ref.rev), ref))
+    pointers = keys.fire_pointer(active.epoch, "") if active.epoch else None
+    for key, raw in values.items():  # older fire records, through their pointers
+        if pointers is not None and key.startswith(pointers):
+            body = decode(raw, "firekey", uid, "pointer")
+            ref = DocRef.from_json(body["ref"], "pointer")
+            record_keys = stored_keys(keys.fire_record(active.epoch, body["record"], ref.rev), ref)
+            assert all(k in values for k in record_keys), f"{key} points to a missing record"
+            found.update([key, *record_keys])
     if active.config is not None:
         found.update(stored_keys(keys.config(active.config.rev), active.config))
     for trigger, ref in active.latest.items():

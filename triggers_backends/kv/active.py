@@ -16,6 +16,12 @@ A fire that creates ``t#n`` rewrites only page ``n // PAGE_SIZE`` of ``t``;
 loading the unstarted instances of ``t`` reads only the pages flagged for it;
 resolved history stays in pages nobody rewrites. The active document grows by
 one page reference per :data:`PAGE_SIZE` instances of a task, not per instance.
+
+It also carries the session's ``epoch`` (a random token fixed when the session
+is created) and, in ``fires``, the references of the fire records created by
+the commit that wrote it (and only those: see the storage module for how they
+become findable afterwards), so it does not grow with the number of keys.
+Both are left out of the document when empty, and optional when read.
 """
 
 from __future__ import annotations
@@ -60,6 +66,11 @@ def _mapping(value: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise SerializationError(f"{what}: expected an object, got {type(value).__name__}")
     return value
+
+
+def _token(text: str) -> bool:
+    """A short ASCII token that can be part of a key (an epoch, a record digest)."""
+    return 0 < len(text) <= 32 and text.isascii() and text.isalnum()
 
 
 def _only(doc: Mapping[str, Any], fields: frozenset[str], what: str) -> None:
@@ -242,20 +253,32 @@ class Active:
     config: DocRef | None = None
     latest: Mapping[str, DocRef] = field(default_factory=dict)
     index: IndexTable = field(default_factory=lambda: IndexTable({}))
+    #: A random token fixed at the session's creation ("": created before fire
+    #: records existed, and not committed to since).
+    epoch: str = ""
+    #: Record digest -> reference of the fire records this version created.
+    fires: Mapping[str, DocRef] = field(default_factory=dict)
 
     def to_body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "version": self.version,
             "header": dict(self.header),
             "config": None if self.config is None else self.config.to_json(),
             "latest": {t: ref.to_json() for t, ref in sorted(self.latest.items())},
             "index": self.index.to_json(),
         }
+        if self.epoch:
+            body["epoch"] = self.epoch
+        if self.fires:
+            body["fires"] = {d: ref.to_json() for d, ref in sorted(self.fires.items())}
+        return body
 
     @classmethod
     def from_body(cls, body: Any, what: str) -> Active:
         doc = _mapping(body, what)
-        _only(doc, frozenset({"version", "header", "config", "latest", "index"}), what)
+        required = frozenset({"version", "header", "config", "latest", "index"})
+        optional = frozenset({"epoch", "fires"})
+        _only({k: v for k, v in doc.items() if k not in optional}, required, what)
         version = _int(doc["version"], f"{what}.version")
         header = _mapping(doc["header"], f"{what}.header")
         config = None
@@ -269,4 +292,12 @@ class Active:
         if not all(isinstance(text, str) for text in texts.values()):
             raise SerializationError(f"{what}.index: expected a text per task")
         index = IndexTable(texts, f"{what}.index")
-        return cls(version, header, config, latest, index)
+        epoch = doc.get("epoch", "")
+        if not isinstance(epoch, str) or (epoch and not _token(epoch)):
+            raise SerializationError(f"{what}.epoch: invalid epoch {epoch!r}")
+        fires: dict[str, DocRef] = {}
+        for d, ref in _mapping(doc.get("fires", {}), f"{what}.fires").items():
+            if not _token(d):
+                raise SerializationError(f"{what}.fires: invalid record digest {d!r}")
+            fires[d] = DocRef.from_json(ref, f"{what}.fires.{d}")
+        return cls(version, header, config, latest, index, epoch, fires)

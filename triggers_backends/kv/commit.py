@@ -2,10 +2,12 @@
 
 :class:`Commit` turns a new state and its :class:`~triggers_core.scopes.Changes`
 into the immutable documents to write first (the configuration if it changed,
-changed latest kwargs, changed instances and the index pages that list them),
-the new active document, and the documents it makes obsolete (deleted after
-the swap). Nothing is written here; :class:`~triggers_backends.kv.storage.KeyValueStorage`
-does that in the commit order its module docstring explains.
+changed latest kwargs, changed instances and the index pages that list them,
+new fire records), the pointers that confirm the fire records of the version
+it replaces (see the storage module), the new active document, and the
+documents it makes obsolete (deleted after the swap). Nothing is written
+here; :class:`~triggers_backends.kv.storage.KeyValueStorage` does that in the
+commit order its module docstring explains.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from triggers_backends.kv.active import Active, Entry, IndexTable, Page, TaskIndex, page_of
 from triggers_backends.kv.documents import DocRef, DocumentMissing, encode, split, stored_keys
+from triggers_backends.kv.keys import digest
 from triggers_backends.kv_client import AtomicCommitClient, CasToken, KeyValueError
 from triggers_core._util import copy_json_sorted
 from triggers_core.errors import ConflictError, SerializationError, StorageError
@@ -46,6 +49,9 @@ class Commit:
             "reading the item size limit", lambda: storage.client.max_value_size
         )
         self.items: dict[str, bytes] = {}
+        #: Pointers to the fire records of ``base``: true whether this commit wins or
+        #: not, so written like ``items`` but never deleted when the swap is lost.
+        self.confirmations: dict[str, bytes] = {}
         self.obsolete: list[str] = []
         self.decoded: list[tuple[str, int, Any]] = []
         self.active = Active(0, {})
@@ -58,10 +64,12 @@ class Commit:
         lost. A :class:`KeyValueError` before the swap is the storage's error; during
         the swap, it is unknown whether it happened."""
         atomic = self.storage.atomic
+        written = len(self.items) + len(self.confirmations)
         size = len(raw) + sum(len(v) for v in self.items.values())
+        size += sum(len(v) for v in self.confirmations.values())
         if (
             atomic is not None
-            and len(self.items) + len(self.obsolete) <= ONE_STEP_MAX_KEYS
+            and written + len(self.obsolete) <= ONE_STEP_MAX_KEYS
             and size <= ONE_STEP_MAX_BYTES
         ):
             return self._in_one_step(atomic, raw, token)
@@ -85,7 +93,7 @@ class Commit:
                 self.keys.active,
                 raw,
                 token,
-                documents=self.items,
+                documents={**self.items, **self.confirmations},
                 obsolete=self.obsolete,
                 marker=marker,
             )
@@ -100,7 +108,7 @@ class Commit:
             # makes sure it is there before its swap, so no later version can exist
             # without a marker (see the storage module's docstring).
             storage._call("adding the session marker", client.add, *self._marker())
-        storage._write(self.items)
+        storage._write({**self.items, **self.confirmations})
         try:
             if base is None:
                 won = client.add(self.keys.active, raw)
@@ -109,7 +117,9 @@ class Commit:
         except KeyValueError as exc:
             raise self._unknown(exc) from exc
         if not won:
-            storage._forget(list(self.items))  # ours alone: nobody references them
+            # Ours alone: nobody references them. (Not the confirmations: they are true
+            # whoever won, and the winner may have written the same ones.)
+            storage._forget(list(self.items))
             return False
         if base is None:
             _best_effort(client.add, *self._marker())
@@ -144,7 +154,29 @@ class Commit:
         header = header_to_json(state)
         header.pop("latestKwargs", None)
         version = 1 if base is None else base.version + 1
-        self.active = Active(version, header, config, latest, index)
+        # A session created before fire records existed gets its epoch now.
+        epoch = base.epoch if base is not None and base.epoch else self.rev
+        fires = self._fire_records(epoch, changes)
+        self.active = Active(version, header, config, latest, index, epoch, fires)
+
+    def _fire_records(self, epoch: str, changes: Changes) -> dict[str, DocRef]:
+        """Confirm the base's fire records; write this commit's (refused if stored)."""
+        base, keys, uid = self.base, self.keys, self.storage.uid
+        if base is not None:
+            for record, ref in base.fires.items():
+                body = {"record": record, "ref": ref.to_json()}
+                self.confirmations[keys.fire_pointer(epoch, record)] = encode("firekey", uid, body)
+        if not changes.fire_records:
+            return {}
+        fires: dict[str, DocRef] = {}
+        for key, names in changes.fire_records.items():
+            record = digest(key.digest)
+            body = {"trigger": key.trigger, "scheduled": list(names)}
+            store_key = keys.fire_record(epoch, record, self.rev)
+            fires[record] = self._put("fire", store_key, body, tuple(names))
+        if base is not None and base.epoch:
+            self.storage._check_records_absent(base, list(fires))
+        return fires
 
     def _latest(self, state: SessionState) -> dict[str, DocRef]:
         old = dict(self.base.latest) if self.base is not None else {}

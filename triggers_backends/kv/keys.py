@@ -9,9 +9,13 @@ in practice; the original value is stored inside every document and checked
 on load.
 
 Kinds: ``a`` active document, ``m`` marker, ``c`` configuration, ``k`` latest
-kwargs of one trigger, ``p`` index page, ``i`` instance; a chunked document's
-chunks are its key plus ``:{n}``. Immutable documents end with the revision
-token of the attempt that wrote them.
+kwargs of one trigger, ``p`` index page, ``i`` instance, ``f`` fire record,
+``g`` fire record pointer; a chunked document's chunks are its key plus
+``:{n}``. Immutable documents end with the revision token of the attempt that
+wrote them. Fire record keys also hold the session's *epoch* (a random token
+the active document carries from the session's creation on) and the digest of
+the record's :class:`~triggers_core.idempotency.FireKey`; a pointer's key is
+fixed for its record (no revision), so a reader finds it from the key alone.
 """
 
 from __future__ import annotations
@@ -88,6 +92,14 @@ class SessionKeys:
     def instance(self, name: str, rev: str) -> str:
         """Instance ``name`` as written by attempt ``rev``."""
         return self._key("i", digest(name), rev)
+
+    def fire_record(self, epoch: str, record: str, rev: str) -> str:
+        """Fire record ``record`` (its key's digest) as written by attempt ``rev``."""
+        return self._key("f", epoch, record, rev)
+
+    def fire_pointer(self, epoch: str, record: str) -> str:
+        """Where the committed fire record ``record`` is (written once it is committed)."""
+        return self._key("g", epoch, record)
 
 
 def chunk_key(key: str, index: int) -> str:

@@ -48,6 +48,53 @@ e.g. Redis with a script) gets the three steps, and the marker, as one call
 for a commit of modest size: readers see all of it or none of it, and a loser
 writes nothing at all.
 
+Fire records (idempotency keys, :mod:`triggers_core.idempotency`) must not
+grow the active document with their number, and a record written by an
+attempt whose swap lost must never be taken as committed. So:
+
+* the commit that creates a record writes it as an immutable document under
+  its own revision (``f``, like an instance) and lists its reference in the
+  new active document's ``fires``, which holds *only* the records of that
+  commit;
+* every commit writes, before its swap, a *pointer* (``g``, under a key fixed
+  for the record: the session's epoch and the record's digest) to each record
+  in the ``fires`` of the active document it replaces, and leaves those out of
+  its own ``fires``;
+* a reader looks for a record in the active document's ``fires``, then for its
+  pointer.
+
+Why a record is never taken as committed when it was not: a reader trusts only
+what a committed active document references and pointers. A pointer is only
+ever written for a record listed in the ``fires`` of an active document that
+was read from the store or that its writer committed, so for a record that
+*is* committed, whether or not the pointer's writer then wins its own swap
+(the pointers are true either way, so a loser does not delete them, and every
+writer of one pointer writes the same bytes). The documents of a losing attempt
+are referenced by nothing and deleted, as above.
+
+Why a committed record is always found: at the version that created it, the
+record is in ``fires``; the commit that replaces that version wrote its
+pointer before its swap, so at every later version the pointer exists (unless
+evicted; see below). A duplicate found this way returns without writing
+anything, which is safe because a found record is committed for good.
+Creating a record that a reader found absent at version ``V`` can only clash
+with a record committed after ``V``, and then the swap from ``V`` fails: the
+version check makes concurrent duplicates conflict, and the loser reloads and
+finds the record. A commit that creates a record already stored (in its base's
+``fires`` or behind a pointer) raises :class:`~triggers_core.errors.ConflictError`
+and writes nothing; the pointer check costs no read when a load of the base
+version found the record absent.
+
+The epoch is a random token fixed when the session is created (and given, by
+its first commit, to a session created before fire records existed). Keys of
+records include it, so a session deleted (or lost) and created again under the
+same UID never finds its predecessor's records; those, like every record, are
+kept as long as the store keeps them (no commit deletes one), and ``delete``
+cannot find them (nothing lists them, so that keys cost nothing per fire).
+A key whose record or pointer was evicted is forgotten: a later fire with it
+applies again. On a client that commits atomically, the records and pointers
+are part of the one step.
+
 The marker is added right *after* the active document is created (before would
 be worse: a creator dying in between would leave a marker without an active
 document, which every reader would take for a lost session until someone
@@ -85,7 +132,7 @@ from triggers_backends.kv.documents import (
     join,
     stored_keys,
 )
-from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys
+from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys, digest
 from triggers_backends.kv_client import (
     AtomicCommitClient,
     CasToken,
@@ -94,6 +141,7 @@ from triggers_backends.kv_client import (
 )
 from triggers_core._util import copy_json
 from triggers_core.errors import ConflictError, SerializationError, StorageError
+from triggers_core.idempotency import FireKey, decode_scheduled
 from triggers_core.scopes import Changes, Scope, Selector, resolve
 from triggers_core.serialization import (
     check_joined,
@@ -119,8 +167,9 @@ class _Want(NamedTuple):
 
     key: str
     ref: DocRef
-    kind: str  # config | latest | page | instance
-    #: The trigger (latest), (task, page number) (page) or the instance name (instance).
+    kind: str  # config | latest | page | instance | fire
+    #: The trigger (latest), (task, page number) (page), the instance name (instance)
+    #: or the FireKey (fire).
     about: Any = None
 
 
@@ -169,6 +218,8 @@ class KeyValueStorage(Storage):
         # version -> (cas token or None, active document) of recent loads and commits.
         self._seen: OrderedDict[int, tuple[CasToken | None, Active]] = OrderedDict()
         self._seen_lock = threading.Lock()
+        # (epoch, version) -> fire record digests a recent load found absent at it.
+        self._absent: OrderedDict[tuple[str, int], frozenset[str]] = OrderedDict()
         self._parsed: tuple[bytes, Active] | None = None
 
     # -- errors -------------------------------------------------------------------
@@ -269,6 +320,84 @@ class KeyValueStorage(Storage):
     def _instance_want(self, name: str, ref: DocRef) -> _Want:
         return _Want(self.keys.instance(name, ref.rev), ref, "instance", name)
 
+    def _record_want(self, epoch: str, key: FireKey, ref: DocRef) -> _Want:
+        return _Want(self.keys.fire_record(epoch, digest(key.digest), ref.rev), ref, "fire", key)
+
+    # -- fire records ---------------------------------------------------------------
+
+    def check_fire_keys(self) -> None:
+        """Fire records are kept (documents outside the active document)."""
+
+    def _records(self, active: Active, keys: Iterable[FireKey]) -> dict[FireKey, tuple[str, ...]]:
+        """The committed fire records of ``keys`` as of ``active`` (see the module docstring).
+
+        Records the active document created are referenced from it; older ones
+        are found through their pointers (one round trip for all of them).
+        """
+        refs: dict[FireKey, DocRef] = {}
+        pointers: dict[str, tuple[FireKey, str]] = {}
+        epoch = active.epoch
+        for key in keys:
+            record = digest(key.digest)
+            ref = active.fires.get(record)
+            if ref is not None:
+                refs[key] = ref
+            elif epoch:  # without an epoch, nothing was ever recorded
+                pointers[self.keys.fire_pointer(epoch, record)] = (key, record)
+        absent: set[str] = set()
+        if pointers:
+            cache = self._cache
+            missing = [k for k in pointers if cache.get(k) is cache.missing]
+            found = self._get_many(missing) if missing else {}
+            for pointer, (key, record) in pointers.items():
+                ref = cache.get(pointer)
+                if ref is cache.missing:
+                    raw = found.get(pointer)
+                    if raw is None:
+                        absent.add(record)
+                        continue
+                    ref = self._pointer(raw, pointer, record)
+                    cache.put(pointer, len(raw), ref)
+                refs[key] = ref
+            with self._seen_lock:
+                self._absent[(epoch, active.version)] = frozenset(absent)
+                while len(self._absent) > 16:
+                    self._absent.popitem(last=False)
+        wants = [self._record_want(epoch, key, ref) for key, ref in refs.items()]
+        values: list[tuple[str, ...]] = self._fetch(wants)
+        return {want.about: names for want, names in zip(wants, values, strict=True)}
+
+    def _pointer(self, raw: bytes, key: str, record: str) -> DocRef:
+        what = self._what("fire record pointer", key)
+        body = decode(raw, "firekey", self.uid, what)
+        if not isinstance(body, dict) or body.get("record") != record:
+            raise SerializationError(f"{what}: does not point to record {record!r}")
+        return DocRef.from_json(body.get("ref"), what)
+
+    def _check_records_absent(self, base: Active, records: Sequence[str]) -> None:
+        """ConflictError if a record a commit on ``base`` creates is already stored.
+
+        A record is stored if ``base`` created it or its pointer exists. A load
+        of ``base``'s version that found a record absent settles it (a pointer
+        can appear only for a record committed at an earlier version, which
+        that load would have seen); others cost one read of their pointers.
+        """
+        clash = [r for r in records if r in base.fires]
+        if not clash:
+            with self._seen_lock:
+                known = self._absent.get((base.epoch, base.version), frozenset())
+            unknown = [r for r in records if r not in known]
+            if unknown:
+                pointers = {self.keys.fire_pointer(base.epoch, r): r for r in unknown}
+                clash = [pointers[k] for k in self._get_many(list(pointers))]
+        if clash:
+            raise ConflictError(
+                "a fire record this write creates is already stored (that fire was "
+                "applied meanwhile); nothing was written",
+                backend=self._label,
+                session=self.uid,
+            )
+
     def _header_state(self, active: Active) -> SessionState:
         wants = [self._latest_want(t, ref) for t, ref in sorted(active.latest.items())]
         if active.config is not None:
@@ -368,7 +497,11 @@ class KeyValueStorage(Storage):
         check_joined(
             header.tasks, header.counters, instances, f"{self._label} storage, session {self.uid!r}"
         )
-        return attrs.evolve(header, instances={i.name: copy_instance(i) for i in instances})
+        copies = {i.name: copy_instance(i) for i in instances}
+        if chosen is not None and chosen.fire_keys:
+            records = self._records(active, chosen.fire_keys)
+            return attrs.evolve(header, instances=copies, fire_records=records)
+        return attrs.evolve(header, instances=copies)
 
     # -- writing ------------------------------------------------------------------
 
@@ -462,6 +595,10 @@ class KeyValueStorage(Storage):
         doomed: list[str] = []
         if active.config is not None:
             doomed += stored_keys(keys.config(active.config.rev), active.config)
+        # Older fire records and their pointers cannot be found (nothing lists them);
+        # they are unreachable from a new session under this UID, which gets a new epoch.
+        for record, ref in active.fires.items():
+            doomed += stored_keys(keys.fire_record(active.epoch, record, ref.rev), ref)
         for trigger, ref in active.latest.items():
             doomed += stored_keys(keys.latest(trigger, ref.rev), ref)
         for task, index in active.index.items():
@@ -510,6 +647,12 @@ def _latest_kwargs(body: Any, what: str, trigger: str) -> Any:
     return kwargs
 
 
+def _fire_record(body: Any, what: str, key: FireKey) -> tuple[str, ...]:
+    if not isinstance(body, dict) or body.get("trigger") != key.trigger:
+        raise SerializationError(f"{what}: does not hold a record of {key.trigger!r}")
+    return decode_scheduled(body.get("scheduled"), what)
+
+
 def _instance(body: Any, what: str, name: str) -> TaskInstance:
     instance = instance_from_json(body, what)
     if instance.name != name:
@@ -522,10 +665,12 @@ _LABELS: dict[str, Callable[[Any], str]] = {
     "latest": lambda trigger: f"latest kwargs of {trigger!r}",
     "page": lambda about: f"index page {about[1]} of task {about[0]!r}",
     "instance": lambda name: f"instance {name!r}",
+    "fire": lambda key: f"fire record of {key!r}",
 }
 _CONVERT: dict[str, Callable[[Any, str, Any], Any]] = {
     "config": lambda body, what, _: config_from_json(body, what),
     "latest": _latest_kwargs,
     "page": lambda body, what, about: Page.from_body(body, about[0], about[1], what),
     "instance": _instance,
+    "fire": _fire_record,
 }
