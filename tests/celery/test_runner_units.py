@@ -418,7 +418,9 @@ def _corrupt_header(sqlite_url: str, uid: str) -> None:
     assert changed == 1
 
 
-@pytest.mark.parametrize("problem", ["unknown instance", "schema missing", "corrupt document"])
+@pytest.mark.parametrize(
+    "problem", ["unknown instance", "schema missing", "no fire keys table", "corrupt document"]
+)
 def test_a_non_transient_error_is_not_retried(
     memory_app: Celery, sqlite_url: str, tmp_path: Path, problem: str
 ) -> None:
@@ -438,6 +440,9 @@ def test_a_non_transient_error_is_not_retried(
             "empty": empty,
         }
         storage, expected = "empty", SchemaMissingError
+    elif problem == "no fire keys table":  # tables of an earlier version: nothing runs
+        _drop_fire_keys(sqlite_url, uid)
+        expected = SchemaMissingError
     else:
         _corrupt_header(sqlite_url, uid)
         expected = SerializationError
@@ -448,6 +453,21 @@ def test_a_non_transient_error_is_not_retried(
     assert not isinstance(caught.value, StorageUnavailableError)
     assert not is_transient_storage_error(caught.value)
     assert _nothing_in(memory_app, "units")  # no retry was published
+    if problem == "no fire keys table":
+        assert "fire_keys" in str(caught.value)
+        assert manager.storage["t_a#0"].status is Status.SCHEDULED  # it never started
+
+
+def _drop_fire_keys(sqlite_url: str, uid: str) -> None:
+    """Tables as an earlier version made them (and a fresh process that never saw them)."""
+    import sqlite3
+
+    from triggers_backends.sqlalchemy import dispose_engines
+
+    path = sqlite_url.removeprefix("sqlite:///").split("?")[0]
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("DROP TABLE triggers_fire_keys")
+    dispose_engines()
 
 
 def test_storage_retry_backoff_is_exponential_jittered_and_capped() -> None:

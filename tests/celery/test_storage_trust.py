@@ -43,7 +43,11 @@ def test_a_message_never_creates_tables_whatever_the_configured_url_says(tmp_pat
     # the application opening its own storage does what its URL says
     app_side = open_configured_storage(conf, "main", "s1", for_message=False)
     assert app_side.load().version is None
-    assert sorted(_tables(path)) == ["triggers_instances", "triggers_sessions"]
+    assert sorted(_tables(path)) == [
+        "triggers_fire_keys",
+        "triggers_instances",
+        "triggers_sessions",
+    ]
 
 
 def test_only_configured_names_and_references_are_opened(tmp_path: Path) -> None:
