@@ -209,7 +209,7 @@ class _Builder:
         self._unstarted: dict[str, dict[str, TaskInstance]] | None = None
         #: The fire records the state holds, and those this operation creates.
         self.records = state.fire_records
-        self.new_records: dict[FireKey, tuple[str, ...]] = {}
+        self.new_records: dict[FireKey, tuple[str, ...]] | None = None
 
     def put(self, instance: TaskInstance) -> None:
         name, task_name = instance.name, instance.task_name
@@ -628,7 +628,7 @@ def fire(
     scheduled = _apply_fire(b, name, kwargs)
     b.effects.append(TriggerFired(name, scheduled))
     if key is not None:
-        b.new_records[key] = scheduled
+        b.new_records = {key: scheduled}
     return b.build()
 
 
@@ -724,7 +724,7 @@ def finish(
     scheduled = _apply_fire(b, task_name, data)
     b.effects.append(TriggerFired(task_name, scheduled))
     if key is not None:
-        b.new_records[key] = scheduled
+        b.new_records = {key: scheduled}
     return b.build()
 
 

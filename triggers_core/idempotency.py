@@ -22,6 +22,7 @@ again) cascades once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -48,7 +49,7 @@ def _digest(trigger: str, key: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, cache_hash=True)
 class FireKey:
     """Where a fire record is kept: the trigger and the digest of ``(trigger, key)``.
 
@@ -93,6 +94,7 @@ def fire_key(trigger: str, key: str) -> FireKey:
     return FireKey(trigger, _digest(trigger, check_idempotency_key(key)))
 
 
+@functools.lru_cache(maxsize=4096)  # the runner and the engine both ask, once per finish
 def cascade_key(task_name: str, instance_name: str) -> FireKey:
     """The :class:`FireKey` under which the finish of ``instance_name`` records its cascade.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -38,6 +39,8 @@ from triggers_core.task_table import TaskTable
 
 __all__ = ["MemoryStorage", "MemoryStore"]
 
+_NO_RECORDS: Mapping[FireKey, tuple[str, ...]] = MappingProxyType({})
+
 
 @attrs.define
 class _Session:
@@ -54,8 +57,8 @@ class _Session:
     #: task -> its unstarted instances by name (the same objects as in ``instances``)
     unstarted: dict[str, dict[str, TaskInstance]] = attrs.field(factory=dict)
     unresolved: set[str] = attrs.field(factory=set)
-    #: Fire records (idempotency keys): key -> names of what its fire scheduled.
-    fire_records: dict[FireKey, tuple[str, ...]] = attrs.field(factory=dict)
+    #: Fire records (idempotency keys): key digest -> names of what its fire scheduled.
+    fire_records: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
 
     def pick(self, scope: Scope) -> list[TaskInstance]:
         instances = self.instances
@@ -190,7 +193,7 @@ class MemoryStorage(Storage):
             version, tasks = session.version, session.tasks
             latest, counters, unsettled = session.latest, session.counters, session.unsettled
             settled = session.settled
-            records: dict[FireKey, tuple[str, ...]] = {}
+            records: Mapping[FireKey, tuple[str, ...]] = _NO_RECORDS
             if scope is None:
                 picked = list(session.instances.values())
             else:
@@ -199,7 +202,7 @@ class MemoryStorage(Storage):
                 picked = session.pick(scope)
                 if scope.fire_keys:  # records are immutable tuples: shared, not copied
                     stored = session.fire_records
-                    records = {k: stored[k] for k in scope.fire_keys if k in stored}
+                    records = {k: stored[k.digest] for k in scope.fire_keys if k.digest in stored}
         # Stored values are never mutated either: check and copy them outside the lock.
         check_joined(tasks, counters, picked, f"memory storage, session {self.uid!r}")
         state = SessionState(
@@ -231,9 +234,9 @@ class MemoryStorage(Storage):
         latest = _merged_latest({} if prior is None else prior.latest, state.latest_kwargs)
         unsettled = _frozen_sets(state.unsettled, None if prior is None else prior.unsettled)
         settled = _frozen_sets(state.settled, None if prior is None else prior.settled)
-        records = changes.fire_records
-        if records:  # private copies (a caller may pass lists)
-            records = {key: tuple(names) for key, names in records.items()}
+        records: dict[str, tuple[str, ...]] | None = None
+        if changes.fire_records:  # private copies (a caller may pass lists)
+            records = {key.digest: tuple(names) for key, names in changes.fire_records.items()}
         with store._lock:
             session = store._sessions.get(self.uid)
             current = None if session is None else session.version

@@ -87,6 +87,9 @@ def _keys(value: Iterable[FireKey]) -> frozenset[FireKey]:
     return value if isinstance(value, frozenset) else frozenset(value)
 
 
+_NO_KEYS: frozenset[FireKey] = frozenset()
+
+
 @attrs.frozen
 class Scope:
     """Which instances a load returns besides the header.
@@ -102,14 +105,15 @@ class Scope:
     #: Every unresolved instance (inspection; no operation needs it).
     unresolved: bool = False
     #: The fire records of these keys, if they exist (``SessionState.fire_records``).
-    fire_keys: frozenset[FireKey] = attrs.field(default=frozenset(), converter=_keys)
+    fire_keys: frozenset[FireKey] = attrs.field(default=_NO_KEYS, converter=_keys)
 
     def __or__(self, other: Scope) -> Scope:
+        keys, more = self.fire_keys, other.fire_keys
         return Scope(
             names=self.names | other.names,
             unstarted_of=self.unstarted_of | other.unstarted_of,
             unresolved=self.unresolved or other.unresolved,
-            fire_keys=self.fire_keys | other.fire_keys,
+            fire_keys=keys | more if keys and more else keys or more,
         )
 
     def wants(self, instance: TaskInstance) -> bool:
@@ -309,7 +313,7 @@ def instance_scope(name: str, *, cascade: bool, guard: FireKey | None = None) ->
     (``finish``, ``skip_failed(cascade=True)``, ``update_status(cascade=True)``);
     with ``guard``, also that fire record (a finish that guards its cascade).
     """
-    own = Scope(names=frozenset((name,)), fire_keys=() if guard is None else (guard,))
+    own = Scope(names=frozenset((name,)), fire_keys=_NO_KEYS if guard is None else {guard})
     if not cascade:
         return lambda header: own
     task = task_of(name)
