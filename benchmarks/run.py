@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from benchmarks import contention, django_cache, fanout, latency, throughput
+from benchmarks import contention, django_cache, fanout, keys, latency, throughput
 from benchmarks.common import (
     DEFAULT_URLS,
     URL_ENV,
@@ -41,7 +41,7 @@ from benchmarks.common import (
     memcached_version,
 )
 
-BENCHMARKS = ("waiting", "history", "throughput", "contention", "cascade", "fanout")
+BENCHMARKS = ("waiting", "history", "throughput", "contention", "cascade", "fanout", "keys")
 
 
 @attrs.frozen
@@ -58,6 +58,7 @@ class Sizes:
     sql_task_fires: int = 200
     contention: tuple[tuple[int, int], ...] = ((4, 100), (8, 100))
     cascades: int = 30
+    keys: tuple[int, ...] = (0, 100_000)  # fire records stored before the keyed fires
 
 
 FULL = Sizes()
@@ -74,6 +75,7 @@ QUICK = Sizes(
     sql_task_fires=5,
     contention=((2, 5),),
     cascades=2,
+    keys=(0, 50),
 )
 
 # Figures quoted from issue 8 (measured on this kind of machine before the change).
@@ -97,6 +99,7 @@ ORIGINAL_FANOUT = (3.4, 55.0)
 
 WAITING_TARGET = 1.5
 HISTORY_TARGET = 1.5
+KEYS_TARGET = 1.5
 MEMORY_RATE_TARGET = 20_000.0
 MEMORY_TASK_RATE_TARGET = 5_000.0
 FANOUT_RATIO_TARGET = 12.0
@@ -146,6 +149,7 @@ def _run_backend(backend: Backend, sizes: Sizes, only: set[str]) -> Results:
             fanout.fanout(make, sizes.fanout, sizes.fanout_fires, 1, waiting=False),
         ),
     )
+    step("keys", lambda make: keys.keyed(make, sizes.keys, sizes.fires, sizes.warmup))
     return found
 
 
@@ -172,6 +176,7 @@ def render(results: dict[str, Results], sizes: Sizes, quick: bool) -> list[str]:
     lines: list[str] = []
     have = {name for per in results.values() for name in per}
     checks: list[tuple[str, str, bool]] = []  # (target, measured, met)
+    keys_checks: list[tuple[str, str, bool]] = []  # issue 15's
 
     if "waiting" in have:
         lines += [
@@ -368,9 +373,53 @@ def render(results: dict[str, Results], sizes: Sizes, quick: bool) -> list[str]:
             )
         )
 
+    if "keys" in have:
+        lines += [
+            "",
+            "### Keyed fire latency with N stored idempotency keys "
+            f"(median ms of {sizes.fires} fires)",
+            "",
+        ]
+        rows = []
+        worst = ("", 0.0)
+        for label, per in results.items():
+            if "keys" in per:
+                for variant, values in zip(("new key", "duplicate"), per["keys"], strict=True):
+                    ratio = values[-1] / values[0]
+                    worst = max(worst, (f"{label}, {variant}", ratio), key=lambda x: x[1])
+                    rows.append([label, variant, *map(_ms, values), f"{ratio:.2f}"])
+        header = [
+            "backend",
+            "fire",
+            *(f"N={n:,}" for n in sizes.keys),
+            f"{sizes.keys[-1]:,}/0",
+        ]
+        lines += _table(header, rows)
+        lines += [
+            "",
+            "new key: a key the session has not seen (looks its record up, fires, writes the "
+            "record); duplicate: that key again (finds the record, writes nothing, reads the "
+            "first fire's instance back). The N records are written straight through the "
+            "storage, 1,000 per commit, before the timed fires.",
+        ]
+        keys_checks.append(
+            (
+                f"keyed fire ratio N={sizes.keys[-1]:,}/N=0 <= {KEYS_TARGET} on every backend "
+                "(new key and duplicate)",
+                f"worst {worst[1]:.2f} ({worst[0]})",
+                worst[1] <= KEYS_TARGET,
+            )
+        )
+
     lines += ["", "### Targets of issue 8", ""]
     target_rows = [[t, m, "n/a (--quick sizes)" if quick else _verdict(ok)] for t, m, ok in checks]
     lines += _table(["target", "measured", "verdict"], target_rows)
+    if keys_checks:
+        lines += ["", "### Targets of issue 15 (idempotency keys)", ""]
+        rows15 = [
+            [t, m, "n/a (--quick sizes)" if quick else _verdict(ok)] for t, m, ok in keys_checks
+        ]
+        lines += _table(["target", "measured", "verdict"], rows15)
     memcached = _memcached_checks(results.get("memcached", {}), sizes)
     if memcached:
         lines += ["", "### Targets of issue 12 (memcached)", ""]

@@ -46,7 +46,9 @@ def test_the_benchmarks_run_and_report(tmp_path: Path) -> None:
         "P writers x F fires",
         "3-task cascade",
         "K tasks on one trigger",
+        "N stored idempotency keys",
         "Targets of issue 8",
+        "Targets of issue 15 (idempotency keys)",
     ):
         assert heading in text, heading
     for backend in ("| memory |", "| sqlite |", "| sqlite-normal |"):
