@@ -337,7 +337,7 @@ class TriggerManager:
                 fire_scope(trigger_name, key),
             )
         self._perform(transition)
-        duplicate = transition.duplicate
+        duplicate = None if transition.commit else transition.duplicate
         if duplicate is not None:
             return self._stored(duplicate.scheduled)
         return [transition.state.instances[n] for n in transition.scheduled]

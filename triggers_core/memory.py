@@ -202,7 +202,11 @@ class MemoryStorage(Storage):
                 picked = session.pick(scope)
                 if scope.fire_keys:  # records are immutable tuples: shared, not copied
                     stored = session.fire_records
-                    records = {k: stored[k.digest] for k in scope.fire_keys if k.digest in stored}
+                    records = {}
+                    for key in scope.fire_keys:
+                        found = stored.get(key.digest)
+                        if found is not None:
+                            records[key] = found
         # Stored values are never mutated either: check and copy them outside the lock.
         check_joined(tasks, counters, picked, f"memory storage, session {self.uid!r}")
         state = SessionState(
@@ -236,7 +240,9 @@ class MemoryStorage(Storage):
         settled = _frozen_sets(state.settled, None if prior is None else prior.settled)
         records: dict[str, tuple[str, ...]] | None = None
         if changes.fire_records:  # private copies (a caller may pass lists)
-            records = {key.digest: tuple(names) for key, names in changes.fire_records.items()}
+            records = {}
+            for key, names in changes.fire_records.items():
+                records[key.digest] = names if type(names) is tuple else tuple(names)
         with store._lock:
             session = store._sessions.get(self.uid)
             current = None if session is None else session.version
@@ -255,7 +261,7 @@ class MemoryStorage(Storage):
                         "task's counter is below the stored instances: edited by hand?); "
                         "nothing was written"
                     )
-                if records and any(key in session.fire_records for key in records):
+                if records and not session.fire_records.keys().isdisjoint(records):
                     raise ConflictError(
                         "a fire record this write creates is already stored (that fire "
                         "was applied meanwhile)",
