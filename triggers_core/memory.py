@@ -146,9 +146,6 @@ class MemoryStorage(Storage):
 
     backend_name = "memory"
 
-    def check_fire_keys(self) -> None:
-        """Fire records are kept (per session, beside the instances)."""
-
     def __init__(self, uid: str, store: MemoryStore | None = None, *, store_name: str = "") -> None:
         super().__init__(uid)
         self.store_name = store_name
@@ -181,6 +178,9 @@ class MemoryStorage(Storage):
     def reference(self) -> str | None:
         """``memory://name`` for a named store; None for a private :class:`MemoryStore`."""
         return None if self._private else redact(f"memory://{self.store_name}")
+
+    def check_fire_keys(self) -> None:
+        """Fire records are kept (per session, beside the instances)."""
 
     def _read(self, scope: Scope | Selector | None) -> Snapshot:
         store = self.store

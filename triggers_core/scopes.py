@@ -313,7 +313,9 @@ def instance_scope(name: str, *, cascade: bool, guard: FireKey | None = None) ->
     (``finish``, ``skip_failed(cascade=True)``, ``update_status(cascade=True)``);
     with ``guard``, also that fire record (a finish that guards its cascade).
     """
-    own = Scope(names=frozenset((name,)), fire_keys=_NO_KEYS if guard is None else {guard})
+    own = Scope(
+        names=frozenset((name,)), fire_keys=_NO_KEYS if guard is None else frozenset((guard,))
+    )
     if not cascade:
         return lambda header: own
     task = task_of(name)
