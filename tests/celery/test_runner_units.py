@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import socket
+import sqlite3
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -425,11 +426,19 @@ def test_a_non_transient_error_is_not_retried(
     memory_app: Celery, sqlite_url: str, tmp_path: Path, problem: str
 ) -> None:
     uid = f"units-{uuid.uuid4().hex}"
+    storage, instance = "default", "t_a#0"
+    if problem == "no fire keys table":  # tables of an earlier version: nothing runs
+        old = tmp_path / "old.db"
+        sqlite_url = f"sqlite:///{old}"
+        memory_app.conf.triggers_storages = {
+            **memory_app.conf.triggers_storages.as_dict(),  # sealed by bind_tasks
+            "old": sqlite_url,
+        }
+        storage = "old"
     manager = CeleryTestManager(sqlite_url, uid, runners={"celery": CeleryTaskRunner(memory_app)})
     manager.update_configuration({"t_a": {"after": ["go"], "run": DevNullTask.name}})
     manager.fire("go")  # scheduled; its message waits in the in-memory queue
     assert _read(memory_app, "units").headers["task"] == DevNullTask.name
-    storage, instance = "default", "t_a#0"
     expected: type[Exception]
     if problem == "unknown instance":
         instance, expected = "t_a#9", UnknownInstanceError
@@ -440,8 +449,9 @@ def test_a_non_transient_error_is_not_retried(
             "empty": empty,
         }
         storage, expected = "empty", SchemaMissingError
-    elif problem == "no fire keys table":  # tables of an earlier version: nothing runs
-        _drop_fire_keys(sqlite_url, uid)
+    elif problem == "no fire keys table":
+        with contextlib.closing(sqlite3.connect(old)) as conn, conn:
+            conn.execute("DROP TABLE triggers_fire_keys")
         expected = SchemaMissingError
     else:
         _corrupt_header(sqlite_url, uid)
@@ -456,18 +466,6 @@ def test_a_non_transient_error_is_not_retried(
     if problem == "no fire keys table":
         assert "fire_keys" in str(caught.value)
         assert manager.storage["t_a#0"].status is Status.SCHEDULED  # it never started
-
-
-def _drop_fire_keys(sqlite_url: str, uid: str) -> None:
-    """Tables as an earlier version made them (and a fresh process that never saw them)."""
-    import sqlite3
-
-    from triggers_backends.sqlalchemy import dispose_engines
-
-    path = sqlite_url.removeprefix("sqlite:///").split("?")[0]
-    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute("DROP TABLE triggers_fire_keys")
-    dispose_engines()
 
 
 def test_storage_retry_backoff_is_exponential_jittered_and_capped() -> None:
