@@ -24,9 +24,9 @@ Layout (three tables per prefix, default ``triggers_``):
   compare-and-swap transaction; nothing else reads the table, so the number of
   records a session holds costs nothing. Operations without a key never touch
   it: tables created before it existed keep working for them, while a keyed
-  fire, or running an instance (whose finish records its cascade), raises
-  :class:`~triggers_core.errors.SchemaMissingError` saying how to add it
-  (``create_schema`` or ``upgrade_schema``).
+  fire raises :class:`~triggers_core.errors.SchemaMissingError` saying how to
+  add it (``create_schema`` or ``upgrade_schema``), and a finish that would
+  record its cascade (a Celery worker's) runs unguarded, with a warning.
 
 Why this shape: an operation reads the header plus the instances its
 :class:`~triggers_core.scopes.Scope` names (by name, or the unstarted ones of

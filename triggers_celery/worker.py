@@ -256,7 +256,11 @@ def execute_message(
             storage = _open_storage(app, message, logger)
         manager = build_manager(app, storage, message, logger, worker)
         logger.info("running %s of session %r", message.instance, message.session)
-        outcome = manager.run_instance(message.instance, on_started=started.append)
+        # Messages arrive at least once: the finish records its cascade (see
+        # TriggerManager.run_instance), so a duplicated completion never cascades twice.
+        outcome = manager.run_instance(
+            message.instance, on_started=started.append, guard_cascade=True
+        )
     except UnknownInstanceError:
         logger.error(
             "session %r has no instance %s in storage %r: does this worker's storage "

@@ -9,9 +9,10 @@ propagate unchanged and nothing is written.
 A fire given an ``idempotency_key`` that the session already recorded is a
 duplicate: the engine says so and there is nothing to store, so the loop ends
 without a compare-and-swap, no hook runs and nothing is dispatched; the call
-returns the instances the first fire scheduled as they are now. When the
-storage keeps fire records, ``run_instance`` records each finished instance's
-cascade the same way, so an instance finished twice cascades once.
+returns the instances the first fire scheduled as they are now. A runner whose
+messages may be delivered more than once (the Celery worker) calls
+``run_instance(..., guard_cascade=True)``: the finish then records its cascade
+the same way, so an instance finished twice cascades once.
 
 Hooks run *before* the runners get the work, so in one process the hooks of an
 operation always run before any hook of the work it scheduled (cause before
@@ -41,6 +42,7 @@ from triggers_core.errors import (
     DispatchError,
     InvalidKwargsError,
     InvalidTransitionError,
+    SchemaMissingError,
     SerializationError,
     StorageError,
     UnknownInstanceError,
@@ -73,6 +75,9 @@ from triggers_core.tasks import RetryTask, SkipTask, TaskContext, exception_cont
 __all__ = ["LIFECYCLE_LOGGER", "TriggerManager", "exception_type_name"]
 
 lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
+
+#: Storages (by redacted reference) already warned about that they cannot guard cascades.
+_UNGUARDED_WARNED: set[str] = set()
 
 #: Seconds a commit waits for its turn among threads of this process writing one session.
 COMMIT_TURN_TIMEOUT = 60.0
@@ -485,6 +490,7 @@ class TriggerManager:
         instance_name: str,
         *,
         on_started: Callable[[TaskInstance], None] | None = None,
+        guard_cascade: bool = False,
     ) -> TaskInstance | None:
         """Run a scheduled instance here and now; commit its outcome and cascade.
 
@@ -493,9 +499,18 @@ class TriggerManager:
         called with the instance once it is committed as ``running``, before the
         task runs: a caller can tell an error raised before that point (nothing
         ran) from one raised after it (the outcome may not have been recorded).
+
+        With ``guard_cascade`` (for runners whose messages may arrive more than
+        once: the Celery worker passes it) the finish records its cascade under
+        the instance's name, like an idempotent fire, so an instance finished
+        again (an operator forced it back and a redelivered message ran it)
+        does not cascade again. On a storage that keeps no fire records (a
+        third-party one, or SQL tables created before ``fire_keys``: a warning
+        says so, once per storage) the instance runs unguarded, protected as
+        always by its status.
         """
         name = instance_name
-        guard = self._guards_cascades()  # before anything runs: a missing table stops here
+        guard = guard_cascade and self._guards_cascades()
         try:
             started = self._commit(
                 lambda s: engine.mark_running(s, name, now=self.now()),
@@ -540,15 +555,27 @@ class TriggerManager:
         return transition.state.instances[name]
 
     def _guards_cascades(self) -> bool:
-        """True if the storage keeps fire records, so a finish records its cascade.
+        """True if the storage keeps fire records, so a finish can record its cascade.
 
         A storage that keeps none (a third-party one) runs instances as before;
-        one that should but cannot (a table missing) raises its error here,
-        before anything runs.
+        one whose records are missing from its schema (SQL tables of an earlier
+        version) too, with a warning (once per storage) saying how to add them.
         """
         try:
             self.storage.check_fire_keys()
         except UnsupportedOperationError:
+            return False
+        except SchemaMissingError as exc:
+            where = self.storage.reference() or self.storage.backend_name
+            if where not in _UNGUARDED_WARNED:
+                _UNGUARDED_WARNED.add(where)
+                lifecycle.warning(
+                    "session %r: cascades of finished instances are not recorded, so an "
+                    "instance finished twice would cascade twice: %s",
+                    self.uid,
+                    exc,
+                    extra={"session": self.uid},
+                )
             return False
         return True
 

@@ -181,7 +181,7 @@ class Storage(abc.ABC):
         """Raise unless this storage keeps fire records (idempotency keys).
 
         The manager calls it before a keyed fire and before it runs an
-        instance (whose finish records its cascade; see
+        instance with ``guard_cascade`` (whose finish records its cascade; see
         :mod:`triggers_core.idempotency`). The default raises
         :class:`~triggers_core.errors.UnsupportedOperationError` naming the
         storage: a storage that does not override it ignores

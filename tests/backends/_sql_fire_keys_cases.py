@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -12,7 +13,14 @@ import sqlalchemy as sa
 
 from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema, metadata_for
 from triggers_backends.sqlalchemy_upgrade import needs_upgrade, upgrade_schema
-from triggers_core import SchemaMissingError, Status, TaskContext, TriggerManager, TriggerTask
+from triggers_core import (
+    LIFECYCLE_LOGGER,
+    SchemaMissingError,
+    Status,
+    TaskContext,
+    TriggerManager,
+    TriggerTask,
+)
 from triggers_core.idempotency import fire_key
 from triggers_core.scopes import Scope
 from triggers_core.testing.storage_contract import RecordingRunner
@@ -95,7 +103,9 @@ class SQLFireKeysCases:
             manager.fire("tick", idempotency_key="k1")
         assert not any(s.split()[0].upper() in ("INSERT", "UPDATE") for s in duplicate)
 
-    def test_tables_without_the_fire_keys_table(self, uid: str) -> None:
+    def test_tables_without_the_fire_keys_table(
+        self, uid: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
         self._drop_fire_keys()
         manager, runner = self.manager(uid)
         manager.update_configuration(CONFIG)
@@ -114,21 +124,21 @@ class SQLFireKeysCases:
         assert "without an idempotency key" in message
         assert uid in message
         assert manager.storage.load().version == version  # nothing written
-        # Running an instance (its finish records its cascade) stops before the task runs.
+        # A worker's run (guarding its cascade) still runs, unguarded, and says why.
         runs = Count.runs
-        with pytest.raises(SchemaMissingError, match="fire_keys"):
-            manager.run_instance("t_count#0")
-        assert manager.storage["t_count#0"].status is Status.SCHEDULED
-        assert Count.runs == runs
+        with caplog.at_level(logging.WARNING, LIFECYCLE_LOGGER):
+            finished = manager.run_instance("t_count#0", guard_cascade=True)
+        assert finished is not None
+        assert finished.status is Status.FINISHED
+        assert Count.runs == runs + 1
+        warned = [r.getMessage() for r in caplog.records if "not recorded" in r.getMessage()]
+        assert len(warned) == 1
+        assert f"{self.prefix}fire_keys" in warned[0]
         # The upgrade adds the table (and only it); everything works afterwards.
         assert needs_upgrade(self.engine, self.prefix)
         assert upgrade_schema(self.engine, self.prefix) is True
         assert not needs_upgrade(self.engine, self.prefix)
         assert upgrade_schema(self.engine, self.prefix) is False
-        finished = manager.run_instance("t_count#0")
-        assert finished is not None
-        assert finished.status is Status.FINISHED
-        assert Count.runs == runs + 1
         assert [i.name for i in manager.fire("tick", idempotency_key="k")] == ["t_every#1"]
         assert [i.name for i in manager.fire("tick", idempotency_key="k")] == ["t_every#1"]
         assert runner.dispatched == ["t_every#0", "t_count#0", "t_every#1"]

@@ -419,22 +419,12 @@ def _corrupt_header(sqlite_url: str, uid: str) -> None:
     assert changed == 1
 
 
-@pytest.mark.parametrize(
-    "problem", ["unknown instance", "schema missing", "no fire keys table", "corrupt document"]
-)
+@pytest.mark.parametrize("problem", ["unknown instance", "schema missing", "corrupt document"])
 def test_a_non_transient_error_is_not_retried(
     memory_app: Celery, sqlite_url: str, tmp_path: Path, problem: str
 ) -> None:
     uid = f"units-{uuid.uuid4().hex}"
     storage, instance = "default", "t_a#0"
-    if problem == "no fire keys table":  # tables of an earlier version: nothing runs
-        old = tmp_path / "old.db"
-        sqlite_url = f"sqlite:///{old}"
-        memory_app.conf.triggers_storages = {
-            **memory_app.conf.triggers_storages.as_dict(),  # sealed by bind_tasks
-            "old": sqlite_url,
-        }
-        storage = "old"
     manager = CeleryTestManager(sqlite_url, uid, runners={"celery": CeleryTaskRunner(memory_app)})
     manager.update_configuration({"t_a": {"after": ["go"], "run": DevNullTask.name}})
     manager.fire("go")  # scheduled; its message waits in the in-memory queue
@@ -449,10 +439,6 @@ def test_a_non_transient_error_is_not_retried(
             "empty": empty,
         }
         storage, expected = "empty", SchemaMissingError
-    elif problem == "no fire keys table":
-        with contextlib.closing(sqlite3.connect(old)) as conn, conn:
-            conn.execute("DROP TABLE triggers_fire_keys")
-        expected = SchemaMissingError
     else:
         _corrupt_header(sqlite_url, uid)
         expected = SerializationError
@@ -463,9 +449,32 @@ def test_a_non_transient_error_is_not_retried(
     assert not isinstance(caught.value, StorageUnavailableError)
     assert not is_transient_storage_error(caught.value)
     assert _nothing_in(memory_app, "units")  # no retry was published
-    if problem == "no fire keys table":
-        assert "fire_keys" in str(caught.value)
-        assert manager.storage["t_a#0"].status is Status.SCHEDULED  # it never started
+
+
+def test_tables_without_fire_keys_run_unguarded_and_say_so(
+    memory_app: Celery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tables of an earlier version (no fire_keys): the worker still runs the instance
+    (protected by its status, as before) and warns that cascades are not recorded."""
+    old = tmp_path / "old.db"
+    sqlite_url = f"sqlite:///{old}"
+    memory_app.conf.triggers_storages = {
+        **memory_app.conf.triggers_storages.as_dict(),  # sealed by bind_tasks
+        "old": sqlite_url,
+    }
+    uid = f"units-{uuid.uuid4().hex}"
+    manager = CeleryTestManager(sqlite_url, uid, runners={"celery": CeleryTaskRunner(memory_app)})
+    manager.update_configuration({"t_a": {"after": ["go"], "run": DevNullTask.name}})
+    manager.fire("go")
+    assert _read(memory_app, "units").headers["task"] == DevNullTask.name
+    with contextlib.closing(sqlite3.connect(old)) as conn, conn:
+        conn.execute("DROP TABLE triggers_fire_keys")
+    task = memory_app.tasks[DevNullTask.name]
+    with caplog.at_level(logging.WARNING):
+        _run_as_worker(task, TaskMessage("celery-tests", "old", uid, "t_a#0"), retries=0)
+    assert manager.storage["t_a#0"].status is Status.FINISHED
+    assert "cascades of finished instances are not recorded" in caplog.text
+    assert "fire_keys" in caplog.text
 
 
 def test_storage_retry_backoff_is_exponential_jittered_and_capped() -> None:

@@ -20,11 +20,13 @@ from triggers_core import (
     TriggerManager,
     UnsupportedOperationError,
 )
+from triggers_core.idempotency import cascade_key
 from triggers_core.scopes import Changes, Scope, Selector
 from triggers_core.state import SessionState
 from triggers_core.storage import Version
 from triggers_core.testing.assertions import assert_instance_finished
 from triggers_core.testing.sample_tasks import DevNullTask, PassThruTask
+from triggers_core.testing.storage_contract import RecordingRunner
 
 PASS = PassThruTask.name
 NULL = DevNullTask.name
@@ -78,21 +80,25 @@ def test_a_duplicate_calls_no_hook_dispatches_nothing_and_writes_nothing(
 def test_a_finished_instance_forced_back_does_not_cascade_twice(
     storage_factory: Any, session_uid: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """What the Celery worker does (``guard_cascade=True``), driven by hand."""
     HookRecorder.calls = []
-    manager = HookRecorder(storage_factory(session_uid))
+    runner = RecordingRunner()
+    manager = HookRecorder(
+        storage_factory(session_uid), runners={"recording": runner}, default_runner="recording"
+    )
     manager.update_configuration(CASCADE)
     manager.fire("go", {"n": 1})
-    manager.get_runner().join_all()
+    manager.run_instance("t_first#0", guard_cascade=True)
     assert sorted(manager.storage.instances) == ["t_first#0", "t_next#0"]
     # An operator forces t_first#0 back to scheduled; a redelivered message runs it.
     manager.update_instance_status("t_first#0", Status.SCHEDULED)
     caplog.set_level(logging.INFO, LIFECYCLE_LOGGER)
-    rerun = manager.run_instance("t_first#0")
-    manager.get_runner().join_all()
+    rerun = manager.run_instance("t_first#0", guard_cascade=True)
     assert rerun is not None
     assert rerun.status is Status.FINISHED
     assert sorted(manager.storage.instances) == ["t_first#0", "t_next#0"]  # no t_next#1
     assert [c for c in HookRecorder.calls if c[0] == "t_first"] == [("t_first", ["t_next#0"])]
+    assert runner.dispatched == ["t_first#0", "t_next#0"]
     (record,) = [r for r in caplog.records if getattr(r, "duplicate", False)]
     assert record.getMessage() == (
         f"session {session_uid!r}: t_first#0 finished again; its cascade (t_first) happened "
@@ -101,8 +107,24 @@ def test_a_finished_instance_forced_back_does_not_cascade_twice(
     assert record.instance == "t_first#0"  # type: ignore[attr-defined]
     # An operator's explicit cascade still fires (it is not a finish).
     manager.update_instance_status("t_first#0", Status.FINISHED, cascade=True)
-    manager.get_runner().join_all()
     assert sorted(manager.storage.instances) == ["t_first#0", "t_next#0", "t_next#1"]
+
+
+def test_in_process_runs_do_not_record_cascades(storage_factory: Any, session_uid: str) -> None:
+    """In-process runners get each instance once: their finishes write no fire record."""
+    runner = RecordingRunner()
+    manager = TriggerManager(
+        storage_factory(session_uid), runners={"recording": runner}, default_runner="recording"
+    )
+    manager.update_configuration(CASCADE)
+    manager.fire("go")
+    manager.run_instance("t_first#0")
+    key = cascade_key("t_first", "t_first#0")
+    assert manager.storage.load(Scope(fire_keys=frozenset({key}))).state.fire_records == {}
+    manager.run_instance("t_next#0")
+    manager.update_instance_status("t_first#0", Status.SCHEDULED)
+    manager.run_instance("t_first#0", guard_cascade=True)  # no record of the first cascade
+    assert runner.dispatched == ["t_first#0", "t_next#0", "t_next#1"]
 
 
 def test_a_replayed_instance_cascades_under_its_own_name(
@@ -159,7 +181,7 @@ def test_a_storage_that_keeps_no_records_refuses_keys_and_runs_as_before() -> No
     manager.fire("go")
     manager.get_runner().join_all()
     manager.update_instance_status("t_first#0", Status.SCHEDULED)
-    manager.run_instance("t_first#0")  # unguarded: cascades again, as before
+    manager.run_instance("t_first#0", guard_cascade=True)  # unguarded: cascades again
     manager.get_runner().join_all()
     assert sorted(storage.instances) == ["t_first#0", "t_next#0", "t_next#1"]
 

@@ -150,9 +150,9 @@ class FireRecordsContract:
         # Without keys, everything works as before: a finished instance forced back
         # and finished again cascades again (nothing records its first cascade).
         assert [i.name for i in manager.fire("go")] == ["t_first#0"]
-        manager.run_instance("t_first#0")
+        manager.run_instance("t_first#0", guard_cascade=True)
         manager.update_instance_status("t_first#0", Status.SCHEDULED)
-        manager.run_instance("t_first#0")
+        manager.run_instance("t_first#0", guard_cascade=True)
         assert runner.dispatched == ["t_first#0", "t_next#0", "t_next#1"]
 
     def test_keyed_records_load_in_the_snapshot_that_names_them(self, uid: str) -> None:
@@ -257,13 +257,13 @@ class FireRecordsContract:
         manager, runner = self._manager(uid)
         manager.update_configuration(_CASCADE)
         manager.fire("go")
-        finished = manager.run_instance("t_first#0")
+        finished = manager.run_instance("t_first#0", guard_cascade=True)
         assert finished is not None
         assert finished.status is Status.FINISHED
         assert runner.dispatched == ["t_first#0", "t_next#0"]
         # An operator forces it back; a redelivered message runs it again.
         manager.update_instance_status("t_first#0", Status.SCHEDULED)
-        again = self._manager(uid)[0].run_instance("t_first#0")
+        again = self._manager(uid)[0].run_instance("t_first#0", guard_cascade=True)
         assert again is not None
         assert again.status is Status.FINISHED
         assert runner.dispatched == ["t_first#0", "t_next#0"]  # no second cascade
