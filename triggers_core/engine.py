@@ -107,6 +107,7 @@ __all__ = [
     "fail",
     "finish",
     "fire",
+    "fire_checked",
     "mark_logs_resolved",
     "mark_running",
     "replay_failed",
@@ -619,6 +620,25 @@ def fire(
     name = check_trigger_name(trigger_name)
     kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")
     key = None if idempotency_key is None else fire_key(name, idempotency_key)
+    return fire_checked(state, name, kwargs, now=now, key=key)
+
+
+def fire_checked(
+    state: SessionState,
+    trigger_name: str,
+    trigger_kwargs: dict[str, Any],
+    *,
+    now: datetime,
+    key: FireKey | None = None,
+) -> Transition:
+    """:func:`fire` for a caller that checked its input already, once for many attempts.
+
+    ``trigger_name`` passed :func:`check_trigger_name`, ``trigger_kwargs`` is
+    the caller's own result of ``to_json_mapping`` (never changed afterwards)
+    and ``key`` came from :func:`~triggers_core.idempotency.fire_key`. The
+    manager checks before any I/O and retries conflicts with the same values.
+    """
+    name, kwargs = trigger_name, trigger_kwargs
     if key is not None:
         first = state.fire_records.get(key)
         if first is not None:

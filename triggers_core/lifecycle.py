@@ -73,7 +73,11 @@ def log_transition(logger: logging.Logger, session: str, transition: Transition)
 
     Records come in the order of the engine's effects, except that the DEBUG
     ``scheduled`` records follow the operation that scheduled the instances.
+    Every record here is INFO or DEBUG: with INFO off (the default of an
+    unconfigured ``logging``) nothing is built at all.
     """
+    if not logger.isEnabledFor(logging.INFO):
+        return
     instances = transition.state.instances
     for effect in transition.effects:
         if isinstance(effect, TriggerFired):

@@ -326,20 +326,20 @@ class TriggerManager:
         keeps no fire records raises
         :class:`~triggers_core.errors.UnsupportedOperationError`.
         """
-        kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")  # fail before any I/O
+        # Checked once, before any I/O; every attempt of the commit loop reuses them.
+        name = engine.check_trigger_name(trigger_name)
+        kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")
         if idempotency_key is None:
             transition = self._commit(
-                lambda s: engine.fire(s, trigger_name, kwargs, now=self.now()),
-                fire_scope(trigger_name),
+                lambda s: engine.fire_checked(s, name, kwargs, now=self.now()),
+                fire_scope(name),
             )
         else:
-            key = fire_key(engine.check_trigger_name(trigger_name), idempotency_key)
+            key = fire_key(name, idempotency_key)
             self.storage.check_fire_keys()
             transition = self._commit(
-                lambda s: engine.fire(
-                    s, trigger_name, kwargs, now=self.now(), idempotency_key=idempotency_key
-                ),
-                fire_scope(trigger_name, key),
+                lambda s: engine.fire_checked(s, name, kwargs, now=self.now(), key=key),
+                fire_scope(name, key),
             )
         self._perform(transition)
         duplicate = None if transition.commit else transition.duplicate
