@@ -11,6 +11,20 @@ from triggers_backends.kv.active import Active, Page
 from triggers_backends.kv.documents import DocRef, decode, join, stored_keys
 from triggers_backends.kv.storage import KeyValueStorage
 from triggers_backends.kv_client import CasToken, KeyValueUnavailable
+from triggers_core import TriggerManager
+from triggers_core.testing.storage_contract import RecordingRunner
+
+
+def values(store: DictStore) -> dict[str, bytes]:
+    """Every stored key and its value."""
+    with store.lock:
+        return {k: v for k, (v, _) in store.items.items()}
+
+
+def manager_on(storage: KeyValueStorage) -> tuple[TriggerManager, RecordingRunner]:
+    """A manager whose runner records what it is given (nothing runs)."""
+    runner = RecordingRunner()
+    return TriggerManager(storage, runners={"rec": runner}, default_runner="rec"), runner
 
 
 class CompareValueClient(DictKeyValueClient):

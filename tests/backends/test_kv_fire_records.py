@@ -6,17 +6,16 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from kv_helpers import ScriptedClient, reachable_keys, session_keys
+from kv_helpers import ScriptedClient, manager_on, reachable_keys, session_keys, values
 from kv_memory import AtomicDictClient, DictKeyValueClient, DictStore
 
 from triggers_backends.kv.documents import decode, encode
 from triggers_backends.kv.keys import digest
 from triggers_backends.kv.storage import KeyValueStorage
-from triggers_core import SessionState, Status, TriggerManager
+from triggers_core import SessionState, Status
 from triggers_core.errors import ConflictError
 from triggers_core.idempotency import FireKey, fire_key
 from triggers_core.scopes import Changes, Scope
-from triggers_core.testing.storage_contract import RecordingRunner
 
 EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
 
@@ -29,16 +28,6 @@ def store() -> DictStore:
 @pytest.fixture
 def uid() -> str:
     return f"records-{uuid.uuid4().hex}"
-
-
-def values(store: DictStore) -> dict[str, bytes]:
-    with store.lock:
-        return {k: v for k, (v, _) in store.items.items()}
-
-
-def manager_on(storage: KeyValueStorage) -> tuple[TriggerManager, RecordingRunner]:
-    runner = RecordingRunner()
-    return TriggerManager(storage, runners={"rec": runner}, default_runner="rec"), runner
 
 
 def record_of(storage: KeyValueStorage, key: FireKey) -> tuple[str, ...] | None:

@@ -10,16 +10,18 @@ import pytest
 from kv_helpers import (
     CompareValueClient,
     ScriptedClient,
+    manager_on,
     outage,
     reachable_keys,
     session_keys,
+    values,
 )
 from kv_memory import AtomicDictClient, DictKeyValueClient, DictStore
 
 from triggers_backends.kv.storage import KeyValueStorage
-from triggers_core import SerializationError, SessionState, Status, StorageError, TriggerManager
+from triggers_core import SerializationError, SessionState, Status, StorageError
 from triggers_core.errors import ConflictError
-from triggers_core.testing.storage_contract import RecordingRunner, StorageContract
+from triggers_core.testing.storage_contract import StorageContract
 
 EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
 WAITING = {
@@ -70,16 +72,6 @@ def store() -> DictStore:
 @pytest.fixture
 def uid() -> str:
     return f"layout-{uuid.uuid4().hex}"
-
-
-def values(store: DictStore) -> dict[str, bytes]:
-    with store.lock:
-        return {k: v for k, (v, _) in store.items.items()}
-
-
-def manager_on(storage: KeyValueStorage) -> tuple[TriggerManager, RecordingRunner]:
-    runner = RecordingRunner()
-    return TriggerManager(storage, runners={"rec": runner}, default_runner="rec"), runner
 
 
 def assert_no_garbage(storage: KeyValueStorage, store: DictStore) -> None:
