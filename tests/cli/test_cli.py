@@ -259,6 +259,29 @@ def test_fire(demo: Path) -> None:
     assert "JSON: not valid JSON" in bad.stderr
 
 
+def test_fire_with_an_idempotency_key(demo: Path) -> None:
+    args = ("fire", DB, "survey-41", "pageReceived", '{"page": 3}', "--app", "survey_tasks")
+    first = run(demo, *args, "--idempotency-key", "upload-77")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        "fired 'pageReceived': scheduled t_processPage#1",
+        "t_processPage#1 finished",
+    ]
+    again = run(demo, *args, "--idempotency-key", "upload-77")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        "not fired 'pageReceived': a duplicate (this key was used before; "
+        "that fire scheduled t_processPage#1)"
+    ]
+    other = run(demo, *args, "--idempotency-key", "upload-78")
+    assert other.stdout.splitlines()[0] == "fired 'pageReceived': scheduled t_processPage#2"
+    bad = run(demo, *args, "--idempotency-key", "")
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("Error: ")
+    assert "idempotency_key" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 GROUPED = {
     "t_fetch": {"after": ["start"], "run": "survey.Nothing"},
     "t_notify": {

@@ -99,6 +99,12 @@ def _operate(
 @UID
 @click.argument("name", metavar="NAME")
 @click.argument("kwargs", metavar="[JSON]", required=False)
+@click.option(
+    "--idempotency-key",
+    "key",
+    metavar="KEY",
+    help="Apply this fire once per session and trigger: a repeat with KEY changes nothing.",
+)
 @_runner_options
 def fire(
     *,
@@ -106,20 +112,29 @@ def fire(
     uid: str,
     name: str,
     kwargs: str | None,
+    key: str | None,
     apps: tuple[str, ...],
     runner: str,
     wait: float,
 ) -> None:
     """Fire trigger NAME in session UID, with JSON kwargs (default {}).
 
-    Prints what it scheduled, then each instance that changed.
+    Prints what it scheduled, then each instance that changed. With
+    --idempotency-key, a fire the session already applied with that key
+    changes nothing and says so.
     URL may be left out when TRIGGERS_STORAGE_URL is set.
     """
     data = json_argument(kwargs, "JSON") or {}
 
     def action(manager: TriggerManager) -> str:
-        scheduled = manager.fire(name, data)
+        version = manager.storage.load().version
+        scheduled = manager.fire(name, data, idempotency_key=key)
         names = ", ".join(i.name for i in scheduled) or "nothing"
+        if key is not None and manager.storage.load().version == version:
+            return (
+                f"not fired {name!r}: a duplicate (this key was used before; "
+                f"that fire scheduled {names})"
+            )
         return f"fired {name!r}: scheduled {names}"
 
     _operate(
