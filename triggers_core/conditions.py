@@ -161,11 +161,11 @@ def parse_entries(
         problems.append(f"{path}: expected a list of {what}, got {type(value).__name__}")
         return None
     before = len(problems)
-    entries: list[Entry] = []
+    entries: dict[Entry, None] = {}  # ordered, and linear however long the list
     for i, item in enumerate(items):
         entry = _entry(item, f"{path}[{i}]", problems, 0)
-        if entry is not None and entry not in entries:
-            entries.append(entry)
+        if entry is not None:
+            entries.setdefault(entry, None)
     return tuple(entries) if len(problems) == before else None
 
 
@@ -230,16 +230,18 @@ def _group(value: Mapping[Any, Any], path: str, problems: list[str], depth: int)
             problems.append(f"{members_path}: a group must have at least one member")
         else:
             members = []
+            seen: set[Entry] = set()
             for i, item in enumerate(raw_members):
                 member = _entry(item, f"{members_path}[{i}]", problems, depth)
                 if member is None:
                     continue
-                if member in members:
+                if member in seen:
                     problems.append(
                         f"{members_path}[{i}]: repeats member {entry_to_json(member)!r}; "
                         "each member counts once"
                     )
                     continue
+                seen.add(member)
                 members.append(member)
     at_least: int | None = None
     if members_key == "of" and "atLeast" in value:
