@@ -25,8 +25,6 @@ refused before anything is written and that instances run as before.
 
 from __future__ import annotations
 
-import multiprocessing
-import queue
 import threading
 import traceback
 from collections import Counter
@@ -45,7 +43,12 @@ from triggers_core.serialization import instance_to_json
 from triggers_core.state import SessionState, Status, TaskInstance
 from triggers_core.storage import Storage
 from triggers_core.testing import sample_tasks  # noqa: F401 - registers the sample tasks
-from triggers_core.testing._contract_support import PatientManager, RecordingRunner
+from triggers_core.testing._contract_support import (
+    PatientManager,
+    RecordingRunner,
+    race_processes,
+    report_to,
+)
 
 __all__ = ["FireRecordsContract", "run_keyed_race"]
 
@@ -364,61 +367,28 @@ def run_keyed_race(
     first key. Returns what each process's runner was asked to run, and what
     each fire returned, per key.
     """
-    context = multiprocessing.get_context("spawn")
-    start = context.Event()
-    results = context.Queue()
-    workers = [
-        context.Process(
-            target=_keyed_worker,
-            kwargs={
-                "url": url,
-                "uid": uid,
-                "index": index,
-                "keys": keys,
-                "start": start,
-                "results": results,
-            },
-            daemon=True,
-        )
-        for index in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    dispatched: list[list[str]] = []
-    returned: list[dict[int, list[str]]] = []
-    errors: list[str] = []
-    try:
-        start.set()
-        for _ in workers:
-            try:
-                kind, payload = results.get(timeout=timeout)
-            except queue.Empty:
-                pytest.fail(f"the keyed multi-process race did not finish within {timeout}s")
-            if kind == "ok":
-                dispatched.append(payload[0])
-                returned.append({int(n): names for n, names in payload[1].items()})
-            else:
-                errors.append(payload)
-    finally:
-        for worker in workers:
-            worker.join(timeout=10)
-            if worker.is_alive():
-                worker.terminate()
-                worker.join()
-        results.close()
-        results.join_thread()
-    assert not errors, "a racing process failed:\n" + "\n".join(errors)
+    payloads = race_processes(
+        _keyed_worker,
+        processes=processes,
+        timeout=timeout,
+        what="keyed multi-process race",
+        url=url,
+        uid=uid,
+        keys=keys,
+    )
+    dispatched = [payload[0] for payload in payloads]
+    returned = [{int(n): names for n, names in payload[1].items()} for payload in payloads]
     return dispatched, returned
 
 
 def _keyed_worker(*, url: str, uid: str, index: int, keys: int, start: Any, results: Any) -> None:
-    try:
+    def work() -> tuple[list[str], dict[int, list[str]]]:
         storage = open_storage(url, uid)
         runner = RecordingRunner()
         manager = PatientManager(storage, runners={"rec": runner}, default_runner="rec")
         start.wait(60)
         returned = _fire_keys(manager, index, keys)
         storage.close()
-        results.put(("ok", (runner.dispatched, returned)))
-    except BaseException:
-        results.put(("error", f"process {index}:\n{traceback.format_exc()}"))
+        return runner.dispatched, returned
+
+    report_to(results, index, work)

@@ -42,11 +42,8 @@ race of threads and one of OS processes firing the same keys (set
 
 from __future__ import annotations
 
-import multiprocessing
-import queue
 import re
 import threading
-import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -69,7 +66,12 @@ from triggers_core.scopes import Changes, Scope
 from triggers_core.serialization import config_to_json, header_to_json, instance_to_json
 from triggers_core.state import SessionState, Status, TaskInstance
 from triggers_core.storage import Storage, Version
-from triggers_core.testing._contract_support import PatientManager, RecordingRunner
+from triggers_core.testing._contract_support import (
+    PatientManager,
+    RecordingRunner,
+    race_processes,
+    report_to,
+)
 from triggers_core.testing.fire_records_contract import FireRecordsContract
 
 __all__ = [
@@ -792,53 +794,20 @@ def run_fire_race(url: str, uid: str, *, processes: int, fires: int, timeout: fl
 
     Returns every instance name the processes' runners were asked to run.
     """
-    context = multiprocessing.get_context("spawn")
-    start = context.Event()
-    results = context.Queue()
-    workers = [
-        context.Process(
-            target=_fire_worker,
-            kwargs={
-                "url": url,
-                "uid": uid,
-                "index": index,
-                "fires": fires,
-                "start": start,
-                "results": results,
-            },
-            daemon=True,
-        )
-        for index in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    dispatched: list[str] = []
-    errors: list[str] = []
-    try:
-        start.set()
-        for _ in workers:
-            try:
-                kind, payload = results.get(timeout=timeout)
-            except queue.Empty:
-                pytest.fail(f"the multi-process race did not finish within {timeout}s")
-            if kind == "ok":
-                dispatched.extend(payload)
-            else:
-                errors.append(payload)
-    finally:
-        for worker in workers:
-            worker.join(timeout=10)
-            if worker.is_alive():
-                worker.terminate()
-                worker.join()
-        results.close()
-        results.join_thread()
-    assert not errors, "a racing process failed:\n" + "\n".join(errors)
-    return dispatched
+    payloads = race_processes(
+        _fire_worker,
+        processes=processes,
+        timeout=timeout,
+        what="multi-process race",
+        url=url,
+        uid=uid,
+        fires=fires,
+    )
+    return [name for dispatched in payloads for name in dispatched]
 
 
 def _fire_worker(*, url: str, uid: str, index: int, fires: int, start: Any, results: Any) -> None:
-    try:
+    def work() -> list[str]:
         storage = open_storage(url, uid)
         runner = RecordingRunner()
         manager = PatientManager(storage, runners={"recording": runner}, default_runner="recording")
@@ -846,9 +815,9 @@ def _fire_worker(*, url: str, uid: str, index: int, fires: int, start: Any, resu
         for n in range(fires):
             manager.fire("tick", {"worker": index, "i": n})
         storage.close()
-        results.put(("ok", runner.dispatched))
-    except BaseException:
-        results.put(("error", f"process {index}:\n{traceback.format_exc()}"))
+        return runner.dispatched
+
+    report_to(results, index, work)
 
 
 # -- the stateful model test -------------------------------------------------------
