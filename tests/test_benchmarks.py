@@ -16,20 +16,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_benchmarks_run_and_report(tmp_path: Path) -> None:
+def quick_report(tmp_path: Path, backends: str, *, unset: tuple[str, ...] = ()) -> str:
+    """Run ``benchmarks.run --quick`` on ``backends`` in a subprocess; return its report.
+
+    ``TRIGGERS_STORAGE_URL`` and the variables in ``unset`` are removed from its
+    environment, so the benchmark sets up what it needs itself.
+    """
     report = tmp_path / "report.md"
-    env = {k: v for k, v in os.environ.items() if k != "TRIGGERS_STORAGE_URL"}
+    skip = ("TRIGGERS_STORAGE_URL", *unset)
+    env = {k: v for k, v in os.environ.items() if k not in skip}
+    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--backends", backends]
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--quick",
-            "--backends",
-            "memory,sqlite,sqlite-normal",
-            "--output",
-            str(report),
-        ],
+        [*command, "--output", str(report)],
         check=False,
         capture_output=True,
         text=True,
@@ -38,7 +36,11 @@ def test_the_benchmarks_run_and_report(tmp_path: Path) -> None:
         timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    text = report.read_text()
+    return report.read_text()
+
+
+def test_the_benchmarks_run_and_report(tmp_path: Path) -> None:
+    text = quick_report(tmp_path, "memory,sqlite,sqlite-normal")
     for heading in (
         "waiting `andEvery` instances",
         "N finished instances",
@@ -63,30 +65,8 @@ def test_the_memcached_benchmarks_run_and_report(tmp_path: Path) -> None:
 
     if shutil.which("memcached") is None:
         unavailable("memcached", "the memcached binary is not installed (apt install memcached)")
-    report = tmp_path / "report.md"
     # The benchmark starts its own memcached unless told to use another one.
-    skip = ("TRIGGERS_STORAGE_URL", "TRIGGERS_BENCH_MEMCACHED_URL")
-    env = {k: v for k, v in os.environ.items() if k not in skip}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--quick",
-            "--backends",
-            "memcached",
-            "--output",
-            str(report),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    text = report.read_text()
+    text = quick_report(tmp_path, "memcached", unset=("TRIGGERS_BENCH_MEMCACHED_URL",))
     assert "| memcached |" in text
     assert "Targets of issue 12 (memcached)" in text
     assert "memcached 1." in text  # the version in the machine line
@@ -100,30 +80,12 @@ def test_the_django_cache_benchmarks_run_and_report(tmp_path: Path) -> None:
     require_service("Redis", "127.0.0.1", 6379)
     if shutil.which("memcached") is None:
         unavailable("memcached", "the memcached binary is not installed (apt install memcached)")
-    report = tmp_path / "report.md"
     # Django is configured by the benchmark (DJANGO_SETTINGS_MODULE=benchmarks.django_settings).
-    skip = ("TRIGGERS_STORAGE_URL", "TRIGGERS_BENCH_REDIS_URL", "DJANGO_SETTINGS_MODULE")
-    env = {k: v for k, v in os.environ.items() if k not in skip}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--quick",
-            "--backends",
-            "django-redis-cache,django-pymemcache",
-            "--output",
-            str(report),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        timeout=300,
+    text = quick_report(
+        tmp_path,
+        "django-redis-cache,django-pymemcache",
+        unset=("TRIGGERS_BENCH_REDIS_URL", "DJANGO_SETTINGS_MODULE"),
     )
-    assert out.returncode == 0, out.stdout + out.stderr
-    text = report.read_text()
     assert "| django-redis-cache |" in text
     assert "| django-pymemcache |" in text
     assert "Targets of issue 13 (django-redis-cache)" in text
