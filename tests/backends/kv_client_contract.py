@@ -19,12 +19,17 @@ import queue
 import threading
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import pytest
 
-from triggers_backends.kv_client import AtomicCommitClient, KeyValueClient, KeyValueTooLarge
+from triggers_backends.kv_client import (
+    AtomicCommitClient,
+    CasToken,
+    KeyValueClient,
+    KeyValueTooLarge,
+)
 
 
 class KeyValueClientContract:
@@ -154,35 +159,10 @@ class KeyValueClientContract:
 
     def test_threads_racing_one_winner(self, key: str) -> None:
         clients = [self.make_client() for _ in range(self.race_threads)]
-        clients[0].add(key, b"base")
-        tokens = []
-        for client in clients:
-            found = client.gets(key)
-            assert found is not None
-            tokens.append(found[1])
-        barrier = threading.Barrier(len(clients))
-        won: list[int] = []
-        errors: list[BaseException] = []
-
-        def attempt(index: int) -> None:
-            barrier.wait(timeout=30)
-            try:
-                if clients[index].cas(key, f"w{index}".encode(), tokens[index]):
-                    won.append(index)
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-            finally:
-                # Release what this thread opened (per-thread connections, e.g. Django's).
-                clients[index].close()
-
-        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(clients))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not errors
-        assert len(won) == 1, won
-        assert clients[0].get_many([key]) == {key: f"w{won[0]}".encode()}
+        won = _threads_racing(
+            clients, key, lambda index, client, token: client.cas(key, f"w{index}".encode(), token)
+        )
+        assert clients[0].get_many([key]) == {key: f"w{won}".encode()}
 
     def test_processes_racing_lose_no_update(self, key: str) -> None:
         # Each process adds 1 to a counter stored under one key, with gets + cas,
@@ -394,42 +374,63 @@ class AtomicCommitContract(KeyValueClientContract):
 
     def test_threads_racing_commits_one_winner(self, key: str) -> None:
         clients = [self.make_atomic() for _ in range(self.race_threads)]
-        clients[0].add(key, b"base")
-        tokens = []
-        for client in clients:
-            found = client.gets(key)
-            assert found is not None
-            tokens.append(found[1])
-        barrier = threading.Barrier(len(clients))
-        won: list[int] = []
-        errors: list[BaseException] = []
 
-        def attempt(index: int) -> None:
-            barrier.wait(timeout=30)
-            try:
-                if clients[index].commit(
+        def commit(index: int, client: Any, token: CasToken) -> bool:
+            return bool(
+                client.commit(
                     key,
                     f"w{index}".encode(),
-                    tokens[index],
+                    token,
                     documents={f"{key}-doc{index}": b"d"},
                     obsolete=[],
                     marker=None,
-                ):
-                    won.append(index)
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-            finally:
-                clients[index].close()
+                )
+            )
 
-        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(clients))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not errors
-        assert len(won) == 1, won
+        won = _threads_racing(clients, key, commit)
         docs = [f"{key}-doc{i}" for i in range(len(clients))]
         assert clients[0].get_many([key, *docs]) == {
-            key: f"w{won[0]}".encode(),
-            f"{key}-doc{won[0]}": b"d",  # the losers wrote nothing
+            key: f"w{won}".encode(),
+            f"{key}-doc{won}": b"d",  # the losers wrote nothing
         }
+
+
+def _threads_racing(
+    clients: Sequence[KeyValueClient],
+    key: str,
+    attempt: Callable[[int, Any, CasToken], bool],
+) -> int:
+    """Each client reads ``key`` (stored as ``base``), then all race ``attempt`` at once.
+
+    ``attempt(index, client, token)`` returns whether it won. Asserts that no
+    attempt raised and exactly one won; returns the winner's index. Each
+    thread closes its client (per-thread connections, e.g. Django's).
+    """
+    clients[0].add(key, b"base")
+    tokens = []
+    for client in clients:
+        found = client.gets(key)
+        assert found is not None
+        tokens.append(found[1])
+    barrier = threading.Barrier(len(clients))
+    won: list[int] = []
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        barrier.wait(timeout=30)
+        try:
+            if attempt(index, clients[index], tokens[index]):
+                won.append(index)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            clients[index].close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert len(won) == 1, won
+    return won[0]
