@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -44,3 +47,26 @@ def unavailable(name: str, why: str) -> None:
     if services_required():
         pytest.fail(f"{name}: {why} (CI requires every service)")
     pytest.skip(f"{name}: {why}")
+
+
+def finishes(call: Callable[[], Any], bound: float = 60.0) -> BaseException | None:
+    """Run ``call`` in a thread; return what it raised (None if nothing), failing the
+    test if it is still waiting after ``bound`` seconds.
+
+    The bound only keeps a broken timeout from hanging the suite: it is far
+    above the client's timeouts and is not a timing assertion.
+    """
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(bound)
+    assert not thread.is_alive(), f"still waiting after {bound}s: the timeout did not apply"
+    return outcome[0]

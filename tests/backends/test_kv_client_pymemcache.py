@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 import time
 import uuid
 import warnings
@@ -20,6 +19,7 @@ import pytest
 from kv_client_contract import KeyValueClientContract
 from memcached_server import SMALL_ITEM_SIZE, MemcachedServer, free_port
 from pymemcache.client.base import Client
+from services import finishes
 from tcp_proxy import FreezingProxy
 
 from triggers_backends.kv_client import (
@@ -265,26 +265,8 @@ def test_a_down_server_is_not_replaced_by_another(memcached: MemcachedServer) ->
 # -- faults ---------------------------------------------------------------------------
 
 
-def finishes(call: Callable[[], Any], bound: float = 30.0) -> BaseException | None:
-    """Run ``call`` in a thread; fail if it is still waiting after ``bound`` seconds.
-
-    The bound only keeps a broken timeout from hanging the suite: it is far
-    above the client's timeouts and is not a timing assertion.
-    """
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            call()
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(bound)
-    assert not thread.is_alive(), f"still waiting after {bound}s: the timeout did not apply"
-    return outcome[0]
+#: How long a call may wait before the test fails (far above the client's timeouts).
+BOUND = 30.0
 
 
 def test_nothing_listening_is_unavailable(key: str) -> None:
@@ -297,7 +279,7 @@ def test_nothing_listening_is_unavailable(key: str) -> None:
         lambda: client.set_many({key: b"v"}),
         lambda: client.max_value_size,
     ):
-        error = finishes(call)
+        error = finishes(call, BOUND)
         assert isinstance(error, KeyValueUnavailable), error
         assert address in str(error)
         assert "Refused" in str(error) or "refused" in str(error)
@@ -320,7 +302,7 @@ def test_a_frozen_server_is_unavailable_within_the_timeout(
             lambda: client.delete_many([key]),
         ):
             began = time.monotonic()
-            error = finishes(call)
+            error = finishes(call, BOUND)
             assert isinstance(error, KeyValueUnavailable), error
             assert proxy.address in str(error)
             assert "0.5s" in str(error)
@@ -342,7 +324,7 @@ def test_a_refusing_server_is_unavailable(memcached: MemcachedServer, key: str) 
     with FreezingProxy((memcached.host, memcached.port)) as proxy:
         client = PymemcacheClient(proxy.address, connect_timeout=0.5, timeout=0.5)
         proxy.refuse()
-        error = finishes(lambda: client.add(key, b"v"))
+        error = finishes(lambda: client.add(key, b"v"), BOUND)
         assert isinstance(error, KeyValueUnavailable), error
         assert proxy.address in str(error)
 
@@ -351,7 +333,7 @@ def test_waiting_for_a_pooled_connection_is_bounded(memcached: MemcachedServer, 
     client = PymemcacheClient(memcached.address, pool_size=1, timeout=0.5)
     pool = client._pools[client.servers[0]]
     with pool.connection():  # the only connection is busy
-        error = finishes(lambda: client.get_many([key]))
+        error = finishes(lambda: client.get_many([key]), BOUND)
     assert isinstance(error, KeyValueUnavailable), error
     assert "no free connection" in str(error)
     assert client.get_many([key]) == {}

@@ -7,14 +7,14 @@ test uses its own key prefix.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from memcached_server import SMALL_ITEM_SIZE, MemcachedServer, free_port
+from services import finishes
 from tcp_proxy import FreezingProxy
 
 from triggers_backends.kv.documents import decode
@@ -245,25 +245,6 @@ def test_an_evicted_active_document_is_a_lost_session(client: PymemcacheClient, 
 
 
 # -- faults ---------------------------------------------------------------------------
-
-
-def finishes(call: Callable[[], Any], bound: float = 60.0) -> BaseException | None:
-    """Run ``call`` in a thread; fail if it still waits after ``bound`` seconds (no timing
-    assertion: the bound only keeps a missing timeout from hanging the suite)."""
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            call()
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(bound)
-    assert not thread.is_alive(), f"still waiting after {bound}s"
-    return outcome[0]
 
 
 def test_a_server_that_is_down_is_a_storage_error(uid: str) -> None:
