@@ -76,6 +76,18 @@ def name_problem(name: object) -> str | None:
     return text_problem(name)
 
 
+def named_problem(name: str, what: str) -> str | None:
+    """``name_problem`` of a string, phrased for a configuration problem, or None.
+
+    ``"trigger name must not be empty"``, ``"trigger name 'a\\x00' must not
+    contain NUL ..."`` (``what`` is ``"trigger name"`` there).
+    """
+    if not name:
+        return f"{what} must not be empty"
+    problem = name_problem(name)
+    return None if problem is None else f"{what} {name!r} {problem}"
+
+
 class _Refused(Exception):
     """Internal: a value was refused; ``segments`` lead from the top value to it."""
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from triggers_core._util import name_problem
+from triggers_core._util import named_problem
 
 __all__ = [
     "GROUP_KEYS",
@@ -171,12 +171,9 @@ def parse_entries(
 
 def _entry(value: object, path: str, problems: list[str], depth: int) -> Entry | None:
     if isinstance(value, str):
-        if not value:
-            problems.append(f"{path}: trigger name must not be empty")
-            return None
-        problem = name_problem(value)
+        problem = named_problem(value, "trigger name")
         if problem is not None:
-            problems.append(f"{path}: trigger name {value!r} {problem}")
+            problems.append(f"{path}: {problem}")
             return None
         return value
     if isinstance(value, Mapping):

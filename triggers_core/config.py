@@ -12,7 +12,13 @@ from typing import Any
 
 import attrs
 
-from triggers_core._util import did_you_mean, name_problem, text_problem, to_json_value
+from triggers_core._util import (
+    did_you_mean,
+    name_problem,
+    named_problem,
+    text_problem,
+    to_json_value,
+)
 from triggers_core.conditions import Entry, all_satisfied, entry_to_json, names_of, parse_entries
 from triggers_core.errors import ConfigurationError, InvalidKwargsError
 from triggers_core.graph import and_every_cycles
@@ -153,12 +159,9 @@ def _single_name(value: object, path: str, what: str, problems: list[str]) -> st
     if not isinstance(value, str):
         problems.append(f"{path}: expected a single {what} (a string), got {type(value).__name__}")
         return None
-    if not value:
-        problems.append(f"{path}: {what} must not be empty")
-        return None
-    problem = name_problem(value)
+    problem = named_problem(value, what)
     if problem is not None:
-        problems.append(f"{path}: {what} {value!r} {problem}")
+        problems.append(f"{path}: {problem}")
         return None
     return value
 
