@@ -24,7 +24,6 @@ from triggers_core.testing.strategies import (
 FAST = settings(max_examples=80, deadline=None)
 Config = dict[str, dict[str, Any]]
 Triggers = list[tuple[str, dict[str, Any]]]
-TIME_KEYS = ("created", "lastModified", "timestamps")
 
 
 def holds(entry: Any, recorded: Any) -> bool:
@@ -78,18 +77,6 @@ def wrapped(config: Config) -> Config:
                 d[key] = [{"atLeast": len(d[key]), "of": list(d[key])}]
         out[name] = d
     return out
-
-
-def instances_without_times(state: SessionState) -> dict[str, Any]:
-    return {
-        name: (
-            i.status,
-            i.kwargs,
-            i.unless_fired,
-            {k: v for k, v in i.metadata.items() if k not in TIME_KEYS},
-        )
-        for name, i in state.instances.items()
-    }
 
 
 @FAST
