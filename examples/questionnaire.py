@@ -43,7 +43,7 @@ from triggers_core import (
     TriggerTask,
     open_storage,
 )
-from triggers_core.registry import storage_scheme
+from triggers_core.runtime.registry import storage_scheme
 
 # -- the tasks (found by these registered names, never by import path) ------------------------
 

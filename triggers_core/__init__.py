@@ -5,9 +5,15 @@ once which triggers have fired (in any order, across processes and days).
 This package is the typed core and needs only ``attrs``.
 """
 
-from triggers_core.config import TaskConfig, parse_configuration
-from triggers_core.effects import InstanceReplayed, InstanceSkipped, ScheduleInstance, TriggerFired
 from triggers_core.engine import Transition
+from triggers_core.engine.config import TaskConfig, parse_configuration
+from triggers_core.engine.effects import (
+    InstanceReplayed,
+    InstanceSkipped,
+    ScheduleInstance,
+    TriggerFired,
+)
+from triggers_core.engine.state import RESOLVED_STATUSES, SessionState, Status, TaskInstance
 from triggers_core.errors import (
     CascadeDepthExceeded,
     ConcurrencyError,
@@ -27,15 +33,15 @@ from triggers_core.errors import (
     UnknownTaskError,
     UnsupportedOperationError,
 )
-from triggers_core.lifecycle import LIFECYCLE_LOGGER
-from triggers_core.manager import TriggerManager
-from triggers_core.memory import MemoryStorage, MemoryStore
-from triggers_core.redaction import redact
-from triggers_core.registry import STORAGE_URL_ENV, managers, open_storage, runners, storages
-from triggers_core.runners import TaskRunner, ThreadingTaskRunner
-from triggers_core.state import RESOLVED_STATUSES, SessionState, Status, TaskInstance
-from triggers_core.storage import Snapshot, Storage
-from triggers_core.tasks import (
+from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER
+from triggers_core.runtime.manager import TriggerManager, managers
+from triggers_core.runtime.memory import MemoryStorage, MemoryStore
+from triggers_core.runtime.ports import SessionManager, TaskRunner
+from triggers_core.runtime.redaction import redact
+from triggers_core.runtime.registry import STORAGE_URL_ENV, open_storage, runners, storages
+from triggers_core.runtime.runners import ThreadingTaskRunner
+from triggers_core.runtime.storage import Snapshot, Storage
+from triggers_core.runtime.tasks import (
     TaskContext,
     TriggerTask,
     get_task,
@@ -64,6 +70,7 @@ __all__ = [
     "ScheduleInstance",
     "SchemaMissingError",
     "SerializationError",
+    "SessionManager",
     "SessionState",
     "Snapshot",
     "Status",

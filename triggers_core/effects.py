@@ -1,18 +1,16 @@
-"""Effects: what the pure engine asks the shell to do once the state is committed.
+"""The old home of this module, kept so that imports keep working.
 
-The engine never performs I/O. Each transition returns its effects in order;
-the shell calls the hooks (``TriggerFired``, ``InstanceReplayed``,
-``InstanceSkipped``) in that order, then hands the ``ScheduleInstance`` effects
-to their runners in that order. ``DuplicateFire`` calls no hook: the shell
-only logs it.
+Moved to :mod:`triggers_core.engine.effects` (see docs/architecture.md).
 """
 
-from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
-
-import attrs
+from triggers_core.engine.effects import (
+    DuplicateFire,
+    Effect,
+    InstanceReplayed,
+    InstanceSkipped,
+    ScheduleInstance,
+    TriggerFired,
+)
 
 __all__ = [
     "DuplicateFire",
@@ -22,62 +20,3 @@ __all__ = [
     "ScheduleInstance",
     "TriggerFired",
 ]
-
-
-@attrs.frozen
-class ScheduleInstance:
-    """Hand a ready instance to its runner.
-
-    ``trigger_kwargs`` are already deep-merged with the task's ``withParams``;
-    ``cooldown`` (seconds) delays the start; ``depth`` counts replays.
-    """
-
-    instance_name: str
-    task_name: str
-    run: str
-    using: str | None
-    trigger_kwargs: Mapping[str, Any]
-    cooldown: float | None = None
-    depth: int = 0
-
-
-@attrs.frozen
-class TriggerFired:
-    """Call ``_post_fire(trigger_name, scheduled instances)``."""
-
-    trigger_name: str
-    scheduled: tuple[str, ...]
-
-
-@attrs.frozen
-class InstanceReplayed:
-    """Call ``_post_replay(instance)``; ``clone_name`` is the new instance."""
-
-    instance_name: str
-    clone_name: str
-
-
-@attrs.frozen
-class InstanceSkipped:
-    """Call ``_post_skip(instance, cascade)`` (after the cascade's own effects)."""
-
-    instance_name: str
-    cascade: bool
-
-
-@attrs.frozen
-class DuplicateFire:
-    """A fire that was applied before was not applied again (no hook is called).
-
-    A keyed fire whose key the session already recorded (``instance_name`` is
-    None), or the cascade of an instance that already cascaded once
-    (``instance_name`` is the instance, ``trigger_name`` its task).
-    ``scheduled`` names what the first fire scheduled.
-    """
-
-    trigger_name: str
-    scheduled: tuple[str, ...]
-    instance_name: str | None = None
-
-
-Effect = ScheduleInstance | TriggerFired | InstanceReplayed | InstanceSkipped | DuplicateFire

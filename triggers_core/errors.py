@@ -7,6 +7,7 @@ the input that did not fit it.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,7 +29,19 @@ __all__ = [
     "UnknownInstanceError",
     "UnknownTaskError",
     "UnsupportedOperationError",
+    "did_you_mean",
 ]
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """Return ``"; did you mean 'x'?"`` (or a list of known names) for error messages."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    if known:
+        return f"; known: {', '.join(repr(k) for k in known)}"
+    return ""
 
 
 class TriggersError(Exception):
@@ -100,8 +113,6 @@ class UnknownTaskError(TriggersError, LookupError):
     def __init__(self, name: str, known: Iterable[str] = ()) -> None:
         self.name = name
         self.known = tuple(known)
-        from triggers_core._util import did_you_mean  # noqa: PLC0415 - avoid import cycle
-
         super().__init__(
             f"no trigger task registered under {name!r}{did_you_mean(name, self.known)}"
         )
@@ -117,7 +128,7 @@ class RegistryError(TriggersError, LookupError):
 class StorageURLError(RegistryError, ValueError):
     """A storage URL cannot be used: malformed, or refused by its backend or driver.
 
-    The message shows the URL redacted (:func:`triggers_core.redaction.redact`).
+    The message shows the URL redacted (:func:`triggers_core.runtime.redaction.redact`).
     """
 
 

@@ -1,30 +1,22 @@
-"""Name -> "module:Class" registries, loaded lazily, extensible through entry points.
+"""The old home of this module, kept so that imports keep working.
 
-Three registries: storages (``triggers.storages``, keyed by URL scheme),
-runners (``triggers.runners``) and managers (``triggers.managers``). Built-in
-names are listed here too, so a source checkout works without installing.
-Importing this module imports no optional dependency.
+Moved to :mod:`triggers_core.runtime.registry`
+and :mod:`triggers_core.runtime.manager` (see docs/architecture.md).
 """
 
-from __future__ import annotations
-
-import importlib
-import logging
-import os
-import re
-import threading
-from collections.abc import Callable
-from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
-
-from triggers_core._util import did_you_mean
-from triggers_core.errors import RegistryError
-from triggers_core.redaction import redact
-
-if TYPE_CHECKING:
-    from triggers_core.manager import TriggerManager
-    from triggers_core.runners import TaskRunner
-    from triggers_core.storage import Storage
+from triggers_core.runtime.manager import (
+    managers,
+)
+from triggers_core.runtime.registry import (
+    EXTRAS,
+    STORAGE_URL_ENV,
+    Registry,
+    install_hint,
+    open_storage,
+    runners,
+    storage_scheme,
+    storages,
+)
 
 __all__ = [
     "EXTRAS",
@@ -37,189 +29,3 @@ __all__ = [
     "storage_scheme",
     "storages",
 ]
-
-T = TypeVar("T")
-
-log = logging.getLogger(__name__)
-
-#: Environment variable holding the default storage URL (e.g. ``sqlite:///triggers.db``).
-STORAGE_URL_ENV = "TRIGGERS_STORAGE_URL"
-
-#: The ``pip install 'triggers[extra]'`` that provides a registry name's dependencies,
-#: and the top-level modules that extra installs.
-EXTRAS: dict[str, tuple[str, frozenset[str]]] = {
-    "sqlite": ("sqlalchemy", frozenset({"sqlalchemy"})),
-    "postgresql": ("postgres", frozenset({"sqlalchemy", "psycopg", "psycopg_binary"})),
-    "postgres": ("postgres", frozenset({"sqlalchemy", "psycopg", "psycopg_binary"})),
-    "mysql": ("mysql", frozenset({"sqlalchemy", "pymysql"})),
-    "mariadb": ("mysql", frozenset({"sqlalchemy", "pymysql"})),
-    "memcached": ("memcached", frozenset({"pymemcache"})),
-    "django-cache": ("django", frozenset({"django"})),
-    "celery": ("celery", frozenset({"celery", "kombu"})),
-}
-
-_default_warned = False
-_default_warned_lock = threading.Lock()
-
-
-def install_hint(name: str, missing: str | None) -> str:
-    """What to install when registry name ``name`` misses the module ``missing``."""
-    top = (missing or "").split(".", 1)[0]
-    extra = EXTRAS.get(name)
-    if extra is not None and (not top or top in extra[1]):
-        return f"pip install 'triggers[{extra[0]}]'"
-    if top:
-        return f"install the module {top!r} (pip install {top})"
-    return "install the matching extra (pip install 'triggers[...]')"
-
-
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
-
-
-class Registry(Generic[T]):
-    """Names mapped to objects or lazily imported ``"module:attr"`` targets."""
-
-    def __init__(self, group: str, kind: str, builtins: dict[str, str]) -> None:
-        self.group = group
-        self.kind = kind
-        self._targets: dict[str, str | T] = dict(builtins)
-        self._loaded: dict[str, T] = {}
-        self._entry_points_read = False
-        self._lock = threading.Lock()
-
-    def register(self, name: str, target: str | T) -> None:
-        """Register ``target`` (an object or ``"module:attr"``) under ``name``."""
-        with self._lock:
-            self._targets[name] = target
-            self._loaded.pop(name, None)
-
-    def _read_entry_points(self) -> None:
-        if self._entry_points_read:
-            return
-        for ep in entry_points(group=self.group):
-            self._targets.setdefault(ep.name, ep.value)
-        self._entry_points_read = True
-
-    def names(self) -> list[str]:
-        """Every registered name (built-ins, entry points, explicit registrations)."""
-        with self._lock:
-            self._read_entry_points()
-            return sorted(self._targets)
-
-    def load(self, name: str) -> T:
-        """The object registered under ``name``, importing it on first use."""
-        with self._lock:
-            if name in self._loaded:
-                return self._loaded[name]
-            self._read_entry_points()
-            if name not in self._targets:
-                raise RegistryError(
-                    f"no {self.kind} named {name!r}{did_you_mean(name, self._targets)}"
-                )
-            target = self._targets[name]
-        if isinstance(target, str):
-            module_name, _, attr = target.partition(":")
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError as exc:
-                if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name != module_name:
-                    problem = f"needs the module {exc.name!r}, which is not installed"
-                else:
-                    problem = f"needs {module_name!r}, which could not be imported ({exc})"
-                raise RegistryError(
-                    f"{self.kind} {name!r} {problem}: {install_hint(name, exc.name)}"
-                ) from exc
-            loaded: Any = module
-            for part in attr.split("."):
-                loaded = getattr(loaded, part)
-        else:
-            loaded = target
-        with self._lock:
-            self._loaded[name] = loaded
-        result: T = loaded
-        return result
-
-
-storages: Registry[type[Storage]] = Registry(
-    "triggers.storages",
-    "storage",
-    {
-        "memory": "triggers_core.memory:MemoryStorage",
-        "sqlite": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
-        "postgresql": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
-        "postgres": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
-        "mysql": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
-        "mariadb": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
-        "memcached": "triggers_backends.memcached:MemcachedStorage",
-        "django-cache": "triggers_backends.django_cache:CacheStorageBackend",
-    },
-)
-
-runners: Registry[Callable[[], TaskRunner]] = Registry(
-    "triggers.runners",
-    "task runner",
-    {
-        "threading": "triggers_core.runners:ThreadingTaskRunner",
-        "celery": "triggers_celery.runner:CeleryTaskRunner",
-    },
-)
-
-managers: Registry[type[TriggerManager]] = Registry(
-    "triggers.managers",
-    "trigger manager",
-    {"default": "triggers_core.manager:TriggerManager"},
-)
-
-
-def storage_scheme(url: str) -> str:
-    """The registry key of a storage URL: ``postgresql+psycopg://`` -> ``postgresql``."""
-    scheme, sep, _ = url.partition("://")
-    if not sep or _SCHEME.fullmatch(scheme) is None:
-        raise RegistryError(
-            f"not a storage URL: {redact(url)!r} (expected scheme://..., "
-            f"e.g. sqlite:///triggers.db; schemes: {', '.join(storages.names())})"
-        )
-    return scheme.split("+", 1)[0].lower()
-
-
-def open_storage(url: str | None, uid: str) -> Storage:
-    """Open session ``uid`` in the storage selected by ``url``.
-
-    ``url`` defaults to the ``TRIGGERS_STORAGE_URL`` environment variable, then
-    to ``memory://`` -- a store private to this process, so the first time
-    that happens in a process a warning is logged. Unknown schemes raise
-    :class:`RegistryError` listing the known ones; a missing database driver
-    raises :class:`RegistryError` naming the extra to install.
-    """
-    if url is None:
-        url = os.environ.get(STORAGE_URL_ENV) or _memory_default()
-    scheme = storage_scheme(url)
-    try:
-        cls = storages.load(scheme)
-    except RegistryError as exc:
-        raise RegistryError(
-            f"{exc} (storage URL {redact(url)!r}; known schemes: {', '.join(storages.names())})"
-        ) from exc
-    try:
-        return cls.from_url(url, uid)
-    except ModuleNotFoundError as exc:  # the database driver, imported when first used
-        raise RegistryError(
-            f"storage URL {redact(url)!r} needs the module {exc.name!r}, which is not "
-            f"installed: {install_hint(scheme, exc.name)}"
-        ) from exc
-
-
-def _memory_default() -> str:
-    global _default_warned  # once per process
-    with _default_warned_lock:
-        warn, _default_warned = not _default_warned, True
-    if warn:
-        log.warning(
-            "no storage URL was given and %s is not set: sessions are kept in a memory:// "
-            "store private to this process, so other processes (web workers, Celery "
-            "workers, scripts) will not see them and they are lost at exit. Set %s (for "
-            "example sqlite:///triggers.db) or pass a storage URL to TriggerManager.",
-            STORAGE_URL_ENV,
-            STORAGE_URL_ENV,
-        )
-    return "memory://"

@@ -36,7 +36,7 @@ from triggers_core import (
     open_storage,
 )
 from triggers_core import engine as pure
-from triggers_core.scopes import Changes, Scope
+from triggers_core.engine.scopes import Changes, Scope
 from triggers_core.testing.storage_contract import RecordingRunner, StorageContract
 
 EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}

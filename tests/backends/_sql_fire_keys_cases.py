@@ -21,8 +21,8 @@ from triggers_core import (
     TriggerManager,
     TriggerTask,
 )
-from triggers_core.idempotency import fire_key
-from triggers_core.scopes import Scope
+from triggers_core.engine.idempotency import fire_key
+from triggers_core.engine.scopes import Scope
 from triggers_core.testing.storage_contract import RecordingRunner
 
 CONFIG = {

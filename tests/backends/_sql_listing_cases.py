@@ -18,7 +18,7 @@ from triggers_backends.sqlalchemy import (
 )
 from triggers_core import SchemaMissingError, StorageError
 from triggers_core import listing as core_listing
-from triggers_core.listing import SessionFilter, SessionPage
+from triggers_core.runtime.sessions import SessionFilter, SessionPage
 from triggers_core.testing.listing_contract import SessionListingContract
 
 LISTING_INDEX = "instances_by_status_session"

@@ -14,7 +14,7 @@ from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema, drop_
 from triggers_backends.sqlalchemy_upgrade import needs_upgrade, upgrade_schema
 from triggers_core import SchemaMissingError, SessionState, Status, TriggerManager
 from triggers_core import engine as pure
-from triggers_core.serialization import config_to_json, dumps, instance_to_json
+from triggers_core.engine.serialization import config_to_json, dumps, instance_to_json
 from triggers_core.testing.storage_contract import RecordingRunner
 
 # -- the layout of Triggers before schema version 2 ----------------------------------

@@ -368,7 +368,7 @@ def test_a_worker_opens_only_the_aliases_its_own_settings_configure(
 
 def test_listing_sessions_is_not_supported_and_says_why() -> None:
     from triggers_core.errors import UnsupportedOperationError
-    from triggers_core.listing import list_sessions
+    from triggers_core.tools.listing import list_sessions
 
     # Refused before Django or a server is consulted.
     with pytest.raises(UnsupportedOperationError) as caught:

@@ -13,9 +13,9 @@ from triggers_backends.kv.documents import decode, encode
 from triggers_backends.kv.keys import digest
 from triggers_backends.kv.storage import KeyValueStorage
 from triggers_core import SessionState, Status
+from triggers_core.engine.idempotency import FireKey, fire_key
+from triggers_core.engine.scopes import Changes, Scope
 from triggers_core.errors import ConflictError
-from triggers_core.idempotency import FireKey, fire_key
-from triggers_core.scopes import Changes, Scope
 
 EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
 

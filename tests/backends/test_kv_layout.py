@@ -157,7 +157,7 @@ def test_a_losing_writer_removes_what_it_wrote(store: DictStore, uid: str) -> No
 
 
 def _changes(**kwargs: Any) -> Any:
-    from triggers_core.scopes import Changes
+    from triggers_core.engine.scopes import Changes
 
     return Changes(**kwargs)
 

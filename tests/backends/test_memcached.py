@@ -34,9 +34,9 @@ from triggers_core import (
     open_storage,
 )
 from triggers_core.engine import update_configuration
+from triggers_core.engine.scopes import Changes
+from triggers_core.engine.state import TaskInstance
 from triggers_core.errors import RegistryError
-from triggers_core.scopes import Changes
-from triggers_core.state import TaskInstance
 from triggers_core.testing.storage_contract import RecordingRunner, StorageContract
 
 pytestmark = pytest.mark.service

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 
 from triggers_core import MemoryStorage, MemoryStore, SessionState, Storage
-from triggers_core.listing import SessionFilter, SessionPage, iter_sessions, list_sessions
-from triggers_core.scopes import Changes
+from triggers_core.engine.scopes import Changes
+from triggers_core.runtime.sessions import SessionFilter, SessionPage
 from triggers_core.testing.listing_contract import SessionListingContract
 from triggers_core.testing.storage_contract import StorageContract
+from triggers_core.tools.listing import iter_sessions, list_sessions
 
 
 class TestMemoryStorage(StorageContract):

@@ -34,7 +34,7 @@ from triggers_backends.original import (
     read_original_session,
 )
 from triggers_core import MemoryStorage, MemoryStore, Status, Storage, TriggerManager
-from triggers_core.serialization import instance_to_json
+from triggers_core.engine.serialization import instance_to_json
 from triggers_core.testing.storage_contract import RecordingRunner
 
 EXPORT = Path(__file__).parent / "data" / "original_session.json"

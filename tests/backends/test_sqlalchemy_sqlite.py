@@ -91,7 +91,7 @@ def test_a_held_write_lock_is_a_conflict_not_a_crash(
 
     from triggers_backends import sqlalchemy as backend
     from triggers_core import ConflictError, SessionState
-    from triggers_core.scopes import Changes
+    from triggers_core.engine.scopes import Changes
 
     monkeypatch.setattr(backend, "SQLITE_BUSY_TIMEOUT_MS", 100)
     path = tmp_path / "locked.db"
@@ -130,7 +130,7 @@ def test_lock_timeout_from_the_url_is_sqlites_busy_timeout(tmp_path: Path) -> No
 
     from triggers_backends.sqlalchemy import dispose_engines
     from triggers_core import ConflictError, SessionState
-    from triggers_core.scopes import Changes
+    from triggers_core.engine.scopes import Changes
 
     path = tmp_path / "bounded.db"
     holder = sqlite3.connect(path, isolation_level=None)
@@ -166,7 +166,7 @@ def _synchronous(engine: sa.Engine) -> int:
 def test_synchronous_level_is_per_storage_and_set_before_each_write(tmp_path: Path) -> None:
     from triggers_backends.sqlalchemy import dispose_engines
     from triggers_core import SessionState
-    from triggers_core.scopes import Changes
+    from triggers_core.engine.scopes import Changes
 
     # One pooled connection, shared by a FULL and a NORMAL storage.
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'sync.db'}", pool_size=1, max_overflow=0)

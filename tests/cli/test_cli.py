@@ -40,7 +40,7 @@ def test_importing_the_core_imports_no_cli_dependency() -> None:
 
 def test_the_command_line_registers_no_sample_task() -> None:
     code = (
-        "import sys, triggers_core.cli; from triggers_core.tasks import registered_tasks; "
+        "import sys, triggers_core.cli; from triggers_core.runtime.tasks import registered_tasks; "
         "print(sorted(registered_tasks()), 'triggers_core.testing' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,11 +7,17 @@ import time
 
 import pytest
 
-from triggers_core import ConcurrencyError, ConflictError, MemoryStorage, MemoryStore
-from triggers_core import manager as manager_module
-from triggers_core.scopes import HEADER_ONLY, Changes, Scope, Selector
-from triggers_core.state import SessionState
-from triggers_core.storage import Snapshot, Version
+from triggers_core import (
+    ConcurrencyError,
+    ConflictError,
+    MemoryStorage,
+    MemoryStore,
+    TriggerManager,
+)
+from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
+from triggers_core.engine.state import SessionState
+from triggers_core.runtime import commit as commit_module
+from triggers_core.runtime.storage import Snapshot, Version
 from triggers_core.testing.storage_contract import RecordingRunner
 
 EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "T"}}
@@ -42,7 +48,7 @@ class SlowStorage(MemoryStorage):
 def test_threads_sharing_a_storage_never_conflict() -> None:
     storage = SlowStorage("turns", MemoryStore())
     runner = RecordingRunner()
-    manager = manager_module.TriggerManager(storage, runners={"rec": runner}, default_runner="rec")
+    manager = TriggerManager(storage, runners={"rec": runner}, default_runner="rec")
     manager.update_configuration(EVERY)
     barrier = threading.Barrier(4)
 
@@ -63,9 +69,9 @@ def test_threads_sharing_a_storage_never_conflict() -> None:
 
 
 def test_a_turn_that_never_comes_is_a_concurrency_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(manager_module, "COMMIT_TURN_TIMEOUT", 0.05)
+    monkeypatch.setattr(commit_module, "COMMIT_TURN_TIMEOUT", 0.05)
     storage = MemoryStorage("stuck", MemoryStore())
-    manager = manager_module.TriggerManager(storage)
+    manager = TriggerManager(storage)
     with storage.commit_lock, pytest.raises(ConcurrencyError, match=r"waited 0\.05s"):
         manager.update_configuration(EVERY)
     assert storage.load().version is None

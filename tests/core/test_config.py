@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from triggers_core.config import TaskConfig, parse_configuration
+from triggers_core.engine.config import TaskConfig, parse_configuration
 from triggers_core.errors import ConfigurationError
 from triggers_core.testing.strategies import task_configurations
 

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from triggers_core import engine
-from triggers_core.config import parse_configuration
+from triggers_core.engine.config import parse_configuration
+from triggers_core.engine.state import SessionState
 from triggers_core.errors import ConfigurationError
-from triggers_core.state import SessionState
 
 
 def problems_of(raw: object) -> list[str]:

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from triggers_core import ConfigurationError
-from triggers_core.conditions import MAX_GROUP_DEPTH, Group, entry_from_json, names_of
-from triggers_core.config import parse_configuration
 from triggers_core.engine import fire, update_configuration
-from triggers_core.serialization import config_from_json, config_to_json
-from triggers_core.state import SessionState
-from triggers_core.task_table import TaskTable
+from triggers_core.engine.conditions import MAX_GROUP_DEPTH, Group, entry_from_json, names_of
+from triggers_core.engine.config import parse_configuration
+from triggers_core.engine.serialization import config_from_json, config_to_json
+from triggers_core.engine.state import SessionState
+from triggers_core.engine.task_table import TaskTable
 
 FORMS = '{"anyOf": [...]} or {"atLeast": N, "of": [...]}'
 

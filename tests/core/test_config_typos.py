@@ -17,7 +17,7 @@ from triggers_core import (
     TriggerManager,
     runners,
 )
-from triggers_core.config import KNOWN_DIRECTIVES, directive_typo, parse_configuration
+from triggers_core.engine.config import KNOWN_DIRECTIVES, directive_typo, parse_configuration
 
 BASE: dict[str, Any] = {"after": ["go"], "run": "triggers.DevNullTask"}
 

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from triggers_core import engine
-from triggers_core.effects import InstanceReplayed, InstanceSkipped, ScheduleInstance, TriggerFired
+from triggers_core.engine.effects import (
+    InstanceReplayed,
+    InstanceSkipped,
+    ScheduleInstance,
+    TriggerFired,
+)
+from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.errors import (
     ConfigurationError,
     InvalidKwargsError,
@@ -17,7 +23,6 @@ from triggers_core.errors import (
     TriggersError,
     UnknownInstanceError,
 )
-from triggers_core.state import SessionState, Status, TaskInstance
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 T0 = "2024-05-06T07:08:09+00:00"

@@ -12,10 +12,10 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from triggers_core import engine
-from triggers_core.config import parse_configuration
-from triggers_core.effects import InstanceReplayed, ScheduleInstance, TriggerFired
+from triggers_core.engine.config import parse_configuration
+from triggers_core.engine.effects import InstanceReplayed, ScheduleInstance, TriggerFired
+from triggers_core.engine.state import SessionState, Status
 from triggers_core.errors import TriggersError
-from triggers_core.state import SessionState, Status
 from triggers_core.testing.simulate import run_simulation
 from triggers_core.testing.strategies import (
     DEFAULT_TRIGGER_POOL,

@@ -16,7 +16,7 @@ from triggers_core import (
     TriggerManager,
     TriggerTask,
 )
-from triggers_core.manager import exception_type_name
+from triggers_core.runtime.manager import exception_type_name
 from triggers_core.testing.sample_tasks import FailingTask, SelfRetryingTask
 
 

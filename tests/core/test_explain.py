@@ -11,7 +11,9 @@ from questionnaire import NO_EMAIL, QUESTIONNAIRE, T0
 
 from triggers_core import SessionState, Status
 from triggers_core import engine as pure
-from triggers_core.explain import (
+from triggers_core.testing.simulate import ReplayFailed, run_simulation
+from triggers_core.testing.strategies import workflows
+from triggers_core.tools.explain import (
     FailureInfo,
     InstanceExplanation,
     TaskExplanation,
@@ -23,9 +25,7 @@ from triggers_core.explain import (
     summary_line,
     what_if,
 )
-from triggers_core.requirements import lack_to_json
-from triggers_core.testing.simulate import ReplayFailed, run_simulation
-from triggers_core.testing.strategies import workflows
+from triggers_core.tools.requirements import lack_to_json
 
 
 def advance(state: SessionState | None, *steps: Any, **kwargs: Any) -> SessionState:

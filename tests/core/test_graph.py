@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from triggers_core.config import TaskConfig, parse_configuration, parse_task_config
-from triggers_core.errors import ConfigurationError
-from triggers_core.graph import (
+from triggers_core.engine.config import TaskConfig, parse_configuration, parse_task_config
+from triggers_core.engine.graph import (
     and_every_cycles,
     and_every_edges,
     cascade_edges,
     find_cycles,
     strongly_connected_components,
 )
+from triggers_core.errors import ConfigurationError
 
 
 def tasks_of(raw: dict[str, dict[str, object]]) -> dict[str, TaskConfig]:

@@ -1,7 +1,7 @@
 """Hypothesis properties of condition groups. Each test's docstring states the property.
 
 The readiness oracle below is written from docs/configuration.md, independently
-of :mod:`triggers_core.conditions`, on the raw JSON configuration.
+of :mod:`triggers_core.engine.conditions`, on the raw JSON configuration.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from triggers_core.state import SessionState, Status
+from triggers_core.engine.state import SessionState, Status
 from triggers_core.testing.simulate import run_simulation
 from triggers_core.testing.strategies import (
     DEFAULT_TRIGGER_POOL,

@@ -10,15 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from triggers_core import engine
-from triggers_core.errors import SerializationError
-from triggers_core.serialization import (
+from triggers_core.engine.serialization import (
     HeaderCodec,
     dumps,
     header_from_json,
     header_to_json,
     loads,
 )
-from triggers_core.state import SessionState
+from triggers_core.engine.state import SessionState
+from triggers_core.errors import SerializationError
 from triggers_core.testing.strategies import json_kwargs, session_states, triggers_used
 
 NOW = datetime(2024, 5, 6, tzinfo=UTC)

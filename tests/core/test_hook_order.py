@@ -27,6 +27,7 @@ from triggers_core import (
     ThreadingTaskRunner,
     TriggerManager,
 )
+from triggers_core.runtime.ports import SessionManager
 from triggers_core.testing.sample_tasks import DevNullTask
 
 REPEATS = 200
@@ -89,7 +90,7 @@ class GatedRunner(ThreadingTaskRunner):
         self.calls_at_dispatch: list[int] = []
         self._manager_calls = manager_calls
 
-    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+    def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
         self.calls_at_dispatch.append(len(self._manager_calls))
         super().dispatch(manager, effect)
 
@@ -115,7 +116,7 @@ class RaisingHookManager(TriggerManager):
 class RefusingRunner(TaskRunner):
     name: ClassVar[str] = "refusing"
 
-    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+    def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
         raise ConnectionError(f"cannot take {effect.instance_name}")
 
 

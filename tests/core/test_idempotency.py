@@ -15,16 +15,16 @@ from hypothesis import strategies as st
 
 from triggers_core import InvalidKwargsError, SessionState, Status, TriggerManager
 from triggers_core import engine as pure
-from triggers_core.effects import DuplicateFire, TriggerFired
-from triggers_core.idempotency import (
+from triggers_core.engine.effects import DuplicateFire, TriggerFired
+from triggers_core.engine.idempotency import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
     FireKey,
     cascade_key,
     check_idempotency_key,
     fire_key,
 )
-from triggers_core.memory import MemoryStorage, MemoryStore
-from triggers_core.scopes import Scope, fire_scope, instance_scope, narrowed
+from triggers_core.engine.scopes import Scope, fire_scope, instance_scope, narrowed
+from triggers_core.runtime.memory import MemoryStorage, MemoryStore
 from triggers_core.testing.storage_contract import RecordingRunner
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)

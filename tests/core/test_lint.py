@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from questionnaire import QUESTIONNAIRE
 
 from triggers_core import ConfigurationError, Status
-from triggers_core.lint import RULES, Finding, Severity, lint
-from triggers_core.simulation import simulate
 from triggers_core.testing.strategies import condition_entries
+from triggers_core.tools.lint import RULES, Finding, Severity, lint
+from triggers_core.tools.simulation import simulate
 
 REGISTRY = ["app.Create", "app.Page", "app.Score", "app.Report", "app.Remind"]
 

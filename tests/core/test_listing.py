@@ -9,17 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from triggers_core import MemoryStorage, RegistryError, SessionState, Storage
+from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
+from triggers_core.engine.state import Status, TaskInstance
 from triggers_core.errors import UnsupportedOperationError
-from triggers_core.listing import (
-    SessionFilter,
-    SessionPage,
-    is_stale,
-    iter_sessions,
-    list_sessions,
-)
-from triggers_core.scopes import HEADER_ONLY, Changes, Scope, Selector
-from triggers_core.state import Status, TaskInstance
-from triggers_core.storage import Snapshot, Version
+from triggers_core.runtime.sessions import SessionFilter, SessionPage, is_stale
+from triggers_core.runtime.storage import Snapshot, Version
+from triggers_core.tools.listing import iter_sessions, list_sessions
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -19,6 +19,7 @@ from triggers_core import (
     TriggerManager,
     TriggerTask,
 )
+from triggers_core.runtime.ports import SessionManager
 from triggers_core.testing.assertions import (
     assert_instance_failed,
     assert_instance_finished,
@@ -42,7 +43,7 @@ class CountingRunner(ThreadingTaskRunner):
         self.dispatched: collections.Counter[str] = collections.Counter()
         self._count_lock = threading.Lock()
 
-    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+    def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
         with self._count_lock:
             self.dispatched[effect.instance_name] += 1
         super().dispatch(manager, effect)

@@ -18,8 +18,8 @@ from triggers_core import (
     Status,
     TriggerManager,
 )
-from triggers_core.config import parse_task_config
-from triggers_core.scopes import Changes
+from triggers_core.engine.config import parse_task_config
+from triggers_core.engine.scopes import Changes
 from triggers_core.testing.assertions import (
     assert_instance_failed,
     assert_instance_finished,

@@ -19,6 +19,7 @@ from triggers_core import (
     TriggerManager,
     UnknownInstanceError,
 )
+from triggers_core.runtime.ports import SessionManager
 
 
 class Parking(TaskRunner):
@@ -26,7 +27,7 @@ class Parking(TaskRunner):
 
     name: ClassVar[str] = "parking"
 
-    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+    def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
         pass
 
 

@@ -23,7 +23,7 @@ from triggers_core import (
     ThreadingTaskRunner,
     TriggerManager,
 )
-from triggers_core.conditions import Group
+from triggers_core.engine.conditions import Group
 from triggers_core.testing.assertions import (
     assert_instance_abandoned,
     assert_instance_finished,

@@ -23,6 +23,7 @@ from triggers_core import (
     ThreadingTaskRunner,
     TriggerManager,
 )
+from triggers_core.runtime.ports import SessionManager
 from triggers_core.testing.assertions import (
     assert_instance_failed,
     assert_instance_finished,
@@ -51,7 +52,7 @@ class ManualRunner(TaskRunner):
     def __init__(self) -> None:
         self.queue: list[tuple[TriggerManager, str]] = []
 
-    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+    def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
         self.queue.append((manager, effect.instance_name))
 
     def run_all(self) -> None:
@@ -65,7 +66,7 @@ class BrokenRunner(TaskRunner):
 
     name: ClassVar[str] = "broken"
 
-    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+    def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
         raise ConnectionError(f"broker down, could not send {effect.instance_name}")
 
 

@@ -20,10 +20,10 @@ from triggers_core import (
     TriggerManager,
     UnsupportedOperationError,
 )
-from triggers_core.idempotency import cascade_key
-from triggers_core.scopes import Changes, Scope, Selector
-from triggers_core.state import SessionState
-from triggers_core.storage import Version
+from triggers_core.engine.idempotency import cascade_key
+from triggers_core.engine.scopes import Changes, Scope, Selector
+from triggers_core.engine.state import SessionState
+from triggers_core.runtime.storage import Version
 from triggers_core.testing.assertions import assert_instance_finished
 from triggers_core.testing.sample_tasks import DevNullTask, PassThruTask
 from triggers_core.testing.storage_contract import RecordingRunner

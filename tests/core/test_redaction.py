@@ -13,7 +13,7 @@ from hypothesis import example, given
 from secret_urls import assert_no_secret, urls_with_secrets
 
 from triggers_core import MemoryStorage, RegistryError, TriggerManager, open_storage, redact
-from triggers_core.redaction import is_sensitive_key
+from triggers_core.runtime.redaction import is_sensitive_key
 
 
 @pytest.mark.parametrize(

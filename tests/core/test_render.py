@@ -8,8 +8,8 @@ from typing import Any
 from questionnaire import NO_EMAIL, QUESTIONNAIRE
 
 from triggers_core import parse_configuration
-from triggers_core.render import Edge, GroupNode, edges, group_nodes, to_dot, to_mermaid
 from triggers_core.testing.simulate import simulate
+from triggers_core.tools.render import Edge, GroupNode, edges, group_nodes, to_dot, to_mermaid
 
 TASKS = parse_configuration(QUESTIONNAIRE)
 TRIGGERS = {

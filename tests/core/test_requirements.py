@@ -9,9 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from triggers_core import parse_configuration
-from triggers_core.conditions import Group
-from triggers_core.config import TaskConfig
-from triggers_core.requirements import (
+from triggers_core.engine.conditions import Group
+from triggers_core.engine.config import TaskConfig
+from triggers_core.testing.strategies import condition_entries
+from triggers_core.tools.requirements import (
     GroupReference,
     Missing,
     Reference,
@@ -24,7 +25,6 @@ from triggers_core.requirements import (
     references,
     unless_always_wins,
 )
-from triggers_core.testing.strategies import condition_entries
 
 
 def task(**directives: Any) -> TaskConfig:

@@ -1,4 +1,4 @@
-"""The narrowed working set is exact: properties of :mod:`triggers_core.scopes`.
+"""The narrowed working set is exact: properties of :mod:`triggers_core.engine.scopes`.
 
 Each test's docstring states the exact property.
 """
@@ -16,8 +16,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from triggers_core import TriggerManager, engine
-from triggers_core.errors import TriggersError
-from triggers_core.scopes import (
+from triggers_core.engine.scopes import (
     HEADER_ONLY,
     Changes,
     Scope,
@@ -35,8 +34,9 @@ from triggers_core.scopes import (
     task_triggers,
     unsettled_of,
 )
-from triggers_core.state import SessionState, Status
-from triggers_core.storage import Snapshot, Storage, Version
+from triggers_core.engine.state import SessionState, Status
+from triggers_core.errors import TriggersError
+from triggers_core.runtime.storage import Snapshot, Storage, Version
 from triggers_core.testing.sample_tasks import DevNullTask
 from triggers_core.testing.storage_contract import RecordingRunner
 from triggers_core.testing.strategies import (

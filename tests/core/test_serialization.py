@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 
 from triggers_core import engine
-from triggers_core.errors import SerializationError
-from triggers_core.serialization import (
+from triggers_core.engine.serialization import (
     SCHEMA_VERSION,
     config_from_json,
     config_to_json,
@@ -24,7 +23,8 @@ from triggers_core.serialization import (
     state_from_json,
     state_to_json,
 )
-from triggers_core.state import SessionState, Status
+from triggers_core.engine.state import SessionState, Status
+from triggers_core.errors import SerializationError
 from triggers_core.testing.strategies import session_states
 
 NOW = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from triggers_core.config import parse_configuration
-from triggers_core.effects import ScheduleInstance, TriggerFired
+from triggers_core.engine.config import parse_configuration
+from triggers_core.engine.effects import ScheduleInstance, TriggerFired
+from triggers_core.engine.state import SessionState, Status
 from triggers_core.errors import ConfigurationError, InvalidKwargsError
-from triggers_core.state import SessionState, Status
 from triggers_core.testing.simulate import (
     DEFAULT_START,
     SimulationLimitExceeded,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from triggers_core import InvalidTransitionError, TriggerTask, with_context
-from triggers_core.state import SessionState, Status
+from triggers_core.engine.state import SessionState, Status
 from triggers_core.testing import Failure, ReplayFailed, SkipFailed, run_simulation, simulate
 from triggers_core.testing.strategies import task_outcomes, workflows
 

@@ -1,4 +1,4 @@
-"""The simulator lives in triggers_core.simulation; the testing toolbox re-exports it."""
+"""The simulator lives in triggers_core.tools.simulation; the testing toolbox re-exports it."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def test_importing_explain_registers_no_sample_task() -> None:
     # The testing toolbox registers its sample tasks when imported; explain (and
     # the what-if simulation it runs) must not pull it in.
     code = (
-        "import sys, triggers_core.explain, triggers_core.simulation; "
-        "from triggers_core.tasks import registered_tasks; "
+        "import sys, triggers_core.tools.explain, triggers_core.tools.simulation; "
+        "from triggers_core.runtime.tasks import registered_tasks; "
         "print(sorted(registered_tasks()), sorted(m for m in sys.modules "
         "if m.startswith('triggers_core.testing')))"
     )

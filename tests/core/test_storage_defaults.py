@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from triggers_core.registry import STORAGE_URL_ENV, install_hint
+from triggers_core.runtime.registry import STORAGE_URL_ENV, install_hint
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -17,16 +17,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from triggers_core import InvalidKwargsError, Status, TriggerManager
-from triggers_core._util import (
+from triggers_core.engine.names import name_problem
+from triggers_core.engine.values import (
     MAX_DEPTH,
     MAX_INT,
     MIN_INT,
     deep_merge,
-    name_problem,
     to_json_mapping,
     to_json_value,
 )
-from triggers_core.storage import check_uid
+from triggers_core.runtime.storage import check_uid
 from triggers_core.testing.assertions import assert_instance_finished
 from triggers_core.testing.sample_tasks import PassThruTask
 

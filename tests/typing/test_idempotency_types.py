@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from typing import assert_type
 
 from triggers_core import MemoryStorage, SessionState, TaskInstance, TriggerManager, engine
-from triggers_core.effects import DuplicateFire
-from triggers_core.idempotency import FireKey, cascade_key, check_idempotency_key, fire_key
-from triggers_core.scopes import Scope, Selector, fire_scope, instance_scope
+from triggers_core.engine.effects import DuplicateFire
+from triggers_core.engine.idempotency import FireKey, cascade_key, check_idempotency_key, fire_key
+from triggers_core.engine.scopes import Scope, Selector, fire_scope, instance_scope
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import assert_type
 
 from triggers_core import MemoryStorage, SessionState, Snapshot, engine
-from triggers_core.scopes import Changes, Scope, Selector, fire_scope, instance_scope
-from triggers_core.task_table import TaskTable
+from triggers_core.engine.scopes import Changes, Scope, Selector, fire_scope, instance_scope
+from triggers_core.engine.task_table import TaskTable
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import assert_type
 
 from triggers_core import MemoryStore, SessionState, Status, engine
-from triggers_core.explain import (
+from triggers_core.runtime.sessions import SessionFilter, SessionPage
+from triggers_core.tools.explain import (
     InstanceExplanation,
     TaskExplanation,
     Waiting,
@@ -16,10 +17,10 @@ from triggers_core.explain import (
     explain,
     what_if,
 )
-from triggers_core.lint import Finding, Severity, lint
-from triggers_core.listing import SessionFilter, SessionPage, iter_sessions
-from triggers_core.render import GroupNode, group_nodes, to_dot, to_mermaid
-from triggers_core.requirements import Missing, Reference, missing_after, references
+from triggers_core.tools.lint import Finding, Severity, lint
+from triggers_core.tools.listing import iter_sessions
+from triggers_core.tools.render import GroupNode, group_nodes, to_dot, to_mermaid
+from triggers_core.tools.requirements import Missing, Reference, missing_after, references
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CONFIG = {"t_a": {"after": ["x"], "run": "r"}}

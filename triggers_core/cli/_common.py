@@ -26,9 +26,9 @@ from rich.console import Console
 from rich.table import Table
 
 from triggers_core.errors import RegistryError, TriggersError
-from triggers_core.redaction import redact
-from triggers_core.registry import STORAGE_URL_ENV, open_storage, storage_scheme, storages
-from triggers_core.storage import Storage
+from triggers_core.runtime.redaction import redact
+from triggers_core.runtime.registry import STORAGE_URL_ENV, open_storage, storage_scheme, storages
+from triggers_core.runtime.storage import Storage
 
 __all__ = [
     "Failed",

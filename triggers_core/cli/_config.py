@@ -22,14 +22,14 @@ from triggers_core.cli._common import (
     print_table,
     storage_url,
 )
-from triggers_core.config import TaskConfig, parse_configuration
+from triggers_core.engine.config import TaskConfig, parse_configuration
+from triggers_core.engine.state import Status
 from triggers_core.errors import ConfigurationError
-from triggers_core.lint import Severity, lint
-from triggers_core.render import edges, group_nodes, to_dot, to_mermaid
-from triggers_core.requirements import lack_words, missing_after
-from triggers_core.simulation import Failure, run_simulation
-from triggers_core.state import Status
-from triggers_core.tasks import registered_tasks
+from triggers_core.runtime.tasks import registered_tasks
+from triggers_core.tools.lint import Severity, lint
+from triggers_core.tools.render import edges, group_nodes, to_dot, to_mermaid
+from triggers_core.tools.requirements import lack_words, missing_after
+from triggers_core.tools.simulation import Failure, run_simulation
 
 __all__ = ["check", "graph", "simulate"]
 

@@ -24,11 +24,11 @@ from triggers_core.cli._common import (
     open_session,
     storage_url,
 )
-from triggers_core.manager import TriggerManager
-from triggers_core.runners import ThreadingTaskRunner
-from triggers_core.simulation import ReplayFailed, SkipFailed, Step, run_simulation
-from triggers_core.state import SessionState
-from triggers_core.tasks import registered_tasks
+from triggers_core.engine.state import SessionState
+from triggers_core.runtime.manager import TriggerManager
+from triggers_core.runtime.runners import ThreadingTaskRunner
+from triggers_core.runtime.tasks import registered_tasks
+from triggers_core.tools.simulation import ReplayFailed, SkipFailed, Step, run_simulation
 
 __all__ = ["fire", "replay", "skip"]
 

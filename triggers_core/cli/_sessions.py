@@ -19,14 +19,15 @@ from triggers_core.cli._common import (
     print_table,
     storage_url,
 )
-from triggers_core.explain import (
+from triggers_core.runtime.sessions import SessionFilter
+from triggers_core.tools.explain import (
     InstanceExplanation,
     explain,
     explain_instance,
     format_age,
     what_if,
 )
-from triggers_core.listing import SessionFilter, list_sessions
+from triggers_core.tools.listing import list_sessions
 
 __all__ = ["explain_command", "inspect", "sessions"]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from triggers_core.effects import ScheduleInstance
-from triggers_core.manager import TriggerManager
-from triggers_core.runners import TaskRunner
+from triggers_core.engine.effects import ScheduleInstance
+from triggers_core.runtime.manager import TriggerManager
+from triggers_core.runtime.ports import SessionManager, TaskRunner
 
 __all__ = ["PatientManager", "RecordingRunner", "race_processes", "report_to"]
 
@@ -86,7 +86,7 @@ class RecordingRunner(TaskRunner):
         self.dispatched: list[str] = []
         self._lock = threading.Lock()
 
-    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+    def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
         with self._lock:
             self.dispatched.append(effect.instance_name)
 

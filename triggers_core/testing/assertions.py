@@ -14,13 +14,13 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from triggers_core.engine.state import Status, TaskInstance
 from triggers_core.errors import UnknownInstanceError
-from triggers_core.runners import ThreadingTaskRunner
-from triggers_core.state import Status, TaskInstance
-from triggers_core.storage import Storage
+from triggers_core.runtime.runners import ThreadingTaskRunner
+from triggers_core.runtime.storage import Storage
 
 if TYPE_CHECKING:
-    from triggers_core.manager import TriggerManager
+    from triggers_core.runtime.manager import TriggerManager
 
 __all__ = [
     "assert_instance_abandoned",

@@ -3,13 +3,13 @@
 :class:`~triggers_core.testing.storage_contract.StorageContract` inherits
 :class:`FireRecordsContract`, so every backend's test class runs these tests;
 nothing needs to be done to get them. What they check (see
-:mod:`triggers_core.storage` and :mod:`triggers_core.idempotency`):
+:mod:`triggers_core.runtime.storage` and :mod:`triggers_core.engine.idempotency`):
 
 * ``load`` returns the records its scope names, in the same snapshot as the
   rest, and no others; ``compare_and_swap`` creates records atomically with
   everything else; a record already stored is a conflict and nothing is
   written; a stale write creates no record;
-* through :class:`~triggers_core.manager.TriggerManager`: a keyed fire applies
+* through :class:`~triggers_core.runtime.manager.TriggerManager`: a keyed fire applies
   once and a duplicate returns the first fire's instances as stored now,
   writing nothing; the same key on another trigger is another fire; a finished
   instance cascades once even if it finishes again;
@@ -34,14 +34,14 @@ from typing import Any, ClassVar
 import pytest
 
 from triggers_core import engine
+from triggers_core.engine.idempotency import FireKey, fire_key
+from triggers_core.engine.scopes import Changes, Scope
+from triggers_core.engine.serialization import instance_to_json
+from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.errors import ConflictError, UnsupportedOperationError
-from triggers_core.idempotency import FireKey, fire_key
-from triggers_core.manager import TriggerManager
-from triggers_core.registry import open_storage
-from triggers_core.scopes import Changes, Scope
-from triggers_core.serialization import instance_to_json
-from triggers_core.state import SessionState, Status, TaskInstance
-from triggers_core.storage import Storage
+from triggers_core.runtime.manager import TriggerManager
+from triggers_core.runtime.registry import open_storage
+from triggers_core.runtime.storage import Storage
 from triggers_core.testing import sample_tasks  # noqa: F401 - registers the sample tasks
 from triggers_core.testing._contract_support import (
     PatientManager,

@@ -24,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from triggers_core import engine
-from triggers_core.listing import SessionFilter, SessionPage
-from triggers_core.scopes import Changes
-from triggers_core.state import SessionState, Status
-from triggers_core.storage import Storage
+from triggers_core.engine.scopes import Changes
+from triggers_core.engine.state import SessionState, Status
+from triggers_core.runtime.sessions import SessionFilter, SessionPage
+from triggers_core.runtime.storage import Storage
 
 __all__ = ["NOW", "SessionListingContract"]
 

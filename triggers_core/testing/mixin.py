@@ -22,11 +22,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import triggers_core.testing.sample_tasks  # noqa: F401 - registers the sample tasks
-from triggers_core.manager import TriggerManager
-from triggers_core.memory import MemoryStorage, MemoryStore
-from triggers_core.runners import ThreadingTaskRunner
-from triggers_core.state import TaskInstance
-from triggers_core.storage import Storage
+from triggers_core.engine.state import TaskInstance
+from triggers_core.runtime.manager import TriggerManager
+from triggers_core.runtime.memory import MemoryStorage, MemoryStore
+from triggers_core.runtime.runners import ThreadingTaskRunner
+from triggers_core.runtime.storage import Storage
 from triggers_core.testing import assertions
 
 __all__ = ["TriggerManagerTestCaseMixin"]

@@ -31,10 +31,10 @@ from collections.abc import Iterator
 import pytest
 
 import triggers_core.testing.sample_tasks  # noqa: F401 - registers the sample tasks
-from triggers_core.manager import TriggerManager
-from triggers_core.memory import MemoryStorage, MemoryStore
-from triggers_core.runners import ThreadingTaskRunner
-from triggers_core.storage import Storage
+from triggers_core.runtime.manager import TriggerManager
+from triggers_core.runtime.memory import MemoryStorage, MemoryStore
+from triggers_core.runtime.runners import ThreadingTaskRunner
+from triggers_core.runtime.storage import Storage
 from triggers_core.testing.assertions import (
     assert_instance_abandoned,
     assert_instance_failed,

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from triggers_core.tasks import TaskContext, TriggerTask
+from triggers_core.runtime.tasks import TaskContext, TriggerTask
 
 __all__ = [
     "DevNullTask",

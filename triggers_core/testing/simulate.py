@@ -1,13 +1,13 @@
 """The simulator, where the testing toolbox has always offered it.
 
-It lives in :mod:`triggers_core.simulation` (so that the workflow tools can
+It lives in :mod:`triggers_core.tools.simulation` (so that the workflow tools can
 use it without importing this package, which registers the sample tasks);
 every name is re-exported here unchanged.
 """
 
 from __future__ import annotations
 
-from triggers_core.simulation import (
+from triggers_core.tools.simulation import (
     DEFAULT_START,
     Failure,
     Outcome,

@@ -19,7 +19,7 @@ with ``Test`` so pytest collects it) and implement :meth:`~StorageContract.make_
         def make_storage(self, uid):
             return MyStorage(uid, self.client)
 
-What it checks (see :mod:`triggers_core.storage` for the contract itself):
+What it checks (see :mod:`triggers_core.runtime.storage` for the contract itself):
 loading a missing session; create-once; a stale compare-and-swap is rejected
 and changes nothing; N threads racing on one version yield one winner; a
 multi-process race of ``andEvery`` fires through :class:`TriggerManager`
@@ -53,19 +53,19 @@ import attrs
 import pytest
 
 from triggers_core import engine
-from triggers_core._util import MAX_DEPTH, MAX_INT, MIN_INT, to_json_mapping
+from triggers_core.engine.scopes import Changes, Scope
+from triggers_core.engine.serialization import config_to_json, header_to_json, instance_to_json
+from triggers_core.engine.state import SessionState, Status, TaskInstance
+from triggers_core.engine.values import MAX_DEPTH, MAX_INT, MIN_INT, to_json_mapping
 from triggers_core.errors import (
     ConfigurationError,
     ConflictError,
     InvalidKwargsError,
     SerializationError,
 )
-from triggers_core.manager import TriggerManager
-from triggers_core.registry import open_storage
-from triggers_core.scopes import Changes, Scope
-from triggers_core.serialization import config_to_json, header_to_json, instance_to_json
-from triggers_core.state import SessionState, Status, TaskInstance
-from triggers_core.storage import Storage, Version
+from triggers_core.runtime.manager import TriggerManager
+from triggers_core.runtime.registry import open_storage
+from triggers_core.runtime.storage import Storage, Version
 from triggers_core.testing._contract_support import (
     PatientManager,
     RecordingRunner,

@@ -31,13 +31,13 @@ from typing import Any
 from hypothesis import strategies as st
 
 from triggers_core import engine
-from triggers_core.config import (
+from triggers_core.engine.config import (
     KNOWN_DIRECTIVES,
     TaskConfig,
     directive_typo,
     parse_configuration,
 )
-from triggers_core.state import SessionState, Status
+from triggers_core.engine.state import SessionState, Status
 from triggers_core.testing.simulate import Failure
 
 __all__ = [

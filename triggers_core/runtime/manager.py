@@ -1,0 +1,547 @@
+"""TriggerManager: the thin shell around the pure engine.
+
+Every operation follows one loop: load the working set -> compute the pure
+transition -> compare-and-swap -> on conflict reload and recompute (bounded,
+jittered backoff) -> only after the commit, log the lifecycle events, call the
+hooks, then hand scheduled instances to their runners in order. Engine errors
+propagate unchanged and nothing is written.
+
+A fire given an ``idempotency_key`` that the session already recorded is a
+duplicate: the engine says so and there is nothing to store, so the loop ends
+without a compare-and-swap, no hook runs and nothing is dispatched; the call
+returns the instances the first fire scheduled as they are now. A runner whose
+messages may be delivered more than once (the Celery worker) calls
+``run_instance(..., guard_cascade=True)``: the finish then records its cascade
+the same way, so an instance finished twice cascades once.
+
+Hooks run *before* the runners get the work, so in one process the hooks of an
+operation always run before any hook of the work it scheduled (cause before
+effect), whatever the runner: a thread, or Celery's eager mode, which runs the
+task inside ``dispatch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from triggers_core import engine
+from triggers_core.engine.config import parse_configuration
+from triggers_core.engine.effects import (
+    InstanceReplayed,
+    InstanceSkipped,
+    ScheduleInstance,
+    TriggerFired,
+)
+from triggers_core.engine.idempotency import cascade_key, fire_key
+from triggers_core.engine.scopes import (
+    HEADER_ONLY,
+    Scope,
+    Selector,
+    configuration_scope,
+    fire_scope,
+    instance_scope,
+)
+from triggers_core.engine.state import SessionState, Status, TaskInstance
+from triggers_core.engine.transition import Transition
+from triggers_core.engine.values import to_json_mapping
+from triggers_core.errors import (
+    DispatchError,
+    InvalidTransitionError,
+    SchemaMissingError,
+    UnsupportedOperationError,
+)
+from triggers_core.runtime.commit import CommitPolicy, commit
+from triggers_core.runtime.lifecycle import (
+    LIFECYCLE_LOGGER,
+    log_outcome,
+    log_started,
+    log_transition,
+)
+from triggers_core.runtime.outcomes import (
+    NOT_THE_OUTCOME,
+    Compute,
+    Outcomes,
+    exception_type_name,
+    format_exception,
+)
+from triggers_core.runtime.ports import TaskRunner
+from triggers_core.runtime.redaction import redact
+from triggers_core.runtime.registry import Registry, open_storage
+from triggers_core.runtime.registry import runners as runner_registry
+from triggers_core.runtime.storage import Storage
+from triggers_core.runtime.tasks import TaskContext
+
+__all__ = ["LIFECYCLE_LOGGER", "TriggerManager", "exception_type_name", "managers"]
+
+lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
+
+#: Storages (by redacted reference) already warned about that they cannot guard cascades.
+_UNGUARDED_WARNED: set[str] = set()
+
+
+class TriggerManager:
+    """Fires triggers and manages task instances for one session.
+
+    ``storage`` is a :class:`Storage` or a storage URL (then ``uid`` names the
+    session; with neither, ``TRIGGERS_STORAGE_URL`` or ``memory://`` is used).
+    Subclass to override the hooks or :attr:`default_runner`; register the
+    subclass under :attr:`registry_key` (entry point group
+    ``triggers.managers``) so workers can rebuild it.
+    """
+
+    #: Key in :data:`managers` (below) that workers use to rebuild this class.
+    registry_key: ClassVar[str] = "default"
+    #: Runner for tasks without a ``using`` directive.
+    default_runner: str = "threading"
+    #: Compare-and-swap attempts per operation before :class:`ConcurrencyError`.
+    max_attempts: int = 100
+    #: Backoff between attempts: full jitter up to ``min(cap, base * 2**attempt)`` seconds.
+    backoff_base: float = 0.001
+    backoff_cap: float = 0.1
+    #: Cascades that may lead to an instance before it fails instead of running
+    #: (``CascadeDepthExceeded``): stops tasks that keep creating each other.
+    max_cascade_depth: int = engine.DEFAULT_MAX_CASCADE_DEPTH
+
+    def __init__(
+        self,
+        storage: Storage | str | None = None,
+        uid: str | None = None,
+        *,
+        runners: Mapping[str, TaskRunner] | None = None,
+        default_runner: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        if isinstance(storage, Storage):
+            if uid is not None and uid != storage.uid:
+                raise ValueError(f"uid {uid!r} given with a storage for session {storage.uid!r}")
+            self.storage = storage
+        else:
+            if uid is None:
+                raise ValueError("a session uid is required when storage is a URL or None")
+            self.storage = open_storage(storage, uid)
+        self._runners: dict[str, TaskRunner] = dict(runners or {})
+        self._runners_lock = threading.Lock()
+        if default_runner is not None:
+            self.default_runner = default_runner
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    # -- plumbing -----------------------------------------------------------------
+
+    @property
+    def uid(self) -> str:
+        """The session UID."""
+        return self.storage.uid
+
+    def now(self) -> datetime:
+        """The current time (from the ``clock`` given to the constructor)."""
+        return self._clock()
+
+    def get_runner(self, name: str | None = None) -> TaskRunner:
+        """The runner called ``name`` (default :attr:`default_runner`), created once."""
+        key = name or self.default_runner
+        with self._runners_lock:
+            runner = self._runners.get(key)
+            if runner is None:
+                runner = runner_registry.load(key)()
+                self._runners[key] = runner
+            return runner
+
+    @property
+    def runners(self) -> dict[str, TaskRunner]:
+        """The runners given to or created by this manager so far, by name (a copy)."""
+        with self._runners_lock:
+            return dict(self._runners)
+
+    def _commit(self, compute: Compute, scope: Scope | Selector = HEADER_ONLY) -> Transition:
+        """Run the commit loop (:func:`~triggers_core.runtime.commit.commit`) on this session."""
+        policy = CommitPolicy(self.max_attempts, self.backoff_base, self.backoff_cap)
+        return commit(self.storage, compute, scope, policy)
+
+    def _perform(self, transition: Transition) -> None:
+        """Log the committed transition, call its hooks, then dispatch what it scheduled.
+
+        The hooks see the instances as committed (scheduled instances are
+        ``scheduled``). Dispatching happens even if a hook raises: the state is
+        stored, so the work must not be stranded. A runner that refuses an
+        instance gets it marked ``failed`` and the call raises
+        :class:`~triggers_core.errors.DispatchError` (after a hook's error, if
+        both happened, with the hook's error as its context).
+        """
+        log_transition(lifecycle, self.uid, transition)
+        try:
+            self._call_hooks(transition)
+        finally:
+            self._dispatch(transition)
+
+    def _call_hooks(self, transition: Transition) -> None:
+        instances = transition.state.instances
+        for effect in transition.effects:
+            if isinstance(effect, TriggerFired):
+                self._post_fire(effect.trigger_name, [instances[n] for n in effect.scheduled])
+            elif isinstance(effect, InstanceReplayed):
+                self._post_replay(instances[effect.instance_name])
+            elif isinstance(effect, InstanceSkipped):
+                self._post_skip(instances[effect.instance_name], effect.cascade)
+
+    def _dispatch(self, transition: Transition) -> None:
+        failures: list[tuple[str, BaseException]] = []
+        for effect in transition.effects:
+            if isinstance(effect, ScheduleInstance):
+                try:
+                    self.get_runner(effect.using).dispatch(self, effect)
+                except Exception as exc:
+                    failures.append((effect.instance_name, exc))
+                    self._record_dispatch_failure(effect, exc)
+        if failures:
+            raise DispatchError(failures) from failures[0][1]
+
+    def _record_dispatch_failure(
+        self, effect: ScheduleInstance, exc: BaseException
+    ) -> TaskInstance | None:
+        name = effect.instance_name
+        lifecycle.error(
+            "could not dispatch %s of session %r: %s",
+            name,
+            self.uid,
+            exc,
+            exc_info=exc,
+            extra={"session": self.uid, "instance": name, "status": Status.FAILED.value},
+        )
+        try:
+            transition = self._commit(
+                lambda s: engine.fail(
+                    s,
+                    name,
+                    now=self.now(),
+                    exception_type=exception_type_name(exc),
+                    exception_info=format_exception(exc),
+                    exception_context={"dispatch": effect.using or self.default_runner},
+                ),
+                instance_scope(name, cascade=False),
+            )
+        except InvalidTransitionError:
+            return None  # it already moved on (e.g. a worker picked it up)
+        return transition.state.instances[name]
+
+    # -- public API ---------------------------------------------------------------
+
+    def update_configuration(self, config: Mapping[str, Any]) -> None:
+        """Add or replace tasks by name (others stay). Never re-applies old triggers.
+
+        Raises :class:`~triggers_core.errors.ConfigurationError` listing every
+        problem; nothing is stored then. A ``using`` directive must name a
+        runner of the runner registry or one given to this manager.
+        """
+        known_runners = {*runner_registry.names(), *self.runners}
+        parsed = parse_configuration(config, runners=known_runners)  # once, before any I/O
+        self._commit(lambda s: engine.update_configuration(s, parsed), configuration_scope(parsed))
+
+    def fire(
+        self,
+        trigger_name: str,
+        trigger_kwargs: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[TaskInstance]:
+        """Fire a trigger; return the instances it scheduled, as committed.
+
+        The returned instances are snapshots of the stored state (status
+        ``scheduled``); by the time you read them they may have run (in
+        Celery's eager mode they already have). Read ``manager.storage[name]``
+        for an instance's current state. ``_post_fire`` runs before the
+        instances are handed to their runners.
+
+        ``idempotency_key`` (a non-empty string of at most 256 characters, see
+        :mod:`triggers_core.engine.idempotency`) makes the fire happen once per
+        session and trigger: a later fire of the same trigger with the same
+        key changes nothing (no write, no hook, no dispatch; its kwargs are
+        ignored, the first fire's won) and returns the instances the first
+        fire scheduled, read again from the storage (so as they are now),
+        also when both fires race from different processes. A storage that
+        keeps no fire records raises
+        :class:`~triggers_core.errors.UnsupportedOperationError`.
+        """
+        # Checked once, before any I/O; every attempt of the commit loop reuses them.
+        name = engine.check_trigger_name(trigger_name)
+        kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")
+        if idempotency_key is None:
+            transition = self._commit(
+                lambda s: engine.fire_checked(s, name, kwargs, now=self.now()),
+                fire_scope(name),
+            )
+        else:
+            key = fire_key(name, idempotency_key)
+            self.storage.check_fire_keys()
+            transition = self._commit(
+                lambda s: engine.fire_checked(s, name, kwargs, now=self.now(), key=key),
+                fire_scope(name, key),
+            )
+        self._perform(transition)
+        duplicate = None if transition.commit else transition.duplicate
+        if duplicate is not None:
+            return self._stored(duplicate.scheduled)
+        return [transition.state.instances[n] for n in transition.scheduled]
+
+    def _stored(self, names: tuple[str, ...]) -> list[TaskInstance]:
+        """The instances ``names`` as stored now, in that order."""
+        if not names:
+            return []
+        found = self.storage.load(Scope(names=frozenset(names))).state.instances
+        return [found[name] for name in names if name in found]
+
+    def replay_failed_instance(
+        self,
+        failed_instance: str | TaskInstance,
+        replacement_kwargs: Mapping[str, Any] | None = None,
+    ) -> TaskInstance:
+        """Replay a failed instance; return the scheduled clone."""
+        name = _name(failed_instance)
+        transition = self._commit(
+            lambda s: engine.replay_failed(s, name, replacement_kwargs, now=self.now()),
+            instance_scope(name, cascade=False),
+        )
+        self._perform(transition)
+        return transition.state.instances[transition.scheduled[0]]
+
+    def skip_failed_instance(
+        self,
+        failed_instance: str | TaskInstance,
+        cascade: bool = False,
+        result: Mapping[str, Any] | None = None,
+    ) -> TaskInstance:
+        """Mark a failed instance skipped; with ``cascade`` its task name fires with ``result``."""
+        name = _name(failed_instance)
+        transition = self._commit(
+            lambda s: engine.skip_failed(
+                s,
+                name,
+                now=self.now(),
+                cascade=cascade,
+                result=result,
+                max_cascade_depth=self.max_cascade_depth,
+            ),
+            instance_scope(name, cascade=cascade),
+        )
+        self._perform(transition)
+        return transition.state.instances[name]
+
+    def update_instance_status(
+        self,
+        task_instance: str | TaskInstance,
+        status: Status | str,
+        metadata: Mapping[str, Any] | None = None,
+        cascade: bool = False,
+        cascade_kwargs: Mapping[str, Any] | None = None,
+    ) -> TaskInstance:
+        """Force an instance's status (operators' tool); optionally cascade."""
+        name = _name(task_instance)
+        transition = self._commit(
+            lambda s: engine.update_status(
+                s,
+                name,
+                status,
+                now=self.now(),
+                metadata=metadata,
+                cascade=cascade,
+                cascade_kwargs=cascade_kwargs,
+                max_cascade_depth=self.max_cascade_depth,
+            ),
+            instance_scope(name, cascade=cascade),
+        )
+        self._perform(transition)
+        return transition.state.instances[name]
+
+    def update_instance_metadata(
+        self, task_instance: str | TaskInstance, metadata: Mapping[str, Any]
+    ) -> TaskInstance:
+        """Merge ``metadata`` into an instance's metadata (bumps ``lastModified``)."""
+        name = _name(task_instance)
+        transition = self._commit(
+            lambda s: engine.update_metadata(s, name, metadata, now=self.now()),
+            instance_scope(name, cascade=False),
+        )
+        return transition.state.instances[name]
+
+    def mark_instance_logs_resolved(self, task_instance: str | TaskInstance) -> TaskInstance:
+        """Acknowledge an instance's ERROR logs."""
+        name = _name(task_instance)
+        transition = self._commit(
+            lambda s: engine.mark_logs_resolved(s, name, now=self.now()),
+            instance_scope(name, cascade=False),
+        )
+        return transition.state.instances[name]
+
+    def fail_unstarted_instance(
+        self,
+        task_instance: str | TaskInstance,
+        error: BaseException,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> TaskInstance | None:
+        """Mark a ``scheduled`` instance ``failed`` because its runner cannot start it.
+
+        For runners that find out only when the instance should start (a
+        Celery worker that lacks the manager class or the trigger task).
+        ``error`` is recorded like a task's failure (``exceptionType``,
+        ``exceptionInfo``), ``context`` as ``exceptionContext``; the instance
+        can be replayed. Returns None and changes nothing if the instance is no
+        longer ``scheduled`` (another runner started it meanwhile).
+        """
+        name = _name(task_instance)
+        exc_type, exc_info = exception_type_name(error), format_exception(error)
+
+        def compute(state: SessionState) -> Transition:
+            found = state.instances.get(name)
+            if found is not None and found.status is not Status.SCHEDULED:
+                raise InvalidTransitionError(
+                    "fail before its start", name, found.status.value, "it is no longer scheduled"
+                )
+            return engine.fail(
+                state,
+                name,
+                now=self.now(),
+                exception_type=exc_type,
+                exception_info=exc_info,
+                exception_context=context,
+            )
+
+        try:
+            transition = self._commit(compute, instance_scope(name, cascade=False))
+        except InvalidTransitionError as exc:
+            lifecycle.warning(
+                "not failing %s in session %r: %s",
+                name,
+                self.uid,
+                exc,
+                extra={"session": self.uid, "instance": name, "status": exc.status},
+            )
+            return None
+        return transition.state.instances[name]
+
+    # -- running instances (called by runners) -----------------------------------
+
+    def run_instance(
+        self,
+        instance_name: str,
+        *,
+        on_started: Callable[[TaskInstance], None] | None = None,
+        guard_cascade: bool = False,
+    ) -> TaskInstance | None:
+        """Run a scheduled instance here and now; commit its outcome and cascade.
+
+        Returns None (and logs) if the instance is no longer scheduled, e.g. a
+        redelivered message for an instance that already ran. ``on_started`` is
+        called with the instance once it is committed as ``running``, before the
+        task runs: a caller can tell an error raised before that point (nothing
+        ran) from one raised after it (the outcome may not have been recorded).
+
+        With ``guard_cascade`` (for runners whose messages may arrive more than
+        once: the Celery worker passes it) the finish records its cascade under
+        the instance's name, like an idempotent fire, so an instance finished
+        again (an operator forced it back and a redelivered message ran it)
+        does not cascade again. On a storage that keeps no fire records (a
+        third-party one, or SQL tables created before ``fire_keys``: a warning
+        says so, once per storage) the instance runs unguarded, protected as
+        always by its status.
+        """
+        name = instance_name
+        guard = guard_cascade and self._guards_cascades()
+        try:
+            started = self._commit(
+                lambda s: engine.mark_running(s, name, now=self.now()),
+                instance_scope(name, cascade=False),
+            )
+        except InvalidTransitionError as exc:
+            lifecycle.warning(
+                "not running %s in session %r: %s",
+                name,
+                self.uid,
+                exc,
+                extra={"session": self.uid, "instance": name, "status": exc.status},
+            )
+            return None
+        instance = started.state.instances[name]
+        log_started(lifecycle, self.uid, instance)
+        if on_started is not None:
+            on_started(instance)
+        config = started.state.tasks[instance.task_name]
+        context = TaskContext(
+            self,
+            trigger_kwargs=instance.metadata.get("actualKwargs", {}),
+            instance_name=name,
+            retries=instance.retries,
+            logger=logging.getLogger(f"triggers.tasks.{config.run}"),
+        )
+        key = cascade_key(instance.task_name, name) if guard else None
+        outcomes = Outcomes(self.uid, self.now, self.max_cascade_depth)
+        try:
+            compute = outcomes.run_task(name, config.run, context, key is not None)
+            transition = self._commit(compute, instance_scope(name, cascade=True, guard=key))
+        except NOT_THE_OUTCOME:
+            raise  # the storage or the instance, not the task's outcome: nothing to record
+        except Exception as exc:
+            # Second line of defence: _outcome validates what it can before the
+            # commit, but whatever the engine still refuses must not leave the
+            # instance running.
+            detail = f"{config.run}: its outcome could not be recorded: {exc}"
+            compute = outcomes.failure(name, exc, detail, context)
+            transition = self._commit(compute, instance_scope(name, cascade=False))
+        log_outcome(lifecycle, self.uid, transition.state.instances[name])
+        self._perform(transition)
+        return transition.state.instances[name]
+
+    def _guards_cascades(self) -> bool:
+        """True if the storage keeps fire records, so a finish can record its cascade.
+
+        A storage that keeps none (a third-party one) runs instances as before;
+        one whose records are missing from its schema (SQL tables of an earlier
+        version) too, with a warning (once per storage) saying how to add them.
+        """
+        try:
+            self.storage.check_fire_keys()
+        except UnsupportedOperationError:
+            return False
+        except SchemaMissingError as exc:
+            where = self.storage.reference() or self.storage.backend_name
+            if where not in _UNGUARDED_WARNED:
+                _UNGUARDED_WARNED.add(where)
+                lifecycle.warning(
+                    "session %r: cascades of finished instances are not recorded, so an "
+                    "instance finished twice would cascade twice: %s",
+                    self.uid,
+                    exc,
+                    extra={"session": self.uid},
+                )
+            return False
+        return True
+
+    # -- hooks --------------------------------------------------------------------
+
+    def _post_fire(self, trigger_name: str, scheduled_instances: list[TaskInstance]) -> None:
+        """Called after every fire (and cascade), with the instances it scheduled."""
+
+    def _post_replay(self, replayed_instance: TaskInstance) -> None:
+        """Called after a replay, with the instance whose status became ``replayed``."""
+
+    def _post_skip(self, instance: TaskInstance, cascade: bool) -> None:
+        """Called after an operator skipped a failed instance (after its cascade)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {redact(repr(self.storage))}>"
+
+
+def _name(instance: str | TaskInstance) -> str:
+    return instance.name if isinstance(instance, TaskInstance) else instance
+
+
+#: Manager classes by key (entry point group ``triggers.managers``): a Celery
+#: worker rebuilds the manager of a message from its ``registry_key``.
+managers: Registry[type[TriggerManager]] = Registry(
+    "triggers.managers",
+    "trigger manager",
+    {"default": "triggers_core.runtime.manager:TriggerManager"},
+)

@@ -1,0 +1,215 @@
+"""Running a task body and turning what it did into the transition that records it.
+
+:meth:`Outcomes.run_task` calls the task and returns a function of the session
+state: the transition the manager commits. Whatever the body returns or
+raises (``KeyboardInterrupt`` and ``SystemExit`` aside, which stop the process)
+becomes a transition that resolves the instance: a result becomes
+``finished`` and its cascade, ``skip()`` ``skipped``, ``retry()`` a failure
+and its replay, anything else ``failed`` with the exception's type, traceback
+and context. What cannot be recorded as it is (a result that is not a
+JSON-compatible mapping, bad retry arguments...) is recorded as a failure
+that says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from triggers_core import engine
+from triggers_core.engine.state import SessionState
+from triggers_core.engine.transition import Transition
+from triggers_core.engine.values import to_json_mapping
+from triggers_core.errors import (
+    InvalidKwargsError,
+    InvalidTransitionError,
+    SerializationError,
+    StorageError,
+    UnknownInstanceError,
+)
+from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER, log_failure
+from triggers_core.runtime.tasks import (
+    RetryTask,
+    SkipTask,
+    TaskContext,
+    exception_context,
+    get_task,
+)
+
+__all__ = ["NOT_THE_OUTCOME", "Compute", "Outcomes", "exception_type_name", "format_exception"]
+
+lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
+
+#: A transition still to be computed from the state a commit loads.
+Compute = Callable[[SessionState], Transition]
+
+#: Errors of the storage or of the instance itself, raised while recording an
+#: outcome: there is nothing to record about the task then.
+NOT_THE_OUTCOME = (
+    StorageError,
+    SerializationError,
+    InvalidTransitionError,
+    UnknownInstanceError,
+)
+
+
+def exception_type_name(exc: BaseException | type[BaseException]) -> str:
+    """``module.Name`` of an exception (or exception class), ``builtins.`` included.
+
+    ``RuntimeError("x")`` -> ``"builtins.RuntimeError"``; nested classes use
+    their qualified name (``pkg.mod.Outer.Error``).
+    """
+    cls = exc if isinstance(exc, type) else type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def format_exception(exc: BaseException) -> str:
+    """The traceback text of ``exc`` (its ``exceptionInfo``)."""
+    return "".join(traceback.format_exception(exc))
+
+
+@attrs.frozen
+class Outcomes:
+    """Builds the transitions that record what a task did, for one session."""
+
+    #: The session UID (for log records).
+    session: str
+    #: The manager's clock.
+    now: Callable[[], datetime]
+    #: Instances a finish makes ready deeper than this fail instead (see the engine).
+    max_cascade_depth: int
+
+    def failure(
+        self,
+        name: str,
+        exc: BaseException,
+        info: str,
+        context: TaskContext,
+        exception_context: Mapping[str, Any] | None = None,
+        *,
+        info_is_traceback: bool = False,
+    ) -> Compute:
+        """The transition recording that ``name`` failed with ``exc`` (``info`` explains).
+
+        The log record quotes ``info`` unless it is only the traceback, which
+        the record carries anyway (once).
+        """
+        log_failure(lifecycle, self.session, name, exc, None if info_is_traceback else info)
+        exc_type = exception_type_name(exc)
+        level = max(context.log_level, logging.ERROR)
+        return lambda s: engine.fail(
+            s,
+            name,
+            now=self.now(),
+            exception_type=exc_type,
+            exception_info=info,
+            exception_context=exception_context,
+            log_level=level,
+        )
+
+    def run_task(
+        self, name: str, run: str, context: TaskContext, guard_cascade: bool = False
+    ) -> Compute:
+        """Run the task and return the transition that records its outcome.
+
+        Whatever the task returns or raises (KeyboardInterrupt and SystemExit
+        aside, which stop the process) becomes a transition that resolves the
+        instance: what cannot be recorded as it is (a result that is not a
+        JSON-compatible mapping, bad retry arguments...) is recorded as a failure
+        that says why. With ``guard_cascade`` a finish records its cascade
+        (see :func:`~triggers_core.engine.finish`).
+        """
+        max_retries = 0
+        try:
+            task = get_task(run)
+            max_retries = task.max_retries
+            result = task.run(context)
+        except SkipTask as skip:
+            try:
+                metadata = to_json_mapping(skip.metadata, "metadata")
+            except InvalidKwargsError as exc:
+                return self.failure(
+                    name,
+                    exc,
+                    f"{run} skipped itself with metadata that cannot be stored: {exc}",
+                    context,
+                )
+            return lambda s: engine.skip_self(
+                s, name, now=self.now(), metadata=metadata, log_level=context.log_level
+            )
+        except RetryTask as retry:
+            return self.retry(name, run, retry, max_retries, context)
+        except (KeyboardInterrupt, SystemExit):
+            raise  # the process is stopping; get_stale_instances() finds the instance
+        except BaseException as exc:
+            info, exc_context = format_exception(exc), exception_context(exc)
+            try:
+                exc_context = to_json_mapping(exc_context, "exception_context")
+            except InvalidKwargsError as bad:
+                info += f"\n(its with_context() data was dropped: {bad})"
+                exc_context = {}
+            return self.failure(name, exc, info, context, exc_context, info_is_traceback=True)
+        if result is not None and not isinstance(result, Mapping):
+            problem = InvalidKwargsError(
+                "result", f"a task must return a mapping or None, got {type(result).__name__}"
+            )
+            return self.failure(name, problem, f"{run} returned bad data: {problem}", context)
+        try:
+            data = to_json_mapping(result, "result")
+        except InvalidKwargsError as exc:
+            detail = f"{run} produced data that is not a JSON-compatible mapping: {exc}"
+            return self.failure(name, exc, detail, context)
+        return lambda s: engine.finish(
+            s,
+            name,
+            data,
+            now=self.now(),
+            log_level=context.log_level,
+            max_cascade_depth=self.max_cascade_depth,
+            guard_cascade=guard_cascade,
+        )
+
+    def retry(
+        self, name: str, run: str, retry: RetryTask, max_retries: object, context: TaskContext
+    ) -> Compute:
+        """The transition for ``retry()``, or a failure naming the argument that is wrong."""
+        cause = retry.exc
+        try:
+            if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+                raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+            cooldown = engine.check_cooldown(retry.cooldown)
+            metadata = to_json_mapping(retry.metadata, "metadata")
+            replacement = (
+                None
+                if retry.replacement_kwargs is None
+                else to_json_mapping(retry.replacement_kwargs, "replacement_kwargs")
+            )
+            retry_context = (
+                to_json_mapping(exception_context(cause), "exception_context") if cause else None
+            )
+        except ValueError as exc:  # InvalidKwargsError is a ValueError too
+            info = f"{run} asked to retry, but {exc}"
+            if cause is not None:
+                info += f"\nThe retry was for:\n{format_exception(cause)}"
+            return self.failure(name, exc, info, context)
+        # Without an exception, the RetryTask itself is what the task raised.
+        retry_type = exception_type_name(cause or retry)
+        retry_info = format_exception(cause or retry)
+        return lambda s: engine.retry_self(
+            s,
+            name,
+            now=self.now(),
+            max_retries=max_retries,
+            exception_type=retry_type,
+            exception_info=retry_info,
+            exception_context=retry_context,
+            metadata=metadata,
+            replacement_kwargs=replacement,
+            cooldown=cooldown,
+            log_level=context.log_level,
+        )

@@ -1,0 +1,260 @@
+"""The task API: what users subclass, and the context a task runs with.
+
+The same :class:`TriggerTask` subclass runs under the in-process runner and on
+a Celery worker. Subclassing with a ``name`` registers the task; a
+configuration's ``run`` directive is looked up in this registry and is never
+treated as an import path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
+
+from triggers_core.errors import TriggersError, UnknownTaskError
+
+if TYPE_CHECKING:
+    from triggers_core.runtime.ports import SessionManager
+
+__all__ = [
+    "RetryTask",
+    "SkipTask",
+    "TaskContext",
+    "TaskLogger",
+    "TriggerTask",
+    "get_task",
+    "get_task_class",
+    "mark_traceback_logged",
+    "register_task",
+    "registered_tasks",
+    "traceback_was_logged",
+    "with_context",
+]
+
+_CONTEXT_ATTR = "__triggers_context__"
+_LOGGED_ATTR = "__triggers_traceback_logged__"
+_REGISTRY: dict[str, type[TriggerTask]] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+E = TypeVar("E", bound=BaseException)
+
+
+def with_context(exc: E, context: Mapping[str, Any]) -> E:
+    """Attach a context dict to an exception; it lands in ``exceptionContext``."""
+    setattr(exc, _CONTEXT_ATTR, dict(context))
+    return exc
+
+
+def exception_context(exc: BaseException) -> dict[str, Any]:
+    """The context attached with :func:`with_context` (``{}`` if none)."""
+    context = getattr(exc, _CONTEXT_ATTR, None)
+    return dict(context) if isinstance(context, Mapping) else {}
+
+
+def mark_traceback_logged(exc: BaseException) -> None:
+    """Remember that ``exc``'s traceback reached a log, so it is not logged twice."""
+    # An exception class with __slots__ cannot be marked: its traceback may be logged twice.
+    with contextlib.suppress(AttributeError):
+        setattr(exc, _LOGGED_ATTR, True)
+
+
+def traceback_was_logged(exc: BaseException) -> bool:
+    """True once :func:`mark_traceback_logged` was called for ``exc``."""
+    return bool(getattr(exc, _LOGGED_ATTR, False))
+
+
+class SkipTask(TriggersError):
+    """Raised by :meth:`TriggerTask.skip`: the instance ends ``skipped``, no cascade."""
+
+    def __init__(self, metadata: Mapping[str, Any] | None = None) -> None:
+        self.metadata = dict(metadata or {})
+        super().__init__("task skipped itself")
+
+
+# Stored sessions name these classes in ``exceptionType`` by the module they were first
+# defined in; that path still imports them (a thin re-export), so the names stay.
+SkipTask.__module__ = "triggers_core.tasks"
+
+
+class RetryTask(TriggersError):
+    """Raised by :meth:`TriggerTask.retry`: fail, then replay after ``cooldown``."""
+
+    def __init__(
+        self,
+        exc: BaseException | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        replacement_kwargs: Mapping[str, Any] | None = None,
+        cooldown: float | None = None,
+    ) -> None:
+        self.exc = exc
+        self.metadata = dict(metadata or {})
+        self.replacement_kwargs = replacement_kwargs
+        self.cooldown = cooldown
+        super().__init__(f"task asked to retry ({exc!r})" if exc else "task asked to retry")
+
+
+RetryTask.__module__ = "triggers_core.tasks"
+
+
+class TaskLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger adapter that tracks the highest level logged.
+
+    Its records carry the ``extra`` fields ``context`` (a dict), ``session``
+    (the session UID) and ``instance`` (the instance name).
+    """
+
+    def __init__(self, logger: logging.Logger, context: Mapping[str, Any], owner: TaskContext):
+        extra = {
+            "context": dict(context),
+            "session": owner.manager.uid,
+            "instance": owner.instance_name,
+        }
+        super().__init__(logger, extra)
+        self._owner = owner
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = dict(self.extra or {})
+        extra.update(kwargs.get("extra") or {})
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self._owner._note_level(level)
+        super().log(level, msg, *args, **kwargs)
+
+
+class TaskContext:
+    """What a running task gets: the manager, its kwargs, its name and retry count."""
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        trigger_kwargs: Mapping[str, Any],
+        instance_name: str,
+        retries: int = 0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.manager = manager
+        self.trigger_kwargs = trigger_kwargs
+        self.instance_name = instance_name
+        self.retries = retries
+        self.logger = logger or logging.getLogger("triggers.tasks")
+        self._log_level = logging.NOTSET
+        self._lock = threading.Lock()
+
+    @property
+    def log_level(self) -> int:
+        """The highest level logged through this context so far (NOTSET if none)."""
+        return self._log_level
+
+    def _note_level(self, level: int) -> None:
+        with self._lock:
+            self._log_level = max(self._log_level, level)
+
+    @contextmanager
+    def get_logger_context(self, context: Mapping[str, Any] | None = None) -> Iterator[TaskLogger]:
+        """Yield a logger whose records carry ``context``; log exceptions raised inside.
+
+        An exception leaving the block is logged once, with its traceback and
+        this context (nested blocks and the manager's ``failed`` record do not
+        repeat the traceback). The highest level emitted becomes the
+        instance's ``log_level``.
+        """
+        merged = {"instance": self.instance_name, **(context or {})}
+        adapter = TaskLogger(self.logger, merged, self)
+        try:
+            yield adapter
+        except (SkipTask, RetryTask):
+            raise
+        except Exception as exc:
+            if not traceback_was_logged(exc):
+                adapter.exception("%s raised %s: %s", self.instance_name, type(exc).__name__, exc)
+                mark_traceback_logged(exc)
+            raise
+
+
+class TriggerTask:
+    """Base class of trigger tasks. Subclass, set ``name``, implement ``_run``.
+
+    ``_run(context)`` returns a mapping (or None) that becomes the result and
+    the kwargs of the cascade; raising ``self.skip(...)`` or ``self.retry(...)``
+    ends it skipped or retried; any other exception fails it.
+    """
+
+    #: The registry key that configurations name in ``run``.
+    name: ClassVar[str]
+    #: How many times :meth:`retry` may replay the instance.
+    max_retries: ClassVar[int] = 3
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            register_task(cls)
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any] | None:
+        raise NotImplementedError(f"{type(self).__name__} must implement _run(context)")
+
+    def run(self, context: TaskContext) -> Mapping[str, Any] | None:
+        """Called by runners; wraps ``_run`` (override ``_run``, not this)."""
+        return self._run(context)
+
+    def skip(self, metadata: Mapping[str, Any] | None = None) -> NoReturn:
+        """End this instance ``skipped`` with ``metadata``; nothing cascades."""
+        raise SkipTask(metadata)
+
+    def retry(
+        self,
+        exc: BaseException | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        replacement_kwargs: Mapping[str, Any] | None = None,
+        cooldown: float | None = None,
+    ) -> NoReturn:
+        """Fail this instance and replay it after ``cooldown`` seconds.
+
+        Once the instance's retries reach ``max_retries`` it fails with
+        ``MaxRetriesExceeded`` instead.
+        """
+        raise RetryTask(exc, metadata, replacement_kwargs, cooldown)
+
+
+def register_task(cls: type[TriggerTask], name: str | None = None) -> type[TriggerTask]:
+    """Register ``cls`` under ``name`` (default ``cls.name``); usable as a decorator."""
+    key = name or cls.__dict__.get("name")
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"{cls.__qualname__}: trigger tasks need a non-empty string name")
+    with _REGISTRY_LOCK:
+        existing = _REGISTRY.get(key)
+        same = existing is not None and (existing.__module__, existing.__qualname__) == (
+            cls.__module__,
+            cls.__qualname__,
+        )
+        if existing is not None and not same:
+            raise TypeError(
+                f"trigger task name {key!r} is already registered by "
+                f"{existing.__module__}.{existing.__qualname__}"
+            )
+        _REGISTRY[key] = cls
+    return cls
+
+
+def get_task_class(name: str) -> type[TriggerTask]:
+    """The task class registered under ``name`` (:class:`UnknownTaskError` if none)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownTaskError(name, _REGISTRY) from None
+
+
+def get_task(name: str) -> TriggerTask:
+    """A fresh instance of the task registered under ``name``."""
+    return get_task_class(name)()
+
+
+def registered_tasks() -> dict[str, type[TriggerTask]]:
+    """A copy of the task registry."""
+    with _REGISTRY_LOCK:
+        return dict(_REGISTRY)

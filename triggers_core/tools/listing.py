@@ -1,0 +1,120 @@
+"""Listing the sessions of a store: their UIDs, filtered cheaply, a page at a time.
+
+A :class:`~triggers_core.runtime.storage.Storage` object is one session; listing
+needs the *store* (a database's tables, a :class:`~triggers_core.runtime.memory.MemoryStore`).
+:func:`list_sessions` takes a storage URL and asks the backend registered for
+its scheme (``Storage.list_sessions``, a classmethod); :func:`iter_sessions`
+follows the pages for you::
+
+    from datetime import UTC, datetime, timedelta
+    from triggers_core.tools.listing import SessionFilter, iter_sessions
+
+    stuck = SessionFilter(stale_after=timedelta(hours=1), now=datetime.now(UTC))
+    for uid in iter_sessions("sqlite:///triggers.db", stuck):
+        ...
+
+Filters (all given ones must hold): the session has an unresolved instance;
+has a ``failed`` instance; has a *stale* instance, one ``scheduled`` or
+``running`` for longer than ``stale_after`` at ``now`` (the time it entered
+that status, from its ``timestamps``: the same rule as
+:meth:`~triggers_core.runtime.storage.Storage.get_stale_instances`).
+
+Pages come in a stable order that is the backend's (not alphabetical); a
+page's ``cursor`` is opaque and only means something to the store that made
+it (``None``: there is nothing after this page). Memory and every SQL backend
+list sessions; a backend that keeps no index of its sessions (memcached has no
+way to list keys) raises
+:class:`~triggers_core.errors.UnsupportedOperationError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from triggers_core.errors import RegistryError
+from triggers_core.runtime.redaction import redact
+from triggers_core.runtime.registry import STORAGE_URL_ENV, storage_scheme, storages
+from triggers_core.runtime.sessions import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    STALE_STATUSES,
+    SessionFilter,
+    SessionPage,
+    check_page_size,
+    is_stale,
+    status_since,
+)
+from triggers_core.runtime.storage import Storage
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "STALE_STATUSES",
+    "SessionFilter",
+    "SessionPage",
+    "check_page_size",
+    "is_stale",
+    "iter_sessions",
+    "list_sessions",
+    "status_since",
+    "storage_class",
+]
+
+
+def storage_class(url: str | None) -> tuple[type[Storage], str]:
+    """The storage class registered for ``url``'s scheme, and the URL itself.
+
+    ``url`` defaults to ``TRIGGERS_STORAGE_URL``; unlike opening one session,
+    listing never falls back to a process-private ``memory://`` store.
+    """
+    if url is None:
+        url = os.environ.get(STORAGE_URL_ENV)
+        if not url:
+            raise RegistryError(
+                f"no storage URL given and {STORAGE_URL_ENV} is not set "
+                "(e.g. sqlite:///triggers.db)"
+            )
+    scheme = storage_scheme(url)
+    try:
+        return storages.load(scheme), url
+    except RegistryError as exc:
+        raise RegistryError(
+            f"{exc} (storage URL {redact(url)!r}; known schemes: {', '.join(storages.names())})"
+        ) from exc
+
+
+def list_sessions(
+    url: str | None,
+    filter: SessionFilter | None = None,
+    *,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    cursor: str | None = None,
+) -> SessionPage:
+    """One page of the UIDs of the sessions stored at ``url`` that ``filter`` wants.
+
+    Pass the page's ``cursor`` back to get the next page. Raises
+    :class:`~triggers_core.errors.UnsupportedOperationError` if the backend
+    cannot list its sessions, ``ValueError`` for a bad page size or a cursor
+    that did not come from this store.
+    """
+    cls, url = storage_class(url)
+    return cls.list_sessions(
+        url, filter or SessionFilter(), page_size=check_page_size(page_size), cursor=cursor
+    )
+
+
+def iter_sessions(
+    url: str | None,
+    filter: SessionFilter | None = None,
+    *,
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> Iterator[str]:
+    """Every wanted session UID at ``url``, fetched a page at a time."""
+    cursor: str | None = None
+    while True:
+        page = list_sessions(url, filter, page_size=page_size, cursor=cursor)
+        yield from page.uids
+        if page.cursor is None:
+            return
+        cursor = page.cursor
