@@ -1,5 +1,5 @@
-"""What the shipped contract suites share: a runner that only records, a patient manager,
-and processes that race each other."""
+"""What the shipped contract suites share: the base of the storage contract's parts, a
+runner that only records, a patient manager, and processes that race each other."""
 
 from __future__ import annotations
 
@@ -7,16 +7,24 @@ import multiprocessing
 import queue
 import threading
 import traceback
+import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from triggers_core.effects import ScheduleInstance
 from triggers_core.manager import TriggerManager
 from triggers_core.runners import TaskRunner
+from triggers_core.storage import Storage
 
-__all__ = ["PatientManager", "RecordingRunner", "race_processes", "report_to"]
+__all__ = [
+    "PatientManager",
+    "RecordingRunner",
+    "StorageContractBase",
+    "race_processes",
+    "report_to",
+]
 
 
 def race_processes(
@@ -99,3 +107,62 @@ class PatientManager(TriggerManager):
     """
 
     max_attempts = 2000
+
+
+class StorageContractBase:
+    """What every part of ``StorageContract`` needs: the storage, a UID, the race sizes.
+
+    The parts (the fire-record tests, the compare-and-swap tests, ...) each
+    subclass this; ``StorageContract`` inherits all of them, and a backend's
+    test class overrides what is here.
+    """
+
+    #: Sessions are visible to other OS processes (not true of ``MemoryStorage``).
+    supports_multiprocess: ClassVar[bool] = False
+    #: Threads racing on one version.
+    race_threads: ClassVar[int] = 8
+    #: Processes in each multi-process race.
+    race_processes: ClassVar[int] = 8
+    #: Seconds a multi-process race may take before it fails.
+    race_timeout: ClassVar[float] = 240.0
+
+    # -- what subclasses provide ------------------------------------------------------
+
+    def make_storage(self, uid: str) -> Storage:
+        """A storage for session ``uid``; storages for one uid must share the session."""
+        raise NotImplementedError("subclasses of StorageContract implement make_storage(uid)")
+
+    def process_url(self, storage: Storage) -> str:
+        """The URL child processes reopen ``storage`` from (default: its reference)."""
+        reference = storage.reference()
+        if reference is None:
+            pytest.fail(f"{storage!r} has no reference(); override process_url()")
+        return reference
+
+    # -- helpers ----------------------------------------------------------------------
+
+    @pytest.fixture
+    def uid(self) -> str:
+        """A fresh session UID per test."""
+        return f"contract-{uuid.uuid4().hex}"
+
+    def _manager(self, uid: str) -> tuple[TriggerManager, RecordingRunner]:
+        """A manager on a new storage for ``uid`` whose runner only records."""
+        runner = RecordingRunner()
+        manager = TriggerManager(
+            self.make_storage(uid), runners={"rec": runner}, default_runner="rec"
+        )
+        return manager, runner
+
+    @classmethod
+    def _include_test(cls, owner: type, name: str, wanted: bool) -> None:
+        """Leave ``owner``'s test ``name`` out of ``cls`` unless ``wanted``.
+
+        Called from ``__init_subclass__``. Left out, not skipped: a skip in CI
+        always means a missing service (which CI treats as a failure). A subclass
+        that wants the test again gets it back, even below one that left it out.
+        """
+        if not wanted:
+            setattr(cls, name, None)
+        elif getattr(cls, name) is None:
+            setattr(cls, name, getattr(owner, name))

@@ -46,6 +46,7 @@ from triggers_core.testing import sample_tasks  # noqa: F401 - registers the sam
 from triggers_core.testing._contract_support import (
     PatientManager,
     RecordingRunner,
+    StorageContractBase,
     race_processes,
     report_to,
 )
@@ -93,7 +94,7 @@ def _write(
     )
 
 
-class FireRecordsContract:
+class FireRecordsContract(StorageContractBase):
     """Fire-record tests, inherited by ``StorageContract`` (see the module docstring)."""
 
     #: The storage keeps fire records (``check_fire_keys`` accepts them).
@@ -101,39 +102,14 @@ class FireRecordsContract:
     #: Keys fired by each racing thread or process (each key by all of them).
     keyed_race_keys: ClassVar[int] = 20
 
-    # Provided by StorageContract.
-    supports_multiprocess: ClassVar[bool]
-    race_threads: ClassVar[int]
-    race_processes: ClassVar[int]
-    race_timeout: ClassVar[float]
-
-    def make_storage(self, uid: str) -> Storage:
-        raise NotImplementedError
-
-    def process_url(self, storage: Storage) -> str:
-        raise NotImplementedError
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # Tests that do not apply are left out, not skipped (a skip in CI means a
-        # missing service); a subclass may turn them on again, so restore them then.
         for name in dir(FireRecordsContract):
-            if not name.startswith("test_keyed_"):
-                continue
-            wanted = cls.keeps_fire_records and (
-                cls.supports_multiprocess or name != "test_keyed_multiprocess_race"
-            )
-            if not wanted:
-                setattr(cls, name, None)
-            elif getattr(cls, name) is None:
-                setattr(cls, name, getattr(FireRecordsContract, name))
-
-    def _manager(self, uid: str) -> tuple[TriggerManager, RecordingRunner]:
-        runner = RecordingRunner()
-        manager = TriggerManager(
-            self.make_storage(uid), runners={"rec": runner}, default_runner="rec"
-        )
-        return manager, runner
+            if name.startswith("test_keyed_"):
+                wanted = cls.keeps_fire_records and (
+                    cls.supports_multiprocess or name != "test_keyed_multiprocess_race"
+                )
+                cls._include_test(FireRecordsContract, name, wanted)
 
     # -- the storage port -------------------------------------------------------------
 

@@ -60,7 +60,6 @@ from triggers_core.errors import (
     InvalidKwargsError,
     SerializationError,
 )
-from triggers_core.manager import TriggerManager
 from triggers_core.registry import open_storage
 from triggers_core.scopes import Changes, Scope
 from triggers_core.serialization import config_to_json, header_to_json, instance_to_json
@@ -186,50 +185,23 @@ def _docs(instances: Mapping[str, TaskInstance]) -> dict[str, dict[str, Any]]:
 class StorageContract(FireRecordsContract):
     """Base class of the storage contract tests (see the module docstring)."""
 
-    #: Sessions are visible to other OS processes (not true of ``MemoryStorage``).
-    supports_multiprocess: ClassVar[bool] = False
     #: ``load(scope)`` returns exactly the instances the scope names (set False
     #: for a backend that keeps one document and always returns everything).
     exact_working_set: ClassVar[bool] = True
-    #: Threads racing on one version.
-    race_threads: ClassVar[int] = 8
-    #: Processes x fires in the multi-process race.
-    race_processes: ClassVar[int] = 8
+    #: Fires per process in the multi-process race.
     race_fires: ClassVar[int] = 100
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if not cls.supports_multiprocess:
-            # An in-process store has no cross-process guarantee to prove: leave the
-            # test out instead of skipping it, so a skip in CI always means a missing
-            # service (which CI treats as a failure).
-            cls.test_multiprocess_and_every_race = None  # type: ignore[assignment]
-
-    #: Seconds the multi-process race may take before it fails.
-    race_timeout: ClassVar[float] = 240.0
     #: Hypothesis budget for the stateful test (kept small: it talks to real servers).
     stateful_examples: ClassVar[int] = 15
     stateful_steps: ClassVar[int] = 12
 
-    # -- what subclasses provide ------------------------------------------------------
-
-    def make_storage(self, uid: str) -> Storage:
-        """A storage for session ``uid``; storages for one uid must share the session."""
-        raise NotImplementedError("subclasses of StorageContract implement make_storage(uid)")
-
-    def process_url(self, storage: Storage) -> str:
-        """The URL child processes reopen ``storage`` from (default: its reference)."""
-        reference = storage.reference()
-        if reference is None:
-            pytest.fail(f"{storage!r} has no reference(); override process_url()")
-        return reference
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # An in-process store has no cross-process guarantee to prove.
+        cls._include_test(
+            StorageContract, "test_multiprocess_and_every_race", cls.supports_multiprocess
+        )
 
     # -- helpers ----------------------------------------------------------------------
-
-    @pytest.fixture
-    def uid(self) -> str:
-        """A fresh session UID per test."""
-        return f"contract-{uuid.uuid4().hex}"
 
     def assert_stored(self, storage: Storage, state: SessionState, version: Version) -> None:
         """The session as stored equals ``state`` at ``version``."""
@@ -365,10 +337,8 @@ class StorageContract(FireRecordsContract):
         self._check_one_winner(uid, self._race(storages, base))
 
     def test_multiprocess_and_every_race(self, uid: str) -> None:
-        storage = self.make_storage(uid)
-        manager = TriggerManager(
-            storage, runners={"recording": RecordingRunner()}, default_runner="recording"
-        )
+        manager, _ = self._manager(uid)
+        storage = manager.storage
         manager.update_configuration(
             {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
         )
@@ -547,9 +517,8 @@ class StorageContract(FireRecordsContract):
         self.assert_stored(self.make_storage(uid), make_state([finished]), v1)
 
     def test_a_lowered_counter_cannot_overwrite_history(self, uid: str) -> None:
-        storage = self.make_storage(uid)
-        runner = RecordingRunner()
-        manager = TriggerManager(storage, runners={"rec": runner}, default_runner="rec")
+        manager, runner = self._manager(uid)
+        storage = manager.storage
         manager.update_configuration(
             {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
         )
@@ -612,10 +581,7 @@ class StorageContract(FireRecordsContract):
         self.assert_stored(storage, again, v3)
 
     def test_manager_round_trip(self, uid: str) -> None:
-        runner = RecordingRunner()
-        manager = TriggerManager(
-            self.make_storage(uid), runners={"recording": runner}, default_runner="recording"
-        )
+        manager, runner = self._manager(uid)
         manager.update_configuration(_CONFIG)
         manager.fire("a", {"n": 1})
         manager.fire("b", {"n": 2})
@@ -625,10 +591,7 @@ class StorageContract(FireRecordsContract):
         assert reopened.latest_kwargs == {"a": {"n": 1}, "b": {"n": 2}}
 
     def test_condition_groups_round_trip(self, uid: str) -> None:
-        runner = RecordingRunner()
-        manager = TriggerManager(
-            self.make_storage(uid), runners={"recording": runner}, default_runner="recording"
-        )
+        manager, runner = self._manager(uid)
         after = [{"anyOf": ["x", {"atLeast": 2, "of": ["y", "z", "b"]}]}]
         unless = [{"anyOf": ["c", "w"]}]
         manager.update_configuration(
@@ -651,13 +614,6 @@ class StorageContract(FireRecordsContract):
     #: Hypothesis examples for the value round trip (each one fires once).
     value_examples: ClassVar[int] = 40
 
-    def _recording_manager(self, uid: str) -> TriggerManager:
-        return TriggerManager(
-            self.make_storage(uid),
-            runners={"recording": RecordingRunner()},
-            default_runner="recording",
-        )
-
     def test_values_round_trip_or_are_refused_before_anything_is_written(self) -> None:
         from hypothesis import HealthCheck, example, given, settings  # noqa: PLC0415
 
@@ -676,7 +632,7 @@ class StorageContract(FireRecordsContract):
         @example(value={"bad": "\udc80"})
         def check(value: dict[str, Any]) -> None:
             uid = f"contract-values-{uuid.uuid4().hex}"
-            manager = self._recording_manager(uid)
+            manager = self._manager(uid)[0]
             manager.update_configuration(config)
             before = manager.storage.load_full()
             try:
@@ -706,7 +662,7 @@ class StorageContract(FireRecordsContract):
         for bad in ("u\x00", "\udc80"):
             with pytest.raises(ValueError, match="session uid"):
                 self.make_storage(f"{uid}{bad}")
-        manager = self._recording_manager(uid)
+        manager = self._manager(uid)[0]
         for name in ("t_\x00", "t_\udc80"):
             with pytest.raises(ConfigurationError):
                 manager.update_configuration({name: {"after": ["a"], "run": "contract_task"}})
@@ -724,7 +680,7 @@ class StorageContract(FireRecordsContract):
         assert self.make_storage(uid)["t_alpha#0"].status is Status.SCHEDULED
 
     def test_a_lowered_counter_is_refused_on_load_and_nothing_is_written(self, uid: str) -> None:
-        manager = self._recording_manager(uid)
+        manager = self._manager(uid)[0]
         manager.update_configuration(
             {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
         )
