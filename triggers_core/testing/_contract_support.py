@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -22,9 +23,43 @@ __all__ = [
     "PatientManager",
     "RecordingRunner",
     "StorageContractBase",
+    "race_in_threads",
     "race_processes",
     "report_to",
 ]
+
+
+def race_in_threads(
+    work: Callable[[int, threading.Barrier], Any], *, threads: int, timeout: float
+) -> list[Any]:
+    """Run ``work(index, start)`` in ``threads`` threads and return their results by index.
+
+    Each thread prepares what it needs, then calls ``start.wait(timeout=30)``
+    so that all of them go at the same moment. Fails the test if a thread
+    raises (with its traceback) or if they do not all finish within ``timeout``
+    seconds.
+    """
+    start = threading.Barrier(threads)
+    results: list[Any] = [None] * threads
+    errors: list[str] = []
+
+    def run(index: int) -> None:
+        try:
+            results[index] = work(index, start)
+        except BaseException:  # reported below, from the test's own thread
+            errors.append(f"thread {index}:\n{traceback.format_exc()}")
+
+    pool = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in pool:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    late = [index for index, thread in enumerate(pool) if thread.is_alive()]
+    if late:
+        pytest.fail(f"racing threads {late} did not finish within {timeout}s")
+    assert not errors, "a racing thread failed:\n" + "\n".join(errors)
+    return results
 
 
 def race_processes(

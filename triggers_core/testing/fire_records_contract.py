@@ -26,7 +26,6 @@ refused before anything is written and that instances run as before.
 from __future__ import annotations
 
 import threading
-import traceback
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -47,6 +46,7 @@ from triggers_core.testing._contract_support import (
     PatientManager,
     RecordingRunner,
     StorageContractBase,
+    race_in_threads,
     race_processes,
     report_to,
 )
@@ -255,28 +255,18 @@ class FireRecordsContract(StorageContractBase):
         setup, _ = self._manager(uid)
         setup.update_configuration(_TICK)
         keys = self.keyed_race_keys
-        barrier = threading.Barrier(self.race_threads)
-        results: list[Any] = [None] * self.race_threads
 
-        def race(index: int) -> None:
+        def race(index: int, start: threading.Barrier) -> tuple[list[str], dict[int, list[str]]]:
             storage = self.make_storage(uid)
             runner = RecordingRunner()
             manager = PatientManager(storage, runners={"rec": runner}, default_runner="rec")
             try:
-                barrier.wait(timeout=30)
-                results[index] = (runner.dispatched, _fire_keys(manager, index, keys))
-            except Exception:
-                results[index] = traceback.format_exc()
+                start.wait(timeout=30)
+                return runner.dispatched, _fire_keys(manager, index, keys)
             finally:
                 storage.close()
 
-        threads = [threading.Thread(target=race, args=(i,)) for i in range(self.race_threads)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=self.race_timeout)
-        errors = [r for r in results if not isinstance(r, tuple)]
-        assert not errors, "a racing thread failed:\n" + "\n".join(map(str, errors))
+        results = race_in_threads(race, threads=self.race_threads, timeout=self.race_timeout)
         _check_keyed_race(
             self.make_storage(uid),
             [r[0] for r in results],

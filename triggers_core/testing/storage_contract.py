@@ -68,6 +68,7 @@ from triggers_core.storage import Storage, Version
 from triggers_core.testing._contract_support import (
     PatientManager,
     RecordingRunner,
+    race_in_threads,
     race_processes,
     report_to,
 )
@@ -293,32 +294,22 @@ class StorageContract(FireRecordsContract):
             assert storage.load().version == version
 
     def _race(self, storages: list[Storage], expected: Version | None) -> list[Any]:
-        barrier = threading.Barrier(len(storages))
-        outcomes: list[Any] = [None] * len(storages)
+        """Each storage writes its own instance at ``expected``: a version or a conflict."""
 
-        def attempt(index: int) -> None:
+        def attempt(index: int, start: threading.Barrier) -> Any:
             name = f"t_alpha#{index}"
             state = make_state([_instance(name, marker=index)])
-            barrier.wait(timeout=30)
+            start.wait(timeout=30)
             try:
-                outcomes[index] = storages[index].compare_and_swap(expected, state, _write([name]))
+                return storages[index].compare_and_swap(expected, state, _write([name]))
             except ConflictError as exc:
-                outcomes[index] = exc
-            except Exception as exc:  # reported below, with the winner check
-                outcomes[index] = ("unexpected", exc)
+                return exc
             finally:
                 # Each thread uses its own storage: release what the thread opened
                 # (per-thread connections, e.g. Django's database connections).
                 storages[index].close()
 
-        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(storages))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        unexpected = [o for o in outcomes if isinstance(o, tuple)]
-        assert not unexpected, f"unexpected errors while racing: {unexpected}"
-        return outcomes
+        return race_in_threads(attempt, threads=len(storages), timeout=60)
 
     def _check_one_winner(self, uid: str, outcomes: list[Any]) -> None:
         winners = [i for i, o in enumerate(outcomes) if not isinstance(o, ConflictError)]
