@@ -9,14 +9,16 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import pytest
 
+from triggers_core.config import TaskConfig
 from triggers_core.effects import ScheduleInstance
 from triggers_core.manager import TriggerManager
 from triggers_core.runners import TaskRunner
+from triggers_core.state import SessionState, TaskInstance
 from triggers_core.storage import Storage
 
 __all__ = [
@@ -26,7 +28,27 @@ __all__ = [
     "race_in_threads",
     "race_processes",
     "report_to",
+    "state_with",
 ]
+
+
+def state_with(
+    tasks: Mapping[str, TaskConfig],
+    instances: Iterable[TaskInstance],
+    *,
+    latest_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> SessionState:
+    """A state over ``tasks`` holding ``instances``; each task's counter follows its instances."""
+    found = {i.name: i for i in instances}
+    counters: dict[str, int] = {}
+    for instance in found.values():
+        counters[instance.task_name] = max(counters.get(instance.task_name, 0), instance.number + 1)
+    return SessionState(
+        tasks=tasks,
+        instances=found,
+        latest_kwargs=dict(latest_kwargs or {}),
+        counters=counters,
+    )
 
 
 def race_in_threads(

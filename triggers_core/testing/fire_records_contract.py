@@ -49,6 +49,7 @@ from triggers_core.testing._contract_support import (
     race_in_threads,
     race_processes,
     report_to,
+    state_with,
 )
 
 __all__ = ["FireRecordsContract", "run_keyed_race"]
@@ -74,10 +75,7 @@ def _instance(name: str, marker: object = 0) -> TaskInstance:
 
 
 def _state(*instances: TaskInstance) -> SessionState:
-    counters: dict[str, int] = {}
-    for instance in instances:
-        counters[instance.task_name] = max(counters.get(instance.task_name, 0), instance.number + 1)
-    return SessionState(tasks=_TASKS, instances={i.name: i for i in instances}, counters=counters)
+    return state_with(_TASKS, instances)
 
 
 def _write(

@@ -46,7 +46,7 @@ import re
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -61,8 +61,8 @@ from triggers_core.errors import (
     SerializationError,
 )
 from triggers_core.registry import open_storage
-from triggers_core.scopes import Changes, Scope
-from triggers_core.serialization import config_to_json, header_to_json, instance_to_json
+from triggers_core.scopes import Scope
+from triggers_core.serialization import instance_to_json
 from triggers_core.state import SessionState, Status, TaskInstance
 from triggers_core.storage import Storage, Version
 from triggers_core.testing._contract_support import (
@@ -71,6 +71,16 @@ from triggers_core.testing._contract_support import (
     race_in_threads,
     race_processes,
     report_to,
+)
+from triggers_core.testing._storage_support import (
+    CONFIG,
+    TASKS,
+    StorageCase,
+    header_json,
+    instances_json,
+    make_state,
+    sample_instance,
+    writing,
 )
 from triggers_core.testing.fire_records_contract import FireRecordsContract
 
@@ -96,41 +106,6 @@ AWKWARD_UIDS: tuple[str, ...] = (
     "colon:at@hash#question?amp&equals=",
     "x" * 300,
 )
-
-_CONFIG: Mapping[str, Any] = {
-    "t_alpha": {"after": ["a"], "run": "contract_task"},
-    "t_beta": {"after": ["a", "b"], "unless": ["c"], "run": "contract_task"},
-}
-_TASKS = engine.update_configuration(SessionState(), _CONFIG).state.tasks
-
-
-def make_state(
-    instances: Iterable[TaskInstance] = (),
-    *,
-    latest_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-) -> SessionState:
-    """A state over the suite's two tasks holding ``instances`` (counters follow them)."""
-    found = {i.name: i for i in instances}
-    counters: dict[str, int] = {}
-    for instance in found.values():
-        counters[instance.task_name] = max(counters.get(instance.task_name, 0), instance.number + 1)
-    return SessionState(
-        tasks=_TASKS,
-        instances=found,
-        latest_kwargs=dict(latest_kwargs or {}),
-        counters=counters,
-    )
-
-
-def _instance(name: str, status: Status = Status.UNSTARTED, marker: object = 0) -> TaskInstance:
-    task = name.rsplit("#", 1)[0]
-    return TaskInstance(
-        name=name,
-        task_name=task,
-        status=status,
-        kwargs={"a": {"marker": marker}},
-        metadata={"created": "2024-01-01T00:00:00+00:00", "marker": marker},
-    )
 
 
 def _nested(depth: int, leaf: Any = 0) -> dict[str, Any]:
@@ -170,25 +145,9 @@ def _value_strategy() -> Any:
     return st.dictionaries(st.text(max_size=4), values | deep, max_size=3)
 
 
-def _header(state: SessionState) -> dict[str, Any]:
-    return {**header_to_json(state), "tasks": config_to_json(state.tasks)["tasks"]}
-
-
-def _write(names: Iterable[str], *, created: Iterable[str] = (), config: bool = True) -> Changes:
-    """Changes writing ``names`` (and the configuration, unless told not to)."""
-    return Changes(instances=frozenset(names), created=frozenset(created), config=config)
-
-
-def _docs(instances: Mapping[str, TaskInstance]) -> dict[str, dict[str, Any]]:
-    return {name: instance_to_json(inst) for name, inst in instances.items()}
-
-
-class StorageContract(FireRecordsContract):
+class StorageContract(StorageCase, FireRecordsContract):
     """Base class of the storage contract tests (see the module docstring)."""
 
-    #: ``load(scope)`` returns exactly the instances the scope names (set False
-    #: for a backend that keeps one document and always returns everything).
-    exact_working_set: ClassVar[bool] = True
     #: Fires per process in the multi-process race.
     race_fires: ClassVar[int] = 100
     #: Hypothesis budget for the stateful test (kept small: it talks to real servers).
@@ -202,15 +161,6 @@ class StorageContract(FireRecordsContract):
             StorageContract, "test_multiprocess_and_every_race", cls.supports_multiprocess
         )
 
-    # -- helpers ----------------------------------------------------------------------
-
-    def assert_stored(self, storage: Storage, state: SessionState, version: Version) -> None:
-        """The session as stored equals ``state`` at ``version``."""
-        snapshot = storage.load_full()
-        assert snapshot.version == version
-        assert _header(snapshot.state) == _header(state)
-        assert _docs(snapshot.state.instances) == _docs(state.instances)
-
     # -- the contract -----------------------------------------------------------------
 
     def test_missing_session_loads_empty(self, uid: str) -> None:
@@ -221,15 +171,15 @@ class StorageContract(FireRecordsContract):
             storage.load_full(),
         ):
             assert snapshot.version is None
-            assert _header(snapshot.state) == _header(SessionState())
+            assert header_json(snapshot.state) == header_json(SessionState())
             assert dict(snapshot.state.instances) == {}
         assert len(storage) == 0
         assert "t_alpha#0" not in storage
 
     def test_create_then_load(self, uid: str) -> None:
         storage = self.make_storage(uid)
-        state = make_state([_instance("t_alpha#0")], latest_kwargs={"a": {"k": [1, "ü"]}})
-        version = storage.compare_and_swap(None, state, _write(["t_alpha#0"]))
+        state = make_state([sample_instance("t_alpha#0")], latest_kwargs={"a": {"k": [1, "ü"]}})
+        version = storage.compare_and_swap(None, state, writing(["t_alpha#0"]))
         assert version is not None
         self.assert_stored(storage, state, version)
         self.assert_stored(self.make_storage(uid), state, version)
@@ -237,18 +187,18 @@ class StorageContract(FireRecordsContract):
     def test_the_whole_header_round_trips(self, uid: str) -> None:
         storage = self.make_storage(uid)
         state = attrs.evolve(
-            make_state([_instance("t_alpha#0")], latest_kwargs={"a": {"k": 1}}),
+            make_state([sample_instance("t_alpha#0")], latest_kwargs={"a": {"k": 1}}),
             unsettled={"t_alpha": frozenset({"t_alpha#0"})},
             settled={"t_alpha": frozenset({"a"}), "t_beta": frozenset({"b", "c"})},
         )
-        v1 = storage.compare_and_swap(None, state, _write(["t_alpha#0"]))
+        v1 = storage.compare_and_swap(None, state, writing(["t_alpha#0"]))
         for reader in (storage, self.make_storage(uid)):
             header = reader.load().state
             assert (header.unsettled, header.settled) == (state.unsettled, state.settled)
             self.assert_stored(reader, state, v1)
         # A header-only write (no instance, no configuration) replaces both.
         changed = attrs.evolve(state, unsettled={}, settled={"t_beta": frozenset({"b"})})
-        v2 = storage.compare_and_swap(v1, changed, _write([], config=False))
+        v2 = storage.compare_and_swap(v1, changed, writing([], config=False))
         for reader in (storage, self.make_storage(uid)):
             header = reader.load().state
             assert (header.unsettled, header.settled) == ({}, {"t_beta": frozenset({"b"})})
@@ -256,29 +206,31 @@ class StorageContract(FireRecordsContract):
 
     def test_create_once(self, uid: str) -> None:
         first, second = self.make_storage(uid), self.make_storage(uid)
-        winner = make_state([_instance("t_alpha#0", marker="first")])
-        loser = make_state([_instance("t_alpha#0", marker="second"), _instance("t_beta#0")])
-        version = first.compare_and_swap(None, winner, _write(["t_alpha#0"]))
+        winner = make_state([sample_instance("t_alpha#0", marker="first")])
+        loser = make_state(
+            [sample_instance("t_alpha#0", marker="second"), sample_instance("t_beta#0")]
+        )
+        version = first.compare_and_swap(None, winner, writing(["t_alpha#0"]))
         with pytest.raises(ConflictError):
-            second.compare_and_swap(None, loser, _write(["t_alpha#0", "t_beta#0"]))
+            second.compare_and_swap(None, loser, writing(["t_alpha#0", "t_beta#0"]))
         self.assert_stored(second, winner, version)
 
     def test_stale_compare_and_swap_is_rejected_and_changes_nothing(self, uid: str) -> None:
         storage = self.make_storage(uid)
         v1 = storage.compare_and_swap(
-            None, make_state([_instance("t_alpha#0")]), _write(["t_alpha#0"])
+            None, make_state([sample_instance("t_alpha#0")]), writing(["t_alpha#0"])
         )
         current = make_state(
-            [_instance("t_alpha#0", Status.SCHEDULED, marker=2)], latest_kwargs={"a": {}}
+            [sample_instance("t_alpha#0", Status.SCHEDULED, marker=2)], latest_kwargs={"a": {}}
         )
-        v2 = storage.compare_and_swap(v1, current, _write(["t_alpha#0"]))
+        v2 = storage.compare_and_swap(v1, current, writing(["t_alpha#0"]))
         assert v2 != v1
         stale = make_state(
-            [_instance("t_alpha#0", Status.FINISHED, marker=3), _instance("t_beta#0")],
+            [sample_instance("t_alpha#0", Status.FINISHED, marker=3), sample_instance("t_beta#0")],
             latest_kwargs={"b": {}},
         )
         with pytest.raises(ConflictError):
-            storage.compare_and_swap(v1, stale, _write(["t_alpha#0", "t_beta#0"]))
+            storage.compare_and_swap(v1, stale, writing(["t_alpha#0", "t_beta#0"]))
         self.assert_stored(storage, current, v2)
         assert storage.load().version == v2
 
@@ -287,8 +239,8 @@ class StorageContract(FireRecordsContract):
         seen: list[Version] = []
         version: Version | None = None
         for n in range(5):
-            state = make_state([_instance(f"t_alpha#{i}") for i in range(n + 1)])
-            version = storage.compare_and_swap(version, state, _write([f"t_alpha#{n}"]))
+            state = make_state([sample_instance(f"t_alpha#{i}") for i in range(n + 1)])
+            version = storage.compare_and_swap(version, state, writing([f"t_alpha#{n}"]))
             assert version not in seen
             seen.append(version)
             assert storage.load().version == version
@@ -298,10 +250,10 @@ class StorageContract(FireRecordsContract):
 
         def attempt(index: int, start: threading.Barrier) -> Any:
             name = f"t_alpha#{index}"
-            state = make_state([_instance(name, marker=index)])
+            state = make_state([sample_instance(name, marker=index)])
             start.wait(timeout=30)
             try:
-                return storages[index].compare_and_swap(expected, state, _write([name]))
+                return storages[index].compare_and_swap(expected, state, writing([name]))
             except ConflictError as exc:
                 return exc
             finally:
@@ -315,7 +267,7 @@ class StorageContract(FireRecordsContract):
         winners = [i for i, o in enumerate(outcomes) if not isinstance(o, ConflictError)]
         assert len(winners) == 1, f"expected exactly one winner, got {outcomes}"
         index = winners[0]
-        state = make_state([_instance(f"t_alpha#{index}", marker=index)])
+        state = make_state([sample_instance(f"t_alpha#{index}", marker=index)])
         self.assert_stored(self.make_storage(uid), state, outcomes[index])
 
     def test_threads_racing_to_create_one_winner(self, uid: str) -> None:
@@ -324,7 +276,7 @@ class StorageContract(FireRecordsContract):
 
     def test_threads_racing_on_one_version_one_winner(self, uid: str) -> None:
         storages = [self.make_storage(uid) for _ in range(self.race_threads)]
-        base = storages[0].compare_and_swap(None, make_state(), _write([]))
+        base = storages[0].compare_and_swap(None, make_state(), writing([]))
         self._check_one_winner(uid, self._race(storages, base))
 
     def test_multiprocess_and_every_race(self, uid: str) -> None:
@@ -357,12 +309,12 @@ class StorageContract(FireRecordsContract):
         uids = [f"{uid}-{suffix}" for suffix in ("a", "A", "a ", "a\n", "a/b", "a%")]
         versions = {}
         for index, each in enumerate(uids):
-            state = make_state([_instance("t_alpha#0", marker=index)])
+            state = make_state([sample_instance("t_alpha#0", marker=index)])
             versions[each] = self.make_storage(each).compare_and_swap(
-                None, state, _write(["t_alpha#0"])
+                None, state, writing(["t_alpha#0"])
             )
         for index, each in enumerate(uids):
-            state = make_state([_instance("t_alpha#0", marker=index)])
+            state = make_state([sample_instance("t_alpha#0", marker=index)])
             self.assert_stored(self.make_storage(each), state, versions[each])
 
     @pytest.mark.parametrize("awkward", AWKWARD_UIDS, ids=range(len(AWKWARD_UIDS)))
@@ -370,24 +322,24 @@ class StorageContract(FireRecordsContract):
         session = f"{awkward}{uid}" if awkward[-1] != " " else f"{uid}{awkward}"
         storage = self.make_storage(session)
         assert storage.uid == session
-        state = make_state([_instance("t_alpha#0", marker=session)])
-        version = storage.compare_and_swap(None, state, _write(["t_alpha#0"]))
+        state = make_state([sample_instance("t_alpha#0", marker=session)])
+        version = storage.compare_and_swap(None, state, writing(["t_alpha#0"]))
         reopened = self.make_storage(session)
         self.assert_stored(reopened, state, version)
         assert reopened["t_alpha#0"].metadata["marker"] == session
 
     def _stored_mix(self, storage: Storage) -> SessionState:
         instances = [
-            _instance("t_alpha#0", Status.FINISHED),
-            _instance("t_alpha#1", Status.SCHEDULED),
-            _instance("t_alpha#2", Status.UNSTARTED),
-            _instance("t_beta#0", Status.ABANDONED),
-            _instance("t_beta#1", Status.FAILED),
-            _instance("t_beta#2", Status.UNSTARTED),
-            _instance("t_beta#3", Status.UNSTARTED),
+            sample_instance("t_alpha#0", Status.FINISHED),
+            sample_instance("t_alpha#1", Status.SCHEDULED),
+            sample_instance("t_alpha#2", Status.UNSTARTED),
+            sample_instance("t_beta#0", Status.ABANDONED),
+            sample_instance("t_beta#1", Status.FAILED),
+            sample_instance("t_beta#2", Status.UNSTARTED),
+            sample_instance("t_beta#3", Status.UNSTARTED),
         ]
         state = make_state(instances)
-        storage.compare_and_swap(None, state, _write([i.name for i in instances]))
+        storage.compare_and_swap(None, state, writing([i.name for i in instances]))
         return state
 
     def test_load_returns_what_the_scope_names(self, uid: str) -> None:
@@ -438,7 +390,7 @@ class StorageContract(FireRecordsContract):
         snapshot = storage.load(select)
         self._check_working_set(snapshot, state, {"t_beta#2", "t_beta#3"})
         assert len(seen) == 1
-        assert _header(seen[0]) == _header(state)
+        assert header_json(seen[0]) == header_json(state)
         assert snapshot.version == storage.load_full().version
 
     def _check_working_set(self, snapshot: Any, state: SessionState, wanted: set[str]) -> None:
@@ -446,7 +398,7 @@ class StorageContract(FireRecordsContract):
         assert wanted <= got
         if self.exact_working_set:
             assert got == wanted
-        assert _header(snapshot.state) == _header(state)
+        assert header_json(snapshot.state) == header_json(state)
         for name in got:
             assert instance_to_json(snapshot.state.instances[name]) == instance_to_json(
                 state.instances[name]
@@ -454,51 +406,53 @@ class StorageContract(FireRecordsContract):
 
     def test_only_changed_instances_are_written(self, uid: str) -> None:
         storage = self.make_storage(uid)
-        history = _instance("t_alpha#0", Status.FINISHED, marker="original")
-        pending = _instance("t_alpha#1", Status.UNSTARTED, marker="original")
+        history = sample_instance("t_alpha#0", Status.FINISHED, marker="original")
+        pending = sample_instance("t_alpha#1", Status.UNSTARTED, marker="original")
         v1 = storage.compare_and_swap(
-            None, make_state([history, pending]), _write([history.name, pending.name])
+            None, make_state([history, pending]), writing([history.name, pending.name])
         )
         # A later commit carries altered copies of both but names only a new instance.
         altered = [
-            _instance("t_alpha#0", Status.FAILED, marker="altered"),
-            _instance("t_alpha#1", Status.SCHEDULED, marker="altered"),
-            _instance("t_alpha#2", Status.UNSTARTED, marker="new"),
+            sample_instance("t_alpha#0", Status.FAILED, marker="altered"),
+            sample_instance("t_alpha#1", Status.SCHEDULED, marker="altered"),
+            sample_instance("t_alpha#2", Status.UNSTARTED, marker="new"),
         ]
         v2 = storage.compare_and_swap(
-            v1, make_state(altered), _write(["t_alpha#2"], created=["t_alpha#2"])
+            v1, make_state(altered), writing(["t_alpha#2"], created=["t_alpha#2"])
         )
         expected = make_state([history, pending, altered[2]])
         self.assert_stored(storage, expected, v2)
 
     def test_configuration_is_written_only_when_it_changed(self, uid: str) -> None:
         storage = self.make_storage(uid)
-        v1 = storage.compare_and_swap(None, make_state(), _write([]))
+        v1 = storage.compare_and_swap(None, make_state(), writing([]))
         other = engine.update_configuration(
             SessionState(), {"t_other": {"after": ["z"], "run": "contract_task"}}
         ).state.tasks
         # The header changes, the tasks in the state differ, but changes.config is False.
         header_only = attrs.evolve(make_state(), tasks=other, counters={"t_alpha": 3})
-        v2 = storage.compare_and_swap(v1, header_only, _write([], config=False))
+        v2 = storage.compare_and_swap(v1, header_only, writing([], config=False))
         stored = storage.load_full().state
-        assert dict(stored.tasks) == dict(_TASKS)
+        assert dict(stored.tasks) == dict(TASKS)
         assert stored.counters == {"t_alpha": 3}
-        v3 = storage.compare_and_swap(v2, header_only, _write([], config=True))
+        v3 = storage.compare_and_swap(v2, header_only, writing([], config=True))
         assert dict(storage.load().state.tasks) == dict(other)
         assert dict(self.make_storage(uid).load().state.tasks) == dict(other)
         assert storage.load().version == v3
 
     def test_creating_an_instance_that_exists_is_refused_and_writes_nothing(self, uid: str) -> None:
         storage = self.make_storage(uid)
-        finished = _instance("t_alpha#0", Status.FINISHED, marker="history")
+        finished = sample_instance("t_alpha#0", Status.FINISHED, marker="history")
         v1 = storage.compare_and_swap(
-            None, make_state([finished]), _write(["t_alpha#0"], created=["t_alpha#0"])
+            None, make_state([finished]), writing(["t_alpha#0"], created=["t_alpha#0"])
         )
         # A writer whose counter was lowered "creates" t_alpha#0 again, plus t_beta#0.
-        again = make_state([_instance("t_alpha#0", marker="again"), _instance("t_beta#0")])
+        again = make_state(
+            [sample_instance("t_alpha#0", marker="again"), sample_instance("t_beta#0")]
+        )
         with pytest.raises(SerializationError) as caught:
             storage.compare_and_swap(
-                v1, again, _write(["t_alpha#0", "t_beta#0"], created=["t_alpha#0", "t_beta#0"])
+                v1, again, writing(["t_alpha#0", "t_beta#0"], created=["t_alpha#0", "t_beta#0"])
             )
         message = str(caught.value)
         assert "t_alpha#0" in message
@@ -518,22 +472,22 @@ class StorageContract(FireRecordsContract):
         before = storage.load_full()
         # Someone lowers the counter by hand (header only; nothing else changes).
         lowered = attrs.evolve(before.state, counters={"t_every": 0})
-        version = storage.compare_and_swap(before.version, lowered, _write([], config=False))
+        version = storage.compare_and_swap(before.version, lowered, writing([], config=False))
         with pytest.raises(SerializationError) as caught:
             manager.fire("tick", {"n": 1})  # loads no instance: refused when it writes
         assert "t_every#0" in str(caught.value)
         # Nothing was written: repairing from the version of the edit still works.
-        storage.compare_and_swap(version, before.state, _write([], config=False))
+        storage.compare_and_swap(version, before.state, writing([], config=False))
         after = storage.load_full()
-        assert _docs(after.state.instances) == _docs(before.state.instances)
+        assert instances_json(after.state.instances) == instances_json(before.state.instances)
         assert after.state.instances["t_every#0"].metadata["kept"] is True
         assert runner.dispatched == ["t_every#0"]
 
     def test_callers_never_share_mutable_values_with_the_store(self, uid: str) -> None:
         storage = self.make_storage(uid)
-        instance = _instance("t_alpha#0", marker={"deep": [1]})
+        instance = sample_instance("t_alpha#0", marker={"deep": [1]})
         state = make_state([instance], latest_kwargs={"a": {"deep": {"list": [1]}}})
-        version = storage.compare_and_swap(None, state, _write(["t_alpha#0"]))
+        version = storage.compare_and_swap(None, state, writing(["t_alpha#0"]))
         # Mutating what was written...
         instance.metadata["marker"]["deep"].append(2)
         instance.kwargs["a"]["marker"]["deep"].append(2)
@@ -553,27 +507,27 @@ class StorageContract(FireRecordsContract):
         unresolved = Scope(unresolved=True)
         unstarted = Scope(unstarted_of=frozenset({"t_alpha"}))
         v1 = storage.compare_and_swap(
-            None, make_state([_instance("t_alpha#0")]), _write(["t_alpha#0"])
+            None, make_state([sample_instance("t_alpha#0")]), writing(["t_alpha#0"])
         )
         assert set(storage.load(unresolved).state.instances) == {"t_alpha#0"}
         assert set(storage.load(unstarted).state.instances) == {"t_alpha#0"}
-        done = make_state([_instance("t_alpha#0", Status.FINISHED, marker=1)])
-        v2 = storage.compare_and_swap(v1, done, _write(["t_alpha#0"]))
+        done = make_state([sample_instance("t_alpha#0", Status.FINISHED, marker=1)])
+        v2 = storage.compare_and_swap(v1, done, writing(["t_alpha#0"]))
         if self.exact_working_set:
             assert set(storage.load(unresolved).state.instances) == set()
             assert set(storage.load(unstarted).state.instances) == set()
         named = storage.load(Scope(names=frozenset({"t_alpha#0"}))).state.instances
         assert named["t_alpha#0"].status is Status.FINISHED
         # ... and back again (an operator can force any status).
-        again = make_state([_instance("t_alpha#0", Status.UNSTARTED, marker=2)])
-        v3 = storage.compare_and_swap(v2, again, _write(["t_alpha#0"]))
+        again = make_state([sample_instance("t_alpha#0", Status.UNSTARTED, marker=2)])
+        v3 = storage.compare_and_swap(v2, again, writing(["t_alpha#0"]))
         assert set(storage.load(unresolved).state.instances) >= {"t_alpha#0"}
         assert set(storage.load(unstarted).state.instances) >= {"t_alpha#0"}
         self.assert_stored(storage, again, v3)
 
     def test_manager_round_trip(self, uid: str) -> None:
         manager, runner = self._manager(uid)
-        manager.update_configuration(_CONFIG)
+        manager.update_configuration(CONFIG)
         manager.fire("a", {"n": 1})
         manager.fire("b", {"n": 2})
         assert runner.dispatched == ["t_alpha#0", "t_beta#0"]
@@ -636,7 +590,7 @@ class StorageContract(FireRecordsContract):
                 assert expected is None, "refused a value the validation accepts"
                 after = self.make_storage(uid).load_full()
                 assert after.version == before.version
-                assert _header(after.state) == _header(before.state)
+                assert header_json(after.state) == header_json(before.state)
                 assert dict(after.state.instances) == {}
                 return
             assert expected is not None, "stored a value the validation refuses"
@@ -662,7 +616,7 @@ class StorageContract(FireRecordsContract):
                 {"t_alpha": {"after": ["a\udc80"], "run": "contract_task"}}
             )
         assert manager.storage.load().version is None
-        manager.update_configuration(_CONFIG)
+        manager.update_configuration(CONFIG)
         for trigger in ("a\x00", "\udc80"):
             with pytest.raises(InvalidKwargsError, match="trigger_name"):
                 manager.fire(trigger)
@@ -686,7 +640,7 @@ class StorageContract(FireRecordsContract):
             counters={"t_every": 1},
         )
         assert good.version is not None
-        version = storage.compare_and_swap(good.version, lowered, _write([], config=False))
+        version = storage.compare_and_swap(good.version, lowered, writing([], config=False))
         unresolved = Scope(unresolved=True)
         for load in (
             lambda: storage.load(unresolved),
@@ -702,16 +656,17 @@ class StorageContract(FireRecordsContract):
         with pytest.raises(SerializationError):
             manager.fire("tick", {"n": 3})
         # Nothing was written: the version is still the one the edit produced.
-        repaired = storage.compare_and_swap(version, good.state, _write([], config=False))
-        assert _docs(storage.load_full().state.instances) == _docs(good.state.instances)
+        repaired = storage.compare_and_swap(version, good.state, writing([], config=False))
+        stored = storage.load_full().state.instances
+        assert instances_json(stored) == instances_json(good.state.instances)
         assert storage.load().version == repaired
         assert [i.name for i in manager.fire("tick", {"n": 3})] == ["t_every#3"]
 
     def test_an_instance_of_an_unconfigured_task_is_refused_on_load(self, uid: str) -> None:
         storage = self.make_storage(uid)
-        state = make_state([_instance("t_alpha#0")])
-        version = storage.compare_and_swap(None, state, _write(["t_alpha#0"]))
-        storage.compare_and_swap(version, attrs.evolve(state, tasks={}), _write([]))
+        state = make_state([sample_instance("t_alpha#0")])
+        version = storage.compare_and_swap(None, state, writing(["t_alpha#0"]))
+        storage.compare_and_swap(version, attrs.evolve(state, tasks={}), writing([]))
         with pytest.raises(SerializationError, match="does not have"):
             storage.load(Scope(unresolved=True))
 
@@ -783,7 +738,7 @@ def storage_state_machine(
     from hypothesis import strategies as st  # noqa: PLC0415 - hypothesis is a test dependency
     from hypothesis.stateful import RuleBasedStateMachine, rule  # noqa: PLC0415
 
-    names = st.sampled_from([f"{task}#{n}" for task in _TASKS for n in range(4)])
+    names = st.sampled_from([f"{task}#{n}" for task in TASKS for n in range(4)])
     statuses = st.sampled_from(list(Status))
     markers = st.one_of(st.integers(-5, 5), st.text(max_size=5))
 
@@ -794,7 +749,7 @@ def storage_state_machine(
             self.storage = make_storage(self.uid)
             self.version: Version | None = None
             self.seen: list[Version] = []
-            self.header = _header(SessionState())
+            self.header = header_json(SessionState())
             self.stored: dict[str, TaskInstance] = {}
 
         @rule(
@@ -815,14 +770,14 @@ def storage_state_machine(
             instances = dict(self.stored)
             for name in ghosts:  # in the state, but not named in ``changed``
                 if name not in changes:
-                    instances[name] = _instance(name, Status.SKIPPED, marker="ghost")
+                    instances[name] = sample_instance(name, Status.SKIPPED, marker="ghost")
             for name, (status, marker) in changes.items():
-                instances[name] = _instance(name, status, marker)
+                instances[name] = sample_instance(name, status, marker)
             state = make_state(instances.values(), latest_kwargs=latest)
             # New names are written as created; with ``clash`` a stored one is too.
             created = {n for n in changes if n not in self.stored}
             clashing = sorted(n for n in changes if n in self.stored)[:1] if clash else []
-            write = _write(changes.keys(), created=created | set(clashing))
+            write = writing(changes.keys(), created=created | set(clashing))
             stale_choices = [v for v in [None, *self.seen] if v != self.version]
             if stale and stale_choices:
                 expected = stale_choices[len(self.seen) % len(stale_choices)]
@@ -840,13 +795,13 @@ def storage_state_machine(
             assert new not in self.seen
             self.version = new
             self.seen.append(new)
-            self.header = _header(state)
+            self.header = header_json(state)
             for name in changes:
                 self.stored[name] = state.instances[name]
 
         @rule(
             include=st.lists(names, max_size=3),
-            unstarted_of=st.lists(st.sampled_from([*_TASKS, "t_none"]), max_size=2),
+            unstarted_of=st.lists(st.sampled_from([*TASKS, "t_none"]), max_size=2),
             unresolved=st.booleans(),
         )
         def load(self, include: list[str], unstarted_of: list[str], unresolved: bool) -> None:
@@ -857,7 +812,7 @@ def storage_state_machine(
             )
             snapshot = self.storage.load(scope)
             assert snapshot.version == self.version
-            assert _header(snapshot.state) == self.header
+            assert header_json(snapshot.state) == self.header
             wanted = {n for n, i in self.stored.items() if scope.wants(i)}
             got = set(snapshot.state.instances)
             assert wanted <= got
@@ -872,8 +827,8 @@ def storage_state_machine(
         def load_full(self) -> None:
             snapshot = self.storage.load_full()
             assert snapshot.version == self.version
-            assert _header(snapshot.state) == self.header
-            assert _docs(snapshot.state.instances) == _docs(self.stored)
+            assert header_json(snapshot.state) == self.header
+            assert instances_json(snapshot.state.instances) == instances_json(self.stored)
 
         @rule()
         def reopen(self) -> None:
