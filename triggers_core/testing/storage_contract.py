@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections import Counter
 from typing import Any, ClassVar
 
 import attrs
@@ -58,19 +57,16 @@ from triggers_core.errors import (
     InvalidKwargsError,
     SerializationError,
 )
-from triggers_core.registry import open_storage
 from triggers_core.scopes import Scope
 from triggers_core.serialization import instance_to_json
 from triggers_core.state import SessionState, Status
 from triggers_core.storage import Storage, Version
 from triggers_core.testing._contract_support import (
-    PatientManager,
     RecordingRunner,
     race_in_threads,
-    race_processes,
-    report_to,
 )
 from triggers_core.testing._storage_model import StatefulModelContract, storage_state_machine
+from triggers_core.testing._storage_race import MultiprocessRaceContract, run_fire_race
 from triggers_core.testing._storage_support import (
     CONFIG,
     TASKS,
@@ -88,6 +84,7 @@ __all__ = [
     "RecordingRunner",
     "StorageContract",
     "make_state",
+    "run_fire_race",
     "storage_state_machine",
 ]
 
@@ -144,18 +141,10 @@ def _value_strategy() -> Any:
     return st.dictionaries(st.text(max_size=4), values | deep, max_size=3)
 
 
-class StorageContract(StatefulModelContract, StorageCase, FireRecordsContract):
+class StorageContract(
+    MultiprocessRaceContract, StatefulModelContract, StorageCase, FireRecordsContract
+):
     """Base class of the storage contract tests (see the module docstring)."""
-
-    #: Fires per process in the multi-process race.
-    race_fires: ClassVar[int] = 100
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # An in-process store has no cross-process guarantee to prove.
-        cls._include_test(
-            StorageContract, "test_multiprocess_and_every_race", cls.supports_multiprocess
-        )
 
     # -- the contract -----------------------------------------------------------------
 
@@ -274,32 +263,6 @@ class StorageContract(StatefulModelContract, StorageCase, FireRecordsContract):
         storages = [self.make_storage(uid) for _ in range(self.race_threads)]
         base = storages[0].compare_and_swap(None, make_state(), writing([]))
         self._check_one_winner(uid, self._race(storages, base))
-
-    def test_multiprocess_and_every_race(self, uid: str) -> None:
-        manager, _ = self._manager(uid)
-        storage = manager.storage
-        manager.update_configuration(
-            {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
-        )
-        dispatched = run_fire_race(
-            self.process_url(storage),
-            uid,
-            processes=self.race_processes,
-            fires=self.race_fires,
-            timeout=self.race_timeout,
-        )
-        total = self.race_processes * self.race_fires
-        counts = Counter(dispatched)
-        assert [name for name, n in counts.items() if n > 1] == [], "scheduled more than once"
-        assert set(counts) == {f"t_every#{n}" for n in range(total)}
-        state = storage.load_full().state
-        assert len(state.instances) == total
-        assert {i.status for i in state.instances.values()} == {Status.SCHEDULED}
-        assert state.counters["t_every"] == total
-        fired = {
-            (i.kwargs["tick"]["worker"], i.kwargs["tick"]["i"]) for i in state.instances.values()
-        }
-        assert len(fired) == total, "a fire was lost or applied twice"
 
     def test_sessions_are_isolated_by_uid(self, uid: str) -> None:
         uids = [f"{uid}-{suffix}" for suffix in ("a", "A", "a ", "a\n", "a/b", "a%")]
@@ -665,37 +628,3 @@ class StorageContract(StatefulModelContract, StorageCase, FireRecordsContract):
         storage.compare_and_swap(version, attrs.evolve(state, tasks={}), writing([]))
         with pytest.raises(SerializationError, match="does not have"):
             storage.load(Scope(unresolved=True))
-
-
-# -- the multi-process race --------------------------------------------------------
-
-
-def run_fire_race(url: str, uid: str, *, processes: int, fires: int, timeout: float) -> list[str]:
-    """Start ``processes`` OS processes (spawned) that each fire ``tick`` ``fires`` times.
-
-    Returns every instance name the processes' runners were asked to run.
-    """
-    payloads = race_processes(
-        _fire_worker,
-        processes=processes,
-        timeout=timeout,
-        what="multi-process race",
-        url=url,
-        uid=uid,
-        fires=fires,
-    )
-    return [name for dispatched in payloads for name in dispatched]
-
-
-def _fire_worker(*, url: str, uid: str, index: int, fires: int, start: Any, results: Any) -> None:
-    def work() -> list[str]:
-        storage = open_storage(url, uid)
-        runner = RecordingRunner()
-        manager = PatientManager(storage, runners={"recording": runner}, default_runner="recording")
-        start.wait(60)
-        for n in range(fires):
-            manager.fire("tick", {"worker": index, "i": n})
-        storage.close()
-        return runner.dispatched
-
-    report_to(results, index, work)
