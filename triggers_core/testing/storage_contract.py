@@ -19,50 +19,52 @@ with ``Test`` so pytest collects it) and implement :meth:`~StorageContract.make_
         def make_storage(self, uid):
             return MyStorage(uid, self.client)
 
-What it checks (see :mod:`triggers_core.storage` for the contract itself):
-loading a missing session; create-once; a stale compare-and-swap is rejected
-and changes nothing; N threads racing on one version yield one winner; a
-multi-process race of ``andEvery`` fires through :class:`TriggerManager`
-schedules every instance exactly once (opt in with ``supports_multiprocess``);
-sessions are isolated by UID; awkward UIDs round-trip; ``load(scope)`` returns
-what the scope names (by name, unstarted instances of some tasks, unresolved
-ones; a selector decides from the header); instances left out of
-``changes.instances`` are not rewritten; the configuration is written only
-when ``changes.config`` says so; a created instance that already exists is
-refused and nothing is written (also through the manager, after a counter was
-lowered by hand); callers never share mutable values with the store; a
-Hypothesis state machine compares the store with an in-memory model; and
-fire records (idempotency keys) behave as
-:mod:`triggers_core.testing.fire_records_contract` describes, including a
-race of threads and one of OS processes firing the same keys (set
-``keeps_fire_records = False`` for a backend that keeps none).
+What it checks (see :mod:`triggers_core.storage` for the contract itself), one
+part per idea, each a class in its own module that :class:`StorageContract`
+inherits:
 
-``pytest`` is needed to run it; ``hypothesis`` only for the stateful test.
+* compare-and-swap (``_storage_cas``): a missing session loads empty; create
+  once; what is written reads back; a stale compare-and-swap is rejected and
+  changes nothing; versions are never reused; of N threads racing to create a
+  session or to write on one version, one wins;
+* the working set (``_storage_working_set``): ``load(scope)`` returns what the
+  scope names (by name, unstarted instances of some tasks, unresolved ones; a
+  selector decides from the header); instances left out of
+  ``changes.instances`` are not rewritten; the configuration is written only
+  when ``changes.config`` says so;
+* integrity (``_storage_integrity``): a created instance that already exists
+  is refused and nothing is written (also through the manager, after a counter
+  was lowered by hand); a damaged session is refused on load;
+* values and names (``_storage_values``): trigger kwargs round-trip or are
+  refused before anything is written; callers never share mutable values with
+  the store; sessions are isolated by UID; awkward UIDs round-trip;
+* the multi-process race (``_storage_race``): ``andEvery`` fires from OS
+  processes through :class:`~triggers_core.manager.TriggerManager` schedule
+  every instance exactly once (opt in with ``supports_multiprocess``);
+* the stateful model (``_storage_model``): a Hypothesis state machine compares
+  the store with an in-memory model;
+* fire records (idempotency keys) behave as
+  :mod:`triggers_core.testing.fire_records_contract` describes, including a
+  race of threads and one of OS processes firing the same keys (set
+  ``keeps_fire_records = False`` for a backend that keeps none).
+
+A backend's test class may set ``supports_multiprocess``,
+``exact_working_set`` and ``keeps_fire_records``, and size the checks with
+``race_threads``, ``race_processes``, ``race_fires``, ``race_timeout``,
+``keyed_race_keys``, ``value_examples``, ``stateful_examples`` and
+``stateful_steps``.
+
+``pytest`` is needed to run it; ``hypothesis`` only for the value and stateful tests.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
-import attrs
-import pytest
-
-from triggers_core.errors import ConflictError
-from triggers_core.scopes import Scope
-from triggers_core.state import SessionState, Status
-from triggers_core.storage import Storage, Version
-from triggers_core.testing._contract_support import RecordingRunner, race_in_threads
+from triggers_core.testing._contract_support import RecordingRunner
+from triggers_core.testing._storage_cas import CompareAndSwapContract
 from triggers_core.testing._storage_integrity import IntegrityContract
 from triggers_core.testing._storage_model import StatefulModelContract, storage_state_machine
 from triggers_core.testing._storage_race import MultiprocessRaceContract, run_fire_race
-from triggers_core.testing._storage_support import (
-    StorageCase,
-    header_json,
-    make_state,
-    sample_instance,
-    writing,
-)
+from triggers_core.testing._storage_support import make_state
 from triggers_core.testing._storage_values import AWKWARD_UIDS, ValuesAndNamesContract
 from triggers_core.testing._storage_working_set import WorkingSetContract
 from triggers_core.testing.fire_records_contract import FireRecordsContract
@@ -78,130 +80,16 @@ __all__ = [
 
 
 class StorageContract(
+    CompareAndSwapContract,
     WorkingSetContract,
     IntegrityContract,
     ValuesAndNamesContract,
     MultiprocessRaceContract,
     StatefulModelContract,
-    StorageCase,
     FireRecordsContract,
 ):
-    """Base class of the storage contract tests (see the module docstring)."""
+    """Base class of the storage contract tests (see the module docstring).
 
-    # -- the contract -----------------------------------------------------------------
-
-    def test_missing_session_loads_empty(self, uid: str) -> None:
-        storage = self.make_storage(uid)
-        for snapshot in (
-            storage.load(),
-            storage.load(Scope(names=frozenset({"t_alpha#0"}))),
-            storage.load_full(),
-        ):
-            assert snapshot.version is None
-            assert header_json(snapshot.state) == header_json(SessionState())
-            assert dict(snapshot.state.instances) == {}
-        assert len(storage) == 0
-        assert "t_alpha#0" not in storage
-
-    def test_create_then_load(self, uid: str) -> None:
-        storage = self.make_storage(uid)
-        state = make_state([sample_instance("t_alpha#0")], latest_kwargs={"a": {"k": [1, "ü"]}})
-        version = storage.compare_and_swap(None, state, writing(["t_alpha#0"]))
-        assert version is not None
-        self.assert_stored(storage, state, version)
-        self.assert_stored(self.make_storage(uid), state, version)
-
-    def test_the_whole_header_round_trips(self, uid: str) -> None:
-        storage = self.make_storage(uid)
-        state = attrs.evolve(
-            make_state([sample_instance("t_alpha#0")], latest_kwargs={"a": {"k": 1}}),
-            unsettled={"t_alpha": frozenset({"t_alpha#0"})},
-            settled={"t_alpha": frozenset({"a"}), "t_beta": frozenset({"b", "c"})},
-        )
-        v1 = storage.compare_and_swap(None, state, writing(["t_alpha#0"]))
-        for reader in (storage, self.make_storage(uid)):
-            header = reader.load().state
-            assert (header.unsettled, header.settled) == (state.unsettled, state.settled)
-            self.assert_stored(reader, state, v1)
-        # A header-only write (no instance, no configuration) replaces both.
-        changed = attrs.evolve(state, unsettled={}, settled={"t_beta": frozenset({"b"})})
-        v2 = storage.compare_and_swap(v1, changed, writing([], config=False))
-        for reader in (storage, self.make_storage(uid)):
-            header = reader.load().state
-            assert (header.unsettled, header.settled) == ({}, {"t_beta": frozenset({"b"})})
-            self.assert_stored(reader, changed, v2)
-
-    def test_create_once(self, uid: str) -> None:
-        first, second = self.make_storage(uid), self.make_storage(uid)
-        winner = make_state([sample_instance("t_alpha#0", marker="first")])
-        loser = make_state(
-            [sample_instance("t_alpha#0", marker="second"), sample_instance("t_beta#0")]
-        )
-        version = first.compare_and_swap(None, winner, writing(["t_alpha#0"]))
-        with pytest.raises(ConflictError):
-            second.compare_and_swap(None, loser, writing(["t_alpha#0", "t_beta#0"]))
-        self.assert_stored(second, winner, version)
-
-    def test_stale_compare_and_swap_is_rejected_and_changes_nothing(self, uid: str) -> None:
-        storage = self.make_storage(uid)
-        v1 = storage.compare_and_swap(
-            None, make_state([sample_instance("t_alpha#0")]), writing(["t_alpha#0"])
-        )
-        current = make_state(
-            [sample_instance("t_alpha#0", Status.SCHEDULED, marker=2)], latest_kwargs={"a": {}}
-        )
-        v2 = storage.compare_and_swap(v1, current, writing(["t_alpha#0"]))
-        assert v2 != v1
-        stale = make_state(
-            [sample_instance("t_alpha#0", Status.FINISHED, marker=3), sample_instance("t_beta#0")],
-            latest_kwargs={"b": {}},
-        )
-        with pytest.raises(ConflictError):
-            storage.compare_and_swap(v1, stale, writing(["t_alpha#0", "t_beta#0"]))
-        self.assert_stored(storage, current, v2)
-        assert storage.load().version == v2
-
-    def test_versions_are_never_reused(self, uid: str) -> None:
-        storage = self.make_storage(uid)
-        seen: list[Version] = []
-        version: Version | None = None
-        for n in range(5):
-            state = make_state([sample_instance(f"t_alpha#{i}") for i in range(n + 1)])
-            version = storage.compare_and_swap(version, state, writing([f"t_alpha#{n}"]))
-            assert version not in seen
-            seen.append(version)
-            assert storage.load().version == version
-
-    def _race(self, storages: list[Storage], expected: Version | None) -> list[Any]:
-        """Each storage writes its own instance at ``expected``: a version or a conflict."""
-
-        def attempt(index: int, start: threading.Barrier) -> Any:
-            name = f"t_alpha#{index}"
-            state = make_state([sample_instance(name, marker=index)])
-            start.wait(timeout=30)
-            try:
-                return storages[index].compare_and_swap(expected, state, writing([name]))
-            except ConflictError as exc:
-                return exc
-            finally:
-                # Each thread uses its own storage: release what the thread opened
-                # (per-thread connections, e.g. Django's database connections).
-                storages[index].close()
-
-        return race_in_threads(attempt, threads=len(storages), timeout=60)
-
-    def _check_one_winner(self, uid: str, outcomes: list[Any]) -> None:
-        winners = [i for i, o in enumerate(outcomes) if not isinstance(o, ConflictError)]
-        assert len(winners) == 1, f"expected exactly one winner, got {outcomes}"
-        index = winners[0]
-        state = make_state([sample_instance(f"t_alpha#{index}", marker=index)])
-        self.assert_stored(self.make_storage(uid), state, outcomes[index])
-
-    def test_threads_racing_to_create_one_winner(self, uid: str) -> None:
-        storages = [self.make_storage(uid) for _ in range(self.race_threads)]
-        self._check_one_winner(uid, self._race(storages, None))
-
-    def test_threads_racing_on_one_version_one_winner(self, uid: str) -> None:
-        storages = [self.make_storage(uid) for _ in range(self.race_threads)]
-        base = storages[0].compare_and_swap(None, make_state(), writing([]))
-        self._check_one_winner(uid, self._race(storages, base))
+    One class made of the parts, so that a backend subclasses one thing and
+    every part sees the same ``make_storage`` and settings.
+    """
