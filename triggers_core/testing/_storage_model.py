@@ -20,12 +20,12 @@ import pytest
 
 from triggers_core.errors import ConflictError, SerializationError
 from triggers_core.scopes import Scope
-from triggers_core.serialization import instance_to_json
 from triggers_core.state import SessionState, Status, TaskInstance
 from triggers_core.storage import Storage, Version
 from triggers_core.testing._storage_support import (
     TASKS,
     StorageCase,
+    assert_working_set,
     header_json,
     instances_json,
     make_state,
@@ -148,16 +148,8 @@ def storage_state_machine(
             )
             snapshot = self.storage.load(scope)
             assert snapshot.version == self.version
-            assert header_json(snapshot.state) == self.header
             wanted = {n for n, i in self.stored.items() if scope.wants(i)}
-            got = set(snapshot.state.instances)
-            assert wanted <= got
-            if exact:
-                assert got == wanted
-            for name in got:
-                assert instance_to_json(snapshot.state.instances[name]) == instance_to_json(
-                    self.stored[name]
-                )
+            assert_working_set(snapshot, self.header, self.stored, wanted, exact=exact)
 
         @rule()
         def load_full(self) -> None:

@@ -16,13 +16,14 @@ from triggers_core import engine
 from triggers_core.scopes import Changes
 from triggers_core.serialization import config_to_json, header_to_json, instance_to_json
 from triggers_core.state import SessionState, Status, TaskInstance
-from triggers_core.storage import Storage, Version
+from triggers_core.storage import Snapshot, Storage, Version
 from triggers_core.testing._contract_support import StorageContractBase, state_with
 
 __all__ = [
     "CONFIG",
     "TASKS",
     "StorageCase",
+    "assert_working_set",
     "header_json",
     "instances_json",
     "make_state",
@@ -74,6 +75,28 @@ def header_json(state: SessionState) -> dict[str, Any]:
 def instances_json(instances: Mapping[str, TaskInstance]) -> dict[str, dict[str, Any]]:
     """Each instance as stored, by name."""
     return {name: instance_to_json(inst) for name, inst in instances.items()}
+
+
+def assert_working_set(
+    snapshot: Snapshot,
+    header: dict[str, Any],
+    stored: Mapping[str, TaskInstance],
+    wanted: set[str],
+    *,
+    exact: bool,
+) -> None:
+    """``snapshot`` holds ``header`` and the ``wanted`` instances as ``stored`` has them.
+
+    With ``exact`` it holds no other instance; without, it may hold more, each
+    as stored.
+    """
+    got = set(snapshot.state.instances)
+    assert wanted <= got
+    if exact:
+        assert got == wanted
+    assert header_json(snapshot.state) == header
+    for name in got:
+        assert instance_to_json(snapshot.state.instances[name]) == instance_to_json(stored[name])
 
 
 class StorageCase(StorageContractBase):

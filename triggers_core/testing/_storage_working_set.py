@@ -11,18 +11,16 @@ set as its status changes. ``compare_and_swap`` writes only the instances
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
 from triggers_core import engine
 from triggers_core.scopes import Scope
-from triggers_core.serialization import instance_to_json
 from triggers_core.state import SessionState, Status
-from triggers_core.storage import Storage
+from triggers_core.storage import Snapshot, Storage
 from triggers_core.testing._storage_support import (
     TASKS,
     StorageCase,
+    assert_working_set,
     header_json,
     make_state,
     sample_instance,
@@ -49,16 +47,10 @@ class WorkingSetContract(StorageCase):
         storage.compare_and_swap(None, state, writing([i.name for i in instances]))
         return state
 
-    def _check_working_set(self, snapshot: Any, state: SessionState, wanted: set[str]) -> None:
-        got = set(snapshot.state.instances)
-        assert wanted <= got
-        if self.exact_working_set:
-            assert got == wanted
-        assert header_json(snapshot.state) == header_json(state)
-        for name in got:
-            assert instance_to_json(snapshot.state.instances[name]) == instance_to_json(
-                state.instances[name]
-            )
+    def _check_working_set(self, snapshot: Snapshot, state: SessionState, wanted: set[str]) -> None:
+        assert_working_set(
+            snapshot, header_json(state), state.instances, wanted, exact=self.exact_working_set
+        )
 
     def test_load_returns_what_the_scope_names(self, uid: str) -> None:
         storage = self.make_storage(uid)
