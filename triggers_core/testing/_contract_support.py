@@ -22,6 +22,7 @@ from triggers_core.state import SessionState, TaskInstance
 from triggers_core.storage import Storage
 
 __all__ = [
+    "EVERY_TICK",
     "PatientManager",
     "RecordingRunner",
     "StorageContractBase",
@@ -30,6 +31,11 @@ __all__ = [
     "report_to",
     "state_with",
 ]
+
+#: One task that gets a new instance on every ``tick`` (the races and the counter tests).
+EVERY_TICK: Mapping[str, Any] = {
+    "t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}
+}
 
 
 def state_with(

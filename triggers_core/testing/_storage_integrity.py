@@ -2,9 +2,10 @@
 
 A write that creates an instance already stored is refused and writes
 nothing, also when it comes from a manager whose counter was lowered by
-hand (the error names the instance); and a session whose counters fall
-below its instances, or whose instances belong to a task that is no longer
-configured, is refused when it is loaded, and the manager writes nothing.
+hand (the error names the instance); a session whose counters fall below
+its instances is refused when it is loaded, the manager writes nothing, and
+the session works again once repaired; and an instance of a task that is no
+longer configured is refused when it is loaded.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from triggers_core.errors import SerializationError
 from triggers_core.scopes import Scope
 from triggers_core.state import SessionState, Status
+from triggers_core.testing._contract_support import EVERY_TICK
 from triggers_core.testing._storage_support import (
     StorageCase,
     instances_json,
@@ -53,9 +55,7 @@ class IntegrityContract(StorageCase):
     def test_a_lowered_counter_cannot_overwrite_history(self, uid: str) -> None:
         manager, runner = self._manager(uid)
         storage = manager.storage
-        manager.update_configuration(
-            {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
-        )
+        manager.update_configuration(EVERY_TICK)
         manager.fire("tick", {"n": 0})
         manager.update_instance_status("t_every#0", Status.FINISHED, metadata={"kept": True})
         before = storage.load_full()
@@ -74,9 +74,7 @@ class IntegrityContract(StorageCase):
 
     def test_a_lowered_counter_is_refused_on_load_and_nothing_is_written(self, uid: str) -> None:
         manager = self._manager(uid)[0]
-        manager.update_configuration(
-            {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
-        )
+        manager.update_configuration(EVERY_TICK)
         for n in range(3):
             manager.fire("tick", {"n": n})
         storage = self.make_storage(uid)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from triggers_core.registry import open_storage
 from triggers_core.state import Status
 from triggers_core.testing._contract_support import (
+    EVERY_TICK,
     PatientManager,
     RecordingRunner,
     race_processes,
@@ -41,9 +42,7 @@ class MultiprocessRaceContract(StorageCase):
     def test_multiprocess_and_every_race(self, uid: str) -> None:
         manager, _ = self._manager(uid)
         storage = manager.storage
-        manager.update_configuration(
-            {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
-        )
+        manager.update_configuration(EVERY_TICK)
         dispatched = run_fire_race(
             self.process_url(storage),
             uid,

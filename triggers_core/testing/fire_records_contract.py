@@ -43,6 +43,7 @@ from triggers_core.state import SessionState, Status, TaskInstance
 from triggers_core.storage import Storage
 from triggers_core.testing import sample_tasks  # noqa: F401 - registers the sample tasks
 from triggers_core.testing._contract_support import (
+    EVERY_TICK,
     PatientManager,
     RecordingRunner,
     StorageContractBase,
@@ -54,8 +55,7 @@ from triggers_core.testing._contract_support import (
 
 __all__ = ["FireRecordsContract", "run_keyed_race"]
 
-_TICK = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
-_BOTH = {**_TICK, "t_alpha": {"after": ["a"], "run": "contract_task"}}
+_BOTH = {**EVERY_TICK, "t_alpha": {"after": ["a"], "run": "contract_task"}}
 #: t_first's cascade creates a t_next instance each time it happens (andEvery).
 _CASCADE = {
     "t_first": {"after": ["go"], "run": "triggers.DevNullTask"},
@@ -251,7 +251,7 @@ class FireRecordsContract(StorageContractBase):
 
     def test_keyed_threads_racing_apply_each_key_once(self, uid: str) -> None:
         setup, _ = self._manager(uid)
-        setup.update_configuration(_TICK)
+        setup.update_configuration(EVERY_TICK)
         keys = self.keyed_race_keys
 
         def race(index: int, start: threading.Barrier) -> tuple[list[str], dict[int, list[str]]]:
@@ -275,7 +275,7 @@ class FireRecordsContract(StorageContractBase):
     def test_keyed_multiprocess_race(self, uid: str) -> None:
         storage = self.make_storage(uid)
         setup, _ = self._manager(uid)
-        setup.update_configuration(_TICK)
+        setup.update_configuration(EVERY_TICK)
         dispatched, returned = run_keyed_race(
             self.process_url(storage),
             uid,
