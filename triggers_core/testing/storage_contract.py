@@ -37,7 +37,9 @@ inherits:
   was lowered by hand); a damaged session is refused on load;
 * values and names (``_storage_values``): trigger kwargs round-trip or are
   refused before anything is written; callers never share mutable values with
-  the store; sessions are isolated by UID; awkward UIDs round-trip;
+  the store; kwargs and condition groups written through the manager read
+  back; names no backend can store are refused; sessions are isolated by UID;
+  awkward UIDs round-trip;
 * the multi-process race (``_storage_race``): ``andEvery`` fires from OS
   processes through :class:`~triggers_core.manager.TriggerManager` schedule
   every instance exactly once (opt in with ``supports_multiprocess``);
