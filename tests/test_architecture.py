@@ -141,7 +141,13 @@ def _lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
         pytest.fail("lint-imports is missing: install the test extra (import-linter)")
     env = {**os.environ, "PYTHONPATH": str(tree)}
     return subprocess.run(
-        [command, "--no-cache"], cwd=tree, env=env, capture_output=True, text=True, timeout=120, check=False
+        [command, "--no-cache"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 

@@ -39,6 +39,7 @@ class TaskConfig(Protocol):
     @property
     def required_triggers(self) -> frozenset[str]: ...
 
+
 __all__ = [
     "Edges",
     "and_every_cycles",

@@ -26,7 +26,6 @@ refused before anything is written and that instances run as before.
 from __future__ import annotations
 
 import threading
-import traceback
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -44,16 +43,19 @@ from triggers_core.runtime.registry import open_storage
 from triggers_core.runtime.storage import Storage
 from triggers_core.testing import sample_tasks  # noqa: F401 - registers the sample tasks
 from triggers_core.testing._contract_support import (
+    EVERY_TICK,
     PatientManager,
     RecordingRunner,
+    StorageContractBase,
+    race_in_threads,
     race_processes,
     report_to,
+    state_with,
 )
 
 __all__ = ["FireRecordsContract", "run_keyed_race"]
 
-_TICK = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
-_BOTH = {**_TICK, "t_alpha": {"after": ["a"], "run": "contract_task"}}
+_BOTH = {**EVERY_TICK, "t_alpha": {"after": ["a"], "run": "contract_task"}}
 #: t_first's cascade creates a t_next instance each time it happens (andEvery).
 _CASCADE = {
     "t_first": {"after": ["go"], "run": "triggers.DevNullTask"},
@@ -73,10 +75,7 @@ def _instance(name: str, marker: object = 0) -> TaskInstance:
 
 
 def _state(*instances: TaskInstance) -> SessionState:
-    counters: dict[str, int] = {}
-    for instance in instances:
-        counters[instance.task_name] = max(counters.get(instance.task_name, 0), instance.number + 1)
-    return SessionState(tasks=_TASKS, instances={i.name: i for i in instances}, counters=counters)
+    return state_with(_TASKS, instances)
 
 
 def _write(
@@ -93,7 +92,7 @@ def _write(
     )
 
 
-class FireRecordsContract:
+class FireRecordsContract(StorageContractBase):
     """Fire-record tests, inherited by ``StorageContract`` (see the module docstring)."""
 
     #: The storage keeps fire records (``check_fire_keys`` accepts them).
@@ -101,39 +100,14 @@ class FireRecordsContract:
     #: Keys fired by each racing thread or process (each key by all of them).
     keyed_race_keys: ClassVar[int] = 20
 
-    # Provided by StorageContract.
-    supports_multiprocess: ClassVar[bool]
-    race_threads: ClassVar[int]
-    race_processes: ClassVar[int]
-    race_timeout: ClassVar[float]
-
-    def make_storage(self, uid: str) -> Storage:
-        raise NotImplementedError
-
-    def process_url(self, storage: Storage) -> str:
-        raise NotImplementedError
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # Tests that do not apply are left out, not skipped (a skip in CI means a
-        # missing service); a subclass may turn them on again, so restore them then.
         for name in dir(FireRecordsContract):
-            if not name.startswith("test_keyed_"):
-                continue
-            wanted = cls.keeps_fire_records and (
-                cls.supports_multiprocess or name != "test_keyed_multiprocess_race"
-            )
-            if not wanted:
-                setattr(cls, name, None)
-            elif getattr(cls, name) is None:
-                setattr(cls, name, getattr(FireRecordsContract, name))
-
-    def _manager(self, uid: str) -> tuple[TriggerManager, RecordingRunner]:
-        runner = RecordingRunner()
-        manager = TriggerManager(
-            self.make_storage(uid), runners={"rec": runner}, default_runner="rec"
-        )
-        return manager, runner
+            if name.startswith("test_keyed_"):
+                wanted = cls.keeps_fire_records and (
+                    cls.supports_multiprocess or name != "test_keyed_multiprocess_race"
+                )
+                cls._include_test(FireRecordsContract, name, wanted)
 
     # -- the storage port -------------------------------------------------------------
 
@@ -277,30 +251,20 @@ class FireRecordsContract:
 
     def test_keyed_threads_racing_apply_each_key_once(self, uid: str) -> None:
         setup, _ = self._manager(uid)
-        setup.update_configuration(_TICK)
+        setup.update_configuration(EVERY_TICK)
         keys = self.keyed_race_keys
-        barrier = threading.Barrier(self.race_threads)
-        results: list[Any] = [None] * self.race_threads
 
-        def race(index: int) -> None:
+        def race(index: int, start: threading.Barrier) -> tuple[list[str], dict[int, list[str]]]:
             storage = self.make_storage(uid)
             runner = RecordingRunner()
             manager = PatientManager(storage, runners={"rec": runner}, default_runner="rec")
             try:
-                barrier.wait(timeout=30)
-                results[index] = (runner.dispatched, _fire_keys(manager, index, keys))
-            except Exception:
-                results[index] = traceback.format_exc()
+                start.wait(timeout=30)
+                return runner.dispatched, _fire_keys(manager, index, keys)
             finally:
                 storage.close()
 
-        threads = [threading.Thread(target=race, args=(i,)) for i in range(self.race_threads)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=self.race_timeout)
-        errors = [r for r in results if not isinstance(r, tuple)]
-        assert not errors, "a racing thread failed:\n" + "\n".join(map(str, errors))
+        results = race_in_threads(race, threads=self.race_threads, timeout=self.race_timeout)
         _check_keyed_race(
             self.make_storage(uid),
             [r[0] for r in results],
@@ -311,7 +275,7 @@ class FireRecordsContract:
     def test_keyed_multiprocess_race(self, uid: str) -> None:
         storage = self.make_storage(uid)
         setup, _ = self._manager(uid)
-        setup.update_configuration(_TICK)
+        setup.update_configuration(EVERY_TICK)
         dispatched, returned = run_keyed_race(
             self.process_url(storage),
             uid,
