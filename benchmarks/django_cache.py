@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from benchmarks.common import StorageFactory
+from benchmarks.memcached import memcached_process
 
 #: Where the benchmark's Redis is (``off``: leave the Django Redis backend out).
 REDIS_URL_ENV = "TRIGGERS_BENCH_REDIS_URL"
@@ -60,8 +61,6 @@ def redis_reachable() -> bool:
 
 
 def _start_memcached() -> str:
-    from benchmarks.common import memcached_process  # noqa: PLC0415 - only when wanted
-
     stack = contextlib.ExitStack()
     url = stack.enter_context(memcached_process())
     atexit.register(stack.close)

@@ -32,14 +32,9 @@ from typing import Any
 import attrs
 
 from benchmarks import contention, django_cache, fanout, keys, latency, throughput
-from benchmarks.common import (
-    DEFAULT_URLS,
-    URL_ENV,
-    Backend,
-    StorageFactory,
-    backends,
-    memcached_version,
-)
+from benchmarks.backends import DEFAULT_URLS, URL_ENV, backends
+from benchmarks.common import Backend, StorageFactory
+from benchmarks.memcached import memcached_version
 
 BENCHMARKS = ("waiting", "history", "throughput", "contention", "cascade", "fanout", "keys")
 

@@ -32,13 +32,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from triggers_backends.sqlalchemy import (
+from triggers_backends.sqlalchemy._engines import prepare_engine
+from triggers_backends.sqlalchemy._schema import create_schema
+from triggers_backends.sqlalchemy._tables import (
     DEFAULT_TABLE_PREFIX,
-    _Document,
-    _key,
-    _prepare_engine,
-    _tables,
-    create_schema,
+    Document,
+    row_key,
+    tables_for,
 )
 from triggers_core.errors import SerializationError
 from triggers_core.serialization import (
@@ -52,14 +52,14 @@ from triggers_core.serialization import (
 
 __all__ = ["needs_upgrade", "upgrade_schema"]
 
-_NEW_SESSION_COLUMNS = {"config": _Document, "config_id": sa.String(32)}
+_NEW_SESSION_COLUMNS = {"config": Document, "config_id": sa.String(32)}
 _NEW_INSTANCE_COLUMNS = {"task_key": sa.String(64), "status": sa.String(16)}
 _BATCH = 500
 
 
 def needs_upgrade(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> bool:
     """True if the tables for ``table_prefix`` exist in the layout of an older version."""
-    tables = _tables(table_prefix)
+    tables = tables_for(table_prefix)
     inspector = sa.inspect(engine)
     names = set(inspector.get_table_names())
     if not {tables.sessions.name, tables.instances.name} <= names:
@@ -78,8 +78,8 @@ def upgrade_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> 
     Raises :class:`~triggers_core.errors.SerializationError` naming the row if a
     stored document cannot be read (nothing of that step is written then).
     """
-    _prepare_engine(engine)
-    tables = _tables(table_prefix)
+    prepare_engine(engine)
+    tables = tables_for(table_prefix)
     inspector = sa.inspect(engine)
     if not {tables.sessions.name, tables.instances.name} <= set(inspector.get_table_names()):
         create_schema(engine, table_prefix)
@@ -162,7 +162,7 @@ def _fill_instances(conn: Connection, table: sa.Table) -> bool:
             {
                 "s": row.session_key,
                 "n": row.name_key,
-                "task_key": _key(instance.task_name),
+                "task_key": row_key(instance.task_name),
                 "status": instance.status.value,
             }
         )

@@ -15,6 +15,7 @@ session UID and the instance name: never kwargs, never credentials.
 Importing this package imports Celery (install the ``celery`` extra).
 """
 
+from triggers_celery.app import default_app, set_default_app
 from triggers_celery.binding import FORBIDDEN_OPTIONS, bind_tasks, trigger_task
 from triggers_celery.errors import (
     BindingError,
@@ -26,13 +27,7 @@ from triggers_celery.errors import (
     WorkerSetupError,
 )
 from triggers_celery.message import MESSAGE_FIELDS, TaskMessage
-from triggers_celery.runner import (
-    DEFAULT_RETRY_POLICY,
-    RETRY_POLICY_SETTING,
-    CeleryTaskRunner,
-    default_app,
-    set_default_app,
-)
+from triggers_celery.runner import DEFAULT_RETRY_POLICY, RETRY_POLICY_SETTING, CeleryTaskRunner
 from triggers_celery.storages import (
     DEFAULT_STORAGE_NAME,
     STORAGES_SETTING,

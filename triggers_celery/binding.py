@@ -23,8 +23,8 @@ from typing import Any
 
 from celery import signals
 
+from triggers_celery.app import set_default_app
 from triggers_celery.errors import BindingError
-from triggers_celery.runner import set_default_app
 from triggers_celery.worker import TriggerCeleryTask, run_message
 from triggers_celery.worker_setup import watch_app
 from triggers_core.tasks import TaskContext, TriggerTask, get_task_class, registered_tasks

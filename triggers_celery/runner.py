@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from triggers_celery.app import default_app, set_default_app
 from triggers_celery.errors import BindingError, StorageResolutionError, TriggersCeleryError
 from triggers_celery.message import TaskMessage
 from triggers_celery.storages import message_storage
@@ -29,6 +30,8 @@ from triggers_core.storage import Storage
 if TYPE_CHECKING:
     from triggers_core.manager import TriggerManager
 
+# default_app and set_default_app live in triggers_celery.app (storages needs them too);
+# they are still importable from here.
 __all__ = [
     "DEFAULT_RETRY_POLICY",
     "RETRY_POLICY_SETTING",
@@ -49,27 +52,11 @@ DEFAULT_RETRY_POLICY: Mapping[str, float] = {
 #: Celery setting overriding :data:`DEFAULT_RETRY_POLICY` for trigger task messages.
 RETRY_POLICY_SETTING = "triggers_publish_retry_policy"
 
-_default_app: Any = None
 _eager = threading.local()
 
 #: The storage field of an eager message whose storage has no name: an eager task
 #: runs against the caller's storage object (:func:`live_storage`), never reopens it.
 EAGER_STORAGE = "eager://caller"
-
-
-def set_default_app(app: Any) -> None:
-    """Make ``app`` the Celery app that runners without an explicit app use."""
-    global _default_app  # noqa: PLW0603 - one process-wide default, like Celery's own
-    _default_app = app
-
-
-def default_app() -> Any:
-    """The app set by :func:`set_default_app` (or :func:`bind_tasks`), else Celery's current."""
-    if _default_app is not None:
-        return _default_app
-    from celery import current_app  # noqa: PLC0415 - only when no app was bound
-
-    return current_app._get_current_object()
 
 
 class CeleryTaskRunner(TaskRunner):

@@ -36,6 +36,7 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from triggers_celery.app import default_app
 from triggers_celery.errors import StorageResolutionError
 from triggers_core._util import did_you_mean
 from triggers_core.redaction import redact
@@ -274,7 +275,6 @@ def open_manager(
     storage is opened as configured (a SQLite file's tables are created unless
     the URL says ``triggers_create_schema=false``).
     """
-    from triggers_celery.runner import default_app  # noqa: PLC0415 - runner imports us
     from triggers_core.registry import managers  # noqa: PLC0415 - keep import light
 
     conf = (app or default_app()).conf

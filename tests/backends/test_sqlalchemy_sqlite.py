@@ -89,7 +89,7 @@ def test_a_held_write_lock_is_a_conflict_not_a_crash(
 ) -> None:
     import sqlite3
 
-    from triggers_backends import sqlalchemy as backend
+    from triggers_backends.sqlalchemy import _engines as backend
     from triggers_core import ConflictError, SessionState
     from triggers_core.engine.scopes import Changes
 

@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from triggers_backends.kv.active import Active, Entry, IndexTable, Page, TaskIndex, page_of
 from triggers_backends.kv.documents import DocRef, DocumentMissing, encode, split, stored_keys
 from triggers_backends.kv.keys import digest
+from triggers_backends.kv.session_documents import SessionDocuments
 from triggers_backends.kv_client import AtomicCommitClient, CasToken, KeyValueError
 from triggers_core._util import copy_json_sorted
 from triggers_core.errors import ConflictError, SerializationError, StorageError
 from triggers_core.scopes import Changes
 from triggers_core.serialization import config_to_json, header_to_json, instance_to_json
 from triggers_core.state import SessionState, TaskInstance, copy_instance
-
-if TYPE_CHECKING:
-    from triggers_backends.kv.storage import KeyValueStorage
 
 __all__ = ["ONE_STEP_MAX_BYTES", "ONE_STEP_MAX_KEYS", "Commit"]
 
@@ -40,7 +38,7 @@ ONE_STEP_MAX_BYTES = 4 * 1024 * 1024
 class Commit:
     """The documents one compare-and-swap writes, and those it makes obsolete."""
 
-    def __init__(self, storage: KeyValueStorage, base: Active | None, rev: str) -> None:
+    def __init__(self, storage: SessionDocuments, base: Active | None, rev: str) -> None:
         self.storage = storage
         self.keys = storage.keys
         self.base = base

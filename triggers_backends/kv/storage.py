@@ -4,7 +4,8 @@ The store is reached through a :class:`~triggers_backends.kv_client.KeyValueClie
 (memcached, a Django cache...); this module knows nothing else about it.
 
 Layout (keys in :mod:`~triggers_backends.kv.keys`, documents in
-:mod:`~triggers_backends.kv.documents` and :mod:`~triggers_backends.kv.active`):
+:mod:`~triggers_backends.kv.documents` and :mod:`~triggers_backends.kv.active`,
+reading and writing them in :mod:`~triggers_backends.kv.session_documents`):
 
 * the **active document** (``a``) is the only key ever compared-and-swapped.
   It holds the version, the header, and references to everything else; its
@@ -110,14 +111,13 @@ commit scheduled was sent.)
 
 from __future__ import annotations
 
-import contextlib
 import random
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple, TypeVar, cast
+from collections.abc import Iterable
+from typing import ClassVar, cast
 
 import attrs
 
@@ -129,48 +129,27 @@ from triggers_backends.kv.documents import (
     DocumentMissing,
     decode,
     encode,
-    join,
     stored_keys,
 )
 from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys, digest
+from triggers_backends.kv.session_documents import SessionDocuments, Want
 from triggers_backends.kv_client import (
     AtomicCommitClient,
     CasToken,
     KeyValueClient,
-    KeyValueError,
 )
 from triggers_core._util import copy_json
 from triggers_core.errors import ConflictError, SerializationError, StorageError
-from triggers_core.idempotency import FireKey, decode_scheduled
+from triggers_core.idempotency import FireKey
 from triggers_core.scopes import Changes, Scope, Selector, resolve
 from triggers_core.serialization import (
     check_joined,
-    config_from_json,
     header_from_json,
-    instance_from_json,
 )
 from triggers_core.state import SessionState, TaskInstance, copy_instance
-from triggers_core.storage import Snapshot, Storage, Version
+from triggers_core.storage import Snapshot, Version
 
 __all__ = ["KeyValueStorage"]
-
-T = TypeVar("T")
-
-#: Keys per ``get_many`` and per ``set_many`` (and bytes per ``set_many``).
-READ_BATCH = 500
-WRITE_BATCH = 200
-WRITE_BATCH_BYTES = 4 * 1024 * 1024
-
-
-class _Want(NamedTuple):
-    """One immutable document to read: where it is, its kind, and who it is about."""
-
-    key: str
-    ref: DocRef
-    kind: str  # config | latest | page | instance | fire
-    #: The trigger (latest), (task, page number) (page), the instance name (instance)
-    #: or the FireKey (fire).
-    about: Any = None
 
 
 def _parse_name(name: str) -> tuple[str, int] | None:
@@ -182,7 +161,7 @@ def _parse_name(name: str) -> tuple[str, int] | None:
     return task, int(number)
 
 
-class KeyValueStorage(Storage):
+class KeyValueStorage(SessionDocuments):
     """One session on a :class:`~triggers_backends.kv_client.KeyValueClient`.
 
     ``prefix`` namespaces the keys (default ``triggers:``). Storages of one
@@ -206,7 +185,7 @@ class KeyValueStorage(Storage):
         #: The client again if it commits in one atomic step (see ``Commit.apply``).
         #: Looked up on the class: ``isinstance`` with the protocol would read every
         #: attribute, and ``max_value_size`` may ask the server.
-        self.atomic: AtomicCommitClient | None = (
+        self.atomic = (
             cast(AtomicCommitClient, client)
             if callable(getattr(type(client), "commit", None))
             else None
@@ -219,64 +198,8 @@ class KeyValueStorage(Storage):
         self._seen: OrderedDict[int, tuple[CasToken | None, Active]] = OrderedDict()
         self._seen_lock = threading.Lock()
         # (epoch, version) -> fire record digests a recent load found absent at it.
-        self._absent: OrderedDict[tuple[str, int], frozenset[str]] = OrderedDict()
-        self._parsed: tuple[bytes, Active] | None = None
-
-    # -- errors -------------------------------------------------------------------
-
-    def _error(self, message: str) -> StorageError:
-        return StorageError(message, backend=self._label, session=self.uid)
-
-    def _call(self, doing: str, call: Callable[..., T], *args: Any) -> T:
-        try:
-            return call(*args)
-        except KeyValueError as exc:
-            raise self._error(f"{doing} failed: {exc}") from exc
-
-    def _what(self, kind: str, key: str) -> str:
-        return f"{self._label} storage, session {self.uid!r}: {kind} ({key})"
-
-    # -- reading documents --------------------------------------------------------
-
-    def _get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
-        found: dict[str, bytes] = {}
-        for start in range(0, len(keys), READ_BATCH):
-            batch = keys[start : start + READ_BATCH]
-            found.update(self._call("reading documents", self.client.get_many, batch))
-        return found
-
-    def _fetch(self, wants: Sequence[_Want]) -> list[Any]:
-        """Decoded documents (cached, else one round trip); DocumentMissing if one is gone."""
-        cache = self._cache
-        results = [cache.get(w.key) for w in wants]
-        misses = [i for i, value in enumerate(results) if value is cache.missing]
-        if not misses:
-            return results
-        keys = [k for i in misses for k in stored_keys(wants[i].key, wants[i].ref)]
-        found = self._get_many(keys)
-        for i in misses:
-            want = wants[i]
-            what = self._what(_LABELS[want.kind](want.about), want.key)
-            raw = join(want.key, want.ref, found, what)
-            if raw is None:
-                raise DocumentMissing(want.key)
-            value = _CONVERT[want.kind](decode(raw, want.kind, self.uid, what), what, want.about)
-            cache.put(want.key, len(raw), value)
-            results[i] = value
-        return results
-
-    def _read_active(self) -> tuple[Active, CasToken] | None:
-        found = self._call("reading the active document", self.client.gets, self.keys.active)
-        if found is None:
-            return None
-        raw, token = found
-        parsed = self._parsed
-        if parsed is not None and parsed[0] == raw:  # unchanged since the last read
-            return parsed[1], token
-        what = self._what("active document", self.keys.active)
-        active = Active.from_body(decode(raw, "active", self.uid, what), what)
-        self._parsed = (raw, active)
-        return active, token
+        self._absent = OrderedDict()
+        self._parsed = None
 
     def _remember(self, active: Active, token: CasToken | None) -> None:
         with self._seen_lock:
@@ -305,23 +228,6 @@ class KeyValueStorage(Storage):
     def _marker_exists(self) -> bool:
         marker = self.keys.marker
         return bool(self._call("reading the session marker", self.client.get_many, [marker]))
-
-    # -- the three document kinds behind the header -------------------------------
-
-    def _config_want(self, ref: DocRef) -> _Want:
-        return _Want(self.keys.config(ref.rev), ref, "config")
-
-    def _latest_want(self, trigger: str, ref: DocRef) -> _Want:
-        return _Want(self.keys.latest(trigger, ref.rev), ref, "latest", trigger)
-
-    def _page_want(self, task: str, number: int, ref: DocRef) -> _Want:
-        return _Want(self.keys.page(task, number, ref.rev), ref, "page", (task, number))
-
-    def _instance_want(self, name: str, ref: DocRef) -> _Want:
-        return _Want(self.keys.instance(name, ref.rev), ref, "instance", name)
-
-    def _record_want(self, epoch: str, key: FireKey, ref: DocRef) -> _Want:
-        return _Want(self.keys.fire_record(epoch, digest(key.digest), ref.rev), ref, "fire", key)
 
     # -- fire records ---------------------------------------------------------------
 
@@ -374,30 +280,6 @@ class KeyValueStorage(Storage):
             raise SerializationError(f"{what}: does not point to record {record!r}")
         return DocRef.from_json(body.get("ref"), what)
 
-    def _check_records_absent(self, base: Active, records: Sequence[str]) -> None:
-        """ConflictError if a record a commit on ``base`` creates is already stored.
-
-        A record is stored if ``base`` created it or its pointer exists. A load
-        of ``base``'s version that found a record absent settles it (a pointer
-        can appear only for a record committed at an earlier version, which
-        that load would have seen); others cost one read of their pointers.
-        """
-        clash = [r for r in records if r in base.fires]
-        if not clash:
-            with self._seen_lock:
-                known = self._absent.get((base.epoch, base.version), frozenset())
-            unknown = [r for r in records if r not in known]
-            if unknown:
-                pointers = {self.keys.fire_pointer(base.epoch, r): r for r in unknown}
-                clash = [pointers[k] for k in self._get_many(list(pointers))]
-        if clash:
-            raise ConflictError(
-                "a fire record this write creates is already stored (that fire was "
-                "applied meanwhile); nothing was written",
-                backend=self._label,
-                session=self.uid,
-            )
-
     def _header_state(self, active: Active) -> SessionState:
         wants = [self._latest_want(t, ref) for t, ref in sorted(active.latest.items())]
         if active.config is not None:
@@ -441,15 +323,6 @@ class KeyValueStorage(Storage):
             f"the session changed during each of {self.read_attempts} attempts to load it"
         )
 
-    def _check_moved_on(self, version: int, key: str) -> None:
-        """Return if the active document moved on from ``version``; else the key was lost."""
-        current = self._read_active()
-        if current is not None and current[0].version == version:
-            raise self._error(
-                f"document {key} referenced by version {version} of the active document is "
-                "missing (evicted?): the session is damaged"
-            )
-
     def _assemble(self, active: Active, scope: Scope | Selector | None) -> SessionState:
         header = self._header_state(active)
         chosen = None if scope is None else resolve(scope, header)
@@ -482,7 +355,7 @@ class KeyValueStorage(Storage):
                     pages[(parsed[0], number)] = ref
         order = sorted(pages)
         loaded: list[Page] = self._fetch([self._page_want(t, n, pages[(t, n)]) for t, n in order])
-        wants: list[_Want] = []
+        wants: list[Want] = []
         for page in loaded:
             for number, entry in page.entries.items():
                 name = f"{page.task}#{number}"
@@ -613,64 +486,5 @@ class KeyValueStorage(Storage):
         self._cache.discard(doomed)
         self._forget(doomed)
 
-    def _write(self, items: Mapping[str, bytes]) -> None:
-        batch: dict[str, bytes] = {}
-        size = 0
-        for key, value in items.items():
-            batch[key] = value
-            size += len(value)
-            if len(batch) >= WRITE_BATCH or size >= WRITE_BATCH_BYTES:
-                self._call("writing documents", self.client.set_many, batch)
-                batch, size = {}, 0
-        if batch:
-            self._call("writing documents", self.client.set_many, batch)
-
-    def _forget_errors(self, call: Callable[..., Any], *args: Any) -> None:
-        # Best effort: at worst, unreferenced garbage stays behind.
-        with contextlib.suppress(KeyValueError):
-            call(*args)
-
-    def _forget(self, keys: Sequence[str]) -> None:
-        for start in range(0, len(keys), READ_BATCH):
-            self._forget_errors(self.client.delete_many, keys[start : start + READ_BATCH])
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} uid={self.uid!r} on {self._label}>"
-
-
-def _latest_kwargs(body: Any, what: str, trigger: str) -> Any:
-    if not isinstance(body, dict) or body.get("trigger") != trigger:
-        raise SerializationError(f"{what}: does not hold the kwargs of {trigger!r}")
-    kwargs = body.get("kwargs")
-    if not isinstance(kwargs, dict):
-        raise SerializationError(f"{what}: kwargs must be an object")
-    return kwargs
-
-
-def _fire_record(body: Any, what: str, key: FireKey) -> tuple[str, ...]:
-    if not isinstance(body, dict) or body.get("trigger") != key.trigger:
-        raise SerializationError(f"{what}: does not hold a record of {key.trigger!r}")
-    return decode_scheduled(body.get("scheduled"), what)
-
-
-def _instance(body: Any, what: str, name: str) -> TaskInstance:
-    instance = instance_from_json(body, what)
-    if instance.name != name:
-        raise SerializationError(f"{what}: holds instance {instance.name!r}")
-    return instance
-
-
-_LABELS: dict[str, Callable[[Any], str]] = {
-    "config": lambda _: "configuration",
-    "latest": lambda trigger: f"latest kwargs of {trigger!r}",
-    "page": lambda about: f"index page {about[1]} of task {about[0]!r}",
-    "instance": lambda name: f"instance {name!r}",
-    "fire": lambda key: f"fire record of {key!r}",
-}
-_CONVERT: dict[str, Callable[[Any, str, Any], Any]] = {
-    "config": lambda body, what, _: config_from_json(body, what),
-    "latest": _latest_kwargs,
-    "page": lambda body, what, about: Page.from_body(body, about[0], about[1], what),
-    "instance": _instance,
-    "fire": _fire_record,
-}

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
+from triggers_backends.sqlalchemy._tables import Tables
 from triggers_core.state import Status
-
-if TYPE_CHECKING:
-    from triggers_backends.sqlalchemy import _Tables
 
 __all__ = ["CHANGING", "MAX_IN", "Statements", "chunks", "statements_for"]
 
@@ -39,7 +37,7 @@ class Statements:
     """The statements a storage runs, built once per set of tables (SQLAlchemy then
     caches their compiled forms); every value is a bind parameter named ``b_*``."""
 
-    def __init__(self, tables: _Tables) -> None:
+    def __init__(self, tables: Tables) -> None:
         sessions, instances = tables.sessions, tables.instances
         self._instances = instances
         self.head = sa.select(
@@ -143,7 +141,7 @@ _STATEMENTS: dict[str, Statements] = {}
 _LOCK = threading.Lock()
 
 
-def statements_for(tables: _Tables) -> Statements:
+def statements_for(tables: Tables) -> Statements:
     """The statements for ``tables`` (one object per table prefix)."""
     key = tables.sessions.name
     with _LOCK:

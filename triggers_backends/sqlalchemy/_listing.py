@@ -16,19 +16,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
 
-from triggers_backends._sql_statements import chunks
-from triggers_core.listing import STALE_STATUSES, SessionFilter, SessionPage, is_stale
+from triggers_backends.sqlalchemy._engines import prepare_engine
+from triggers_backends.sqlalchemy._errors import describe, is_missing_table, public_url
+from triggers_backends.sqlalchemy._statements import chunks
+from triggers_backends.sqlalchemy._tables import DEFAULT_TABLE_PREFIX, Tables, tables_for
+from triggers_core.errors import SchemaMissingError, StorageError
+from triggers_core.listing import (
+    DEFAULT_PAGE_SIZE,
+    STALE_STATUSES,
+    SessionFilter,
+    SessionPage,
+    check_page_size,
+    is_stale,
+)
 from triggers_core.serialization import instance_from_json, loads
 
-if TYPE_CHECKING:
-    from triggers_backends.sqlalchemy import _Tables
-
-__all__ = ["check_cursor", "list_page"]
+__all__ = ["check_cursor", "list_page", "list_sessions"]
 
 _CURSOR = re.compile(r"[0-9a-f]{64}")
 
@@ -44,7 +53,7 @@ def check_cursor(cursor: object) -> str:
     return cursor
 
 
-def _candidates(tables: _Tables, filter: SessionFilter, after: str, limit: int) -> Any:
+def _candidates(tables: Tables, filter: SessionFilter, after: str, limit: int) -> Any:
     sessions, instances = tables.sessions, tables.instances
     query = sa.select(sessions.c.session_key, sessions.c.uid).where(sessions.c.session_key > after)
     for statuses in filter.statuses:
@@ -56,7 +65,7 @@ def _candidates(tables: _Tables, filter: SessionFilter, after: str, limit: int) 
 
 
 def _stale_sessions(
-    conn: Connection, tables: _Tables, filter: SessionFilter, keys: Sequence[str]
+    conn: Connection, tables: Tables, filter: SessionFilter, keys: Sequence[str]
 ) -> set[str]:
     """The session keys among ``keys`` with an instance stale by ``filter``."""
     instances = tables.instances
@@ -81,7 +90,7 @@ def _stale_sessions(
 
 def list_page(
     conn: Connection,
-    tables: _Tables,
+    tables: Tables,
     filter: SessionFilter,
     *,
     page_size: int,
@@ -107,3 +116,50 @@ def list_page(
     if len(found) > page_size:
         return SessionPage(tuple(uid for _, uid in found[:page_size]), found[page_size - 1][0])
     return SessionPage(tuple(uid for _, uid in found), None)
+
+
+def list_sessions(
+    engine: Engine,
+    filter: SessionFilter | None = None,
+    *,
+    table_prefix: str = DEFAULT_TABLE_PREFIX,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    cursor: str | None = None,
+) -> SessionPage:
+    """One page of the UIDs of the sessions in the tables for ``table_prefix``.
+
+    See :mod:`triggers_core.listing` for the filters and the module docstring
+    for the queries (indexed: a filter that matches few sessions reads little).
+    Raises :class:`~triggers_core.errors.SchemaMissingError` if the tables do
+    not exist, :class:`~triggers_core.errors.StorageError` if the database
+    fails, ``ValueError`` for a bad page size or a cursor of another store.
+    """
+    filter = filter or SessionFilter()
+    page_size = check_page_size(page_size)
+    check_cursor(cursor)
+    prepare_engine(engine)
+    tables = tables_for(table_prefix)
+    label = f"sqlalchemy/{engine.dialect.name}"
+    reader = engine
+    if engine.dialect.name in ("postgresql", "mysql", "mariadb"):
+        reader = engine.execution_options(isolation_level="REPEATABLE READ")
+    try:
+        with reader.connect() as conn, conn.begin():
+            return list_page(conn, tables, filter, page_size=page_size, cursor=cursor)
+    except sa_exc.SQLAlchemyError as exc:
+        where = public_url(engine.url)
+        if is_missing_table(exc):
+            error: StorageError = SchemaMissingError(
+                f"tables {tables.sessions.name!r}/{tables.instances.name!r} do not exist in "
+                f"{where}; nothing to list",
+                backend=label,
+                session="(listing)",
+            )
+        else:
+            error = StorageError(
+                f"listing sessions failed on {where}: {describe(exc, engine.url)}",
+                backend=label,
+                session="(listing)",
+            )
+    # raised outside the except block: the driver's error is not chained to it
+    raise error

@@ -1,0 +1,221 @@
+"""Loads: the header, then the instances a scope names, in one snapshot.
+
+Why this shape: an operation reads the header plus the instances its
+:class:`~triggers_core.scopes.Scope` names (by name, or the unstarted ones of
+some tasks: the first index) and writes the header plus the instances it
+changed, so a fire's cost grows neither with the session's history nor with
+the instances waiting for other triggers. The configuration is read only when
+its ``config_id`` differs from the one this storage object decoded last (so
+the task index is built once per configuration). Inspection reads everything.
+
+Loads run in one snapshot transaction (REPEATABLE READ on PostgreSQL and
+MySQL, a read transaction in WAL mode on SQLite), so the version and the
+instances belong to the same point in time. A keyed fire reads its fire record
+by primary key inside the load snapshot; nothing else reads the fire keys table.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+
+from triggers_backends.sqlalchemy._base import SQLStorageBase
+from triggers_backends.sqlalchemy._statements import MAX_IN, chunks
+from triggers_backends.sqlalchemy._tables import row_key
+from triggers_core.errors import ConflictError, SerializationError, StorageError
+from triggers_core.idempotency import FireKey, decode_scheduled
+from triggers_core.scopes import HEADER_ONLY, Scope, Selector
+from triggers_core.serialization import check_joined, config_from_json, instance_from_json, loads
+from triggers_core.state import SessionState, TaskInstance, copy_instance
+from triggers_core.storage import Snapshot
+
+__all__ = ["ReadingMixin"]
+
+#: Per engine, the table prefixes whose fire keys table was seen to exist.
+_FIRE_KEYS_READY: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
+
+
+#: Decoded instance documents a storage object keeps (more when one working set is larger).
+_DECODED_CACHE = 4096
+
+
+class ReadingMixin(SQLStorageBase):
+    """The loads of :class:`~triggers_backends.sqlalchemy.SQLAlchemyStorage`."""
+
+    #: Attempts for a load that hits a transient lock (SQLite checkpoints) before failing.
+    read_attempts: ClassVar[int] = 5
+
+    def load(self, scope: Scope | Selector = HEADER_ONLY) -> Snapshot:
+        return self._read(scope)
+
+    def load_full(self) -> Snapshot:
+        return self._read(None)
+
+    def _read(self, scope: Scope | Selector | None) -> Snapshot:
+        for attempt in range(self.read_attempts):
+            try:
+                with self._reader.connect() as conn, conn.begin():
+                    return self._read_in(conn, scope)
+            except sa_exc.SQLAlchemyError as exc:
+                error = self._error(exc, "load")
+                if isinstance(error, ConflictError) and attempt + 1 < self.read_attempts:
+                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                    continue
+                if isinstance(error, ConflictError):  # a read never conflicts: report it plainly
+                    error = StorageError(str(error), backend=self._label, session=self.uid)
+                raise error from exc
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _read_in(self, conn: Connection, scope: Scope | Selector | None) -> Snapshot:
+        """Header, then the instances the scope (decided from the header) names: one snapshot."""
+        cached = self._config
+        head = conn.execute(
+            self._sql.head,
+            # The configuration comes back only if it changed since it was decoded here.
+            {"b_key": self._key, "b_config_id": "" if cached is None else cached[0]},
+        ).one_or_none()
+        if head is None:
+            return Snapshot(SessionState(), None)
+        header = self._decode_header(head.uid, head.config_id, head.config, head.header)
+        records: dict[FireKey, tuple[str, ...]] = {}
+        if scope is None:
+            rows = self._rows(conn, None)
+        else:
+            chosen = scope if isinstance(scope, Scope) else scope(header)
+            rows = self._rows(conn, chosen)
+            if chosen.fire_keys:  # only a keyed operation reads the fire keys table
+                records = self._records(conn, chosen.fire_keys)
+        instances = self._decode_instances(rows, cache=scope is not None)
+        where = f"{self._label} storage, session {self.uid!r}"
+        check_joined(header.tasks, header.counters, instances.values(), where)
+        if records:
+            state = attrs.evolve(header, instances=instances, fire_records=records)
+        else:
+            state = attrs.evolve(header, instances=instances)
+        return Snapshot(state, int(head.version))
+
+    def _records(
+        self, conn: Connection, keys: frozenset[FireKey]
+    ) -> dict[FireKey, tuple[str, ...]]:
+        """The stored fire records of ``keys`` (primary key lookups, in this snapshot)."""
+        by_hash = {key.digest: key for key in keys}
+        found: dict[FireKey, tuple[str, ...]] = {}
+        for chunk in chunks(sorted(by_hash)):
+            params = {"b_key": self._key, "b_hashes": chunk}
+            for row in conn.execute(self._sql.fire_records, params):
+                key = by_hash[row.key_hash]
+                what = f"{self._label} storage, session {self.uid!r}: fire record of {key!r}"
+                try:
+                    names = json.loads(row.scheduled)
+                except ValueError as exc:
+                    raise SerializationError(f"{what}: not valid JSON ({exc})") from exc
+                found[key] = decode_scheduled(names, what)
+        return found
+
+    def check_fire_keys(self) -> None:
+        """Fire records are kept in the ``fire_keys`` table: check once that it exists.
+
+        One query per engine and table prefix in a process (then remembered);
+        :class:`~triggers_core.errors.SchemaMissingError` saying how to add the
+        table if it is missing.
+        """
+        ready = _FIRE_KEYS_READY.setdefault(self.engine, set())
+        if self.table_prefix in ready:
+            return
+        try:
+            with self._reader.connect() as conn, conn.begin():
+                conn.execute(self._sql.probe_fire_keys).all()
+        except sa_exc.SQLAlchemyError as exc:
+            error = self._error(exc, "checking the fire keys table")
+            raise error from exc
+        ready.add(self.table_prefix)
+
+    def _rows(self, conn: Connection, scope: Scope | None) -> list[Any]:
+        """``(name, doc, task_key)`` rows of the instances ``scope`` names (all for None)."""
+        sql = self._sql
+        if scope is None:
+            return list(conn.execute(sql.rows(), {"b_key": self._key}))
+        names = sorted({row_key(n) for n in scope.names})
+        tasks = sorted({row_key(t) for t in scope.unstarted_of})
+        if not (names or tasks or scope.unresolved):
+            return []
+        by_range = len(tasks) > MAX_IN  # one index range, filtered here, beats a huge IN list
+        if not by_range and len(names) + len(tasks) <= MAX_IN:  # the usual case: one query
+            statement = sql.rows(names=bool(names), tasks=bool(tasks), unresolved=scope.unresolved)
+            params = {"b_key": self._key, "b_names": names, "b_tasks": tasks}
+            return list(conn.execute(statement, params))
+        found: dict[str, Any] = {}
+        for chunk in chunks(names):
+            for row in conn.execute(sql.rows(names=True), {"b_key": self._key, "b_names": chunk}):
+                found[row.name] = row
+        if by_range:
+            keep = frozenset(tasks)
+            for row in conn.execute(sql.rows(unstarted=True), {"b_key": self._key}):
+                if row.task_key in keep:
+                    found[row.name] = row
+        elif tasks:
+            for row in conn.execute(sql.rows(tasks=True), {"b_key": self._key, "b_tasks": tasks}):
+                found[row.name] = row
+        if scope.unresolved:
+            for row in conn.execute(sql.rows(unresolved=True), {"b_key": self._key}):
+                found[row.name] = row
+        return list(found.values())
+
+    def _decode_header(
+        self, uid: str, config_id: str, config: str | None, header: str
+    ) -> SessionState:
+        where = f"{self._label} storage, session {self.uid!r}"
+        if uid != self.uid:
+            raise StorageError(
+                f"row for key {self._key} belongs to session {uid!r}",
+                backend=self._label,
+                session=self.uid,
+            )
+        try:
+            if config is None and self._config is not None and self._config[0] == config_id:
+                tasks = self._config[1]
+            else:
+                tasks = config_from_json(loads(config or "", "configuration"))
+                self._config = (config_id, tasks)
+            return self._codec.decode(header, tasks)
+        except SerializationError as exc:
+            raise SerializationError(f"{where}: {exc} (the row was left as it is)") from exc
+
+    def _decode_instances(self, rows: Sequence[Any], *, cache: bool) -> dict[str, TaskInstance]:
+        where = f"{self._label} storage, session {self.uid!r}"
+        found: dict[str, TaskInstance] = {}
+        decoded = self._decoded
+        fresh: dict[str, tuple[str, TaskInstance]] = {}
+        try:
+            for row in rows:
+                name, doc = row.name, row.doc
+                cached = decoded.get(name)
+                if cached is not None and cached[0] == doc:
+                    instance = cached[1]
+                else:
+                    instance = instance_from_json(
+                        loads(doc, f"instance {name!r}"), f"instance {name!r}"
+                    )
+                    if instance.name != name:
+                        raise SerializationError(
+                            f"instance {name!r}: stored document is named {instance.name!r}"
+                        )
+                fresh[name] = (doc, instance)
+                found[name] = copy_instance(instance)  # the cached one stays private
+        except SerializationError as exc:
+            raise SerializationError(f"{where}: {exc} (the row was left as it is)") from exc
+        if cache:
+            # Keep recent working sets decoded, bounded: the next fire reads the same rows.
+            if len(decoded) + len(fresh) > max(_DECODED_CACHE, 2 * len(fresh)):
+                decoded = {}
+            decoded.update(fresh)
+            self._decoded = decoded
+        return found

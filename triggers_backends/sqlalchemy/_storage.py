@@ -1,0 +1,193 @@
+"""``SQLAlchemyStorage``: opening one session's storage from an engine or a URL.
+
+The storage's layout is in :mod:`~triggers_backends.sqlalchemy._tables`, its
+loads in :mod:`~triggers_backends.sqlalchemy._reading`, its compare-and-swap
+in :mod:`~triggers_backends.sqlalchemy._writes`; this module puts them together
+and reads the ``triggers_*`` URL options.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Engine
+
+from triggers_backends.sqlalchemy._engines import (
+    URL_CREATE_OPTION,
+    URL_PREFIX_OPTION,
+    URL_SYNCHRONOUS_OPTION,
+    parse_url,
+    prepare_engine,
+    query_value,
+    shared_engine,
+    synchronous_level,
+)
+from triggers_backends.sqlalchemy._errors import describe, public_url
+from triggers_backends.sqlalchemy._listing import list_sessions
+from triggers_backends.sqlalchemy._reading import ReadingMixin
+from triggers_backends.sqlalchemy._schema import ensure_schema
+from triggers_backends.sqlalchemy._statements import statements_for
+from triggers_backends.sqlalchemy._tables import DEFAULT_TABLE_PREFIX, row_key, tables_for
+from triggers_backends.sqlalchemy._timeouts import timeouts_of
+from triggers_backends.sqlalchemy._writes import WritingMixin
+from triggers_core.errors import RegistryError, StorageError
+from triggers_core.listing import SessionFilter, SessionPage
+from triggers_core.registry import install_hint
+from triggers_core.serialization import HeaderCodec
+
+__all__ = ["SQLAlchemyStorage"]
+
+
+class SQLAlchemyStorage(ReadingMixin, WritingMixin):
+    """One session in SQL tables (layout and guarantees: see :mod:`triggers_backends.sqlalchemy`).
+
+    ``engine_or_url`` is an :class:`~sqlalchemy.engine.Engine` or a URL
+    (``sqlite:///triggers.db``, ``postgresql+psycopg://user@host/db``,
+    ``mysql+pymysql://user@host/db``); URLs share one engine per URL.
+    Several storages (one per session) should share one engine.
+    ``sqlite_synchronous`` (``"full"``, the default, or ``"normal"``) sets
+    SQLite's ``PRAGMA synchronous`` for this storage's commits (see
+    :mod:`~triggers_backends.sqlalchemy._engines`); other databases ignore it.
+    """
+
+    backend_name: ClassVar[str] = "sqlalchemy"
+    schema_url_option: ClassVar[str | None] = URL_CREATE_OPTION
+
+    def __init__(
+        self,
+        uid: str,
+        engine_or_url: Engine | str | URL,
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        create_schema: bool = False,
+        sqlite_synchronous: str = "full",
+    ) -> None:
+        super().__init__(uid)
+        self.sqlite_synchronous = synchronous_level(sqlite_synchronous)
+        if isinstance(engine_or_url, Engine):
+            engine = engine_or_url
+            prepare_engine(engine)
+        else:
+            engine = shared_engine(engine_or_url)
+        self.engine = engine
+        self.table_prefix = table_prefix
+        self._tables = tables_for(table_prefix)
+        self._sql = statements_for(self._tables)
+        self._key = row_key(self.uid)
+        # name -> (document text, decoded instance) for recent working sets: the
+        # same unstarted instances are re-read by every fire that reaches their
+        # task, and decoding dominates once there are hundreds. Loads hand out copies.
+        self._decoded = {}
+        # (config_id, tasks) last decoded: the configuration is re-read only when it changed.
+        self._config = None
+        # The header's per-task fields (counters, settled) are encoded and decoded again
+        # only when they changed: a fire reaching thousands of tasks rarely changes them.
+        self._codec = HeaderCodec()
+        dialect = engine.dialect.name
+        self._label = f"sqlalchemy/{dialect}"
+        if dialect in ("postgresql", "mysql", "mariadb"):
+            self._reader = engine.execution_options(isolation_level="REPEATABLE READ")
+            self._writer = engine.execution_options(isolation_level="READ COMMITTED")
+        else:
+            self._reader = engine
+            self._writer = engine.execution_options(
+                triggers_write=True, triggers_synchronous=self.sqlite_synchronous
+            )
+        if create_schema:
+            error = None
+            try:
+                ensure_schema(engine, table_prefix)
+            except sa_exc.SQLAlchemyError as exc:
+                error = self._error(exc, "create_schema")
+            except Exception as exc:  # drivers raise their own types too (TypeError...)
+                error = StorageError(
+                    f"create_schema failed on {public_url(engine.url)}: "
+                    f"{describe(exc, engine.url)}",
+                    backend=self._label,
+                    session=self.uid,
+                )
+            if error is not None:
+                # Raised outside the except block: the driver's error is not chained to
+                # it (its text, redacted, is in the message), so no traceback of the
+                # opening can show what the driver saw.
+                raise error
+
+    @classmethod
+    def from_url(cls, url: str | URL, uid: str) -> SQLAlchemyStorage:
+        """Open ``uid`` from a URL (one shared engine per URL).
+
+        Query options, removed before the URL reaches the driver:
+        ``triggers_prefix`` (table prefix), ``triggers_create_schema``
+        (create missing tables; default ``true`` for SQLite files, ``false``
+        for server databases), ``triggers_sqlite_synchronous`` (``full``, the
+        default, or ``normal``; SQLite only), and ``triggers_connect_timeout``,
+        ``triggers_lock_timeout``, ``triggers_statement_timeout`` (seconds;
+        see :mod:`triggers_backends.sqlalchemy._timeouts`).
+        """
+        parsed = parse_url(url)
+        query = dict(parsed.query)
+        prefix = query_value(query.pop(URL_PREFIX_OPTION, DEFAULT_TABLE_PREFIX))
+        synchronous = query_value(query.pop(URL_SYNCHRONOUS_OPTION, "full"))
+        # An embedded SQLite file belongs to the application: create its tables
+        # unless told not to. Server databases are migrated by their owners.
+        default = "true" if parsed.get_backend_name() == "sqlite" else "false"
+        create = query_value(query.pop(URL_CREATE_OPTION, default)).lower() in {"1", "true", "yes"}
+        engine = shared_engine(parsed.set(query=query))
+        return cls(
+            uid, engine, table_prefix=prefix, create_schema=create, sqlite_synchronous=synchronous
+        )
+
+    @classmethod
+    def list_sessions(
+        cls,
+        url: str | URL,
+        filter: SessionFilter,
+        *,
+        page_size: int,
+        cursor: str | None,
+    ) -> SessionPage:
+        """One page of the sessions in the tables a storage URL names (see :func:`list_sessions`).
+
+        Understands the same ``triggers_*`` URL options as :meth:`from_url`;
+        never creates tables.
+        """
+        parsed = parse_url(url)
+        query = dict(parsed.query)
+        prefix = query_value(query.pop(URL_PREFIX_OPTION, DEFAULT_TABLE_PREFIX))
+        for option in (URL_SYNCHRONOUS_OPTION, URL_CREATE_OPTION):
+            query.pop(option, None)
+        try:
+            engine = shared_engine(parsed.set(query=query))
+        except ModuleNotFoundError as exc:  # the driver, imported when first used
+            scheme = parsed.get_backend_name()
+            raise RegistryError(
+                f"storage URL {public_url(parsed)!r} needs the module {exc.name!r}, which "
+                f"is not installed: {install_hint(scheme, exc.name)}"
+            ) from exc
+        return list_sessions(
+            engine, filter, table_prefix=prefix, page_size=page_size, cursor=cursor
+        )
+
+    def reference(self) -> str:
+        """This storage's URL without the password (plus a non-default table prefix).
+
+        A relative SQLite path is made absolute so a worker started elsewhere
+        opens the same file.
+        """
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite" and url.database:
+            # A worker may run in another directory: name the file absolutely.
+            url = url.set(database=os.path.abspath(url.database))
+        if self.table_prefix != DEFAULT_TABLE_PREFIX:
+            url = url.update_query_dict({URL_PREFIX_OPTION: self.table_prefix})
+        timeouts = timeouts_of(self.engine)
+        if timeouts is not None and timeouts.as_query():
+            url = url.update_query_dict(timeouts.as_query())
+        if url.get_backend_name() == "sqlite" and self.sqlite_synchronous != "full":
+            url = url.update_query_dict({URL_SYNCHRONOUS_OPTION: self.sqlite_synchronous})
+        return public_url(url)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} uid={self.uid!r} at {self.reference()}>"

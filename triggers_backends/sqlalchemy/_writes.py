@@ -1,0 +1,216 @@
+"""Writes: one compare-and-swap transaction per operation, and deleting a session.
+
+Concurrency: ``compare_and_swap`` runs ``UPDATE sessions SET version = v + 1
+... WHERE session_key = :key AND version = :v`` first, in the same transaction
+as the instance writes. The row lock it takes serializes writers of one
+session; a rowcount of 0 means the version moved, the transaction is rolled
+back and :class:`~triggers_core.errors.ConflictError` is raised. Fire records
+are plain INSERTs after that UPDATE: a duplicate key there means another
+writer applied the fire first, which is a conflict too (the manager reloads
+and finds the record); a record is never updated. A racing
+first insert fails on the primary key and is a conflict too, as are deadlocks,
+serialization failures and SQLite's "database is locked". Instances an
+operation creates are plain INSERTs: since the version UPDATE already
+serialized the writers, a duplicate key there means the row existed before
+(a counter lowered by hand), which is corruption, reported as
+:class:`~triggers_core.errors.SerializationError`, with nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection
+
+from triggers_backends.sqlalchemy._base import SQLStorageBase
+from triggers_backends.sqlalchemy._statements import CHANGING, MAX_IN
+from triggers_backends.sqlalchemy._tables import row_key
+from triggers_core.errors import ConflictError, SerializationError
+from triggers_core.scopes import Changes
+from triggers_core.serialization import config_to_json, dumps, instance_to_json
+from triggers_core.state import SessionState
+from triggers_core.storage import Version
+from triggers_core.task_table import TaskTable
+
+__all__ = ["WritingMixin"]
+
+
+class WritingMixin(SQLStorageBase):
+    """The writes of :class:`~triggers_backends.sqlalchemy.SQLAlchemyStorage`."""
+
+    def compare_and_swap(
+        self, expected: Version | None, state: SessionState, changes: Changes
+    ) -> Version:
+        if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
+            raise ConflictError(
+                f"version {expected!r} did not come from this storage",
+                backend=self._label,
+                session=self.uid,
+            )
+        now = datetime.now(UTC)
+        header = self._codec.encode(state)
+        config: dict[str, Any] = {}
+        if changes.config or expected is None:
+            config = {"config": dumps(config_to_json(state.tasks)), "config_id": uuid.uuid4().hex}
+        created: list[dict[str, Any]] = []
+        updated: list[dict[str, Any]] = []
+        for name in sorted(changes.instances):
+            instance = state.instances[name]
+            row = {
+                "session_key": self._key,
+                "name_key": row_key(name),
+                "name": name,
+                "task_key": row_key(instance.task_name),
+                "status": instance.status.value,
+                "resolved": instance.is_resolved,
+                "doc": dumps(instance_to_json(instance)),
+                "updated_at": now,
+            }
+            (created if name in changes.created else updated).append(row)
+        records = [
+            {
+                "session_key": self._key,
+                "key_hash": key.digest,
+                "trigger_name": key.trigger,
+                "scheduled": json.dumps(list(names)),
+                "created_at": now,
+            }
+            for key, names in changes.fire_records.items()
+        ]
+        sql = self._sql
+        try:
+            with self._writer.connect() as conn, conn.begin():
+                if expected is None:
+                    conn.execute(
+                        sql.create,
+                        {
+                            "session_key": self._key,
+                            "uid": self.uid,
+                            "version": 1,
+                            "header": header,
+                            "updated_at": now,
+                            **config,
+                        },
+                    )
+                    new_version = 1
+                else:
+                    values = {
+                        "b_key": self._key,
+                        "b_expected": expected,
+                        "b_version": expected + 1,
+                        "b_header": header,
+                        "b_now": now,
+                    }
+                    if config:
+                        values.update(b_config=config["config"], b_config_id=config["config_id"])
+                    result = conn.execute(sql.update_config if config else sql.update, values)
+                    if result.rowcount != 1:  # leaving the block rolls back
+                        raise ConflictError(
+                            f"version moved on from {expected!r}",
+                            backend=self._label,
+                            session=self.uid,
+                        )
+                    new_version = expected + 1
+                if created:
+                    try:
+                        conn.execute(sql.insert_instances, created)
+                    except sa_exc.IntegrityError as exc:
+                        # We hold the session row: the rows existed before. Roll back.
+                        raise _CreatedExists() from exc
+                if updated:
+                    self._upsert(conn, updated)
+                if records:
+                    try:
+                        conn.execute(sql.insert_fire_records, records)
+                    except sa_exc.IntegrityError as exc:
+                        # We hold the session row: another writer applied the fire first.
+                        raise _RecordExists() from exc
+        except _CreatedExists as clash:
+            raise self._corruption([row["name"] for row in created]) from clash.__cause__
+        except _RecordExists:
+            raise ConflictError(
+                "a fire record this write creates is already stored (that fire was "
+                "applied meanwhile); nothing was written",
+                backend=self._label,
+                session=self.uid,
+            ) from None
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc, "compare_and_swap") from exc
+        if config:
+            self._config = (config["config_id"], TaskTable.of(state.tasks))
+        return new_version
+
+    def _corruption(self, names: list[str]) -> SerializationError:
+        """The error for created instances that were already stored (nothing was written)."""
+        table = self._tables.instances
+        try:
+            with self._reader.connect() as conn, conn.begin():
+                existing = sorted(
+                    conn.execute(
+                        sa.select(table.c.name)
+                        .where(table.c.session_key == self._key)
+                        .where(table.c.name_key.in_([row_key(n) for n in names[:MAX_IN]]))
+                    ).scalars()
+                )
+        except sa_exc.SQLAlchemyError:
+            existing = []
+        which = ", ".join(repr(n) for n in existing) or "one of " + ", ".join(map(repr, names))
+        return SerializationError(
+            f"{self._label} storage, session {self.uid!r}: instance {which} already exists, "
+            "but this operation creates it (its task's counter is below the stored "
+            "instances: edited by hand?); nothing was written"
+        )
+
+    def _upsert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert or update ``rows``; the session row lock we hold keeps this race-free."""
+        table = self._tables.instances
+        statement = self._sql.upsert(conn.dialect.name)
+        if statement is not None:
+            conn.execute(statement, rows)
+        else:  # any other dialect: look, then insert or update
+            existing = set(
+                conn.execute(
+                    sa.select(table.c.name_key)
+                    .where(table.c.session_key == self._key)
+                    .where(table.c.name_key.in_([r["name_key"] for r in rows]))
+                ).scalars()
+            )
+            new = [r for r in rows if r["name_key"] not in existing]
+            old = [r for r in rows if r["name_key"] in existing]
+            if new:
+                conn.execute(sa.insert(table), new)
+            for row in old:
+                conn.execute(
+                    sa.update(table)
+                    .where(table.c.session_key == row["session_key"])
+                    .where(table.c.name_key == row["name_key"])
+                    .values({column: row[column] for column in CHANGING})
+                )
+
+    # -- housekeeping -------------------------------------------------------------
+
+    def delete(self) -> None:
+        """Remove this session (header, every instance, every fire record) from the tables."""
+        sessions, instances = self._tables.sessions, self._tables.instances
+        fire_keys = self._tables.fire_keys
+        try:
+            with self._writer.connect() as conn, conn.begin():
+                conn.execute(sa.delete(sessions).where(sessions.c.session_key == self._key))
+                conn.execute(sa.delete(instances).where(instances.c.session_key == self._key))
+                if sa.inspect(conn).has_table(fire_keys.name):  # older tables lack it
+                    conn.execute(sa.delete(fire_keys).where(fire_keys.c.session_key == self._key))
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc, "delete") from exc
+
+
+class _CreatedExists(Exception):
+    """Internal: an INSERT of a created instance hit an existing row (rolls the write back)."""
+
+
+class _RecordExists(Exception):
+    """Internal: an INSERT of a fire record hit an existing row (rolls the write back)."""
