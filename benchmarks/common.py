@@ -14,9 +14,9 @@ from typing import Any
 import attrs
 
 from triggers_core import SessionState, Storage, TriggerManager
-from triggers_core.effects import ScheduleInstance
-from triggers_core.runners import TaskRunner
-from triggers_core.scopes import Changes
+from triggers_core.engine.effects import ScheduleInstance
+from triggers_core.engine.scopes import Changes
+from triggers_core.runtime.ports import SessionManager, TaskRunner
 
 StorageFactory = Callable[[str], Storage]
 
@@ -39,7 +39,7 @@ class RecordingRunner(TaskRunner):
     def __init__(self) -> None:
         self.dispatched: list[str] = []
 
-    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+    def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
         self.dispatched.append(effect.instance_name)
 
 

@@ -28,8 +28,8 @@ from benchmarks.common import (
     uid,
 )
 from triggers_core import Storage, TriggerManager
-from triggers_core.idempotency import fire_key
-from triggers_core.scopes import Changes, Scope
+from triggers_core.engine.idempotency import fire_key
+from triggers_core.engine.scopes import Changes, Scope
 
 CONFIG = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "bench_task"}}
 SEED_BATCH = 1_000

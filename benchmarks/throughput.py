@@ -19,8 +19,8 @@ import time
 
 from benchmarks.common import StorageFactory, median_ms, recording_manager, uid
 from triggers_core import Status, ThreadingTaskRunner, TriggerManager
-from triggers_core.effects import ScheduleInstance
-from triggers_core.runners import TaskRunner
+from triggers_core.engine.effects import ScheduleInstance
+from triggers_core.runtime.ports import SessionManager, TaskRunner
 from triggers_core.testing.sample_tasks import DevNullTask
 
 EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": DevNullTask.name}}
@@ -42,7 +42,7 @@ class QueueRunner(TaskRunner):
         self._thread = threading.Thread(target=self._work, daemon=True)
         self._thread.start()
 
-    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+    def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
         self._queue.put((manager, effect.instance_name))
 
     def _work(self) -> None:

@@ -26,8 +26,8 @@ from urllib.parse import parse_qsl, quote, urlencode
 from triggers_backends.kv.keys import DEFAULT_PREFIX
 from triggers_backends.kv.storage import KeyValueStorage
 from triggers_backends.pymemcache_client import PymemcacheClient, parse_servers
-from triggers_core._util import did_you_mean
-from triggers_core.redaction import redact
+from triggers_core.errors import did_you_mean
+from triggers_core.runtime.redaction import redact
 
 __all__ = ["MemcachedStorage", "close_clients", "parse_url", "shared_client"]
 

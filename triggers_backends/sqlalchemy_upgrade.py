@@ -40,8 +40,7 @@ from triggers_backends.sqlalchemy._tables import (
     row_key,
     tables_for,
 )
-from triggers_core.errors import SerializationError
-from triggers_core.serialization import (
+from triggers_core.engine.serialization import (
     config_to_json,
     dumps,
     header_from_json,
@@ -49,6 +48,7 @@ from triggers_core.serialization import (
     instance_from_json,
     loads,
 )
+from triggers_core.errors import SerializationError
 
 __all__ = ["needs_upgrade", "upgrade_schema"]
 

@@ -27,7 +27,7 @@ from triggers_celery.app import set_default_app
 from triggers_celery.errors import BindingError
 from triggers_celery.worker import TriggerCeleryTask, run_message
 from triggers_celery.worker_setup import watch_app
-from triggers_core.tasks import TaskContext, TriggerTask, get_task_class, registered_tasks
+from triggers_core.runtime.tasks import TaskContext, TriggerTask, get_task_class, registered_tasks
 
 __all__ = ["FORBIDDEN_OPTIONS", "bind_tasks", "trigger_task"]
 

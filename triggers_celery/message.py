@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from triggers_celery.errors import MessageError
-from triggers_core.redaction import redact
+from triggers_core.runtime.redaction import redact
 
 __all__ = ["MESSAGE_FIELDS", "TaskMessage", "has_secret"]
 
@@ -25,7 +25,7 @@ MESSAGE_FIELDS = ("manager", "storage", "session", "instance")
 
 
 def has_secret(text: str) -> bool:
-    """True if ``text`` holds something :func:`~triggers_core.redaction.redact` would remove."""
+    """True if ``text`` holds something that :func:`~triggers_core.redact` would remove."""
     return redact(text) != text
 
 
@@ -44,7 +44,7 @@ class TaskMessage:
     ``storage`` is either a name the worker looks up in its own settings
     (``app.conf.triggers_storages``) or the credential-free reference of a
     storage configured there (see :mod:`triggers_celery.storages`). A
-    ``storage`` holding a secret (anything :func:`~triggers_core.redaction.redact`
+    ``storage`` holding a secret (anything :func:`~triggers_core.runtime.redaction.redact`
     would remove) raises :class:`~triggers_celery.errors.MessageError`, without
     repeating it.
     """

@@ -22,13 +22,13 @@ from triggers_celery.app import default_app, set_default_app
 from triggers_celery.errors import BindingError, StorageResolutionError, TriggersCeleryError
 from triggers_celery.message import TaskMessage
 from triggers_celery.storages import message_storage
-from triggers_core.effects import ScheduleInstance
-from triggers_core.registry import managers
-from triggers_core.runners import TaskRunner
-from triggers_core.storage import Storage
+from triggers_core.engine.effects import ScheduleInstance
+from triggers_core.runtime.manager import managers
+from triggers_core.runtime.ports import SessionManager, TaskRunner
+from triggers_core.runtime.storage import Storage
 
 if TYPE_CHECKING:
-    from triggers_core.manager import TriggerManager
+    pass
 
 # default_app and set_default_app live in triggers_celery.app (storages needs them too);
 # they are still importable from here.
@@ -85,7 +85,7 @@ class CeleryTaskRunner(TaskRunner):
         return self._app if self._app is not None else default_app()
 
     def message_for(
-        self, manager: TriggerManager, effect: ScheduleInstance, *, eager: bool = False
+        self, manager: SessionManager, effect: ScheduleInstance, *, eager: bool = False
     ) -> TaskMessage:
         """The message that makes a worker run ``effect``'s instance of ``manager``'s session.
 
@@ -99,7 +99,7 @@ class CeleryTaskRunner(TaskRunner):
                 f"{type(manager).__qualname__}.registry_key is {key!r}, but that key names "
                 f"{registered.__module__}.{registered.__qualname__}; workers would rebuild the "
                 "wrong manager class. Give the subclass its own registry_key and register it "
-                "(triggers_core.registry.managers.register or the triggers.managers entry point)"
+                "(triggers_core.managers.register or the triggers.managers entry point)"
             )
         try:
             storage = message_storage(manager.storage, self.app.conf)
@@ -124,7 +124,7 @@ class CeleryTaskRunner(TaskRunner):
             options["countdown"] = effect.cooldown
         return options
 
-    def dispatch(self, manager: TriggerManager, effect: ScheduleInstance) -> None:
+    def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
         """Publish the instance's message; raise if the broker does not take it."""
         app = self.app
         eager = bool(app.conf.task_always_eager)

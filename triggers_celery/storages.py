@@ -38,13 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 from triggers_celery.app import default_app
 from triggers_celery.errors import StorageResolutionError
-from triggers_core._util import did_you_mean
-from triggers_core.redaction import redact
-from triggers_core.registry import STORAGE_URL_ENV, open_storage, storage_scheme, storages
-from triggers_core.storage import Storage
+from triggers_core.errors import did_you_mean
+from triggers_core.runtime.redaction import redact
+from triggers_core.runtime.registry import STORAGE_URL_ENV, open_storage, storage_scheme, storages
+from triggers_core.runtime.storage import Storage
 
 if TYPE_CHECKING:
-    from triggers_core.manager import TriggerManager
+    from triggers_core.runtime.manager import TriggerManager
 
 __all__ = [
     "DEFAULT_STORAGE_NAME",
@@ -270,12 +270,12 @@ def open_manager(
 
     ``app`` is the Celery app whose settings hold ``triggers_storages`` (default:
     the app given to :func:`~triggers_celery.bind_tasks`, else Celery's current
-    app); ``manager`` is a key of :data:`triggers_core.registry.managers`.
+    app); ``manager`` is a key of :data:`triggers_core.runtime.registry.managers`.
     Messages for this manager's instances carry the name, never the URL. The
     storage is opened as configured (a SQLite file's tables are created unless
     the URL says ``triggers_create_schema=false``).
     """
-    from triggers_core.registry import managers  # noqa: PLC0415 - keep import light
+    from triggers_core.runtime.manager import managers  # noqa: PLC0415 - keep import light
 
     conf = (app or default_app()).conf
     opened = open_configured_storage(conf, storage, uid, for_message=False)

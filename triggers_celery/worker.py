@@ -48,6 +48,7 @@ from triggers_celery.message import TaskMessage
 from triggers_celery.runner import live_storage
 from triggers_celery.storages import open_configured_storage
 from triggers_celery.worker_setup import build_manager, message_logger, worker_default_runner
+from triggers_core.engine.state import Status, TaskInstance
 from triggers_core.errors import (
     DispatchError,
     RegistryError,
@@ -55,9 +56,8 @@ from triggers_core.errors import (
     StorageError,
     UnknownInstanceError,
 )
-from triggers_core.redaction import redact
-from triggers_core.state import Status, TaskInstance
-from triggers_core.storage import Storage
+from triggers_core.runtime.redaction import redact
+from triggers_core.runtime.storage import Storage
 
 __all__ = [
     "DEFAULT_STORAGE_RETRY_BACKOFF",

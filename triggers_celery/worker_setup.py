@@ -29,11 +29,11 @@ from triggers_celery.errors import StorageResolutionError, WorkerSetupError
 from triggers_celery.message import MESSAGE_FIELDS, TaskMessage
 from triggers_celery.runner import CeleryTaskRunner
 from triggers_celery.storages import configured_storages, open_configured_storage, seal_storages
-from triggers_core.manager import TriggerManager
-from triggers_core.redaction import redact
-from triggers_core.registry import STORAGE_URL_ENV, managers, storage_scheme
-from triggers_core.runners import ThreadingTaskRunner
-from triggers_core.storage import Storage
+from triggers_core.runtime.manager import TriggerManager, managers
+from triggers_core.runtime.redaction import redact
+from triggers_core.runtime.registry import STORAGE_URL_ENV, storage_scheme
+from triggers_core.runtime.runners import ThreadingTaskRunner
+from triggers_core.runtime.storage import Storage
 
 __all__ = [
     "build_manager",

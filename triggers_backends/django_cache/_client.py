@@ -16,7 +16,7 @@ from triggers_backends.django_cache._common import (
     AdapterOptions,
 )
 from triggers_backends.kv_client import KeyValueClient
-from triggers_core._util import did_you_mean
+from triggers_core.errors import did_you_mean
 
 __all__ = ["client_for", "key_value_client", "resolve_cache"]
 

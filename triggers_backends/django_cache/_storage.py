@@ -39,9 +39,8 @@ from triggers_backends.django_cache._common import (
 )
 from triggers_backends.kv.keys import DEFAULT_PREFIX
 from triggers_backends.kv.storage import KeyValueStorage
-from triggers_core._util import did_you_mean
-from triggers_core.errors import StorageURLError
-from triggers_core.redaction import redact
+from triggers_core.errors import StorageURLError, did_you_mean
+from triggers_core.runtime.redaction import redact
 
 __all__ = ["SCHEME", "CacheStorageBackend", "parse_url"]
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from triggers_backends.kv.documents import DocRef
+from triggers_core.engine.state import RESOLVED_STATUSES, Status
 from triggers_core.errors import SerializationError
-from triggers_core.state import RESOLVED_STATUSES, Status
 
 __all__ = ["PAGE_SIZE", "Active", "Entry", "IndexTable", "Page", "TaskIndex", "page_of"]
 

@@ -1,6 +1,6 @@
 """One compare-and-swap of the key-value layout: the documents it writes and replaces.
 
-:class:`Commit` turns a new state and its :class:`~triggers_core.scopes.Changes`
+:class:`Commit` turns a new state and its :class:`~triggers_core.engine.scopes.Changes`
 into the immutable documents to write first (the configuration if it changed,
 changed latest kwargs, changed instances and the index pages that list them,
 new fire records), the pointers that confirm the fire records of the version
@@ -21,11 +21,11 @@ from triggers_backends.kv.documents import DocRef, DocumentMissing, encode, spli
 from triggers_backends.kv.keys import digest
 from triggers_backends.kv.session_documents import SessionDocuments
 from triggers_backends.kv_client import AtomicCommitClient, CasToken, KeyValueError
-from triggers_core._util import copy_json_sorted
+from triggers_core.engine.scopes import Changes
+from triggers_core.engine.serialization import config_to_json, header_to_json, instance_to_json
+from triggers_core.engine.state import SessionState, TaskInstance, copy_instance
+from triggers_core.engine.values import copy_json_sorted
 from triggers_core.errors import ConflictError, SerializationError, StorageError
-from triggers_core.scopes import Changes
-from triggers_core.serialization import config_to_json, header_to_json, instance_to_json
-from triggers_core.state import SessionState, TaskInstance, copy_instance
 
 __all__ = ["ONE_STEP_MAX_BYTES", "ONE_STEP_MAX_KEYS", "Commit"]
 

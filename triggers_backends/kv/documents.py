@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from triggers_backends.kv.keys import chunk_key
+from triggers_core.engine.serialization import dumps, loads
 from triggers_core.errors import SerializationError
-from triggers_core.serialization import dumps, loads
 
 __all__ = [
     "LAYOUT_VERSION",

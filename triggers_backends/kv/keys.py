@@ -14,7 +14,7 @@ kwargs of one trigger, ``p`` index page, ``i`` instance, ``f`` fire record,
 ``:{n}``. Immutable documents end with the revision token of the attempt that
 wrote them. Fire record keys also hold the session's *epoch* (a random token
 the active document carries from the session's creation on) and the digest of
-the record's :class:`~triggers_core.idempotency.FireKey`; a pointer's key is
+the record's :class:`~triggers_core.engine.idempotency.FireKey`; a pointer's key is
 fixed for its record (no revision), so a reader finds it from the key alone.
 """
 

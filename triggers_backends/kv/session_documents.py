@@ -24,11 +24,11 @@ from triggers_backends.kv.cache import DocumentCache
 from triggers_backends.kv.documents import DocRef, DocumentMissing, decode, join, stored_keys
 from triggers_backends.kv.keys import SessionKeys, digest
 from triggers_backends.kv_client import AtomicCommitClient, CasToken, KeyValueClient, KeyValueError
+from triggers_core.engine.idempotency import FireKey, decode_scheduled
+from triggers_core.engine.serialization import config_from_json, instance_from_json
+from triggers_core.engine.state import TaskInstance
 from triggers_core.errors import ConflictError, SerializationError, StorageError
-from triggers_core.idempotency import FireKey, decode_scheduled
-from triggers_core.serialization import config_from_json, instance_from_json
-from triggers_core.state import TaskInstance
-from triggers_core.storage import Storage
+from triggers_core.runtime.storage import Storage
 
 __all__ = ["READ_BATCH", "WRITE_BATCH", "WRITE_BATCH_BYTES", "SessionDocuments", "Want"]
 

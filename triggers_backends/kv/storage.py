@@ -49,7 +49,7 @@ e.g. Redis with a script) gets the three steps, and the marker, as one call
 for a commit of modest size: readers see all of it or none of it, and a loser
 writes nothing at all.
 
-Fire records (idempotency keys, :mod:`triggers_core.idempotency`) must not
+Fire records (idempotency keys, :mod:`triggers_core.engine.idempotency`) must not
 grow the active document with their number, and a record written by an
 attempt whose swap lost must never be taken as committed. So:
 
@@ -138,16 +138,13 @@ from triggers_backends.kv_client import (
     CasToken,
     KeyValueClient,
 )
-from triggers_core._util import copy_json
+from triggers_core.engine.idempotency import FireKey
+from triggers_core.engine.scopes import Changes, Scope, Selector, resolve
+from triggers_core.engine.serialization import check_joined, header_from_json
+from triggers_core.engine.state import SessionState, TaskInstance, copy_instance
+from triggers_core.engine.values import copy_json
 from triggers_core.errors import ConflictError, SerializationError, StorageError
-from triggers_core.idempotency import FireKey
-from triggers_core.scopes import Changes, Scope, Selector, resolve
-from triggers_core.serialization import (
-    check_joined,
-    header_from_json,
-)
-from triggers_core.state import SessionState, TaskInstance, copy_instance
-from triggers_core.storage import Snapshot, Version
+from triggers_core.runtime.storage import Snapshot, Version
 
 __all__ = ["KeyValueStorage"]
 

@@ -22,7 +22,7 @@ from triggers_backends.original._convert import OriginalSessionError
 from triggers_backends.original._django_cache import PickleNotAllowedError, read_original_session
 from triggers_backends.original._import import SessionExistsError, import_session, load_export
 from triggers_core.errors import TriggersError
-from triggers_core.registry import open_storage
+from triggers_core.runtime.registry import open_storage
 
 
 def _parser() -> argparse.ArgumentParser:

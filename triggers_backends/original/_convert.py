@@ -36,11 +36,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from triggers_core._util import to_json_value
-from triggers_core.config import TaskConfig, parse_configuration
+from triggers_core.engine.config import TaskConfig, parse_configuration
+from triggers_core.engine.scopes import settled_of, unsettled_of
+from triggers_core.engine.state import SessionState, Status, TaskInstance
+from triggers_core.engine.values import to_json_value
 from triggers_core.errors import ConfigurationError, InvalidKwargsError, TriggersError
-from triggers_core.scopes import settled_of, unsettled_of
-from triggers_core.state import SessionState, Status, TaskInstance
 
 __all__ = ["OriginalSessionError", "convert_session"]
 

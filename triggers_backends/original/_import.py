@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from triggers_backends.original._convert import OriginalSessionError, convert_session
+from triggers_core.engine.scopes import Changes
+from triggers_core.engine.serialization import state_from_json, state_to_json
+from triggers_core.engine.state import SessionState
 from triggers_core.errors import ConflictError, SerializationError, TriggersError
-from triggers_core.scopes import Changes
-from triggers_core.serialization import state_from_json, state_to_json
-from triggers_core.state import SessionState
-from triggers_core.storage import Storage, Version
+from triggers_core.runtime.storage import Storage, Version
 
 __all__ = ["ImportReport", "SessionExistsError", "import_session", "load_export"]
 

@@ -26,11 +26,11 @@ from triggers_backends.sqlalchemy._errors import (
 )
 from triggers_backends.sqlalchemy._statements import Statements
 from triggers_backends.sqlalchemy._tables import DEFAULT_TABLE_PREFIX, Tables
+from triggers_core.engine.serialization import HeaderCodec
+from triggers_core.engine.state import TaskInstance
+from triggers_core.engine.task_table import TaskTable
 from triggers_core.errors import ConflictError, SchemaMissingError, StorageError
-from triggers_core.serialization import HeaderCodec
-from triggers_core.state import TaskInstance
-from triggers_core.storage import Storage
-from triggers_core.task_table import TaskTable
+from triggers_core.runtime.storage import Storage
 
 __all__ = ["SQLStorageBase"]
 

@@ -30,7 +30,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from triggers_backends.sqlalchemy._errors import public_url, url_secrets
 from triggers_backends.sqlalchemy._timeouts import Timeouts, engine_arguments, install, timeouts_of
 from triggers_core.errors import StorageURLError
-from triggers_core.redaction import redact
+from triggers_core.runtime.redaction import redact
 
 __all__ = [
     "DEFAULT_DRIVERS",

@@ -20,7 +20,7 @@ from triggers_backends.sqlalchemy._timeouts import (
     take_expired,
     timeouts_of,
 )
-from triggers_core.redaction import is_sensitive_key, redact
+from triggers_core.runtime.redaction import is_sensitive_key, redact
 
 __all__ = [
     "describe",

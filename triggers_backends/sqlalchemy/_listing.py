@@ -1,4 +1,4 @@
-"""Listing the sessions in the SQL tables, a page at a time (see :mod:`triggers_core.listing`).
+"""Listing the sessions in the SQL tables, a page at a time (:mod:`triggers_core.tools.listing`).
 
 A page is one query on the sessions table in primary-key order (the SHA-256
 ``session_key``, so the order is stable but not alphabetical), starting after
@@ -26,8 +26,9 @@ from triggers_backends.sqlalchemy._engines import prepare_engine
 from triggers_backends.sqlalchemy._errors import describe, is_missing_table, public_url
 from triggers_backends.sqlalchemy._statements import chunks
 from triggers_backends.sqlalchemy._tables import DEFAULT_TABLE_PREFIX, Tables, tables_for
+from triggers_core.engine.serialization import instance_from_json, loads
 from triggers_core.errors import SchemaMissingError, StorageError
-from triggers_core.listing import (
+from triggers_core.runtime.sessions import (
     DEFAULT_PAGE_SIZE,
     STALE_STATUSES,
     SessionFilter,
@@ -35,7 +36,6 @@ from triggers_core.listing import (
     check_page_size,
     is_stale,
 )
-from triggers_core.serialization import instance_from_json, loads
 
 __all__ = ["check_cursor", "list_page", "list_sessions"]
 
@@ -128,7 +128,7 @@ def list_sessions(
 ) -> SessionPage:
     """One page of the UIDs of the sessions in the tables for ``table_prefix``.
 
-    See :mod:`triggers_core.listing` for the filters and the module docstring
+    See :mod:`triggers_core.tools.listing` for the filters and the module docstring
     for the queries (indexed: a filter that matches few sessions reads little).
     Raises :class:`~triggers_core.errors.SchemaMissingError` if the tables do
     not exist, :class:`~triggers_core.errors.StorageError` if the database

@@ -1,7 +1,7 @@
 """Loads: the header, then the instances a scope names, in one snapshot.
 
 Why this shape: an operation reads the header plus the instances its
-:class:`~triggers_core.scopes.Scope` names (by name, or the unstarted ones of
+:class:`~triggers_core.engine.scopes.Scope` names (by name, or the unstarted ones of
 some tasks: the first index) and writes the header plus the instances it
 changed, so a fire's cost grows neither with the session's history nor with
 the instances waiting for other triggers. The configuration is read only when
@@ -30,12 +30,17 @@ from sqlalchemy.engine import Connection, Engine
 from triggers_backends.sqlalchemy._base import SQLStorageBase
 from triggers_backends.sqlalchemy._statements import MAX_IN, chunks
 from triggers_backends.sqlalchemy._tables import row_key
+from triggers_core.engine.idempotency import FireKey, decode_scheduled
+from triggers_core.engine.scopes import HEADER_ONLY, Scope, Selector
+from triggers_core.engine.serialization import (
+    check_joined,
+    config_from_json,
+    instance_from_json,
+    loads,
+)
+from triggers_core.engine.state import SessionState, TaskInstance, copy_instance
 from triggers_core.errors import ConflictError, SerializationError, StorageError
-from triggers_core.idempotency import FireKey, decode_scheduled
-from triggers_core.scopes import HEADER_ONLY, Scope, Selector
-from triggers_core.serialization import check_joined, config_from_json, instance_from_json, loads
-from triggers_core.state import SessionState, TaskInstance, copy_instance
-from triggers_core.storage import Snapshot
+from triggers_core.runtime.storage import Snapshot
 
 __all__ = ["ReadingMixin"]
 

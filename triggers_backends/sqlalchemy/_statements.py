@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from triggers_backends.sqlalchemy._tables import Tables
-from triggers_core.state import Status
+from triggers_core.engine.state import Status
 
 __all__ = ["CHANGING", "MAX_IN", "Statements", "chunks", "statements_for"]
 

@@ -32,10 +32,10 @@ from triggers_backends.sqlalchemy._statements import statements_for
 from triggers_backends.sqlalchemy._tables import DEFAULT_TABLE_PREFIX, row_key, tables_for
 from triggers_backends.sqlalchemy._timeouts import timeouts_of
 from triggers_backends.sqlalchemy._writes import WritingMixin
+from triggers_core.engine.serialization import HeaderCodec
 from triggers_core.errors import RegistryError, StorageError
-from triggers_core.listing import SessionFilter, SessionPage
-from triggers_core.registry import install_hint
-from triggers_core.serialization import HeaderCodec
+from triggers_core.runtime.registry import install_hint
+from triggers_core.runtime.sessions import SessionFilter, SessionPage
 
 __all__ = ["SQLAlchemyStorage"]
 

@@ -16,7 +16,7 @@ Layout (three tables per prefix, default ``triggers_``):
   ``(status, session_key)`` (the last one serves listing sessions by the
   status of their instances, :meth:`SQLAlchemyStorage.list_sessions`).
 * ``{prefix}fire_keys``: one row per fire record (idempotency key, see
-  :mod:`triggers_core.idempotency`): ``(session_key, key_hash)`` primary key
+  :mod:`triggers_core.engine.idempotency`): ``(session_key, key_hash)`` primary key
   (``key_hash`` is the record's SHA-256 digest; the key itself is not
   stored), ``trigger_name``, ``scheduled`` (JSON list of the instance names
   the first fire scheduled) and ``created_at``. A keyed fire reads its record

@@ -30,12 +30,12 @@ from sqlalchemy.engine import Connection
 from triggers_backends.sqlalchemy._base import SQLStorageBase
 from triggers_backends.sqlalchemy._statements import CHANGING, MAX_IN
 from triggers_backends.sqlalchemy._tables import row_key
+from triggers_core.engine.scopes import Changes
+from triggers_core.engine.serialization import config_to_json, dumps, instance_to_json
+from triggers_core.engine.state import SessionState
+from triggers_core.engine.task_table import TaskTable
 from triggers_core.errors import ConflictError, SerializationError
-from triggers_core.scopes import Changes
-from triggers_core.serialization import config_to_json, dumps, instance_to_json
-from triggers_core.state import SessionState
-from triggers_core.storage import Version
-from triggers_core.task_table import TaskTable
+from triggers_core.runtime.storage import Version
 
 __all__ = ["WritingMixin"]
 
