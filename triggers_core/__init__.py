@@ -32,6 +32,7 @@ from triggers_core.errors import (
     UnknownInstanceError,
     UnknownTaskError,
     UnsupportedOperationError,
+    WorkerLost,
 )
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER
 from triggers_core.runtime.manager import TriggerManager, managers
@@ -49,6 +50,7 @@ from triggers_core.runtime.tasks import (
     registered_tasks,
     with_context,
 )
+from triggers_core.tools.recovery import recover
 
 __all__ = [
     "LIFECYCLE_LOGGER",
@@ -90,10 +92,12 @@ __all__ = [
     "UnknownInstanceError",
     "UnknownTaskError",
     "UnsupportedOperationError",
+    "WorkerLost",
     "get_task",
     "managers",
     "open_storage",
     "parse_configuration",
+    "recover",
     "redact",
     "register_task",
     "registered_tasks",

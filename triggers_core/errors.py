@@ -17,6 +17,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "DispatchError",
+    "FailedByOperator",
     "InvalidKwargsError",
     "InvalidTransitionError",
     "MaxRetriesExceeded",
@@ -29,6 +30,7 @@ __all__ = [
     "UnknownInstanceError",
     "UnknownTaskError",
     "UnsupportedOperationError",
+    "WorkerLost",
     "did_you_mean",
 ]
 
@@ -199,6 +201,22 @@ class UnsupportedOperationError(TriggersError, NotImplementedError):
 
 class MaxRetriesExceeded(TriggersError):
     """A task asked to retry after its retries had reached ``max_retries``."""
+
+
+class WorkerLost(TriggersError):
+    """The ``exceptionType`` of an instance whose runner was lost: its lease expired.
+
+    Recorded by the sweeper (never raised in a task): the worker running the
+    instance died, was killed, or could not reach the storage for a whole
+    lease. Its ``exceptionInfo`` names the worker.
+    """
+
+
+class FailedByOperator(TriggersError):
+    """The ``exceptionType`` of an instance an operator failed (``fail_instance``).
+
+    Recorded, never raised in a task; its ``exceptionInfo`` is the reason given.
+    """
 
 
 class CascadeDepthExceeded(TriggersError):

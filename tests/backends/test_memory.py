@@ -7,6 +7,7 @@ import uuid
 from triggers_core import MemoryStorage, MemoryStore, SessionState, Storage
 from triggers_core.engine.scopes import Changes
 from triggers_core.runtime.sessions import SessionFilter, SessionPage
+from triggers_core.testing.lease_contract import LeaseContract
 from triggers_core.testing.listing_contract import SessionListingContract
 from triggers_core.testing.storage_contract import StorageContract
 from triggers_core.tools.listing import iter_sessions, list_sessions
@@ -42,3 +43,11 @@ def test_memory_urls_list_their_named_store() -> None:
     MemoryStorage("a", store_name=name).compare_and_swap(None, SessionState(), Changes())
     assert list(iter_sessions(f"memory://{name}", page_size=1)) == ["a", "b"]
     assert list_sessions(f"memory://{name}-other") == SessionPage(())
+
+
+class TestMemoryLeases(LeaseContract):
+    def setup_method(self) -> None:
+        self.store = MemoryStore()
+
+    def make_storage(self, uid: str) -> Storage:
+        return MemoryStorage(uid, self.store)

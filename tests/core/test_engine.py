@@ -666,6 +666,7 @@ def test_replay_failed_creates_a_scheduled_clone_with_the_same_kwargs() -> None:
         "timestamps": {"unstarted": stamp(6), "scheduled": stamp(6)},
         "parent": "t_a#0",
         "depth": 1,
+        "runKey": "t_a#0",
     }
     assert t.effects == (
         ScheduleInstance("t_a#1", "t_a", "A", None, {"a": {"p": 1, "q": 2}}, depth=1),

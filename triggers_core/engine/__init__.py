@@ -21,9 +21,14 @@ retry), :mod:`.manual` (an operator's tools) and :mod:`.reconfigure`.
 from __future__ import annotations
 
 from triggers_core.engine.fire import check_trigger_name, fire, fire_checked
-from triggers_core.engine.manual import mark_logs_resolved, update_metadata, update_status
+from triggers_core.engine.manual import (
+    fail_by_operator,
+    mark_logs_resolved,
+    update_metadata,
+    update_status,
+)
 from triggers_core.engine.reconfigure import update_configuration
-from triggers_core.engine.recovery import replay_failed, skip_failed
+from triggers_core.engine.recovery import redispatch, replay_failed, skip_failed, take_over
 from triggers_core.engine.running import fail, finish, mark_running, retry_self, skip_self
 from triggers_core.engine.transition import (
     CASCADE_DEPTH_EXCEEDED_TYPE,
@@ -46,15 +51,18 @@ __all__ = [
     "check_cooldown",
     "check_trigger_name",
     "fail",
+    "fail_by_operator",
     "finish",
     "fire",
     "fire_checked",
     "mark_logs_resolved",
     "mark_running",
+    "redispatch",
     "replay_failed",
     "retry_self",
     "skip_failed",
     "skip_self",
+    "take_over",
     "task_kwargs",
     "update_configuration",
     "update_metadata",

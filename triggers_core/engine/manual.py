@@ -10,18 +10,73 @@ import attrs
 
 from triggers_core.engine.effects import TriggerFired
 from triggers_core.engine.fire import apply_fire
+from triggers_core.engine.levels import ERROR
 from triggers_core.engine.state import SessionState, Status
 from triggers_core.engine.transition import (
     DEFAULT_MAX_CASCADE_DEPTH,
     Builder,
     Transition,
     cascade_depth_of,
+    failed_instance,
     merged_metadata,
     set_status,
 )
 from triggers_core.engine.values import to_json_mapping
+from triggers_core.errors import InvalidTransitionError
 
-__all__ = ["mark_logs_resolved", "update_metadata", "update_status"]
+__all__ = [
+    "FAILED_BY_OPERATOR_TYPE",
+    "fail_by_operator",
+    "mark_logs_resolved",
+    "update_metadata",
+    "update_status",
+]
+
+#: ``exceptionType`` of an instance an operator failed (``fail_by_operator``).
+FAILED_BY_OPERATOR_TYPE = "triggers_core.errors.FailedByOperator"
+
+
+def fail_by_operator(
+    state: SessionState,
+    name: str,
+    *,
+    now: datetime,
+    reason: str,
+    actor: str | None = None,
+) -> Transition:
+    """An operator fails an instance that is ``unstarted``, ``scheduled`` or ``running``.
+
+    It ends ``failed`` (replayable) with ``exceptionType``
+    ``triggers_core.errors.FailedByOperator`` and ``reason`` as its
+    ``exceptionInfo``; ``actor`` (who asked) is recorded in its metadata. A
+    ``running`` instance's body may still be running: its outcome will be
+    refused (its lease no longer holds the instance). A ``failed`` or resolved
+    instance is refused with :class:`InvalidTransitionError` saying why.
+    """
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValueError(f"reason must be a non-empty string, got {reason!r}")
+    b = Builder(state, now)
+    instance = b.get(name)
+    if instance.status not in (Status.UNSTARTED, Status.SCHEDULED, Status.RUNNING):
+        why = (
+            "it has failed already: replay or skip it"
+            if instance.status is Status.FAILED
+            else "it is resolved and never changes again"
+        )
+        raise InvalidTransitionError("be failed", name, instance.status.value, why)
+    extra = {} if actor is None else {"actor": actor}
+    b.put(
+        failed_instance(
+            instance,
+            b.ts,
+            exception_type=FAILED_BY_OPERATOR_TYPE,
+            exception_info=reason,
+            exception_context={} if actor is None else {"actor": actor},
+            log_level=ERROR,
+            metadata=extra,
+        )
+    )
+    return b.build()
 
 
 def update_status(

@@ -18,9 +18,10 @@ import attrs
 from triggers_core.engine.effects import DuplicateFire, TriggerFired
 from triggers_core.engine.fire import apply_fire
 from triggers_core.engine.idempotency import cascade_key
+from triggers_core.engine.leases import Lease, lease_owner
 from triggers_core.engine.levels import ERROR, NOTSET
 from triggers_core.engine.recovery import replay_clone
-from triggers_core.engine.state import SessionState, Status
+from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.engine.transition import (
     DEFAULT_MAX_CASCADE_DEPTH,
     MAX_RETRIES_EXCEEDED_TYPE,
@@ -34,21 +35,59 @@ from triggers_core.engine.transition import (
     require,
     set_status,
     task_kwargs,
+    timestamp,
 )
 from triggers_core.engine.values import to_json_mapping
+from triggers_core.errors import InvalidTransitionError
 
 __all__ = ["fail", "finish", "mark_running", "retry_self", "skip_self"]
 
 
-def mark_running(state: SessionState, name: str, *, now: datetime) -> Transition:
-    """A runner starts a scheduled instance; records ``actualKwargs``."""
+def mark_running(
+    state: SessionState, name: str, *, now: datetime, lease: Lease | None = None
+) -> Transition:
+    """A runner starts a scheduled instance; records ``actualKwargs``.
+
+    With a ``lease`` it also records who runs it (``owner``, ``worker``) and
+    until when (``leaseExpires``, ``leaseSeconds``): see
+    :mod:`triggers_core.engine.leases`. Without one (a storage that keeps no
+    leases) nothing can tell later whether its runner is alive.
+    """
     b = Builder(state, now)
     instance = b.get(name)
     require(instance, "run", Status.SCHEDULED)
     task = config_for(b, instance)
     actual = task_kwargs(task, instance.kwargs)
-    b.put(set_status(instance, Status.RUNNING, b.ts, actualKwargs=actual))
+    if lease is None:
+        b.put(set_status(instance, Status.RUNNING, b.ts, actualKwargs=actual))
+    else:
+        b.put(
+            set_status(
+                instance,
+                Status.RUNNING,
+                b.ts,
+                actualKwargs=actual,
+                owner=lease.owner,
+                worker=to_json_mapping(lease.worker, "worker"),
+                leaseExpires=timestamp(lease.expires),
+                leaseSeconds=lease.seconds,
+            )
+        )
     return b.build()
+
+
+def _check_owner(instance: TaskInstance, owner: str | None, operation: str) -> None:
+    """Refuse an outcome from a run that no longer holds the instance."""
+    if owner is None:
+        return
+    holder = lease_owner(instance)
+    if holder is not None and holder != owner:
+        raise InvalidTransitionError(
+            operation,
+            instance.name,
+            instance.status.value,
+            "it was taken over by another run (its lease expired, or it was started again)",
+        )
 
 
 def finish(
@@ -60,6 +99,7 @@ def finish(
     log_level: int = NOTSET,
     max_cascade_depth: int = DEFAULT_MAX_CASCADE_DEPTH,
     guard_cascade: bool = False,
+    owner: str | None = None,
 ) -> Transition:
     """A running instance returned ``result``: finish it and cascade, atomically.
 
@@ -71,10 +111,15 @@ def finish(
     :func:`~triggers_core.engine.idempotency.cascade_key`, which ``state`` must hold
     if it exists: an instance that already cascaded once then finishes
     without cascading (a ``DuplicateFire`` effect says so).
+
+    With ``owner`` (the token of the run that reports), an instance another
+    run holds now refuses the outcome (:class:`InvalidTransitionError`); the
+    same holds for ``fail``, ``skip_self`` and ``retry_self``.
     """
     b = Builder(state, now, max_cascade_depth)
     instance = b.get(name)
     require(instance, "finish", Status.RUNNING)
+    _check_owner(instance, owner, "finish")
     data = to_json_mapping(result, "result")
     finished = set_status(instance, Status.FINISHED, b.ts, result=data)
     b.put(attrs.evolve(finished, log_level=max(instance.log_level, log_level)))
@@ -103,11 +148,13 @@ def fail(
     exception_context: Mapping[str, Any] | None = None,
     log_level: int = ERROR,
     metadata: Mapping[str, Any] | None = None,
+    owner: str | None = None,
 ) -> Transition:
     """A running instance raised, or a scheduled one could not be dispatched."""
     b = Builder(state, now)
     instance = b.get(name)
     require(instance, "fail", Status.RUNNING, Status.SCHEDULED)
+    _check_owner(instance, owner, "fail")
     b.put(
         failed_instance(
             instance,
@@ -129,11 +176,13 @@ def skip_self(
     now: datetime,
     metadata: Mapping[str, Any] | None = None,
     log_level: int = NOTSET,
+    owner: str | None = None,
 ) -> Transition:
     """A running instance skipped itself: ``skipped``, no cascade."""
     b = Builder(state, now)
     instance = b.get(name)
     require(instance, "skip itself", Status.RUNNING)
+    _check_owner(instance, owner, "skip itself")
     extra = to_json_mapping(metadata, "metadata")
     skipped = set_status(instance, Status.SKIPPED, b.ts, **extra)
     b.put(attrs.evolve(skipped, log_level=max(instance.log_level, log_level)))
@@ -153,6 +202,7 @@ def retry_self(
     replacement_kwargs: Mapping[str, Any] | None = None,
     cooldown: float | None = None,
     log_level: int = NOTSET,
+    owner: str | None = None,
 ) -> Transition:
     """A running instance asked to retry: fail it and replay it after ``cooldown``.
 
@@ -161,6 +211,7 @@ def retry_self(
     b = Builder(state, now)
     instance = b.get(name)
     require(instance, "retry", Status.RUNNING)
+    _check_owner(instance, owner, "retry")
     cooldown = check_cooldown(cooldown)
     if instance.retries >= max_retries:
         detail = f"{instance.name} asked to retry after {instance.retries} retries"

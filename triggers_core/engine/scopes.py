@@ -53,6 +53,7 @@ import attrs
 
 from triggers_core.engine.config import TaskConfig
 from triggers_core.engine.idempotency import FireKey
+from triggers_core.engine.leases import Due
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.engine.task_table import TaskTable
 
@@ -147,6 +148,10 @@ class Changes:
     #: that is already stored is a conflict (the fire was applied meanwhile), never
     #: something to overwrite.
     fire_records: Mapping[FireKey, tuple[str, ...]] = attrs.field(factory=dict, hash=False)
+    #: Due-index entries of changed instances that changed: name -> its entry now
+    #: (None: it has none any more). Names absent here keep what they have, so a
+    #: renewed lease is never moved back (see :mod:`triggers_core.engine.leases`).
+    due: Mapping[str, Due | None] = attrs.field(factory=dict, hash=False)
 
 
 def resolve(scope: Scope | Selector, header: SessionState) -> Scope:

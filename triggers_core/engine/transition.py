@@ -27,6 +27,7 @@ import attrs
 from triggers_core.engine.config import TaskConfig
 from triggers_core.engine.effects import DuplicateFire, Effect, ScheduleInstance
 from triggers_core.engine.idempotency import FireKey
+from triggers_core.engine.leases import Due, due_of
 from triggers_core.engine.scopes import (
     Changes,
     is_unsettled,
@@ -55,6 +56,7 @@ _V = TypeVar("_V")
 
 NOTHING: frozenset[str] = frozenset()
 NO_RECORDS: Mapping[FireKey, tuple[str, ...]] = MappingProxyType({})
+NO_DUE: Mapping[str, Due | None] = MappingProxyType({})
 
 #: ``exceptionType`` recorded when a task retries past its ``max_retries``.
 MAX_RETRIES_EXCEEDED_TYPE = "triggers_core.errors.MaxRetriesExceeded"
@@ -85,6 +87,8 @@ class Transition:
     #: False when there is nothing to store (a duplicate fire): the shell does not
     #: compare-and-swap, so a duplicate writes nothing at all.
     commit: bool = True
+    #: Due-index entries that changed (see :mod:`triggers_core.engine.leases`).
+    due: Mapping[str, Due | None] = attrs.field(default=NO_DUE, hash=False)
 
     @property
     def scheduled(self) -> tuple[str, ...]:
@@ -107,6 +111,7 @@ class Transition:
             created=self.created,
             config=self.config_changed,
             fire_records=self.fire_records,
+            due=self.due,
         )
 
 
@@ -141,6 +146,8 @@ class Builder:
         #: The fire records the state holds, and those this operation creates.
         self.records = state.fire_records
         self.new_records: dict[FireKey, tuple[str, ...]] | None = None
+        #: The instances as the operation found them (their due entries before it).
+        self.original = state.instances
 
     def put(self, instance: TaskInstance) -> None:
         name, task_name = instance.name, instance.task_name
@@ -252,7 +259,19 @@ class Builder:
             frozenset(self.changed),
             frozenset(self.created),
             fire_records=new or NO_RECORDS,
+            due=self._due_changes(),
         )
+
+    def _due_changes(self) -> Mapping[str, Due | None]:
+        """Due-index entries of the changed instances that differ from what they were."""
+        changes: dict[str, Due | None] = {}
+        original = self.original
+        for name in self.changed:
+            before = original.get(name)
+            after = due_of(self.instances[name])
+            if after != (None if before is None or name in self.created else due_of(before)):
+                changes[name] = after
+        return changes or NO_DUE
 
 
 class CopyOnWrite(Generic[_K, _V]):
@@ -409,9 +428,20 @@ def failed_instance(
 
 
 def schedule(
-    b: Builder, task: TaskConfig, instance: TaskInstance, cooldown: float | None = None
+    b: Builder,
+    task: TaskConfig,
+    instance: TaskInstance,
+    cooldown: float | None = None,
+    **metadata: Any,
 ) -> None:
-    b.put(set_status(instance, Status.SCHEDULED, b.ts))
+    """Make ``instance`` ``scheduled`` and hand it to its runner (after ``cooldown`` seconds).
+
+    The cooldown is recorded (``cooldown``), so the due index does not take an
+    instance that waits for it for one whose message was lost.
+    """
+    if cooldown:
+        metadata["cooldown"] = cooldown
+    b.put(set_status(instance, Status.SCHEDULED, b.ts, **metadata))
     b.effects.append(
         ScheduleInstance(
             instance_name=instance.name,

@@ -50,6 +50,7 @@ from triggers_core.runtime.tasks import mark_traceback_logged, traceback_was_log
 
 __all__ = [
     "LIFECYCLE_LOGGER",
+    "log_action",
     "log_failure",
     "log_outcome",
     "log_started",
@@ -66,6 +67,30 @@ def _extra(session: str, instance: str | None = None, **fields: Any) -> dict[str
         extra["instance"] = instance
     extra.update(fields)
     return extra
+
+
+def log_action(
+    logger: logging.Logger,
+    session: str,
+    action: str,
+    *,
+    instance: str,
+    actor: str | None,
+    status: str,
+) -> None:
+    """An operator's action on an instance (replay, skip, fail, forced status), with who did it.
+
+    INFO, with the ``extra`` fields ``session``, ``instance``, ``status``,
+    ``action`` and ``actor`` (None when the caller did not say).
+    """
+    logger.info(
+        "session %r: %s %s by %s",
+        session,
+        instance,
+        action,
+        actor or "an unnamed operator",
+        extra=_extra(session, instance, status=status, action=action, actor=actor),
+    )
 
 
 def log_transition(logger: logging.Logger, session: str, transition: Transition) -> None:

@@ -23,9 +23,12 @@ task inside ``dispatch``.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from triggers_core import engine
@@ -37,6 +40,13 @@ from triggers_core.engine.effects import (
     TriggerFired,
 )
 from triggers_core.engine.idempotency import cascade_key, fire_key
+from triggers_core.engine.leases import (
+    DEFAULT_DISPATCH_LEASE,
+    DEFAULT_LEASE_SECONDS,
+    Lease,
+    lease_owner,
+    run_key,
+)
 from triggers_core.engine.scopes import (
     HEADER_ONLY,
     Scope,
@@ -51,16 +61,19 @@ from triggers_core.engine.values import to_json_mapping
 from triggers_core.errors import (
     DispatchError,
     InvalidTransitionError,
+    RegistryError,
     SchemaMissingError,
     UnsupportedOperationError,
 )
 from triggers_core.runtime.commit import CommitPolicy, commit
+from triggers_core.runtime.leases import KEEPER
 from triggers_core.runtime.lifecycle import (
     LIFECYCLE_LOGGER,
     log_outcome,
     log_started,
     log_transition,
 )
+from triggers_core.runtime.operator import OperatorActions
 from triggers_core.runtime.outcomes import (
     NOT_THE_OUTCOME,
     Compute,
@@ -69,21 +82,30 @@ from triggers_core.runtime.outcomes import (
     format_exception,
 )
 from triggers_core.runtime.ports import TaskRunner
+from triggers_core.runtime.recovery import (
+    DEFAULT_SWEEP_INTERVAL,
+    RecoveryReport,
+    StoreSweeper,
+    recover_session,
+)
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.registry import Registry, open_storage
 from triggers_core.runtime.registry import runners as runner_registry
 from triggers_core.runtime.storage import Storage
-from triggers_core.runtime.tasks import TaskContext
+from triggers_core.runtime.tasks import TaskContext, task_policy
 
 __all__ = ["LIFECYCLE_LOGGER", "TriggerManager", "exception_type_name", "managers"]
 
 lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
 
+#: This host's name, as leases record it.
+_HOST = socket.gethostname()
+
 #: Storages (by redacted reference) already warned about that they cannot guard cascades.
 _UNGUARDED_WARNED: set[str] = set()
 
 
-class TriggerManager:
+class TriggerManager(OperatorActions):
     """Fires triggers and manages task instances for one session.
 
     ``storage`` is a :class:`Storage` or a storage URL (then ``uid`` names the
@@ -105,6 +127,12 @@ class TriggerManager:
     #: Cascades that may lead to an instance before it fails instead of running
     #: (``CascadeDepthExceeded``): stops tasks that keep creating each other.
     max_cascade_depth: int = engine.DEFAULT_MAX_CASCADE_DEPTH
+    #: Seconds between two sweeps of this manager's store by a background thread of
+    #: this process (taking over the instances of dead runs, dispatching lost messages
+    #: again; see :mod:`triggers_core.runtime.recovery`). Started by the first manager
+    #: of a store whose default runner is the in-process ``"threading"`` one and whose
+    #: clock is the real one; None: never (a Celery worker runs a sweeper of its own).
+    sweep_interval: float | None = DEFAULT_SWEEP_INTERVAL
 
     def __init__(
         self,
@@ -128,6 +156,31 @@ class TriggerManager:
         if default_runner is not None:
             self.default_runner = default_runner
         self._clock = clock or (lambda: datetime.now(UTC))
+        if clock is None:
+            self._start_sweeper()
+
+    def _start_sweeper(self) -> None:
+        """Start the store's background sweeper for in-process runs (:attr:`sweep_interval`)."""
+        if (
+            self.sweep_interval is None
+            or self.default_runner != "threading"
+            or not self._keeps_leases()
+        ):
+            return
+        StoreSweeper.for_store(self.storage, _sweeper_manager(type(self)), self.sweep_interval)
+
+    def recover(
+        self, *, dispatch_lease: float = DEFAULT_DISPATCH_LEASE, dry_run: bool = False
+    ) -> RecoveryReport:
+        """Take over this session's lost instances; dispatch again its lost messages.
+
+        Instances ``running`` under an expired lease are failed (``WorkerLost``)
+        and replayed per their task's ``on_lost`` policy; instances
+        ``scheduled`` for longer than ``dispatch_lease`` seconds are
+        dispatched again. ``dry_run`` reports and changes nothing. The
+        store-wide sweep is :func:`triggers_core.recover`.
+        """
+        return recover_session(self, now=self.now(), dispatch_lease=dispatch_lease, dry_run=dry_run)
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -293,135 +346,6 @@ class TriggerManager:
         found = self.storage.load(Scope(names=frozenset(names))).state.instances
         return [found[name] for name in names if name in found]
 
-    def replay_failed_instance(
-        self,
-        failed_instance: str | TaskInstance,
-        replacement_kwargs: Mapping[str, Any] | None = None,
-    ) -> TaskInstance:
-        """Replay a failed instance; return the scheduled clone."""
-        name = _name(failed_instance)
-        transition = self._commit(
-            lambda s: engine.replay_failed(s, name, replacement_kwargs, now=self.now()),
-            instance_scope(name, cascade=False),
-        )
-        self._perform(transition)
-        return transition.state.instances[transition.scheduled[0]]
-
-    def skip_failed_instance(
-        self,
-        failed_instance: str | TaskInstance,
-        cascade: bool = False,
-        result: Mapping[str, Any] | None = None,
-    ) -> TaskInstance:
-        """Mark a failed instance skipped; with ``cascade`` its task name fires with ``result``."""
-        name = _name(failed_instance)
-        transition = self._commit(
-            lambda s: engine.skip_failed(
-                s,
-                name,
-                now=self.now(),
-                cascade=cascade,
-                result=result,
-                max_cascade_depth=self.max_cascade_depth,
-            ),
-            instance_scope(name, cascade=cascade),
-        )
-        self._perform(transition)
-        return transition.state.instances[name]
-
-    def update_instance_status(
-        self,
-        task_instance: str | TaskInstance,
-        status: Status | str,
-        metadata: Mapping[str, Any] | None = None,
-        cascade: bool = False,
-        cascade_kwargs: Mapping[str, Any] | None = None,
-    ) -> TaskInstance:
-        """Force an instance's status (operators' tool); optionally cascade."""
-        name = _name(task_instance)
-        transition = self._commit(
-            lambda s: engine.update_status(
-                s,
-                name,
-                status,
-                now=self.now(),
-                metadata=metadata,
-                cascade=cascade,
-                cascade_kwargs=cascade_kwargs,
-                max_cascade_depth=self.max_cascade_depth,
-            ),
-            instance_scope(name, cascade=cascade),
-        )
-        self._perform(transition)
-        return transition.state.instances[name]
-
-    def update_instance_metadata(
-        self, task_instance: str | TaskInstance, metadata: Mapping[str, Any]
-    ) -> TaskInstance:
-        """Merge ``metadata`` into an instance's metadata (bumps ``lastModified``)."""
-        name = _name(task_instance)
-        transition = self._commit(
-            lambda s: engine.update_metadata(s, name, metadata, now=self.now()),
-            instance_scope(name, cascade=False),
-        )
-        return transition.state.instances[name]
-
-    def mark_instance_logs_resolved(self, task_instance: str | TaskInstance) -> TaskInstance:
-        """Acknowledge an instance's ERROR logs."""
-        name = _name(task_instance)
-        transition = self._commit(
-            lambda s: engine.mark_logs_resolved(s, name, now=self.now()),
-            instance_scope(name, cascade=False),
-        )
-        return transition.state.instances[name]
-
-    def fail_unstarted_instance(
-        self,
-        task_instance: str | TaskInstance,
-        error: BaseException,
-        *,
-        context: Mapping[str, Any] | None = None,
-    ) -> TaskInstance | None:
-        """Mark a ``scheduled`` instance ``failed`` because its runner cannot start it.
-
-        For runners that find out only when the instance should start (a
-        Celery worker that lacks the manager class or the trigger task).
-        ``error`` is recorded like a task's failure (``exceptionType``,
-        ``exceptionInfo``), ``context`` as ``exceptionContext``; the instance
-        can be replayed. Returns None and changes nothing if the instance is no
-        longer ``scheduled`` (another runner started it meanwhile).
-        """
-        name = _name(task_instance)
-        exc_type, exc_info = exception_type_name(error), format_exception(error)
-
-        def compute(state: SessionState) -> Transition:
-            found = state.instances.get(name)
-            if found is not None and found.status is not Status.SCHEDULED:
-                raise InvalidTransitionError(
-                    "fail before its start", name, found.status.value, "it is no longer scheduled"
-                )
-            return engine.fail(
-                state,
-                name,
-                now=self.now(),
-                exception_type=exc_type,
-                exception_info=exc_info,
-                exception_context=context,
-            )
-
-        try:
-            transition = self._commit(compute, instance_scope(name, cascade=False))
-        except InvalidTransitionError as exc:
-            lifecycle.warning(
-                "not failing %s in session %r: %s",
-                name,
-                self.uid,
-                exc,
-                extra={"session": self.uid, "instance": name, "status": exc.status},
-            )
-            return None
-        return transition.state.instances[name]
-
     # -- running instances (called by runners) -----------------------------------
 
     def run_instance(
@@ -430,6 +354,7 @@ class TriggerManager:
         *,
         on_started: Callable[[TaskInstance], None] | None = None,
         guard_cascade: bool = False,
+        worker: Mapping[str, Any] | None = None,
     ) -> TaskInstance | None:
         """Run a scheduled instance here and now; commit its outcome and cascade.
 
@@ -438,6 +363,14 @@ class TriggerManager:
         called with the instance once it is committed as ``running``, before the
         task runs: a caller can tell an error raised before that point (nothing
         ran) from one raised after it (the outcome may not have been recorded).
+
+        On a storage that keeps leases (:meth:`Storage.check_leases`) the
+        instance is started under a lease (``owner``, ``worker``: this host and
+        process plus ``worker``, ``leaseExpires``), renewed while the body runs
+        (:mod:`triggers_core.runtime.leases`); if the lease is taken over
+        meanwhile (this process could not renew it in time), the outcome is
+        refused, logged, and None returned. The lease's length is the task's
+        ``lease_seconds``.
 
         With ``guard_cascade`` (for runners whose messages may arrive more than
         once: the Celery worker passes it) the finish records its cascade under
@@ -450,11 +383,19 @@ class TriggerManager:
         """
         name = instance_name
         guard = guard_cascade and self._guards_cascades()
+        leased = self._keeps_leases()
+
+        def start(state: SessionState) -> Transition:
+            lease = None
+            if leased:
+                found = state.instances.get(name)
+                task = state.tasks.get(found.task_name) if found is not None else None
+                seconds = task_policy(task.run).lease_seconds if task is not None else None
+                lease = self._new_lease(seconds, worker)
+            return engine.mark_running(state, name, now=self.now(), lease=lease)
+
         try:
-            started = self._commit(
-                lambda s: engine.mark_running(s, name, now=self.now()),
-                instance_scope(name, cascade=False),
-            )
+            started = self._commit(start, instance_scope(name, cascade=False))
         except InvalidTransitionError as exc:
             lifecycle.warning(
                 "not running %s in session %r: %s",
@@ -465,6 +406,26 @@ class TriggerManager:
             )
             return None
         instance = started.state.instances[name]
+        owner = lease_owner(instance) if leased else None
+        held = None
+        if owner is not None:
+            seconds = instance.metadata.get("leaseSeconds", DEFAULT_LEASE_SECONDS)
+            held = KEEPER.hold(self.storage, name, owner, float(seconds), self.now)
+        try:
+            return self._run_started(instance, started, on_started, guard, owner)
+        finally:
+            if held is not None:
+                KEEPER.release(held)
+
+    def _run_started(
+        self,
+        instance: TaskInstance,
+        started: Transition,
+        on_started: Callable[[TaskInstance], None] | None,
+        guard: bool,
+        owner: str | None,
+    ) -> TaskInstance | None:
+        name = instance.name
         log_started(lifecycle, self.uid, instance)
         if on_started is not None:
             on_started(instance)
@@ -475,24 +436,61 @@ class TriggerManager:
             instance_name=name,
             retries=instance.retries,
             logger=logging.getLogger(f"triggers.tasks.{config.run}"),
+            run_key=f"{self.uid}#{run_key(instance)}",
         )
         key = cascade_key(instance.task_name, name) if guard else None
-        outcomes = Outcomes(self.uid, self.now, self.max_cascade_depth)
+        outcomes = Outcomes(self.uid, self.now, self.max_cascade_depth, owner)
+        scope = instance_scope(name, cascade=True, guard=key)
         try:
-            compute = outcomes.run_task(name, config.run, context, key is not None)
-            transition = self._commit(compute, instance_scope(name, cascade=True, guard=key))
-        except NOT_THE_OUTCOME:
-            raise  # the storage or the instance, not the task's outcome: nothing to record
-        except Exception as exc:
-            # Second line of defence: _outcome validates what it can before the
-            # commit, but whatever the engine still refuses must not leave the
-            # instance running.
-            detail = f"{config.run}: its outcome could not be recorded: {exc}"
-            compute = outcomes.failure(name, exc, detail, context)
-            transition = self._commit(compute, instance_scope(name, cascade=False))
+            try:
+                compute = outcomes.run_task(name, config.run, context, key is not None)
+                transition = self._commit(compute, scope)
+            except NOT_THE_OUTCOME:
+                raise  # the storage or the instance, not the task's outcome: nothing to record
+            except Exception as exc:
+                # Second line of defence: run_task validates what it can before the
+                # commit, but whatever the engine still refuses must not leave the
+                # instance running.
+                detail = f"{config.run}: its outcome could not be recorded: {exc}"
+                compute = outcomes.failure(name, exc, detail, context)
+                transition = self._commit(compute, instance_scope(name, cascade=False))
+        except InvalidTransitionError as exc:
+            if owner is None:
+                raise
+            lifecycle.warning(
+                "the outcome of %s in session %r was not recorded: %s",
+                name,
+                self.uid,
+                exc,
+                extra={"session": self.uid, "instance": name, "status": exc.status},
+            )
+            return None
         log_outcome(lifecycle, self.uid, transition.state.instances[name])
         self._perform(transition)
         return transition.state.instances[name]
+
+    def _keeps_leases(self) -> bool:
+        """True if the storage keeps leases (checked once per manager)."""
+        keeps = self.__dict__.get("_leases")
+        if keeps is None:
+            try:
+                self.storage.check_leases()
+            except UnsupportedOperationError:
+                keeps = False
+            else:
+                keeps = True
+            self.__dict__["_leases"] = keeps
+        return bool(keeps)
+
+    def _new_lease(self, seconds: float | None, worker: Mapping[str, Any] | None) -> Lease:
+        """A lease for a run starting now: a fresh owner token, this process as the worker."""
+        length = DEFAULT_LEASE_SECONDS if seconds is None else seconds
+        return Lease(
+            owner=uuid.uuid4().hex,
+            expires=self.now() + timedelta(seconds=length),
+            seconds=length,
+            worker={"host": _HOST, "pid": os.getpid(), **(worker or {})},
+        )
 
     def _guards_cascades(self) -> bool:
         """True if the storage keeps fire records, so a finish can record its cascade.
@@ -534,8 +532,17 @@ class TriggerManager:
         return f"<{type(self).__name__} {redact(repr(self.storage))}>"
 
 
-def _name(instance: str | TaskInstance) -> str:
-    return instance.name if isinstance(instance, TaskInstance) else instance
+def _sweeper_manager(cls: type[TriggerManager]) -> Callable[[Storage], TriggerManager]:
+    """The manager a sweeper builds for a session: ``cls`` as registered, else the default."""
+
+    def build(storage: Storage) -> TriggerManager:
+        try:
+            registered = managers.load(cls.registry_key)
+        except RegistryError:
+            registered = TriggerManager
+        return registered(storage)
+
+    return build
 
 
 #: Manager classes by key (entry point group ``triggers.managers``): a Celery

@@ -9,6 +9,15 @@ backends return them) and what a load returns is copied on read, with a small
 copier for JSON values (:func:`triggers_core.engine.values.copy_json`), so callers never
 share a mutable value with the store or with each other.
 
+Leases and the due index: the store keeps one record per indexed instance
+(kind, time, owner, claimed) in a dict, and a heap of (time, instance) entries
+over them; an entry is live while its record still carries the entry's
+sequence number, so moving a record (a renewal, a claim) pushes a new entry
+and leaves the old one to be dropped. Listing what is due walks only the part
+of the heap at or before the time asked (a heap's children are never earlier
+than their parent), so it costs what it finds plus the stale entries met on the
+way; the heap is rebuilt from the records when stale entries outnumber them.
+
 Fire records (idempotency keys) are kept per session in a dict beside the
 instances, outside the header: a load reads the ones its scope names (a dict
 lookup each), a compare-and-swap adds new ones under the same lock as the
@@ -19,14 +28,18 @@ process-local store).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 from collections.abc import Mapping
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 import attrs
 
 from triggers_core.engine.idempotency import FireKey
+from triggers_core.engine.leases import Due, DueKind
 from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.engine.serialization import check_joined
 from triggers_core.engine.state import SessionState, Status, TaskInstance, copy_instance
@@ -35,7 +48,7 @@ from triggers_core.engine.values import copy_json, copy_json_sorted
 from triggers_core.errors import ConflictError, SerializationError
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.sessions import SessionFilter, SessionPage, check_page_size
-from triggers_core.runtime.storage import Snapshot, Storage, Version
+from triggers_core.runtime.storage import DueRef, Snapshot, Storage, Version
 
 __all__ = ["MemoryStorage", "MemoryStore"]
 
@@ -88,17 +101,68 @@ class _Session:
             self.unresolved.add(name)
 
 
+@attrs.frozen
+class _DueRecord:
+    kind: DueKind
+    at: datetime
+    owner: str | None
+    claimed: bool
+    #: The sequence number of the record's live heap entry.
+    seq: int
+
+
 class MemoryStore:
     """A process-local "database" of sessions; storages on one store share sessions."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
+        #: The due index: (uid, instance) -> its record, and a heap of entries over them.
+        self._due: dict[tuple[str, str], _DueRecord] = {}
+        self._heap: list[tuple[datetime, int, str, str]] = []
+        self._seq = itertools.count()
 
     def clear(self) -> None:
         """Forget every session."""
         with self._lock:
             self._sessions.clear()
+            self._due.clear()
+            self._heap.clear()
+
+    # The due index (called with the lock held) --------------------------------------
+
+    def _set_due(self, uid: str, name: str, due: Due | None, *, claimed: bool = False) -> None:
+        key = (uid, name)
+        if due is None:
+            self._due.pop(key, None)
+        else:
+            seq = next(self._seq)
+            self._due[key] = _DueRecord(due.kind, due.at, due.owner, claimed, seq)
+            heapq.heappush(self._heap, (due.at, seq, uid, name))
+        if len(self._heap) > 2 * len(self._due) + 64:  # mostly stale: rebuild it
+            self._heap = [(r.at, r.seq, u, n) for (u, n), r in self._due.items()]
+            heapq.heapify(self._heap)
+
+    def _due_before(self, kind: DueKind, before: datetime, limit: int) -> list[DueRef]:
+        heap, records = self._heap, self._due
+        found: list[DueRef] = []
+        pending = [0] if heap else []
+        while pending:  # the part of the heap at or before ``before``, and no more
+            index = pending.pop()
+            at, seq, uid, name = heap[index]
+            if at > before:
+                continue
+            record = records.get((uid, name))
+            if record is not None and record.seq == seq and record.kind is kind:
+                found.append(DueRef(uid, name, kind, at, record.owner, record.claimed))
+            pending.extend(i for i in (2 * index + 1, 2 * index + 2) if i < len(heap))
+        found.sort(key=lambda ref: (ref.at, ref.session, ref.instance))
+        return found[:limit]
+
+    def due(self, kind: DueKind, before: datetime, *, limit: int = 1000) -> list[DueRef]:
+        """Entries of ``kind`` due at or before ``before``, oldest first (see the module)."""
+        with self._lock:
+            return self._due_before(kind, before, limit)
 
     def list_sessions(
         self,
@@ -181,6 +245,55 @@ class MemoryStorage(Storage):
 
     def check_fire_keys(self) -> None:
         """Fire records are kept (per session, beside the instances)."""
+
+    def check_leases(self) -> None:
+        """Leases and the due index are kept (see the module docstring)."""
+
+    def renew_lease(self, name: str, owner: str, expires: datetime) -> bool:
+        store = self.store
+        with store._lock:
+            record = store._due.get((self.uid, name))
+            if (
+                record is None
+                or record.kind is not DueKind.LEASE
+                or record.owner != owner
+                or record.claimed
+            ):
+                return False
+            store._set_due(self.uid, name, Due(DueKind.LEASE, expires, owner))
+            return True
+
+    def claim_lease(self, name: str, owner: str, seen: datetime, until: datetime) -> bool:
+        store = self.store
+        with store._lock:
+            record = store._due.get((self.uid, name))
+            if (
+                record is None
+                or record.kind is not DueKind.LEASE
+                or record.owner != owner
+                or record.at != seen
+            ):
+                return False
+            store._set_due(self.uid, name, Due(DueKind.LEASE, until, owner), claimed=True)
+            return True
+
+    def get_lease(self, name: str) -> DueRef | None:
+        with self.store._lock:
+            record = self.store._due.get((self.uid, name))
+        if record is None or record.kind is not DueKind.LEASE:
+            return None
+        return DueRef(self.uid, name, record.kind, record.at, record.owner, record.claimed)
+
+    def due_entries(self, kind: DueKind, before: datetime, *, limit: int) -> list[DueRef]:
+        return self.store.due(kind, before, limit=limit)
+
+    def session(self, uid: str) -> MemoryStorage:
+        other = MemoryStorage(uid, self.store, store_name=self.store_name)
+        other._private = self._private
+        return other
+
+    def store_identity(self) -> object | None:
+        return ("memory", id(self.store))
 
     def _read(self, scope: Scope | Selector | None) -> Snapshot:
         store = self.store
@@ -288,6 +401,8 @@ class MemoryStorage(Storage):
                 session.put(instance)
             if records:
                 session.fire_records.update(records)
+            for name, due in changes.due.items():
+                store._set_due(self.uid, name, due)
             return session.version
 
 

@@ -83,6 +83,9 @@ class Outcomes:
     now: Callable[[], datetime]
     #: Instances a finish makes ready deeper than this fail instead (see the engine).
     max_cascade_depth: int
+    #: The owner token of the run (its lease), so a run that was taken over
+    #: cannot record its outcome; None for a run without a lease.
+    owner: str | None = None
 
     def failure(
         self,
@@ -110,6 +113,7 @@ class Outcomes:
             exception_info=info,
             exception_context=exception_context,
             log_level=level,
+            owner=self.owner,
         )
 
     def run_task(
@@ -140,7 +144,12 @@ class Outcomes:
                     context,
                 )
             return lambda s: engine.skip_self(
-                s, name, now=self.now(), metadata=metadata, log_level=context.log_level
+                s,
+                name,
+                now=self.now(),
+                metadata=metadata,
+                log_level=context.log_level,
+                owner=self.owner,
             )
         except RetryTask as retry:
             return self.retry(name, run, retry, max_retries, context)
@@ -172,6 +181,7 @@ class Outcomes:
             log_level=context.log_level,
             max_cascade_depth=self.max_cascade_depth,
             guard_cascade=guard_cascade,
+            owner=self.owner,
         )
 
     def retry(
@@ -212,4 +222,5 @@ class Outcomes:
             replacement_kwargs=replacement,
             cooldown=cooldown,
             log_level=context.log_level,
+            owner=self.owner,
         )

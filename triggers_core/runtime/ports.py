@@ -79,6 +79,20 @@ class SessionManager(Protocol):
 
     def mark_instance_logs_resolved(self, task_instance: str | TaskInstance) -> TaskInstance: ...
 
+    def fail_instance(
+        self,
+        task_instance: str | TaskInstance,
+        reason: str,
+        *,
+        actor: str | None = None,
+    ) -> TaskInstance: ...
+
+    def take_over_instance(self, task_instance: str | TaskInstance, owner: str) -> TaskInstance: ...
+
+    def redispatch_instance(
+        self, task_instance: str | TaskInstance, since: datetime
+    ) -> TaskInstance: ...
+
     def fail_unstarted_instance(
         self,
         task_instance: str | TaskInstance,
@@ -93,6 +107,7 @@ class SessionManager(Protocol):
         *,
         on_started: Callable[[TaskInstance], None] | None = None,
         guard_cascade: bool = False,
+        worker: Mapping[str, Any] | None = None,
     ) -> TaskInstance | None: ...
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "install_hint",
     "open_storage",
     "runners",
+    "storage_class_for",
     "storage_scheme",
     "storages",
 ]
@@ -213,3 +214,26 @@ def _memory_default() -> str:
             STORAGE_URL_ENV,
         )
     return "memory://"
+
+
+def storage_class_for(url: str | None) -> tuple[type[Storage], str]:
+    """The storage class registered for ``url``'s scheme, and the URL itself.
+
+    For operations over a whole store (listing its sessions, sweeping it).
+    ``url`` defaults to ``TRIGGERS_STORAGE_URL``; unlike opening one session,
+    they never fall back to a process-private ``memory://`` store.
+    """
+    if url is None:
+        url = os.environ.get(STORAGE_URL_ENV)
+        if not url:
+            raise RegistryError(
+                f"no storage URL given and {STORAGE_URL_ENV} is not set "
+                "(e.g. sqlite:///triggers.db)"
+            )
+    scheme = storage_scheme(url)
+    try:
+        return storages.load(scheme), url
+    except RegistryError as exc:
+        raise RegistryError(
+            f"{exc} (storage URL {redact(url)!r}; known schemes: {', '.join(storages.names())})"
+        ) from exc

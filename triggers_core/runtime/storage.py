@@ -35,6 +35,15 @@ Contract (proved for every backend by :mod:`triggers_core.testing.storage_contra
   stored record never changes and is kept for the life of the session;
   nothing but a load that names it reads it, so a session may hold any
   number of them without slowing anything else down.
+* Leases and the due index (:mod:`triggers_core.engine.leases`), for storages
+  whose :meth:`Storage.check_leases` accepts them: ``compare_and_swap`` applies
+  ``changes.due`` with everything else (an entry per instance: set it, or
+  delete it for None; names absent keep theirs); :meth:`Storage.renew_lease`
+  and :meth:`Storage.claim_lease` change one instance's lease record without
+  touching the session, each only if the record is as the caller expects, so
+  of a renewal and a claim racing on one lease exactly one succeeds; and
+  :meth:`Storage.due` lists a store's entries due before a time, oldest first,
+  at a cost that grows with what it returns, not with the number of sessions.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from typing import Any, ClassVar
 import attrs
 
 from triggers_core.engine.config import TaskConfig
+from triggers_core.engine.leases import Due, DueKind
 from triggers_core.engine.names import name_problem
 from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.engine.serialization import instance_to_json
@@ -55,7 +65,16 @@ from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.errors import UnknownInstanceError, UnsupportedOperationError
 from triggers_core.runtime.sessions import SessionFilter, SessionPage, is_stale
 
-__all__ = ["Changes", "Scope", "Selector", "Snapshot", "Storage", "Version", "check_uid"]
+__all__ = [
+    "Changes",
+    "DueRef",
+    "Scope",
+    "Selector",
+    "Snapshot",
+    "Storage",
+    "Version",
+    "check_uid",
+]
 
 #: Every unresolved instance: what the inspection API reads.
 UNRESOLVED = Scope(unresolved=True)
@@ -70,6 +89,28 @@ class Snapshot:
 
     state: SessionState
     version: Version | None
+
+
+@attrs.frozen
+class DueRef:
+    """One entry of a store's due index, as :meth:`Storage.due` lists it."""
+
+    #: The session UID and the instance name.
+    session: str
+    instance: str
+    kind: DueKind
+    #: DISPATCH: when it was scheduled (plus its cooldown); LEASE: when its lease
+    #: expires now (renewals included), or until when a sweeper claimed it.
+    at: datetime
+    #: LEASE: the owner token of the run the lease belongs to.
+    owner: str | None = None
+    #: LEASE: a sweeper claimed it (its run can no longer renew it).
+    claimed: bool = False
+
+    @property
+    def due(self) -> Due:
+        """The entry as the engine describes it."""
+        return Due(self.kind, self.at, self.owner)
 
 
 def check_uid(uid: object) -> str:
@@ -197,6 +238,77 @@ class Storage(abc.ABC):
             "it does not keep fire records; its check_fire_keys() says so (see "
             "triggers_core.runtime.storage for what a storage that keeps them does)",
         )
+
+    # -- leases and the due index ------------------------------------------------------
+
+    def check_leases(self) -> None:
+        """Raise unless this storage keeps leases and a due index.
+
+        The default raises :class:`~triggers_core.errors.UnsupportedOperationError`:
+        instances then run without a lease (as before leases existed), and
+        nothing finds them if their worker dies but an operator
+        (``get_stale_instances``). A storage that keeps them overrides this and
+        the four methods below, and applies ``changes.due`` in
+        :meth:`compare_and_swap`.
+        """
+        raise UnsupportedOperationError(
+            "leases (recovering the instances of dead workers)",
+            f"{self.backend_name}: {type(self).__qualname__}",
+            "it keeps no lease records and no due index; its check_leases() says so",
+        )
+
+    def renew_lease(self, name: str, owner: str, expires: datetime) -> bool:
+        """Move the lease of ``name`` to ``expires`` if run ``owner`` still holds it.
+
+        False (and nothing changes) when the record is gone (the instance was
+        resolved), belongs to another run, or was claimed by a sweeper. Writes
+        only the lease record (and its place in the due index).
+        """
+        self.check_leases()
+        return False
+
+    def claim_lease(self, name: str, owner: str, seen: datetime, until: datetime) -> bool:
+        """Take the expired lease of run ``owner`` from it, before taking its instance over.
+
+        Succeeds only if the record is still the one the caller saw (``owner``,
+        expiring at ``seen``): a renewal since then wins, and so does another
+        sweeper. Then the record is *claimed* (no renewal succeeds any more)
+        and due again at ``until``, so that if this sweeper dies before it
+        commits the takeover, another one claims it again then.
+        """
+        self.check_leases()
+        return False
+
+    def get_lease(self, name: str) -> DueRef | None:
+        """The lease record of ``name`` as it is now (renewals included), if it has one."""
+        self.check_leases()
+        return None
+
+    def due_entries(self, kind: DueKind, before: datetime, *, limit: int) -> list[DueRef]:
+        """Up to ``limit`` due-index entries of ``kind`` at or before ``before``, oldest first.
+
+        Covers every session of the *store* this storage is in (not only its
+        own session); costs what it returns (an index by time), however many
+        sessions the store holds. The default raises
+        :class:`~triggers_core.errors.UnsupportedOperationError`.
+        """
+        self.check_leases()
+        return []
+
+    def session(self, uid: str) -> Storage:
+        """A storage for session ``uid`` in the same store (sharing its connections)."""
+        raise UnsupportedOperationError(
+            "opening another session of its store", self.backend_name, "it does not say how"
+        )
+
+    def store_identity(self) -> object | None:
+        """A hashable value naming the store (equal for every session of it), or None.
+
+        The in-process runner keeps one background sweeper per store and
+        process, found by this value. It is a key, never shown: it may hold
+        what a URL holds.
+        """
+        return None
 
     # -- inspection -------------------------------------------------------------------
 

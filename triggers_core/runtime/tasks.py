@@ -15,6 +15,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
 
+import attrs
+
+from triggers_core.engine.leases import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_LOST_RETRIES,
+    LostPolicy,
+    check_lease_seconds,
+)
 from triggers_core.errors import TriggersError, UnknownTaskError
 
 if TYPE_CHECKING:
@@ -25,12 +33,14 @@ __all__ = [
     "SkipTask",
     "TaskContext",
     "TaskLogger",
+    "TaskPolicy",
     "TriggerTask",
     "get_task",
     "get_task_class",
     "mark_traceback_logged",
     "register_task",
     "registered_tasks",
+    "task_policy",
     "traceback_was_logged",
     "with_context",
 ]
@@ -128,7 +138,14 @@ class TaskLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 class TaskContext:
-    """What a running task gets: the manager, its kwargs, its name and retry count."""
+    """What a running task gets: the manager, its kwargs, its name and retry count.
+
+    ``run_key`` is the same for an instance and every clone replayed from it
+    (after a ``retry()``, a lost worker, or an operator's replay), and differs
+    between sessions and between instances a fire created: use it to make the
+    task's own side effects idempotent, since a body may run again after its
+    worker died (``"{session}#{first instance}"``, e.g. ``"s-42#t_pay#0"``).
+    """
 
     def __init__(
         self,
@@ -137,11 +154,14 @@ class TaskContext:
         instance_name: str,
         retries: int = 0,
         logger: logging.Logger | None = None,
+        *,
+        run_key: str | None = None,
     ) -> None:
         self.manager = manager
         self.trigger_kwargs = trigger_kwargs
         self.instance_name = instance_name
         self.retries = retries
+        self.run_key = run_key if run_key is not None else f"{manager.uid}#{instance_name}"
         self.logger = logger or logging.getLogger("triggers.tasks")
         self._log_level = logging.NOTSET
         self._lock = threading.Lock()
@@ -189,6 +209,14 @@ class TriggerTask:
     name: ClassVar[str]
     #: How many times :meth:`retry` may replay the instance.
     max_retries: ClassVar[int] = 3
+    #: What happens to an instance whose worker was lost (its lease expired):
+    #: ``"retry"`` replays it as a clone, ``"fail"`` leaves it ``failed``.
+    on_lost: ClassVar[str] = "retry"
+    #: How many lost runs of one chain of clones are replayed before it stays ``failed``.
+    max_lost_retries: ClassVar[int] = DEFAULT_MAX_LOST_RETRIES
+    #: Seconds a run's lease lasts; the runner renews it every third of that while
+    #: the body runs, so a dead worker's instance is taken over after at most this.
+    lease_seconds: ClassVar[float] = DEFAULT_LEASE_SECONDS
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -221,8 +249,49 @@ class TriggerTask:
         raise RetryTask(exc, metadata, replacement_kwargs, cooldown)
 
 
+@attrs.frozen
+class TaskPolicy:
+    """How the runtime treats the runs of a task: its lease and what happens when lost."""
+
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    lost: LostPolicy = attrs.field(factory=LostPolicy)
+
+
+def _policy_of(cls: type[TriggerTask]) -> TaskPolicy:
+    """The class's policy; :class:`ValueError` naming the attribute that is wrong."""
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    if cls.on_lost not in ("retry", "fail"):
+        raise ValueError(f"{where}.on_lost must be 'retry' or 'fail', got {cls.on_lost!r}")
+    lost = cls.max_lost_retries
+    if not isinstance(lost, int) or isinstance(lost, bool) or lost < 0:
+        raise ValueError(f"{where}.max_lost_retries must be an integer >= 0, got {lost!r}")
+    try:
+        seconds = check_lease_seconds(cls.lease_seconds)
+    except ValueError as exc:
+        raise ValueError(f"{where}.{exc}") from None
+    return TaskPolicy(seconds, LostPolicy(cls.on_lost == "retry", lost))
+
+
+def task_policy(name: str) -> TaskPolicy:
+    """The policy of the task registered under ``name``; the defaults if there is none.
+
+    A sweeper may run where a task is not registered (a web process): it then
+    applies the defaults (a 30 s lease, lost runs replayed 3 times).
+    """
+    try:
+        cls = get_task_class(name)
+    except UnknownTaskError:
+        return TaskPolicy()
+    return _policy_of(cls)
+
+
 def register_task(cls: type[TriggerTask], name: str | None = None) -> type[TriggerTask]:
-    """Register ``cls`` under ``name`` (default ``cls.name``); usable as a decorator."""
+    """Register ``cls`` under ``name`` (default ``cls.name``); usable as a decorator.
+
+    A class whose ``on_lost``, ``max_lost_retries`` or ``lease_seconds`` is
+    out of range is refused with :class:`ValueError` naming the attribute.
+    """
+    _policy_of(cls)
     key = name or cls.__dict__.get("name")
     if not isinstance(key, str) or not key:
         raise TypeError(f"{cls.__qualname__}: trigger tasks need a non-empty string name")

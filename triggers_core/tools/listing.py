@@ -29,12 +29,9 @@ way to list keys) raises
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
-from triggers_core.errors import RegistryError
-from triggers_core.runtime.redaction import redact
-from triggers_core.runtime.registry import STORAGE_URL_ENV, storage_scheme, storages
+from triggers_core.runtime.registry import storage_class_for
 from triggers_core.runtime.sessions import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -68,20 +65,7 @@ def storage_class(url: str | None) -> tuple[type[Storage], str]:
     ``url`` defaults to ``TRIGGERS_STORAGE_URL``; unlike opening one session,
     listing never falls back to a process-private ``memory://`` store.
     """
-    if url is None:
-        url = os.environ.get(STORAGE_URL_ENV)
-        if not url:
-            raise RegistryError(
-                f"no storage URL given and {STORAGE_URL_ENV} is not set "
-                "(e.g. sqlite:///triggers.db)"
-            )
-    scheme = storage_scheme(url)
-    try:
-        return storages.load(scheme), url
-    except RegistryError as exc:
-        raise RegistryError(
-            f"{exc} (storage URL {redact(url)!r}; known schemes: {', '.join(storages.names())})"
-        ) from exc
+    return storage_class_for(url)
 
 
 def list_sessions(

@@ -1,0 +1,295 @@
+"""An operator's actions on instances: replay, skip, fail, force a status, recover.
+
+:class:`OperatorActions` is the part of
+:class:`~triggers_core.runtime.manager.TriggerManager` that acts on one
+instance by name, each action one commit through the manager's loop. Actions
+a person asks for take an ``actor`` (a user name, ``"cli"``, ``"web:alice"``),
+recorded in the instance's metadata and in a lifecycle log record
+(:func:`~triggers_core.runtime.lifecycle.log_action`).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from triggers_core import engine
+from triggers_core.engine.leases import LostPolicy
+from triggers_core.engine.names import name_problem
+from triggers_core.engine.scopes import HEADER_ONLY, Scope, Selector, instance_scope
+from triggers_core.engine.state import SessionState, Status, TaskInstance
+from triggers_core.engine.transition import Transition
+from triggers_core.errors import InvalidTransitionError
+from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER, log_action
+from triggers_core.runtime.outcomes import Compute, exception_type_name, format_exception
+from triggers_core.runtime.tasks import task_policy
+
+__all__ = ["OperatorActions", "check_actor", "instance_name_of"]
+
+lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
+
+
+class OperatorActions(abc.ABC):
+    """Actions on one instance by name (mixed into the manager; see the module)."""
+
+    max_cascade_depth: int
+
+    @property
+    @abc.abstractmethod
+    def uid(self) -> str:
+        """The session UID."""
+
+    @abc.abstractmethod
+    def now(self) -> datetime:
+        """The manager's clock."""
+
+    @abc.abstractmethod
+    def _commit(self, compute: Compute, scope: Scope | Selector = HEADER_ONLY) -> Transition:
+        """The manager's commit loop."""
+
+    @abc.abstractmethod
+    def _perform(self, transition: Transition) -> None:
+        """Log, call the hooks, dispatch (after the commit)."""
+
+    def _acted(self, action: str, name: str, actor: str | None, transition: Transition) -> None:
+        if actor is not None:
+            status = transition.state.instances[name].status.value
+            log_action(lifecycle, self.uid, action, instance=name, actor=actor, status=status)
+
+    def replay_failed_instance(
+        self,
+        failed_instance: str | TaskInstance,
+        replacement_kwargs: Mapping[str, Any] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> TaskInstance:
+        """Replay a failed instance; return the scheduled clone.
+
+        ``actor`` (who asked: a user name, ``"cli"``...) is recorded in the
+        replayed instance's metadata and in the lifecycle log.
+        """
+        name = instance_name_of(failed_instance)
+        who = check_actor(actor)
+        transition = self._commit(
+            lambda s: engine.replay_failed(s, name, replacement_kwargs, now=self.now(), actor=who),
+            instance_scope(name, cascade=False),
+        )
+        self._acted("replayed", name, who, transition)
+        self._perform(transition)
+        return transition.state.instances[transition.scheduled[0]]
+
+    def skip_failed_instance(
+        self,
+        failed_instance: str | TaskInstance,
+        cascade: bool = False,
+        result: Mapping[str, Any] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> TaskInstance:
+        """Mark a failed instance skipped; with ``cascade`` its task name fires with ``result``.
+
+        ``actor`` (who asked) is recorded in its metadata and the lifecycle log.
+        """
+        name = instance_name_of(failed_instance)
+        who = check_actor(actor)
+        transition = self._commit(
+            lambda s: engine.skip_failed(
+                s,
+                name,
+                now=self.now(),
+                cascade=cascade,
+                result=result,
+                max_cascade_depth=self.max_cascade_depth,
+                actor=who,
+            ),
+            instance_scope(name, cascade=cascade),
+        )
+        self._acted("skipped", name, who, transition)
+        self._perform(transition)
+        return transition.state.instances[name]
+
+    def update_instance_status(
+        self,
+        task_instance: str | TaskInstance,
+        status: Status | str,
+        metadata: Mapping[str, Any] | None = None,
+        cascade: bool = False,
+        cascade_kwargs: Mapping[str, Any] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> TaskInstance:
+        """Force an instance's status (operators' tool); optionally cascade.
+
+        ``actor`` (who asked) is recorded in its metadata and the lifecycle log.
+        """
+        name = instance_name_of(task_instance)
+        who = check_actor(actor)
+        extra = metadata if who is None else {**(metadata or {}), "actor": who}
+        transition = self._commit(
+            lambda s: engine.update_status(
+                s,
+                name,
+                status,
+                now=self.now(),
+                metadata=extra,
+                cascade=cascade,
+                cascade_kwargs=cascade_kwargs,
+                max_cascade_depth=self.max_cascade_depth,
+            ),
+            instance_scope(name, cascade=cascade),
+        )
+        self._acted("set to a status", name, who, transition)
+        self._perform(transition)
+        return transition.state.instances[name]
+
+    def update_instance_metadata(
+        self, task_instance: str | TaskInstance, metadata: Mapping[str, Any]
+    ) -> TaskInstance:
+        """Merge ``metadata`` into an instance's metadata (bumps ``lastModified``)."""
+        name = instance_name_of(task_instance)
+        transition = self._commit(
+            lambda s: engine.update_metadata(s, name, metadata, now=self.now()),
+            instance_scope(name, cascade=False),
+        )
+        return transition.state.instances[name]
+
+    def mark_instance_logs_resolved(self, task_instance: str | TaskInstance) -> TaskInstance:
+        """Acknowledge an instance's ERROR logs."""
+        name = instance_name_of(task_instance)
+        transition = self._commit(
+            lambda s: engine.mark_logs_resolved(s, name, now=self.now()),
+            instance_scope(name, cascade=False),
+        )
+        return transition.state.instances[name]
+
+    def fail_instance(
+        self,
+        task_instance: str | TaskInstance,
+        reason: str,
+        *,
+        actor: str | None = None,
+    ) -> TaskInstance:
+        """Fail an ``unstarted``, ``scheduled`` or ``running`` instance by hand.
+
+        It ends ``failed`` (replay or skip it next) with ``exceptionType``
+        ``triggers_core.errors.FailedByOperator`` and ``reason``; ``actor``
+        (who asked) is recorded. A ``running`` instance's body may still be
+        running somewhere: its outcome is refused when it ends. A ``failed``
+        or resolved instance raises
+        :class:`~triggers_core.errors.InvalidTransitionError` saying why.
+        """
+        name = instance_name_of(task_instance)
+        who = check_actor(actor)
+        transition = self._commit(
+            lambda s: engine.fail_by_operator(s, name, now=self.now(), reason=reason, actor=who),
+            instance_scope(name, cascade=False),
+        )
+        self._acted("failed", name, who, transition)
+        self._perform(transition)
+        return transition.state.instances[name]
+
+    def take_over_instance(self, task_instance: str | TaskInstance, owner: str) -> TaskInstance:
+        """Fail a lost instance (its run ``owner``'s lease expired) and replay it per policy.
+
+        The caller must have claimed the lease first
+        (:meth:`~triggers_core.runtime.storage.Storage.claim_lease`), so the run
+        can no longer renew it; :func:`~triggers_core.runtime.recovery.recover`
+        does both. The policy is the task's (``on_lost``, ``max_lost_retries``),
+        or the defaults where the task is not registered. Returns the instance
+        as it ended (``failed`` or ``replayed``); raises
+        :class:`~triggers_core.errors.InvalidTransitionError` if it is no longer
+        running under that owner.
+        """
+        name = instance_name_of(task_instance)
+
+        def compute(state: SessionState) -> Transition:
+            found = state.instances.get(name)
+            task = state.tasks.get(found.task_name) if found is not None else None
+            policy = task_policy(task.run).lost if task is not None else LostPolicy()
+            return engine.take_over(state, name, now=self.now(), owner=owner, policy=policy)
+
+        transition = self._commit(compute, instance_scope(name, cascade=False))
+        self._perform(transition)
+        return transition.state.instances[name]
+
+    def redispatch_instance(
+        self, task_instance: str | TaskInstance, since: datetime
+    ) -> TaskInstance:
+        """Dispatch again a ``scheduled`` instance whose message was lost (scheduled at ``since``).
+
+        Raises :class:`~triggers_core.errors.InvalidTransitionError` if it
+        started or was dispatched again since: of several sweepers, one does it.
+        """
+        name = instance_name_of(task_instance)
+        transition = self._commit(
+            lambda s: engine.redispatch(s, name, now=self.now(), since=since),
+            instance_scope(name, cascade=False),
+        )
+        self._perform(transition)
+        return transition.state.instances[name]
+
+    def fail_unstarted_instance(
+        self,
+        task_instance: str | TaskInstance,
+        error: BaseException,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> TaskInstance | None:
+        """Mark a ``scheduled`` instance ``failed`` because its runner cannot start it.
+
+        For runners that find out only when the instance should start (a
+        Celery worker that lacks the manager class or the trigger task).
+        ``error`` is recorded like a task's failure (``exceptionType``,
+        ``exceptionInfo``), ``context`` as ``exceptionContext``; the instance
+        can be replayed. Returns None and changes nothing if the instance is no
+        longer ``scheduled`` (another runner started it meanwhile).
+        """
+        name = instance_name_of(task_instance)
+        exc_type, exc_info = exception_type_name(error), format_exception(error)
+
+        def compute(state: SessionState) -> Transition:
+            found = state.instances.get(name)
+            if found is not None and found.status is not Status.SCHEDULED:
+                raise InvalidTransitionError(
+                    "fail before its start", name, found.status.value, "it is no longer scheduled"
+                )
+            return engine.fail(
+                state,
+                name,
+                now=self.now(),
+                exception_type=exc_type,
+                exception_info=exc_info,
+                exception_context=context,
+            )
+
+        try:
+            transition = self._commit(compute, instance_scope(name, cascade=False))
+        except InvalidTransitionError as exc:
+            lifecycle.warning(
+                "not failing %s in session %r: %s",
+                name,
+                self.uid,
+                exc,
+                extra={"session": self.uid, "instance": name, "status": exc.status},
+            )
+            return None
+        return transition.state.instances[name]
+
+
+def check_actor(actor: object) -> str | None:
+    """``actor`` if it is None or a usable name, else :class:`ValueError` naming it."""
+    if actor is None:
+        return None
+    if not isinstance(actor, str) or not actor.strip() or len(actor) > 200:
+        raise ValueError(f"actor must be a non-empty string of at most 200 characters: {actor!r}")
+    problem = name_problem(actor)
+    if problem is not None:
+        raise ValueError(f"actor {actor!r} {problem}")
+    return actor
+
+
+def instance_name_of(instance: str | TaskInstance) -> str:
+    return instance.name if isinstance(instance, TaskInstance) else instance

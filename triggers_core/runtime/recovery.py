@@ -1,0 +1,280 @@
+"""The sweep: finding the instances a dead worker or a lost message left behind; moving them on.
+
+Two kinds of instance need a sweeper (see :mod:`triggers_core.engine.leases`):
+
+* ``running`` under a lease that expired: the run is *lost*. The sweeper
+  claims the lease (so the run can no longer renew it), then takes the
+  instance over: ``failed`` with ``WorkerLost``, and replayed as a clone per
+  its task's ``on_lost`` policy.
+* ``scheduled`` for longer than the *dispatch lease*: its message was lost. The
+  sweeper dispatches it again (each further attempt waits twice as long).
+
+Every action is a compare-and-swap that re-checks the instance, so however
+many sweepers run (every Celery worker runs one), each instance is acted on
+once, and a stale index entry costs one read.
+
+:func:`sweep_store` covers a whole store through its due index: its cost
+grows with the number of due entries, not with the number of sessions.
+:func:`recover_session` covers one session by reading its unresolved
+instances (what ``manager.recover()`` does). :class:`StoreSweeper` runs
+:func:`sweep_store` every ``interval`` seconds in a daemon thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
+
+import attrs
+
+from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE, DueKind, due_of, lease_owner
+from triggers_core.engine.state import Status
+from triggers_core.errors import InvalidTransitionError, UnknownInstanceError
+from triggers_core.runtime.ports import SessionManager
+from triggers_core.runtime.redaction import redact
+from triggers_core.runtime.storage import DueRef, Storage
+
+__all__ = [
+    "CLAIM_SECONDS",
+    "DEFAULT_SWEEP_INTERVAL",
+    "ManagerFactory",
+    "Recovered",
+    "RecoveryReport",
+    "StoreSweeper",
+    "recover_session",
+    "sweep_store",
+]
+
+log = logging.getLogger("triggers_core.recovery")
+
+#: Seconds between two sweeps of a store.
+DEFAULT_SWEEP_INTERVAL = 10.0
+#: Seconds a claimed lease stays with its sweeper before another may claim it again.
+CLAIM_SECONDS = 30.0
+#: Due entries a sweep reads at once, per kind.
+SWEEP_BATCH = 500
+
+#: Builds the manager that acts on one session (``manager_class(storage)``).
+ManagerFactory = Callable[[Storage], SessionManager]
+
+
+@attrs.frozen
+class Recovered:
+    """What a sweep did (or, dry, would do) to one instance."""
+
+    session: str
+    instance: str
+    #: ``"taken over"``, ``"dispatched again"``, or ``"left"`` (it moved on meanwhile).
+    action: str
+    #: What became of it: ``"replayed as t_x#3"``, ``"failed"``, why it was left...
+    detail: str
+
+
+@attrs.frozen
+class RecoveryReport:
+    """The outcome of one sweep."""
+
+    actions: tuple[Recovered, ...] = ()
+    #: Due entries (or, for one session, instances) looked at.
+    examined: int = 0
+    dry_run: bool = False
+
+    @property
+    def acted(self) -> tuple[Recovered, ...]:
+        """The actions that moved an instance on (not those left alone)."""
+        return tuple(a for a in self.actions if a.action != "left")
+
+
+def _after(clock_now: datetime | None) -> datetime:
+    now = clock_now if clock_now is not None else datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError(f"now must be a timezone-aware datetime, got naive {now!r}")
+    return now
+
+
+def _outcome(manager: SessionManager, name: str) -> str:
+    instance = manager.storage.get_instance(name)
+    if instance.status is Status.REPLAYED:
+        return f"failed (WorkerLost), replayed as {instance.metadata.get('replayedAs')}"
+    return f"{instance.status.value} (WorkerLost)"
+
+
+def _take_over(manager: SessionManager, ref: DueRef, now: datetime, *, dry_run: bool) -> Recovered:
+    name, session = ref.instance, ref.session
+    if ref.owner is None:
+        return Recovered(session, name, "left", "its lease record names no run")
+    if dry_run:
+        return Recovered(session, name, "taken over", f"lease expired at {ref.at.isoformat()}")
+    claimed = manager.storage.claim_lease(
+        name, ref.owner, ref.at, now + timedelta(seconds=CLAIM_SECONDS)
+    )
+    if not claimed:
+        return Recovered(session, name, "left", "its lease was renewed or claimed meanwhile")
+    try:
+        manager.take_over_instance(name, ref.owner)
+    except (InvalidTransitionError, UnknownInstanceError) as exc:
+        return Recovered(session, name, "left", str(exc))
+    return Recovered(session, name, "taken over", _outcome(manager, name))
+
+
+def _redispatch(manager: SessionManager, ref: DueRef, *, dry_run: bool) -> Recovered:
+    name, session = ref.instance, ref.session
+    if dry_run:
+        return Recovered(session, name, "dispatched again", f"scheduled at {ref.at.isoformat()}")
+    try:
+        manager.redispatch_instance(name, ref.at)
+    except (InvalidTransitionError, UnknownInstanceError) as exc:
+        return Recovered(session, name, "left", str(exc))
+    return Recovered(session, name, "dispatched again", "scheduled")
+
+
+def sweep_store(
+    storage: Storage,
+    factory: ManagerFactory,
+    *,
+    now: datetime | None = None,
+    dispatch_lease: float = DEFAULT_DISPATCH_LEASE,
+    limit: int = SWEEP_BATCH,
+    dry_run: bool = False,
+) -> RecoveryReport:
+    """Take over the lost instances and re-send the lost messages of every session of a store.
+
+    ``storage`` is any session's storage of the store (its
+    :meth:`~triggers_core.runtime.storage.Storage.due_entries` covers them
+    all); ``factory`` builds the manager that acts on each session.
+
+    Reads at most ``limit`` due entries of each kind (the oldest), so one
+    sweep's cost is bounded by what is due, never by the number of sessions;
+    call it again (the next interval) for more. ``dry_run`` reports what it
+    would do and changes nothing. Raises
+    :class:`~triggers_core.errors.UnsupportedOperationError` for a store
+    without a due index.
+    """
+    now = _after(now)
+    actions: list[Recovered] = []
+    leases = storage.due_entries(DueKind.LEASE, now, limit=limit)
+    dispatches = storage.due_entries(
+        DueKind.DISPATCH, now - timedelta(seconds=dispatch_lease), limit=limit
+    )
+    managers: dict[str, SessionManager] = {}
+
+    def manager_for(session: str) -> SessionManager:
+        found = managers.get(session)
+        if found is None:
+            found = managers[session] = factory(storage.session(session))
+        return found
+
+    for ref in leases:
+        actions.append(_take_over(manager_for(ref.session), ref, now, dry_run=dry_run))
+    for ref in dispatches:
+        actions.append(_redispatch(manager_for(ref.session), ref, dry_run=dry_run))
+    report = RecoveryReport(tuple(actions), len(leases) + len(dispatches), dry_run)
+    for action in report.acted:
+        log.warning(
+            "%s %s of session %r: %s",
+            "would have" if dry_run else "recovered:",
+            action.instance,
+            action.session,
+            f"{action.action}, {action.detail}",
+            extra={"session": action.session, "instance": action.instance},
+        )
+    return report
+
+
+def recover_session(
+    manager: SessionManager,
+    *,
+    now: datetime | None = None,
+    dispatch_lease: float = DEFAULT_DISPATCH_LEASE,
+    dry_run: bool = False,
+) -> RecoveryReport:
+    """The sweep of one session, from its unresolved instances (no due index needed).
+
+    Instances running without a lease (started before leases existed, or on a
+    storage that keeps none) are not touched: ``get_stale_instances`` finds
+    them by age.
+    """
+    now = _after(now)
+    storage = manager.storage
+    actions: list[Recovered] = []
+    examined = 0
+    for instance in storage.get_unresolved_instances():
+        due = due_of(instance)
+        if due is None:
+            continue
+        examined += 1
+        if due.kind is DueKind.LEASE:
+            lease = storage.get_lease(instance.name)
+            owner = lease_owner(instance)
+            if lease is None or owner is None or lease.owner != owner or lease.at > now:
+                continue
+            actions.append(_take_over(manager, lease, now, dry_run=dry_run))
+        elif due.at + timedelta(seconds=dispatch_lease) <= now:
+            ref = DueRef(storage.uid, instance.name, DueKind.DISPATCH, due.at)
+            actions.append(_redispatch(manager, ref, dry_run=dry_run))
+    return RecoveryReport(tuple(actions), examined, dry_run)
+
+
+class StoreSweeper:
+    """Runs :func:`sweep_store` on one store every ``interval`` seconds, in a daemon thread.
+
+    One per store and process (see :meth:`for_store`). A sweep that fails (the
+    store is down) is logged and tried again at the next interval.
+    """
+
+    _running: ClassVar[dict[object, StoreSweeper]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, storage: Storage, factory: ManagerFactory, interval: float) -> None:
+        self.storage = storage
+        self.factory = factory
+        self.interval = interval
+        self.sweeps = 0
+        self._key: object = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve, name=f"triggers-sweeper {storage.backend_name}", daemon=True
+        )
+
+    @classmethod
+    def for_store(
+        cls, storage: Storage, factory: ManagerFactory, interval: float = DEFAULT_SWEEP_INTERVAL
+    ) -> StoreSweeper | None:
+        """The sweeper of ``storage``'s store in this process, started on first call.
+
+        None for a store that cannot be named (:meth:`Storage.store_identity`).
+        """
+        key = storage.store_identity()
+        if key is None:
+            return None
+        with cls._lock:
+            sweeper = cls._running.get(key)
+            if sweeper is None or not sweeper._thread.is_alive():
+                sweeper = cls._running[key] = cls(storage, factory, interval)
+                sweeper._key = key
+                sweeper._thread.start()
+            return sweeper
+
+    def stop(self) -> None:
+        """Stop sweeping (the thread ends after the current sweep)."""
+        self._stop.set()
+        with self._lock:
+            if self._running.get(self._key) is self:
+                del self._running[self._key]
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sweep_store(self.storage, self.factory)
+            except Exception as exc:
+                log.warning(
+                    "sweeping a %s store failed (%s); trying again in %gs",
+                    self.storage.backend_name,
+                    redact(str(exc)),
+                    self.interval,
+                )
+            self.sweeps += 1
+            self._stop.wait(self.interval)

@@ -1,0 +1,52 @@
+"""The store-wide sweep by URL: ``recover(url)``, what ``triggers recover URL`` runs.
+
+It opens the store at ``url`` (or ``TRIGGERS_STORAGE_URL``), then runs
+:func:`~triggers_core.runtime.recovery.sweep_store` over it once: lost runs
+(``running`` under an expired lease) are taken over and replayed per their
+task's policy, lost messages (``scheduled`` for longer than the dispatch lease)
+are dispatched again. Its cost grows with the number of due entries, not with
+the number of sessions. Celery workers run the same sweep every few seconds;
+call this from cron or by hand when no worker runs, or to see (``dry_run``)
+what a sweep would do.
+"""
+
+from __future__ import annotations
+
+from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE
+from triggers_core.runtime.manager import TriggerManager, managers
+from triggers_core.runtime.recovery import SWEEP_BATCH, RecoveryReport, sweep_store
+from triggers_core.runtime.registry import storage_class_for
+
+__all__ = ["SWEEP_UID", "recover"]
+
+#: The session UID of the storage object a store-wide sweep opens to reach the store.
+SWEEP_UID = "triggers-sweep"
+
+
+def recover(
+    url: str | None = None,
+    *,
+    manager: str | type[TriggerManager] = "default",
+    dispatch_lease: float = DEFAULT_DISPATCH_LEASE,
+    limit: int = SWEEP_BATCH,
+    dry_run: bool = False,
+) -> RecoveryReport:
+    """Sweep every session of the store at ``url`` once (see the module docstring).
+
+    ``manager`` is the manager class (or its key in the ``triggers.managers``
+    registry) that acts on each session: its runners dispatch the clones and
+    the messages sent again. ``limit`` bounds the due entries read per kind.
+    """
+    cls, url = storage_class_for(url)
+    manager_class = managers.load(manager) if isinstance(manager, str) else manager
+    storage = cls.from_url(url, SWEEP_UID)
+    try:
+        return sweep_store(
+            storage,
+            manager_class,
+            dispatch_lease=dispatch_lease,
+            limit=limit,
+            dry_run=dry_run,
+        )
+    finally:
+        storage.close()
