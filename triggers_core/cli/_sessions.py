@@ -137,7 +137,7 @@ def inspect(*, url: str, uid: str, stale: timedelta | None, now: datetime, as_js
     storage = open_session(url, uid)
     with failures():
         state = storage.load_full().state
-    rows = explain_instances(state, now=now, stale_after=stale)
+    rows = explain_instances(state, now=now, stale_after=stale, words=False)
     levels = {name: instance.log_level_name for name, instance in state.instances.items()}
     idle = sorted(name for name in state.tasks if state.counters.get(name, 0) == 0)
     if as_json:

@@ -38,6 +38,7 @@ plus O(c_t + depth of its replay chain). The words name at most
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -69,6 +70,7 @@ __all__ = [
     "SHOWN_INSTANCES",
     "FailureInfo",
     "InstanceExplanation",
+    "InstanceList",
     "TaskExplanation",
     "UnknownNameError",
     "Waiting",
@@ -92,17 +94,32 @@ class UnknownNameError(TriggersError, LookupError):
 #: (the most recent), and count the others by status.
 SHOWN_INSTANCES = 5
 
+
+class InstanceList(tuple[tuple[str, Status], ...]):
+    """A task's ``(instance, status)`` pairs, oldest first, with their counts by status.
+
+    One list per task is shared by every waiting instance that names it, and
+    its counts are made once, so explaining n instances never copies or
+    counts another task's instances n times.
+    """
+
+    @functools.cached_property
+    def counts(self) -> Counter[str]:
+        """How many instances are in each status (by status value)."""
+        return Counter(status.value for _, status in self)
+
+
 #: Instances of each task, oldest first (see :func:`by_task`).
-ByTask = Mapping[str, tuple[tuple[str, Status], ...]]
+ByTask = Mapping[str, InstanceList]
 
 
-def by_task(instances: Iterable[TaskInstance]) -> dict[str, tuple[tuple[str, Status], ...]]:
+def by_task(instances: Iterable[TaskInstance]) -> dict[str, InstanceList]:
     """``{task: ((instance, status), ...)}``, oldest first: O(n log n), done once per answer."""
     grouped_instances: dict[str, list[TaskInstance]] = {}
     for instance in instances:
         grouped_instances.setdefault(instance.task_name, []).append(instance)
     return {
-        task: tuple((i.name, i.status) for i in sorted(found, key=_number))
+        task: InstanceList((i.name, i.status) for i in sorted(found, key=_number))
         for task, found in grouped_instances.items()
     }
 
@@ -151,11 +168,16 @@ class Waiting:
                 return f"{text}: the cascade of {self.task}, which has no instance yet"
             shown = self.task_instances[-SHOWN_INSTANCES:]
             states = ", ".join(f"{name} {status}" for name, status in shown)
-            hidden = self.task_instances[: len(self.task_instances) - len(shown)]
+            hidden = len(self.task_instances) - len(shown)
             if hidden:
-                counts = Counter(status.value for _, status in hidden)
-                more = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-                states = f"{states}; {len(hidden)} earlier: {more}"
+                counts = (
+                    Counter(self.task_instances.counts)
+                    if isinstance(self.task_instances, InstanceList)
+                    else Counter(status.value for _, status in self.task_instances)
+                )
+                counts.subtract(status.value for _, status in shown)
+                more = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if n)
+                states = f"{states}; {hidden} earlier: {more}"
             return f"{text}: the cascade of {self.task} ({states})"
         if self.fired_in_session:
             return f"{text}: fired in this session, but not since this instance was created"
@@ -366,15 +388,17 @@ def explain_instances(
     *,
     now: datetime | None = None,
     stale_after: timedelta | None = None,
+    words: bool = True,
 ) -> list[InstanceExplanation]:
     """Every loaded instance explained, ordered by task, then number (what ``inspect`` shows).
 
     O(n log n) in the instances (see the module's docstring); the earlier
     attempts of each instance are not walked (each attempt is a row of its own).
+    Without ``words`` the explanations have no ``lines`` (a table does not need them).
     """
     index = by_task(state.instances.values())
     return [
-        _explain(state, state.instances[name], index, now=now, stale_after=stale_after)
+        _explain(state, state.instances[name], index, now=now, stale_after=stale_after, words=words)
         for task in sorted(index)
         for name, _ in index[task]
     ]
@@ -424,6 +448,7 @@ def _explain(
     now: datetime | None,
     stale_after: timedelta | None,
     chain: tuple[Attempt, ...] = (),
+    words: bool = True,
 ) -> InstanceExplanation:
     task = state.tasks.get(instance.task_name)
     since = status_since(instance)
@@ -468,6 +493,8 @@ def _explain(
         lines=(),
         attempts=chain,
     )
+    if not words:
+        return explanation
     lines = _words(state, task, instance, explanation, stale_after)
     return attrs.evolve(explanation, lines=tuple(lines))
 
