@@ -34,13 +34,16 @@ MAX_ATTEMPTS = 100
 
 
 def summary_line(info: str) -> str:
-    """The line that says what went wrong: a traceback's last unindented line, else the first."""
+    """The line that says what went wrong: in a traceback, the first line after its last
+    frame (``RuntimeError: it broke``, also when the message goes on over more lines);
+    else the first line."""
     lines = [line for line in info.splitlines() if line.strip()]
     if not lines:
         return ""
     if lines[0].startswith("Traceback (most recent call last)"):
-        unindented = [line for line in lines if not line.startswith((" ", "\t"))]
-        return unindented[-1] if unindented else lines[-1]
+        frames = [i for i, line in enumerate(lines) if line.startswith((" ", "\t"))]
+        after = frames[-1] + 1 if frames else 1
+        return lines[after] if after < len(lines) else lines[-1]
     return lines[0]
 
 
