@@ -372,9 +372,9 @@ def unless_always_wins(task: TaskConfig) -> bool | None:
     * if ``unless`` does not hold with every shared name, the task runs when all
       its ``after`` names fire: False;
     * a plain ``after`` list needs every shared name: True;
-    * a plain ``unless`` list fails without any one of its names: the task runs
-      unless ``after`` needs every one of them (found by counting, see
-      :class:`_Counters`);
+    * ``unless`` fails without any one of the names written directly in it: the
+      task runs if ``after`` can do without one of them (found by counting, see
+      :class:`_Counters`); for a plain ``unless`` list that decides;
     * with groups on both sides, subsets of the shared names are tried while
       that stays within :data:`MAX_SEARCH` + :data:`SEARCH_PER_NODE` * (the
       conditions' size) evaluations; None (undecided) beyond.
@@ -392,9 +392,14 @@ def unless_always_wins(task: TaskConfig) -> bool | None:
     if not grouped(task, "after"):
         return True
     others = [name for name in waited if name not in unless_names]
+    # Each name written directly in unless must fire for unless to hold: if after can
+    # do without one of them, the task runs. Exact for a plain unless list.
+    counters = _Counters(task, [*others, *shared])
+    direct = [entry for entry in task.unless if isinstance(entry, str)]
+    if not all(counters.needs(name) for name in direct):
+        return False
     if not grouped(task, "unless"):
-        counters = _Counters(task, [*others, *shared])
-        return all(counters.needs(name) for name in task.unless_names)
+        return True
     size = len(waited) + len(task.unless_names) + len(group_references(task))
     budget = MAX_SEARCH + SEARCH_PER_NODE * size
     if len(shared) > MAX_SHARED_NAMES or 2 ** len(shared) > budget:
