@@ -135,7 +135,13 @@ except SystemExit as exc:
 took = time.perf_counter() - began
 usage = resource.getrusage(resource.RUSAGE_SELF)
 spent = usage.ru_utime + usage.ru_stime - cpu.ru_utime - cpu.ru_stime
-sys.stderr.write(f"{took} {spent} {usage.ru_maxrss}\\n")
+peak = usage.ru_maxrss  # KB; on Linux it may include the parent's before exec: use VmHWM
+try:
+    with open("/proc/self/status") as status:
+        peak = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    pass
+sys.stderr.write(f"{took} {spent} {peak}\\n")
 """
 
 

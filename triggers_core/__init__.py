@@ -31,8 +31,10 @@ from triggers_core.errors import (
     TriggersError,
     UnknownInstanceError,
     UnknownTaskError,
+    UnknownTriggerError,
     UnsupportedOperationError,
 )
+from triggers_core.runtime.firing import FireResult
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER
 from triggers_core.runtime.manager import TriggerManager, managers
 from triggers_core.runtime.memory import MemoryStorage, MemoryStore
@@ -51,6 +53,7 @@ from triggers_core.runtime.tasks import (
 )
 
 __all__ = [
+    "FireResult",
     "LIFECYCLE_LOGGER",
     "RESOLVED_STATUSES",
     "STORAGE_URL_ENV",
@@ -89,6 +92,7 @@ __all__ = [
     "TriggersError",
     "UnknownInstanceError",
     "UnknownTaskError",
+    "UnknownTriggerError",
     "UnsupportedOperationError",
     "get_task",
     "managers",
