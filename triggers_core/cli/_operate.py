@@ -25,7 +25,7 @@ from triggers_core.cli._common import (
     storage_url,
 )
 from triggers_core.cli._django import settings_option
-from triggers_core.cli._safe import echo
+from triggers_core.cli._safe import echo, visible
 from triggers_core.engine.state import SessionState
 from triggers_core.errors import RegistryError
 from triggers_core.runtime.manager import TriggerManager
@@ -61,10 +61,10 @@ def _check_runner(manager: TriggerManager, name: str, why: str) -> None:
     try:
         runner = manager.get_runner(name)
     except RegistryError as exc:
-        raise click.UsageError(f"{why}: {exc}") from None
+        raise click.UsageError(visible(f"{why}: {exc}")) from None
     problem = runner.setup_problem()
     if problem is not None:
-        raise click.UsageError(f"{why}: {problem}; nothing was changed")
+        raise click.UsageError(visible(f"{why}: {problem}; nothing was changed"))
 
 
 def _check_runnable(manager: TriggerManager, state: SessionState, step: Step, runner: str) -> None:

@@ -51,6 +51,17 @@ Whether a task can ever run is decided as if every trigger that is no task
 (and no typo of one) fires: a task can run once its ``after`` condition can be
 satisfied by those and by the cascades of tasks that can run.
 
+Cost, for t tasks whose conditions have c names and groups in all (names at
+most :data:`~triggers_core.tools.similar.MAX_EDIT_LENGTH` characters long):
+O((t + c) log(t + c)). Names are compared through a
+:class:`~triggers_core.tools.similar.NameIndex` (at most a fixed number of
+candidates each), which tasks can run is counted once through every
+condition (:mod:`~triggers_core.tools.reachability`), ``unless-never-completes``
+looks downstream of a task within a budget of :data:`LATER_BUDGET` times t in
+all, and ``after-and-unless`` is bounded per task (see
+:func:`~triggers_core.tools.requirements.unless_always_wins`). The findings are
+sorted once.
+
 Pure: reads :class:`~triggers_core.engine.config.TaskConfig` values only through
 :mod:`triggers_core.tools.requirements`.
 """

@@ -25,6 +25,10 @@ unstarted, finished, skipped, abandoned) and its label counts them.
 Node identifiers are generated (``tr0``, ``tk0``, ``gp0``), so any name
 renders; the output is deterministic. Conditions are read through
 :mod:`triggers_core.tools.requirements`.
+
+Cost: O((t + c) log(t + c)) for t tasks whose conditions have c names and
+groups in all (each reference is visited once; nodes and edges are sorted
+once), plus O(n) for n instances when a session colours the tasks.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ Paths name every entry as the configuration writes it: ``t_a.after[1]``,
 lacks is a tuple of :data:`Lack` values: a trigger name it has not recorded,
 or a :class:`Missing` group (how many more of which members). Without groups
 it is exactly the tuple of names not recorded, in configuration order.
+
+Cost: every function here is linear in the size of the one task's
+conditions it reads (names and groups, nested at most
+:data:`~triggers_core.engine.conditions.MAX_GROUP_DEPTH` deep), except
+:func:`unless_always_wins`, whose bound its docstring states.
 """
 
 from __future__ import annotations
