@@ -53,7 +53,6 @@ from triggers_core.runtime.tasks import (
 )
 
 __all__ = [
-    "FireResult",
     "LIFECYCLE_LOGGER",
     "RESOLVED_STATUSES",
     "STORAGE_URL_ENV",
@@ -62,6 +61,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "DispatchError",
+    "FireResult",
     "InstanceReplayed",
     "InstanceSkipped",
     "InvalidKwargsError",
