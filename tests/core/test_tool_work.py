@@ -105,10 +105,15 @@ def test_inspect_is_linear_in_instances() -> None:
 
 def test_explaining_a_task_is_linear_in_its_instances() -> None:
     now = datetime(2024, 6, 1, tzinfo=UTC)
-    assert_linear(lambda n: lambda: explain_task(inspect_state(n), "t_page", now=now), 400)
+    assert_linear(
+        lambda n: lambda: explain_task(inspect_state(n), "t_page", now=now).to_json(), 400
+    )
     explained = explain_task(inspect_state(100), "t_page", now=now + timedelta(days=1))
     waiting = explained.instances[0].waiting_for[0]
     assert "; 5 earlier: " in waiting.words()  # 10 upstream instances: 5 named, 5 counted
+    data = waiting.to_json()
+    assert list(data["taskInstances"]) == [f"t_source#{i}" for i in range(5, 10)]
+    assert sum(data["taskInstanceCounts"].values()) == 10
 
 
 NAMES = st.text(alphabet="abcAB1_", min_size=3, max_size=8)

@@ -153,7 +153,8 @@ class Waiting:
     fired_in_session: bool
     #: The trigger is the cascade of this configured task (else None: an external trigger).
     task: str | None = None
-    #: That task's instances and their statuses, oldest first.
+    #: That task's instances and their statuses, oldest first (the words and the JSON
+    #: name the last :data:`SHOWN_INSTANCES` and count the others).
     task_instances: tuple[tuple[str, Status], ...] = ()
 
     def short(self) -> str:
@@ -170,11 +171,7 @@ class Waiting:
             states = ", ".join(f"{name} {status}" for name, status in shown)
             hidden = len(self.task_instances) - len(shown)
             if hidden:
-                counts = (
-                    Counter(self.task_instances.counts)
-                    if isinstance(self.task_instances, InstanceList)
-                    else Counter(status.value for _, status in self.task_instances)
-                )
+                counts = Counter(self._counts())
                 counts.subtract(status.value for _, status in shown)
                 more = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if n)
                 states = f"{states}; {hidden} earlier: {more}"
@@ -190,8 +187,18 @@ class Waiting:
             "directive": self.directive,
             "firedInSession": self.fired_in_session,
             "task": self.task,
-            "taskInstances": {name: status.value for name, status in self.task_instances},
+            # The most recent few by name, and all of them counted: explaining n
+            # instances that wait for a task with m instances stays O(n + m).
+            "taskInstances": {
+                name: status.value for name, status in self.task_instances[-SHOWN_INSTANCES:]
+            },
+            "taskInstanceCounts": dict(sorted(self._counts().items())),
         }
+
+    def _counts(self) -> Counter[str]:
+        if isinstance(self.task_instances, InstanceList):
+            return self.task_instances.counts
+        return Counter(status.value for _, status in self.task_instances)
 
 
 @attrs.frozen
