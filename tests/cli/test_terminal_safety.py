@@ -59,7 +59,7 @@ class Fine(TriggerTask):
 
 CONFIG = {
     TASK: {"after": [TRIGGER], "run": "hostile.Boom"},
-    CASCADE_USER: {"after": [TASK, {"anyOf": ["x" + CLEAR, "y[/z]"]}], "run": "hostile.Fine"},
+    CASCADE_USER: {"after": [TASK, {"anyOf": ["x" + CLEAR, "y[/z]\nfake line"]}], "run": "hostile.Fine"},
 }
 
 
@@ -155,6 +155,7 @@ def test_nothing_stored_reaches_the_terminal_raw(hostile: Path, args: tuple[str,
     text = output.decode()
     assert code in (0, 1), text
     assert "Traceback" not in text
+    assert not any(line.startswith("fake line") for line in text.splitlines())  # no forged line
     shows_names = ("graph", "simulate", "inspect", "explain")
     if args[0] in shows_names and not args[-1].startswith("t_nope"):
         assert "t[/x]" in text  # markup-like text is printed as written

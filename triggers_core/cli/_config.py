@@ -163,7 +163,7 @@ def graph(*, config_path: Path, fmt: str, session: tuple[str, str] | None, as_js
             }
         )
     else:
-        for line in text.splitlines():
+        for line in text.rstrip("\n").split("\n"):  # only the renderer's own line breaks
             echo(line)
 
 
