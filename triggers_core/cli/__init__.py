@@ -30,7 +30,7 @@ def main() -> None:
     try:
         from triggers_core.cli._app import run  # noqa: PLC0415 - needs the cli extra
     except ModuleNotFoundError as exc:
-        if exc.name not in {"click", "rich"}:
+        if exc.name != "click":
             raise
         sys.stderr.write(
             f"triggers: the command line needs the 'cli' extra ({exc.name} is not "
