@@ -57,8 +57,8 @@ O((t + c) log(t + c)). Names are compared through a
 :class:`~triggers_core.tools.similar.NameIndex` (at most a fixed number of
 candidates each), which tasks can run is counted once through every
 condition (:mod:`~triggers_core.tools.reachability`), ``unless-never-completes``
-looks downstream of a task within a budget of :data:`LATER_BUDGET` times t in
-all, and ``after-and-unless`` is bounded per task (see
+looks downstream of a task within a budget of :data:`LATER_BUDGET` times t
+(plus :data:`LATER_BASE`) in all, and ``after-and-unless`` is bounded per task (see
 :func:`~triggers_core.tools.requirements.unless_always_wins`). The findings are
 sorted once.
 
@@ -419,7 +419,8 @@ class _Later:
     ``runs_only_after(t, name)``: ``t`` cannot run while ``name`` never runs.
     Each ``name`` asked about costs the part of the configuration downstream
     of it (see :meth:`Conditions.runnable_without`), once; past a budget of
-    :data:`LATER_BUDGET` times the configuration's tasks in all, the answer is
+    :data:`LATER_BUDGET` times the configuration's tasks (plus :data:`LATER_BASE`)
+    in all, the answer is
     "no" (the ``unless-never-completes`` rule then stays silent rather than
     making the whole lint quadratic).
     """
@@ -432,7 +433,7 @@ class _Later:
         self._fired = fired
         self._dead = dead
         self._later: dict[str, set[str]] = {}
-        self._budget = LATER_BUDGET * max(1, len(conditions.tasks)) + 1000
+        self._budget = LATER_BUDGET * max(1, len(conditions.tasks)) + LATER_BASE
         self.skipped = 0
 
     def runs_only_after(self, trigger: str, name: str) -> bool:
@@ -453,6 +454,9 @@ class _Later:
 
 #: :class:`_Later` looks at most this many times the number of tasks in all.
 LATER_BUDGET = 16
+#: ... plus this many, so that configurations of a few hundred tasks are always
+#: checked whole (a chain of 600 tasks each naming a later one costs 180,000).
+LATER_BASE = 200_000
 
 
 def _after_and_unless(tasks: Mapping[str, TaskConfig], findings: list[Finding]) -> None:
