@@ -3,8 +3,10 @@
 Exit codes: 0 ok; 1 the command ran and found problems or failed (findings,
 an unknown instance, a refused operation, a storage error); 2 the command
 line cannot be used (click's usage errors: unknown options, missing
-arguments, files that do not exist, JSON or durations that do not parse,
-storage URLs that are not URLs or name no backend).
+arguments, files that do not exist, JSON or durations that do not parse, JSON
+nested too deeply or holding numbers no storage can hold, storage URLs that
+are not URLs or name no backend, Django settings that are missing; one line
+naming the problem). Everything printed goes through :mod:`._safe`.
 """
 
 from __future__ import annotations
