@@ -31,12 +31,21 @@ from typing import Any
 
 import attrs
 
-from benchmarks import contention, django_cache, fanout, keys, latency, throughput
+from benchmarks import contention, django_cache, fanout, keys, latency, throughput, tooling
 from benchmarks.backends import DEFAULT_URLS, URL_ENV, backends
 from benchmarks.common import Backend, StorageFactory
 from benchmarks.memcached import memcached_version
 
-BENCHMARKS = ("waiting", "history", "throughput", "contention", "cascade", "fanout", "keys")
+BENCHMARKS = (
+    "waiting",
+    "history",
+    "throughput",
+    "contention",
+    "cascade",
+    "fanout",
+    "keys",
+    "tooling",
+)
 
 
 @attrs.frozen
@@ -599,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
         for backend in backends(tmp, wanted):
             results[backend.label] = _run_backend(backend, sizes, only)
     lines += render(results, sizes, args.quick)
+    if "tooling" in only:  # no backend: the tools read one SQLite file and a configuration
+        lines += tooling.report(args.quick)
     report = "\n".join(lines) + "\n"
     print(report)
     if args.output:

@@ -51,6 +51,8 @@ def test_the_benchmarks_run_and_report(tmp_path: Path) -> None:
         "N stored idempotency keys",
         "Targets of issue 8",
         "Targets of issue 15 (idempotency keys)",
+        "Workflow tools against size (issue 23)",
+        "Targets of issue 23 (tooling)",
     ):
         assert heading in text, heading
     for backend in ("| memory |", "| sqlite |", "| sqlite-normal |"):

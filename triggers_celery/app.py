@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["default_app", "set_default_app"]
+__all__ = ["bound_app", "default_app", "set_default_app"]
 
 _default_app: Any = None
 
@@ -18,6 +18,11 @@ def set_default_app(app: Any) -> None:
     """Make ``app`` the Celery app that runners without an explicit app use."""
     global _default_app  # noqa: PLW0603 - one process-wide default, like Celery's own
     _default_app = app
+
+
+def bound_app() -> Any:
+    """The app set by :func:`set_default_app` (or :func:`bind_tasks`), else None."""
+    return _default_app
 
 
 def default_app() -> Any:

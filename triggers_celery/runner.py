@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from triggers_celery.app import default_app, set_default_app
+from triggers_celery.app import bound_app, default_app, set_default_app
 from triggers_celery.errors import BindingError, StorageResolutionError, TriggersCeleryError
 from triggers_celery.message import TaskMessage
 from triggers_celery.storages import message_storage
@@ -83,6 +83,23 @@ class CeleryTaskRunner(TaskRunner):
     def app(self) -> Any:
         """The Celery app messages go through."""
         return self._app if self._app is not None else default_app()
+
+    def setup_problem(self) -> str | None:
+        """None once an app is known: given, bound (:func:`bind_tasks`) or created here.
+
+        Without one, messages would go to Celery's fallback app (its default
+        broker and queue), where no worker of the application listens.
+        """
+        if self._app is not None or bound_app() is not None:
+            return None
+        from celery import _state  # noqa: PLC0415 - Celery's record of the current app
+
+        if getattr(_state._tls, "current_app", None) is not None:
+            return None
+        return (
+            "no Celery app is configured in this process: import the module that creates "
+            "it (and calls triggers_celery.bind_tasks(app)), e.g. with --app MODULE"
+        )
 
     def message_for(
         self, manager: SessionManager, effect: ScheduleInstance, *, eager: bool = False

@@ -31,9 +31,11 @@ from triggers_core.errors import (
     TriggersError,
     UnknownInstanceError,
     UnknownTaskError,
+    UnknownTriggerError,
     UnsupportedOperationError,
     WorkerLost,
 )
+from triggers_core.runtime.firing import FireResult
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER
 from triggers_core.runtime.manager import TriggerManager, managers
 from triggers_core.runtime.memory import MemoryStorage, MemoryStore
@@ -61,6 +63,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "DispatchError",
+    "FireResult",
     "InstanceReplayed",
     "InstanceSkipped",
     "InvalidKwargsError",
@@ -91,6 +94,7 @@ __all__ = [
     "TriggersError",
     "UnknownInstanceError",
     "UnknownTaskError",
+    "UnknownTriggerError",
     "UnsupportedOperationError",
     "WorkerLost",
     "get_task",

@@ -29,6 +29,7 @@ __all__ = [
     "TriggersError",
     "UnknownInstanceError",
     "UnknownTaskError",
+    "UnknownTriggerError",
     "UnsupportedOperationError",
     "WorkerLost",
     "did_you_mean",
@@ -121,6 +122,22 @@ class UnknownTaskError(TriggersError, LookupError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.name, self.known))
+
+
+class UnknownTriggerError(TriggersError, LookupError):
+    """A strict fire named a trigger that no task of the session's configuration mentions."""
+
+    def __init__(self, trigger: str, session: str, hint: str = "") -> None:
+        self.trigger = trigger
+        self.session = session
+        self.hint = hint
+        super().__init__(
+            f"no task of session {session!r} mentions the trigger {trigger!r} (in after, "
+            f"andEvery or unless), so firing it does nothing{hint}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.trigger, self.session, self.hint))
 
 
 class RegistryError(TriggersError, LookupError):

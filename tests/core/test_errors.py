@@ -14,6 +14,7 @@ CASES: list[E.TriggersError] = [
     E.InvalidTransitionError("replay", "t_a#0", "finished", "only failed instances can replay"),
     E.UnknownInstanceError("t_a#9", "session-1"),
     E.UnknownTaskError("app.Nope", ["app.Yes"]),
+    E.UnknownTriggerError("scroe", "session-1", "; did you mean 'score'?"),
     E.StorageError("database is down", backend="postgresql", session="s"),
     E.ConflictError("version moved", backend="sqlite", session="s"),
     E.ConcurrencyError("gave up", backend="memory", session="s"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -177,7 +177,11 @@ def test_after_finalizing(finalized: SessionState) -> None:
     report = explain(finalized, "t_sendReport#0")
     assert isinstance(report, InstanceExplanation)
     assert report.failure == FailureInfo(
-        "builtins.LookupError", "builtins.LookupError: no e-mail address (simulated)", 0, "ERROR"
+        "builtins.LookupError",
+        "builtins.LookupError: no e-mail address (simulated)",
+        0,
+        "ERROR",
+        datetime(2024, 5, 1, 12, 0, 0, 4, tzinfo=UTC),
     )
     assert report.lines == (
         "t_sendReport#0 failed at 2024-05-01T12:00:00.000004+00:00: "
@@ -264,6 +268,7 @@ def test_json_forms(finalized: SessionState) -> None:
         "message": "builtins.LookupError: no e-mail address (simulated)",
         "retries": 0,
         "logLevel": "ERROR",
+        "failedAt": "2024-05-01T12:00:00.000004+00:00",
     }
     assert data["instances"][0]["ageSeconds"] == 60 - 0.000004
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, assert_type
 
 from triggers_core import (
+    FireResult,
     MemoryStorage,
     SessionState,
     Status,
@@ -44,3 +45,12 @@ def test_manager_types() -> None:
     assert_type(manager.fire("nobody-listens"), list[TaskInstance])
     assert_type(manager.storage.get_unresolved_instances(), list[TaskInstance])
     assert_type(manager.storage.tasks, Mapping[str, TaskConfig])
+
+
+def test_fire_result_types() -> None:
+    manager = TriggerManager(MemoryStorage("typing-fire-result"))
+    result = manager.fire_result("x", {"a": 1}, idempotency_key="k", strict=False)
+    assert_type(result, FireResult)
+    assert_type(result.scheduled, list[TaskInstance])
+    assert_type(result.duplicate, bool)
+    assert_type(manager.fire("x", strict=False), list[TaskInstance])

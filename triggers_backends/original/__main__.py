@@ -8,13 +8,15 @@
     configured through ``DJANGO_SETTINGS_MODULE``) and write it as a JSON export.
     This unpickles the cache entries: ``--allow-pickle`` is required.
 
-Exit status: 0 done, 1 refused (the message says why), 2 bad arguments.
+Exit status: 0 done, 1 refused (one ``error:`` line per problem, each naming its
+path), 2 bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +25,18 @@ from triggers_backends.original._django_cache import PickleNotAllowedError, read
 from triggers_backends.original._import import SessionExistsError, import_session, load_export
 from triggers_core.errors import TriggersError
 from triggers_core.runtime.registry import open_storage
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(text: str) -> str:
+    """``text`` on one line, its control characters shown as escapes (exports are hostile)."""
+    return _CONTROL.sub(
+        lambda m: (
+            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}"
+        ),
+        text,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,11 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             sys.stdout.write(text)
         return 0
-    except (OriginalSessionError, SessionExistsError, PickleNotAllowedError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except OriginalSessionError as exc:
+        for problem in exc.problems:
+            print(f"error: {_visible(problem)}", file=sys.stderr)
+        return 1
+    except (SessionExistsError, PickleNotAllowedError) as exc:
+        print(f"error: {_visible(str(exc))}", file=sys.stderr)
         return 1
     except TriggersError as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {_visible(str(exc))}", file=sys.stderr)
         return 1
 
 

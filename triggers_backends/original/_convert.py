@@ -48,6 +48,8 @@ _TOP_LEVEL = ("tasks", "instances", "metas")
 _INSTANCE_FIELDS = frozenset({"task", "status", "kwargs", "metadata", "abandonState"})
 _DIRECTIVES_DROPPED_WHEN_EMPTY = ("unless", "andEvery", "using", "withParams")
 _STATUSES = {status.value: status for status in Status}
+#: The longest instance number an import accepts (it must fit a 64-bit integer).
+MAX_NUMBER_DIGITS = 18
 
 
 class OriginalSessionError(TriggersError, ValueError):
@@ -174,10 +176,17 @@ def _instances(raw: object, tasks: set[Any] | None, problems: list[str]) -> dict
     return dict(sorted(found.items(), key=lambda kv: (kv[1].task_name, kv[1].number)))
 
 
+def _shown(name: object) -> object:
+    """A name for a path: cut to 80 characters (a hostile export may hold huge ones)."""
+    if isinstance(name, str) and len(name) > 80:
+        return f"{name[:60]}...({len(name)} characters)"
+    return name
+
+
 def _instance(
     name: object, doc: object, tasks: set[Any] | None, problems: list[str]
 ) -> TaskInstance | None:
-    path = f"instances.{name}"
+    path = f"instances.{_shown(name)}"
     before = len(problems)
     if not isinstance(name, str):
         problems.append(f"instances[{name!r}]: instance names are strings")
@@ -190,9 +199,15 @@ def _instance(
             problems.append(f"{path}.{key}: unknown field")
     task = doc.get("task")
     task_name, sep, number = name.rpartition("#")
-    canonical = number.isascii() and number.isdigit() and str(int(number)) == number
+    canonical = (
+        number.isascii() and number.isdigit() and (number == "0" or not number.startswith("0"))
+    )
     if not sep or not task_name or not canonical:
         problems.append(f"{path}: instance names are '<task>#<number>'")
+    elif len(number) > MAX_NUMBER_DIGITS:
+        problems.append(
+            f"{path}: an instance number of {len(number)} digits (at most {MAX_NUMBER_DIGITS})"
+        )
     elif task != task_name:
         problems.append(f"{path}.task: {task!r} does not match the instance name")
     elif tasks is not None and task_name not in tasks:
@@ -311,9 +326,13 @@ def _timestamp(value: object, path: str, problems: list[str]) -> str | None:
     if not isinstance(value, datetime):
         problems.append(f"{path}: expected a date and time, got {type(value).__name__}")
         return None
-    if value.tzinfo is None or value.utcoffset() is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat()
+    try:
+        if value.tzinfo is None or value.utcoffset() is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat()
+    except (OverflowError, ValueError) as exc:
+        problems.append(f"{path}: {value!r} cannot be shown in UTC ({exc})")
+        return None
 
 
 # -- session metadata -----------------------------------------------------------------

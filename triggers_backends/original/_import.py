@@ -7,6 +7,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Mapping
+from json.decoder import scanstring  # type: ignore[attr-defined] # public, but not in typeshed
 from pathlib import Path
 from typing import IO, Any
 
@@ -92,6 +93,62 @@ def _check_storable(state: SessionState) -> None:
         raise OriginalSessionError([f"<converted session>: {exc}"]) from exc
 
 
+#: How deeply an export may nest (a stored value may nest 64 levels, inside
+#: the session's instances, their kwargs and their triggers).
+MAX_EXPORT_DEPTH = 100
+
+
+def too_deep(text: str, limit: int) -> str | None:
+    """The path of the first array or object nested deeper than ``limit`` (None if none).
+
+    One pass over ``text`` that keeps only the path to where it is (never
+    recursing, never building the values), so a hostile export cannot exhaust
+    the stack. Text that is not JSON is left to the parser to report.
+    """
+    path: list[str | int] = []
+    kinds: list[str] = []
+    expect_key = False
+    i, end = 0, len(text)
+    while i < end:
+        char = text[i]
+        if char == '"':
+            try:
+                value, i = scanstring(text, i + 1)
+            except ValueError:
+                return None
+            if expect_key and kinds and kinds[-1] == "{":
+                path[-1] = value
+                expect_key = False
+            continue
+        if char in "[{":
+            if len(kinds) >= limit:
+                return _dotted(path)
+            kinds.append(char)
+            path.append(0 if char == "[" else "")
+            expect_key = char == "{"
+        elif char in "]}":
+            if kinds:
+                kinds.pop()
+                path.pop()
+            expect_key = False
+        elif char == "," and kinds:
+            if kinds[-1] == "[":
+                index = path[-1]
+                path[-1] = index + 1 if isinstance(index, int) else 0
+            else:
+                expect_key = True
+        i += 1
+    return None
+
+
+def _dotted(path: list[str | int]) -> str:
+    text = ""
+    shown = path if len(path) <= 12 else [*path[:8], "...", *path[-2:]]
+    for part in shown:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
 def load_export(source: str | os.PathLike[str] | IO[str]) -> Any:
     """Parse a JSON export of the original's ``debug_repr()`` (a path or an open file).
 
@@ -118,10 +175,15 @@ def load_export(source: str | os.PathLike[str] | IO[str]) -> Any:
             seen[key] = value
         return seen
 
+    deep = too_deep(text, MAX_EXPORT_DEPTH)
+    if deep is not None:
+        raise OriginalSessionError(
+            [f"{deep or '<session>'}: nested more than {MAX_EXPORT_DEPTH} levels deep ({where})"]
+        )
     try:
         content = json.loads(text, object_pairs_hook=pairs)
-    except ValueError as exc:
-        raise OriginalSessionError([f"{where}: not valid JSON ({exc})"]) from exc
+    except (ValueError, RecursionError) as exc:
+        raise OriginalSessionError([f"{where}: not valid JSON ({exc})"]) from None
     if duplicates:
         raise OriginalSessionError(
             [f"{where}: key {key!r} appears twice in one object" for key in duplicates]

@@ -7,49 +7,43 @@ DOT), ``simulate`` (fire triggers without storage or workers). Sessions:
 ``fire``, ``replay``, ``skip``. Read commands take ``--json``. Exit codes: 0
 ok, 1 findings or failure, 2 usage error (see ``docs/cli.md``).
 
-Built on click (arguments, help, usage errors) and rich (tables); neither
-is imported by ``import triggers_core``.
+Built on click (arguments, help, usage errors), which ``import triggers_core``
+never imports. This package imports it only when the command runs, so the
+console script of an installation without the ``cli`` extra says which extra
+to install instead of failing with an import traceback. Everything the
+commands print about a session goes through :mod:`triggers_core.cli._safe`.
 """
 
 from __future__ import annotations
 
-import logging
+import sys
 from typing import Any
 
-import click
+__all__ = ["CLI_EXTRA_HINT", "cli", "main"]
 
-from triggers_core.cli._config import check, graph, simulate
-from triggers_core.cli._operate import fire, replay, skip
-from triggers_core.cli._sessions import explain_command, inspect, sessions
-
-__all__ = ["cli", "main"]
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="triggers", prog_name="triggers")
-def cli() -> None:
-    """Check, draw and simulate workflow configurations; inspect and operate sessions.
-
-    Storage URLs (sqlite:///triggers.db, postgresql+psycopg://user@host/db,
-    memory://...) come from the URL argument or TRIGGERS_STORAGE_URL, and are
-    never printed with their password.
-    """
-
-
-for command in (check, graph, simulate, sessions, inspect, explain_command, fire, replay, skip):
-    cli.add_command(command)
-
-
-class _OneLine(logging.Formatter):
-    """Log records as one line each: the commands report outcomes themselves."""
-
-    def formatException(self, ei: Any) -> str:
-        return ""
+#: What to install when the command's own dependencies are missing.
+CLI_EXTRA_HINT = "pip install 'triggers[cli]'"
 
 
 def main() -> None:
     """The ``triggers`` console script."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(_OneLine("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    cli(prog_name="triggers")
+    try:
+        from triggers_core.cli._app import run  # noqa: PLC0415 - needs the cli extra
+    except ModuleNotFoundError as exc:
+        if exc.name != "click":
+            raise
+        sys.stderr.write(
+            f"triggers: the command line needs the 'cli' extra ({exc.name} is not "
+            f"installed): {CLI_EXTRA_HINT}\n"
+        )
+        raise SystemExit(2) from None
+    run()
+
+
+def __getattr__(name: str) -> Any:
+    """``triggers_core.cli.cli``: the click group (imports click)."""
+    if name == "cli":
+        from triggers_core.cli._app import cli  # noqa: PLC0415 - needs the cli extra
+
+        return cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,14 +3,17 @@
 Exit codes: 0 ok; 1 the command ran and found problems or failed (findings,
 an unknown instance, a refused operation, a storage error); 2 the command
 line cannot be used (click's usage errors: unknown options, missing
-arguments, files that do not exist, JSON or durations that do not parse,
-storage URLs that are not URLs or name no backend).
+arguments, files that do not exist, JSON or durations that do not parse, JSON
+nested too deeply or holding numbers no storage can hold, storage URLs that
+are not URLs or name no backend, Django settings that are missing; one line
+naming the problem). Everything printed goes through :mod:`._safe`.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import re
 import sys
@@ -22,10 +25,11 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from triggers_core.errors import RegistryError, TriggersError
+from triggers_core.cli._django import setup_django
+from triggers_core.cli._safe import json_text, visible
+from triggers_core.engine.values import MAX_DEPTH, MAX_INT, MIN_INT, to_json_value
+from triggers_core.errors import InvalidKwargsError, RegistryError, TriggersError
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.registry import STORAGE_URL_ENV, open_storage, storage_scheme, storages
 from triggers_core.runtime.storage import Storage
@@ -44,7 +48,6 @@ __all__ = [
     "named_json",
     "now_option",
     "open_session",
-    "print_table",
     "storage_url",
 ]
 
@@ -52,12 +55,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Failed(click.ClickException):
-    """The command ran and the answer is no (exit code 1); the message is redacted."""
+    """The command ran and the answer is no (exit code 1); the message is redacted.
+
+    Its text is made :func:`~triggers_core.cli._safe.visible`: it often quotes stored
+    names and messages.
+    """
 
     exit_code = 1
 
     def __init__(self, message: str) -> None:
-        super().__init__(redact(message))
+        super().__init__(visible(redact(message)))
 
 
 def fail(message: str) -> NoReturn:
@@ -76,19 +83,9 @@ def failures() -> Iterator[None]:
         raise Failed(text) from None
 
 
-def print_table(table: Table) -> None:
-    """Print a rich table: as wide as the terminal, or unwrapped plain text when piped."""
-    terminal = sys.stdout.isatty()
-    out = Console(highlight=False, width=None if terminal else 1000, no_color=not terminal)
-    with out.capture() as captured:
-        out.print(table)
-    for line in captured.get().splitlines():
-        click.echo(line.rstrip())
-
-
 def emit_json(data: Any) -> None:
-    """Print ``data`` as indented JSON (for scripts)."""
-    click.echo(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False))
+    """Print ``data`` as indented JSON (for scripts): exact, and safe on a terminal."""
+    click.echo(json_text(data))
 
 
 def json_option(function: F) -> F:
@@ -99,13 +96,99 @@ def json_option(function: F) -> F:
 # -- values on the command line --------------------------------------------------------
 
 
-def parse_json_value(text: str, what: str) -> Any:
-    """``text`` as JSON, or a usage error naming ``what`` and where it stopped parsing."""
+class JsonSyntaxError(click.BadParameter):
+    """JSON text that does not parse; ``syntax`` says where."""
+
+    def __init__(self, message: str, syntax: json.JSONDecodeError) -> None:
+        super().__init__(message)
+        self.syntax = syntax
+
+
+class _Unusable(Exception):
+    """Internal: a JSON text holds what no stored value may (a huge number, NaN)."""
+
+
+def _integer(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > _INT_DIGITS:
+        raise _Unusable(f"an integer of {digits} digits (at most {MIN_INT}..{MAX_INT})")
+    value = int(text)
+    if not MIN_INT <= value <= MAX_INT:
+        raise _Unusable(f"the integer {value} is out of range ({MIN_INT}..{MAX_INT})")
+    return value
+
+
+def _real(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _Unusable(f"the number {text[:40]}{'...' if len(text) > 40 else ''} is too large")
+    return value
+
+
+def _constant(text: str) -> float:
+    raise _Unusable(f"{text} is no JSON number (values must be finite)")
+
+
+_INT_DIGITS = len(str(MIN_INT)) - 1
+_OPENERS = frozenset("[{")
+
+
+def json_depth(text: str) -> int:
+    """How deeply ``text``'s arrays and objects nest (outside strings), in one O(n) pass."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in _OPENERS:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def decode_json(text: str, what: str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """``text`` as JSON a storage can hold, or :class:`click.BadParameter` naming the problem.
+
+    Refuses, before parsing, nesting deeper than ``max_depth``; while parsing,
+    integers outside the 64-bit range (without building a 5,000-digit number),
+    numbers too large for a float, ``NaN`` and ``Infinity``. O(len(text)).
+    """
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise click.BadParameter(f"{what}: nested {depth} levels deep (at most {max_depth})")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_integer, parse_float=_real, parse_constant=_constant)
+    except _Unusable as exc:
+        problem = f"{what}: {exc}"
     except json.JSONDecodeError as exc:
-        problem = f"{what}: not valid JSON ({exc.msg} at column {exc.colno})"
+        raise JsonSyntaxError(
+            f"{what}: not valid JSON ({exc.msg} at column {exc.colno})", exc
+        ) from None
+    except (RecursionError, ValueError) as exc:  # json's own limits, whatever slips past
+        problem = f"{what}: cannot be read as JSON ({type(exc).__name__})"
     raise click.BadParameter(problem)
+
+
+def parse_json_value(text: str, what: str) -> Any:
+    """``text`` as JSON, or a usage error naming ``what`` and the problem.
+
+    See :func:`decode_json`; what a stored value may not hold (a lone surrogate)
+    is refused too.
+    """
+    value = decode_json(text, what)
+    try:
+        return to_json_value(value, what)
+    except InvalidKwargsError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def json_argument(text: str | None, what: str) -> dict[str, Any] | None:
@@ -160,16 +243,30 @@ def now_option(function: F) -> F:
     )(function)
 
 
+#: How deeply a configuration file may nest: a value's own limit, plus the levels of
+#: task, directive, withParams and condition groups around it.
+CONFIG_MAX_DEPTH = MAX_DEPTH + 16
+
+
 def load_config_file(path: Path) -> Mapping[str, Any]:
-    """A JSON configuration file; invalid JSON is a failure (exit 1) naming line and column."""
+    """A JSON configuration file; invalid JSON is a failure (exit 1) naming line and column.
+
+    A file nested too deeply or holding a number no storage can hold is a
+    usage error (exit 2), found without parsing it whole.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {path}: {exc}")
+    what = str(path)
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        fail(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
+        value = decode_json(text, what, max_depth=CONFIG_MAX_DEPTH)
+    except JsonSyntaxError as exc:
+        at = f"line {exc.syntax.lineno}, column {exc.syntax.colno}"
+        fail(f"{path}: not valid JSON: {exc.syntax.msg} at {at}")
+    except click.BadParameter as exc:
+        exc.param_hint = "CONFIG"
+        raise
     if not isinstance(value, dict):
         fail(
             f"{path}: expected a JSON object of task names to directives, "
@@ -210,6 +307,11 @@ def storage_url(text: str) -> str:
     """A usable storage URL (usage error naming the problem, never the password)."""
     try:
         scheme = storage_scheme(text)
+    except RegistryError as exc:
+        hint = f" (or set {STORAGE_URL_ENV} and leave the URL out)" if "://" not in text else ""
+        raise click.BadParameter(f"{exc}{hint}", param_hint="URL") from None
+    setup_django(scheme)
+    try:
         storages.load(scheme)
     except RegistryError as exc:
         hint = f" (or set {STORAGE_URL_ENV} and leave the URL out)" if "://" not in text else ""

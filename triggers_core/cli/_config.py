@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from triggers_core.cli._common import (
     app_option,
@@ -19,9 +18,10 @@ from triggers_core.cli._common import (
     load_config_file,
     named_json,
     open_session,
-    print_table,
     storage_url,
 )
+from triggers_core.cli._django import settings_option
+from triggers_core.cli._safe import echo, print_rows
 from triggers_core.engine.config import TaskConfig, parse_configuration
 from triggers_core.engine.state import Status
 from triggers_core.errors import ConfigurationError
@@ -36,6 +36,14 @@ __all__ = ["check", "graph", "simulate"]
 CONFIG = click.argument(
     "config_path", metavar="CONFIG", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
+
+
+#: ``check`` without ``--app`` names at most this many unchecked run targets.
+SHOWN_RUNS = 10
+
+
+def _run_of(task: object) -> bool:
+    return isinstance(task, dict) and isinstance(task.get("run"), str)
 
 
 def parse_or_fail(raw: Mapping[str, Any], path: Path) -> dict[str, TaskConfig]:
@@ -55,7 +63,8 @@ def check(*, config_path: Path, apps: tuple[str, ...], as_json: bool) -> None:
 
     Exit 1 if the configuration is invalid or lint finds an error or a warning
     (hints alone exit 0). With --app, each `run` must name a trigger task those
-    modules register.
+    modules register; without it, a note on stderr names the run targets that
+    were not checked.
     """
     import_modules(apps)
     raw = load_config_file(config_path)
@@ -69,14 +78,30 @@ def check(*, config_path: Path, apps: tuple[str, ...], as_json: bool) -> None:
             emit_json({"valid": False, "problems": list(exc.problems), "findings": []})
             raise SystemExit(1) from None
         fail(f"{config_path}: {exc}")
+    unverified = [] if apps else sorted({task["run"] for task in raw.values() if _run_of(task)})
     if as_json:
-        emit_json({"valid": True, "problems": [], "findings": [f.to_json() for f in findings]})
+        emit_json(
+            {
+                "valid": True,
+                "problems": [],
+                "findings": [f.to_json() for f in findings],
+                "unverifiedRuns": unverified,
+            }
+        )
     elif findings:
         for finding in findings:
-            click.echo(f"{finding.severity}: {finding}")
-        click.echo(f"{len(findings)} finding{'s' if len(findings) != 1 else ''}")
+            echo(f"{finding.severity}: {finding}")
+        echo(f"{len(findings)} finding{'s' if len(findings) != 1 else ''}")
     else:
-        click.echo(f"{config_path}: {len(raw)} tasks, valid, no findings")
+        echo(f"{config_path}: {len(raw)} tasks, valid, no findings")
+    if unverified and not as_json:
+        shown = ", ".join(unverified[:SHOWN_RUNS])
+        more = f" and {len(unverified) - SHOWN_RUNS} more" if len(unverified) > SHOWN_RUNS else ""
+        echo(
+            f"note: without --app, the run targets were not checked ({shown}{more}): "
+            "pass --app MODULE to check that each is a registered trigger task",
+            err=True,
+        )
     if any(f.severity is not Severity.HINT for f in findings):
         raise SystemExit(1)
 
@@ -97,6 +122,7 @@ def check(*, config_path: Path, apps: tuple[str, ...], as_json: bool) -> None:
     metavar="URL UID",
     help="Colour the tasks by the statuses of this session's instances.",
 )
+@settings_option
 @json_option
 def graph(*, config_path: Path, fmt: str, session: tuple[str, str] | None, as_json: bool) -> None:
     """Draw CONFIG as a graph: triggers, tasks, groups, after/andEvery/unless/cascade edges."""
@@ -137,7 +163,8 @@ def graph(*, config_path: Path, fmt: str, session: tuple[str, str] | None, as_js
             }
         )
     else:
-        click.echo(text, nl=False)
+        for line in text.rstrip("\n").split("\n"):  # only the renderer's own line breaks
+            echo(line)
 
 
 @click.command()
@@ -180,14 +207,13 @@ def simulate(
             }
         )
         return
-    click.echo(f"fired: {', '.join(sim.fired) or 'nothing'}")
-    click.echo(f"ran:   {', '.join(sim.ran) or 'nothing'}")
-    table = Table("instance", "status", "waits for", box=None, pad_edge=False)
+    echo(f"fired: {', '.join(sim.fired) or 'nothing'}")
+    echo(f"ran:   {', '.join(sim.ran) or 'nothing'}")
+    rows = []
     for instance in instances:
         waiting = instance.status is Status.UNSTARTED
         missing = missing_after(tasks[instance.task_name], instance.kwargs) if waiting else ()
-        table.add_row(instance.name, instance.status.value, ", ".join(map(lack_words, missing)))
+        rows.append((instance.name, instance.status.value, ", ".join(map(lack_words, missing))))
     unused = sorted(set(tasks) - {i.task_name for i in instances})
-    for name in unused:
-        table.add_row(name, "(no instance)", "")
-    print_table(table)
+    rows.extend((name, "(no instance)", "") for name in unused)
+    print_rows(("instance", "status", "waits for"), rows)

@@ -24,7 +24,10 @@ from triggers_core.cli._common import (
     open_session,
     storage_url,
 )
+from triggers_core.cli._django import settings_option
+from triggers_core.cli._safe import echo, visible
 from triggers_core.engine.state import SessionState
+from triggers_core.errors import RegistryError
 from triggers_core.runtime.manager import TriggerManager
 from triggers_core.runtime.runners import ThreadingTaskRunner
 from triggers_core.runtime.tasks import registered_tasks
@@ -48,23 +51,45 @@ def _runner_options(function: Callable[..., None]) -> Callable[..., None]:
         "--runner",
         default="threading",
         show_default=True,
-        help="Runner for tasks without a `using` directive (e.g. celery).",
+        help="Runner for tasks without a `using` directive (e.g. celery; it needs --app).",
     )(function)
-    return app_option(function)
+    return settings_option(app_option(function))
 
 
-def _check_runnable(state: SessionState, step: Step, runner: str) -> None:
-    """Refuse if an instance the step would run in this process has no registered task."""
+def _check_runner(manager: TriggerManager, name: str, why: str) -> None:
+    """A usage error if runner ``name`` is unknown or cannot dispatch from this process."""
+    try:
+        runner = manager.get_runner(name)
+    except RegistryError as exc:
+        raise click.UsageError(visible(f"{why}: {exc}")) from None
+    problem = runner.setup_problem()
+    if problem is not None:
+        raise click.UsageError(visible(f"{why}: {problem}; nothing was changed"))
+
+
+def _check_runnable(manager: TriggerManager, state: SessionState, step: Step, runner: str) -> None:
+    """Refuse if an instance the step would run cannot be dispatched as set up.
+
+    In this process (runner ``threading``) its task must be registered; any
+    other runner must be ready to dispatch (``--runner celery`` needs the app).
+    """
+    if runner != "threading":
+        _check_runner(manager, runner, f"--runner {runner}")
     ran = run_simulation(state.tasks, [step], state=state).ran
     known = registered_tasks()
+    checked = {runner}
     for name in ran:
         task = state.tasks[name.rpartition("#")[0]]
-        if (task.using or runner) == "threading" and task.run not in known:
+        using = task.using or runner
+        if using == "threading" and task.run not in known:
             fail(
                 f"{name} would run in this process (runner 'threading'), but no trigger task "
                 f"is registered under {task.run!r} here: pass --app MODULE (the module that "
                 "registers it), or --runner with the runner your workers use; nothing was changed"
             )
+        if using not in checked:
+            checked.add(using)
+            _check_runner(manager, using, f"{name} would go to runner {using!r} (using)")
 
 
 def _operate(
@@ -82,8 +107,8 @@ def _operate(
     manager = TriggerManager(storage, default_runner=runner)
     with failures():
         before = storage.load_full().state
-        _check_runnable(before, step, runner)
-        click.echo(action(manager))
+        _check_runnable(manager, before, step, runner)
+        echo(action(manager))
         local = manager.runners.get("threading")
         if isinstance(local, ThreadingTaskRunner):
             local.join_all(wait)
@@ -91,7 +116,7 @@ def _operate(
     for name in sorted(after.instances):
         instance = after.instances[name]
         if before.instances.get(name) != instance:
-            click.echo(f"{name} {instance.status}")
+            echo(f"{name} {instance.status}")
 
 
 @click.command(cls=UrlCommand)
@@ -105,6 +130,11 @@ def _operate(
     metavar="KEY",
     help="Apply this fire once per session and trigger: a repeat with KEY changes nothing.",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse a trigger that no task of the session mentions (else: a warning).",
+)
 @_runner_options
 def fire(
     *,
@@ -113,6 +143,7 @@ def fire(
     name: str,
     kwargs: str | None,
     key: str | None,
+    strict: bool,
     apps: tuple[str, ...],
     runner: str,
     wait: float,
@@ -121,16 +152,16 @@ def fire(
 
     Prints what it scheduled, then each instance that changed. With
     --idempotency-key, a fire the session already applied with that key
-    changes nothing and says so.
+    changes nothing and says so. A trigger no task mentions is fired with a
+    warning (with --strict: refused).
     URL may be left out when TRIGGERS_STORAGE_URL is set.
     """
     data = json_argument(kwargs, "JSON") or {}
 
     def action(manager: TriggerManager) -> str:
-        version = manager.storage.load().version
-        scheduled = manager.fire(name, data, idempotency_key=key)
-        names = ", ".join(i.name for i in scheduled) or "nothing"
-        if key is not None and manager.storage.load().version == version:
+        result = manager.fire_result(name, data, idempotency_key=key, strict=strict)
+        names = ", ".join(i.name for i in result.scheduled) or "nothing"
+        if result.duplicate:
             return (
                 f"not fired {name!r}: a duplicate (this key was used before; "
                 f"that fire scheduled {names})"

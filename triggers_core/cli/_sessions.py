@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import click
-from rich.table import Table
 
 from triggers_core.cli._common import (
     UrlCommand,
@@ -16,14 +15,15 @@ from triggers_core.cli._common import (
     named_json,
     now_option,
     open_session,
-    print_table,
     storage_url,
 )
+from triggers_core.cli._django import settings_option
+from triggers_core.cli._safe import echo, print_rows
 from triggers_core.runtime.sessions import SessionFilter
 from triggers_core.tools.explain import (
     InstanceExplanation,
     explain,
-    explain_instance,
+    explain_instances,
     format_age,
     what_if,
 )
@@ -59,6 +59,7 @@ STALE = click.option(
     help="Print at most this many, then the cursor of the rest.",
 )
 @click.option("--cursor", help="Continue after a previous --limit.")
+@settings_option
 @json_option
 def sessions(
     *,
@@ -91,17 +92,33 @@ def sessions(
         emit_json({"sessions": uids, "cursor": cursor})
         return
     for uid in uids:
-        click.echo(uid)
+        echo(uid)
     if cursor is not None:
-        click.echo(f"(more: --cursor {cursor})", err=True)
+        echo(f"(more: --cursor {cursor})", err=True)
 
 
 def _waiting(explained: InstanceExplanation) -> str:
     if explained.waiting_for:
         return ", ".join(w.short() for w in explained.waiting_for)
-    if explained.failure is not None:
-        return explained.failure.message
+    failure = explained.failure
+    if failure is not None:
+        text = failure.message or failure.exception_type or "no reason recorded"
+        if explained.replayed_as is not None:
+            text += f" (replayed as {explained.replayed_as})"
+        return text
     return ""
+
+
+def _failure_json(e: InstanceExplanation) -> dict[str, object] | None:
+    if e.failure is None:
+        return None
+    return {
+        "exceptionType": e.failure.exception_type or None,
+        "reason": e.failure.message or None,
+        "failedAt": None if e.failure.failed_at is None else e.failure.failed_at.isoformat(),
+        "retries": e.failure.retries,
+        "replayedAs": e.replayed_as,
+    }
 
 
 @click.command(cls=UrlCommand)
@@ -109,19 +126,19 @@ def _waiting(explained: InstanceExplanation) -> str:
 @UID
 @STALE
 @now_option
+@settings_option
 @json_option
 def inspect(*, url: str, uid: str, stale: timedelta | None, now: datetime, as_json: bool) -> None:
     """Every instance of session UID: status, what it waits for, age, log level.
 
-    Failed instances show their error where others show what they wait for.
-    URL may be left out when TRIGGERS_STORAGE_URL is set.
+    Failed instances (and replayed ones) show why they failed where others
+    show what they wait for. URL may be left out when TRIGGERS_STORAGE_URL is set.
     """
     storage = open_session(url, uid)
     with failures():
         state = storage.load_full().state
-    instances = sorted(state.instances.values(), key=lambda i: (i.task_name, i.number))
-    rows = [explain_instance(state, i.name, now=now, stale_after=stale) for i in instances]
-    log_levels = {i.name: i.log_level_name for i in instances}
+    rows = explain_instances(state, now=now, stale_after=stale, words=False)
+    levels = {name: instance.log_level_name for name, instance in state.instances.items()}
     idle = sorted(name for name in state.tasks if state.counters.get(name, 0) == 0)
     if as_json:
         emit_json(
@@ -133,9 +150,11 @@ def inspect(*, url: str, uid: str, stale: timedelta | None, now: datetime, as_js
                         "status": e.status.value,
                         "waitingFor": [w.short() for w in e.waiting_for],
                         "error": None if e.failure is None else e.failure.message,
+                        "failure": _failure_json(e),
+                        "parent": e.parent,
                         "ageSeconds": None if e.age is None else e.age.total_seconds(),
                         "stale": e.stale,
-                        "logLevel": log_levels[e.instance],
+                        "logLevel": levels[e.instance],
                     }
                     for e in rows
                 ],
@@ -143,14 +162,18 @@ def inspect(*, url: str, uid: str, stale: timedelta | None, now: datetime, as_js
             }
         )
         return
-    table = Table("instance", "status", "waiting for", "age", "log level", box=None, pad_edge=False)
-    for e in rows:
-        status = e.status.value + (" (stale)" if e.stale else "")
-        age = "" if e.age is None else format_age(e.age)
-        table.add_row(e.instance, status, _waiting(e), age, log_levels[e.instance])
-    for name in idle:
-        table.add_row(name, "(no instance)", "", "", "")
-    print_table(table)
+    table = [
+        (
+            e.instance,
+            e.status.value + (" (stale)" if e.stale else ""),
+            _waiting(e),
+            "" if e.age is None else format_age(e.age),
+            levels[e.instance],
+        )
+        for e in rows
+    ]
+    table.extend((name, "(no instance)", "", "", "") for name in idle)
+    print_rows(("instance", "status", "waiting for", "age", "log level"), table)
 
 
 @click.command("explain", cls=UrlCommand)
@@ -164,6 +187,7 @@ def inspect(*, url: str, uid: str, stale: timedelta | None, now: datetime, as_js
 )
 @STALE
 @now_option
+@settings_option
 @json_option
 def explain_command(
     *,
@@ -192,7 +216,7 @@ def explain_command(
         emit_json(data)
         return
     for line in explained.lines:
-        click.echo(line)
+        echo(line)
     if scenario is not None:
         for line in scenario.lines:
-            click.echo(line)
+            echo(line)

@@ -184,6 +184,15 @@ def _entry(value: object, path: str, problems: list[str], depth: int) -> Entry |
     return None
 
 
+def _integer_text(value: int) -> str:
+    """``value`` as written, or its size when it is too long to show (or to format at all:
+    ``str()`` refuses integers of more than 4,300 digits)."""
+    if -(10**18) < value < 10**18:
+        return str(value)
+    sign = "a negative" if value < 0 else "an"
+    return f"{sign} integer of {value.bit_length()} bits"
+
+
 def _group(value: Mapping[Any, Any], path: str, problems: list[str], depth: int) -> Group | None:
     if depth > MAX_GROUP_DEPTH:
         problems.append(
@@ -248,10 +257,11 @@ def _group(value: Mapping[Any, Any], path: str, problems: list[str], depth: int)
             problems.append(f"{path}.atLeast: expected an integer N, got {type(raw).__name__}")
         elif count is not None and count and not 1 <= raw <= count:
             problems.append(
-                f"{path}.atLeast: must be from 1 to {count} (the number of members), got {raw}"
+                f"{path}.atLeast: must be from 1 to {count} (the number of members), "
+                f"got {_integer_text(raw)}"
             )
         elif count is not None and raw < 1:
-            problems.append(f"{path}.atLeast: must be at least 1, got {raw}")
+            problems.append(f"{path}.atLeast: must be at least 1, got {_integer_text(raw)}")
         else:
             at_least = raw
     if len(problems) > before or members is None:

@@ -66,6 +66,7 @@ from triggers_core.errors import (
     UnsupportedOperationError,
 )
 from triggers_core.runtime.commit import CommitPolicy, commit
+from triggers_core.runtime.firing import FireResult, check_known
 from triggers_core.runtime.leases import KEEPER
 from triggers_core.runtime.lifecycle import (
     LIFECYCLE_LOGGER,
@@ -299,6 +300,7 @@ class TriggerManager(OperatorActions):
         trigger_kwargs: Mapping[str, Any] | None = None,
         *,
         idempotency_key: str | None = None,
+        strict: bool = False,
     ) -> list[TaskInstance]:
         """Fire a trigger; return the instances it scheduled, as committed.
 
@@ -317,27 +319,50 @@ class TriggerManager(OperatorActions):
         also when both fires race from different processes. A storage that
         keeps no fire records raises
         :class:`~triggers_core.errors.UnsupportedOperationError`.
+        :meth:`fire_result` tells whether the engine applied the fire.
+
+        A trigger no task mentions logs one WARNING per process and trigger
+        (see :mod:`triggers_core.runtime.firing`); with ``strict`` it raises
+        :class:`~triggers_core.errors.UnknownTriggerError` and stores nothing.
+        """
+        return self.fire_result(
+            trigger_name, trigger_kwargs, idempotency_key=idempotency_key, strict=strict
+        ).scheduled
+
+    def fire_result(
+        self,
+        trigger_name: str,
+        trigger_kwargs: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        strict: bool = False,
+    ) -> FireResult:
+        """:meth:`fire`, returning a :class:`~triggers_core.runtime.firing.FireResult`.
+
+        ``result.duplicate`` is True when the session had already applied a
+        fire of this trigger with ``idempotency_key`` (decided by the engine
+        in the commit that would have recorded it): this fire changed nothing.
         """
         # Checked once, before any I/O; every attempt of the commit loop reuses them.
         name = engine.check_trigger_name(trigger_name)
         kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")
-        if idempotency_key is None:
-            transition = self._commit(
-                lambda s: engine.fire_checked(s, name, kwargs, now=self.now()),
-                fire_scope(name),
-            )
-        else:
-            key = fire_key(name, idempotency_key)
+        key = None if idempotency_key is None else fire_key(name, idempotency_key)
+        if key is not None:
             self.storage.check_fire_keys()
-            transition = self._commit(
-                lambda s: engine.fire_checked(s, name, kwargs, now=self.now(), key=key),
-                fire_scope(name, key),
-            )
+
+        def compute(state: SessionState) -> Transition:
+            if strict:
+                check_known(state.tasks, name, self.uid, strict=True)
+            return engine.fire_checked(state, name, kwargs, now=self.now(), key=key)
+
+        transition = self._commit(compute, fire_scope(name, key))
+        if not strict:
+            check_known(transition.state.tasks, name, self.uid, strict=False)
         self._perform(transition)
         duplicate = None if transition.commit else transition.duplicate
         if duplicate is not None:
-            return self._stored(duplicate.scheduled)
-        return [transition.state.instances[n] for n in transition.scheduled]
+            return FireResult(self._stored(duplicate.scheduled), duplicate=True)
+        return FireResult([transition.state.instances[n] for n in transition.scheduled])
 
     def _stored(self, names: tuple[str, ...]) -> list[TaskInstance]:
         """The instances ``names`` as stored now, in that order."""

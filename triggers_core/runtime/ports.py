@@ -124,3 +124,12 @@ class TaskRunner(abc.ABC):
         Raising means the instance was *not* dispatched; the manager then marks
         it failed (replayable) and re-raises to the caller.
         """
+
+    def setup_problem(self) -> str | None:
+        """Why this runner cannot dispatch from this process as it is set up (None: it can).
+
+        Tools ask before they change anything (``triggers fire --runner celery``
+        refuses with this text when no Celery app is configured); the default
+        has no problem.
+        """
+        return None

@@ -17,23 +17,40 @@ otherwise)::
     print("\\n".join(explain(state, "t_computeScore#0", now=datetime.now(UTC)).lines))
     print("\\n".join(what_if(state, "sessionFinalized", now=datetime.now(UTC)).lines))
 
+A failed or replayed instance shows why it failed (exception type, the
+line that says what went wrong, when), and an instance that replays or
+retries earlier ones lists every earlier attempt the same way (see
+:mod:`triggers_core.tools.attempts`).
+
 Pure: time comes in as ``now``; conditions are read through
 :mod:`triggers_core.tools.requirements`.
+
+Cost, for a session of n loaded instances and a configuration of total
+condition size c: :func:`explain_instances` (every instance, what
+``triggers inspect`` shows) is O(n log n + n * c_t), c_t the condition size
+of one task (the instances are grouped by task once, in O(n log n); a
+waiting trigger that is a task's cascade shares that task's instance list
+instead of copying it); :func:`explain_task` is the same for one task's
+instances; :func:`explain_instance` alone is O(n log n) for the grouping
+plus O(c_t + depth of its replay chain). The words name at most
+:data:`SHOWN_INSTANCES` instances of an upstream task and count the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
-from triggers_core import engine
 from triggers_core.engine.config import TaskConfig
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.errors import TriggersError, did_you_mean
 from triggers_core.runtime.sessions import STALE_STATUSES, status_since
+from triggers_core.tools.attempts import Attempt, attempts, failure_of, summary_line
 from triggers_core.tools.requirements import (
     Lack,
     Missing,
@@ -47,11 +64,13 @@ from triggers_core.tools.requirements import (
     unless_complete,
     unless_recorded,
 )
-from triggers_core.tools.simulation import Results, run_simulation
+from triggers_core.tools.what_if import WhatIf, what_if
 
 __all__ = [
+    "SHOWN_INSTANCES",
     "FailureInfo",
     "InstanceExplanation",
+    "InstanceList",
     "TaskExplanation",
     "UnknownNameError",
     "Waiting",
@@ -59,6 +78,7 @@ __all__ = [
     "WhatIf",
     "explain",
     "explain_instance",
+    "explain_instances",
     "explain_task",
     "format_age",
     "summary_line",
@@ -70,15 +90,44 @@ class UnknownNameError(TriggersError, LookupError):
     """The name is neither a configured task nor an instance of the session."""
 
 
-def summary_line(info: str) -> str:
-    """The line that says what went wrong: a traceback's last unindented line, else the first."""
-    lines = [line for line in info.splitlines() if line.strip()]
-    if not lines:
-        return ""
-    if lines[0].startswith("Traceback (most recent call last)"):
-        unindented = [line for line in lines if not line.startswith((" ", "\t"))]
-        return unindented[-1]
-    return lines[0]
+#: The words of a waiting trigger name at most this many instances of its task
+#: (the most recent), and count the others by status.
+SHOWN_INSTANCES = 5
+
+
+class InstanceList(tuple[tuple[str, Status], ...]):
+    """A task's ``(instance, status)`` pairs, oldest first, with their counts by status.
+
+    One list per task is shared by every waiting instance that names it, and
+    its counts are made once, so explaining n instances never copies or
+    counts another task's instances n times.
+    """
+
+    @functools.cached_property
+    def counts(self) -> Counter[str]:
+        """How many instances are in each status (by status value)."""
+        return Counter(status.value for _, status in self)
+
+
+#: Instances of each task, oldest first (see :func:`by_task`).
+ByTask = Mapping[str, InstanceList]
+
+
+def by_task(instances: Iterable[TaskInstance]) -> dict[str, InstanceList]:
+    """``{task: ((instance, status), ...)}``, oldest first: O(n log n), done once per answer."""
+    grouped_instances: dict[str, list[TaskInstance]] = {}
+    for instance in instances:
+        grouped_instances.setdefault(instance.task_name, []).append(instance)
+    return {
+        task: InstanceList((i.name, i.status) for i in sorted(found, key=_number))
+        for task, found in grouped_instances.items()
+    }
+
+
+def _number(instance: TaskInstance) -> tuple[int, str]:
+    """Sort key: the number of ``task#n`` (a stored name without one sorts first)."""
+    _, _, number = instance.name.rpartition("#")
+    return (int(number), "") if number.isdigit() and len(number) < 19 else (-1, instance.name)
 
 
 def format_age(age: timedelta) -> str:
@@ -104,7 +153,8 @@ class Waiting:
     fired_in_session: bool
     #: The trigger is the cascade of this configured task (else None: an external trigger).
     task: str | None = None
-    #: That task's instances and their statuses, oldest first.
+    #: That task's instances and their statuses, oldest first (the words and the JSON
+    #: name the last :data:`SHOWN_INSTANCES` and count the others).
     task_instances: tuple[tuple[str, Status], ...] = ()
 
     def short(self) -> str:
@@ -117,7 +167,14 @@ class Waiting:
         if self.task is not None:
             if not self.task_instances:
                 return f"{text}: the cascade of {self.task}, which has no instance yet"
-            states = ", ".join(f"{name} {status}" for name, status in self.task_instances)
+            shown = self.task_instances[-SHOWN_INSTANCES:]
+            states = ", ".join(f"{name} {status}" for name, status in shown)
+            hidden = len(self.task_instances) - len(shown)
+            if hidden:
+                counts = Counter(self._counts())
+                counts.subtract(status.value for _, status in shown)
+                more = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if n)
+                states = f"{states}; {hidden} earlier: {more}"
             return f"{text}: the cascade of {self.task} ({states})"
         if self.fired_in_session:
             return f"{text}: fired in this session, but not since this instance was created"
@@ -130,8 +187,18 @@ class Waiting:
             "directive": self.directive,
             "firedInSession": self.fired_in_session,
             "task": self.task,
-            "taskInstances": {name: status.value for name, status in self.task_instances},
+            # The most recent few by name, and all of them counted: explaining n
+            # instances that wait for a task with m instances stays O(n + m).
+            "taskInstances": {
+                name: status.value for name, status in self.task_instances[-SHOWN_INSTANCES:]
+            },
+            "taskInstanceCounts": dict(sorted(self._counts().items())),
         }
+
+    def _counts(self) -> Counter[str]:
+        if isinstance(self.task_instances, InstanceList):
+            return self.task_instances.counts
+        return Counter(status.value for _, status in self.task_instances)
 
 
 @attrs.frozen
@@ -186,6 +253,8 @@ class FailureInfo:
     message: str
     retries: int
     log_level: str
+    #: When it failed (``timestamps.failed``), if recorded.
+    failed_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As a JSON-compatible mapping."""
@@ -194,6 +263,7 @@ class FailureInfo:
             "message": self.message,
             "retries": self.retries,
             "logLevel": self.log_level,
+            "failedAt": None if self.failed_at is None else self.failed_at.isoformat(),
         }
 
 
@@ -223,6 +293,9 @@ class InstanceExplanation:
     stale: bool
     #: The explanation in words.
     lines: tuple[str, ...]
+    #: The earlier attempts of the same work (its ``parent`` chain), oldest first; only
+    #: when explained on its own (:func:`explain_instance`), else empty.
+    attempts: tuple[Attempt, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """As a JSON-compatible mapping."""
@@ -241,6 +314,7 @@ class InstanceExplanation:
             "since": None if self.since is None else self.since.isoformat(),
             "ageSeconds": None if self.age is None else self.age.total_seconds(),
             "stale": self.stale,
+            "attempts": [a.to_json() for a in self.attempts],
             "lines": list(self.lines),
         }
 
@@ -294,7 +368,8 @@ def explain_task(
 ) -> TaskExplanation:
     """Whether the task has instances (and if not, why not), and each instance explained."""
     task = state.tasks.get(task_name)
-    instances = list(state.instances_of(task_name))
+    index = by_task(state.instances.values())
+    instances = [state.instances[name] for name, _ in index.get(task_name, ())]
     if task is None and not instances:
         raise UnknownNameError(
             f"no task or instance named {task_name!r} in this session"
@@ -308,11 +383,32 @@ def explain_task(
     elif not instances:
         lines.append(f"{task_name} has instances, but none was loaded (pass load_full().state)")
     explained = tuple(
-        explain_instance(state, i.name, now=now, stale_after=stale_after) for i in instances
+        _explain(state, i, index, now=now, stale_after=stale_after) for i in instances
     )
     for item in explained:
         lines.extend(item.lines)
     return TaskExplanation(task_name, task is not None, explained, tuple(lines))
+
+
+def explain_instances(
+    state: SessionState,
+    *,
+    now: datetime | None = None,
+    stale_after: timedelta | None = None,
+    words: bool = True,
+) -> list[InstanceExplanation]:
+    """Every loaded instance explained, ordered by task, then number (what ``inspect`` shows).
+
+    O(n log n) in the instances (see the module's docstring); the earlier
+    attempts of each instance are not walked (each attempt is a row of its own).
+    Without ``words`` the explanations have no ``lines`` (a table does not need them).
+    """
+    index = by_task(state.instances.values())
+    return [
+        _explain(state, state.instances[name], index, now=now, stale_after=stale_after, words=words)
+        for task in sorted(index)
+        for name, _ in index[task]
+    ]
 
 
 def _why_no_instance(state: SessionState, task: TaskConfig) -> list[str]:
@@ -340,12 +436,27 @@ def explain_instance(
     now: datetime | None = None,
     stale_after: timedelta | None = None,
 ) -> InstanceExplanation:
-    """Why the instance ``name`` is where it is (see :func:`explain`)."""
+    """Why the instance ``name`` is where it is (see :func:`explain`), with its earlier attempts."""
     instance = state.instances.get(name)
     if instance is None:
         raise UnknownNameError(
             f"no task instance named {name!r} in this session{did_you_mean(name, state.instances)}"
         )
+    index = by_task(state.instances.values())
+    chain = attempts(state.instances, name)[:-1]
+    return _explain(state, instance, index, now=now, stale_after=stale_after, chain=chain)
+
+
+def _explain(
+    state: SessionState,
+    instance: TaskInstance,
+    index: ByTask,
+    *,
+    now: datetime | None,
+    stale_after: timedelta | None,
+    chain: tuple[Attempt, ...] = (),
+    words: bool = True,
+) -> InstanceExplanation:
     task = state.tasks.get(instance.task_name)
     since = status_since(instance)
     age = None if now is None or since is None else now - since
@@ -355,44 +466,48 @@ def explain_instance(
         and stale_after is not None
         and age >= stale_after
     )
-    waiting = _waiting(state, task, instance) if instance.status is Status.UNSTARTED else ()
+    unstarted = instance.status is Status.UNSTARTED
+    waiting = _waiting(state, task, instance, index) if unstarted else ()
     fired = unless_recorded(task, instance) if task else tuple(sorted(instance.unless_fired))
     unless_left = missing_unless(task, instance) if task else ()
     failure = None
-    if instance.status is Status.FAILED:
-        meta = instance.metadata
+    ended = failure_of(instance)
+    if instance.status is Status.FAILED or (instance.status is Status.REPLAYED and ended.failed):
         failure = FailureInfo(
-            exception_type=str(meta.get("exceptionType", "")),
-            message=summary_line(str(meta.get("exceptionInfo", ""))),
+            exception_type=ended.exception_type,
+            message=ended.reason,
             retries=instance.retries,
             log_level=instance.log_level_name,
+            failed_at=ended.failed_at,
         )
     parent = instance.metadata.get("parent")
     depth = instance.metadata.get("depth", 0)
-    replayed_as = instance.metadata.get("replayedAs")
     explanation = InstanceExplanation(
-        instance=name,
+        instance=instance.name,
         task=instance.task_name,
         status=instance.status,
-        ready=None if instance.status is not Status.UNSTARTED else not waiting,
+        ready=None if not unstarted else not waiting,
         waiting_for=waiting,
         unless_fired=fired,
         unless_missing=unless_left,
         failure=failure,
         parent=parent if isinstance(parent, str) else None,
         depth=depth if isinstance(depth, int) else 0,
-        replayed_as=replayed_as if isinstance(replayed_as, str) else None,
+        replayed_as=ended.replayed_as,
         since=since,
         age=age,
         stale=stale,
         lines=(),
+        attempts=chain,
     )
+    if not words:
+        return explanation
     lines = _words(state, task, instance, explanation, stale_after)
     return attrs.evolve(explanation, lines=tuple(lines))
 
 
 def _waiting(
-    state: SessionState, task: TaskConfig | None, instance: TaskInstance
+    state: SessionState, task: TaskConfig | None, instance: TaskInstance, index: ByTask
 ) -> tuple[Waiting | WaitingGroup, ...]:
     if task is None:
         return ()
@@ -406,7 +521,7 @@ def _waiting(
             directive=directive,
             fired_in_session=lack in state.latest_kwargs,
             task=None if upstream is None else lack,
-            task_instances=tuple((i.name, i.status) for i in state.instances_of(lack)),
+            task_instances=index.get(lack, ()),
         )
 
     return tuple(
@@ -473,10 +588,12 @@ def _words(
             )
     elif status is Status.FAILED:
         assert e.failure is not None
-        lines.append(f"{name} failed{at}: {e.failure.message or e.failure.exception_type}")
+        failed_at = "" if e.failure.failed_at is None else f" at {e.failure.failed_at.isoformat()}"
+        reason = e.failure.message or e.failure.exception_type or "no reason recorded"
+        lines.append(f"{name} failed{failed_at or at}: {reason}")
         lines.append(
-            f"  exception type {e.failure.exception_type}, retries {e.failure.retries}, "
-            f"log level {e.failure.log_level}; replay it or skip it"
+            f"  exception type {e.failure.exception_type or '(not recorded)'}, retries "
+            f"{e.failure.retries}, log level {e.failure.log_level}; replay it or skip it"
         )
     elif status is Status.ABANDONED:
         fired = ", ".join(map(repr, e.unless_fired)) or "(none recorded)"
@@ -488,6 +605,16 @@ def _words(
         clone = state.instances.get(e.replayed_as or "")
         now_is = "" if clone is None else f", which is {clone.status}"
         lines.append(f"{name} failed and was replayed as {e.replayed_as}{now_is}")
+        if e.failure is not None:
+            failed_at = (
+                "" if e.failure.failed_at is None else f" at {e.failure.failed_at.isoformat()}"
+            )
+            reason = e.failure.message or "no reason recorded"
+            lines.append(f"  it failed{failed_at}: {reason}")
+            lines.append(
+                f"  exception type {e.failure.exception_type or '(not recorded)'}, retries "
+                f"{e.failure.retries}"
+            )
     elif status is Status.FINISHED:
         lines.append(f"{name} finished{at}; its result fired {instance.task_name!r}")
     else:
@@ -498,110 +625,7 @@ def _words(
             lines.append(unless)
     if e.parent is not None:
         lines.append(f"  a replay of {e.parent} (replay depth {e.depth})")
-    return lines
-
-
-# -- what-if ------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class WhatIf:
-    """What firing a trigger would do now (nothing was stored)."""
-
-    trigger: str
-    kwargs: Mapping[str, Any]
-    #: The fire itself: instances it creates, schedules, abandons, and those that
-    #: record the trigger but still wait for others.
-    created: tuple[str, ...]
-    scheduled: tuple[str, ...]
-    abandoned: tuple[str, ...]
-    recorded: tuple[str, ...]
-    #: The cascade under an idealised runner: instances in the order they ran, the
-    #: triggers fired (this one first), and the end status of every instance that
-    #: the fire or its cascade created or changed.
-    ran: tuple[str, ...]
-    fired: tuple[str, ...]
-    outcome: Mapping[str, Status]
-    lines: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        """As a JSON-compatible mapping."""
-        return {
-            "trigger": self.trigger,
-            "kwargs": dict(self.kwargs),
-            "created": list(self.created),
-            "scheduled": list(self.scheduled),
-            "abandoned": list(self.abandoned),
-            "recorded": list(self.recorded),
-            "cascade": {
-                "ran": list(self.ran),
-                "fired": list(self.fired),
-                "outcome": {name: status.value for name, status in self.outcome.items()},
-            },
-            "lines": list(self.lines),
-        }
-
-
-def what_if(
-    state: SessionState,
-    trigger: str,
-    kwargs: Mapping[str, Any] | None = None,
-    *,
-    now: datetime,
-    results: Results | None = None,
-) -> WhatIf:
-    """What firing ``trigger`` with ``kwargs`` on ``state`` would do (nothing is stored).
-
-    The fire runs through :func:`triggers_core.engine.fire`; the cascade
-    through :func:`~triggers_core.tools.simulation.run_simulation` from the
-    same state, where each instance scheduled finishes with ``{}`` (or what
-    ``results`` say: ``{instance_or_task_name: result or Failure}``).
-    Instances already scheduled or running before the fire are not run.
-    Raises what the engine raises for a bad trigger name or kwargs.
-    """
-    fire = engine.fire(state, trigger, kwargs, now=now)
-    after = fire.state.instances
-    abandoned = sorted(n for n in fire.changed if after[n].status is Status.ABANDONED)
-    recorded = sorted(n for n in fire.changed - fire.created if after[n].status is Status.UNSTARTED)
-    simulation = run_simulation(
-        state.tasks, [(trigger, kwargs)], results=results, now=now, state=state
-    )
-    final = simulation.state.instances
-    touched = sorted(
-        n for n, i in final.items() if n not in state.instances or state.instances[n] != i
-    )
-    outcome = {n: final[n].status for n in touched}
-    result = WhatIf(
-        trigger=trigger,
-        kwargs=dict(kwargs or {}),
-        created=tuple(sorted(fire.created)),
-        scheduled=fire.scheduled,
-        abandoned=tuple(abandoned),
-        recorded=tuple(recorded),
-        ran=simulation.ran,
-        fired=simulation.fired,
-        outcome=outcome,
-        lines=(),
-    )
-    return attrs.evolve(result, lines=tuple(_what_if_words(result)))
-
-
-def _names(names: tuple[str, ...]) -> str:
-    return ", ".join(names) if names else "none"
-
-
-def _what_if_words(w: WhatIf) -> list[str]:
-    lines = [f"firing {w.trigger!r} now would:"]
-    lines.append(f"  create {_names(w.created)}")
-    lines.append(f"  schedule {_names(w.scheduled)}")
-    lines.append(f"  abandon {_names(w.abandoned)}")
-    if w.recorded:
-        lines.append(f"  record it on {_names(w.recorded)} (still waiting for other triggers)")
-    if w.ran:
-        lines.append("then, if every scheduled instance finished with {} (an idealised runner):")
-        lines.append(f"  ran in order: {_names(w.ran)}")
-        cascades = w.fired[1:]
-        lines.append(f"  cascades fired: {_names(cascades)}")
-        ends = ", ".join(f"{n} {s}" for n, s in w.outcome.items())
-        lines.append(f"  end: {ends}")
+    if e.attempts:
+        lines.append(f"  earlier attempts ({len(e.attempts)}), oldest first:")
+        lines.extend(f"    {attempt.words()}" for attempt in e.attempts)
     return lines

@@ -51,6 +51,17 @@ Whether a task can ever run is decided as if every trigger that is no task
 (and no typo of one) fires: a task can run once its ``after`` condition can be
 satisfied by those and by the cascades of tasks that can run.
 
+Cost, for t tasks whose conditions have c names and groups in all (names at
+most :data:`~triggers_core.tools.similar.MAX_EDIT_LENGTH` characters long):
+O((t + c) log(t + c)). Names are compared through a
+:class:`~triggers_core.tools.similar.NameIndex` (at most a fixed number of
+candidates each), which tasks can run is counted once through every
+condition (:mod:`~triggers_core.tools.reachability`), ``unless-never-completes``
+looks downstream of a task within a budget of :data:`LATER_BUDGET` times t
+(plus :data:`LATER_BASE`) in all, and ``after-and-unless`` is bounded per task (see
+:func:`~triggers_core.tools.requirements.unless_always_wins`). The findings are
+sorted once.
+
 Pure: reads :class:`~triggers_core.engine.config.TaskConfig` values only through
 :mod:`triggers_core.tools.requirements`.
 """
@@ -71,16 +82,18 @@ from triggers_core.engine.conditions import Entry, entry_to_json
 from triggers_core.engine.config import TaskConfig, parse_configuration
 from triggers_core.engine.graph import cascade_edges, find_cycles
 from triggers_core.errors import did_you_mean
+from triggers_core.tools.reachability import Conditions
+from triggers_core.tools.reachability import downstream as downstream_of
 from triggers_core.tools.requirements import (
     Reference,
     abandoned_by,
     after_triggers,
     group_references,
     grouped,
-    ready_with,
     references,
     unless_always_wins,
 )
+from triggers_core.tools.similar import NameIndex
 
 __all__ = ["RULES", "Finding", "Severity", "lint"]
 
@@ -151,56 +164,27 @@ def lint(
     else:
         tasks = parse_configuration(config)
     findings: list[Finding] = []
-    typos = _typos(tasks)
+    meant = _Typos(tasks)
+    typos = _typos(tasks, meant)
     dead = {ref.trigger for ref in typos}
-    runnable = _runnable(tasks, dead)
+    conditions = Conditions(tasks)
+    fired = _external(tasks, dead)
+    runnable = _runnable(conditions, fired, dead)
     cycles = _cascade_cycles(tasks, runnable, findings)
-    _unknown_tasks(tasks, typos, runnable, findings)
+    _unknown_tasks(typos, meant, runnable, findings)
     never = _never_run(tasks, runnable, cycles, typos)
-    _unless_never_completes(tasks, never, typos, dead, findings)
+    later = _Later(conditions, runnable, fired, dead)
+    _unless_never_completes(tasks, never, typos, meant=meant, later_than=later, findings=findings)
     _after_and_unless(tasks, findings)
     if task_registry is not None:
         _unknown_runs(tasks, task_registry, findings)
     _similar_names(tasks, dead, findings)
     _extras_like_directives(tasks, findings)
     _simpler_groups(tasks, findings)
-    return sorted(set(findings))
+    return sorted(set(findings), key=lambda f: (f.path, f.rule, f.message))
 
 
 # -- names ------------------------------------------------------------------------------
-
-
-def _one_edit(a: str, b: str) -> bool:
-    """One insertion, deletion, substitution or adjacent swap turns ``a`` into ``b``."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
-        if len(diff) == 1:
-            return True
-        i = diff[0]
-        return len(diff) == 2 and diff[1] == i + 1 and a[i] == b[i + 1] and a[i + 1] == b[i]
-    short, long = sorted((a, b), key=len)
-    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
-
-
-def _confusable(a: str, b: str) -> bool:
-    """Names a reader would take for one another: same letters but for case, or one edit.
-
-    Numbered names (``page1``/``page2``) and very short ones (``t_a``/``t_b``)
-    differ on purpose.
-    """
-    if a == b:
-        return False
-    if a.lower() == b.lower():
-        return True
-    if max(len(a), len(b)) < 5 or not _one_edit(a, b):
-        return False
-    if len(a) == len(b):
-        diff = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
-        if len(diff) == 1 and diff[0][0].isdigit() and diff[0][1].isdigit():
-            return False
-    return True
 
 
 def _how(a: str, b: str) -> str:
@@ -215,30 +199,24 @@ def _reference(task: TaskConfig, trigger: str, directives: Iterable[str]) -> Ref
     return next(r for r in references(task) if r.trigger == trigger and r.directive in wanted)
 
 
-def _runnable(tasks: Mapping[str, TaskConfig], dead: Collection[str]) -> set[str]:
-    """The tasks that can run if every trigger that is no task fires, except ``dead`` ones.
-
-    The least fixed point: a task can run once its ``after`` condition (and
-    ``andEvery``) can be satisfied by those triggers and by the cascades of
-    tasks that can run. A ``dead`` task never runs.
-    """
-    fired = {
+def _external(tasks: Mapping[str, TaskConfig], dead: Collection[str]) -> set[str]:
+    """Every ``after``/``andEvery`` trigger that is no task and no ``dead`` name: they fire."""
+    return {
         name
         for task in tasks.values()
         for name in after_triggers(task)
         if name not in tasks and name not in dead
     }
-    users = cascade_edges(tasks)
-    can: set[str] = set()
-    pending = sorted(tasks, reverse=True)
-    while pending:
-        name = pending.pop()
-        if name in can or name in dead or not ready_with(tasks[name], fired):
-            continue
-        can.add(name)
-        fired.add(name)
-        pending.extend(sorted(users[name] - can, reverse=True))
-    return can
+
+
+def _runnable(conditions: Conditions, fired: set[str], dead: Collection[str]) -> set[str]:
+    """The tasks that can run if every trigger in ``fired`` fires; a ``dead`` task never runs.
+
+    The least fixed point: a task can run once its ``after`` condition (and
+    ``andEvery``) can be satisfied by those triggers and by the cascades of
+    tasks that can run (see :mod:`~triggers_core.tools.reachability`).
+    """
+    return conditions.runnable(fired, dead)
 
 
 def _cascade_cycles(
@@ -281,26 +259,37 @@ def _cascade_cycles(
     return members
 
 
-def _typo_of(name: str, tasks: Mapping[str, TaskConfig]) -> str | None:
-    if name in tasks:
-        return None
-    close = sorted(t for t in tasks if _confusable(name, t))
-    return close[0] if close else None
+class _Typos:
+    """Which names are typos of a task name: one :class:`NameIndex`, each name looked up once."""
+
+    def __init__(self, tasks: Mapping[str, TaskConfig]) -> None:
+        self._tasks = tasks
+        self._index = NameIndex(tasks)
+        self._meant: dict[str, str | None] = {}
+
+    def meant(self, name: str) -> str | None:
+        """The task ``name`` is a typo of (the first in sorted order), or None."""
+        if name in self._tasks:
+            return None
+        if name not in self._meant:
+            close = self._index.confusable_with(name)
+            self._meant[name] = close[0] if close else None
+        return self._meant[name]
 
 
-def _typos(tasks: Mapping[str, TaskConfig]) -> list[Reference]:
+def _typos(tasks: Mapping[str, TaskConfig], typos: _Typos) -> list[Reference]:
     """Every reference (``unless`` ones too) whose name is no task but a typo of one."""
     return [
         ref
         for task in tasks.values()
         for ref in references(task)
-        if _typo_of(ref.trigger, tasks) is not None
+        if typos.meant(ref.trigger) is not None
     ]
 
 
 def _unknown_tasks(
-    tasks: Mapping[str, TaskConfig],
     typos: list[Reference],
+    meant_by: _Typos,
     runnable: set[str],
     findings: list[Finding],
 ) -> None:
@@ -308,7 +297,7 @@ def _unknown_tasks(
     for ref in typos:
         if ref.directive == "unless":
             continue  # reported with the unless condition it belongs to
-        meant = _typo_of(ref.trigger, tasks)
+        meant = meant_by.meant(ref.trigger)
         if ref.task in runnable:  # a group member the group can do without
             findings.append(
                 Finding(
@@ -362,13 +351,14 @@ def _unless_never_completes(
     tasks: Mapping[str, TaskConfig],
     never: dict[str, str],
     typos: list[Reference],
-    dead: set[str],
+    *,
+    meant: _Typos,
+    later_than: _Later,
     findings: list[Finding],
 ) -> None:
     """``unless-never-completes`` (and ``unknown-task`` for a typo the condition can do without)."""
     typo_paths = {ref.path for ref in typos}
     for name, task in tasks.items():
-        later: set[str] | None = None  # computed when first needed
         unreachable: list[tuple[Reference, str]] = []
         for ref in references(task):
             if ref.directive != "unless":
@@ -377,14 +367,12 @@ def _unless_never_completes(
             if ref.path in typo_paths:
                 why = (
                     f"{trigger!r} is no task of this configuration, so no cascade fires it; "
-                    f"did you mean the task {_typo_of(trigger, tasks)!r}?"
+                    f"did you mean the task {meant.meant(trigger)!r}?"
                 )
             elif trigger in never:
                 why = f"{trigger} can never run ({never[trigger]})"
             elif trigger in tasks and task.and_every is None:
-                if later is None:
-                    later = set(tasks) - _runnable(tasks, {*dead, name})
-                if trigger not in later:
+                if not later_than.runs_only_after(trigger, name):
                     continue
                 how = "is this task" if trigger == name else f"runs only after {name} finished"
                 why = (
@@ -417,12 +405,58 @@ def _unless_never_completes(
                 "unknown-task",
                 f"{ref.trigger!r} is no task of this configuration, so no cascade fires it "
                 f"and it never counts towards the unless group {ref.group}; did you mean "
-                f"the task {_typo_of(ref.trigger, tasks)!r}?",
+                f"the task {meant.meant(ref.trigger)!r}?",
                 Severity.WARNING,
             )
             for ref, _ in unreachable
             if ref.path in typo_paths
         )
+
+
+class _Later:
+    """Which tasks run only after a given task finished, within a work budget.
+
+    ``runs_only_after(t, name)``: ``t`` cannot run while ``name`` never runs.
+    Each ``name`` asked about costs the part of the configuration downstream
+    of it (see :meth:`Conditions.runnable_without`), once; past a budget of
+    :data:`LATER_BUDGET` times the configuration's tasks (plus :data:`LATER_BASE`)
+    in all, the answer is
+    "no" (the ``unless-never-completes`` rule then stays silent rather than
+    making the whole lint quadratic).
+    """
+
+    def __init__(
+        self, conditions: Conditions, runnable: set[str], fired: set[str], dead: set[str]
+    ) -> None:
+        self._conditions = conditions
+        self._runnable = runnable
+        self._fired = fired
+        self._dead = dead
+        self._later: dict[str, set[str]] = {}
+        self._budget = LATER_BUDGET * max(1, len(conditions.tasks)) + LATER_BASE
+        self.skipped = 0
+
+    def runs_only_after(self, trigger: str, name: str) -> bool:
+        found = self._later.get(name)
+        if found is None:
+            region = downstream_of(self._conditions.edges, name, max(0, self._budget))
+            if region is None:
+                self._budget = 0
+                self.skipped += 1
+                return False
+            self._budget -= len(region) + 1
+            without = self._conditions.runnable_without(
+                self._runnable, self._fired, self._dead, name, region
+            )
+            found = self._later[name] = set(self._conditions.tasks) - without
+        return trigger in found
+
+
+#: :class:`_Later` looks at most this many times the number of tasks in all.
+LATER_BUDGET = 16
+#: ... plus this many, so that configurations of a few hundred tasks are always
+#: checked whole (a chain of 600 tasks each naming a later one costs 180,000).
+LATER_BASE = 200_000
 
 
 def _after_and_unless(tasks: Mapping[str, TaskConfig], findings: list[Finding]) -> None:
@@ -482,10 +516,10 @@ def _similar_names(
         for ref in references(task):
             uses[ref.trigger] += 1
             first.setdefault(ref.trigger, ref.path)
-    names = sorted(uses)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            if not _confusable(a, b) or a in typos or b in typos:
+    index = NameIndex(uses)
+    for a in sorted(uses):
+        for b in index.confusable_with(a):
+            if b < a or a in typos or b in typos:
                 continue
             # Report the rarer spelling, where it is first used.
             odd, usual = (a, b) if (uses[a], b) < (uses[b], a) else (b, a)

@@ -25,6 +25,9 @@ it (``None``: there is nothing after this page). Memory and every SQL backend
 list sessions; a backend that keeps no index of its sessions (memcached has no
 way to list keys) raises
 :class:`~triggers_core.errors.UnsupportedOperationError`.
+
+Cost: a page costs what the backend's ``list_sessions`` costs (an indexed
+query on SQL); :func:`iter_sessions` asks for one page at a time.
 """
 
 from __future__ import annotations

@@ -25,10 +25,15 @@ unstarted, finished, skipped, abandoned) and its label counts them.
 Node identifiers are generated (``tr0``, ``tk0``, ``gp0``), so any name
 renders; the output is deterministic. Conditions are read through
 :mod:`triggers_core.tools.requirements`.
+
+Cost: O((t + c) log(t + c)) for t tasks whose conditions have c names and
+groups in all (each reference is visited once; nodes and edges are sorted
+once), plus O(n) for n instances when a session colours the tasks.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -174,9 +179,13 @@ class _Nodes:
 def _mermaid_text(text: str) -> str:
     # Inside a quoted Mermaid label '#' starts an entity code; quotes and angle
     # brackets would end the label or become HTML.
+    # A control character (a line break above all) would end the line: its code too.
     for raw, code in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
         text = text.replace(raw, code)
-    return text
+    return _CONTROL.sub(lambda match: f"#{ord(match.group())};", text)
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def to_mermaid(

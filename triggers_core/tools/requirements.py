@@ -14,6 +14,11 @@ Paths name every entry as the configuration writes it: ``t_a.after[1]``,
 lacks is a tuple of :data:`Lack` values: a trigger name it has not recorded,
 or a :class:`Missing` group (how many more of which members). Without groups
 it is exactly the tuple of names not recorded, in configuration order.
+
+Cost: every function here is linear in the size of the one task's
+conditions it reads (names and groups, nested at most
+:data:`~triggers_core.engine.conditions.MAX_GROUP_DEPTH` deep), except
+:func:`unless_always_wins`, whose bound its docstring states.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from triggers_core.engine.config import TaskConfig
 from triggers_core.engine.state import TaskInstance
 
 __all__ = [
+    "MAX_SEARCH",
     "MAX_SHARED_NAMES",
+    "SEARCH_PER_NODE",
     "GroupReference",
     "Lack",
     "Missing",
@@ -296,9 +303,67 @@ def abandoned_by(task: TaskConfig, fired: Collection[str]) -> bool:
     return task.is_abandoned_by(fired)
 
 
-#: :func:`unless_always_wins` decides only when ``after`` and ``unless`` share at most
-#: this many names (it tries every subset of them).
+#: :func:`unless_always_wins` tries subsets of the shared names (when both conditions
+#: hold groups) only while that costs at most this many evaluations of a condition,
+#: plus :data:`SEARCH_PER_NODE` per name or group in the task's conditions.
+MAX_SEARCH = 64
+SEARCH_PER_NODE = 8
+#: Kept for compatibility: the most shared names the subset search ever tries.
 MAX_SHARED_NAMES = 12
+
+
+class _Counters:
+    """A task's ``after`` condition (with ``andEvery``) as counters over its names.
+
+    With every name in ``fired`` counted, :meth:`needs` tells in O(occurrences
+    of the name * group depth) whether the condition still holds without one
+    of them: the names a satisfied condition cannot do without.
+    """
+
+    def __init__(self, task: TaskConfig, fired: Collection[str]) -> None:
+        entries: list[Entry] = list(task.after)
+        if task.and_every is not None and task.and_every not in task.after_names:
+            entries.append(task.and_every)
+        self.need: list[int] = [len(entries)]
+        self.parent: list[int] = [-1]
+        self.count: list[int] = [0]
+        self.leaves: dict[str, list[int]] = {}
+        pending: list[tuple[tuple[Entry, ...], int]] = [(tuple(entries), 0)]
+        while pending:
+            members, owner = pending.pop()
+            for entry in members:
+                if isinstance(entry, str):
+                    self.leaves.setdefault(entry, []).append(owner)
+                    continue
+                self.need.append(entry.need)
+                self.parent.append(owner)
+                self.count.append(0)
+                pending.append((entry.members, len(self.need) - 1))
+        for name in set(fired):
+            for leaf in self.leaves.get(name, ()):
+                self._change(leaf, +1)
+
+    def _change(self, node: int, step: int) -> None:
+        while node >= 0:
+            before = self.count[node] >= self.need[node]
+            self.count[node] += step
+            if (self.count[node] >= self.need[node]) == before:
+                return
+            node = self.parent[node]
+
+    @property
+    def holds(self) -> bool:
+        return self.count[0] >= self.need[0]
+
+    def needs(self, name: str) -> bool:
+        """True if the condition, holding now, fails without ``name``."""
+        leaves = self.leaves.get(name, ())
+        for leaf in leaves:
+            self._change(leaf, -1)
+        fails = not self.holds
+        for leaf in leaves:
+            self._change(leaf, +1)
+        return fails
 
 
 def unless_always_wins(task: TaskConfig) -> bool | None:
@@ -306,21 +371,46 @@ def unless_always_wins(task: TaskConfig) -> bool | None:
 
     Then every instance is abandoned by the very fire that would make it ready
     (abandoning wins): the task can never run. Only names in both conditions
-    matter: a fire of any other ``after`` name never helps ``unless``. So it
-    tries every subset of the shared names together with all other ``after``
-    names; None if they are more than :data:`MAX_SHARED_NAMES`.
+    matter: a fire of any other ``after`` name never helps ``unless``, a name
+    only in ``unless`` never needs to fire. Both conditions are monotone, so:
+
+    * if ``unless`` does not hold with every shared name, the task runs when all
+      its ``after`` names fire: False;
+    * a plain ``after`` list needs every shared name: True;
+    * ``unless`` fails without any one of the names written directly in it: the
+      task runs if ``after`` can do without one of them (found by counting, see
+      :class:`_Counters`); for a plain ``unless`` list that decides;
+    * with groups on both sides, subsets of the shared names are tried while
+      that stays within :data:`MAX_SEARCH` + :data:`SEARCH_PER_NODE` * (the
+      conditions' size) evaluations; None (undecided) beyond.
+
+    Cost: O(c * d) for a task whose conditions have c names and groups, d the
+    depth of its groups; the search adds at most the budget above times O(c).
     """
     if not task.unless:
         return False
     waited = after_triggers(task)
-    shared = [name for name in waited if name in task.unless_triggers]
-    if not shared:
+    unless_names = task.unless_triggers
+    shared = [name for name in waited if name in unless_names]
+    if not shared or not task.is_abandoned_by(frozenset(shared)):
         return False
-    if len(shared) > MAX_SHARED_NAMES:
+    if not grouped(task, "after"):
+        return True
+    others = [name for name in waited if name not in unless_names]
+    # Each name written directly in unless must fire for unless to hold: if after can
+    # do without one of them, the task runs. Exact for a plain unless list.
+    counters = _Counters(task, [*others, *shared])
+    direct = [entry for entry in task.unless if isinstance(entry, str)]
+    if not all(counters.needs(name) for name in direct):
+        return False
+    if not grouped(task, "unless"):
+        return True
+    size = len(waited) + len(task.unless_names) + len(group_references(task))
+    budget = MAX_SEARCH + SEARCH_PER_NODE * size
+    if len(shared) > MAX_SHARED_NAMES or 2 ** len(shared) > budget:
         return None
-    others = [name for name in waited if name not in task.unless_triggers]
-    for size in range(len(shared) + 1):
-        for chosen in itertools.combinations(shared, size):
+    for count in range(len(shared) + 1):
+        for chosen in itertools.combinations(shared, count):
             fired = {*others, *chosen}
             if task.is_ready(fired) and not task.is_abandoned_by(fired):
                 return False

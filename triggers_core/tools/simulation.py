@@ -40,6 +40,11 @@ The testing toolbox offers the same names (:mod:`triggers_core.testing`,
 :mod:`triggers_core.testing.simulate`); this module is where they live, so that
 :mod:`~triggers_core.tools.explain` and the command line use them without importing
 the toolbox (which registers the sample tasks).
+
+Cost: each step and each instance run is one engine transition, whose cost
+is the engine's (the instances the fire reaches, not the session's size);
+the simulation adds O(1) per effect and keeps the triggers fired and the
+instances run in lists.
 """
 
 from __future__ import annotations
