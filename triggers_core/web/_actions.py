@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Protocol, cast
+from typing import Any
 
 from triggers_core.engine.scopes import Scope
 from triggers_core.engine.state import SessionState, TaskInstance
@@ -36,41 +36,10 @@ from triggers_core.tools.simulation import ReplayFailed, SkipFailed, Step, run_s
 from triggers_core.web._core import ConsoleCore, NotFound, WebRequest, WebResponse
 from triggers_core.web._present import shown_json
 
-__all__ = ["OperatorManager", "action_view"]
+__all__ = ["action_view"]
 
 #: The most characters of JSON a form field may carry.
 MAX_FORM_JSON = 1_000_000
-
-
-class OperatorManager(Protocol):
-    """The manager API the console's actions call (:class:`~triggers_core.TriggerManager`'s)."""
-
-    def replay_failed_instance(
-        self,
-        failed_instance: str,
-        replacement_kwargs: Mapping[str, Any] | None = None,
-        *,
-        actor: str | None = None,
-    ) -> TaskInstance: ...
-
-    def skip_failed_instance(
-        self,
-        failed_instance: str,
-        cascade: bool = False,
-        result: Mapping[str, Any] | None = None,
-        *,
-        actor: str | None = None,
-    ) -> TaskInstance: ...
-
-    def fail_instance(
-        self, task_instance: str, reason: str, *, actor: str | None = None
-    ) -> Any: ...
-
-    def fire(
-        self, trigger_name: str, trigger_kwargs: Mapping[str, Any] | None = None
-    ) -> list[TaskInstance]: ...
-
-    def recover(self) -> Any: ...
 
 
 class _Refused(Exception):
@@ -194,7 +163,7 @@ def action_view(console: ConsoleCore, request: WebRequest) -> WebResponse:
         if before.instances.get(n) != after.instances[n]
     ]
     return console.render(
-        request, "done.html", uid=uid, action=action, message=message, changed=changed
+        request, "done.html", uid=uid, action=action, message=redact(message), changed=changed
     )
 
 
@@ -222,7 +191,9 @@ def _confirm(
     if action == "fire" and trigger:
         try:
             state = storage.load_full().state
-            preview = what_if(state, trigger, now=console.clock()).lines
+            preview = tuple(
+                redact(line) for line in what_if(state, trigger, now=console.clock()).lines
+            )
         except (TriggersError, ValueError) as exc:
             preview = (f"cannot tell: {exc}",)
     return console.render(
@@ -248,7 +219,7 @@ def _perform(
     values: Mapping[str, str],
     before: SessionState,
 ) -> str:
-    manager = cast(OperatorManager, console.manager(storage))
+    manager = console.manager(storage)
     actor = request.actor
     if action == "replay":
         replacement = _json_object(values.get("kwargs", ""), "replacement kwargs", default=None)
@@ -279,6 +250,9 @@ def _perform(
         names = ", ".join(i.name for i in scheduled) or "nothing"
         return f"fired {trigger!r}: scheduled {names}"
     if action == "recover":
-        outcome = manager.recover()
-        return "recovered" + (f": {outcome}" if outcome else "")
+        report = manager.recover()
+        done = [f"{a.instance} {a.action}: {a.detail}" for a in report.actions]
+        if not done:
+            return f"recovered: nothing was lost ({report.examined} instances looked at)"
+        return "recovered: " + "; ".join(done)
     raise NotFound(f"no action {action!r}")  # pragma: no cover - routed from ACTIONS

@@ -164,7 +164,9 @@ class ConsoleCore:
         runner = self._runners.get(self.runner)
         if runner is None:
             runner = self._runners.setdefault(self.runner, runner_registry.load(self.runner)())
-        return self.manager_class(storage, runners=self._runners, default_runner=self.runner)
+        return self.manager_class(
+            storage, runners=self._runners, default_runner=self.runner, clock=self.clock
+        )
 
     def runners(self) -> dict[str, TaskRunner]:
         """The runners the console created so far (the threading runner's ``join_all``)."""

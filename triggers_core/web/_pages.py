@@ -17,6 +17,7 @@ from typing import Any
 from triggers_core.engine.config import TaskConfig
 from triggers_core.engine.scopes import Scope
 from triggers_core.engine.state import SessionState, Status, TaskInstance
+from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.registry import open_storage
 from triggers_core.runtime.sessions import SessionFilter, is_stale
 from triggers_core.tools.explain import UnknownNameError, explain, what_if
@@ -274,7 +275,7 @@ def instance_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
     metadata = instance.metadata
     rest = {k: v for k, v in metadata.items() if k not in _SHOWN_APART}
     try:
-        lines = explain(state, name, now=now, stale_after=console.stale_after).lines
+        lines = _redacted(explain(state, name, now=now, stale_after=console.stale_after).lines)
     except UnknownNameError as exc:  # pragma: no cover - the instance was just loaded
         lines = (str(exc),)
     exception_info = metadata_text(metadata, "exceptionInfo")
@@ -303,6 +304,11 @@ def instance_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
     )
 
 
+def _redacted(lines: tuple[str, ...]) -> tuple[str, ...]:
+    """Explanations quote stored errors: no secret in them reaches a page."""
+    return tuple(redact(line) for line in lines)
+
+
 # -- explain -----------------------------------------------------------------------------
 
 
@@ -318,11 +324,11 @@ def explain_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
     problem = ""
     try:
         if name:
-            lines = explain(state, name, now=now, stale_after=console.stale_after).lines
+            lines = _redacted(explain(state, name, now=now, stale_after=console.stale_after).lines)
         if fire:
-            what = what_if(state, fire, now=now).lines
+            what = _redacted(what_if(state, fire, now=now).lines)
     except (UnknownNameError, ValueError) as exc:
-        problem = str(exc)
+        problem = redact(str(exc))
     return console.render(
         request,
         "explain.html",

@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from triggers_core.engine.state import TaskInstance
+from triggers_core.runtime.redaction import redact
 from triggers_core.tools.explain import summary_line
 from triggers_core.web._present import (
     LOST_EXCEPTION,
@@ -131,11 +132,11 @@ def _stamps(instance: TaskInstance) -> dict[str, datetime]:
 
 
 def failure_reason(instance: TaskInstance) -> str:
-    """The line that says why ``instance`` failed (its exception's summary)."""
+    """The line that says why ``instance`` failed (its exception's summary), redacted."""
     info = metadata_text(instance.metadata, "exceptionInfo")
     kind = metadata_text(instance.metadata, "exceptionType")
     line = summary_line(info) if info else ""
-    return line or kind
+    return redact(line or kind)
 
 
 def is_lost(instance: TaskInstance) -> bool:
