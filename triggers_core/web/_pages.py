@@ -182,7 +182,7 @@ def session_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
         return console.error(request, 400, "Bad page", str(exc))
     every = state.instances
     counts = Counter(i.status.value for i in every.values())
-    by_task: dict[str, Counter[str]] = {}
+    by_task: dict[str, Counter[str]] = {name: Counter() for name in state.tasks}
     for instance in every.values():
         by_task.setdefault(instance.task_name, Counter())[instance.status.value] += 1
     chosen = [

@@ -170,10 +170,18 @@ def _instance_events(
         elif status == "finished":
             events.append(Event(at, name, "cascade", f"fired {instance.task_name!r}"))
         actor = metadata_text(instance.metadata, "actor")
-        if actor and status in ("replayed", "skipped", "failed"):
+        if actor and status == instance.status.value:  # the actor did the latest change
             detail = f"{detail} (by {actor})" if detail else f"by {actor}"
         events.append(Event(at, name, kind, detail))
     return events
+
+
+#: Events at the same time, in the order they happen.
+_RANK = {"created": 0, "unstarted": 0, "scheduled": 1, "running": 2, "cascade": 4}
+
+
+def _event_order(event: Event) -> tuple[datetime, str, int]:
+    return (event.at, event.instance, _RANK.get(event.kind, 3))
 
 
 def build_timeline(
@@ -194,7 +202,7 @@ def build_timeline(
         parent = everything.get(parent_name) if isinstance(parent_name, str) else None
         rows.append((instance, stamps, parent))
         events.extend(_instance_events(instance, stamps, parent))
-    events.sort(key=lambda e: (e.at, e.instance, e.kind))
+    events.sort(key=_event_order)
     times = [at for _, stamps, _ in rows for at in stamps.values()]
     in_flight = any(not i.is_resolved and i.status.value != "failed" for i, _, _ in rows)
     if in_flight and times:
@@ -244,6 +252,8 @@ def _bar(
         else:
             finish = begin if instance.is_resolved else now
         finish = max(finish, begin)
+        if finish == begin and index + 1 < len(entered):
+            continue  # no time in that phase (created ready, say): nothing to draw
         left = x(begin)
         segments.append(Segment(phase, begin, finish, left, max(x(finish) - left, 1.0)))
     if ending is not None:
@@ -273,7 +283,7 @@ def run_duration(instance: TaskInstance) -> timedelta | None:
     """How long the instance ran (running -> its end), if both times are recorded."""
     stamps = _stamps(instance)
     began = stamps.get("running")
-    ended = stamps.get(instance.status.value) if instance.status.value in _ENDS else None
+    ended = min((stamps[s] for s in _ENDS if s in stamps), default=None)
     if began is None or ended is None or ended < began:
         return None
     return ended - began
