@@ -19,7 +19,7 @@ from django.urls import include, path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import workflow  # noqa: F401 - registers the workflow's tasks (the runner is `threading`)
+import web_workflow  # noqa: F401 - registers the workflow's tasks (the runner is `threading`)
 
 #: Filled once Django is set up (the include imports Django's auth views).
 urlpatterns: list[object] = []

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LiveServer, Store
+from console_support import LiveServer, Store
 from services import unavailable
-from workflow import HOSTILE
+from web_workflow import HOSTILE
 
 from triggers_core import Status
 

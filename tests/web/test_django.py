@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import workflow
+import web_workflow as workflow
 
 from triggers_core import ThreadingTaskRunner, TriggerManager, open_storage
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from click.testing import CliRunner
-from conftest import LiveServer, Store
+from console_support import LiveServer, Store
 
 from triggers_core.cli import cli
 from triggers_core.web.serve import TOKEN_ENV, is_loopback, prepare

@@ -7,11 +7,14 @@ import re
 from datetime import timedelta
 
 import attrs
-from conftest import Store, get, post, text
-from workflow import HOSTILE
+import pytest
+from console_support import Store, get, post, text
+from services import unavailable
+from web_workflow import HOSTILE
 
 from triggers_core import Status
 from triggers_core.engine.scopes import Changes
+from triggers_core.web._graph import dot_available
 from triggers_core.web.console import Console
 
 UID = "applicant-4711"
@@ -177,6 +180,8 @@ def test_explain_and_what_if(store: Store) -> None:
 
 
 def test_the_graph_is_an_svg_coloured_by_status(store: Store) -> None:
+    if not dot_available():
+        unavailable("Graphviz", "dot is missing (apt-get install graphviz)")
     store.failed_session(UID)
     response = get(store.console(), "/graph.svg", uid=UID)
     assert response.status == 200
@@ -337,3 +342,15 @@ def test_the_stale_filter_uses_the_console_clock(store: Store) -> None:
     console = store.console()
     assert UID not in text(get(console, "/", stale="1h"))
     assert console.stale_after == timedelta(hours=1)
+
+
+def test_without_graphviz_the_graph_is_shown_as_dot_text(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triggers_core.web import _pages
+
+    monkeypatch.setattr(_pages, "dot_available", lambda: False)
+    store.failed_session(UID)
+    page = text(get(store.console(), "/session", uid=UID))
+    assert "dot</code> is not installed" in page
+    assert "digraph triggers" in page
