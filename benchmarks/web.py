@@ -30,9 +30,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from triggers_backends.sqlalchemy import SQLAlchemyStorage
+from triggers_backends.sqlalchemy._tables import row_key, tables_for
 from triggers_core import SessionState, Storage, engine
 from triggers_core.engine.scopes import Changes
 from triggers_core.runtime.memory import MemoryStorage, named_store
+from triggers_core.tools.listing import list_sessions
 from triggers_core.web.console import Console, WebRequest
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -120,9 +123,6 @@ def fill_memory_store(name: str, sessions: int) -> None:
 
 def fill_sqlite(url: str, sessions: int) -> None:
     """One session written by the storage, then copied row by row (with its instances)."""
-    from triggers_backends.sqlalchemy import SQLAlchemyStorage
-    from triggers_backends.sqlalchemy._tables import row_key, tables_for
-
     state = engine.update_configuration(SessionState(), CONFIG).state
     store_session(SQLAlchemyStorage.from_url(url, "template"), state)
     store_session(SQLAlchemyStorage.from_url(url, "failed-template"), big_session(100))
@@ -172,8 +172,6 @@ def listing_pages(url: str, sessions: int, runs: int) -> list[str]:
     first = console.handle(WebRequest("GET", "/", {}))
     assert first.status == 200
     # A page deep in the list: follow the cursors of the listing API itself.
-    from triggers_core.tools.listing import list_sessions
-
     cursor = None
     for _ in range(sessions // 2000):  # half-way down the list
         cursor = list_sessions(url, page_size=1000, cursor=cursor).cursor
@@ -206,8 +204,6 @@ def main(argv: list[str] | None = None) -> None:
             memory_url, lambda uid: MemoryStorage(uid, store_name=memory_url[9:]), instances, runs
         )
         sqlite_url = f"sqlite:///{Path(tmp) / 'web.db'}"
-        from triggers_backends.sqlalchemy import SQLAlchemyStorage
-
         sqlite = session_pages(
             sqlite_url, lambda uid: SQLAlchemyStorage.from_url(sqlite_url, uid), instances, runs
         )

@@ -225,7 +225,7 @@ class SessionListingContract:
 
     def test_a_bad_uid_prefix_is_refused(self) -> None:
         with pytest.raises(ValueError, match="uid_prefix"):
-            SessionFilter(uid_prefix=3)  # type: ignore[arg-type]
+            SessionFilter(uid_prefix=3)
         with pytest.raises(ValueError, match="uid_prefix"):
             SessionFilter(uid_prefix="a\x00")
 
