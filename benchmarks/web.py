@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import sqlalchemy as sa
 
 from triggers_backends.sqlalchemy import SQLAlchemyStorage
@@ -46,27 +47,47 @@ CONFIG = {
 
 
 def big_session(instances: int) -> SessionState:
-    """A session with ``instances`` instances of ``t_page``, one in a hundred failed."""
+    """A session with ``instances`` resolved instances of ``t_page``, one in a hundred failed.
+
+    The engine makes the first few; the rest are copies with their own names,
+    kwargs and times (making 10,000 one fire at a time would take minutes).
+    """
     state = engine.update_configuration(SessionState(), CONFIG).state
     state = engine.fire_checked(state, "start", {}, now=T0).state
-    for n in range(instances):
-        at = T0 + timedelta(seconds=n)
-        fired = engine.fire_checked(state, "page", {"n": n, "text": "x" * 40}, now=at)
+    samples = {}
+    for n, fail in ((0, False), (1, True)):
+        fired = engine.fire_checked(state, "page", {"n": n}, now=T0)
         state = fired.state
         (name,) = fired.scheduled
-        state = engine.mark_running(state, name, now=at + timedelta(seconds=0.2)).state
-        done = at + timedelta(seconds=0.7)
-        if n % 100 == 99:
+        state = engine.mark_running(state, name, now=T0 + timedelta(seconds=0.2)).state
+        done = T0 + timedelta(seconds=0.7)
+        if fail:
             state = engine.fail(
                 state,
                 name,
                 now=done,
                 exception_type="builtins.ValueError",
-                exception_info=f"Traceback (most recent call last):\nValueError: page {n}",
+                exception_info="Traceback (most recent call last):\nValueError: page",
             ).state
         else:
             state = engine.finish(state, name, {"score": n}, now=done).state
-    return state
+        samples[fail] = state.instances[name]
+    made = {}
+    for n in range(instances):
+        sample = samples[n % 100 == 99]
+        shift = timedelta(seconds=n)
+        stamps = {
+            status: (datetime.fromisoformat(stamp) + shift).isoformat()
+            for status, stamp in sample.metadata["timestamps"].items()
+        }
+        name = f"t_page#{n}"
+        made[name] = attrs.evolve(
+            sample,
+            name=name,
+            kwargs={"start": {}, "page": {"n": n, "text": "x" * 40}},
+            metadata={**sample.metadata, "created": stamps["unstarted"], "timestamps": stamps},
+        )
+    return attrs.evolve(state, instances=made, counters={**state.counters, "t_page": instances})
 
 
 def store_session(storage: Storage, state: SessionState) -> None:

@@ -59,7 +59,7 @@ def test_the_session_page_shows_counts_timeline_instances_and_graph(store: Store
     store.failed_session(UID)
     page = text(get(store.console(), "/session", uid=UID))
     assert "1 failed" in page
-    assert "1 finished" in page
+    assert "1 resolved" in page
     assert 'src="/graph.svg?uid=applicant-4711"' in page
     # The timeline: creation (with what was recorded), transitions, the cascade, the failure.
     events = re.findall(r'<span class="inst">([^<]+)</span> <span class="kind">(\w+)</span>', page)
@@ -354,3 +354,34 @@ def test_without_graphviz_the_graph_is_shown_as_dot_text(
     page = text(get(store.console(), "/session", uid=UID))
     assert "dot</code> is not installed" in page
     assert "digraph triggers" in page
+
+
+def test_the_session_page_never_reads_the_whole_history(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = store.manager(UID)
+    manager.update_configuration(
+        {"t_page": {"after": ["start"], "andEvery": "page", "run": "triggers.DevNullTask"}}
+    )
+    manager.fire("start")
+    for n in range(30):
+        manager.fire("page", {"n": n})
+    store.runner.join_all(30)
+    from triggers_core import MemoryStorage
+
+    def refuse(self: object) -> None:
+        raise AssertionError("the session page read the whole session")
+
+    monkeypatch.setattr(MemoryStorage, "load_full", refuse)
+    console = store.console(instances_per_page=10)
+    first = text(get(console, "/session", uid=UID))
+    assert "30 instances of 1 task" in first
+    assert "30 resolved" in first
+    assert "page 1 of 3" in first
+    assert 'data-instance="t_page#29"' in first  # newest first
+    third = text(get(console, "/session", uid=UID, page="3", task="t_page"))
+    assert 'data-instance="t_page#0"' in third
+    monkeypatch.undo()
+    finished = text(get(console, "/session", uid=UID, status="finished"))
+    assert "read the whole session" in finished
+    assert 'data-instance="t_page#0"' in finished

@@ -9,21 +9,18 @@ page of its instances (sorting all n of them: O(n log n)).
 from __future__ import annotations
 
 import re
-from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 from importlib import resources
 from typing import Any
 
-from triggers_core.engine.config import TaskConfig
 from triggers_core.engine.scopes import Scope
-from triggers_core.engine.state import SessionState, Status, TaskInstance
+from triggers_core.engine.state import Status, TaskInstance
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.registry import open_storage
 from triggers_core.runtime.sessions import SessionFilter, is_stale
 from triggers_core.tools.explain import UnknownNameError, explain, what_if
 from triggers_core.tools.listing import list_sessions
 from triggers_core.tools.render import to_dot
-from triggers_core.tools.requirements import references
 from triggers_core.web._core import ConsoleCore, NotFound, WebRequest, WebResponse
 from triggers_core.web._graph import GraphUnavailable, dot_available, svg_of
 from triggers_core.web._present import (
@@ -33,6 +30,7 @@ from triggers_core.web._present import (
     shown_json,
     shown_text,
 )
+from triggers_core.web._session import read_session
 from triggers_core.web._timeline import build_timeline, failure_reason, is_lost, run_duration
 
 __all__ = [
@@ -163,16 +161,14 @@ def _session_row(console: ConsoleCore, uid: str) -> dict[str, Any]:
 # -- a session ---------------------------------------------------------------------------
 
 
-def _created(instance: TaskInstance) -> tuple[str, str, int]:
-    created = instance.metadata.get("created")
-    return (created if isinstance(created, str) else "", instance.task_name, instance.number)
-
-
 def session_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
-    """A session: summary, timeline, instance table (a page of it), graph and explain."""
+    """A session: summary, timeline, instance table (a page of it), graph and explain.
+
+    Reads the header, the unresolved instances and one page of instances
+    (see :mod:`triggers_core.web._session`), not the session's history.
+    """
     uid = _required(request, "uid")
     storage = console.open(uid)
-    state = storage.load_full().state
     now = console.clock()
     status = request.query.get("status", "")
     task = request.query.get("task", "")
@@ -180,60 +176,34 @@ def session_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
         page_number = _positive(request.query.get("page"), 1)
     except ValueError as exc:
         return console.error(request, 400, "Bad page", str(exc))
-    every = state.instances
-    counts = Counter(i.status.value for i in every.values())
-    by_task: dict[str, Counter[str]] = {name: Counter() for name in state.tasks}
-    for instance in every.values():
-        by_task.setdefault(instance.task_name, Counter())[instance.status.value] += 1
-    chosen = [
-        i
-        for i in every.values()
-        if (not status or i.status.value == status) and (not task or i.task_name == task)
-    ]
-    chosen.sort(key=_created)
-    size = console.instances_per_page
-    pages = max(1, -(-len(chosen) // size))
-    page_number = min(page_number, pages)
-    shown = chosen[(page_number - 1) * size : page_number * size]
-    timeline = build_timeline(shown, every, now=now)
-    drawn = dot_available()
-    triggers = sorted(
-        {*state.latest_kwargs, *(t for cfg in state.tasks.values() for t in _trigger_names(cfg))}
+    view = read_session(
+        storage, status=status, task=task, page=page_number, size=console.instances_per_page
     )
+    timeline = build_timeline(view.shown, view.known, now=now)
+    drawn = dot_available()
     return console.render(
         request,
         "session.html",
         uid=uid,
-        state=state,
-        counts=[(s, counts[s]) for s in STATUS_ORDER if counts[s]],
-        total=len(every),
-        by_task=sorted(by_task.items()),
-        tasks=sorted(state.tasks),
-        rows=[_instance_row(i) for i in shown],
+        state=view.header,
+        counts=[(s, view.counts[s]) for s in STATUS_ORDER if view.counts.get(s)],
+        resolved=view.total - len(view.unresolved),
+        total=view.total,
+        by_task=sorted(view.by_task.items()),
+        tasks=sorted(view.by_task),
+        rows=[_instance_row(i) for i in view.shown],
         timeline=timeline,
         status=status,
         task=task,
-        page=page_number,
-        pages=pages,
-        matching=len(chosen),
+        page=view.page,
+        pages=view.pages,
+        matching=view.matching,
+        read_all=view.read_all,
         statuses=STATUS_ORDER,
-        triggers=triggers,
         graph_drawn=drawn,
-        dot_text=None if drawn else shown_text(to_dot(state.tasks, instances=every.values())),
-        stale=_stale_names(state, console, now),
+        dot_text=None if drawn else shown_text(to_dot(view.header.tasks)),
+        stale={i.name for i in view.unresolved if is_stale(i, console.stale_after, now=now)},
     )
-
-
-def _trigger_names(config: TaskConfig) -> list[str]:
-    return [ref.trigger for ref in references(config)]
-
-
-def _stale_names(state: SessionState, console: ConsoleCore, now: datetime) -> set[str]:
-    return {
-        name
-        for name, instance in state.instances.items()
-        if is_stale(instance, console.stale_after, now=now)
-    }
 
 
 def _instance_row(instance: TaskInstance) -> dict[str, Any]:
