@@ -97,6 +97,8 @@ class ConsoleCore:
     in this process. Without one the console only looks (as with
     ``read_only``). ``manager_class`` is the manager the actions go through
     (a subclass with hooks, say). ``clock`` gives "now" (ages, staleness).
+    ``runners`` are runner objects to use by name (a ``CeleryTaskRunner`` on
+    your Celery app, say); others are made from the runner registry.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class ConsoleCore:
         page_size: int = 50,
         instances_per_page: int = 200,
         title: str = "Triggers",
+        runners: Mapping[str, TaskRunner] | None = None,
     ) -> None:
         storages.load(storage_scheme(storage_url))  # a bad URL fails here, redacted
         self.storage_url = storage_url
@@ -122,7 +125,7 @@ class ConsoleCore:
         self.page_size = page_size
         self.instances_per_page = instances_per_page
         self.title = title
-        self._runners: dict[str, TaskRunner] = {}
+        self._runners: dict[str, TaskRunner] = dict(runners or {})
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("triggers_core.web", "templates"),
             autoescape=True,
