@@ -81,3 +81,18 @@ def test_sign_in_never_redirects_elsewhere_and_a_forged_cookie_is_nobody(
 def test_the_token_must_be_long_enough(store: Store) -> None:
     with pytest.raises(ValueError, match="at least 16"):
         prepare(store.url, runner="threading", token="short")
+
+
+def test_nothing_optional_is_imported_by_the_core_or_the_cli() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, triggers_core, triggers_core.cli, triggers_core.web, triggers_core.web.serve;"
+        "print(sorted(m for m in ('jinja2', 'starlette', 'uvicorn', 'django')"
+        " if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]"
