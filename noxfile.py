@@ -53,3 +53,4 @@ def bench(session: nox.Session) -> None:
     """Benchmarks of issue 8 on every backend (medians, ratios, targets); see BENCHMARKS.md."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "benchmarks.run", *session.posargs, env=dict(os.environ))
+    session.run("python", "-m", "benchmarks.web", env=dict(os.environ))

@@ -7,12 +7,19 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from triggers_core import MemoryStorage, RegistryError, SessionState, Storage
+from triggers_core import MemoryStorage, MemoryStore, RegistryError, SessionState, Storage
 from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.engine.state import Status, TaskInstance
 from triggers_core.errors import UnsupportedOperationError
-from triggers_core.runtime.sessions import SessionFilter, SessionPage, is_stale
+from triggers_core.runtime.sessions import (
+    SessionFilter,
+    SessionPage,
+    is_stale,
+    prefix_upper_bound,
+)
 from triggers_core.runtime.storage import Snapshot, Version
 from triggers_core.tools.listing import iter_sessions, list_sessions
 
@@ -109,3 +116,37 @@ def test_memcached_cannot_list_and_says_why() -> None:
         "listing sessions is not supported by this backend (memcached): memcached has no way "
         "to list its keys, and this backend keeps no index of sessions"
     )
+
+
+_TEXT = st.text(
+    alphabet=st.sampled_from(["a", "b", " ", "\x01", "\ud7ff", "\ue000", "\U0010ffff"]),
+    max_size=4,
+)
+
+
+@given(prefix=_TEXT, uid=_TEXT)
+def test_the_prefix_range_holds_exactly_the_uids_that_start_with_the_prefix(
+    prefix: str, uid: str
+) -> None:
+    bound = prefix_upper_bound(prefix)
+    in_range = prefix <= uid and (bound is None or uid < bound)
+    assert in_range == uid.startswith(prefix)
+    assert SessionFilter(uid_prefix=prefix).wants_uid(uid) == uid.startswith(prefix)
+
+
+def test_the_prefix_bound_skips_surrogates_and_the_last_code_point() -> None:
+    assert prefix_upper_bound("ab") == "ac"
+    assert prefix_upper_bound("a\ud7ff") == "a\ue000"
+    assert prefix_upper_bound("a\U0010ffff") == "b"
+    assert prefix_upper_bound("\U0010ffff") is None
+    assert prefix_upper_bound("") is None
+
+
+def test_a_uid_prefix_on_the_memory_store_reads_only_its_range() -> None:
+    store = MemoryStore()
+    for uid in ("a-1", "b-1", "b-2", "c-1"):
+        MemoryStorage(uid, store).compare_and_swap(None, SessionState(), Changes())
+    page = store.list_sessions(SessionFilter(uid_prefix="b-"), page_size=1)
+    assert page.uids == ("b-1",)
+    rest = store.list_sessions(SessionFilter(uid_prefix="b-"), page_size=1, cursor=page.cursor)
+    assert rest == SessionPage(("b-2",), None)

@@ -6,7 +6,8 @@ the cursor (the last ``session_key`` of the previous page). Each filter adds
 ``session_key IN (SELECT session_key FROM instances WHERE status IN (...))``,
 which the ``(status, session_key)`` index answers without reading any
 session's other instances, so a filter that matches few sessions is cheap
-however many sessions the store holds. Staleness depends on the time an
+however many sessions the store holds. A UID prefix is a range on the
+``sessions_by_uid`` index (see :func:`_prefix_condition`). Staleness depends on the time an
 instance entered its status, which lives in its document: the scheduled and
 running instances of the candidate sessions are read and checked (there are
 few: work in flight, and what is stuck).
@@ -35,6 +36,7 @@ from triggers_core.runtime.sessions import (
     SessionPage,
     check_page_size,
     is_stale,
+    prefix_upper_bound,
 )
 
 __all__ = ["check_cursor", "list_page", "list_sessions"]
@@ -53,9 +55,32 @@ def check_cursor(cursor: object) -> str:
     return cursor
 
 
-def _candidates(tables: Tables, filter: SessionFilter, after: str, limit: int) -> Any:
+def _prefix_condition(uid: Any, prefix: str, dialect: str) -> Any:
+    """``uid`` starts with ``prefix``, as a range the ``sessions_by_uid`` index answers.
+
+    Code-point order is UTF-8's byte order: SQLite compares text that way, and
+    PostgreSQL's ``~>=~``/``~<~`` operators (of the ``text_pattern_ops`` index)
+    do whatever the database's collation. MySQL's binary collation pads with
+    spaces (so ``'a\x01' < 'a'``, and the range misses it) and MariaDB's index
+    range for a ``LIKE`` whose prefix holds U+10FFFF misses some rows: there the
+    union of both, two index ranges. The caller checks each UID again.
+    """
+    bound = prefix_upper_bound(prefix)
+    if dialect == "postgresql":
+        condition = uid.op("~>=~")(prefix)
+        return condition if bound is None else sa.and_(condition, uid.op("~<~")(bound))
+    between = uid >= prefix if bound is None else sa.and_(uid >= prefix, uid < bound)
+    if dialect in ("mysql", "mariadb"):
+        escaped = prefix.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+        return sa.or_(uid.like(escaped + "%", escape="!"), between)
+    return between
+
+
+def _candidates(tables: Tables, filter: SessionFilter, after: str, limit: int, dialect: str) -> Any:
     sessions, instances = tables.sessions, tables.instances
     query = sa.select(sessions.c.session_key, sessions.c.uid).where(sessions.c.session_key > after)
+    if filter.uid_prefix:
+        query = query.where(_prefix_condition(sessions.c.uid, filter.uid_prefix, dialect))
     for statuses in filter.statuses:
         having = sa.select(instances.c.session_key).where(
             instances.c.status.in_(sorted(s.value for s in statuses))
@@ -101,15 +126,17 @@ def list_page(
     batch = page_size + 1  # one more than a page: is there a next page?
     found: list[tuple[str, str]] = []
     while len(found) < batch:
-        rows = conn.execute(_candidates(tables, filter, after, batch)).all()
+        query = _candidates(tables, filter, after, batch, conn.dialect.name)
+        rows = conn.execute(query).all()
         if not rows:
             break
         keys = [row.session_key for row in rows]
+        wanted = [row for row in rows if filter.wants_uid(row.uid)]
         if filter.stale_after is not None:
-            stale = _stale_sessions(conn, tables, filter, keys)
-            found.extend((row.session_key, row.uid) for row in rows if row.session_key in stale)
+            stale = _stale_sessions(conn, tables, filter, [row.session_key for row in wanted])
+            found.extend((row.session_key, row.uid) for row in wanted if row.session_key in stale)
         else:
-            found.extend((row.session_key, row.uid) for row in rows)
+            found.extend((row.session_key, row.uid) for row in wanted)
         if len(rows) < batch:
             break
         after = keys[-1]

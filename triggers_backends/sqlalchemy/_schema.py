@@ -56,7 +56,9 @@ def _create_tables(engine: Engine, table_prefix: str) -> None:
         if not set(meta.tables) <= set(sa.inspect(engine).get_table_names()):
             raise
         # another process created them first
-    _create_missing_indexes(engine, tables_for(table_prefix).instances)
+    tables = tables_for(table_prefix)
+    _create_missing_indexes(engine, tables.instances)
+    _create_missing_indexes(engine, tables.sessions)
 
 
 def _create_missing_indexes(engine: Engine, table: sa.Table) -> None:

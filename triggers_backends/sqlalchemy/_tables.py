@@ -7,7 +7,8 @@ Layout (three tables per prefix, default ``triggers_``):
   (the full UID), ``version``, ``config`` (the tasks as JSON text, rewritten
   only when they change), ``config_id`` (a random id, new whenever ``config``
   changes), ``header`` (latest kwargs, counters, unsettled instances and
-  settled triggers as JSON text) and ``updated_at``.
+  settled triggers as JSON text) and ``updated_at``; an index on ``uid``
+  (listing sessions by a UID prefix).
 * ``{prefix}instances``: one row per task instance: ``(session_key,
   name_key)`` primary key (``name_key`` hashes the instance name for the same
   reason), ``name``, ``task_key`` (SHA-256 of the task name), ``status``,
@@ -78,6 +79,14 @@ def _define(meta: sa.MetaData, prefix: str) -> Tables:
         sa.Column("config_id", sa.String(32), nullable=False, comment="new when config changes"),
         sa.Column("header", Document, nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        # Listing sessions by a UID prefix: a range in code-point order (PostgreSQL's
+        # pattern operators, whatever the collation; MySQL indexes the first 255 characters).
+        sa.Index(
+            f"{prefix}sessions_by_uid",
+            "uid",
+            mysql_length=255,
+            postgresql_ops={"uid": "text_pattern_ops"},
+        ),
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",
     )

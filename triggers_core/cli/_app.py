@@ -11,6 +11,7 @@ from triggers_core.cli._config import check, graph, simulate
 from triggers_core.cli._operate import fire, replay, skip
 from triggers_core.cli._safe import visible
 from triggers_core.cli._sessions import explain_command, inspect, sessions
+from triggers_core.cli._web import web
 
 __all__ = ["cli", "run"]
 
@@ -28,6 +29,7 @@ def cli() -> None:
 
 for command in (check, graph, simulate, sessions, inspect, explain_command, fire, replay, skip):
     cli.add_command(command)
+cli.add_command(web)  # the web console (extra `web`)
 
 
 class _OneLine(logging.Formatter):

@@ -25,6 +25,7 @@ __all__ = [
     "SessionPage",
     "check_page_size",
     "is_stale",
+    "prefix_upper_bound",
     "status_since",
 ]
 
@@ -69,11 +70,41 @@ def _check_duration(value: object) -> timedelta | None:
     return value
 
 
+def _check_prefix(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"uid_prefix must be a string, got {value!r}")
+    if "\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise ValueError(f"uid_prefix {value!r} has a NUL or a lone surrogate: no UID has one")
+    return value
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix``, in code-point order.
+
+    ``uid >= prefix and uid < bound`` is a range an index on the UID answers
+    (code-point order is the byte order of UTF-8, so SQLite's and a binary
+    collation's too). None: no bound (``prefix`` is empty or only U+10FFFF).
+    Lone surrogates are skipped: no UID holds one.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            following = last + 1
+            if 0xD800 <= following <= 0xDFFF:
+                following = 0xE000
+            return "".join(chars) + chr(following)
+    return None
+
+
 @attrs.frozen
 class SessionFilter:
     """Which sessions to list; every filter given must hold (no filter: every session).
 
     ``stale_after`` needs ``now`` (timezone-aware): the library has no clock.
+    ``uid_prefix`` keeps the sessions whose UID starts with it (exactly: case,
+    spaces and every character count); backends answer it from an index on the
+    UID (a range query), never by reading every session.
     """
 
     #: The session has an instance that is not finished, skipped, replayed or abandoned.
@@ -84,6 +115,8 @@ class SessionFilter:
     stale_after: timedelta | None = attrs.field(default=None, converter=_check_duration)
     #: The time ``stale_after`` is measured at.
     now: datetime | None = None
+    #: The session's UID starts with this ("": any UID).
+    uid_prefix: str = attrs.field(default="", converter=_check_prefix)
 
     def __attrs_post_init__(self) -> None:
         if self.now is not None and (self.now.tzinfo is None or self.now.utcoffset() is None):
@@ -106,6 +139,10 @@ class SessionFilter:
         if self.stale_after is not None:
             wanted.append(STALE_STATUSES)
         return tuple(wanted)
+
+    def wants_uid(self, uid: str) -> bool:
+        """True if ``uid`` passes ``uid_prefix`` (the check after a backend's range query)."""
+        return uid.startswith(self.uid_prefix)
 
     def matches(self, unresolved: Iterable[TaskInstance]) -> bool:
         """True if a session whose unresolved instances are ``unresolved`` is wanted.

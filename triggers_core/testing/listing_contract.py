@@ -192,6 +192,43 @@ class SessionListingContract:
             self.put(uid, _session("failed"))
         assert sorted(self.everything(SessionFilter(failed=True), 3)) == sorted(uids)
 
+    def test_uid_prefix(self) -> None:
+        run = uuid.uuid4().hex[:8]
+        base = f"prefix-{run}-"
+        inside = [
+            base,
+            base + "a",
+            base + "a\x01",  # below a space: a padding collation must not drop it
+            base + "a b",
+            base + "a%_!\\",  # LIKE's and its escape's characters
+            base + "\U0010ffff",
+            base + "\U0010ffff\U0010ffff",
+            base + "\ud7ff",
+            base + "\ue000x",
+        ]
+        outside = [f"prefix-{run}", f"prefix-{run}.", f"Prefix-{run}-a", f"xprefix-{run}-"]
+        for uid in inside + outside:
+            self.put(uid, _session("failed" if uid.endswith("a") else "finished"))
+        for page_size in (1, 2, 100):
+            listed = self.everything(SessionFilter(uid_prefix=base), page_size)
+            assert sorted(listed) == sorted(inside), page_size
+        assert self.everything(SessionFilter(uid_prefix=base + "a%")) == [base + "a%_!\\"]
+        assert self.everything(SessionFilter(uid_prefix=base + "a_")) == []
+        assert self.everything(SessionFilter(uid_prefix=base + "A")) == []
+        assert sorted(self.everything(SessionFilter(uid_prefix=base + "\U0010ffff"))) == sorted(
+            [base + "\U0010ffff", base + "\U0010ffff\U0010ffff"]
+        )
+        failed = SessionFilter(uid_prefix=base + "a", failed=True)
+        assert self.everything(failed, 1) == [base + "a"]
+        everything = self.everything(SessionFilter(uid_prefix=f"prefix-{run}"), 3)
+        assert sorted(everything) == sorted([*inside, f"prefix-{run}", f"prefix-{run}."])
+
+    def test_a_bad_uid_prefix_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="uid_prefix"):
+            SessionFilter(uid_prefix=3)
+        with pytest.raises(ValueError, match="uid_prefix"):
+            SessionFilter(uid_prefix="a\x00")
+
     def test_a_session_changes_filters_as_it_changes(self, kinds: dict[str, str]) -> None:
         storage = self.make_storage(kinds["failed"])
         snapshot = storage.load_full()

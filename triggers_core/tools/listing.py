@@ -17,7 +17,9 @@ Filters (all given ones must hold): the session has an unresolved instance;
 has a ``failed`` instance; has a *stale* instance, one ``scheduled`` or
 ``running`` for longer than ``stale_after`` at ``now`` (the time it entered
 that status, from its ``timestamps``: the same rule as
-:meth:`~triggers_core.runtime.storage.Storage.get_stale_instances`).
+:meth:`~triggers_core.runtime.storage.Storage.get_stale_instances`); its UID
+starts with ``uid_prefix`` (a range on an index of the UIDs, so a search
+reads only the sessions it finds).
 
 Pages come in a stable order that is the backend's (not alphabetical); a
 page's ``cursor`` is opaque and only means something to the store that made
