@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from triggers_core.cli._config import check, graph, simulate
-from triggers_core.cli._operate import fire, replay, skip
+from triggers_core.cli._operate import fail_command, fire, recover_command, replay, skip
 from triggers_core.cli._safe import visible
 from triggers_core.cli._sessions import explain_command, inspect, sessions
 from triggers_core.cli._web import web
@@ -27,7 +27,19 @@ def cli() -> None:
     """
 
 
-for command in (check, graph, simulate, sessions, inspect, explain_command, fire, replay, skip):
+for command in (
+    check,
+    graph,
+    simulate,
+    sessions,
+    inspect,
+    explain_command,
+    fire,
+    replay,
+    skip,
+    fail_command,
+    recover_command,
+):
     cli.add_command(command)
 cli.add_command(web)  # the web console (extra `web`)
 

@@ -1,4 +1,4 @@
-"""Commands that change a session: ``fire``, ``replay``, ``skip``.
+"""Commands that change a session: ``fire``, ``replay``, ``skip``, ``fail``; and ``recover``.
 
 Instances these commands schedule go to their task's runner (``using``) or
 to ``--runner`` (default ``threading``: this process runs them, and waits for
@@ -10,6 +10,7 @@ register them), instead of recording a failure the operator did not cause.
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Callable
 
 import click
@@ -26,14 +27,17 @@ from triggers_core.cli._common import (
 )
 from triggers_core.cli._django import settings_option
 from triggers_core.cli._safe import echo, visible
+from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE
 from triggers_core.engine.state import SessionState
 from triggers_core.errors import RegistryError
 from triggers_core.runtime.manager import TriggerManager
 from triggers_core.runtime.runners import ThreadingTaskRunner
+from triggers_core.runtime.storage import Storage
 from triggers_core.runtime.tasks import registered_tasks
+from triggers_core.tools.recovery import recover
 from triggers_core.tools.simulation import ReplayFailed, SkipFailed, Step, run_simulation
 
-__all__ = ["fire", "replay", "skip"]
+__all__ = ["fail_command", "fire", "recover_command", "replay", "skip"]
 
 URL = click.argument("url", metavar="URL", callback=lambda _c, _p, v: storage_url(v))
 UID = click.argument("uid", metavar="UID")
@@ -54,6 +58,23 @@ def _runner_options(function: Callable[..., None]) -> Callable[..., None]:
         help="Runner for tasks without a `using` directive (e.g. celery; it needs --app).",
     )(function)
     return settings_option(app_option(function))
+
+
+def default_actor() -> str:
+    """Who the command acts as, unless ``--actor`` says: ``cli:<login name>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name (a container without a passwd entry)
+        return "cli"
+
+
+ACTOR = click.option(
+    "--actor",
+    metavar="NAME",
+    default=default_actor,
+    show_default="cli:<login name>",
+    help="Who does this, recorded in the instance's metadata and the lifecycle log.",
+)
 
 
 def _check_runner(manager: TriggerManager, name: str, why: str) -> None:
@@ -182,6 +203,7 @@ def fire(
     metavar="JSON",
     help="Replacement kwargs ({trigger: {...}}), replacing the recorded ones wholly.",
 )
+@ACTOR
 @_runner_options
 def replay(
     *,
@@ -189,6 +211,7 @@ def replay(
     uid: str,
     instance: str,
     kwargs: str | None,
+    actor: str,
     apps: tuple[str, ...],
     runner: str,
     wait: float,
@@ -200,7 +223,7 @@ def replay(
     replacement = json_argument(kwargs, "--kwargs")
 
     def action(manager: TriggerManager) -> str:
-        clone = manager.replay_failed_instance(instance, replacement)
+        clone = manager.replay_failed_instance(instance, replacement, actor=actor)
         return f"replayed {instance} as {clone.name}"
 
     step = ReplayFailed(instance, replacement)
@@ -213,6 +236,7 @@ def replay(
 @click.argument("instance", metavar="INSTANCE")
 @click.option("--cascade", is_flag=True, help="Fire the task's name, so what waits for it runs.")
 @click.option("--result", metavar="JSON", help="The kwargs of that cascade (default {}).")
+@ACTOR
 @_runner_options
 def skip(
     *,
@@ -221,6 +245,7 @@ def skip(
     instance: str,
     cascade: bool,
     result: str | None,
+    actor: str,
     apps: tuple[str, ...],
     runner: str,
     wait: float,
@@ -234,8 +259,84 @@ def skip(
         raise click.UsageError("--result is the kwargs of the cascade: give --cascade too")
 
     def action(manager: TriggerManager) -> str:
-        manager.skip_failed_instance(instance, cascade=cascade, result=data)
+        manager.skip_failed_instance(instance, cascade=cascade, result=data, actor=actor)
         return f"skipped {instance}" + (" and fired its task's name" if cascade else "")
 
     step = SkipFailed(instance, cascade, data)
     _operate(url=url, uid=uid, apps=apps, runner=runner, wait=wait, step=step, action=action)
+
+
+@click.command("fail", cls=UrlCommand)
+@URL
+@UID
+@click.argument("instance", metavar="INSTANCE")
+@click.option("--reason", required=True, metavar="TEXT", help="Why (recorded as the error).")
+@ACTOR
+@settings_option
+def fail_command(*, url: str, uid: str, instance: str, reason: str, actor: str) -> None:
+    """Fail INSTANCE of session UID by hand: unstarted, scheduled or running.
+
+    It ends failed (exceptionType triggers_core.errors.FailedByOperator) with
+    REASON; replay or skip it next. A running instance's body may still be
+    running somewhere: its outcome will be refused. A failed or resolved
+    instance is refused, saying why. URL may be left out when
+    TRIGGERS_STORAGE_URL is set.
+    """
+    if not reason.strip():
+        raise click.UsageError("--reason must not be empty")
+    storage = open_session(url, uid)
+    manager = TriggerManager(storage)
+    with failures():
+        failed = manager.fail_instance(instance, reason, actor=actor)
+    echo(f"{failed.name} {failed.status}")
+
+
+@click.command("recover", cls=UrlCommand)
+@URL
+@click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
+@click.option(
+    "--dispatch-lease",
+    type=click.FloatRange(1, 86_400),
+    default=DEFAULT_DISPATCH_LEASE,
+    show_default=True,
+    help="Seconds an instance may stay scheduled before its message counts as lost.",
+)
+@_runner_options
+def recover_command(
+    *,
+    url: str,
+    dry_run: bool,
+    dispatch_lease: float,
+    apps: tuple[str, ...],
+    runner: str,
+    wait: float,
+) -> None:
+    """Sweep every session at URL once: take over lost runs, re-send lost messages.
+
+    A run whose lease expired (its worker died) ends failed (WorkerLost) and
+    is replayed per its task's on_lost policy; an instance scheduled for longer
+    than --dispatch-lease is dispatched again. Clones and re-sent instances go
+    to their task's runner (using) or --runner. Celery workers run this sweep
+    themselves every few seconds; use it when none runs, or with --dry-run to
+    see what is due. URL may be left out when TRIGGERS_STORAGE_URL is set.
+    """
+    import_modules(apps)
+    local = ThreadingTaskRunner()
+
+    class _Manager(TriggerManager):
+        default_runner = runner
+        sweep_interval = None
+
+    def build(storage: Storage) -> TriggerManager:
+        manager = _Manager(storage, runners={"threading": local})
+        if runner != "threading":
+            _check_runner(manager, runner, f"--runner {runner}")
+        return manager
+
+    with failures():
+        report = recover(url, manager=build, dispatch_lease=dispatch_lease, dry_run=dry_run)
+        local.join_all(wait)
+    for action in report.actions:
+        echo(f"{action.session} {action.instance}: {action.action}, {action.detail}")
+    verb = "would act on" if dry_run else "acted on"
+    echo(f"examined {report.examined} due entries; {verb} {len(report.acted)}")

@@ -28,6 +28,7 @@ from triggers_core.tools.explain import (
     what_if,
 )
 from triggers_core.tools.listing import list_sessions
+from triggers_core.tools.runs import RunStatus, run_status, run_statuses
 
 __all__ = ["explain_command", "inspect", "sessions"]
 
@@ -109,6 +110,18 @@ def _waiting(explained: InstanceExplanation) -> str:
     return ""
 
 
+def _run_json(run: RunStatus | None) -> dict[str, object] | None:
+    if run is None:
+        return None
+    return {
+        "worker": dict(run.worker),
+        "leaseExpires": None if run.lease_expires is None else run.lease_expires.isoformat(),
+        "lost": run.lost,
+        "claimed": run.claimed,
+        "nextStep": run.next_step if run.lost else None,
+    }
+
+
 def _failure_json(e: InstanceExplanation) -> dict[str, object] | None:
     if e.failure is None:
         return None
@@ -138,6 +151,8 @@ def inspect(*, url: str, uid: str, stale: timedelta | None, now: datetime, as_js
     with failures():
         state = storage.load_full().state
     rows = explain_instances(state, now=now, stale_after=stale, words=False)
+    with failures():
+        runs = run_statuses(storage, state, now=now)
     levels = {name: instance.log_level_name for name, instance in state.instances.items()}
     idle = sorted(name for name in state.tasks if state.counters.get(name, 0) == 0)
     if as_json:
@@ -155,6 +170,7 @@ def inspect(*, url: str, uid: str, stale: timedelta | None, now: datetime, as_js
                         "ageSeconds": None if e.age is None else e.age.total_seconds(),
                         "stale": e.stale,
                         "logLevel": levels[e.instance],
+                        "run": _run_json(runs.get(e.instance)),
                     }
                     for e in rows
                 ],
@@ -165,8 +181,10 @@ def inspect(*, url: str, uid: str, stale: timedelta | None, now: datetime, as_js
     table = [
         (
             e.instance,
-            e.status.value + (" (stale)" if e.stale else ""),
-            _waiting(e),
+            e.status.value
+            + (" (lost)" if e.instance in runs and runs[e.instance].lost else "")
+            + (" (stale)" if e.stale else ""),
+            runs[e.instance].describe() if e.instance in runs else _waiting(e),
             "" if e.age is None else format_age(e.age),
             levels[e.instance],
         )
@@ -209,14 +227,26 @@ def explain_command(
         state = storage.load_full().state
         explained = explain(state, target, now=now, stale_after=stale)
         scenario = None if fired is None else what_if(state, fired[0], fired[1], now=now)
+        about = (
+            [state.instances[target]]
+            if target in state.instances
+            else [i for i in state.instances.values() if i.task_name == target]
+        )
+        runs = [
+            run
+            for instance in about
+            if (run := run_status(storage, state, instance, now=now)) is not None
+        ]
     if as_json:
-        data = {"explanation": explained.to_json()}
+        data = {"explanation": explained.to_json(), "runs": [_run_json(r) for r in runs]}
         if scenario is not None:
             data["whatIf"] = scenario.to_json()
         emit_json(data)
         return
     for line in explained.lines:
         echo(line)
+    for run in runs:
+        echo(f"{run.instance}: {run.describe()}")
     if scenario is not None:
         for line in scenario.lines:
             echo(line)

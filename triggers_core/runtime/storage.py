@@ -57,7 +57,7 @@ from typing import Any, ClassVar
 import attrs
 
 from triggers_core.engine.config import TaskConfig
-from triggers_core.engine.leases import Due, DueKind
+from triggers_core.engine.leases import Due, DueKind, lease_owner, parse_time
 from triggers_core.engine.names import name_problem
 from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.engine.serialization import instance_to_json
@@ -383,14 +383,34 @@ class Storage(abc.ABC):
     ) -> list[TaskInstance]:
         """Instances stuck in ``statuses`` (scheduled/running) for longer than ``older_than``.
 
-        A worker killed mid-task leaves its instance ``running``; operators
-        find such instances here and fail or replay them.
+        A ``running`` instance that holds a lease is stuck when its lease
+        expired (its worker died: it is *lost*; a sweeper takes such instances
+        over), however long it has run; one started without a lease (before
+        leases existed, or on a storage that keeps none) when it has been
+        running for longer than ``older_than``, as is a ``scheduled`` one.
         """
-        return [
-            instance
-            for instance in self.get_unresolved_instances()
-            if is_stale(instance, older_than, now=now, statuses=statuses)
-        ]
+        try:
+            self.check_leases()
+        except UnsupportedOperationError:
+            leases = False
+        else:
+            leases = True
+        found = []
+        for instance in self.get_unresolved_instances():
+            if instance.status not in statuses:
+                continue
+            owner = lease_owner(instance) if leases else None
+            if instance.status is Status.RUNNING and owner is not None:
+                lease = self.get_lease(instance.name)
+                if lease is None:  # no record (yet): the lease as the run was started
+                    expires = parse_time(instance.metadata.get("leaseExpires"))
+                    if expires is None or expires <= now:
+                        found.append(instance)
+                elif lease.owner != owner or lease.claimed or lease.at <= now:
+                    found.append(instance)
+            elif is_stale(instance, older_than, now=now, statuses=statuses):
+                found.append(instance)
+        return found
 
     def debug_repr(self) -> dict[str, Any]:
         """A JSON-compatible dump of the whole session, for debugging and bug reports."""

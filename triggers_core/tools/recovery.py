@@ -12,10 +12,14 @@ what a sweep would do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE
-from triggers_core.runtime.manager import TriggerManager, managers
+from triggers_core.runtime.manager import managers
+from triggers_core.runtime.ports import SessionManager
 from triggers_core.runtime.recovery import SWEEP_BATCH, RecoveryReport, sweep_store
 from triggers_core.runtime.registry import storage_class_for
+from triggers_core.runtime.storage import Storage
 
 __all__ = ["SWEEP_UID", "recover"]
 
@@ -26,16 +30,17 @@ SWEEP_UID = "triggers-sweep"
 def recover(
     url: str | None = None,
     *,
-    manager: str | type[TriggerManager] = "default",
+    manager: str | Callable[[Storage], SessionManager] = "default",
     dispatch_lease: float = DEFAULT_DISPATCH_LEASE,
     limit: int = SWEEP_BATCH,
     dry_run: bool = False,
 ) -> RecoveryReport:
     """Sweep every session of the store at ``url`` once (see the module docstring).
 
-    ``manager`` is the manager class (or its key in the ``triggers.managers``
-    registry) that acts on each session: its runners dispatch the clones and
-    the messages sent again. ``limit`` bounds the due entries read per kind.
+    ``manager`` builds the manager that acts on each session (a manager class,
+    or its key in the ``triggers.managers`` registry): its runners dispatch
+    the clones and the messages sent again. ``limit`` bounds the due entries
+    read per kind.
     """
     cls, url = storage_class_for(url)
     manager_class = managers.load(manager) if isinstance(manager, str) else manager
