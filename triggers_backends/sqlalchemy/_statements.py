@@ -16,12 +16,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from triggers_backends.sqlalchemy._tables import Tables
+from triggers_core.engine.leases import DueKind
 from triggers_core.engine.state import Status
 
-__all__ = ["CHANGING", "MAX_IN", "Statements", "chunks", "statements_for"]
+__all__ = ["CHANGING", "DUE_CHANGING", "MAX_IN", "Statements", "chunks", "statements_for"]
 
 #: Instance columns a write may change (the keys and the name never change).
 CHANGING = ("task_key", "status", "resolved", "doc", "updated_at")
+#: Due-index columns a compare-and-swap sets (everything but the keys).
+DUE_CHANGING = ("uid", "name", "kind", "due_at", "owner", "claimed")
 
 #: Bind parameters per IN list; longer lists are split (SQLite allows 999 in old builds).
 MAX_IN = 500
@@ -82,6 +85,54 @@ class Statements:
             .where(fire_keys.c.session_key == "")
             .where(fire_keys.c.key_hash == "")
         )
+        self._due_statements(tables.due)
+
+    def _due_statements(self, due: sa.Table) -> None:
+        """The due index's statements (see :mod:`~triggers_backends.sqlalchemy._due`)."""
+        self._due = due
+        columns = (due.c.uid, due.c.name, due.c.kind, due.c.due_at, due.c.owner, due.c.claimed)
+        one = sa.and_(
+            due.c.session_key == sa.bindparam("b_key"), due.c.name_key == sa.bindparam("b_name")
+        )
+        lease = sa.and_(one, due.c.kind == DueKind.LEASE.value)
+        #: Reads nothing (an empty primary key range): does the table exist?
+        self.probe_due = (
+            sa.select(due.c.due_at).where(due.c.session_key == "").where(due.c.name_key == "")
+        )
+        #: The lease record of one instance.
+        self.get_lease = sa.select(*columns).where(lease)
+        #: Renewal: only the run that holds the lease, and only while no sweeper claimed it.
+        self.renew_lease = (
+            sa.update(due)
+            .where(lease)
+            .where(due.c.owner == sa.bindparam("b_owner"))
+            .where(sa.not_(due.c.claimed))
+            .values(due_at=sa.bindparam("b_until"))
+        )
+        #: Claim: only the record as the sweeper saw it (owner and time).
+        self.claim_lease = (
+            sa.update(due)
+            .where(lease)
+            .where(due.c.owner == sa.bindparam("b_owner"))
+            .where(due.c.due_at == sa.bindparam("b_seen"))
+            .values(due_at=sa.bindparam("b_until"), claimed=sa.true())
+        )
+        #: A range of the (kind, due_at) index, oldest first.
+        self.due_before = (
+            sa.select(*columns)
+            .where(due.c.kind == sa.bindparam("b_kind"))
+            .where(due.c.due_at <= sa.bindparam("b_before"))
+            .order_by(due.c.due_at)
+            .limit(sa.bindparam("b_limit"))
+        )
+        #: Entries of some instances of one session (by primary key).
+        self.delete_due = (
+            sa.delete(due)
+            .where(due.c.session_key == sa.bindparam("b_key"))
+            .where(due.c.name_key.in_(sa.bindparam("b_names", expanding=True)))
+        )
+        self.insert_due = sa.insert(due)
+        self._due_upserts: dict[str, Any] = {}
 
     def rows(
         self,
@@ -136,6 +187,26 @@ class Statements:
         self._upserts[dialect] = statement
         return statement
 
+    def upsert_due(self, dialect: str) -> Any:
+        """Insert-or-replace of due-index rows for ``dialect`` (None: no such statement)."""
+        if dialect in self._due_upserts:
+            return self._due_upserts[dialect]
+        table = self._due
+        statement: Any = None
+        if dialect in ("postgresql", "sqlite"):
+            pg_or_lite = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+            statement = pg_or_lite.on_conflict_do_update(
+                index_elements=[table.c.session_key, table.c.name_key],
+                set_={column: pg_or_lite.excluded[column] for column in DUE_CHANGING},
+            )
+        elif dialect in ("mysql", "mariadb"):
+            my = mysql.insert(table)
+            statement = my.on_duplicate_key_update(
+                {column: my.inserted[column] for column in DUE_CHANGING}
+            )
+        self._due_upserts[dialect] = statement
+        return statement
+
 
 _STATEMENTS: dict[str, Statements] = {}
 _LOCK = threading.Lock()
@@ -146,6 +217,10 @@ def statements_for(tables: Tables) -> Statements:
     key = tables.sessions.name
     with _LOCK:
         found = _STATEMENTS.get(key)
-        if found is None or found._instances is not tables.instances:
+        if (
+            found is None
+            or found._instances is not tables.instances
+            or found._due is not tables.due
+        ):
             found = _STATEMENTS[key] = Statements(tables)
         return found
