@@ -31,6 +31,7 @@ from triggers_backends.sqlalchemy_upgrade import needs_upgrade, upgrade_schema
 from triggers_core import Status, TriggerManager, UnsupportedOperationError, open_storage
 from triggers_core import engine as pure
 from triggers_core.engine.leases import DueKind, Lease
+from triggers_core.runtime.recovery import StoreSweeper
 from triggers_core.runtime.storage import Storage
 from triggers_core.testing._contract_support import RecordingRunner, race_processes, report_to
 from triggers_core.testing.lease_contract import CONFIG, LeaseContract
@@ -45,6 +46,17 @@ RUNNABLE = {
 
 def _at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
+
+
+def stop_sweepers(prefix: str) -> None:
+    """Stop this process's background sweepers of tables whose prefix starts with ``prefix``.
+
+    A manager with the in-process runner starts one per store; left running, it would
+    sweep dropped tables every few seconds for the rest of the test run.
+    """
+    for key, sweeper in list(StoreSweeper._running.items()):
+        if isinstance(key, tuple) and key[0] == "sqlalchemy" and str(key[-1]).startswith(prefix):
+            sweeper.stop()
 
 
 def _commit(storage: Storage, step: Any) -> None:
@@ -79,6 +91,7 @@ class SQLLeaseCases(LeaseContract):
         self.prefix = f"l{uuid.uuid4().hex[:12]}_"
         create_schema(sql_engine, self.prefix)
         yield
+        stop_sweepers(self.prefix)
         drop_schema(sql_engine, self.prefix)
         dispose_engines()
 
