@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
 
+import attrs
 import pytest
 import sqlalchemy as sa
 from _sql_fire_keys_cases import statements
@@ -149,24 +150,40 @@ class SQLLeaseCases(LeaseContract):
 
     # -- the cost of a commit ---------------------------------------------------------
 
+    #: Statements a compare-and-swap runs beyond the same one without ``changes.due``:
+    #: when entries only appear or move, and when some go while others come.
+    extra_due_statements: ClassVar[tuple[int, int]] = (1, 2)
+
     def test_only_commits_that_change_the_index_write_it(self, uid: str) -> None:
-        storage = self.make_storage(uid)
+        """Each commit runs on the session and on a twin that is given no due changes:
+        the difference is what the due index costs."""
+        storage, twin = self.make_storage(uid), self.make_storage(f"{uid}-twin")
         config = {**CONFIG, "t_c": {"after": ["go", "later"], "run": "contract_task"}}
-        _commit(storage, lambda s: pure.update_configuration(s, config))
-        storage.check_leases()  # the table was seen: no probe below
-        with statements(self.engine) as seen:
-            _commit(storage, lambda s: pure.fire(s, "never", now=_at(0)))
-        assert _due_statements(seen) == []
-        with statements(self.engine) as seen:  # schedules t_a#0, creates t_c#0 (waiting)
-            _commit(storage, lambda s: pure.fire(s, "go", now=_at(0)))
-        assert _due_statements(seen) == ["INSERT"]  # one upsert
         lease = Lease("run-1", _at(30), 30, {})
-        with statements(self.engine) as seen:
-            _commit(storage, lambda s: pure.mark_running(s, "t_a#0", now=_at(1), lease=lease))
-        assert _due_statements(seen) == ["INSERT"]  # the entry moves: one upsert
-        with statements(self.engine) as seen:  # t_a#0 leaves the index, t_b#0 enters it
-            _commit(storage, lambda s: pure.finish(s, "t_a#0", {}, now=_at(2), owner="run-1"))
-        assert _due_statements(seen) == ["DELETE", "INSERT"]
+        steps = [
+            (lambda s: pure.update_configuration(s, config), None),
+            (lambda s: pure.fire(s, "never", now=_at(0)), None),  # changes no entry
+            (lambda s: pure.fire(s, "go", now=_at(0)), 0),  # t_a#0 gets one (t_c#0 waits)
+            (lambda s: pure.mark_running(s, "t_a#0", now=_at(1), lease=lease), 0),  # it moves
+            # t_a#0 loses its entry, t_b#0 (the cascade) gets one
+            (lambda s: pure.finish(s, "t_a#0", {}, now=_at(2), owner="run-1"), 1),
+        ]
+        storage.check_leases()  # the table was seen: no probe below
+        for step, shape in steps:
+            counts = []
+            for target in (storage, twin):
+                snapshot = target.load_full()
+                transition = step(snapshot.state)
+                changes = transition.changes
+                if target is twin:
+                    changes = attrs.evolve(changes, due={})
+                with statements(self.engine) as seen:
+                    target.compare_and_swap(snapshot.version, transition.state, changes)
+                counts.append(len(seen))
+                if shape is None or target is twin:
+                    assert not any(f"{self.prefix}due" in s for s in seen), seen
+            if shape is not None:
+                assert counts[0] - counts[1] == self.extra_due_statements[shape], (step, seen)
         assert set(self.due_rows()) == {"t_b#0"}
 
     def test_a_renewal_and_a_claim_are_one_update_each(self, uid: str) -> None:

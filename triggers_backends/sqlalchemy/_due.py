@@ -54,6 +54,7 @@ from sqlalchemy.engine import Connection
 from triggers_backends.sqlalchemy._base import SQLStorageBase
 from triggers_backends.sqlalchemy._errors import driver_error, is_missing_table, public_url
 from triggers_backends.sqlalchemy._schema import due_table_state
+from triggers_backends.sqlalchemy._statements import MAX_DUE_IN_UPDATE
 from triggers_backends.sqlalchemy._tables import row_key
 from triggers_core.engine.leases import Due, DueKind
 from triggers_core.errors import SerializationError, UnsupportedOperationError
@@ -185,6 +186,31 @@ class LeasesMixin(SQLStorageBase):
                 }
             )
         return deleted, upserted
+
+    def _due_in_update(
+        self, conn: Connection, rows: tuple[list[str], list[dict[str, Any]]]
+    ) -> bool:
+        """Whether the version ``UPDATE`` carries these due writes (PostgreSQL, few rows)."""
+        deleted, upserted = rows
+        return (
+            conn.dialect.name == "postgresql"
+            and len(deleted) <= MAX_DUE_IN_UPDATE
+            and len(upserted) <= MAX_DUE_IN_UPDATE
+        )
+
+    def _due_values(self, rows: tuple[list[str], list[dict[str, Any]]]) -> dict[str, Any]:
+        """:meth:`_due_rows` as the parameters of ``Statements.update_with_due``."""
+        deleted, upserted = rows
+        values: dict[str, Any] = {"d_uid": self.uid}
+        for n, key in enumerate(deleted):
+            values[f"g{n}"] = key
+        for n, row in enumerate(upserted):
+            values[f"k{n}"] = row["name_key"]
+            values[f"n{n}"] = row["name"]
+            values[f"t{n}"] = row["kind"]
+            values[f"a{n}"] = row["due_at"]
+            values[f"o{n}"] = row["owner"]
+        return values
 
     def _write_due(self, conn: Connection, rows: tuple[list[str], list[dict[str, Any]]]) -> None:
         """Apply :meth:`_due_rows` inside the compare-and-swap transaction."""

@@ -115,8 +115,17 @@ class WritingMixin(LeasesMixin):
                     }
                     if config:
                         values.update(b_config=config["config"], b_config_id=config["config_id"])
-                    result = conn.execute(sql.update_config if config else sql.update, values)
-                    if result.rowcount != 1:  # leaving the block rolls back
+                    if due is not None and self._due_in_update(conn, due):
+                        # The due writes ride on the version UPDATE: no extra round trip.
+                        gone, put = len(due[0]), len(due[1])
+                        values.update(self._due_values(due))
+                        statement = sql.update_with_due(conn.dialect, bool(config), gone, put)
+                        matched = conn.execute(statement, values).scalar_one()
+                        due = None
+                    else:
+                        statement = sql.update_config if config else sql.update
+                        matched = conn.execute(statement, values).rowcount
+                    if matched != 1:  # leaving the block rolls back
                         raise ConflictError(
                             f"version moved on from {expected!r}",
                             backend=self._label,
