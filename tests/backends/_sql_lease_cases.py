@@ -29,9 +29,17 @@ from triggers_backends.sqlalchemy import (
 )
 from triggers_backends.sqlalchemy._schema import note_due_table
 from triggers_backends.sqlalchemy_upgrade import needs_upgrade, upgrade_schema
-from triggers_core import Status, TriggerManager, UnsupportedOperationError, open_storage
+from triggers_core import (
+    ConflictError,
+    SessionState,
+    Status,
+    TriggerManager,
+    UnsupportedOperationError,
+    open_storage,
+)
 from triggers_core import engine as pure
-from triggers_core.engine.leases import DueKind, Lease
+from triggers_core.engine.leases import Due, DueKind, Lease
+from triggers_core.engine.scopes import Changes
 from triggers_core.runtime.recovery import StoreSweeper
 from triggers_core.runtime.storage import Storage
 from triggers_core.testing._contract_support import RecordingRunner, race_processes, report_to
@@ -185,6 +193,40 @@ class SQLLeaseCases(LeaseContract):
             if shape is not None:
                 assert counts[0] - counts[1] == self.extra_due_statements[shape], (step, seen)
         assert set(self.due_rows()) == {"t_b#0"}
+
+    @pytest.mark.parametrize("size", [1, 12])
+    def test_commits_with_many_entries_and_a_new_session(self, uid: str, size: int) -> None:
+        """More entries in one commit than PostgreSQL's version UPDATE carries, a conflict
+        (which writes none of them), and a session created with entries."""
+        tasks = {f"t_{n:02d}": {"after": ["go"], "run": "contract_task"} for n in range(size)}
+        storage = self.make_storage(uid)
+        state = pure.update_configuration(SessionState(), tasks).state
+        fired = pure.fire(state, "go", now=_at(0))
+        assert len(fired.changes.due) == size
+        names = frozenset(fired.state.instances)
+        changes = attrs.evolve(fired.changes, instances=names, created=names, config=True)
+        assert storage.compare_and_swap(None, fired.state, changes) == 1
+        assert {name: row["kind"] for name, row in self.due_rows().items()} == dict.fromkeys(
+            names, "dispatch"
+        )
+        # Half of them go, the other half move, three new entries come.
+        due: dict[str, Due | None] = {}
+        for n, name in enumerate(sorted(names)):
+            due[name] = None if n % 2 else Due(DueKind.DISPATCH, _at(100 + n))
+        due.update({f"x#{n}": Due(DueKind.LEASE, _at(200 + n), f"run-{n}") for n in range(3)})
+        with pytest.raises(ConflictError):  # a stale version writes nothing
+            storage.compare_and_swap(0, fired.state, Changes(due=due))
+        assert len(self.due_rows()) == size
+        assert storage.compare_and_swap(1, fired.state, Changes(due=due)) == 2
+        expected = {name: entry for name, entry in due.items() if entry is not None}
+        rows = self.due_rows()
+        assert {name: (row["kind"], row["owner"]) for name, row in rows.items()} == {
+            name: (entry.kind.value, entry.owner) for name, entry in expected.items()
+        }
+        leases = storage.due_entries(DueKind.LEASE, _at(10**6), limit=10)
+        assert [(ref.instance, ref.at) for ref in leases] == [
+            (f"x#{n}", _at(200 + n)) for n in range(3)
+        ]
 
     def test_a_renewal_and_a_claim_are_one_update_each(self, uid: str) -> None:
         storage = self.make_storage(uid)
