@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
 
@@ -40,6 +40,7 @@ from triggers_core import (
 from triggers_core import engine as pure
 from triggers_core.engine.leases import Due, DueKind, Lease
 from triggers_core.engine.scopes import Changes
+from triggers_core.engine.transition import Transition
 from triggers_core.runtime.recovery import StoreSweeper
 from triggers_core.runtime.storage import Storage
 from triggers_core.testing._contract_support import RecordingRunner, race_processes, report_to
@@ -68,7 +69,7 @@ def stop_sweepers(prefix: str) -> None:
             sweeper.stop()
 
 
-def _commit(storage: Storage, step: Any) -> None:
+def _commit(storage: Storage, step: Callable[[SessionState], Transition]) -> None:
     snapshot = storage.load_full()
     transition = step(snapshot.state)
     storage.compare_and_swap(snapshot.version, transition.state, transition.changes)
@@ -168,7 +169,7 @@ class SQLLeaseCases(LeaseContract):
         storage, twin = self.make_storage(uid), self.make_storage(f"{uid}-twin")
         config = {**CONFIG, "t_c": {"after": ["go", "later"], "run": "contract_task"}}
         lease = Lease("run-1", _at(30), 30, {})
-        steps = [
+        steps: list[tuple[Callable[[SessionState], Transition], int | None]] = [
             (lambda s: pure.update_configuration(s, config), None),
             (lambda s: pure.fire(s, "never", now=_at(0)), None),  # changes no entry
             (lambda s: pure.fire(s, "go", now=_at(0)), 0),  # t_a#0 gets one (t_c#0 waits)
