@@ -14,11 +14,15 @@ microsecond.
 What each operation costs:
 
 * ``compare_and_swap`` writes ``changes.due`` in its own transaction, after
-  the session's version ``UPDATE``: one ``DELETE`` for the entries that go and
-  one multi-row upsert for those that appear or move (``ON CONFLICT`` /
-  ``ON DUPLICATE KEY``), and nothing when ``changes.due`` is empty (most fires
-  that schedule nothing). The session's row lock, taken first, keeps two
-  writers of one session from racing on its rows.
+  the session's version ``UPDATE`` has taken the session's row lock (which
+  keeps two writers of one session from racing on its rows), and nothing when
+  ``changes.due`` is empty (most fires, which schedule nothing). On PostgreSQL
+  the version ``UPDATE`` itself carries them (``Statements.update_with_due``:
+  no extra round trip, up to
+  :data:`~triggers_backends.sqlalchemy._statements.MAX_DUE_IN_UPDATE` entries
+  of each kind); elsewhere, and for larger commits, one ``DELETE`` for the
+  entries that go and one multi-row upsert (``ON CONFLICT`` /
+  ``ON DUPLICATE KEY``) for those that appear or move.
 * ``renew_lease`` and ``claim_lease`` are one ``UPDATE`` of one row by primary
   key, in a transaction of their own, with the expected record in the
   ``WHERE`` clause (``owner``, not ``claimed``; ``owner`` and the time seen):

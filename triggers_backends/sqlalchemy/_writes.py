@@ -15,7 +15,9 @@ serialized the writers, a duplicate key there means the row existed before
 (a counter lowered by hand), which is corruption, reported as
 :class:`~triggers_core.errors.SerializationError`, with nothing written.
 The due index (``changes.due``, :mod:`~triggers_backends.sqlalchemy._due`) is
-written last, in the same transaction, and only when it changed.
+written in the same transaction, and only when it changed: on PostgreSQL by
+the version UPDATE itself (one statement with CTEs, so no extra round trip),
+elsewhere last, after the instances.
 """
 
 from __future__ import annotations
