@@ -16,7 +16,15 @@ guessing; :func:`upgrade_schema` converts them in place:
 5. creates the ``fire_keys`` table (fire records of idempotent fires and of
    cascades), which tables of any earlier version lack. This step alone
    touches no stored row, so tables that only lack it can be upgraded while
-   processes use them (``create_schema`` adds it too).
+   processes use them (``create_schema`` adds it too);
+6. creates the ``due`` table (leases and the due index a sweeper reads), which
+   tables of any earlier version lack: like step 5, it touches no stored row.
+   Processes that use the tables meanwhile run instances without leases until
+   they find the table (within
+   :data:`~triggers_backends.sqlalchemy._due.RECHECK_MISSING` seconds); the
+   instances they had running or scheduled then are not in the index, so only
+   an operator (``get_stale_instances``, ``triggers sessions --stale``) or
+   ``manager.recover()`` finds them if their worker died.
 
 Stop every process that uses the tables first: a process still running the old
 version would write rows without the new columns. The upgrade is idempotent and
@@ -33,7 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from triggers_backends.sqlalchemy._engines import prepare_engine
-from triggers_backends.sqlalchemy._schema import create_schema
+from triggers_backends.sqlalchemy._schema import create_schema, note_due_table
 from triggers_backends.sqlalchemy._tables import (
     DEFAULT_TABLE_PREFIX,
     Document,
@@ -64,7 +72,7 @@ def needs_upgrade(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> b
     names = set(inspector.get_table_names())
     if not {tables.sessions.name, tables.instances.name} <= names:
         return False
-    if tables.fire_keys.name not in names:
+    if not {tables.fire_keys.name, tables.due.name} <= names:
         return True
     sessions = {c["name"] for c in inspector.get_columns(tables.sessions.name)}
     instances = {c["name"] for c in inspector.get_columns(tables.instances.name)}
@@ -99,6 +107,8 @@ def upgrade_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> 
             index.create(engine)
             changed = True
     changed |= _add_table(engine, tables.fire_keys)
+    changed |= _add_table(engine, tables.due)
+    note_due_table(engine, table_prefix, exists=True)
     return changed
 
 

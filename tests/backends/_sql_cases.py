@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import pytest
 import sqlalchemy as sa
 from _sql_fire_keys_cases import SQLFireKeysCases
+from _sql_lease_cases import stop_sweepers
 from _sql_listing_cases import SQLListingCases
 from _sql_upgrade_cases import SQLUpgradeCases
 
@@ -55,6 +56,7 @@ class SQLAlchemyCases(StorageContract, SQLUpgradeCases, SQLListingCases, SQLFire
         self.prefix = f"t{uuid.uuid4().hex[:12]}_"
         create_schema(sql_engine, self.prefix)
         yield
+        stop_sweepers(self.prefix)  # of managers with the in-process runner, on these tables
         drop_schema(sql_engine, self.prefix)
         dispose_engines()  # engines opened from URLs during the test
 

@@ -14,6 +14,7 @@ from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema, drop_
 from triggers_backends.sqlalchemy_upgrade import needs_upgrade, upgrade_schema
 from triggers_core import SchemaMissingError, SessionState, Status, TriggerManager
 from triggers_core import engine as pure
+from triggers_core.engine.leases import DueKind
 from triggers_core.engine.serialization import config_to_json, dumps, instance_to_json
 from triggers_core.testing.storage_contract import RecordingRunner
 
@@ -133,6 +134,7 @@ class SQLUpgradeCases:
         assert not needs_upgrade(self.engine, prefix)
         assert upgrade_schema(self.engine, prefix) is False  # idempotent
         storage = SQLAlchemyStorage(uid, self.engine, table_prefix=prefix)
+        storage.check_leases()  # the due table came with the upgrade
         loaded = storage.load_full()
         assert loaded.version == 7
         assert loaded.state == state  # tasks, counters, latest kwargs, unsettled, instances
@@ -146,6 +148,8 @@ class SQLUpgradeCases:
         manager.fire("e", {"e": 1})
         manager.fire("tick", {"n": 3})
         assert runner.dispatched == ["t_late#0"]
+        due = storage.due_entries(DueKind.DISPATCH, datetime.now(UTC), limit=10)
+        assert [(ref.session, ref.instance) for ref in due] == [(uid, "t_late#0")]
         assert storage["t_every#3"].status is Status.UNSTARTED
         with self.engine.connect() as conn:
             columns = sa.inspect(conn).get_columns(f"{prefix}instances")

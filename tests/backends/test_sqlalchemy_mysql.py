@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from _sql_cases import SQLAlchemyCases
+from _sql_lease_cases import ServerLeaseCases
 from _sql_timeout_cases import FrozenServerCases
 from services import require_service
 
@@ -30,6 +31,10 @@ def sql_engine() -> Iterator[sa.Engine]:
 class TestMySQLStorage(SQLAlchemyCases):
     dialect = "sqlalchemy/mysql"
     dead_url = "mysql://root:s3cret@127.0.0.1:1/test"
+
+
+class TestMySQLLeases(ServerLeaseCases):
+    """Leases and the due table (the lease contract and SQL specifics)."""
 
 
 class TestMySQLTimeouts(FrozenServerCases):

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from _sql_cases import SQLAlchemyCases
+from _sql_lease_cases import ServerLeaseCases
 from _sql_timeout_cases import FrozenServerCases
 from services import require_service
 
@@ -30,6 +31,13 @@ def sql_engine() -> Iterator[sa.Engine]:
 class TestPostgresStorage(SQLAlchemyCases):
     dialect = "sqlalchemy/postgresql"
     dead_url = "postgresql://postgres:s3cret@127.0.0.1:1/test"
+
+
+class TestPostgresLeases(ServerLeaseCases):
+    """Leases and the due table (the lease contract and SQL specifics)."""
+
+    # The due writes ride on the version UPDATE (one statement with CTEs).
+    extra_due_statements = (0, 0)
 
 
 class TestPostgresTimeouts(FrozenServerCases):

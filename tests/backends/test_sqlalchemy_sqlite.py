@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from _sql_cases import SQLAlchemyCases
+from _sql_lease_cases import SQLLeaseCases
 
 from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema
 from triggers_core import RegistryError, StorageError, open_storage
@@ -42,6 +43,10 @@ class TestSQLiteStorage(SQLAlchemyCases):
     def test_wal_mode(self) -> None:
         with self.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+class TestSQLiteLeases(SQLLeaseCases):
+    """Leases and the due table (the lease contract and SQL specifics)."""
 
 
 def test_in_memory_sqlite_is_refused() -> None:

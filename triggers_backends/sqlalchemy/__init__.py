@@ -1,11 +1,12 @@
 """SQLAlchemy storage: SQLite (the embedded default), PostgreSQL and MySQL/MariaDB.
 
-:class:`SQLAlchemyStorage` keeps one session in three tables per prefix
+:class:`SQLAlchemyStorage` keeps one session in four tables per prefix
 (default ``triggers_``): one row per session, one per task instance, one per
-fire record. An operation reads the header plus the instances its scope names
-and writes the header plus the instances it changed, in one compare-and-swap
-transaction that a version ``UPDATE`` serializes; a lost race is a
-:class:`~triggers_core.errors.ConflictError`.
+fire record, and one per entry of the store's due index (the leases of running
+instances and the scheduled ones a sweeper looks at). An operation reads the
+header plus the instances its scope names and writes the header plus the
+instances it changed, in one compare-and-swap transaction that a version
+``UPDATE`` serializes; a lost race is a :class:`~triggers_core.errors.ConflictError`.
 
 Every wait for the server is bounded (connect, lock wait, statement; URL
 options, see :mod:`triggers_backends.sqlalchemy._timeouts`): a server that stops
@@ -34,6 +35,8 @@ The modules, each importing only those above it:
 * :mod:`~triggers_backends.sqlalchemy._listing`: listing sessions a page at a time;
 * :mod:`~triggers_backends.sqlalchemy._base`: the state a storage object holds,
   and its errors;
+* :mod:`~triggers_backends.sqlalchemy._due`: leases and the due index (renewals,
+  claims, what is due), written by the compare-and-swap;
 * :mod:`~triggers_backends.sqlalchemy._reading` (loads, one snapshot) and
   :mod:`~triggers_backends.sqlalchemy._writes` (compare-and-swap, concurrency);
 * :mod:`~triggers_backends.sqlalchemy._storage`: :class:`SQLAlchemyStorage`

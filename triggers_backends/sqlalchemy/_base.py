@@ -56,6 +56,13 @@ class SQLStorageBase(Storage):
 
     def _error(self, exc: sa_exc.SQLAlchemyError, doing: str) -> StorageError:
         where = public_url(self.engine.url)
+        if is_missing_table(exc) and self._tables.due.name in str(driver_error(exc)):
+            return SchemaMissingError(
+                f"table {self._tables.due.name!r} does not exist in {where} ({doing}): "
+                f"{self._due_table_advice()}",
+                backend=self._label,
+                session=self.uid,
+            )
         if is_missing_table(exc) and self._tables.fire_keys.name in str(driver_error(exc)):
             prefix = self.table_prefix
             prefix_arg = "" if prefix == DEFAULT_TABLE_PREFIX else f", {prefix!r}"
@@ -105,3 +112,18 @@ class SQLStorageBase(Storage):
         if is_conflict(exc):
             return ConflictError(message, backend=self._label, session=self.uid)
         return StorageError(message, backend=self._label, session=self.uid)
+
+    def _due_table_advice(self) -> str:
+        """What the due table is for, and how to add it (for errors and the warning)."""
+        prefix = self.table_prefix
+        prefix_arg = "" if prefix == DEFAULT_TABLE_PREFIX else f", {prefix!r}"
+        return (
+            "it keeps the leases of running instances and the due index a sweeper reads, "
+            "and tables created by an earlier Triggers version lack it. Add it with "
+            f"triggers_backends.sqlalchemy_upgrade.upgrade_schema(engine{prefix_arg}) or "
+            f"triggers_backends.sqlalchemy.create_schema(engine{prefix_arg}) (each only adds "
+            "what is missing and touches no stored row, so processes may keep running), "
+            f"'?{URL_CREATE_OPTION}=true' in the URL, or your migrations "
+            "(triggers_backends.sqlalchemy.metadata); until then instances run without "
+            "leases, and those of a worker that dies are not recovered automatically"
+        )

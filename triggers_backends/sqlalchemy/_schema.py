@@ -11,12 +11,19 @@ created unless the URL says ``triggers_create_schema=false``.
 Tables written by a version of Triggers before this layout (schema version 1)
 are refused with :class:`~triggers_core.errors.SchemaMissingError`; upgrade
 them with :func:`triggers_backends.sqlalchemy_upgrade.upgrade_schema`.
+
+What a process found out about the due table (it exists; it was missing at a
+given time; the warning was logged) is kept per engine and table prefix in
+:func:`due_table_state`; creating or dropping the tables here updates it, so a
+process that creates the table uses it at once.
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
 
+import attrs
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
@@ -26,7 +33,51 @@ from triggers_backends.sqlalchemy._errors import describe, public_url
 from triggers_backends.sqlalchemy._tables import DEFAULT_TABLE_PREFIX, metadata_for, tables_for
 from triggers_core.errors import StorageError
 
-__all__ = ["create_schema", "drop_schema", "ensure_schema"]
+__all__ = [
+    "DueTableState",
+    "create_schema",
+    "drop_schema",
+    "due_table_state",
+    "ensure_schema",
+    "note_due_table",
+]
+
+
+@attrs.define
+class DueTableState:
+    """What this process knows of the due tables of one engine, by table prefix."""
+
+    #: Prefixes whose due table was seen to exist.
+    ready: set[str] = attrs.field(factory=set)
+    #: Prefix -> ``time.monotonic()`` when its due table was last found missing.
+    missing: dict[str, float] = attrs.field(factory=dict)
+    #: Prefixes whose missing due table was already warned about.
+    warned: set[str] = attrs.field(factory=set)
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+
+_DUE_TABLES: weakref.WeakKeyDictionary[Engine, DueTableState] = weakref.WeakKeyDictionary()
+_DUE_TABLES_LOCK = threading.Lock()
+
+
+def due_table_state(engine: Engine) -> DueTableState:
+    """What this process knows of ``engine``'s due tables (one object per engine)."""
+    with _DUE_TABLES_LOCK:
+        found = _DUE_TABLES.get(engine)
+        if found is None:
+            found = _DUE_TABLES[engine] = DueTableState()
+        return found
+
+
+def note_due_table(engine: Engine, table_prefix: str, *, exists: bool) -> None:
+    """This process created (``exists``) or dropped the due table of ``table_prefix``."""
+    state = due_table_state(engine)
+    with state.lock:
+        state.missing.pop(table_prefix, None)
+        if exists:
+            state.ready.add(table_prefix)
+        else:
+            state.ready.discard(table_prefix)
 
 
 def create_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> None:
@@ -56,6 +107,7 @@ def _create_tables(engine: Engine, table_prefix: str) -> None:
         if not set(meta.tables) <= set(sa.inspect(engine).get_table_names()):
             raise
         # another process created them first
+    note_due_table(engine, table_prefix, exists=True)
     tables = tables_for(table_prefix)
     _create_missing_indexes(engine, tables.instances)
     _create_missing_indexes(engine, tables.sessions)
@@ -101,6 +153,7 @@ def _create_missing_indexes(engine: Engine, table: sa.Table) -> None:
 def drop_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> None:
     """Drop the storage tables for ``table_prefix`` (every session in them is lost)."""
     metadata_for(table_prefix).drop_all(engine, checkfirst=True)
+    note_due_table(engine, table_prefix, exists=False)
 
 
 _SCHEMA_READY: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()

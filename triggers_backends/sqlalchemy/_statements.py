@@ -14,17 +14,33 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from triggers_backends.sqlalchemy._tables import Tables
+from triggers_core.engine.leases import DueKind
 from triggers_core.engine.state import Status
 
-__all__ = ["CHANGING", "MAX_IN", "Statements", "chunks", "statements_for"]
+__all__ = [
+    "CHANGING",
+    "DUE_CHANGING",
+    "MAX_DUE_IN_UPDATE",
+    "MAX_IN",
+    "Statements",
+    "chunks",
+    "statements_for",
+]
 
 #: Instance columns a write may change (the keys and the name never change).
 CHANGING = ("task_key", "status", "resolved", "doc", "updated_at")
+#: Due-index columns a compare-and-swap sets (everything but the keys).
+DUE_CHANGING = ("uid", "name", "kind", "due_at", "owner", "claimed")
 
 #: Bind parameters per IN list; longer lists are split (SQLite allows 999 in old builds).
 MAX_IN = 500
+
+#: PostgreSQL: due entries (of each of going and coming) a version ``UPDATE`` carries
+#: itself; a commit with more writes them with statements of their own.
+MAX_DUE_IN_UPDATE = 8
 
 
 def chunks(keys: list[str]) -> Iterable[list[str]]:
@@ -66,6 +82,8 @@ class Statements:
         self.update_config = update.values(
             {**base, "config": sa.bindparam("b_config"), "config_id": sa.bindparam("b_config_id")}
         )
+        self._sessions = sessions
+        self._update_with_due: dict[tuple[bool, int, int], Any] = {}
         self.insert_instances = sa.insert(instances)
         self._upserts: dict[str, Any] = {}
         fire_keys = tables.fire_keys
@@ -82,6 +100,54 @@ class Statements:
             .where(fire_keys.c.session_key == "")
             .where(fire_keys.c.key_hash == "")
         )
+        self._due_statements(tables.due)
+
+    def _due_statements(self, due: sa.Table) -> None:
+        """The due index's statements (see :mod:`~triggers_backends.sqlalchemy._due`)."""
+        self._due = due
+        columns = (due.c.uid, due.c.name, due.c.kind, due.c.due_at, due.c.owner, due.c.claimed)
+        one = sa.and_(
+            due.c.session_key == sa.bindparam("b_key"), due.c.name_key == sa.bindparam("b_name")
+        )
+        lease = sa.and_(one, due.c.kind == DueKind.LEASE.value)
+        #: Reads nothing (an empty primary key range): does the table exist?
+        self.probe_due = (
+            sa.select(due.c.due_at).where(due.c.session_key == "").where(due.c.name_key == "")
+        )
+        #: The lease record of one instance.
+        self.get_lease = sa.select(*columns).where(lease)
+        #: Renewal: only the run that holds the lease, and only while no sweeper claimed it.
+        self.renew_lease = (
+            sa.update(due)
+            .where(lease)
+            .where(due.c.owner == sa.bindparam("b_owner"))
+            .where(sa.not_(due.c.claimed))
+            .values(due_at=sa.bindparam("b_until"))
+        )
+        #: Claim: only the record as the sweeper saw it (owner and time).
+        self.claim_lease = (
+            sa.update(due)
+            .where(lease)
+            .where(due.c.owner == sa.bindparam("b_owner"))
+            .where(due.c.due_at == sa.bindparam("b_seen"))
+            .values(due_at=sa.bindparam("b_until"), claimed=sa.true())
+        )
+        #: A range of the (kind, due_at) index, oldest first.
+        self.due_before = (
+            sa.select(*columns)
+            .where(due.c.kind == sa.bindparam("b_kind"))
+            .where(due.c.due_at <= sa.bindparam("b_before"))
+            .order_by(due.c.due_at)
+            .limit(sa.bindparam("b_limit"))
+        )
+        #: Entries of some instances of one session (by primary key).
+        self.delete_due = (
+            sa.delete(due)
+            .where(due.c.session_key == sa.bindparam("b_key"))
+            .where(due.c.name_key.in_(sa.bindparam("b_names", expanding=True)))
+        )
+        self.insert_due = sa.insert(due)
+        self._due_upserts: dict[str, Any] = {}
 
     def rows(
         self,
@@ -136,6 +202,78 @@ class Statements:
         self._upserts[dialect] = statement
         return statement
 
+    def update_with_due(self, dialect: Dialect, config: bool, gone: int, put: int) -> Any:
+        """PostgreSQL: the version ``UPDATE`` and the due-index writes in one statement.
+
+        ``WITH s AS (UPDATE sessions ... RETURNING ...)``, then a ``DELETE`` of
+        ``gone`` due rows and an upsert of ``put`` rows that run only if ``s``
+        updated the session's row (an uncorrelated ``EXISTS``: PostgreSQL
+        evaluates it once, before either touches a due row, so the session's
+        row lock is still taken first); it returns how many session rows it
+        updated. This saves the round trip a separate due statement would cost
+        every commit that changes the index. Scalar parameters (``g0``...,
+        ``k0``, ``n0``, ``t0``, ``a0``, ``o0``...), one statement per shape, at
+        most :data:`MAX_DUE_IN_UPDATE` of each: arrays would cost more to adapt
+        than the round trip they save.
+        """
+        key = (config, gone, put)
+        found = self._update_with_due.get(key)
+        if found is not None:
+            return found
+        preparer = dialect.identifier_preparer
+        sessions = preparer.format_table(self._sessions)
+        due = preparer.format_table(self._due)
+        assignments = "version = :b_version, header = :b_header, updated_at = :b_now"
+        if config:
+            assignments += ", config = :b_config, config_id = :b_config_id"
+        parts = [
+            f"WITH s AS (UPDATE {sessions} SET {assignments} "
+            "WHERE session_key = :b_key AND version = :b_expected RETURNING session_key)"
+        ]
+        if gone:
+            keys = ", ".join(f":g{n}" for n in range(gone))
+            parts.append(
+                f"gone AS (DELETE FROM {due} WHERE EXISTS (SELECT 1 FROM s) "
+                f"AND session_key = :b_key AND name_key IN ({keys}))"
+            )
+        if put:
+            rows = ", ".join(
+                f"(CAST(:k{n} AS VARCHAR(64)), CAST(:n{n} AS TEXT), CAST(:t{n} AS VARCHAR(16)), "
+                f"CAST(:a{n} AS BIGINT), CAST(:o{n} AS TEXT))"
+                for n in range(put)
+            )
+            changing = ", ".join(f"{c} = excluded.{c}" for c in DUE_CHANGING)
+            parts.append(
+                f"put AS (INSERT INTO {due} "
+                "(session_key, name_key, uid, name, kind, due_at, owner, claimed) "
+                "SELECT :b_key, v.name_key, :d_uid, v.name, v.kind, v.due_at, v.owner, false "
+                f"FROM (VALUES {rows}) AS v(name_key, name, kind, due_at, owner) "
+                "WHERE EXISTS (SELECT 1 FROM s) "
+                f"ON CONFLICT (session_key, name_key) DO UPDATE SET {changing})"
+            )
+        found = self._update_with_due[key] = sa.text(", ".join(parts) + " SELECT count(*) FROM s")
+        return found
+
+    def upsert_due(self, dialect: str) -> Any:
+        """Insert-or-replace of due-index rows for ``dialect`` (None: no such statement)."""
+        if dialect in self._due_upserts:
+            return self._due_upserts[dialect]
+        table = self._due
+        statement: Any = None
+        if dialect in ("postgresql", "sqlite"):
+            pg_or_lite = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+            statement = pg_or_lite.on_conflict_do_update(
+                index_elements=[table.c.session_key, table.c.name_key],
+                set_={column: pg_or_lite.excluded[column] for column in DUE_CHANGING},
+            )
+        elif dialect in ("mysql", "mariadb"):
+            my = mysql.insert(table)
+            statement = my.on_duplicate_key_update(
+                {column: my.inserted[column] for column in DUE_CHANGING}
+            )
+        self._due_upserts[dialect] = statement
+        return statement
+
 
 _STATEMENTS: dict[str, Statements] = {}
 _LOCK = threading.Lock()
@@ -146,6 +284,10 @@ def statements_for(tables: Tables) -> Statements:
     key = tables.sessions.name
     with _LOCK:
         found = _STATEMENTS.get(key)
-        if found is None or found._instances is not tables.instances:
+        if (
+            found is None
+            or found._instances is not tables.instances
+            or found._due is not tables.due
+        ):
             found = _STATEMENTS[key] = Statements(tables)
         return found

@@ -189,5 +189,24 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
             url = url.update_query_dict({URL_SYNCHRONOUS_OPTION: self.sqlite_synchronous})
         return public_url(url)
 
+    def session(self, uid: str) -> SQLAlchemyStorage:
+        """Session ``uid`` in the same tables, sharing this storage's engine (its pool)."""
+        return SQLAlchemyStorage(
+            uid,
+            self.engine,
+            table_prefix=self.table_prefix,
+            sqlite_synchronous=self.sqlite_synchronous,
+        )
+
+    def store_identity(self) -> object | None:
+        """The database (its URL, password left out) and the table prefix: a key, never shown.
+
+        Engines opened on one database with different passwords name one store.
+        """
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite" and url.database:
+            url = url.set(database=os.path.abspath(url.database))
+        return ("sqlalchemy", url.render_as_string(hide_password=True), self.table_prefix)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} uid={self.uid!r} at {self.reference()}>"

@@ -1,6 +1,6 @@
 """The tables of the SQLAlchemy storage: their layout, :data:`metadata`, row keys.
 
-Layout (three tables per prefix, default ``triggers_``):
+Layout (four tables per prefix, default ``triggers_``):
 
 * ``{prefix}sessions``: one row per session: ``session_key`` (SHA-256 of the
   UID, so any UID fits a fixed-width, collation-proof primary key), ``uid``
@@ -28,6 +28,15 @@ Layout (three tables per prefix, default ``triggers_``):
   fire raises :class:`~triggers_core.errors.SchemaMissingError` saying how to
   add it (``create_schema`` or ``upgrade_schema``), and a finish that would
   record its cascade (a Celery worker's) runs unguarded, with a warning.
+* ``{prefix}due``: the due index of the whole store (see
+  :mod:`triggers_core.engine.leases` and
+  :mod:`triggers_backends.sqlalchemy._due`): one row per ``scheduled``
+  instance and per ``running`` instance under a lease, ``(session_key,
+  name_key)`` primary key, ``uid``, ``name``, ``kind`` (``dispatch`` or
+  ``lease``), ``due_at`` (integer microseconds since 1970-01-01 UTC), ``owner``
+  (the run holding the lease), ``claimed`` (a sweeper took the lease); an
+  index on ``(kind, due_at)`` answers a sweep. Tables created before it
+  existed work without it: instances then run without leases.
 """
 
 from __future__ import annotations
@@ -64,6 +73,7 @@ class Tables:
     sessions: sa.Table
     instances: sa.Table
     fire_keys: sa.Table
+    due: sa.Table
 
 
 def _define(meta: sa.MetaData, prefix: str) -> Tables:
@@ -124,7 +134,27 @@ def _define(meta: sa.MetaData, prefix: str) -> Tables:
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",
     )
-    return Tables(meta, sessions, instances, fire_keys)
+    due = sa.Table(
+        f"{prefix}due",
+        meta,
+        sa.Column("session_key", sa.String(64), primary_key=True),
+        sa.Column("name_key", sa.String(64), primary_key=True),
+        sa.Column("uid", sa.Text(), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False, comment="dispatch or lease"),
+        # An integer, not a timestamp type: MySQL's DATETIME and SQLite drop the
+        # offset (and TIMESTAMP converts by the connection's time zone), while an
+        # integer sorts, compares and round-trips exactly on every database.
+        sa.Column(
+            "due_at", sa.BigInteger(), nullable=False, comment="microseconds since 1970, UTC"
+        ),
+        sa.Column("owner", sa.Text(), nullable=True, comment="lease: the run holding it"),
+        sa.Column("claimed", sa.Boolean(), nullable=False, comment="lease: a sweeper took it"),
+        sa.Index(f"{prefix}due_by_time", "kind", "due_at"),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+    return Tables(meta, sessions, instances, fire_keys, due)
 
 
 #: The tables for the default prefix; use as (part of) Alembic's ``target_metadata``.

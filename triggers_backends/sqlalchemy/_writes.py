@@ -14,6 +14,10 @@ operation creates are plain INSERTs: since the version UPDATE already
 serialized the writers, a duplicate key there means the row existed before
 (a counter lowered by hand), which is corruption, reported as
 :class:`~triggers_core.errors.SerializationError`, with nothing written.
+The due index (``changes.due``, :mod:`~triggers_backends.sqlalchemy._due`) is
+written in the same transaction, and only when it changed: on PostgreSQL by
+the version UPDATE itself (one statement with CTEs, so no extra round trip),
+elsewhere last, after the instances.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
-from triggers_backends.sqlalchemy._base import SQLStorageBase
+from triggers_backends.sqlalchemy._due import LeasesMixin
 from triggers_backends.sqlalchemy._statements import CHANGING, MAX_IN
 from triggers_backends.sqlalchemy._tables import row_key
 from triggers_core.engine.scopes import Changes
@@ -40,8 +44,12 @@ from triggers_core.runtime.storage import Version
 __all__ = ["WritingMixin"]
 
 
-class WritingMixin(SQLStorageBase):
-    """The writes of :class:`~triggers_backends.sqlalchemy.SQLAlchemyStorage`."""
+class WritingMixin(LeasesMixin):
+    """The writes of :class:`~triggers_backends.sqlalchemy.SQLAlchemyStorage`.
+
+    A :class:`~triggers_backends.sqlalchemy._due.LeasesMixin`: a
+    compare-and-swap writes the due index too.
+    """
 
     def compare_and_swap(
         self, expected: Version | None, state: SessionState, changes: Changes
@@ -82,6 +90,7 @@ class WritingMixin(SQLStorageBase):
             }
             for key, names in changes.fire_records.items()
         ]
+        due = self._due_rows(changes.due)
         sql = self._sql
         try:
             with self._writer.connect() as conn, conn.begin():
@@ -108,8 +117,17 @@ class WritingMixin(SQLStorageBase):
                     }
                     if config:
                         values.update(b_config=config["config"], b_config_id=config["config_id"])
-                    result = conn.execute(sql.update_config if config else sql.update, values)
-                    if result.rowcount != 1:  # leaving the block rolls back
+                    if due is not None and self._due_in_update(conn, due):
+                        # The due writes ride on the version UPDATE: no extra round trip.
+                        gone, put = len(due[0]), len(due[1])
+                        values.update(self._due_values(due))
+                        statement = sql.update_with_due(conn.dialect, bool(config), gone, put)
+                        matched = conn.execute(statement, values).scalar_one()
+                        due = None
+                    else:
+                        statement = sql.update_config if config else sql.update
+                        matched = conn.execute(statement, values).rowcount
+                    if matched != 1:  # leaving the block rolls back
                         raise ConflictError(
                             f"version moved on from {expected!r}",
                             backend=self._label,
@@ -130,6 +148,8 @@ class WritingMixin(SQLStorageBase):
                     except sa_exc.IntegrityError as exc:
                         # We hold the session row: another writer applied the fire first.
                         raise _RecordExists() from exc
+                if due is not None:
+                    self._write_due(conn, due)
         except _CreatedExists as clash:
             raise self._corruption([row["name"] for row in created]) from clash.__cause__
         except _RecordExists:
@@ -195,15 +215,16 @@ class WritingMixin(SQLStorageBase):
     # -- housekeeping -------------------------------------------------------------
 
     def delete(self) -> None:
-        """Remove this session (header, every instance, every fire record) from the tables."""
+        """Remove this session (header, instances, fire records, due entries) from the tables."""
         sessions, instances = self._tables.sessions, self._tables.instances
-        fire_keys = self._tables.fire_keys
         try:
             with self._writer.connect() as conn, conn.begin():
                 conn.execute(sa.delete(sessions).where(sessions.c.session_key == self._key))
                 conn.execute(sa.delete(instances).where(instances.c.session_key == self._key))
-                if sa.inspect(conn).has_table(fire_keys.name):  # older tables lack it
-                    conn.execute(sa.delete(fire_keys).where(fire_keys.c.session_key == self._key))
+                inspector = sa.inspect(conn)
+                for table in (self._tables.fire_keys, self._tables.due):
+                    if inspector.has_table(table.name):  # older tables lack them
+                        conn.execute(sa.delete(table).where(table.c.session_key == self._key))
         except sa_exc.SQLAlchemyError as exc:
             raise self._error(exc, "delete") from exc
 
