@@ -19,6 +19,10 @@ counters would mix in other people's commands):
   and its ``COMMIT`` or ``ROLLBACK`` (psycopg sends ``BEGIN`` as a request of
   its own before the first statement).
 * **Published messages**: Celery's ``after_task_publish`` signal (any broker).
+* **Storage operations** (not round trips: what the runtime asks of the storage
+  port): ``load``/``load_full``, ``compare_and_swap`` and the conflicts it
+  raised (another writer was first: the commit loop backs off and starts over),
+  and the lease calls; only the outermost call counts when one calls another.
 
 Counts are attributed to the measured run whose message (worker) or phase
 (producer) was being handled: :func:`begin` / :func:`end` around each task.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +48,25 @@ TRANSACTIONS = "sql_transactions"
 PINGS = "sql_pings"
 TASKS = "tasks"
 OUTSIDE = "-"
+#: Storage port methods counted as ``op:<name>``; ``op:conflict`` counts lost compare-and-swaps.
+OPERATIONS = (
+    "load",
+    "load_full",
+    "compare_and_swap",
+    "renew_lease",
+    "claim_lease",
+    "get_lease",
+    "due_entries",
+    "check_leases",
+    "check_fire_keys",
+)
+CONFLICTS = "op:conflict"
+#: The storage class of each kind (its methods are wrapped where they are defined).
+STORAGE_CLASSES = {
+    "redis": "triggers_backends.django_cache:CacheStorageBackend",
+    "memcached": "triggers_backends.memcached:MemcachedStorage",
+    "sql": "triggers_backends.sqlalchemy:SQLAlchemyStorage",
+}
 
 #: Running totals of this process.
 COUNTS: Counter[str] = Counter()
@@ -72,6 +96,8 @@ def install(counting: Mapping[str, Any]) -> None:
         _count_memcached()
     if counting.get("storage") == "sql":
         _count_sql()
+    if counting.get("storage") in STORAGE_CLASSES:
+        _count_operations(STORAGE_CLASSES[counting["storage"]])
     _count_publishes()
 
 
@@ -202,6 +228,48 @@ def _count_pings(dialect: Any) -> None:
         return bool(original(self, dbapi_connection))
 
     dialect.do_ping = do_ping
+
+
+_inside = threading.local()
+
+
+def _count_operations(where: str) -> None:
+    if "operations" in _installed:
+        return
+    _installed.add("operations")
+    import importlib  # noqa: PLC0415
+
+    from triggers_core.errors import ConflictError  # noqa: PLC0415
+
+    module, _, name = where.partition(":")
+    storage_class = getattr(importlib.import_module(module), name)
+    for operation in OPERATIONS:
+        owner = next((k for k in storage_class.__mro__ if operation in k.__dict__), None)
+        if owner is None or getattr(owner.__dict__[operation], "_bench_counted", False):
+            continue
+        original = owner.__dict__[operation]
+
+        def counted(
+            self: Any,
+            *args: Any,
+            _original: Any = original,
+            _key: str = f"op:{operation}",
+            **kw: Any,
+        ) -> Any:
+            if getattr(_inside, "depth", 0):
+                return _original(self, *args, **kw)
+            COUNTS[_key] += 1
+            _inside.depth = 1
+            try:
+                return _original(self, *args, **kw)
+            except ConflictError:
+                COUNTS[CONFLICTS] += 1
+                raise
+            finally:
+                _inside.depth = 0
+
+        counted._bench_counted = True  # type: ignore[attr-defined]
+        setattr(owner, operation, counted)
 
 
 def _count_publishes() -> None:

@@ -349,6 +349,12 @@ def add_counts(result: dict[str, Any], worker_counts: Sequence[dict[str, Any]]) 
     ) / instances
     broker = workers.get(instrument.BROKER, 0) + producers.get(instrument.BROKER, 0)
     result["broker_rt_per_instance"] = broker / instances if broker else None
+    both = _merge([workers, producers])
+    result["operations_per_instance"] = {
+        key.removeprefix("op:"): value / instances
+        for key, value in sorted(both.items())
+        if key.startswith("op:")
+    }
     result["sql"] = {
         key: (workers.get(key, 0) + producers.get(key, 0)) / instances
         for key in (instrument.STATEMENTS, instrument.TRANSACTIONS, instrument.PINGS)

@@ -87,6 +87,25 @@ def render(
         ],
         rows,
     )
+    lines += [
+        "",
+        "Storage operations per instance (workers and producers; conflict: a compare-and-swap "
+        "that lost to another writer, so the commit loop backed off and started over):",
+        "",
+    ]
+    names = sorted({k for r in results for k in r.get("operations_per_instance", {})})
+    lines += _table(
+        ["variant", "sessions", "fires", *names],
+        [
+            [
+                VARIANTS[r["variant"]],
+                f"{r['sessions']:,}",
+                _mode(r),
+                *(_f(r.get("operations_per_instance", {}).get(n), 2) for n in names),
+            ]
+            for r in results
+        ],
+    )
     sql = [r for r in results if r.get("sql")]
     if sql:
         lines += ["", "PostgreSQL round trips per instance, by kind (workers and producers):", ""]
