@@ -23,6 +23,7 @@ counters would mix in other people's commands):
   port): ``load``/``load_full``, ``compare_and_swap`` and the conflicts it
   raised (another writer was first: the commit loop backs off and starts over),
   and the lease calls; only the outermost call counts when one calls another.
+  The round trips made inside each are also counted under ``rt:<operation>``.
 
 Counts are attributed to the measured run whose message (worker) or phase
 (producer) was being handled: :func:`begin` / :func:`end` around each task.
@@ -164,7 +165,10 @@ def _count_redis() -> None:
     def send_packed_command(self: Any, command: Any, check_health: bool = True) -> Any:
         which = _redis_targets.get((int(getattr(self, "port", 0) or 0), int(self.db or 0)))
         if which is not None:
-            COUNTS[which] += 1
+            if which == STORAGE:
+                _storage_round_trips(1)
+            else:
+                COUNTS[which] += 1
         return original(self, command, check_health)
 
     AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
@@ -180,7 +184,7 @@ def _count_memcached() -> None:
         original = getattr(Client, name)
 
         def counted(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            COUNTS[STORAGE] += 1
+            _storage_round_trips(1)
             return _original(self, *args, **kwargs)
 
         setattr(Client, name, counted)
@@ -198,13 +202,13 @@ def _count_sql() -> None:
     from sqlalchemy.engine.default import DefaultDialect  # noqa: PLC0415
 
     def before_cursor_execute(conn: Any, *_args: Any) -> None:
-        COUNTS[STORAGE] += 1
+        _storage_round_trips(1)
         COUNTS[STATEMENTS] += 1
         conn.info[_DIRTY] = True
 
     def end_transaction(conn: Any) -> None:
         if conn.info.pop(_DIRTY, False):  # BEGIN went out before the first statement
-            COUNTS[STORAGE] += 2
+            _storage_round_trips(2)
             COUNTS[TRANSACTIONS] += 1
 
     event.listen(Engine, "before_cursor_execute", before_cursor_execute)
@@ -223,7 +227,7 @@ def _count_pings(dialect: Any) -> None:
     original = dialect.__dict__["do_ping"]
 
     def do_ping(self: Any, dbapi_connection: Any) -> bool:
-        COUNTS[STORAGE] += 1
+        _storage_round_trips(1)
         COUNTS[PINGS] += 1
         return bool(original(self, dbapi_connection))
 
@@ -231,6 +235,14 @@ def _count_pings(dialect: Any) -> None:
 
 
 _inside = threading.local()
+
+
+def _storage_round_trips(n: int) -> None:
+    """Count ``n`` storage round trips, also under ``rt:<operation>`` inside one."""
+    COUNTS[STORAGE] += n
+    operation = getattr(_inside, "operation", None)
+    if operation is not None:
+        COUNTS[f"rt:{operation}"] += n
 
 
 def _count_operations(where: str) -> None:
@@ -253,20 +265,20 @@ def _count_operations(where: str) -> None:
             self: Any,
             *args: Any,
             _original: Any = original,
-            _key: str = f"op:{operation}",
+            _operation: str = operation,
             **kw: Any,
         ) -> Any:
-            if getattr(_inside, "depth", 0):
+            if getattr(_inside, "operation", None) is not None:
                 return _original(self, *args, **kw)
-            COUNTS[_key] += 1
-            _inside.depth = 1
+            COUNTS[f"op:{_operation}"] += 1
+            _inside.operation = _operation
             try:
                 return _original(self, *args, **kw)
             except ConflictError:
                 COUNTS[CONFLICTS] += 1
                 raise
             finally:
-                _inside.depth = 0
+                _inside.operation = None
 
         counted._bench_counted = True  # type: ignore[attr-defined]
         setattr(owner, operation, counted)

@@ -355,6 +355,16 @@ def add_counts(result: dict[str, Any], worker_counts: Sequence[dict[str, Any]]) 
         for key, value in sorted(both.items())
         if key.startswith("op:")
     }
+    # Round trips per call of each operation, and those made outside any operation.
+    result["round_trips_per_call"] = {
+        key.removeprefix("rt:"): value / both[f"op:{key.removeprefix('rt:')}"]
+        for key, value in sorted(both.items())
+        if key.startswith("rt:") and both.get(f"op:{key.removeprefix('rt:')}")
+    }
+    inside = sum(v for k, v in both.items() if k.startswith("rt:"))
+    result["round_trips_outside_per_instance"] = (
+        both.get(instrument.STORAGE, 0) - inside
+    ) / instances
     result["sql"] = {
         key: (workers.get(key, 0) + producers.get(key, 0)) / instances
         for key in (instrument.STATEMENTS, instrument.TRANSACTIONS, instrument.PINGS)

@@ -40,6 +40,10 @@ MILESTONES: tuple[tuple[str, str], ...] = (
     ("      time.sleep in the body", "benchmarks/celery_e2e/tasks.py->sleep"),
     ("      effect row INSERT", "benchmarks/celery_e2e/tasks.py:record_effect"),
     ("    publish cascades (apply_async)", "celery/app/task.py:apply_async"),
+    (
+        "Celery's Django fix-up: close every cache after the task",
+        "django/core/cache/__init__.py:close_caches",
+    ),
     ("JSON encode", "json/encoder.py:encode"),
     ("JSON decode", "json/decoder.py:decode"),
 )

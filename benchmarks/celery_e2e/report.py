@@ -20,6 +20,14 @@ def _f(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _operation(result: dict[str, Any], name: str) -> str:
+    per_instance = result.get("operations_per_instance", {}).get(name)
+    round_trips = result.get("round_trips_per_call", {}).get(name)
+    if per_instance is None:
+        return "-"
+    return _f(per_instance, 2) + (f" ({_f(round_trips, 1)})" if round_trips is not None else "")
+
+
 def _mode(result: dict[str, Any]) -> str:
     if result["mode"] == "paced":
         return f"paced {result['pace'] * result['producers']:g}/s"
@@ -89,19 +97,21 @@ def render(
     )
     lines += [
         "",
-        "Storage operations per instance (workers and producers; conflict: a compare-and-swap "
-        "that lost to another writer, so the commit loop backed off and started over):",
+        "Storage operations per instance, workers and producers (in brackets: storage round "
+        "trips per call; conflict: a compare-and-swap that lost to another writer, so the "
+        "commit loop backed off and started over; other: round trips outside these calls):",
         "",
     ]
     names = sorted({k for r in results for k in r.get("operations_per_instance", {})})
     lines += _table(
-        ["variant", "sessions", "fires", *names],
+        ["variant", "sessions", "fires", *names, "other round trips"],
         [
             [
                 VARIANTS[r["variant"]],
                 f"{r['sessions']:,}",
                 _mode(r),
-                *(_f(r.get("operations_per_instance", {}).get(n), 2) for n in names),
+                *(_operation(r, n) for n in names),
+                _f(r.get("round_trips_outside_per_instance"), 2),
             ]
             for r in results
         ],
