@@ -1,4 +1,5 @@
-"""Task automation: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s bench``."""
+"""Task automation: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s bench``,
+``nox -s bench-celery``."""
 
 from __future__ import annotations
 
@@ -54,3 +55,16 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "-m", "benchmarks.run", *session.posargs, env=dict(os.environ))
     session.run("python", "-m", "benchmarks.web", env=dict(os.environ))
+
+
+@nox.session(name="bench-celery")
+def bench_celery(session: nox.Session) -> None:
+    """Issue 22's end-to-end benchmark on real Celery workers (every variant, 200 and 1,000
+    sessions, saturated and paced, plus a worker profile); see BENCHMARKS.md.
+
+    Options go after ``--``, e.g. ``nox -s bench-celery -- --variants redis-memcached
+    --sessions 20 --modes saturated`` for a smoke run.
+    """
+    session.install("-e", ".[test]")
+    args = session.posargs or ["--profile", "200", "--profile-dir", "benchmarks/results"]
+    session.run("python", "-m", "benchmarks.celery_e2e", *args, env=dict(os.environ))

@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -93,3 +97,159 @@ def test_the_django_cache_benchmarks_run_and_report(tmp_path: Path) -> None:
     assert "Targets of issue 13 (django-redis-cache)" in text
     assert "Targets of issue 13 (django-pymemcache)" in text
     assert "Redis " in text  # the version in the machine line
+
+
+# -- the end-to-end Celery benchmark (issue 22) ------------------------------------------
+
+
+def e2e_run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run ``python -m benchmarks.celery_e2e`` with ``args``; (exit status, its output)."""
+    skip = ("TRIGGERS_STORAGE_URL", "DJANGO_SETTINGS_MODULE", "TRIGGERS_BENCH_MEMCACHED_URL")
+    base = {k: v for k, v in os.environ.items() if k not in skip}
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.celery_e2e", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
+        timeout=600,
+    )
+    return out.returncode, out.stdout + out.stderr
+
+
+@pytest.mark.service
+@pytest.mark.slow
+def test_the_celery_benchmark_runs_checks_and_profiles(tmp_path: Path) -> None:
+    import shutil
+
+    from services import require_service, unavailable
+
+    require_service("Redis", "127.0.0.1", 6379)
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    if shutil.which("memcached") is None:
+        unavailable("memcached", "the memcached binary is not installed (apt install memcached)")
+    report = tmp_path / "report.md"
+    profiles = tmp_path / "profiles"
+    code, output = e2e_run(
+        tmp_path,
+        *("--variants", "redis-memcached", "--sessions", "12", "--modes", "saturated,paced"),
+        *("--warmup", "2", "--profile", "6", "--profile-dir", str(profiles)),
+        *("--output", str(report), "--keep", str(tmp_path / "run")),
+    )
+    assert code == 0, output[-6000:]
+    text = report.read_text()
+    assert "## End-to-end on Celery workers (issue 22)" in text
+    for mode in ("saturated", "paced 80/s"):
+        assert f"| Redis broker + `memcached://` | 12 | {mode} |" in text, mode
+        # The exactness line of each run: every instance ran once.
+        line = next(x for x in text.splitlines() if x.startswith("- ") and f", {mode}:" in x)
+        assert "12 sessions x 5 instances finished, 60 effect rows" in line, line
+        assert "0 lost, 0 doubled; 60 task messages run; 0 message(s) left" in line, line
+    # Counters were collected from every pool process and both producers.
+    costs = next(x for x in text.splitlines() if "| 12 | saturated |" in x and "(" in x)
+    cells = [c.strip() for c in costs.strip("|").split("|")]
+    assert float(cells[5].split()[0]) > 0, costs  # storage round trips per instance
+    assert float(cells[7]) == pytest.approx(1.0), costs  # one message per instance
+    written = sorted(p.name for p in profiles.iterdir())
+    assert written == [
+        "celery-e2e-redis-memcached-cpu.md",
+        "celery-e2e-redis-memcached-wall.md",
+    ], written
+    for path in profiles.iterdir():
+        summary = path.read_text()
+        assert "Where a task's time goes" in summary
+        assert "run_instance" in summary
+
+
+def test_the_celery_benchmark_fails_loudly_when_a_server_is_missing(tmp_path: Path) -> None:
+    code, output = e2e_run(
+        tmp_path,
+        *("--variants", "redis-memcached", "--sessions", "2", "--modes", "saturated"),
+        env={"TRIGGERS_BENCH_E2E_REDIS_BROKER": "redis://127.0.0.1:1/11"},
+    )
+    assert code == 1, output
+    assert "BENCHMARK FAILED" in output
+    assert "Redis (broker) is not reachable at 127.0.0.1:1" in output
+
+
+# The end-to-end benchmark's own checks, without servers: they must be able to fail.
+
+E2E_NAMES = sorted(["t_createApplicant#0", "t_computeScore#0", "t_page#0", "t_page#1", "t_page#2"])
+
+
+def _exact_outcome(uids: list[str]) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], int]]:
+    statuses = {u: dict.fromkeys(E2E_NAMES, "finished") for u in uids}
+    effects = {(u, n): 1 for u in uids for n in E2E_NAMES}
+    return statuses, effects
+
+
+@given(
+    sessions=st.integers(1, 6),
+    fault=st.sampled_from(
+        ["none", "no row", "two rows", "stray row", "missing", "extra", "failed", "gone"]
+    ),
+    data=st.data(),
+)
+def test_the_exactness_check_fails_on_every_lost_or_doubled_instance(
+    sessions: int, fault: str, data: st.DataObject
+) -> None:
+    from benchmarks.celery_e2e.verify import BenchmarkFailure, check_exact
+
+    uids = [f"run.lbl.{n:05d}" for n in range(sessions)]
+    statuses, effects = _exact_outcome(uids)
+    uid = data.draw(st.sampled_from(uids))
+    name = data.draw(st.sampled_from(E2E_NAMES))
+    if fault == "no row":
+        del effects[(uid, name)]
+    elif fault == "two rows":
+        effects[(uid, name)] = 2
+    elif fault == "stray row":
+        effects[(uid, "t_page#3")] = 1
+    elif fault == "missing":
+        del statuses[uid][name]
+    elif fault == "extra":
+        statuses[uid]["t_page#3"] = "finished"
+    elif fault == "failed":
+        statuses[uid][name] = data.draw(st.sampled_from(["failed", "scheduled", "running"]))
+    elif fault == "gone":
+        del statuses[uid]
+    if fault == "none":
+        exact = check_exact("lbl", uids, statuses, effects)
+        assert (exact.sessions, exact.instances, exact.effect_rows) == (
+            sessions,
+            5 * sessions,
+            5 * sessions,
+        )
+    else:
+        with pytest.raises(BenchmarkFailure, match=uid.replace(".", r"\.")):
+            check_exact("lbl", uids, statuses, effects)
+
+
+@given(sessions=st.integers(0, 40), producers=st.integers(1, 4), seed=st.integers(0, 99))
+def test_the_plan_deals_every_fire_once(sessions: int, producers: int, seed: int) -> None:
+    from collections import Counter
+
+    from benchmarks.celery_e2e.workload import SESSION_TRIGGERS, plan
+
+    uids = [f"run.lbl.{n:05d}" for n in range(sessions)]
+    shares = plan(uids, producers, seed)
+    assert len(shares) == producers
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    dealt = Counter((f.session, f.trigger) for share in shares for f in share)
+    assert dealt == Counter((u, t) for u in uids for t in SESSION_TRIGGERS)
+    assert plan(uids, producers, seed) == shares  # the seed fixes the order
+
+
+def test_completion_latency_runs_from_the_last_fire_the_score_waits_for() -> None:
+    from benchmarks.celery_e2e.verify import completion_latencies, percentile
+
+    fires = [
+        ("s1", "startSession", 10.0),
+        ("s1", "pageReceived", 30.0),  # t_computeScore does not wait for pages
+        ("s1", "sessionFinalized", 12.0),
+        ("s1", "observationsReceived", 11.0),
+    ]
+    assert completion_latencies(fires, {"s1": 12.5}) == {"s1": 0.5}
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
