@@ -24,6 +24,18 @@ STORAGE_KINDS = ["memory", "sqlite", "memcached", "django_cache"]
 StorageFactory = Callable[[str], Storage]
 
 
+@pytest.fixture(autouse=True)
+def _stop_background_sweepers() -> Iterator[None]:
+    """Stop the store sweepers a test's threading managers started (their stores go away)."""
+    from triggers_core.runtime.recovery import StoreSweeper
+
+    before = set(StoreSweeper._running.values())
+    yield
+    for sweeper in list(StoreSweeper._running.values()):
+        if sweeper not in before:
+            sweeper.stop()
+
+
 @pytest.fixture
 def session_uid() -> str:
     """A fresh session UID per test."""

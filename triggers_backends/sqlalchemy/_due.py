@@ -234,7 +234,7 @@ class LeasesMixin(SQLStorageBase):
     # -- leases -------------------------------------------------------------------------
 
     def _update_one(self, statement: Any, params: dict[str, Any], doing: str) -> bool:
-        """Run one ``UPDATE`` of one due row in a transaction of its own; True if it matched."""
+        """Run one statement on one due row in a transaction of its own; True if it matched."""
         self.check_leases()
         try:
             with self._writer.connect() as conn, conn.begin():
@@ -260,6 +260,15 @@ class LeasesMixin(SQLStorageBase):
             "b_until": to_micros(until, "until"),
         }
         return self._update_one(self._sql.claim_lease, params, "claim_lease")
+
+    def forget_due(self, name: str, kind: DueKind, seen: datetime) -> bool:
+        params = {
+            "b_key": self._key,
+            "b_name": row_key(name),
+            "b_kind": kind.value,
+            "b_seen": to_micros(seen, "seen"),
+        }
+        return self._update_one(self._sql.forget_due, params, "forget_due")
 
     def get_lease(self, name: str) -> DueRef | None:
         self.check_leases()

@@ -132,6 +132,13 @@ class Statements:
             .where(due.c.due_at == sa.bindparam("b_seen"))
             .values(due_at=sa.bindparam("b_until"), claimed=sa.true())
         )
+        #: Drop a stale entry, only as the sweeper saw it (kind and time).
+        self.forget_due = (
+            sa.delete(due)
+            .where(one)
+            .where(due.c.kind == sa.bindparam("b_kind"))
+            .where(due.c.due_at == sa.bindparam("b_seen"))
+        )
         #: A range of the (kind, due_at) index, oldest first.
         self.due_before = (
             sa.select(*columns)

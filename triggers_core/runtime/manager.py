@@ -63,6 +63,7 @@ from triggers_core.errors import (
     InvalidTransitionError,
     RegistryError,
     SchemaMissingError,
+    StorageError,
     UnsupportedOperationError,
 )
 from triggers_core.runtime.commit import CommitPolicy, commit
@@ -157,16 +158,20 @@ class TriggerManager(OperatorActions):
         if default_runner is not None:
             self.default_runner = default_runner
         self._clock = clock or (lambda: datetime.now(UTC))
-        if clock is None:
-            self._start_sweeper()
+        # The background sweeper starts with the first commit (building a manager does no I/O).
+        self._sweeper_pending = clock is None
 
     def _start_sweeper(self) -> None:
         """Start the store's background sweeper for in-process runs (:attr:`sweep_interval`)."""
-        if (
-            self.sweep_interval is None
-            or self.default_runner != "threading"
-            or not self._keeps_leases()
-        ):
+        self._sweeper_pending = False
+        if self.sweep_interval is None or self.default_runner != "threading":
+            return
+        try:
+            if not self._keeps_leases():
+                return
+        except StorageError as exc:  # unreachable now: the next manager of the store tries again
+            lifecycle.debug("not starting a sweeper for session %r: %s", self.uid, exc)
+            self.__dict__.pop("_leases", None)
             return
         StoreSweeper.for_store(self.storage, _sweeper_manager(type(self)), self.sweep_interval)
 
@@ -212,6 +217,8 @@ class TriggerManager(OperatorActions):
 
     def _commit(self, compute: Compute, scope: Scope | Selector = HEADER_ONLY) -> Transition:
         """Run the commit loop (:func:`~triggers_core.runtime.commit.commit`) on this session."""
+        if self._sweeper_pending:
+            self._start_sweeper()
         policy = CommitPolicy(self.max_attempts, self.backoff_base, self.backoff_cap)
         return commit(self.storage, compute, scope, policy)
 

@@ -291,6 +291,15 @@ class MemoryStorage(Storage):
             store._set_due(self.uid, name, Due(DueKind.LEASE, until, owner), claimed=True)
             return True
 
+    def forget_due(self, name: str, kind: DueKind, seen: datetime) -> bool:
+        store = self.store
+        with store._lock:
+            record = store._due.get((self.uid, name))
+            if record is None or record.kind is not kind or record.at != seen:
+                return False
+            store._set_due(self.uid, name, None)
+            return True
+
     def get_lease(self, name: str) -> DueRef | None:
         with self.store._lock:
             record = self.store._due.get((self.uid, name))

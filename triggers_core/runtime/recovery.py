@@ -116,6 +116,8 @@ def _take_over(manager: SessionManager, ref: DueRef, now: datetime, *, dry_run: 
     try:
         manager.take_over_instance(name, ref.owner)
     except (InvalidTransitionError, UnknownInstanceError) as exc:
+        # Claimed, yet not running under that run: the entry is stale.
+        manager.storage.forget_due(name, DueKind.LEASE, now + timedelta(seconds=CLAIM_SECONDS))
         return Recovered(session, name, "left", str(exc))
     return Recovered(session, name, "taken over", _outcome(manager, name))
 
@@ -127,6 +129,8 @@ def _redispatch(manager: SessionManager, ref: DueRef, *, dry_run: bool) -> Recov
     try:
         manager.redispatch_instance(name, ref.at)
     except (InvalidTransitionError, UnknownInstanceError) as exc:
+        if not dry_run:  # not scheduled since ref.at any more: the entry is stale
+            manager.storage.forget_due(name, DueKind.DISPATCH, ref.at)
         return Recovered(session, name, "left", str(exc))
     return Recovered(session, name, "dispatched again", "scheduled")
 

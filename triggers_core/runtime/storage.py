@@ -279,6 +279,16 @@ class Storage(abc.ABC):
         self.check_leases()
         return False
 
+    def forget_due(self, name: str, kind: DueKind, seen: datetime) -> bool:
+        """Drop the due entry of ``name`` if it is still the one a sweeper saw (``kind``, ``seen``).
+
+        For an entry the sweep found stale (its instance moved on without the
+        entry being removed, e.g. written while the index was unavailable): a
+        conditional delete, so an entry a commit has replaced since stays.
+        Returns whether it dropped it. The default does nothing.
+        """
+        return False
+
     def get_lease(self, name: str) -> DueRef | None:
         """The lease record of ``name`` as it is now (renewals included), if it has one."""
         self.check_leases()

@@ -131,6 +131,16 @@ class LeaseContract:
         # Claimed again after the first sweeper died: due at ``until``.
         assert storage.claim_lease("t_a#0", "run-1", _at(500), _at(900))
 
+    def test_a_stale_entry_is_forgotten_only_as_seen(self, uid: str) -> None:
+        storage = self.make_storage(uid)
+        self._running(storage)
+        assert not storage.forget_due("t_a#0", DueKind.LEASE, _at(29))
+        assert not storage.forget_due("t_a#0", DueKind.DISPATCH, _at(30))
+        assert storage.get_lease("t_a#0") is not None
+        assert storage.forget_due("t_a#0", DueKind.LEASE, _at(30))
+        assert storage.get_lease("t_a#0") is None
+        assert self._entries(storage, DueKind.LEASE) == []
+
     def test_a_renewal_and_a_claim_racing_one_winner(self, uid: str) -> None:
         for round_ in range(self.race_rounds):
             storage = self.make_storage(f"{uid}-{round_}")
