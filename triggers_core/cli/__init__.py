@@ -1,4 +1,4 @@
-"""``triggers``: the command line for configurations and sessions (``pip install 'triggers[cli]'``).
+"""``triggers``: command line for configurations and sessions (``celery-triggers[cli]``).
 
 Configuration files: ``check`` (validate and lint), ``graph`` (Mermaid or
 DOT), ``simulate`` (fire triggers without storage or workers). Sessions:
@@ -26,7 +26,7 @@ __all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="triggers", prog_name="triggers")
+@click.version_option(package_name="celery-triggers", prog_name="triggers")
 def cli() -> None:
     """Check, draw and simulate workflow configurations; inspect and operate sessions.
 
