@@ -45,9 +45,9 @@ from triggers_core.engine.scopes import (
     fire_scope,
     instance_scope,
 )
+from triggers_core.engine.sizes import bounded_mapping, check_task_sizes
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.engine.transition import Transition
-from triggers_core.engine.values import to_json_mapping
 from triggers_core.errors import (
     DispatchError,
     InvalidTransitionError,
@@ -238,6 +238,7 @@ class TriggerManager:
         """
         known_runners = {*runner_registry.names(), *self.runners}
         parsed = parse_configuration(config, runners=known_runners)  # once, before any I/O
+        check_task_sizes(parsed, self.storage.max_value_bytes)
         self._commit(lambda s: engine.update_configuration(s, parsed), configuration_scope(parsed))
 
     def fire(
@@ -267,7 +268,7 @@ class TriggerManager:
         """
         # Checked once, before any I/O; every attempt of the commit loop reuses them.
         name = engine.check_trigger_name(trigger_name)
-        kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")
+        kwargs = bounded_mapping(trigger_kwargs, "trigger_kwargs", self.storage.max_value_bytes)
         if idempotency_key is None:
             transition = self._commit(
                 lambda s: engine.fire_checked(s, name, kwargs, now=self.now()),
@@ -300,8 +301,9 @@ class TriggerManager:
     ) -> TaskInstance:
         """Replay a failed instance; return the scheduled clone."""
         name = _name(failed_instance)
+        replacement = self._bounded(replacement_kwargs, "replacement_kwargs")
         transition = self._commit(
-            lambda s: engine.replay_failed(s, name, replacement_kwargs, now=self.now()),
+            lambda s: engine.replay_failed(s, name, replacement, now=self.now()),
             instance_scope(name, cascade=False),
         )
         self._perform(transition)
@@ -315,13 +317,14 @@ class TriggerManager:
     ) -> TaskInstance:
         """Mark a failed instance skipped; with ``cascade`` its task name fires with ``result``."""
         name = _name(failed_instance)
+        data = self._bounded(result, "result")
         transition = self._commit(
             lambda s: engine.skip_failed(
                 s,
                 name,
                 now=self.now(),
                 cascade=cascade,
-                result=result,
+                result=data,
                 max_cascade_depth=self.max_cascade_depth,
             ),
             instance_scope(name, cascade=cascade),
@@ -339,15 +342,17 @@ class TriggerManager:
     ) -> TaskInstance:
         """Force an instance's status (operators' tool); optionally cascade."""
         name = _name(task_instance)
+        extra = self._bounded(metadata, "metadata")
+        data = self._bounded(cascade_kwargs, "cascade_kwargs")
         transition = self._commit(
             lambda s: engine.update_status(
                 s,
                 name,
                 status,
                 now=self.now(),
-                metadata=metadata,
+                metadata=extra,
                 cascade=cascade,
-                cascade_kwargs=cascade_kwargs,
+                cascade_kwargs=data,
                 max_cascade_depth=self.max_cascade_depth,
             ),
             instance_scope(name, cascade=cascade),
@@ -360,8 +365,9 @@ class TriggerManager:
     ) -> TaskInstance:
         """Merge ``metadata`` into an instance's metadata (bumps ``lastModified``)."""
         name = _name(task_instance)
+        extra = bounded_mapping(metadata, "metadata", self.storage.max_value_bytes)
         transition = self._commit(
-            lambda s: engine.update_metadata(s, name, metadata, now=self.now()),
+            lambda s: engine.update_metadata(s, name, extra, now=self.now()),
             instance_scope(name, cascade=False),
         )
         return transition.state.instances[name]
@@ -477,7 +483,9 @@ class TriggerManager:
             logger=logging.getLogger(f"triggers.tasks.{config.run}"),
         )
         key = cascade_key(instance.task_name, name) if guard else None
-        outcomes = Outcomes(self.uid, self.now, self.max_cascade_depth)
+        outcomes = Outcomes(
+            self.uid, self.now, self.max_cascade_depth, max_value_bytes=self.storage.max_value_bytes
+        )
         try:
             compute = outcomes.run_task(name, config.run, context, key is not None)
             transition = self._commit(compute, instance_scope(name, cascade=True, guard=key))
@@ -493,6 +501,12 @@ class TriggerManager:
         log_outcome(lifecycle, self.uid, transition.state.instances[name])
         self._perform(transition)
         return transition.state.instances[name]
+
+    def _bounded(self, value: Mapping[str, Any] | None, path: str) -> dict[str, Any] | None:
+        """``value`` checked against the storage's value limits once, before any I/O."""
+        if value is None:
+            return None
+        return bounded_mapping(value, path, self.storage.max_value_bytes)
 
     def _guards_cascades(self) -> bool:
         """True if the storage keeps fire records, so a finish can record its cascade.
