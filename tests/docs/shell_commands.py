@@ -7,7 +7,7 @@ comments dropped) is one of these, decided by the command alone:
     **Checked, not run** (installing would change the environment the test
     runs in): every requirement must be this project's distribution
     ``celery-triggers`` with extras ``pyproject.toml`` declares, a checkout of
-    it (``-e '.[extras]'``), or a tool from :data:`TOOLS`.
+    it (``-e '.[extras]'``), or a package of :data:`TOOLS`.
 ``nox -s SESSION ...``
     **Checked**: each session exists in ``noxfile.py``. The README's first
     command, ``pip install nox && nox -s example``, is run for real, in a fresh
@@ -40,8 +40,9 @@ __all__ = ["TOOLS", "Servers", "check_pip_install", "commands", "run_command"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "celery-triggers"
-#: Tools the docs tell a reader to install besides this project.
-TOOLS = {"nox"}
+#: Packages the docs tell a reader to install besides this project (tools, test
+#: libraries, a cache's client).
+TOOLS = {"nox", "pytest", "hypothesis", "redis", "django-redis"}
 #: Programs that are servers: started in the background for the rest of the page.
 SERVER_PORTS = {"memcached": ("-p", 11211)}
 TIMEOUT = 120

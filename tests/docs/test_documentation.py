@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -95,8 +96,8 @@ def test_the_pages_have_code_blocks_and_few_are_not_runnable() -> None:
     assert len(NOT_RUNNABLE) <= MAX_NOT_RUNNABLE, [b.location for b in NOT_RUNNABLE]
 
 
-@pytest.mark.parametrize("page", CODE_PAGES)
-def test_page_runs(page: str, tmp_path: Path) -> None:
+def run_page(page: str, tmp_path: Path, python: str, env: dict[str, str]) -> None:
+    """Run ``page``'s blocks with ``python`` in a fresh directory; fail with the output."""
     blocks = PAGE_BLOCKS[page]
     spec = {
         "root": str(ROOT),
@@ -116,13 +117,73 @@ def test_page_runs(page: str, tmp_path: Path) -> None:
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     work = tmp_path / "work"
     work.mkdir()
-    done = run([sys.executable, str(RUNNER), str(spec_path)], cwd=work)
+    done = subprocess.run(
+        [python, str(RUNNER), str(spec_path)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     ran = [
         line.removeprefix("ran ") for line in done.stdout.splitlines() if line.startswith("ran ")
     ]
     report = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert done.returncode == 0, report
     assert ran == [b.location for b in blocks], report
+
+
+@pytest.mark.parametrize("page", CODE_PAGES)
+def test_page_runs(page: str, tmp_path: Path) -> None:
+    run_page(page, tmp_path, sys.executable, environment())
+
+
+def docs_requirements() -> list[str]:
+    """What the docs' ``pip install`` lines install, together, for this checkout."""
+    from shell_commands import TOOLS, commands
+
+    extras: set[str] = set()
+    packages: set[str] = set()
+    for block in RUNNABLE:
+        if block.language != "shell":
+            continue
+        for command in commands(block.code):
+            argv = shlex.split(command, comments=True)
+            if argv[:2] != ["pip", "install"]:
+                continue
+            for arg in argv[2:]:
+                name, _, rest = arg.partition("[")
+                if name in TOOLS:
+                    packages.add(name)
+                elif rest:
+                    extras.update(e.strip() for e in rest.rstrip("]").split(","))
+    return [f"{ROOT}[{','.join(sorted(extras))}]", *sorted(packages)]
+
+
+@pytest.fixture(scope="session")
+def fresh_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A new virtualenv with only what the docs say to install (needs the package index)."""
+    venv = tmp_path_factory.mktemp("docs-venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=TIMEOUT)
+    python = str(venv / "bin" / "python")
+    done = subprocess.run(
+        [python, "-m", "pip", "install", "-q", *docs_requirements()],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    return python
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", CODE_PAGES)
+def test_page_runs_in_a_fresh_virtualenv(page: str, tmp_path: Path, fresh_python: str) -> None:
+    # The installed copy, not this checkout: no PYTHONPATH.
+    env = {k: v for k, v in environment().items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    run_page(page, tmp_path, fresh_python, env)
 
 
 def test_the_readme_snippet_runs_as_a_script_and_prints_finished(tmp_path: Path) -> None:
