@@ -95,6 +95,8 @@ class HugeContext(TriggerTask):
 @given(json_kwargs())
 def test_the_measure_is_the_length_of_what_storages_write(value: dict[str, Any]) -> None:
     assert encoded_size(value) == len(dumps(value)) == len(dumps(value).encode("utf-8"))
+    for part in value.values():  # any JSON value, not only mappings
+        assert encoded_size(part) == len(json.dumps(part, separators=(",", ":")))
 
 
 def test_the_default_limit_is_one_mib_on_every_storage() -> None:

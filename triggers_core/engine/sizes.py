@@ -22,7 +22,7 @@ reason.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from triggers_core.engine.config import TaskConfig
@@ -52,12 +52,48 @@ MAX_VALUE_BYTES_LIMIT = 1024**3
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
+def _c_encoder() -> Callable[[Any], int] | None:
+    """The C encoder behind ``_ENCODER``, called directly (half the cost on small values).
+
+    ``JSONEncoder.encode`` builds it anew on every call. It is CPython's private
+    ``json.encoder.c_make_encoder``: used only if it exists and encodes a probe
+    exactly as ``_ENCODER`` does; otherwise :func:`encoded_size` uses ``_ENCODER``.
+    No cycle check (``markers=None``): values are checked acyclic before.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        encode = make(
+            None,
+            _ENCODER.default,
+            json.encoder.encode_basestring_ascii,
+            None,
+            ":",
+            ",",
+            False,
+            False,
+            False,
+        )
+        probe = {"a": [1, 2.5, None, True, "\u00e9\U0001f600"], "b": {"c": -(2**63)}}
+        if "".join(encode(probe, 0)) != _ENCODER.encode(probe):
+            return None
+    except Exception:  # another signature: use the public encoder
+        return None
+    return lambda value: sum(map(len, encode(value, 0)))
+
+
+_C_SIZE = _c_encoder()
+
+
 def encoded_size(value: Any) -> int:
     """Bytes of ``value`` as storages write it (compact JSON, ASCII with ``\\u`` escapes).
 
     ``value`` must be JSON-compatible (checked by :mod:`~triggers_core.engine.values`
     first). O(size of the value), one pass in C.
     """
+    if _C_SIZE is not None:
+        return _C_SIZE(value)
     return len(_ENCODER.encode(value))
 
 
