@@ -7,7 +7,10 @@ IPv6 as ``[addr]:port``). Options:
 * ``ttl``: seconds until each written document expires (default 0: never);
 * ``connect_timeout`` / ``timeout``: seconds to connect / to wait for each
   reply or for a free pooled connection (default 2 each);
-* ``pool_size``: connections per server (default 10).
+* ``pool_size``: connections per server (default 10);
+* ``max_value_bytes``: the bound on one stored value's encoded size (default
+  1 MiB; see ``docs/limits.md``), unrelated to memcached's item size (larger
+  documents are chunked).
 
 Storages opened from equal URLs share one :class:`PymemcacheClient` (one pool
 per server) in the process. With several servers, every key of a session lives
@@ -26,6 +29,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 from triggers_backends.kv.keys import DEFAULT_PREFIX
 from triggers_backends.kv.storage import KeyValueStorage
 from triggers_backends.pymemcache_client import PymemcacheClient, parse_servers
+from triggers_core.engine.sizes import DEFAULT_MAX_VALUE_BYTES, check_value_limit, parse_value_limit
 from triggers_core.errors import did_you_mean
 from triggers_core.runtime.redaction import redact
 
@@ -33,16 +37,20 @@ __all__ = ["MemcachedStorage", "close_clients", "parse_url", "shared_client"]
 
 SCHEME = "memcached"
 
-#: URL options and their defaults (``prefix`` belongs to the storage, the rest to the client).
+#: URL options and their defaults (``prefix`` and ``max_value_bytes`` belong to the
+#: storage, the rest to the client).
 DEFAULTS: dict[str, Any] = {
     "prefix": DEFAULT_PREFIX,
+    "max_value_bytes": DEFAULT_MAX_VALUE_BYTES,
     "ttl": 0,
     "connect_timeout": 2.0,
     "timeout": 2.0,
     "pool_size": 10,
 }
+_STORAGE_OPTIONS = ("prefix", "max_value_bytes")
 _CONVERT: dict[str, Any] = {
     "prefix": str,
+    "max_value_bytes": lambda text: parse_value_limit(text, "max_value_bytes"),
     "ttl": int,
     "connect_timeout": float,
     "timeout": float,
@@ -89,7 +97,7 @@ _CLIENTS_LOCK = threading.Lock()
 def shared_client(url: str) -> PymemcacheClient:
     """One client (one connection pool per server) per URL in this process."""
     servers, options = parse_url(url)
-    client_options = {k: v for k, v in options.items() if k != "prefix"}
+    client_options = {k: v for k, v in options.items() if k not in _STORAGE_OPTIONS}
     key = _reference(servers, {**client_options, "prefix": DEFAULT_PREFIX})
     with _CLIENTS_LOCK:
         client = _CLIENTS.get(key)
@@ -111,7 +119,8 @@ class MemcachedStorage(KeyValueStorage):
     """One session in memcached (see the module docstring for URLs and guarantees).
 
     ``client_or_url`` is a :class:`PymemcacheClient` (share one between
-    storages) or a ``memcached://`` URL.
+    storages) or a ``memcached://`` URL. ``max_value_bytes`` (or the URL option) bounds
+    each stored value's encoded size.
     """
 
     backend_name: ClassVar[str] = "memcached"
@@ -120,17 +129,26 @@ class MemcachedStorage(KeyValueStorage):
     )
 
     def __init__(
-        self, uid: str, client_or_url: PymemcacheClient | str, *, prefix: str | None = None
+        self,
+        uid: str,
+        client_or_url: PymemcacheClient | str,
+        *,
+        prefix: str | None = None,
+        max_value_bytes: int | None = None,
     ) -> None:
         if isinstance(client_or_url, str):
             _, options = parse_url(client_or_url)
             client = shared_client(client_or_url)
             if prefix is None:
                 prefix = options["prefix"]
+            if max_value_bytes is None:
+                max_value_bytes = options["max_value_bytes"]
         else:
             client = client_or_url
         super().__init__(uid, client, prefix=DEFAULT_PREFIX if prefix is None else prefix)
         self.memcached: PymemcacheClient = client
+        if max_value_bytes is not None:
+            self.max_value_bytes = check_value_limit(max_value_bytes)
 
     @classmethod
     def from_url(cls, url: str, uid: str) -> MemcachedStorage:
@@ -143,6 +161,7 @@ class MemcachedStorage(KeyValueStorage):
         servers = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in client.servers)
         options = {
             "prefix": self.prefix,
+            "max_value_bytes": self.max_value_bytes,
             "ttl": client.ttl,
             "connect_timeout": client.connect_timeout,
             "timeout": client.timeout,

@@ -130,6 +130,7 @@ def test_url_parsing() -> None:
         "timeout": 60.0,
         "io_timeout": 2.0,
         "max_value_size": 16 * 1024 * 1024,
+        "max_value_bytes": 1024 * 1024,
     }
     assert parse_url("django-cache://default?timeout=none")[1]["timeout"] is None
     assert parse_url("DJANGO-CACHE://default")[0] == "default"

@@ -129,6 +129,7 @@ def test_url_parsing() -> None:
     assert servers == "a:1,[::1]:2"
     assert options == {
         "prefix": "x:",
+        "max_value_bytes": 1024 * 1024,
         "ttl": 60,
         "connect_timeout": 2.0,
         "timeout": 2.0,
@@ -197,7 +198,8 @@ def test_a_session_of_10000_instances(client: PymemcacheClient, uid: str) -> Non
 
 @pytest.mark.slow
 def test_a_5mb_trigger_payload(client: PymemcacheClient, uid: str) -> None:
-    storage = MemcachedStorage(uid, client, prefix=unique_prefix())
+    # 15 MB encoded ("\u00e9" per character): over the 1 MiB default bound on a value.
+    storage = MemcachedStorage(uid, client, prefix=unique_prefix(), max_value_bytes=32 * 1024**2)
     manager, _ = manager_on(storage)
     manager.update_configuration(EVERY)
     payload = {"blob": "é" * (5 * 1024 * 1024 // 2), "n": 1}

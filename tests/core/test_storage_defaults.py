@@ -71,9 +71,13 @@ def test_no_warning_when_a_url_or_the_variable_is_given(tmp_path: os.PathLike[st
 @pytest.mark.parametrize(
     ("missing", "url", "hint"),
     [
-        ("psycopg", "postgresql+psycopg://app@127.0.0.1:1/app", "pip install 'triggers[postgres]'"),
-        ("pymysql", "mysql+pymysql://app@127.0.0.1:1/app", "pip install 'triggers[mysql]'"),
-        ("sqlalchemy", "sqlite:///never-created.db", "pip install 'triggers[sqlalchemy]'"),
+        (
+            "psycopg",
+            "postgresql+psycopg://app@127.0.0.1:1/app",
+            "pip install 'celery-triggers[postgres]'",
+        ),
+        ("pymysql", "mysql+pymysql://app@127.0.0.1:1/app", "pip install 'celery-triggers[mysql]'"),
+        ("sqlalchemy", "sqlite:///never-created.db", "pip install 'celery-triggers[sqlalchemy]'"),
     ],
 )
 def test_a_missing_driver_names_the_extra(missing: str, url: str, hint: str) -> None:
@@ -99,7 +103,7 @@ def test_a_driver_outside_the_extra_is_named_as_a_module() -> None:
         install_hint("postgresql", "psycopg2")
         == "install the module 'psycopg2' (pip install psycopg2)"
     )
-    assert install_hint("celery", "celery") == "pip install 'triggers[celery]'"
-    assert (
-        install_hint("unknown", None) == "install the matching extra (pip install 'triggers[...]')"
+    assert install_hint("celery", "celery") == "pip install 'celery-triggers[celery]'"
+    assert install_hint("unknown", None) == (
+        "install the matching extra (pip install 'celery-triggers[...]')"
     )

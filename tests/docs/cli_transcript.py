@@ -41,7 +41,7 @@ def environment() -> dict[str, str]:
 
 def prepare(workdir: Path) -> None:
     """Write the page's file blocks and run its other Python blocks, in order, in ``workdir``."""
-    blocks = parse_blocks(PAGE, ROOT)
+    blocks = [b for b in parse_blocks(PAGE, ROOT) if b.language == "python"]
     for block in blocks:
         if block.file_path:
             (workdir / block.file_path).write_text(block.code, encoding="utf-8")

@@ -16,7 +16,9 @@ Options:
   whatever the cache's ``TIMEOUT`` says);
 * ``io_timeout``: bound on a network call where the cache sets none (Redis);
 * ``max_value_size``: the largest value one key may hold (larger documents are
-  chunked).
+  chunked);
+* ``max_value_bytes``: the bound on one stored value's encoded size (trigger
+  kwargs, a result, metadata; default 1 MiB, see ``docs/limits.md``).
 
 A process opens the alias from *its own* Django settings: a Celery worker with
 the same settings reopens the session from the reference ``django-cache://<alias>``.
@@ -39,6 +41,7 @@ from triggers_backends.django_cache._common import (
 )
 from triggers_backends.kv.keys import DEFAULT_PREFIX
 from triggers_backends.kv.storage import KeyValueStorage
+from triggers_core.engine.sizes import DEFAULT_MAX_VALUE_BYTES, check_value_limit, parse_value_limit
 from triggers_core.errors import StorageURLError, did_you_mean
 from triggers_core.runtime.redaction import redact
 
@@ -52,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "timeout": None,
     "io_timeout": DEFAULT_IO_TIMEOUT,
     "max_value_size": DEFAULT_MAX_VALUE_SIZE,
+    "max_value_bytes": DEFAULT_MAX_VALUE_BYTES,
 }
 
 
@@ -64,6 +68,7 @@ _CONVERT: dict[str, Any] = {
     "timeout": _timeout,
     "io_timeout": float,
     "max_value_size": int,
+    "max_value_bytes": lambda text: parse_value_limit(text, "max_value_bytes"),
 }
 
 
@@ -125,7 +130,8 @@ class CacheStorageBackend(KeyValueStorage):
     means never, whatever the cache's ``TIMEOUT`` setting says (Django's default
     of 300 seconds would silently delete live sessions). ``prefix``: key prefix
     inside the cache. ``max_value_size`` and ``io_timeout``: see
-    :class:`~triggers_backends.django_cache.AdapterOptions`.
+    :class:`~triggers_backends.django_cache.AdapterOptions`. ``max_value_bytes``:
+    the bound on each stored value's encoded size (``docs/limits.md``).
 
     Raises :class:`~triggers_backends.django_cache.UnsupportedCacheError` for a
     cache that cannot make a write conditional across processes (``DummyCache``,
@@ -147,6 +153,7 @@ class CacheStorageBackend(KeyValueStorage):
         prefix: str = DEFAULT_PREFIX,
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
         io_timeout: float = DEFAULT_IO_TIMEOUT,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         if timeout is DEFAULT_TIMEOUT:
             raise ValueError(
@@ -156,6 +163,7 @@ class CacheStorageBackend(KeyValueStorage):
             )
         # Validated here too, so that a bad option fails before the cache is looked up.
         AdapterOptions(timeout=timeout, max_value_size=max_value_size, io_timeout=io_timeout)
+        check_value_limit(max_value_bytes)
         resolved, alias = resolve_cache(cache)
         client = client_for(
             resolved, alias, timeout=timeout, max_value_size=max_value_size, io_timeout=io_timeout
@@ -167,6 +175,7 @@ class CacheStorageBackend(KeyValueStorage):
         self.timeout = timeout
         self.max_value_size = max_value_size
         self.io_timeout = io_timeout
+        self.max_value_bytes = max_value_bytes
 
     @classmethod
     def from_url(cls, url: str, uid: str) -> CacheStorageBackend:
@@ -188,6 +197,7 @@ class CacheStorageBackend(KeyValueStorage):
             "timeout": self.timeout,
             "io_timeout": self.io_timeout,
             "max_value_size": self.max_value_size,
+            "max_value_bytes": self.max_value_bytes,
         }
         return _reference(self.alias, options)
 

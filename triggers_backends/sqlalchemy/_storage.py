@@ -33,11 +33,19 @@ from triggers_backends.sqlalchemy._tables import DEFAULT_TABLE_PREFIX, row_key, 
 from triggers_backends.sqlalchemy._timeouts import timeouts_of
 from triggers_backends.sqlalchemy._writes import WritingMixin
 from triggers_core.engine.serialization import HeaderCodec
+from triggers_core.engine.sizes import (
+    DEFAULT_MAX_VALUE_BYTES,
+    check_value_limit,
+    parse_value_limit,
+)
 from triggers_core.errors import RegistryError, StorageError
 from triggers_core.runtime.registry import install_hint
 from triggers_core.runtime.sessions import SessionFilter, SessionPage
 
-__all__ = ["SQLAlchemyStorage"]
+__all__ = ["URL_MAX_VALUE_OPTION", "SQLAlchemyStorage"]
+
+#: The URL option setting :attr:`~triggers_core.Storage.max_value_bytes` (docs/limits.md).
+URL_MAX_VALUE_OPTION = "triggers_max_value_bytes"
 
 
 class SQLAlchemyStorage(ReadingMixin, WritingMixin):
@@ -50,6 +58,7 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
     ``sqlite_synchronous`` (``"full"``, the default, or ``"normal"``) sets
     SQLite's ``PRAGMA synchronous`` for this storage's commits (see
     :mod:`~triggers_backends.sqlalchemy._engines`); other databases ignore it.
+    ``max_value_bytes`` bounds the encoded size of each stored value (docs/limits.md).
     """
 
     backend_name: ClassVar[str] = "sqlalchemy"
@@ -63,8 +72,10 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
         table_prefix: str = DEFAULT_TABLE_PREFIX,
         create_schema: bool = False,
         sqlite_synchronous: str = "full",
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         super().__init__(uid)
+        self.max_value_bytes = check_value_limit(max_value_bytes)
         self.sqlite_synchronous = synchronous_level(sqlite_synchronous)
         if isinstance(engine_or_url, Engine):
             engine = engine_or_url
@@ -124,19 +135,31 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
         for server databases), ``triggers_sqlite_synchronous`` (``full``, the
         default, or ``normal``; SQLite only), and ``triggers_connect_timeout``,
         ``triggers_lock_timeout``, ``triggers_statement_timeout`` (seconds;
-        see :mod:`triggers_backends.sqlalchemy._timeouts`).
+        see :mod:`triggers_backends.sqlalchemy._timeouts`), ``triggers_max_value_bytes``
+        (the bound on one stored value, default 1 MiB; see docs/limits.md).
         """
         parsed = parse_url(url)
         query = dict(parsed.query)
         prefix = query_value(query.pop(URL_PREFIX_OPTION, DEFAULT_TABLE_PREFIX))
         synchronous = query_value(query.pop(URL_SYNCHRONOUS_OPTION, "full"))
+        limit_text = query.pop(URL_MAX_VALUE_OPTION, None)
+        limit = (
+            DEFAULT_MAX_VALUE_BYTES
+            if limit_text is None
+            else parse_value_limit(query_value(limit_text), URL_MAX_VALUE_OPTION)
+        )
         # An embedded SQLite file belongs to the application: create its tables
         # unless told not to. Server databases are migrated by their owners.
         default = "true" if parsed.get_backend_name() == "sqlite" else "false"
         create = query_value(query.pop(URL_CREATE_OPTION, default)).lower() in {"1", "true", "yes"}
         engine = shared_engine(parsed.set(query=query))
         return cls(
-            uid, engine, table_prefix=prefix, create_schema=create, sqlite_synchronous=synchronous
+            uid,
+            engine,
+            table_prefix=prefix,
+            create_schema=create,
+            sqlite_synchronous=synchronous,
+            max_value_bytes=limit,
         )
 
     @classmethod
@@ -156,7 +179,7 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
         parsed = parse_url(url)
         query = dict(parsed.query)
         prefix = query_value(query.pop(URL_PREFIX_OPTION, DEFAULT_TABLE_PREFIX))
-        for option in (URL_SYNCHRONOUS_OPTION, URL_CREATE_OPTION):
+        for option in (URL_SYNCHRONOUS_OPTION, URL_CREATE_OPTION, URL_MAX_VALUE_OPTION):
             query.pop(option, None)
         try:
             engine = shared_engine(parsed.set(query=query))
@@ -171,7 +194,7 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
         )
 
     def reference(self) -> str:
-        """This storage's URL without the password (plus a non-default table prefix).
+        """This storage's URL without the password (plus non-default ``triggers_*`` options).
 
         A relative SQLite path is made absolute so a worker started elsewhere
         opens the same file.
@@ -187,6 +210,8 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
             url = url.update_query_dict(timeouts.as_query())
         if url.get_backend_name() == "sqlite" and self.sqlite_synchronous != "full":
             url = url.update_query_dict({URL_SYNCHRONOUS_OPTION: self.sqlite_synchronous})
+        if self.max_value_bytes != DEFAULT_MAX_VALUE_BYTES:
+            url = url.update_query_dict({URL_MAX_VALUE_OPTION: str(self.max_value_bytes)})
         return public_url(url)
 
     def session(self, uid: str) -> SQLAlchemyStorage:

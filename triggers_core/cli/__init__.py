@@ -1,4 +1,4 @@
-"""``triggers``: the command line for configurations and sessions (``pip install 'triggers[cli]'``).
+"""``triggers``: the command line for configurations and sessions (extra ``cli``).
 
 Configuration files: ``check`` (validate and lint), ``graph`` (Mermaid or
 DOT), ``simulate`` (fire triggers without storage or workers). Sessions:
@@ -22,7 +22,7 @@ from typing import Any
 __all__ = ["CLI_EXTRA_HINT", "cli", "main"]
 
 #: What to install when the command's own dependencies are missing.
-CLI_EXTRA_HINT = "pip install 'triggers[cli]'"
+CLI_EXTRA_HINT = "pip install 'celery-triggers[cli]'"
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ __all__ = ["cli", "run"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="triggers", prog_name="triggers")
+@click.version_option(package_name="celery-triggers", prog_name="triggers")
 def cli() -> None:
     """Check, draw and simulate workflow configurations; inspect and operate sessions.
 

@@ -55,9 +55,9 @@ from triggers_core.engine.scopes import (
     fire_scope,
     instance_scope,
 )
+from triggers_core.engine.sizes import bounded_mapping, check_task_sizes
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.engine.transition import Transition
-from triggers_core.engine.values import to_json_mapping
 from triggers_core.errors import (
     DispatchError,
     InvalidTransitionError,
@@ -299,6 +299,7 @@ class TriggerManager(OperatorActions):
         """
         known_runners = {*runner_registry.names(), *self.runners}
         parsed = parse_configuration(config, runners=known_runners)  # once, before any I/O
+        check_task_sizes(parsed, self.storage.max_value_bytes)
         self._commit(lambda s: engine.update_configuration(s, parsed), configuration_scope(parsed))
 
     def fire(
@@ -352,7 +353,7 @@ class TriggerManager(OperatorActions):
         """
         # Checked once, before any I/O; every attempt of the commit loop reuses them.
         name = engine.check_trigger_name(trigger_name)
-        kwargs = to_json_mapping(trigger_kwargs, "trigger_kwargs")
+        kwargs = bounded_mapping(trigger_kwargs, "trigger_kwargs", self.storage.max_value_bytes)
         key = None if idempotency_key is None else fire_key(name, idempotency_key)
         if key is not None:
             self.storage.check_fire_keys()
@@ -471,7 +472,13 @@ class TriggerManager(OperatorActions):
             run_key=f"{self.uid}#{run_key(instance)}",
         )
         key = cascade_key(instance.task_name, name) if guard else None
-        outcomes = Outcomes(self.uid, self.now, self.max_cascade_depth, owner)
+        outcomes = Outcomes(
+            self.uid,
+            self.now,
+            self.max_cascade_depth,
+            owner,
+            max_value_bytes=self.storage.max_value_bytes,
+        )
         scope = instance_scope(name, cascade=True, guard=key)
         try:
             try:

@@ -20,11 +20,13 @@ from triggers_core import engine
 from triggers_core.engine.leases import LostPolicy
 from triggers_core.engine.names import name_problem
 from triggers_core.engine.scopes import HEADER_ONLY, Scope, Selector, instance_scope
+from triggers_core.engine.sizes import bounded_mapping
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.engine.transition import Transition
 from triggers_core.errors import InvalidTransitionError
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER, log_action
 from triggers_core.runtime.outcomes import Compute, exception_type_name, format_exception
+from triggers_core.runtime.storage import Storage
 from triggers_core.runtime.tasks import task_policy
 
 __all__ = ["OperatorActions", "check_actor", "instance_name_of"]
@@ -36,6 +38,7 @@ class OperatorActions(abc.ABC):
     """Actions on one instance by name (mixed into the manager; see the module)."""
 
     max_cascade_depth: int
+    storage: Storage
 
     @property
     @abc.abstractmethod
@@ -53,6 +56,12 @@ class OperatorActions(abc.ABC):
     @abc.abstractmethod
     def _perform(self, transition: Transition) -> None:
         """Log, call the hooks, dispatch (after the commit)."""
+
+    def _bounded(self, value: Mapping[str, Any] | None, path: str) -> dict[str, Any] | None:
+        """``value`` checked against the storage's value limits once, before any I/O."""
+        if value is None:
+            return None
+        return bounded_mapping(value, path, self.storage.max_value_bytes)
 
     def _acted(self, action: str, name: str, actor: str | None, transition: Transition) -> None:
         if actor is not None:
@@ -73,8 +82,9 @@ class OperatorActions(abc.ABC):
         """
         name = instance_name_of(failed_instance)
         who = check_actor(actor)
+        replacement = self._bounded(replacement_kwargs, "replacement_kwargs")
         transition = self._commit(
-            lambda s: engine.replay_failed(s, name, replacement_kwargs, now=self.now(), actor=who),
+            lambda s: engine.replay_failed(s, name, replacement, now=self.now(), actor=who),
             instance_scope(name, cascade=False),
         )
         self._acted("replayed", name, who, transition)
@@ -95,13 +105,14 @@ class OperatorActions(abc.ABC):
         """
         name = instance_name_of(failed_instance)
         who = check_actor(actor)
+        data = self._bounded(result, "result")
         transition = self._commit(
             lambda s: engine.skip_failed(
                 s,
                 name,
                 now=self.now(),
                 cascade=cascade,
-                result=result,
+                result=data,
                 max_cascade_depth=self.max_cascade_depth,
                 actor=who,
             ),
@@ -127,7 +138,9 @@ class OperatorActions(abc.ABC):
         """
         name = instance_name_of(task_instance)
         who = check_actor(actor)
-        extra = metadata if who is None else {**(metadata or {}), "actor": who}
+        extra = self._bounded(metadata, "metadata")
+        extra = extra if who is None else {**(extra or {}), "actor": who}
+        data = self._bounded(cascade_kwargs, "cascade_kwargs")
         transition = self._commit(
             lambda s: engine.update_status(
                 s,
@@ -136,7 +149,7 @@ class OperatorActions(abc.ABC):
                 now=self.now(),
                 metadata=extra,
                 cascade=cascade,
-                cascade_kwargs=cascade_kwargs,
+                cascade_kwargs=data,
                 max_cascade_depth=self.max_cascade_depth,
             ),
             instance_scope(name, cascade=cascade),
@@ -150,8 +163,9 @@ class OperatorActions(abc.ABC):
     ) -> TaskInstance:
         """Merge ``metadata`` into an instance's metadata (bumps ``lastModified``)."""
         name = instance_name_of(task_instance)
+        extra = bounded_mapping(metadata, "metadata", self.storage.max_value_bytes)
         transition = self._commit(
-            lambda s: engine.update_metadata(s, name, metadata, now=self.now()),
+            lambda s: engine.update_metadata(s, name, extra, now=self.now()),
             instance_scope(name, cascade=False),
         )
         return transition.state.instances[name]

@@ -7,8 +7,10 @@ becomes a transition that resolves the instance: a result becomes
 ``finished`` and its cascade, ``skip()`` ``skipped``, ``retry()`` a failure
 and its replay, anything else ``failed`` with the exception's type, traceback
 and context. What cannot be recorded as it is (a result that is not a
-JSON-compatible mapping, bad retry arguments...) is recorded as a failure
-that says why.
+JSON-compatible mapping, one over the storage's ``max_value_bytes``, bad
+retry arguments...) is recorded as a failure that says why, and a traceback
+too long to store is clipped (:mod:`triggers_core.engine.sizes`): an outcome
+never leaves the instance ``running``.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from typing import Any
 import attrs
 
 from triggers_core import engine
+from triggers_core.engine.sizes import DEFAULT_MAX_VALUE_BYTES, bounded_mapping, clip_text
 from triggers_core.engine.state import SessionState
 from triggers_core.engine.transition import Transition
-from triggers_core.engine.values import to_json_mapping
 from triggers_core.errors import (
     InvalidKwargsError,
     InvalidTransitionError,
@@ -86,6 +88,8 @@ class Outcomes:
     #: The owner token of the run (its lease), so a run that was taken over
     #: cannot record its outcome; None for a run without a lease.
     owner: str | None = None
+    #: The storage's bound on one value's encoded size (results, metadata, tracebacks).
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
 
     def failure(
         self,
@@ -102,6 +106,7 @@ class Outcomes:
         The log record quotes ``info`` unless it is only the traceback, which
         the record carries anyway (once).
         """
+        info = clip_text(info, self.max_value_bytes)
         log_failure(lifecycle, self.session, name, exc, None if info_is_traceback else info)
         exc_type = exception_type_name(exc)
         level = max(context.log_level, logging.ERROR)
@@ -135,7 +140,7 @@ class Outcomes:
             result = task.run(context)
         except SkipTask as skip:
             try:
-                metadata = to_json_mapping(skip.metadata, "metadata")
+                metadata = bounded_mapping(skip.metadata, "metadata", self.max_value_bytes)
             except InvalidKwargsError as exc:
                 return self.failure(
                     name,
@@ -158,7 +163,9 @@ class Outcomes:
         except BaseException as exc:
             info, exc_context = format_exception(exc), exception_context(exc)
             try:
-                exc_context = to_json_mapping(exc_context, "exception_context")
+                exc_context = bounded_mapping(
+                    exc_context, "exception_context", self.max_value_bytes
+                )
             except InvalidKwargsError as bad:
                 info += f"\n(its with_context() data was dropped: {bad})"
                 exc_context = {}
@@ -169,9 +176,9 @@ class Outcomes:
             )
             return self.failure(name, problem, f"{run} returned bad data: {problem}", context)
         try:
-            data = to_json_mapping(result, "result")
+            data = bounded_mapping(result, "result", self.max_value_bytes)
         except InvalidKwargsError as exc:
-            detail = f"{run} produced data that is not a JSON-compatible mapping: {exc}"
+            detail = f"{run} returned a result that cannot be stored: {exc}"
             return self.failure(name, exc, detail, context)
         return lambda s: engine.finish(
             s,
@@ -193,14 +200,17 @@ class Outcomes:
             if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
                 raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
             cooldown = engine.check_cooldown(retry.cooldown)
-            metadata = to_json_mapping(retry.metadata, "metadata")
+            limit = self.max_value_bytes
+            metadata = bounded_mapping(retry.metadata, "metadata", limit)
             replacement = (
                 None
                 if retry.replacement_kwargs is None
-                else to_json_mapping(retry.replacement_kwargs, "replacement_kwargs")
+                else bounded_mapping(retry.replacement_kwargs, "replacement_kwargs", limit)
             )
             retry_context = (
-                to_json_mapping(exception_context(cause), "exception_context") if cause else None
+                bounded_mapping(exception_context(cause), "exception_context", limit)
+                if cause
+                else None
             )
         except ValueError as exc:  # InvalidKwargsError is a ValueError too
             info = f"{run} asked to retry, but {exc}"
@@ -209,7 +219,7 @@ class Outcomes:
             return self.failure(name, exc, info, context)
         # Without an exception, the RetryTask itself is what the task raised.
         retry_type = exception_type_name(cause or retry)
-        retry_info = format_exception(cause or retry)
+        retry_info = clip_text(format_exception(cause or retry), self.max_value_bytes)
         return lambda s: engine.retry_self(
             s,
             name,

@@ -42,7 +42,7 @@ log = logging.getLogger("triggers_core.registry")
 #: Environment variable holding the default storage URL (e.g. ``sqlite:///triggers.db``).
 STORAGE_URL_ENV = "TRIGGERS_STORAGE_URL"
 
-#: The ``pip install 'triggers[extra]'`` that provides a registry name's dependencies,
+#: The ``pip install 'celery-triggers[extra]'`` that provides a registry name's dependencies,
 #: and the top-level modules that extra installs.
 EXTRAS: dict[str, tuple[str, frozenset[str]]] = {
     "sqlite": ("sqlalchemy", frozenset({"sqlalchemy"})),
@@ -64,10 +64,10 @@ def install_hint(name: str, missing: str | None) -> str:
     top = (missing or "").split(".", 1)[0]
     extra = EXTRAS.get(name)
     if extra is not None and (not top or top in extra[1]):
-        return f"pip install 'triggers[{extra[0]}]'"
+        return f"pip install 'celery-triggers[{extra[0]}]'"
     if top:
         return f"install the module {top!r} (pip install {top})"
-    return "install the matching extra (pip install 'triggers[...]')"
+    return "install the matching extra (pip install 'celery-triggers[...]')"
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")

@@ -61,6 +61,7 @@ from triggers_core.engine.leases import Due, DueKind, lease_owner, parse_time
 from triggers_core.engine.names import name_problem
 from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.engine.serialization import instance_to_json
+from triggers_core.engine.sizes import DEFAULT_MAX_VALUE_BYTES
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.errors import UnknownInstanceError, UnsupportedOperationError
 from triggers_core.runtime.sessions import SessionFilter, SessionPage, is_stale
@@ -139,6 +140,12 @@ class Storage(abc.ABC):
     schema_url_option: ClassVar[str | None] = None
     #: Why :meth:`list_sessions` is not supported, for backends that do not override it.
     listing_unsupported_reason: ClassVar[str] = "it keeps no index of the sessions it stores"
+    #: The largest encoded size (bytes of compact JSON) of one value the manager stores
+    #: through this storage: trigger kwargs, a task's ``withParams``, a result, a metadata
+    #: mapping (:mod:`triggers_core.engine.sizes`). Set it on an instance, or with the
+    #: backend's URL option (``triggers_max_value_bytes`` for SQL, ``max_value_bytes``
+    #: for memcached and Django caches).
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
 
     def __init__(self, uid: str) -> None:
         self.uid = check_uid(uid)
