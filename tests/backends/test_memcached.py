@@ -37,6 +37,7 @@ from triggers_core.engine import update_configuration
 from triggers_core.engine.scopes import Changes
 from triggers_core.engine.state import TaskInstance
 from triggers_core.errors import RegistryError
+from triggers_core.testing.lease_contract import LeaseContract
 from triggers_core.testing.storage_contract import RecordingRunner, StorageContract
 
 pytestmark = pytest.mark.service
@@ -59,6 +60,20 @@ class TestMemcachedStorage(StorageContract):
         yield
         self.client.close()
         close_clients()
+
+    def make_storage(self, uid: str) -> MemcachedStorage:
+        return MemcachedStorage(uid, self.client, prefix=self.prefix)
+
+
+class TestMemcachedLeases(LeaseContract):
+    """Leases and the due index on a real memcached (records, hints, gets/cas)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, memcached: MemcachedServer) -> Iterator[None]:
+        self.prefix = unique_prefix()
+        self.client = PymemcacheClient(memcached.address, timeout=10)
+        yield
+        self.client.close()
 
     def make_storage(self, uid: str) -> MemcachedStorage:
         return MemcachedStorage(uid, self.client, prefix=self.prefix)
