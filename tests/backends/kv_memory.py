@@ -94,16 +94,20 @@ class AtomicDictClient(DictKeyValueClient):
     backend_name = "dict-atomic"
     commits_index_appends = True
 
-    def _slot_for(self, append: IndexAppend) -> int:
-        """The candidate that takes ``append`` (negative: create it); lock held."""
+    def _slot_for(self, append: IndexAppend, planned: dict[str, int]) -> int:
+        """The candidate that takes ``append`` (negative: create it), counting what the
+        appends before it in the commit take (``planned``: slot -> bytes); lock held."""
+        size = len(append.lines)
         for index, slot in enumerate(append.slots):
-            found = self.store.items.get(slot)
-            if found is None:
-                return -index - 1
-            held = found[0]
-            if held != INDEX_TOMBSTONE and (
-                not held or len(held) + len(append.lines) <= append.max_bytes
-            ):
+            held = planned.get(slot)
+            if held is None:
+                found = self.store.items.get(slot)
+                if found is None:
+                    planned[slot] = size
+                    return -index - 1
+                held = -1 if found[0] == INDEX_TOMBSTONE else len(found[0])
+            if held == 0 or (held > 0 and held + size <= append.max_bytes):
+                planned[slot] = held + size
                 return index
         raise IndexAppendNotPlaced("every candidate slot is full")
 
@@ -142,7 +146,8 @@ class AtomicDictClient(DictKeyValueClient):
                 return True  # a retry of a commit that landed
             if (found is not None) if token is None else (found is None or found[1] != token):
                 return False
-            chosen = [self._slot_for(append) for append in appends]
+            planned: dict[str, int] = {}
+            chosen = [self._slot_for(append, planned) for append in appends]
             for append, slot in zip(appends, chosen, strict=True):
                 self._place(append, slot)
             for name, document in documents.items():

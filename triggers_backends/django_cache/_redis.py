@@ -113,16 +113,24 @@ elseif (not current) or redis.sha1hex(current) ~= ARGV[1] then
 end
 local n, groups, per = tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local closed, envelope, most = ARGV[8], ARGV[9], tonumber(ARGV[10])
-local chosen = {}
+local chosen, planned = {}, {}
 for g = 1, groups do
   local k, a = 2 + n + (g - 1) * (1 + per), 10 + n + (g - 1) * (1 + per)
   local size = #ARGV[a + 1]
   chosen[g] = 0
   for c = 1, per do
-    local slot = redis.call('GET', KEYS[k + 1 + c])
-    if not slot then chosen[g] = -c break end
-    local held = #slot - #envelope
-    if slot ~= closed and (held == 0 or held + size <= most) then chosen[g] = c break end
+    local key = KEYS[k + 1 + c]
+    local held = planned[key]
+    if held == nil then
+      local slot = redis.call('GET', key)
+      if not slot then held = -2
+      elseif slot == closed then held = -1
+      else held = #slot - #envelope end
+    end
+    if held == -2 then chosen[g] = -c planned[key] = size break end
+    if held == 0 or (held > 0 and held + size <= most) then
+      chosen[g] = c planned[key] = held + size break
+    end
   end
   if chosen[g] == 0 then return {2} end
 end
