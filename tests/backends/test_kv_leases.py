@@ -381,6 +381,21 @@ def test_a_sweep_reads_the_same_keys_for_100_or_10000_sessions() -> None:
     assert small <= SHARDS + 10 * 5, small
 
 
+def test_a_sweep_stops_after_the_bucket_that_fills_its_limit(store: DictStore) -> None:
+    client = CountingClient(store)
+    base = KeyValueStorage("seed", client)
+    tasks = engine.update_configuration(SessionState(), CONFIG).state.tasks
+    for n in range(5):  # one lost run per one-minute bucket
+        _seed(base.session(f"s-{n}"), tasks, at(100 * n), f"run-{n}")
+    client.read = 0
+    [first] = base.due_entries(DueKind.LEASE, at(10_000), limit=1)
+    one = client.read
+    client.read = 0
+    assert len(base.due_entries(DueKind.LEASE, at(10_000), limit=10)) == 5
+    assert first.session == "s-0"
+    assert one < client.read
+
+
 # -- lost hints, and the rebuild ------------------------------------------------------------
 
 

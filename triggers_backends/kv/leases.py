@@ -40,7 +40,7 @@ that failed) is deleted when its hint is judged.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -59,7 +59,7 @@ from triggers_backends.kv.due_index import (
     shard_of,
 )
 from triggers_backends.kv.session_documents import SessionDocuments, Want, fetch_across
-from triggers_backends.kv_client import INDEX_TOMBSTONE
+from triggers_backends.kv_client import INDEX_TOMBSTONE, KeyValueError
 from triggers_core.engine.leases import DueKind, due_of, lease_owner
 from triggers_core.engine.scopes import Scope
 from triggers_core.engine.state import Status, TaskInstance
@@ -232,13 +232,23 @@ class LeaseStorage(SessionDocuments):
         found: dict[tuple[str, str], DueRef] = {}
         budget = max(SCAN_HINTS, 20 * limit)
         read = 0
-        for bucket, slots in self._call(
-            "reading the due index", lambda: list(self._index.buckets(kind, last))
-        ):
+        for bucket, slots in self._buckets(kind, last):
             read += self._sweep_bucket(kind, before, bucket < last, slots, found)
             if len(found) >= limit or read >= budget:
                 break
         return sorted(found.values(), key=lambda r: (r.at, r.session, r.instance))[:limit]
+
+    def _buckets(self, kind: DueKind, last: int) -> Iterator[tuple[int, list[Slot]]]:
+        """:meth:`DueIndex.buckets`, read lazily, its client errors as StorageError."""
+        buckets = self._index.buckets(kind, last)
+        while True:
+            try:
+                found = next(buckets)
+            except StopIteration:
+                return
+            except KeyValueError as exc:
+                raise self._error(f"reading the due index failed: {exc}") from exc
+            yield found
 
     def _sweep_bucket(
         self,

@@ -96,6 +96,13 @@ A key whose record or pointer was evicted is forgotten: a later fire with it
 applies again. On a client that commits atomically, the records and pointers
 are part of the one step.
 
+Leases and the due index (:mod:`~triggers_backends.kv.leases`,
+:mod:`~triggers_backends.kv.due_index`) ride on the same steps: the lease record
+of a run that a commit starts is one of the documents of step 1 (deleted with
+them by an attempt that loses), the record of a run it ends is one of the keys
+of step 3, and the due-index hints of ``changes.due`` are filed before step 2
+(inside the one step on a client that files them in its commit).
+
 The marker is added right *after* the active document is created (before would
 be worse: a creator dying in between would leave a marker without an active
 document, which every reader would take for a lost session until someone
