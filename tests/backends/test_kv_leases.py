@@ -396,6 +396,23 @@ def test_a_sweep_stops_after_the_bucket_that_fills_its_limit(store: DictStore) -
     assert one < client.read
 
 
+def test_a_sweep_moves_renewed_leases_in_a_few_filings(store: DictStore) -> None:
+    client = ScriptedClient(store)
+    base = KeyValueStorage("seed", client)
+    tasks = engine.update_configuration(SessionState(), CONFIG).state.tasks
+    for n in range(200):
+        peer = base.session(f"s-{n}")
+        _seed(peer, tasks, at(10), f"run-{n}")
+        assert peer.renew_lease("t_a#0", f"run-{n}", at(900))
+    client.calls.clear()
+    assert base.due_entries(DueKind.LEASE, at(100), limit=500) == []
+    # 200 hints moved: per shard, a new slot (registered) and the old one closed and
+    # unlisted; nothing per session.
+    assert client.calls.count("cas") + client.calls.count("add") <= 4 * SHARDS
+    assert len(index_lines(store, "triggers:", "l")) == 200
+    assert len(base.due_entries(DueKind.LEASE, at(1000), limit=500)) == 200
+
+
 # -- lost hints, and the rebuild ------------------------------------------------------------
 
 

@@ -58,6 +58,7 @@ from triggers_backends.kv.due_index import (
     parse_line,
     shard_of,
 )
+from triggers_backends.kv.keys import digest
 from triggers_backends.kv.session_documents import SessionDocuments, Want, fetch_across
 from triggers_backends.kv_client import INDEX_TOMBSTONE, KeyValueError
 from triggers_core.engine.leases import DueKind, due_of, lease_owner
@@ -304,11 +305,12 @@ class LeaseStorage(SessionDocuments):
         return len(lines)
 
     def _refile(self, hints: Iterable[Hint]) -> None:
-        by_session: dict[str, list[Hint]] = {}
+        """File ``hints`` again, grouped by shard: a sweep that moves many leases makes one
+        filing per slot it fills, not one per session."""
+        by_shard: dict[int, list[Hint]] = {}
         for hint in hints:
-            by_session.setdefault(hint.session, []).append(hint)
-        for uid, group in by_session.items():
-            shard = shard_of(self._peer(uid).keys.session)
+            by_shard.setdefault(shard_of(digest(hint.session)), []).append(hint)
+        for shard, group in sorted(by_shard.items()):
             for filing in self._index.plan(shard, group, self._limit()):
                 self._call("filing due-index hints", self._index.file, filing)
 
