@@ -213,17 +213,18 @@ class LeaseStorage(SessionDocuments):
 
     def due_entries(self, kind: DueKind, before: datetime, *, limit: int) -> list[DueRef]:
         """Up to ``limit`` entries of ``kind`` due at or before ``before``, in every session
-        of the store, oldest first (to within a bucket: see below).
+        of the store, oldest first.
 
         Reads the index's 16 directories of ``kind``, then the slots of the
-        buckets that hold hints, oldest first, and checks each hint due by
+        buckets that hold hints, oldest bucket first, and checks each hint due by
         ``before`` against its session (see the module). Stops after the bucket
         in which ``limit`` entries were found, or once
-        ``max(SCAN_HINTS, 20 * limit)`` hints were read. The cost is therefore
-        bounded and grows with the hints of the buckets read (due entries, and
-        stale hints, each checked until dropped), never with the number of
-        sessions. Along the way it drops stale hints and files again those of
-        leases that moved on.
+        ``max(SCAN_HINTS, 20 * limit)`` hints were read (then it returns what it
+        found so far; the next call goes on, as the hints it dropped are gone).
+        The cost is therefore bounded and grows with the hints of the buckets
+        read (due entries, and stale hints, each checked until dropped), never
+        with the number of sessions. Along the way it drops stale hints and
+        files again those of leases that moved on.
         """
         if before.tzinfo is None or before.utcoffset() is None:
             raise ValueError(f"before must be a timezone-aware datetime, got naive {before!r}")
