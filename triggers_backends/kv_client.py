@@ -30,17 +30,23 @@ Rules every client follows (checked by ``tests/backends/kv_client_contract.py``)
 A store that can run several writes as one atomic step (Redis, with a script)
 may also implement :class:`AtomicCommitClient`: the layout then commits a small
 change in one call instead of three (write documents, compare-and-swap, delete).
+One that sets ``commits_index_appends`` also files the commit's due-index hints
+(:class:`IndexAppend`) in that call, so they cost no round trip of their own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "INDEX_TOMBSTONE",
     "MAX_KEY_LENGTH",
     "AtomicCommitClient",
     "CasToken",
+    "IndexAppend",
+    "IndexAppendNotPlaced",
     "KeyValueClient",
     "KeyValueError",
     "KeyValueTooLarge",
@@ -64,6 +70,37 @@ class KeyValueUnavailable(KeyValueError):
 
 class KeyValueTooLarge(KeyValueError):
     """A value exceeds what the store accepts for one key; nothing was written."""
+
+
+class IndexAppendNotPlaced(KeyValueError):
+    """An atomic commit found no candidate slot for an :class:`IndexAppend`; nothing was
+    written (the layout then files the hints itself and commits again)."""
+
+
+#: The value of a due-index slot that is closed for good: writers move on to the next
+#: slot, and the sweeper that closed it deletes it (see ``triggers_backends.kv.due_index``).
+INDEX_TOMBSTONE = b"!"
+
+
+@dataclass(eq=False)
+class IndexAppend:
+    """Lines to append to one of several candidate slots of the due index.
+
+    A slot takes the lines if it does not exist (it is created, and its entry is
+    added to ``directory``, a text ``,entry,entry,``), or if it is not the
+    :data:`INDEX_TOMBSTONE` and is empty or holds at most ``max_bytes - len(lines)``
+    bytes. The first candidate that takes them does; the client records its
+    position in ``placed``.
+    """
+
+    directory: str
+    #: Candidate slot keys, in order, and the directory entry of each.
+    slots: tuple[str, ...]
+    entries: tuple[str, ...]
+    lines: bytes
+    max_bytes: int
+    #: Set by the client: the index in ``slots`` of the slot that took the lines.
+    placed: int | None = None
 
 
 @runtime_checkable
@@ -137,5 +174,12 @@ class AtomicCommitClient(KeyValueClient, Protocol):
         retry of a commit whose reply was lost must not report it as lost (the
         layout never writes identical bytes twice). Errors as for :meth:`cas`:
         after :class:`KeyValueUnavailable` it is unknown whether the step ran.
+
+        A client whose class sets ``commits_index_appends = True`` also takes
+        ``appends`` (a sequence of :class:`IndexAppend`, default empty) and, in
+        the same step and only if it commits, places each as its docstring says
+        (setting ``placed``); if one cannot be placed it raises
+        :class:`IndexAppendNotPlaced` and writes nothing. Other clients are never
+        given ``appends``.
         """
         ...

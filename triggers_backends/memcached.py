@@ -155,6 +155,9 @@ class MemcachedStorage(KeyValueStorage):
         """Open ``uid`` from ``memcached://host:port[,...][?options]``."""
         return cls(uid, url)
 
+    def _store_location(self) -> object:
+        return self.memcached.servers
+
     def reference(self) -> str:
         """The URL that reopens this session (servers and non-default options)."""
         client = self.memcached

@@ -25,8 +25,11 @@ from typing import Any, ClassVar
 import pytest
 
 from triggers_backends.kv_client import (
+    INDEX_TOMBSTONE,
     AtomicCommitClient,
     CasToken,
+    IndexAppend,
+    IndexAppendNotPlaced,
     KeyValueClient,
     KeyValueTooLarge,
 )
@@ -393,6 +396,83 @@ class AtomicCommitContract(KeyValueClientContract):
             key: f"w{won}".encode(),
             f"{key}-doc{won}": b"d",  # the losers wrote nothing
         }
+
+    # -- due-index appends (clients that declare commits_index_appends) ------------------
+
+    def _append(self, key: str, lines: bytes, most: int = 64) -> IndexAppend:
+        slots = tuple(f"{key}-s{n}" for n in range(3))
+        return IndexAppend(f"{key}-dir", slots, ("7.0", "7.1", "7.2"), lines, most)
+
+    def _atomic_with_appends(self) -> AtomicCommitClient:
+        client = self.make_atomic()
+        if not getattr(type(client), "commits_index_appends", False):
+            pytest.skip("this client does not file index appends in its commit")
+        return client
+
+    def test_commit_files_index_appends(self, key: str) -> None:
+        client = self._atomic_with_appends()
+        commit: Any = client.commit
+        first = self._append(key, b"a\n")
+        assert commit(key, b"v1", None, documents={}, obsolete=[], marker=None, appends=[first])
+        assert first.placed == 0
+        assert client.get_many([f"{key}-dir", f"{key}-s0"]) == {
+            f"{key}-dir": b",7.0,",
+            f"{key}-s0": b"a\n",
+        }
+        found = client.gets(key)
+        assert found is not None
+        # Appended to the slot while it has room; the next one (registered) once full.
+        second = self._append(key, b"b" * 40 + b"\n")
+        third = self._append(key, b"c" * 40 + b"\n")
+        assert commit(
+            key, b"v2", found[1], documents={}, obsolete=[], marker=None, appends=[second, third]
+        )
+        assert (second.placed, third.placed) == (0, 1)
+        assert client.get_many([f"{key}-dir", f"{key}-s0", f"{key}-s1"]) == {
+            f"{key}-dir": b",7.0,7.1,",
+            f"{key}-s0": b"a\n" + b"b" * 40 + b"\n",
+            f"{key}-s1": b"c" * 40 + b"\n",
+        }
+
+    def test_commit_skips_closed_slots_and_refuses_when_none_has_room(self, key: str) -> None:
+        client = self._atomic_with_appends()
+        commit: Any = client.commit
+        client.set_many({f"{key}-s0": INDEX_TOMBSTONE, f"{key}-s1": b""})
+        append = self._append(key, b"a\n")
+        assert commit(key, b"v1", None, documents={}, obsolete=[], marker=None, appends=[append])
+        assert append.placed == 1  # empty, not closed: takes it (already listed or not)
+        assert client.get_many([f"{key}-s0", f"{key}-s1"]) == {
+            f"{key}-s0": INDEX_TOMBSTONE,
+            f"{key}-s1": b"a\n",
+        }
+        client.set_many({f"{key}-s1": INDEX_TOMBSTONE, f"{key}-s2": INDEX_TOMBSTONE})
+        found = client.gets(key)
+        assert found is not None
+        with pytest.raises(IndexAppendNotPlaced):
+            commit(
+                key,
+                b"v2",
+                found[1],
+                documents={f"{key}-doc": b"d"},
+                obsolete=[],
+                marker=None,
+                appends=[self._append(key, b"b\n")],
+            )
+        assert client.get_many([key, f"{key}-doc"]) == {key: b"v1"}  # nothing written
+
+    def test_a_lost_commit_files_no_appends(self, key: str) -> None:
+        client = self._atomic_with_appends()
+        commit: Any = client.commit
+        client.add(key, b"v1")
+        found = client.gets(key)
+        assert found is not None
+        client.set_many({key: b"v1-changed"})
+        append = self._append(key, b"a\n")
+        assert not commit(
+            key, b"v2", found[1], documents={}, obsolete=[], marker=None, appends=[append]
+        )
+        assert append.placed is None
+        assert client.get_many([f"{key}-dir", f"{key}-s0"]) == {}
 
 
 def _threads_racing(

@@ -103,7 +103,8 @@ def outage(*_: Any) -> None:
 
 def reachable_keys(storage: KeyValueStorage, values: Mapping[str, bytes]) -> set[str]:
     """Every key the session's active document references, directly or through pages,
-    plus the fire record pointers of its epoch and the records they point to."""
+    plus the fire record pointers of its epoch and the records they point to, and the
+    lease records of its running instances."""
     keys = storage.keys
     uid = storage.uid
     raw = values.get(keys.active)
@@ -133,7 +134,14 @@ def reachable_keys(storage: KeyValueStorage, values: Mapping[str, bytes]) -> set
             assert data is not None, f"page {key} is missing"
             page = Page.from_body(decode(data, "page", uid, "page"), task, number, "page")
             for n, entry in page.entries.items():
-                found.update(stored_keys(keys.instance(f"{task}#{n}", entry.ref.rev), entry.ref))
+                key = keys.instance(f"{task}#{n}", entry.ref.rev)
+                found.update(stored_keys(key, entry.ref))
+                if entry.status == "running":  # its run's lease record
+                    data = join(key, entry.ref, values, "instance")
+                    assert data is not None, f"instance {key} is missing"
+                    metadata = decode(data, "instance", uid, "instance")["metadata"]
+                    if metadata.get("owner"):
+                        found.add(keys.lease(f"{task}#{n}", metadata["owner"]))
     return found
 
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 
-from triggers_backends.kv_client import CasToken, KeyValueTooLarge
+from triggers_backends.kv_client import (
+    INDEX_TOMBSTONE,
+    CasToken,
+    IndexAppend,
+    IndexAppendNotPlaced,
+    KeyValueTooLarge,
+)
 
 
 class DictStore:
@@ -82,9 +88,44 @@ class DictKeyValueClient:
 
 
 class AtomicDictClient(DictKeyValueClient):
-    """A :class:`DictKeyValueClient` that also commits in one atomic step."""
+    """A :class:`DictKeyValueClient` that also commits in one atomic step (due-index
+    hints included)."""
 
     backend_name = "dict-atomic"
+    commits_index_appends = True
+
+    def _slot_for(self, append: IndexAppend, planned: dict[str, int]) -> int:
+        """The candidate that takes ``append`` (negative: create it), counting what the
+        appends before it in the commit take (``planned``: slot -> bytes); lock held."""
+        size = len(append.lines)
+        for index, slot in enumerate(append.slots):
+            held = planned.get(slot)
+            if held is None:
+                found = self.store.items.get(slot)
+                if found is None:
+                    planned[slot] = size
+                    return -index - 1
+                held = -1 if found[0] == INDEX_TOMBSTONE else len(found[0])
+            if held == 0 or (held > 0 and held + size <= append.max_bytes):
+                planned[slot] = held + size
+                return index
+        raise IndexAppendNotPlaced("every candidate slot is full")
+
+    def _place(self, append: IndexAppend, chosen: int) -> None:
+        index = -chosen - 1 if chosen < 0 else chosen
+        slot = append.slots[index]
+        if chosen >= 0:
+            self._put(slot, self.store.items[slot][0] + append.lines)
+        else:
+            self._put(slot, append.lines)
+            entry = f",{append.entries[index]},".encode("ascii")
+            listed = self.store.items.get(append.directory)
+            if listed is None:
+                self._put(append.directory, entry)
+            elif entry not in listed[0]:
+                base = listed[0] if listed[0].endswith(b",") else listed[0] + b","
+                self._put(append.directory, base + entry[1:])
+        append.placed = index
 
     def commit(
         self,
@@ -95,6 +136,7 @@ class AtomicDictClient(DictKeyValueClient):
         documents: Mapping[str, bytes],
         obsolete: Sequence[str],
         marker: tuple[str, bytes] | None,
+        appends: Sequence[IndexAppend] = (),
     ) -> bool:
         for each in (value, *documents.values(), *([marker[1]] if marker else [])):
             self._check(each)
@@ -104,6 +146,10 @@ class AtomicDictClient(DictKeyValueClient):
                 return True  # a retry of a commit that landed
             if (found is not None) if token is None else (found is None or found[1] != token):
                 return False
+            planned: dict[str, int] = {}
+            chosen = [self._slot_for(append, planned) for append in appends]
+            for append, slot in zip(appends, chosen, strict=True):
+                self._place(append, slot)
             for name, document in documents.items():
                 self._put(name, document)
             self._put(key, value)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from datetime import datetime
 from typing import Any, ClassVar
 
 import django_env
@@ -26,6 +28,7 @@ from triggers_backends.django_cache import CacheStorageBackend, UnsupportedCache
 from triggers_backends.django_cache._storage import parse_url
 from triggers_core import Status, Storage, StorageURLError, TriggerManager, open_storage
 from triggers_core.errors import RegistryError
+from triggers_core.testing.lease_contract import LeaseContract
 from triggers_core.testing.storage_contract import RecordingRunner, StorageContract
 
 EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
@@ -73,6 +76,75 @@ class DjangoCacheStorageCases(StorageContract):
         assert isinstance(reopened, CacheStorageBackend)
         manager_on(storage)[0].update_configuration(EVERY)
         assert reopened.load().version == 1
+
+
+class DjangoCacheLeaseCases(LeaseContract):
+    """The lease contract on one cache alias (records, hints, the cache's conditional write)."""
+
+    alias: ClassVar[str]
+    service: ClassVar[tuple[str, str, int] | None] = None
+
+    @pytest.fixture(autouse=True)
+    def _django(self, django_settings: dict[str, Any]) -> None:
+        if self.service is not None:
+            require_service(*self.service)
+        self.prefix = unique_prefix()
+
+    def make_storage(self, uid: str) -> CacheStorageBackend:
+        return CacheStorageBackend(uid, self.alias, prefix=self.prefix)
+
+
+class TestRedisCacheLeases(DjangoCacheLeaseCases):
+    alias = django_env.REDIS
+    service = ("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
+
+
+class TestDjangoRedisCacheLeases(DjangoCacheLeaseCases):
+    alias = django_env.DJANGO_REDIS
+    service = ("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
+
+
+class TestPyMemcacheCacheLeases(DjangoCacheLeaseCases):
+    alias = django_env.MEMCACHED
+
+    @pytest.fixture(autouse=True)
+    def _server(self, memcached: Any) -> None:
+        """The session's memcached (the cache's LOCATION)."""
+
+
+class ThreadClosingStorage(CacheStorageBackend):
+    """Closes the calling thread's database connection after a renewal or a claim made
+    outside the main thread: the lease contract's racing threads end without closing
+    the connection Django opened for them (ResourceWarning)."""
+
+    def _closing(self, outcome: bool) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            self.close()
+        return outcome
+
+    def renew_lease(self, name: str, owner: str, expires: datetime) -> bool:
+        return self._closing(super().renew_lease(name, owner, expires))
+
+    def claim_lease(self, name: str, owner: str, seen: datetime, until: datetime) -> bool:
+        return self._closing(super().claim_lease(name, owner, seen, until))
+
+
+class DatabaseCacheLeaseCases(DjangoCacheLeaseCases):
+    def make_storage(self, uid: str) -> CacheStorageBackend:
+        return ThreadClosingStorage(uid, self.alias, prefix=self.prefix)
+
+
+class TestDatabaseCacheSQLiteLeases(DatabaseCacheLeaseCases):
+    alias = django_env.DB_SQLITE
+
+
+class TestDatabaseCachePostgresLeases(DatabaseCacheLeaseCases):
+    alias = django_env.DB_POSTGRES
+    service = ("PostgreSQL", "127.0.0.1", 5432)
+
+
+class TestLocMemCacheLeases(DjangoCacheLeaseCases):
+    alias = django_env.LOCMEM
 
 
 class TestRedisCache(DjangoCacheStorageCases):

@@ -18,6 +18,7 @@ from services import finishes
 from tcp_proxy import FreezingProxy
 
 from triggers_backends.kv.documents import decode
+from triggers_backends.kv.due_index import SHARDS, bucket_of, shard_of
 from triggers_backends.memcached import (
     MemcachedStorage,
     close_clients,
@@ -31,12 +32,16 @@ from triggers_core import (
     Storage,
     StorageError,
     TriggerManager,
+    engine,
     open_storage,
 )
 from triggers_core.engine import update_configuration
+from triggers_core.engine.leases import DueKind, Lease
 from triggers_core.engine.scopes import Changes
 from triggers_core.engine.state import TaskInstance
 from triggers_core.errors import RegistryError
+from triggers_core.runtime.recovery import sweep_store
+from triggers_core.testing.lease_contract import LeaseContract
 from triggers_core.testing.storage_contract import RecordingRunner, StorageContract
 
 pytestmark = pytest.mark.service
@@ -59,6 +64,20 @@ class TestMemcachedStorage(StorageContract):
         yield
         self.client.close()
         close_clients()
+
+    def make_storage(self, uid: str) -> MemcachedStorage:
+        return MemcachedStorage(uid, self.client, prefix=self.prefix)
+
+
+class TestMemcachedLeases(LeaseContract):
+    """Leases and the due index on a real memcached (records, hints, gets/cas)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, memcached: MemcachedServer) -> Iterator[None]:
+        self.prefix = unique_prefix()
+        self.client = PymemcacheClient(memcached.address, timeout=10)
+        yield
+        self.client.close()
 
     def make_storage(self, uid: str) -> MemcachedStorage:
         return MemcachedStorage(uid, self.client, prefix=self.prefix)
@@ -244,6 +263,95 @@ def test_an_evicted_active_document_is_a_lost_session(client: PymemcacheClient, 
     with pytest.raises(StorageError, match="is gone"):
         MemcachedStorage(uid, client, prefix=storage.prefix).load()
     assert client.gets(storage.keys.active) is None  # not started over
+
+
+# -- evicted leases and index ----------------------------------------------------------
+
+LEASED = {"t_a": {"after": ["go"], "run": "contract_task"}}
+T0 = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def running_under_an_expired_lease(storage: MemcachedStorage) -> None:
+    """``t_a#0`` running under run ``run-1``'s lease, which expired in 2024."""
+    for step in (
+        lambda s: engine.update_configuration(s, LEASED),
+        lambda s: engine.fire(s, "go", now=T0),
+        lambda s: engine.mark_running(
+            s, "t_a#0", now=T0, lease=Lease("run-1", T0 + timedelta(seconds=30), 30, {})
+        ),
+    ):
+        snapshot = storage.load_full()
+        transition = step(snapshot.state)
+        storage.compare_and_swap(snapshot.version, transition.state, transition.changes)
+
+
+def evict_the_due_index(storage: MemcachedStorage) -> None:
+    """Delete every key of the store's due index, as an eviction (or a restart) would."""
+    index = storage._index
+    doomed = []
+    for kind in DueKind:
+        for shard in range(SHARDS):
+            directory = index.directory(kind, shard)
+            raw = storage.memcached.get_many([directory]).get(directory, b"")
+            for entry in raw.decode().strip(",").split(","):
+                if entry:
+                    bucket, _, number = entry.partition(".")
+                    doomed.append(index.slot_key(kind, shard, int(bucket), int(number)))
+            doomed.append(directory)
+    storage.memcached.delete_many(doomed)
+
+
+def sweep(storage: MemcachedStorage) -> list[tuple[str, str]]:
+    runner = RecordingRunner()
+    report = sweep_store(
+        storage,
+        lambda s: TriggerManager(s, runners={"rec": runner}, default_runner="rec"),
+        limit=1000,
+    )
+    return [(a.session, a.action) for a in report.acted]
+
+
+def test_an_evicted_lease_record_still_lets_the_sweep_take_over(
+    client: PymemcacheClient, uid: str
+) -> None:
+    storage = MemcachedStorage(uid, client, prefix=unique_prefix())
+    running_under_an_expired_lease(storage)
+    client.delete_many([storage.keys.lease("t_a#0", "run-1")])  # evicted
+    # The hint and the instance document's lease are enough; the claim re-creates the
+    # record with add, so a renewal racing it still loses.
+    assert sweep(storage) == [(uid, "taken over")]
+    assert storage.get_instance("t_a#0").status is Status.REPLAYED
+    assert storage.get_lease("t_a#0") is None
+
+
+def test_an_evicted_index_is_rebuilt_and_the_run_taken_over(
+    client: PymemcacheClient, uid: str
+) -> None:
+    storage = MemcachedStorage(uid, client, prefix=unique_prefix())
+    running_under_an_expired_lease(storage)
+    evict_the_due_index(storage)
+    assert sweep(storage) == []  # nothing points at the run any more...
+    assert storage.get_instance("t_a#0").status is Status.RUNNING
+    # ...but the session does: the per-session recovery, or the rebuild, finds it.
+    assert storage.rebuild_due_index([uid]) == 1
+    assert sweep(storage) == [(uid, "taken over")]
+    assert storage.get_instance("t_a#1").status is Status.SCHEDULED
+
+
+def test_an_evicted_slot_loses_only_its_hints(client: PymemcacheClient, uid: str) -> None:
+    prefix = unique_prefix()
+    first = MemcachedStorage(uid, client, prefix=prefix)
+    running_under_an_expired_lease(first)
+    # The directory survives, the slot is gone: the sweep prunes the entry, and carries on.
+    index = first._index
+    shard = shard_of(first.keys.session)
+    bucket = bucket_of(T0 + timedelta(seconds=30))
+    client.delete_many([index.slot_key(DueKind.LEASE, shard, bucket, 0)])
+    assert sweep(first) == []
+    directory = index.directory(DueKind.LEASE, shard)
+    assert f",{bucket}.0,".encode() not in client.get_many([directory]).get(directory, b"")
+    first.rebuild_due_index([uid])
+    assert sweep(first) == [(uid, "taken over")]
 
 
 # -- faults ---------------------------------------------------------------------------

@@ -12,9 +12,10 @@ Conditional writes are single Lua scripts, atomic on the server:
   replaces the value only if the SHA-1 of the current value still matches.
 * ``add``: ``SET NX``.
 * ``commit`` (:class:`~triggers_backends.kv_client.AtomicCommitClient`): a whole
-  commit of the key-value layout (compare, write the documents, swap, add the
-  marker, delete what was replaced) in one script, so a fire costs two round
-  trips (read, commit) instead of four, and a lost race writes nothing.
+  commit of the key-value layout (compare, file the due-index hints, write the
+  documents, swap, add the marker, delete what was replaced) in one script, so a
+  fire costs two round trips (read, commit) instead of four or six, and a lost
+  race writes nothing.
 
 Both scripts also answer "done" when the key already holds exactly the bytes being
 written. redis-py retries a command after a timeout or a dropped connection; if
@@ -51,7 +52,13 @@ from triggers_backends.django_cache._common import (
     class_path,
     open_envelope,
 )
-from triggers_backends.kv_client import CasToken, KeyValueUnavailable
+from triggers_backends.kv_client import (
+    INDEX_TOMBSTONE,
+    CasToken,
+    IndexAppend,
+    IndexAppendNotPlaced,
+    KeyValueUnavailable,
+)
 
 __all__ = ["RedisKeyValueClient", "for_django_redis", "for_redis_cache"]
 
@@ -87,17 +94,45 @@ return 1
 
 # One commit of the key-value layout, atomically (see RedisKeyValueClient.commit).
 # KEYS[1]: the active document; KEYS[2]: the marker; KEYS[3 .. 2+n]: the documents;
-# KEYS[3+n ..]: the obsolete keys. ARGV[1]: SHA-1 hex of the value read ("": the key
-# must not exist); ARGV[2]: the new value; ARGV[3]: expiry in milliseconds ("0":
-# never); ARGV[4]: n; ARGV[5]: the marker's value ("": no marker); ARGV[6 .. 5+n]:
-# the documents' values. Returns 1 if committed.
+# then per index append (g of them) its directory and its c candidate slots; then the
+# obsolete keys. ARGV[1]: SHA-1 hex of the value read ("": the key must not exist);
+# ARGV[2]: the new value; ARGV[3]: expiry in milliseconds ("0": never); ARGV[4]: n;
+# ARGV[5]: the marker's value ("": no marker); ARGV[6]: g; ARGV[7]: c; ARGV[8]: a
+# closed slot's stored value; ARGV[9]: the envelope; ARGV[10]: the bytes a slot may
+# hold before it takes no more; ARGV[11 .. 10+n]: the documents' values; then per
+# append its lines and the directory entries of its c candidates.
+# Returns {1, slot chosen per append (0-based)...} if committed, {0} if the compare
+# failed, {2} if an append found no candidate slot (then nothing is written).
 _COMMIT = """
 local current = redis.call('GET', KEYS[1])
-if current == ARGV[2] then return 1 end
+if current == ARGV[2] then return {1} end
 if ARGV[1] == '' then
-  if current then return 0 end
+  if current then return {0} end
 elseif (not current) or redis.sha1hex(current) ~= ARGV[1] then
-  return 0
+  return {0}
+end
+local n, groups, per = tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local closed, envelope, most = ARGV[8], ARGV[9], tonumber(ARGV[10])
+local chosen, planned = {}, {}
+for g = 1, groups do
+  local k, a = 2 + n + (g - 1) * (1 + per), 10 + n + (g - 1) * (1 + per)
+  local size = #ARGV[a + 1]
+  chosen[g] = 0
+  for c = 1, per do
+    local key = KEYS[k + 1 + c]
+    local held = planned[key]
+    if held == nil then
+      local slot = redis.call('GET', key)
+      if not slot then held = -2
+      elseif slot == closed then held = -1
+      else held = #slot - #envelope end
+    end
+    if held == -2 then chosen[g] = -c planned[key] = size break end
+    if held == 0 or (held > 0 and held + size <= most) then
+      chosen[g] = c planned[key] = held + size break
+    end
+  end
+  if chosen[g] == 0 then return {2} end
 end
 local function put(key, value, ...)
   if ARGV[3] == '0' then
@@ -105,12 +140,30 @@ local function put(key, value, ...)
   end
   return redis.call('SET', key, value, 'PX', ARGV[3], ...)
 end
-local n = tonumber(ARGV[4])
-for i = 1, n do put(KEYS[2 + i], ARGV[5 + i]) end
+local placed = {1}
+for g = 1, groups do
+  local k, a = 2 + n + (g - 1) * (1 + per), 10 + n + (g - 1) * (1 + per)
+  local c = math.abs(chosen[g])
+  if chosen[g] < 0 then
+    put(KEYS[k + 1 + c], envelope .. ARGV[a + 1])
+    local entry = ',' .. ARGV[a + 1 + c] .. ','
+    local listed = redis.call('GET', KEYS[k + 1])
+    if not listed then
+      put(KEYS[k + 1], envelope .. entry)
+    elseif not string.find(listed, entry, 1, true) then
+      if string.sub(listed, -1) ~= ',' then entry = ',' .. entry end
+      redis.call('APPEND', KEYS[k + 1], string.sub(entry, 2))
+    end
+  else
+    redis.call('APPEND', KEYS[k + 1 + c], ARGV[a + 1])
+  end
+  placed[g + 1] = c - 1
+end
+for i = 1, n do put(KEYS[2 + i], ARGV[10 + i]) end
 put(KEYS[1], ARGV[2])
 if ARGV[5] ~= '' then put(KEYS[2], ARGV[5], 'NX') end
-for i = 3 + n, #KEYS do redis.call('DEL', KEYS[i]) end
-return 1
+for i = 3 + n + groups * (1 + per), #KEYS do redis.call('DEL', KEYS[i]) end
+return placed
 """
 
 _BATCH = 500
@@ -131,6 +184,8 @@ class RedisKeyValueClient:
 
     #: Every process that opens the same cache sees the same keys.
     shared_across_processes = True
+    #: ``commit`` files due-index hints in its script (no round trip of their own).
+    commits_index_appends = True
 
     def __init__(
         self,
@@ -216,25 +271,39 @@ class RedisKeyValueClient:
         documents: Mapping[str, bytes],
         obsolete: Sequence[str],
         marker: tuple[str, bytes] | None,
+        appends: Sequence[IndexAppend] = (),
     ) -> bool:
-        """One commit of the layout as one script: compare, write, swap, mark, delete.
+        """One commit of the layout as one script: compare, file the due-index hints,
+        write, swap, mark, delete.
 
         See :class:`~triggers_backends.kv_client.AtomicCommitClient`. A script runs
         atomically on the server (and is replicated and persisted as one unit), so
         readers see all of the commit or none of it, and a lost race writes nothing.
+        The hints of ``appends`` cost no round trip of their own (``APPEND`` to the
+        slot the script picks).
         """
         marker_value = b"" if marker is None else ENVELOPE + bytes(marker[1])
         check_sizes(
-            [value, *documents.values(), *([marker[1]] if marker else [])],
+            [
+                value,
+                *documents.values(),
+                *([marker[1]] if marker else []),
+                *(a.lines for a in appends),
+            ],
             self.max_value_size,
             self.backend_name,
         )
         if token is not None and not isinstance(token, str):
             raise TypeError(f"{self.backend_name}: not a token from gets(): {token!r}")
+        per = len(appends[0].slots) if appends else 0
+        if any(len(a.slots) != per or len(a.entries) != per for a in appends):
+            raise ValueError("every index append must name as many candidate slots as entries")
         mk = self._make_key
         active = mk(key)
         keys = [active, mk(marker[0]) if marker else active]
         keys += [mk(k) for k in documents]
+        for append in appends:
+            keys += [mk(append.directory), *(mk(slot) for slot in append.slots)]
         keys += [mk(k) for k in obsolete]
         args: list[bytes | str | int] = [
             token or "",
@@ -242,13 +311,26 @@ class RedisKeyValueClient:
             self._ttl_ms,
             len(documents),
             marker_value,
+            len(appends),
+            per,
+            ENVELOPE + INDEX_TOMBSTONE,
+            ENVELOPE,
+            appends[0].max_bytes if appends else 0,
         ]
         args += [ENVELOPE + bytes(v) for v in documents.values()]
+        for append in appends:
+            args += [bytes(append.lines), *append.entries]
         try:
             done = self._commit_script(keys=keys, args=args)
         except RedisError as exc:
             raise self._fail(exc, "commit") from exc
-        return bool(done)
+        outcome = int(done[0])
+        if outcome == 2:
+            raise IndexAppendNotPlaced(f"{self.backend_name}: every candidate slot is full")
+        if outcome == 1:
+            for append, placed in zip(appends, done[1:], strict=False):
+                append.placed = int(placed)
+        return outcome == 1
 
     def set_many(self, items: Mapping[str, bytes]) -> None:
         check_sizes(items.values(), self.max_value_size, self.backend_name)

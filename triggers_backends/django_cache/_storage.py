@@ -183,6 +183,10 @@ class CacheStorageBackend(KeyValueStorage):
         alias, options = parse_url(url)
         return cls(uid, alias, **options)
 
+    def _store_location(self) -> object:
+        """The alias in this process's settings (the cache object's id if opened by object)."""
+        return ("alias", self.alias) if self.alias is not None else ("object", id(self.cache))
+
     def reference(self) -> str | None:
         """``django-cache://<alias>`` plus non-default options; None if opened by object.
 

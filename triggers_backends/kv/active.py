@@ -35,7 +35,16 @@ from triggers_backends.kv.documents import DocRef
 from triggers_core.engine.state import RESOLVED_STATUSES, Status
 from triggers_core.errors import SerializationError
 
-__all__ = ["PAGE_SIZE", "Active", "Entry", "IndexTable", "Page", "TaskIndex", "page_of"]
+__all__ = [
+    "PAGE_SIZE",
+    "Active",
+    "Entry",
+    "IndexTable",
+    "Page",
+    "TaskIndex",
+    "page_of",
+    "parse_name",
+]
 
 #: Instance numbers per index page.
 PAGE_SIZE = 256
@@ -48,6 +57,16 @@ _STATUSES = frozenset(s.value for s in Status)
 def page_of(number: int) -> int:
     """The index page holding instance number ``number``."""
     return number // PAGE_SIZE
+
+
+def parse_name(name: str) -> tuple[str, int] | None:
+    """``(task, number)`` of an instance name ``task#number``, or None if it is not one."""
+    task, sep, number = name.rpartition("#")
+    if not sep or not task or not (number.isascii() and number.isdigit()):
+        return None
+    if str(int(number)) != number:
+        return None
+    return task, int(number)
 
 
 def _int(value: Any, what: str) -> int:

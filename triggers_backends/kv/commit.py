@@ -3,11 +3,14 @@
 :class:`Commit` turns a new state and its :class:`~triggers_core.engine.scopes.Changes`
 into the immutable documents to write first (the configuration if it changed,
 changed latest kwargs, changed instances and the index pages that list them,
-new fire records), the pointers that confirm the fire records of the version
-it replaces (see the storage module), the new active document, and the
-documents it makes obsolete (deleted after the swap). Nothing is written
-here; :class:`~triggers_backends.kv.storage.KeyValueStorage` does that in the
-commit order its module docstring explains.
+new fire records, the lease record of a run it starts), the pointers that
+confirm the fire records of the version it replaces (see the storage module),
+the due-index hints of ``changes.due`` (filed before the swap; see
+:mod:`~triggers_backends.kv.leases`), the new active document, and the
+documents it makes obsolete (deleted after the swap, with the lease record of
+a run it ends). Only :meth:`Commit.apply` writes, in the commit order that
+:class:`~triggers_backends.kv.storage.KeyValueStorage`'s module docstring
+explains.
 """
 
 from __future__ import annotations
@@ -18,9 +21,16 @@ from typing import Any
 
 from triggers_backends.kv.active import Active, Entry, IndexTable, Page, TaskIndex, page_of
 from triggers_backends.kv.documents import DocRef, DocumentMissing, encode, split, stored_keys
+from triggers_backends.kv.due_index import Filing, Hint, shard_of
 from triggers_backends.kv.keys import digest
-from triggers_backends.kv.session_documents import SessionDocuments
-from triggers_backends.kv_client import AtomicCommitClient, CasToken, KeyValueError
+from triggers_backends.kv.leases import LeaseRecord, LeaseStorage
+from triggers_backends.kv_client import (
+    AtomicCommitClient,
+    CasToken,
+    IndexAppendNotPlaced,
+    KeyValueError,
+)
+from triggers_core.engine.leases import DueKind, lease_owner
 from triggers_core.engine.scopes import Changes
 from triggers_core.engine.serialization import config_to_json, header_to_json, instance_to_json
 from triggers_core.engine.state import SessionState, TaskInstance, copy_instance
@@ -38,7 +48,7 @@ ONE_STEP_MAX_BYTES = 4 * 1024 * 1024
 class Commit:
     """The documents one compare-and-swap writes, and those it makes obsolete."""
 
-    def __init__(self, storage: SessionDocuments, base: Active | None, rev: str) -> None:
+    def __init__(self, storage: LeaseStorage, base: Active | None, rev: str) -> None:
         self.storage = storage
         self.keys = storage.keys
         self.base = base
@@ -52,6 +62,8 @@ class Commit:
         self.confirmations: dict[str, bytes] = {}
         self.obsolete: list[str] = []
         self.decoded: list[tuple[str, int, Any]] = []
+        #: Due-index hints to file before the swap.
+        self.filings: list[Filing] = []
         self.active = Active(0, {})
 
     # -- writing (the commit order of the storage module) ---------------------------
@@ -70,8 +82,17 @@ class Commit:
             and written + len(self.obsolete) <= ONE_STEP_MAX_KEYS
             and size <= ONE_STEP_MAX_BYTES
         ):
-            return self._in_one_step(atomic, raw, token)
+            if getattr(type(atomic), "commits_index_appends", False):
+                return self._in_one_step(atomic, raw, token, self.filings)
+            self._file(self.filings)
+            return self._in_one_step(atomic, raw, token, [])
         return self._in_steps(raw, token)
+
+    def _file(self, filings: list[Filing]) -> None:
+        """File due-index hints with plain client operations (before the swap)."""
+        index = self.storage._index
+        for filing in filings:
+            self.storage._call("filing due-index hints", index.file, filing)
 
     def _marker(self) -> tuple[str, bytes]:
         return self.keys.marker, self.storage.uid.encode("utf-8", "surrogatepass")
@@ -82,21 +103,43 @@ class Commit:
             f"version {self.active.version} was committed: {exc}"
         )
 
-    def _in_one_step(self, atomic: AtomicCommitClient, raw: bytes, token: CasToken | None) -> bool:
+    def _in_one_step(
+        self, atomic: AtomicCommitClient, raw: bytes, token: CasToken | None, filings: list[Filing]
+    ) -> bool:
         base = self.base
         # The marker goes with the creation, and with the commit after it (see below).
         marker = self._marker() if base is None or base.version == 1 else None
+        documents = {**self.items, **self.confirmations}
         try:
-            return atomic.commit(
-                self.keys.active,
-                raw,
-                token,
-                documents={**self.items, **self.confirmations},
-                obsolete=self.obsolete,
-                marker=marker,
-            )
+            if not filings:
+                return atomic.commit(
+                    self.keys.active,
+                    raw,
+                    token,
+                    documents=documents,
+                    obsolete=self.obsolete,
+                    marker=marker,
+                )
+            try:
+                won = atomic.commit(  # type: ignore[call-arg] # commits_index_appends
+                    self.keys.active,
+                    raw,
+                    token,
+                    documents=documents,
+                    obsolete=self.obsolete,
+                    marker=marker,
+                    appends=[filing.append for filing in filings],
+                )
+            except IndexAppendNotPlaced:  # every candidate slot is full: file them ourselves
+                self._file(filings)
+                return self._in_one_step(atomic, raw, token, [])
         except KeyValueError as exc:
             raise self._unknown(exc) from exc
+        if won:
+            for filing in filings:
+                if filing.append.placed is not None:
+                    self.storage._index.placed(filing, filing.first + filing.append.placed)
+        return won
 
     def _in_steps(self, raw: bytes, token: CasToken | None) -> bool:
         storage, client, base = self.storage, self.storage.client, self.base
@@ -106,6 +149,7 @@ class Commit:
             # makes sure it is there before its swap, so no later version can exist
             # without a marker (see the storage module's docstring).
             storage._call("adding the session marker", client.add, *self._marker())
+        self._file(self.filings)
         storage._write({**self.items, **self.confirmations})
         try:
             if base is None:
@@ -155,7 +199,31 @@ class Commit:
         # A session created before fire records existed gets its epoch now.
         epoch = base.epoch if base is not None and base.epoch else self.rev
         fires = self._fire_records(epoch, changes)
+        self._due(state, changes)
         self.active = Active(version, header, config, latest, index, epoch, fires)
+
+    def _due(self, state: SessionState, changes: Changes) -> None:
+        """Lease records and due-index hints of ``changes.due`` (see the leases module)."""
+        if not changes.due:
+            return
+        keys, uid = self.keys, self.storage.uid
+        hints: list[Hint] = []
+        for name, due in sorted(changes.due.items()):
+            if due is not None and due.kind is DueKind.LEASE and due.owner is not None:
+                # The run this commit starts: its record, written (and, if the swap
+                # loses, deleted) with the documents.
+                record = LeaseRecord(name, due.owner, due.at)
+                self.items[keys.lease(name, due.owner)] = record.encode(uid)
+            else:
+                instance = state.instances.get(name)
+                owner = lease_owner(instance) if instance is not None else None
+                if owner is not None:  # the run it ends (if any): its record goes
+                    self.obsolete.append(keys.lease(name, owner))
+            if due is not None:
+                owner = due.owner if due.kind is DueKind.LEASE else None
+                hints.append(Hint(uid, name, due.kind, due.at, owner))
+        if hints:
+            self.filings = self.storage._index.plan(shard_of(keys.session), hints, self.limit)
 
     def _fire_records(self, epoch: str, changes: Changes) -> dict[str, DocRef]:
         """Confirm the base's fire records; write this commit's (refused if stored)."""

@@ -10,12 +10,18 @@ on load.
 
 Kinds: ``a`` active document, ``m`` marker, ``c`` configuration, ``k`` latest
 kwargs of one trigger, ``p`` index page, ``i`` instance, ``f`` fire record,
-``g`` fire record pointer; a chunked document's chunks are its key plus
-``:{n}``. Immutable documents end with the revision token of the attempt that
-wrote them. Fire record keys also hold the session's *epoch* (a random token
-the active document carries from the session's creation on) and the digest of
+``g`` fire record pointer, ``l`` lease record (one per run of an instance, the
+only session key besides the active document that is ever compared-and-swapped);
+a chunked document's chunks are its key plus ``:{n}``. Immutable documents end
+with the revision token of the attempt that wrote them. Fire record keys also
+hold the session's *epoch* (a random token the active document carries from
+the session's creation on) and the digest of
 the record's :class:`~triggers_core.engine.idempotency.FireKey`; a pointer's key is
 fixed for its record (no revision), so a reader finds it from the key alone.
+
+The due index belongs to the store, not to a session: its keys,
+``{prefix}x:...``, carry no session hash (see
+:mod:`~triggers_backends.kv.due_index`).
 """
 
 from __future__ import annotations
@@ -100,6 +106,10 @@ class SessionKeys:
     def fire_pointer(self, epoch: str, record: str) -> str:
         """Where the committed fire record ``record`` is (written once it is committed)."""
         return self._key("g", epoch, record)
+
+    def lease(self, name: str, owner: str) -> str:
+        """The lease record of run ``owner`` of instance ``name``."""
+        return self._key("l", digest(name), digest(owner))
 
 
 def chunk_key(key: str, index: int) -> str:

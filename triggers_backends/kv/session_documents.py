@@ -30,7 +30,14 @@ from triggers_core.engine.state import TaskInstance
 from triggers_core.errors import ConflictError, SerializationError, StorageError
 from triggers_core.runtime.storage import Storage
 
-__all__ = ["READ_BATCH", "WRITE_BATCH", "WRITE_BATCH_BYTES", "SessionDocuments", "Want"]
+__all__ = [
+    "READ_BATCH",
+    "WRITE_BATCH",
+    "WRITE_BATCH_BYTES",
+    "SessionDocuments",
+    "Want",
+    "fetch_across",
+]
 
 T = TypeVar("T")
 
@@ -99,15 +106,18 @@ class SessionDocuments(Storage):
         keys = [k for i in misses for k in stored_keys(wants[i].key, wants[i].ref)]
         found = self._get_many(keys)
         for i in misses:
-            want = wants[i]
-            what = self._what(_LABELS[want.kind](want.about), want.key)
-            raw = join(want.key, want.ref, found, what)
-            if raw is None:
-                raise DocumentMissing(want.key)
-            value = _CONVERT[want.kind](decode(raw, want.kind, self.uid, what), what, want.about)
-            cache.put(want.key, len(raw), value)
-            results[i] = value
+            results[i] = self._decoded(wants[i], found)
         return results
+
+    def _decoded(self, want: Want, found: Mapping[str, bytes]) -> Any:
+        """One wanted document from fetched items, decoded and cached; DocumentMissing if gone."""
+        what = self._what(_LABELS[want.kind](want.about), want.key)
+        raw = join(want.key, want.ref, found, what)
+        if raw is None:
+            raise DocumentMissing(want.key)
+        value = _CONVERT[want.kind](decode(raw, want.kind, self.uid, what), what, want.about)
+        self._cache.put(want.key, len(raw), value)
+        return value
 
     def _read_active(self) -> tuple[Active, CasToken] | None:
         found = self._call("reading the active document", self.client.gets, self.keys.active)
@@ -194,6 +204,28 @@ class SessionDocuments(Storage):
     def _forget(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), READ_BATCH):
             self._forget_errors(self.client.delete_many, keys[start : start + READ_BATCH])
+
+
+def fetch_across(wanted: Sequence[tuple[SessionDocuments, Want]]) -> list[Any]:
+    """Documents of several sessions of one store: from the caches, else in one read.
+
+    Each pair is a session's storage and a document of it; the storages must share
+    one client. A document that is missing (replaced by a later commit, or
+    evicted) or unreadable comes back as None, for the caller to treat as unknown.
+    """
+    results: list[Any] = [storage._cache.get(want.key) for storage, want in wanted]
+    misses = [i for i, value in enumerate(results) if value is DocumentCache.missing]
+    if not misses:
+        return results
+    keys = [k for i in misses for k in stored_keys(wanted[i][1].key, wanted[i][1].ref)]
+    found = wanted[misses[0]][0]._get_many(list(dict.fromkeys(keys)))
+    for i in misses:
+        storage, want = wanted[i]
+        try:
+            results[i] = storage._decoded(want, found)
+        except (DocumentMissing, SerializationError):
+            results[i] = None
+    return results
 
 
 def _latest_kwargs(body: Any, what: str, trigger: str) -> Any:

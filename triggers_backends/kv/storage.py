@@ -96,6 +96,13 @@ A key whose record or pointer was evicted is forgotten: a later fire with it
 applies again. On a client that commits atomically, the records and pointers
 are part of the one step.
 
+Leases and the due index (:mod:`~triggers_backends.kv.leases`,
+:mod:`~triggers_backends.kv.due_index`) ride on the same steps: the lease record
+of a run that a commit starts is one of the documents of step 1 (deleted with
+them by an attempt that loses), the record of a run it ends is one of the keys
+of step 3, and the due-index hints of ``changes.due`` are filed before step 2
+(inside the one step on a client that files them in its commit).
+
 The marker is added right *after* the active document is created (before would
 be worse: a creator dying in between would leave a marker without an active
 document, which every reader would take for a lost session until someone
@@ -111,6 +118,7 @@ commit scheduled was sent.)
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 import time
@@ -121,7 +129,7 @@ from typing import ClassVar, cast
 
 import attrs
 
-from triggers_backends.kv.active import Active, Page, page_of
+from triggers_backends.kv.active import Active, Page, page_of, parse_name
 from triggers_backends.kv.cache import DocumentCache
 from triggers_backends.kv.commit import Commit
 from triggers_backends.kv.documents import (
@@ -131,34 +139,28 @@ from triggers_backends.kv.documents import (
     encode,
     stored_keys,
 )
+from triggers_backends.kv.due_index import DueIndex, Hint, positions_for, shard_of
 from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys, digest
-from triggers_backends.kv.session_documents import SessionDocuments, Want
+from triggers_backends.kv.leases import LeaseStorage
+from triggers_backends.kv.session_documents import Want, fetch_across
 from triggers_backends.kv_client import (
     AtomicCommitClient,
     CasToken,
     KeyValueClient,
 )
 from triggers_core.engine.idempotency import FireKey
+from triggers_core.engine.leases import due_of, lease_owner
 from triggers_core.engine.scopes import Changes, Scope, Selector, resolve
 from triggers_core.engine.serialization import check_joined, header_from_json
-from triggers_core.engine.state import SessionState, TaskInstance, copy_instance
+from triggers_core.engine.state import SessionState, Status, TaskInstance, copy_instance
 from triggers_core.engine.values import copy_json
 from triggers_core.errors import ConflictError, SerializationError, StorageError
-from triggers_core.runtime.storage import Snapshot, Version
+from triggers_core.runtime.storage import Snapshot, Version, check_uid
 
 __all__ = ["KeyValueStorage"]
 
 
-def _parse_name(name: str) -> tuple[str, int] | None:
-    task, sep, number = name.rpartition("#")
-    if not sep or not task or not (number.isascii() and number.isdigit()):
-        return None
-    if str(int(number)) != number:
-        return None
-    return task, int(number)
-
-
-class KeyValueStorage(SessionDocuments):
+class KeyValueStorage(LeaseStorage):
     """One session on a :class:`~triggers_backends.kv_client.KeyValueClient`.
 
     ``prefix`` namespaces the keys (default ``triggers:``). Storages of one
@@ -188,15 +190,76 @@ class KeyValueStorage(SessionDocuments):
             else None
         )
         self.prefix = prefix
-        self.keys = SessionKeys(prefix, self.uid)
         self._label = client.backend_name
         self._cache = DocumentCache(cache_bytes)
+        self._due_index: DueIndex | None = None
+        self._open(self.uid)
+
+    def _open(self, uid: str) -> None:
+        """Set up what belongs to one session (the rest is shared by :meth:`session`)."""
+        self.uid = check_uid(uid)
+        self.keys = SessionKeys(self.prefix, self.uid)
         # version -> (cas token or None, active document) of recent loads and commits.
         self._seen: OrderedDict[int, tuple[CasToken | None, Active]] = OrderedDict()
         self._seen_lock = threading.Lock()
         # (epoch, version) -> fire record digests a recent load found absent at it.
         self._absent = OrderedDict()
         self._parsed = None
+
+    # -- the store ------------------------------------------------------------------
+
+    def session(self, uid: str) -> KeyValueStorage:
+        """A storage for session ``uid`` of the same store, sharing this one's client, its
+        cache of immutable documents (their keys are unique to their session) and its
+        due index."""
+        other = copy.copy(self)
+        other.__dict__.pop("_commit_lock", None)  # one per session object
+        other._open(uid)
+        return other
+
+    def _peer(self, uid: str) -> KeyValueStorage:
+        return self.session(uid)
+
+    def _store_location(self) -> object:
+        """What names the store behind the client (subclasses: servers, a cache alias)."""
+        return id(self.client)
+
+    def store_identity(self) -> object | None:
+        """``(backend, where, prefix)``: equal for every session of the store here."""
+        return (self.backend_name, self._store_location(), self.prefix)
+
+    @property
+    def _index(self) -> DueIndex:
+        index = self._due_index
+        if index is None:
+            positions = positions_for(self.store_identity())
+            index = self._due_index = DueIndex(self.client, self.prefix, positions)
+        return index
+
+    def rebuild_due_index(self, uids: Iterable[str]) -> int:
+        """File again the due-index hints of every unresolved instance of sessions ``uids``.
+
+        For after the index was lost (memcached evicted its keys or restarted
+        empty, while the sessions survived): each session's unresolved
+        instances are read (as ``get_unresolved_instances`` does) and a hint is
+        filed for each one a sweep may need; hints that exist already are only
+        duplicated (the sweep drops the extra ones). This layout keeps no list of
+        its sessions, so the caller names them. Returns the number of hints
+        filed. Cost: one read of each session's unresolved instances, and one
+        filing per session and time bucket.
+        """
+        filed = 0
+        for uid in uids:
+            peer = self._peer(uid)
+            hints = []
+            for instance in peer.get_unresolved_instances():
+                due = due_of(instance)
+                if due is not None:
+                    hints.append(Hint(peer.uid, instance.name, due.kind, due.at, due.owner))
+            for filing in self._index.plan(shard_of(peer.keys.session), hints, self._limit()):
+                self._call("filing due-index hints", self._index.file, filing)
+            filed += len(hints)
+        return filed
 
     def _remember(self, active: Active, token: CasToken | None) -> None:
         with self._seen_lock:
@@ -343,7 +406,7 @@ class KeyValueStorage(SessionDocuments):
                 pages[(task, number)] = index.pages[number]
         if chosen is not None:
             for name in chosen.names:
-                parsed = _parse_name(name)
+                parsed = parse_name(name)
                 if parsed is None or parsed[0] not in active.index:
                     continue
                 number = page_of(parsed[1])
@@ -445,11 +508,14 @@ class KeyValueStorage(SessionDocuments):
     # -- housekeeping -------------------------------------------------------------
 
     def delete(self) -> None:
-        """Remove the session: its active document and marker first, then its documents.
+        """Remove the session: its active document and marker first, then its documents
+        and the lease records of its running instances.
 
         Also the way to start a lost session over. Do not delete a session that
         is still in use. Documents that cannot be found (a damaged session) are
-        left to memcached's LRU.
+        left to memcached's LRU. The session's hints in the due index live in
+        keys shared with other sessions: the next sweep that reads them finds
+        the session gone and drops them.
         """
         found = self._read_active()
         self._call(
@@ -463,6 +529,7 @@ class KeyValueStorage(SessionDocuments):
         active = found[0]
         keys = self.keys
         doomed: list[str] = []
+        running: list[Want] = []
         if active.config is not None:
             doomed += stored_keys(keys.config(active.config.rev), active.config)
         # Older fire records and their pointers cannot be found (nothing lists them);
@@ -480,6 +547,13 @@ class KeyValueStorage(SessionDocuments):
                     continue
                 for n, entry in page.entries.items():
                     doomed += stored_keys(keys.instance(f"{task}#{n}", entry.ref.rev), entry.ref)
+                    if entry.status == Status.RUNNING.value:
+                        running.append(self._instance_want(f"{task}#{n}", entry.ref))
+        # The lease records of the running instances (a resolved one has none left).
+        for instance in fetch_across([(self, want) for want in running]):
+            owner = lease_owner(instance) if instance is not None else None
+            if owner is not None:
+                doomed.append(keys.lease(instance.name, owner))
         self._cache.discard(doomed)
         self._forget(doomed)
 
