@@ -3,6 +3,9 @@ as subprocesses on the SQLite demo of docs/cli.md."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 from test_cli import DB, data, run
@@ -22,3 +25,55 @@ def test_fail_by_hand(demo: Path) -> None:
     assert "failed already" in again.stderr
     empty = run(demo, "fail", DB, "survey-43", "t_createApplicant#0", "--reason", " ")
     assert empty.returncode == 2
+
+
+LOST_RUN = """
+import sys
+from datetime import UTC, datetime, timedelta
+from triggers_core import engine, open_storage
+from triggers_core.engine.leases import Lease
+
+storage = open_storage(sys.argv[1], sys.argv[2])
+snapshot = storage.load_full()
+lease = Lease("dead-run", datetime.now(UTC) - timedelta(seconds=5), 30, {"host": "gone", "pid": 7})
+started = engine.mark_running(snapshot.state, sys.argv[3], now=datetime.now(UTC), lease=lease)
+storage.compare_and_swap(snapshot.version, started.state, started.changes)
+"""
+
+
+def test_a_lost_run_is_shown_and_recovered(demo: Path) -> None:
+    made = subprocess.run(
+        [sys.executable, "-c", LOST_RUN, DB, "survey-43", "t_createApplicant#0"],
+        cwd=demo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    rows = {r["instance"]: r for r in data(demo, "inspect", DB, "survey-43")["instances"]}
+    run_info = rows["t_createApplicant#0"]["run"]
+    assert run_info["lost"] is True
+    assert run_info["worker"] == {"host": "gone", "pid": 7}
+    assert "replay it as a clone" in run_info["nextStep"]
+    table = run(demo, "inspect", DB, "survey-43")
+    assert "running (lost)" in table.stdout
+    explained = run(demo, "explain", DB, "survey-43", "t_createApplicant#0")
+    assert "LOST: its lease expired" in explained.stdout
+    dry = run(demo, "recover", DB, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "survey-43 t_createApplicant#0: taken over" in dry.stdout
+    still = {r["instance"]: r for r in data(demo, "inspect", DB, "survey-43")["instances"]}
+    assert still["t_createApplicant#0"]["status"] == "running"
+    done = run(demo, "recover", DB, "--app", "survey_tasks")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "survey-43 t_createApplicant#0: taken over, failed (WorkerLost), replayed as" in done.stdout
+    )
+    after = {r["instance"]: r for r in data(demo, "inspect", DB, "survey-43")["instances"]}
+    assert after["t_createApplicant#0"]["status"] == "replayed"
+    assert after["t_createApplicant#0"]["failure"]["exceptionType"] == (
+        "triggers_core.errors.WorkerLost"
+    )
+    clone = after["t_createApplicant#0"]["failure"]["replayedAs"]
+    assert json.dumps(after[clone]["status"]) in ('"finished"', '"failed"', '"scheduled"')
