@@ -44,6 +44,7 @@ def test_a_message_never_creates_tables_whatever_the_configured_url_says(tmp_pat
     app_side = open_configured_storage(conf, "main", "s1", for_message=False)
     assert app_side.load().version is None
     assert sorted(_tables(path)) == [
+        "triggers_due",
         "triggers_fire_keys",
         "triggers_instances",
         "triggers_sessions",

@@ -140,7 +140,7 @@ def test_the_missing_cli_extra_is_named(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         "triggers: the command line needs the 'cli' extra (click is not installed): "
-        "pip install 'triggers[cli]'"
+        "pip install 'celery-triggers[cli]'"
     ]
 
 

@@ -38,7 +38,7 @@ def test_the_distribution_is_celery_triggers() -> None:
     assert project["name"] == DISTRIBUTION
     dev = project["optional-dependencies"]["dev"]
     assert f"{DISTRIBUTION}[test]" in dev
-    cli = (ROOT / "triggers_core" / "cli" / "__init__.py").read_text(encoding="utf-8")
+    cli = (ROOT / "triggers_core" / "cli" / "_app.py").read_text(encoding="utf-8")
     assert f'version_option(package_name="{DISTRIBUTION}"' in cli
     # The command, the import packages and the entry point groups keep their names.
     assert project["scripts"] == {"triggers": "triggers_core.cli:main"}

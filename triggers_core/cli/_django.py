@@ -70,7 +70,7 @@ def setup_django(scheme: str, url_hint: str = "URL") -> None:
             return
         raise click.BadParameter(
             f"{scheme}:// storages need Django, which is not installed "
-            "(pip install 'triggers[django]')",
+            "(pip install 'celery-triggers[django]')",
             param_hint=url_hint,
         )
     from django.conf import settings  # noqa: PLC0415 - Django only where it is used

@@ -126,6 +126,9 @@ def _operate(
     import_modules(apps)
     storage = open_session(url, uid)
     manager = TriggerManager(storage, default_runner=runner)
+    # An operator's command acts on its session only: no background sweep of the store
+    # from this short-lived process (that is `triggers recover`, or the workers' job).
+    manager.sweep_interval = None
     with failures():
         before = storage.load_full().state
         _check_runnable(manager, before, step, runner)
@@ -286,6 +289,7 @@ def fail_command(*, url: str, uid: str, instance: str, reason: str, actor: str) 
         raise click.UsageError("--reason must not be empty")
     storage = open_session(url, uid)
     manager = TriggerManager(storage)
+    manager.sweep_interval = None
     with failures():
         failed = manager.fail_instance(instance, reason, actor=actor)
     echo(f"{failed.name} {failed.status}")

@@ -49,5 +49,5 @@ def web(
         raise click.BadParameter(str(exc), param_hint="--runner") from None
     except ModuleNotFoundError as exc:
         raise click.ClickException(
-            f"the web console needs {exc.name!r}: pip install 'triggers[web]'"
+            f"the web console needs {exc.name!r}: pip install 'celery-triggers[web]'"
         ) from None

@@ -167,9 +167,13 @@ class ConsoleCore:
         runner = self._runners.get(self.runner)
         if runner is None:
             runner = self._runners.setdefault(self.runner, runner_registry.load(self.runner)())
-        return self.manager_class(
+        manager = self.manager_class(
             storage, runners=self._runners, default_runner=self.runner, clock=self.clock
         )
+        # The console acts on what an operator chose; sweeping is the workers' job (or the
+        # Recover action's), never a side effect of opening a session.
+        manager.sweep_interval = None
+        return manager
 
     def runners(self) -> dict[str, TaskRunner]:
         """The runners the console created so far (the threading runner's ``join_all``)."""

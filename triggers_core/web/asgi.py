@@ -1,4 +1,4 @@
-"""The console as an ASGI application (Starlette; ``pip install 'triggers[web]'``).
+"""The console as an ASGI application (Starlette; ``pip install 'celery-triggers[web]'``).
 
 Run it with ``triggers web URL`` (see :mod:`triggers_core.web.serve`) or
 mount it in your own ASGI application::
