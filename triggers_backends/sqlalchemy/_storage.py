@@ -221,6 +221,7 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
             self.engine,
             table_prefix=self.table_prefix,
             sqlite_synchronous=self.sqlite_synchronous,
+            max_value_bytes=self.max_value_bytes,
         )
 
     def store_identity(self) -> object | None:
