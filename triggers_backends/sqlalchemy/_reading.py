@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from triggers_backends.sqlalchemy._base import SQLStorageBase
 from triggers_backends.sqlalchemy._statements import MAX_IN, chunks
 from triggers_backends.sqlalchemy._tables import row_key
+from triggers_backends.sqlalchemy._timeouts import expired_here
 from triggers_core.engine.idempotency import FireKey, decode_scheduled
 from triggers_core.engine.scopes import HEADER_ONLY, Scope, Selector
 from triggers_core.engine.serialization import (
@@ -52,6 +53,16 @@ _FIRE_KEYS_READY: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyD
 _DECODED_CACHE = 4096
 
 
+def _lost_connection(exc: sa_exc.SQLAlchemyError) -> bool:
+    """True if ``exc`` is the driver reporting a dead connection (SQLAlchemy dropped it),
+    not a call that the watchdog cut short (that one reports its bound)."""
+    return (
+        isinstance(exc, sa_exc.DBAPIError)
+        and bool(exc.connection_invalidated)
+        and not expired_here()
+    )
+
+
 class ReadingMixin(SQLStorageBase):
     """The loads of :class:`~triggers_backends.sqlalchemy.SQLAlchemyStorage`."""
 
@@ -65,11 +76,17 @@ class ReadingMixin(SQLStorageBase):
         return self._read(None)
 
     def _read(self, scope: Scope | Selector | None) -> Snapshot:
+        reconnected = False
         for attempt in range(self.read_attempts):
             try:
                 with self._reader.connect() as conn, conn.begin():
                     return self._read_in(conn, scope)
             except sa_exc.SQLAlchemyError as exc:
+                if _lost_connection(exc) and not reconnected:
+                    # A pooled connection that died while idle (it was not pinged:
+                    # see PING_AFTER_IDLE); a read is safe to run again, once, on a new one.
+                    reconnected = True
+                    continue
                 error = self._error(exc, "load")
                 if isinstance(error, ConflictError) and attempt + 1 < self.read_attempts:
                     time.sleep(random.uniform(0, 0.01 * 2**attempt))
