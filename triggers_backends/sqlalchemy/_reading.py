@@ -77,8 +77,15 @@ class ReadingMixin(SQLStorageBase):
 
     def _read(self, scope: Scope | Selector | None) -> Snapshot:
         reconnected = False
+        unlocked = scope is not None and self.engine.dialect.name == "postgresql"
         for attempt in range(self.read_attempts):
             try:
+                if unlocked:
+                    with self._autocommit.connect() as conn:
+                        found = self._read_unlocked(conn, scope)  # type: ignore[arg-type]
+                    if found is not None:
+                        return found
+                    unlocked = False  # the session changed meanwhile: read in one snapshot
                 with self._reader.connect() as conn, conn.begin():
                     return self._read_in(conn, scope)
             except sa_exc.SQLAlchemyError as exc:
@@ -116,6 +123,61 @@ class ReadingMixin(SQLStorageBase):
             if chosen.fire_keys:  # only a keyed operation reads the fire keys table
                 records = self._records(conn, chosen.fire_keys)
         instances = self._decode_instances(rows, cache=scope is not None)
+        where = f"{self._label} storage, session {self.uid!r}"
+        check_joined(header.tasks, header.counters, instances.values(), where)
+        if records:
+            state = attrs.evolve(header, instances=instances, fire_records=records)
+        else:
+            state = attrs.evolve(header, instances=instances)
+        return Snapshot(state, int(head.version))
+
+    @property
+    def _autocommit(self) -> Engine:
+        """The engine in autocommit mode: each statement its own snapshot, no BEGIN/COMMIT."""
+        engine: Engine | None = self.__dict__.get("_autocommit_engine")
+        if engine is None:
+            engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            self.__dict__["_autocommit_engine"] = engine
+        return engine
+
+    def _read_unlocked(self, conn: Connection, scope: Scope | Selector) -> Snapshot | None:
+        """A scoped load without a transaction (PostgreSQL): 2-3 round trips instead of 4-5.
+
+        The header, then (for a keyed operation) the fire records, then the
+        instances, each statement in its own snapshot; the instances' statement
+        carries the session row's ``version`` and ``config_id`` as of its own
+        snapshot. Every write to a session's instances or fire records updates
+        its row's version in the same transaction, versions only grow, and a
+        session created again gets a new ``config_id``; so if both are still
+        what the header said, nothing was committed to the session between the
+        first statement and the last, and the three read one state, as one
+        snapshot would. Otherwise (or for a scope too large for one statement)
+        None: the caller reads in one snapshot transaction.
+        """
+        cached = self._config
+        head = conn.execute(
+            self._sql.head,
+            {"b_key": self._key, "b_config_id": "" if cached is None else cached[0]},
+        ).one_or_none()
+        if head is None:
+            return Snapshot(SessionState(), None)  # one statement: no session at its snapshot
+        header = self._decode_header(head.uid, head.config_id, head.config, head.header)
+        chosen = scope if isinstance(scope, Scope) else scope(header)
+        names = sorted({row_key(n) for n in chosen.names})
+        tasks = sorted({row_key(t) for t in chosen.unstarted_of})
+        if len(names) + len(tasks) > MAX_IN or len(chosen.fire_keys) > MAX_IN:
+            return None
+        records = self._records(conn, chosen.fire_keys) if chosen.fire_keys else {}
+        statement = self._sql.rows_at_version(
+            names=bool(names), tasks=bool(tasks), unresolved=chosen.unresolved
+        )
+        params = {"b_key": self._key, "b_names": names, "b_tasks": tasks}
+        rows = list(conn.execute(statement, params))
+        if not rows or any(
+            r.session_version != head.version or r.session_config_id != head.config_id for r in rows
+        ):
+            return None
+        instances = self._decode_instances([r for r in rows if r.name is not None], cache=True)
         where = f"{self._label} storage, session {self.uid!r}"
         check_joined(header.tasks, header.counters, instances.values(), where)
         if records:

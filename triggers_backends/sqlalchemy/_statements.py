@@ -66,7 +66,7 @@ class Statements:
             ).label("config"),
             sessions.c.header,
         ).where(sessions.c.session_key == sa.bindparam("b_key"))
-        self._rows: dict[tuple[bool, ...], Any] = {}
+        self._rows: dict[tuple[Any, ...], Any] = {}
         self.create = sa.insert(sessions)
         update = (
             sa.update(sessions)
@@ -186,6 +186,48 @@ class Statements:
             )
             if conditions:
                 found = found.where(sa.or_(*conditions))
+            self._rows[shape] = found
+        return found
+
+    def rows_at_version(
+        self, *, names: bool = False, tasks: bool = False, unresolved: bool = False
+    ) -> Any:
+        """:meth:`rows` (some asked for) on the session's row, which carries ``version``
+        and ``config_id`` into every result row (``LEFT JOIN``: one row with null
+        instance columns when no instance matches, none when the session is gone).
+
+        For a load outside a transaction: the caller compares them with the
+        header it read, so that two statements read one state (see
+        :meth:`~triggers_backends.sqlalchemy._reading.ReadingMixin.load`).
+        """
+        shape = ("versioned", names, tasks, unresolved)
+        found = self._rows.get(shape)
+        if found is None:
+            s, t = self._sessions, self._instances
+            waiting = t.c.status == Status.UNSTARTED.value
+            conditions: list[Any] = []
+            if names:
+                conditions.append(t.c.name_key.in_(sa.bindparam("b_names", expanding=True)))
+            if tasks:
+                tasks_in = t.c.task_key.in_(sa.bindparam("b_tasks", expanding=True))
+                conditions.append(sa.and_(waiting, tasks_in))
+            if unresolved:
+                conditions.append(sa.not_(t.c.resolved))
+            joined = sa.and_(
+                t.c.session_key == s.c.session_key,
+                sa.or_(*conditions) if conditions else sa.false(),
+            )
+            found = (
+                sa.select(
+                    s.c.version.label("session_version"),
+                    s.c.config_id.label("session_config_id"),
+                    t.c.name,
+                    t.c.doc,
+                    t.c.task_key,
+                )
+                .select_from(s.outerjoin(t, joined))
+                .where(s.c.session_key == sa.bindparam("b_key"))
+            )
             self._rows[shape] = found
         return found
 
