@@ -48,6 +48,17 @@ class SQLStorageBase(Storage):
     _decoded: dict[str, tuple[str, TaskInstance]]
     _config: tuple[str, TaskTable] | None
     _codec: HeaderCodec
+
+    @property
+    def _autocommit(self) -> Engine:
+        """The engine in autocommit mode: each statement its own snapshot (and, for a
+        write, its own transaction), no BEGIN/COMMIT round trips."""
+        engine: Engine | None = self.__dict__.get("_autocommit_engine")
+        if engine is None:
+            engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            self.__dict__["_autocommit_engine"] = engine
+        return engine
+
     _label: str
     #: Snapshot reads (REPEATABLE READ; SQLite: BEGIN).
     _reader: Engine

@@ -131,15 +131,6 @@ class ReadingMixin(SQLStorageBase):
             state = attrs.evolve(header, instances=instances)
         return Snapshot(state, int(head.version))
 
-    @property
-    def _autocommit(self) -> Engine:
-        """The engine in autocommit mode: each statement its own snapshot, no BEGIN/COMMIT."""
-        engine: Engine | None = self.__dict__.get("_autocommit_engine")
-        if engine is None:
-            engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-            self.__dict__["_autocommit_engine"] = engine
-        return engine
-
     def _read_unlocked(self, conn: Connection, scope: Scope | Selector) -> Snapshot | None:
         """A scoped load without a transaction (PostgreSQL): 2-3 round trips instead of 4-5.
 
