@@ -62,9 +62,7 @@ def _manager(engine: sa.Engine, uid: str) -> TriggerManager:
 def _rows(engine: sa.Engine, table: str) -> list[dict[str, Any]]:
     found = metadata_for(_PREFIXES[engine]).tables[f"{_PREFIXES[engine]}{table}"]
     with engine.connect() as conn:
-        return sorted(
-            (dict(r) for r in conn.execute(sa.select(found)).mappings()), key=lambda r: repr(r)
-        )
+        return sorted((dict(r) for r in conn.execute(sa.select(found)).mappings()), key=repr)
 
 
 def test_a_compare_and_swap_is_one_statement_without_begin(engine: sa.Engine) -> None:
@@ -77,7 +75,7 @@ def test_a_compare_and_swap_is_one_statement_without_begin(engine: sa.Engine) ->
     begun: list[bool] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement.split()[0].upper())
+        sent.append(statement.split(maxsplit=1)[0].upper())
 
     def began(conn: Any) -> None:
         if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
