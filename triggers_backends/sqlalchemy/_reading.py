@@ -10,7 +10,10 @@ the task index is built once per configuration). Inspection reads everything.
 
 Loads run in one snapshot transaction (REPEATABLE READ on PostgreSQL and
 MySQL, a read transaction in WAL mode on SQLite), so the version and the
-instances belong to the same point in time. A keyed fire reads its fire record
+instances belong to the same point in time. On PostgreSQL a scoped load first
+tries without a transaction (no ``BEGIN``/``COMMIT`` round trips), checking in
+its last statement that the session did not change since its first
+(:meth:`ReadingMixin._read_unlocked`). A keyed fire reads its fire record
 by primary key inside the load snapshot; nothing else reads the fire keys table.
 """
 

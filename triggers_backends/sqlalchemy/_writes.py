@@ -17,7 +17,10 @@ serialized the writers, a duplicate key there means the row existed before
 The due index (``changes.due``, :mod:`~triggers_backends.sqlalchemy._due`) is
 written in the same transaction, and only when it changed: on PostgreSQL by
 the version UPDATE itself (one statement with CTEs, so no extra round trip),
-elsewhere last, after the instances.
+elsewhere last, after the instances. On PostgreSQL a compare-and-swap of an
+existing session with few rows is all of this as *one* statement in autocommit
+mode (its own transaction: ``Statements.commit_in_one``), with the same
+outcomes.
 """
 
 from __future__ import annotations
