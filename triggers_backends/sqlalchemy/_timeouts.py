@@ -245,7 +245,10 @@ class _Watchdog:
                     target=self._run, name="triggers-sql-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][2] is watch:
+                # The thread sleeps until the earliest deadline; only an earlier one
+                # needs to wake it (a wake-up per checkout costs a busy worker CPU).
+                self._cond.notify()
         return watch
 
     def cancel(self, watch: _Watch) -> None:
