@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from triggers_backends.sqlalchemy._engines import URL_CREATE_OPTION
+from triggers_backends.sqlalchemy._engines import URL_CREATE_OPTION, with_options
 from triggers_backends.sqlalchemy._errors import (
     describe,
     driver_error,
@@ -55,7 +55,7 @@ class SQLStorageBase(Storage):
         write, its own transaction), no BEGIN/COMMIT round trips."""
         engine: Engine | None = self.__dict__.get("_autocommit_engine")
         if engine is None:
-            engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            engine = with_options(self.engine, isolation_level="AUTOCOMMIT")
             self.__dict__["_autocommit_engine"] = engine
         return engine
 
