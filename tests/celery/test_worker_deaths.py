@@ -13,7 +13,8 @@ printed (``-s``): docs/operations.md's table quotes them.
 Kill points: the pool process before it marks the instance ``running`` (on
 PostgreSQL also while mark-running waits for the session's row lock), during
 the body, after the outcome's commit but before the ack; a whole node (main
-process and pool) while bodies run; a hard time limit; a soft one.
+process and pool) while bodies run; a hard time limit; a soft one; and the
+broker connection cut while a body runs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pytest
 from processes import BROKERS, HERE, PG_DSN, RUN_ID, WorkerProcess, start_worker, stop_all
 from services import require_service
 from sessions import session_uid
+from tcp_proxy import FreezingProxy
 from worker_app import DELIVERIES_TABLE, RUNS_TABLE, SLOW_ENV, CeleryTestManager, make_app
 
 from triggers_celery import CeleryTaskRunner, open_manager
@@ -90,7 +92,10 @@ def spawn(
     log_dir: Path,
     tables: None,
 ) -> Iterator[Callable[..., WorkerProcess]]:
-    """Starts prefork nodes (Django configured, both storages); stops them all at the end."""
+    """Starts prefork nodes (Django configured, both storages); stops them all at the end.
+
+    ``via``: the broker URL the node connects to (a proxy in front of the broker).
+    """
     tests_dir = str(Path(django_env.__file__).resolve().parent)
     path = [str(HERE), str(HERE.parents[1]), tests_dir, os.environ.get("PYTHONPATH", "")]
     base_env = {
@@ -99,12 +104,12 @@ def spawn(
     }
     started: list[WorkerProcess] = []
 
-    def start(label: str, queue: str, *, slow: bool) -> WorkerProcess:
+    def start(label: str, queue: str, *, slow: bool, via: str | None = None) -> WorkerProcess:
         kind = "amqp" if broker.startswith("amqp") else "redis"
         env = {**base_env, SLOW_ENV: str(SLOW) if slow else ""}
         worker = start_worker(
             f"{label}-{kind}-{RUN_ID}",
-            broker,
+            via or broker,
             [queue],
             death_storages,
             log_dir,
@@ -394,3 +399,31 @@ def test_a_soft_time_limit_fails_the_instance_in_its_body(
     failed = manager.storage["t_body#0"].metadata
     assert failed["exceptionType"] == "billiard.exceptions.SoftTimeLimitExceeded"
     assert len(_runs(manager.uid)) == 1
+
+
+def test_a_broker_connection_dropped_while_a_body_runs(
+    broker: str, death_storages: dict[str, str], spawn: Callable[..., WorkerProcess]
+) -> None:
+    storage = "dj" if broker.startswith("amqp") else "pg"
+    host, port = next((h, p) for _, h, p, url in BROKERS.values() if url == broker)
+    queue = _queue(broker, "drop")
+    with FreezingProxy((host, port)) as proxy:
+        via = broker.replace(f":{port}/", f":{proxy.port}/")
+        assert via != broker
+        worker = spawn("dropped", queue, slow=True, via=via).wait_ready()
+        app = make_app(broker, queue, death_storages)
+        try:
+            manager = _manager(app, "drop", storage)
+            manager.fire("go")
+            _running(manager)
+            proxy.drop()  # the worker's broker connections are cut mid-body
+            dropped = time.monotonic()
+            _settle([manager], dropped, f"broker connection dropped ({storage})")
+        finally:
+            app.close()
+    # the body went on and recorded its outcome; the message the broker gave back (on
+    # RabbitMQ, at once) was dropped while the run's lease lived
+    assert _statuses(manager) == {"t_body#0": "finished"}, worker.log()[-3000:]
+    assert len(_runs(manager.uid)) == 1
+    assert "Connection to broker lost" in worker.log()
+    assert "ignored the message for t_body#0" in worker.log()

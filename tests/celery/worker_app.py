@@ -116,7 +116,7 @@ class Body(TriggerTask):
     On a worker with ``TRIGGERS_TEST_SLOW_BODY`` set, the first execution of a
     run key of a ``death-body-*`` or ``death-node-*`` session sleeps that many
     seconds (long enough to be killed in); a clone replayed after a lost run
-    finishes at once.
+    finishes at once. There, a ``death-drop-*`` session's body takes 4 s.
     """
 
     name: ClassVar[str] = "celerytest.Body"
@@ -135,6 +135,8 @@ class Body(TriggerTask):
         slow = float(os.environ.get(SLOW_ENV) or 0)
         if slow and not earlier and context.manager.uid.startswith(SLOW_SESSIONS):
             time.sleep(slow)
+        elif slow and context.manager.uid.startswith("death-drop-"):
+            time.sleep(4)  # while the test cuts the broker connection
         return {"pid": os.getpid()}
 
 
