@@ -212,8 +212,8 @@ def run_message(
         if retries >= max_retries:
             logger.error(
                 "giving up on %s of session %r after %d retries: the storage is still "
-                "unavailable (%s); the instance stays scheduled, find it with "
-                "get_stale_instances",
+                "unavailable (%s); the instance stays scheduled until a sweeper sends it "
+                "again (after the dispatch lease)",
                 instance,
                 session,
                 retries,

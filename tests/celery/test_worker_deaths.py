@@ -78,10 +78,23 @@ def tables() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def death_storages(pg_url: str, django_settings: dict[str, Any]) -> dict[str, str]:
+def death_storages(pg_url: str, django_settings: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """Tables and keys of their own: no other test's workers sweep these sessions."""
     require_service("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
-    prefix = f"td{uuid.uuid4().hex[:8]}:"
-    return {"pg": pg_url, "dj": f"django-cache://{django_env.REDIS}?prefix={prefix}"}
+    from triggers_backends.sqlalchemy import create_schema, drop_schema, shared_engine
+
+    base = pg_url.split("?", 1)[0]
+    tables = f"td{uuid.uuid4().hex[:8]}_"
+    engine = shared_engine(base)
+    create_schema(engine, tables)
+    keys = f"td{uuid.uuid4().hex[:8]}:"
+    try:
+        yield {
+            "pg": f"{base}?triggers_prefix={tables}",
+            "dj": f"django-cache://{django_env.REDIS}?prefix={keys}",
+        }
+    finally:
+        drop_schema(engine, tables)
 
 
 @pytest.fixture(scope="module")
@@ -258,9 +271,9 @@ class _LockingRunner(CeleryTaskRunner):
 
 
 def test_a_pool_process_killed_while_mark_running_waits_for_the_row_lock(
-    node: WorkerProcess, node_sender: Any, pg_url: str
+    node: WorkerProcess, node_sender: Any, death_storages: dict[str, str]
 ) -> None:
-    prefix = pg_url.rsplit("triggers_prefix=", 1)[1]
+    prefix = death_storages["pg"].rsplit("triggers_prefix=", 1)[1]
     locker = psycopg.connect(PG_DSN)
     try:
 
