@@ -258,9 +258,10 @@ def test_a_worker_killed_mid_task_is_recovered_by_another_worker_without_an_oper
             f"{kind}-rescuer-{RUN_ID}", broker, [slow_queue], storages, log_dir, conf=conf, env=env
         )
         rescuer.wait_ready()
-        # nobody acts: the rescuer's sweeper takes the lost run over once its 2 s lease
-        # expires and replays it (the message a RabbitMQ broker redelivers is dropped
-        # while the lease lives, or takes the run over once it expired)
+        # nobody acts: a worker's sweeper (the rescuer's, or that of another worker on
+        # this storage) takes the lost run over once its 2 s lease expires and replays it
+        # (the message a RabbitMQ broker redelivers is dropped while the lease lives, or
+        # takes the run over once it expired)
         workflow.settle(manager.storage, timeout=30)
         lost = manager.storage["t_sleep#0"]
         assert lost.status is Status.REPLAYED
@@ -268,7 +269,6 @@ def test_a_worker_killed_mid_task_is_recovered_by_another_worker_without_an_oper
         assert lost.metadata["exceptionContext"]["worker"]["node"].startswith(doomed.name)
         assert manager.storage["t_sleep#1"].status is Status.FINISHED
         assert manager.storage["t_sleep#1"].metadata["result"] == {"slept": 0}
-        assert "recovered: t_sleep#0" in rescuer.log() or "taken over" in rescuer.log()
     finally:
         stop_all([doomed] if rescuer is None else [doomed, rescuer])
 
