@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,7 +53,7 @@ from triggers_celery.storages import configured_storages, name_storage, open_con
 from triggers_celery.worker_setup import worker_default_runner
 from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE, lease_owner
 from triggers_core.engine.state import Status
-from triggers_core.errors import UnsupportedOperationError
+from triggers_core.errors import SchemaMissingError, UnsupportedOperationError
 from triggers_core.runtime.manager import TriggerManager, managers
 from triggers_core.runtime.recovery import DEFAULT_SWEEP_INTERVAL, sweep_store
 from triggers_core.runtime.redaction import redact
@@ -83,6 +84,8 @@ SWEEP_MANAGER_SETTING = "triggers_sweep_manager"
 SWEEP_UID = "triggers-worker-sweep"
 #: Seconds a worker's shutdown waits for a sweep in progress.
 STOP_TIMEOUT = 10.0
+#: Seconds between two looks at a storage that keeps no leases (no due table yet).
+RECHECK = 60.0
 
 
 # -- fork safety ---------------------------------------------------------------------
@@ -166,6 +169,8 @@ class WorkerSweeper:
         self.sweeps = 0
         self._stores: dict[str, Storage] = {}
         self._skipped: set[str] = set()
+        #: Storages that keep no leases (yet): monotonic time of the next look.
+        self._no_leases: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="triggers-sweeper", daemon=True)
 
@@ -198,15 +203,16 @@ class WorkerSweeper:
         for name, url in sorted(configured_storages(self.app.conf).items()):
             if name in self._stores or name in self._skipped:
                 continue
+            if self._no_leases.get(name, 0.0) > time.monotonic():
+                continue
             if storage_scheme(url) == "memory":
                 self._skipped.add(name)  # refused by workers anyway (see worker_setup)
                 continue
             try:
                 storage = open_configured_storage(self.app.conf, name, SWEEP_UID)
                 storage.check_leases()
-            except UnsupportedOperationError as exc:
-                log.warning("not sweeping storage %r: it keeps no leases (%s)", name, exc)
-                self._skipped.add(name)
+            except (UnsupportedOperationError, SchemaMissingError) as exc:
+                self._keeps_no_leases(name, exc)
                 continue
             except Exception as exc:  # unreachable now: try again at the next interval
                 log.warning(
@@ -224,6 +230,18 @@ class WorkerSweeper:
             seen.add(identity)
             self._stores[name] = storage
 
+    def _keeps_no_leases(self, name: str, exc: Exception) -> None:
+        """Say once that ``name`` keeps no leases; look again every :data:`RECHECK` seconds
+        (an operator may add the due table while workers run)."""
+        if name not in self._no_leases:
+            log.warning(
+                "not sweeping storage %r: it keeps no leases (%s); looking again every %gs",
+                name,
+                redact(str(exc)),
+                RECHECK,
+            )
+        self._no_leases[name] = time.monotonic() + RECHECK
+
     def sweep_once(self) -> int:
         """Sweep every store once; return how many instances were moved on."""
         self._open()
@@ -237,6 +255,11 @@ class WorkerSweeper:
                     manager_factory(self.app, name),
                     dispatch_lease=self.dispatch_lease,
                 )
+            except (UnsupportedOperationError, SchemaMissingError) as exc:
+                del self._stores[name]  # its due table is gone (tables of an earlier version)
+                storage.close()
+                self._keeps_no_leases(name, exc)
+                continue
             except Exception as exc:
                 log.warning(
                     "sweeping storage %r failed (%s: %s); trying again in %gs",
