@@ -25,6 +25,7 @@ from celery import signals
 
 from triggers_celery.app import set_default_app
 from triggers_celery.errors import BindingError
+from triggers_celery.sweeper import install as install_sweeper
 from triggers_celery.worker import TriggerCeleryTask, run_message
 from triggers_celery.worker_setup import watch_app
 from triggers_core.runtime.tasks import TaskContext, TriggerTask, get_task_class, registered_tasks
@@ -100,10 +101,12 @@ def bind_tasks(app: Any, *tasks: type[TriggerTask] | str, **options: Any) -> dic
     Call it after the app is configured: Celery reads some task defaults from
     the settings when a task is bound. It also installs the worker-side checks
     of :func:`~triggers_celery.worker_setup.watch_app` (the ``triggers_storages``
-    setting is sealed so that ``celery inspect conf`` cannot reveal the URLs).
+    setting is sealed so that ``celery inspect conf`` cannot reveal the URLs)
+    and the worker's sweeper (:mod:`triggers_celery.sweeper`).
     """
     set_default_app(app)
     watch_app(app)
+    install_sweeper(app)
     with _lock:
         if tasks:
             classes = {}
