@@ -57,6 +57,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks.run", *session.posargs, env=dict(os.environ))
     session.run("python", "-m", "benchmarks.web", env=dict(os.environ))
     session.run("python", "-m", "benchmarks.leases", env=dict(os.environ))
+    session.run("python", "-m", "benchmarks.leases_celery", env=dict(os.environ))
 
 
 @nox.session(name="bench-celery")
