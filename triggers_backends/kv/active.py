@@ -21,7 +21,8 @@ It also carries the session's ``epoch`` (a random token fixed when the session
 is created) and, in ``fires``, the references of the fire records created by
 the commit that wrote it (and only those: see the storage module for how they
 become findable afterwards), so it does not grow with the number of keys.
-Both are left out of the document when empty, and optional when read.
+Both are left out of the document when empty, and optional when read; so is
+``listed``, the slot of the session index that lists the session.
 """
 
 from __future__ import annotations
@@ -277,6 +278,9 @@ class Active:
     epoch: str = ""
     #: Record digest -> reference of the fire records this version created.
     fires: Mapping[str, DocRef] = field(default_factory=dict)
+    #: The slot of the session index (:mod:`~triggers_backends.kv.session_index`) its
+    #: line was filed in (None: not filed yet, a session stored before the index existed).
+    listed: int | None = None
 
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -290,13 +294,15 @@ class Active:
             body["epoch"] = self.epoch
         if self.fires:
             body["fires"] = {d: ref.to_json() for d, ref in sorted(self.fires.items())}
+        if self.listed is not None:
+            body["listed"] = self.listed
         return body
 
     @classmethod
     def from_body(cls, body: Any, what: str) -> Active:
         doc = _mapping(body, what)
         required = frozenset({"version", "header", "config", "latest", "index"})
-        optional = frozenset({"epoch", "fires"})
+        optional = frozenset({"epoch", "fires", "listed"})
         _only({k: v for k, v in doc.items() if k not in optional}, required, what)
         version = _int(doc["version"], f"{what}.version")
         header = _mapping(doc["header"], f"{what}.header")
@@ -319,4 +325,7 @@ class Active:
             if not _token(d):
                 raise SerializationError(f"{what}.fires: invalid record digest {d!r}")
             fires[d] = DocRef.from_json(ref, f"{what}.fires.{d}")
-        return cls(version, header, config, latest, index, epoch, fires)
+        listed = doc.get("listed")
+        if listed is not None:
+            listed = _int(listed, f"{what}.listed")
+        return cls(version, header, config, latest, index, epoch, fires, listed)

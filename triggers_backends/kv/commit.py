@@ -200,7 +200,8 @@ class Commit:
         epoch = base.epoch if base is not None and base.epoch else self.rev
         fires = self._fire_records(epoch, changes)
         self._due(state, changes)
-        self.active = Active(version, header, config, latest, index, epoch, fires)
+        listed = base.listed if base is not None else None
+        self.active = Active(version, header, config, latest, index, epoch, fires, listed)
 
     def _due(self, state: SessionState, changes: Changes) -> None:
         """Lease records and due-index hints of ``changes.due`` (see the leases module)."""

@@ -19,9 +19,9 @@ the session's creation on) and the digest of
 the record's :class:`~triggers_core.engine.idempotency.FireKey`; a pointer's key is
 fixed for its record (no revision), so a reader finds it from the key alone.
 
-The due index belongs to the store, not to a session: its keys,
-``{prefix}x:...``, carry no session hash (see
-:mod:`~triggers_backends.kv.due_index`).
+The due index and the session index belong to the store, not to a session:
+their keys, ``{prefix}x:...`` and ``{prefix}s:...``, carry no session hash (see
+:mod:`~triggers_backends.kv.due_index` and :mod:`~triggers_backends.kv.session_index`).
 """
 
 from __future__ import annotations

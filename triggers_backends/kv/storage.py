@@ -119,6 +119,7 @@ commit scheduled was sent.)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import threading
 import time
@@ -141,8 +142,9 @@ from triggers_backends.kv.documents import (
 )
 from triggers_backends.kv.due_index import DueIndex, Hint, positions_for, shard_of
 from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys, digest
-from triggers_backends.kv.leases import LeaseStorage
+from triggers_backends.kv.listing import ListingStorage
 from triggers_backends.kv.session_documents import Want, fetch_across
+from triggers_backends.kv.session_index import SessionIndex
 from triggers_backends.kv_client import (
     AtomicCommitClient,
     CasToken,
@@ -160,7 +162,7 @@ from triggers_core.runtime.storage import Snapshot, Version, check_uid
 __all__ = ["KeyValueStorage"]
 
 
-class KeyValueStorage(LeaseStorage):
+class KeyValueStorage(ListingStorage):
     """One session on a :class:`~triggers_backends.kv_client.KeyValueClient`.
 
     ``prefix`` namespaces the keys (default ``triggers:``). Storages of one
@@ -193,6 +195,7 @@ class KeyValueStorage(LeaseStorage):
         self._label = client.backend_name
         self._cache = DocumentCache(cache_bytes)
         self._due_index: DueIndex | None = None
+        self._session_index: SessionIndex | None = None
         self._open(self.uid)
 
     def _open(self, uid: str) -> None:
@@ -487,7 +490,11 @@ class KeyValueStorage(LeaseStorage):
         base, token = base_found if base_found is not None else (None, None)
         commit = Commit(self, base, uuid.uuid4().hex[:16])
         commit.build(state, changes)
-        raw = encode("active", self.uid, commit.active.to_body())
+        # Measured with the longest slot number filing may record (see below).
+        sized = commit.active
+        if sized.listed is None:
+            sized = dataclasses.replace(sized, listed=10**12)
+        raw = encode("active", self.uid, sized.to_body())
         limit = commit.limit
         if len(raw) > limit:
             raise self._error(
@@ -495,7 +502,20 @@ class KeyValueStorage(LeaseStorage):
                 f"one {self._label} item may hold ({len(commit.active.index)} tasks, "
                 f"{len(commit.active.latest)} triggers); nothing was written"
             )
-        if not commit.apply(raw, token):
+        # A new session (or one stored before the session index existed) is filed in the
+        # index before the swap: a crash after it leaves a line nothing lists, never a
+        # session the index misses.
+        filed = self._file_session(commit) if commit.active.listed is None else None
+        raw = encode("active", self.uid, commit.active.to_body())
+        try:
+            won = commit.apply(raw, token)
+        except BaseException:
+            if filed is not None:
+                self._unfile(commit.active.epoch, filed)
+            raise
+        if not won:
+            if filed is not None:  # ours alone (a new epoch), or a duplicate of the winner's
+                self._unfile(commit.active.epoch, filed)
             raise ConflictError(
                 f"version moved on from {expected!r}", backend=self._label, session=self.uid
             )
@@ -508,8 +528,8 @@ class KeyValueStorage(LeaseStorage):
     # -- housekeeping -------------------------------------------------------------
 
     def delete(self) -> None:
-        """Remove the session: its active document and marker first, then its documents
-        and the lease records of its running instances.
+        """Remove the session: its active document and marker first, then its line in the
+        session index, its documents and the lease records of its running instances.
 
         Also the way to start a lost session over. Do not delete a session that
         is still in use. Documents that cannot be found (a damaged session) are
@@ -527,6 +547,7 @@ class KeyValueStorage(LeaseStorage):
         if found is None:
             return
         active = found[0]
+        self._unlist(active)
         keys = self.keys
         doomed: list[str] = []
         running: list[Want] = []
