@@ -201,7 +201,10 @@ class Commit:
         fires = self._fire_records(epoch, changes)
         self._due(state, changes)
         listed = base.listed if base is not None else None
-        self.active = Active(version, header, config, latest, index, epoch, fires, listed)
+        confirmed = base.confirmed + len(base.fires) if base is not None else 0
+        self.active = Active(
+            version, header, config, latest, index, epoch, fires, listed, confirmed
+        )
 
     def _due(self, state: SessionState, changes: Changes) -> None:
         """Lease records and due-index hints of ``changes.due`` (see the leases module)."""
@@ -230,9 +233,13 @@ class Commit:
         """Confirm the base's fire records; write this commit's (refused if stored)."""
         base, keys, uid = self.base, self.keys, self.storage.uid
         if base is not None:
-            for record, ref in base.fires.items():
+            # Every writer on ``base`` writes these same bytes: the pointer of each record
+            # and its numbered entry (in digest order), which ``delete`` follows.
+            for number, (record, ref) in enumerate(sorted(base.fires.items()), base.confirmed):
                 body = {"record": record, "ref": ref.to_json()}
-                self.confirmations[keys.fire_pointer(epoch, record)] = encode("firekey", uid, body)
+                document = encode("firekey", uid, body)
+                self.confirmations[keys.fire_pointer(epoch, record)] = document
+                self.confirmations[keys.fire_entry(epoch, number)] = document
         if not changes.fire_records:
             return {}
         fires: dict[str, DocRef] = {}

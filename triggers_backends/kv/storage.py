@@ -89,9 +89,12 @@ version found the record absent.
 The epoch is a random token fixed when the session is created (and given, by
 its first commit, to a session created before fire records existed). Keys of
 records include it, so a session deleted (or lost) and created again under the
-same UID never finds its predecessor's records; those, like every record, are
-kept as long as the store keeps them (no commit deletes one), and ``delete``
-cannot find them (nothing lists them, so that keys cost nothing per fire).
+same UID never finds its predecessor's records. No commit deletes a record;
+``delete`` finds every one through the numbered *entries* (``h``) written with
+the pointers: the commit that confirms the records of the version it replaces
+writes, beside each pointer, an entry under the next number
+(``Active.confirmed`` counts them), with the same bytes whoever writes it, so
+keys cost no round trip per fire and the active document one integer.
 A key whose record or pointer was evicted is forgotten: a later fire with it
 applies again. On a client that commits atomically, the records and pointers
 are part of the one step.
@@ -118,6 +121,7 @@ commit scheduled was sent.)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import random
@@ -138,17 +142,19 @@ from triggers_backends.kv.documents import (
     DocumentMissing,
     decode,
     encode,
+    is_token,
     stored_keys,
 )
 from triggers_backends.kv.due_index import DueIndex, Hint, positions_for, shard_of
 from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys, digest
 from triggers_backends.kv.listing import ListingStorage
-from triggers_backends.kv.session_documents import Want, fetch_across
+from triggers_backends.kv.session_documents import READ_BATCH, Want, fetch_across
 from triggers_backends.kv.session_index import SessionIndex
 from triggers_backends.kv_client import (
     AtomicCommitClient,
     CasToken,
     KeyValueClient,
+    KeyValueError,
 )
 from triggers_core.engine.idempotency import FireKey
 from triggers_core.engine.leases import due_of, lease_owner
@@ -553,10 +559,7 @@ class KeyValueStorage(ListingStorage):
         running: list[Want] = []
         if active.config is not None:
             doomed += stored_keys(keys.config(active.config.rev), active.config)
-        # Older fire records and their pointers cannot be found (nothing lists them);
-        # they are unreachable from a new session under this UID, which gets a new epoch.
-        for record, ref in active.fires.items():
-            doomed += stored_keys(keys.fire_record(active.epoch, record, ref.rev), ref)
+        doomed += self._fire_record_keys(active)
         for trigger, ref in active.latest.items():
             doomed += stored_keys(keys.latest(trigger, ref.rev), ref)
         for task, index in active.index.items():
@@ -577,6 +580,49 @@ class KeyValueStorage(ListingStorage):
                 doomed.append(keys.lease(instance.name, owner))
         self._cache.discard(doomed)
         self._forget(doomed)
+        # Its hints in the due index (keys shared with the sessions of its shard).
+        with contextlib.suppress(KeyValueError):  # else the next sweep drops them
+            self._index.drop_session(self.uid, shard_of(keys.session))
+
+    def _fire_record_keys(self, active: Active) -> list[str]:
+        """The keys of every fire record of the session, their pointers and entries.
+
+        The records of ``active`` itself, then those earlier commits confirmed,
+        through their numbered entries (read in batches). Records of a session
+        stored before the entries existed cannot be found (nothing lists them);
+        they are unreachable from a new session under this UID, which gets a new
+        epoch.
+        """
+        keys, epoch = self.keys, active.epoch
+        if not epoch:
+            return []
+        found: list[str] = []
+        # A losing writer on this version may have confirmed its records already.
+        first = active.confirmed
+        for number, (record, ref) in enumerate(sorted(active.fires.items()), first):
+            found += stored_keys(keys.fire_record(epoch, record, ref.rev), ref)
+            found += [keys.fire_pointer(epoch, record), keys.fire_entry(epoch, number)]
+        for start in range(0, active.confirmed, READ_BATCH):
+            numbers = range(start, min(start + READ_BATCH, active.confirmed))
+            entries = [keys.fire_entry(epoch, n) for n in numbers]
+            stored = self._get_many(entries)
+            for entry in entries:
+                found.append(entry)
+                raw = stored.get(entry)
+                if raw is None:
+                    continue  # evicted: its record and pointer are left to the LRU
+                what = self._what("fire record entry", entry)
+                try:
+                    body = decode(raw, "firekey", self.uid, what)
+                    named = body["record"] if isinstance(body, dict) else None
+                    if not (isinstance(named, str) and is_token(named)):
+                        raise SerializationError(f"{what}: names no record")
+                    ref = DocRef.from_json(body["ref"], what)
+                except (SerializationError, KeyError):
+                    continue
+                found += stored_keys(keys.fire_record(epoch, named, ref.rev), ref)
+                found.append(keys.fire_pointer(epoch, named))
+        return found
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} uid={self.uid!r} on {self._label}>"
