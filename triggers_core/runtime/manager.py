@@ -59,10 +59,13 @@ from triggers_core.engine.sizes import bounded_mapping, check_task_sizes
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.engine.transition import Transition
 from triggers_core.errors import (
+    ConcurrencyError,
+    ConflictError,
     DispatchError,
     InvalidTransitionError,
     RegistryError,
     SchemaMissingError,
+    SerializationError,
     StorageError,
     UnsupportedOperationError,
 )
@@ -484,6 +487,10 @@ class TriggerManager(OperatorActions):
             try:
                 compute = outcomes.run_task(name, config.run, context, key is not None)
                 transition = self._commit(compute, scope)
+            except (StorageError, SerializationError) as exc:
+                if isinstance(exc, ConflictError | ConcurrencyError):
+                    raise
+                transition = self._unwritable(name, config.run, exc, outcomes, context)
             except NOT_THE_OUTCOME:
                 raise  # the storage or the instance, not the task's outcome: nothing to record
             except Exception as exc:
@@ -507,6 +514,25 @@ class TriggerManager(OperatorActions):
         log_outcome(lifecycle, self.uid, transition.state.instances[name])
         self._perform(transition)
         return transition.state.instances[name]
+
+    def _unwritable(
+        self,
+        name: str,
+        run: str,
+        exc: StorageError | SerializationError,
+        outcomes: Outcomes,
+        context: TaskContext,
+    ) -> Transition:
+        """The storage refused to store ``name``'s outcome (a row over the database's packet
+        limit, a value it cannot hold): end the instance ``failed`` with that reason, so
+        that it is never left ``running``. If the storage refuses that too (it is down),
+        ``exc`` is raised as before (the lease, if any, then ends the run)."""
+        detail = f"{run}: its outcome could not be written to the storage: {exc}"
+        compute = outcomes.failure(name, exc, detail, context)
+        try:
+            return self._commit(compute, instance_scope(name, cascade=False))
+        except Exception as second:
+            raise exc from second
 
     def _keeps_leases(self) -> bool:
         """True if the storage keeps leases (checked once per manager)."""
