@@ -129,8 +129,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import ClassVar, cast
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, cast
 
 import attrs
 
@@ -157,6 +157,7 @@ from triggers_backends.kv_client import (
     KeyValueError,
 )
 from triggers_core.engine.idempotency import FireKey
+from triggers_core.engine.latest import LatestKwargs, Loader
 from triggers_core.engine.leases import due_of, lease_owner
 from triggers_core.engine.scopes import Changes, Scope, Selector, resolve
 from triggers_core.engine.serialization import check_joined, header_from_json
@@ -350,16 +351,37 @@ class KeyValueStorage(ListingStorage):
         return DocRef.from_json(body.get("ref"), what)
 
     def _header_state(self, active: Active) -> SessionState:
-        wants = [self._latest_want(t, ref) for t, ref in sorted(active.latest.items())]
+        tasks = {}
         if active.config is not None:
-            wants.append(self._config_want(active.config))
-        values = self._fetch(wants)
-        tasks = values.pop() if active.config is not None else {}
-        # Callers get their own copies: the cached documents are never shared.
-        latest = {t: copy_json(v) for t, v in zip(sorted(active.latest), values, strict=True)}
-        doc = {**active.header, "latestKwargs": latest}
+            (tasks,) = self._fetch([self._config_want(active.config)])
+        doc = {**active.header, "latestKwargs": {}}
         what = self._what("header", self.keys.active)
-        return header_from_json(doc, {}, what, tasks=tasks)
+        header = header_from_json(doc, {}, what, tasks=tasks)
+        # The latest kwargs are read one by one, when asked for (triggers_core.engine.latest).
+        latest = LatestKwargs(
+            sorted(active.latest), self._latest_loader(active), source=self.latest_source
+        )
+        return attrs.evolve(header, latest_kwargs=latest)
+
+    def _latest_loader(self, active: Active) -> Loader:
+        """Reads the latest kwargs of one trigger as of ``active`` (a private copy)."""
+
+        def load(trigger: str) -> Mapping[str, Any]:
+            ref = active.latest[trigger]
+            try:
+                (value,) = self._fetch([self._latest_want(trigger, ref)])
+            except DocumentMissing as missing:
+                self._check_moved_on(active.version, missing.key)
+                raise ConflictError(
+                    f"version moved on from {active.version!r} while its latest kwargs of "
+                    f"{trigger!r} were read",
+                    backend=self._label,
+                    session=self.uid,
+                ) from None
+            copied: Mapping[str, Any] = copy_json(value)  # the cached document is never shared
+            return copied
+
+        return load
 
     # -- loading ------------------------------------------------------------------
 
