@@ -127,3 +127,31 @@ class RefusingFinish(MemoryStorage):
 
 def test_a_refused_finish_fails_the_instance_on_any_storage() -> None:
     run_echo(RefusingFinish(f"refusing-{uuid.uuid4().hex}"), 200_000)
+
+
+class RefusingOnce(MemoryStorage):
+    """A memory storage whose first write of a finished instance fails (a dropped
+    connection): the outcome is written again, not turned into a failure."""
+
+    refused = 0
+
+    def compare_and_swap(
+        self, expected: Version | None, state: SessionState, changes: Changes
+    ) -> Version:
+        finishing = any(state.instances[n].status is Status.FINISHED for n in changes.instances)
+        if finishing and not self.refused:
+            self.refused += 1
+            raise StorageError("connection reset", backend="flaky", session=self.uid)
+        return super().compare_and_swap(expected, state, changes)
+
+
+def test_a_passing_fault_while_writing_an_outcome_is_retried() -> None:
+    storage = RefusingOnce(f"flaky-{uuid.uuid4().hex}")
+    manager = TriggerManager(storage, runners={"rec": RecordingRunner()}, default_runner="rec")
+    manager.update_configuration(CONFIG)
+    manager.fire("big", {"size": 10})
+    outcome = manager.run_instance("t_echo#0")
+    assert storage.refused == 1
+    assert outcome is not None
+    assert outcome.status is Status.FINISHED
+    assert storage.load_full().state.instances["t_echo#0"].metadata["result"] == {"blob": "x" * 10}

@@ -490,7 +490,7 @@ class TriggerManager(OperatorActions):
             except (StorageError, SerializationError) as exc:
                 if isinstance(exc, ConflictError | ConcurrencyError):
                     raise
-                transition = self._unwritable(name, config.run, exc, outcomes, context)
+                transition = self._unwritable(config.run, exc, outcomes, context, (compute, scope))
             except NOT_THE_OUTCOME:
                 raise  # the storage or the instance, not the task's outcome: nothing to record
             except Exception as exc:
@@ -517,20 +517,29 @@ class TriggerManager(OperatorActions):
 
     def _unwritable(
         self,
-        name: str,
         run: str,
         exc: StorageError | SerializationError,
         outcomes: Outcomes,
         context: TaskContext,
+        outcome: tuple[Callable[[SessionState], Transition], Scope | Selector],
     ) -> Transition:
-        """The storage refused to store ``name``'s outcome (a row over the database's packet
-        limit, a value it cannot hold): end the instance ``failed`` with that reason, so
-        that it is never left ``running``. If the storage refuses that too (it is down),
-        ``exc`` is raised as before (the lease, if any, then ends the run)."""
-        detail = f"{run}: its outcome could not be written to the storage: {exc}"
-        compute = outcomes.failure(name, exc, detail, context)
+        """The storage did not store an instance's outcome (``compute``): try once more
+        (a passing fault, such as a dropped connection), then, if it is refused again (a
+        row over the database's packet limit, a value it cannot hold), end the instance
+        ``failed`` with that reason, so that it is never left ``running``. If the storage
+        refuses that too (it is down), the error is raised as before (the lease, if any,
+        then ends the run). Costs one more write of the outcome."""
         try:
-            return self._commit(compute, instance_scope(name, cascade=False))
+            return self._commit(*outcome)
+        except (StorageError, SerializationError) as again:
+            if isinstance(again, ConflictError | ConcurrencyError):
+                raise
+            exc = again
+        name = context.instance_name
+        detail = f"{run}: its outcome could not be written to the storage: {exc}"
+        failure = outcomes.failure(name, exc, detail, context)
+        try:
+            return self._commit(failure, instance_scope(name, cascade=False))
         except Exception as second:
             raise exc from second
 
