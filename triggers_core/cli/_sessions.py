@@ -30,7 +30,13 @@ from triggers_core.tools.explain import (
 from triggers_core.tools.listing import list_sessions
 from triggers_core.tools.runs import RunStatus, run_status, run_statuses
 
-__all__ = ["explain_command", "inspect", "sessions"]
+__all__ = ["INCOMPLETE_NOTE", "explain_command", "inspect", "sessions"]
+
+#: Printed (to stderr) after a listing of a store that may have evicted part of its index.
+INCOMPLETE_NOTE = (
+    "(note: this store may evict keys, so its index of sessions may have lost some: "
+    "the list may be incomplete; see docs/operations.md#finding-sessions)"
+)
 
 URL = click.argument("url", metavar="URL", callback=lambda _c, _p, v: storage_url(v))
 UID = click.argument("uid", metavar="UID")
@@ -81,21 +87,25 @@ def sessions(
         unresolved=unresolved, failed=failed, stale_after=stale, now=now if stale else None
     )
     uids: list[str] = []
+    incomplete = False
     with failures():
         while True:
             size = 1000 if limit is None else limit - len(uids)
             page = list_sessions(url, wanted, page_size=size, cursor=cursor)
             uids.extend(page.uids)
+            incomplete = incomplete or page.may_be_incomplete
             cursor = page.cursor
             if cursor is None or (limit is not None and len(uids) >= limit):
                 break
     if as_json:
-        emit_json({"sessions": uids, "cursor": cursor})
+        emit_json({"sessions": uids, "cursor": cursor, "mayBeIncomplete": incomplete})
         return
     for uid in uids:
         echo(uid)
     if cursor is not None:
         echo(f"(more: --cursor {cursor})", err=True)
+    if incomplete:
+        echo(INCOMPLETE_NOTE, err=True)
 
 
 def _waiting(explained: InstanceExplanation) -> str:

@@ -104,7 +104,8 @@ class SessionFilter:
     ``stale_after`` needs ``now`` (timezone-aware): the library has no clock.
     ``uid_prefix`` keeps the sessions whose UID starts with it (exactly: case,
     spaces and every character count); backends answer it from an index on the
-    UID (a range query), never by reading every session.
+    UID (a range query; the key-value backends check the lines of their session
+    index), never by reading every session.
     """
 
     #: The session has an instance that is not finished, skipped, replayed or abandoned.
@@ -166,6 +167,9 @@ class SessionPage:
 
     uids: tuple[str, ...]
     cursor: str | None = None
+    #: True if the store may have lost part of its index of sessions (a cache that
+    #: evicts keys, such as memcached): sessions may be missing from the listing.
+    may_be_incomplete: bool = attrs.field(default=False, kw_only=True)
 
 
 def check_page_size(page_size: object) -> int:

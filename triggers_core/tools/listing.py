@@ -23,10 +23,13 @@ reads only the sessions it finds).
 
 Pages come in a stable order that is the backend's (not alphabetical); a
 page's ``cursor`` is opaque and only means something to the store that made
-it (``None``: there is nothing after this page). Memory and every SQL backend
-list sessions; a backend that keeps no index of its sessions (memcached has no
-way to list keys) raises
-:class:`~triggers_core.errors.UnsupportedOperationError`.
+it (``None``: there is nothing after this page). Memory, every SQL backend and
+the key-value backends (memcached, Django's cache: through their session index,
+:mod:`triggers_backends.kv.session_index`) list sessions; a backend that keeps
+no index of its sessions raises
+:class:`~triggers_core.errors.UnsupportedOperationError`. A page of a store
+that may evict keys (memcached) has ``may_be_incomplete`` set: sessions may be
+missing from it (docs/operations.md says why and how to rebuild the index).
 
 Cost: a page costs what the backend's ``list_sessions`` costs (an indexed
 query on SQL); :func:`iter_sessions` asks for one page at a time.
