@@ -13,6 +13,7 @@ import multiprocessing
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import django_env
@@ -28,6 +29,7 @@ from triggers_backends.pymemcache_client import PymemcacheClient
 from triggers_core import TriggerManager
 from triggers_core.runtime.sessions import SessionFilter, SessionPage
 from triggers_core.testing.listing_contract import SessionListingContract
+from triggers_core.testing.lost_runs import start_run
 from triggers_core.testing.storage_contract import RecordingRunner
 from triggers_core.tools.listing import iter_sessions, list_sessions
 
@@ -68,6 +70,23 @@ class KeyValueListingCases(SessionListingContract):
 
     def make_storage(self, uid: str) -> KeyValueStorage:
         raise NotImplementedError
+
+    def test_sessions_with_a_lost_run_are_found_through_the_due_index(self) -> None:
+        for uid in ("lost-a", "live", "lost-b", "idle"):
+            create(self.make_storage(uid))
+            manager = TriggerManager(
+                self.make_storage(uid), runners={"rec": RecordingRunner()}, default_runner="rec"
+            )
+            manager.sweep_interval = None
+            manager.fire("x")
+        start_run(self.make_storage("lost-a"), "t_a#0", expires_in=-5)
+        start_run(self.make_storage("lost-b"), "t_a#0", expires_in=-5)
+        start_run(self.make_storage("live"), "t_a#0", expires_in=600)
+        now = datetime.now(UTC)
+        wanted = SessionFilter(lost=True, now=now)
+        assert list(iter_sessions(self.url(), wanted, page_size=1)) == ["lost-a", "lost-b"]
+        later = SessionFilter(lost=True, now=now + timedelta(hours=1))
+        assert list(iter_sessions(self.url(), later)) == ["live", "lost-a", "lost-b"]
 
     def test_sessions_created_by_many_threads_are_all_listed(self) -> None:
         uids = [f"thread-{n:03}" for n in range(120)]

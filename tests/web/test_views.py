@@ -385,3 +385,24 @@ def test_the_session_page_never_reads_the_whole_history(
     finished = text(get(console, "/session", uid=UID, status="finished"))
     assert "read the whole session" in finished
     assert 'data-instance="t_page#0"' in finished
+
+
+def test_the_lost_filter_lists_sessions_whose_worker_died(store: Store) -> None:
+    from triggers_core import MemoryStorage, TriggerManager
+    from triggers_core.testing.lost_runs import start_run
+    from triggers_core.testing.storage_contract import RecordingRunner
+
+    store.failed_session(UID)
+    for uid, expires_in in (("applicant-lost", -5.0), ("applicant-live", 600.0)):
+        storage = MemoryStorage(uid, store_name=store.name)
+        manager = TriggerManager(
+            storage, runners={"rec": RecordingRunner()}, default_runner="rec", clock=store.clock
+        )
+        manager.update_configuration({"t_a": {"after": ["x"], "run": "contract_task"}})
+        manager.fire("x")
+        start_run(storage, "t_a#0", expires_in=expires_in, now=store.clock())
+    page = text(get(store.console(), "/", lost="1"))
+    assert "applicant-lost" in page
+    assert "applicant-live" not in page
+    assert UID not in page
+    assert 'name="lost" value="1" checked' in page

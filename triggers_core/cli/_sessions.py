@@ -59,6 +59,11 @@ STALE = click.option(
 @click.option("--unresolved", is_flag=True, help="Only sessions with an unresolved instance.")
 @click.option("--failed", is_flag=True, help="Only sessions with a failed instance.")
 @STALE
+@click.option(
+    "--lost",
+    is_flag=True,
+    help="Only sessions with a lost run (running under an expired lease: its worker died).",
+)
 @now_option
 @click.option(
     "--limit",
@@ -74,6 +79,7 @@ def sessions(
     unresolved: bool,
     failed: bool,
     stale: timedelta | None,
+    lost: bool,
     now: datetime,
     limit: int | None,
     cursor: str | None,
@@ -84,7 +90,11 @@ def sessions(
     URL may be left out when TRIGGERS_STORAGE_URL is set.
     """
     wanted = SessionFilter(
-        unresolved=unresolved, failed=failed, stale_after=stale, now=now if stale else None
+        unresolved=unresolved,
+        failed=failed,
+        stale_after=stale,
+        lost=lost,
+        now=now if stale or lost else None,
     )
     uids: list[str] = []
     incomplete = False
