@@ -114,6 +114,7 @@ def sessions_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
         wanted = SessionFilter()
     rows: list[dict[str, Any]] = []
     cursor = None
+    incomplete = False
     if not problems:
         try:
             page = list_sessions(
@@ -126,6 +127,7 @@ def sessions_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
             problems.append(str(exc))
         else:
             cursor = page.cursor
+            incomplete = page.may_be_incomplete
             rows = [_session_row(console, uid) for uid in page.uids]
     filters = {
         "prefix": prefix,
@@ -141,6 +143,7 @@ def sessions_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
         cursor=cursor,
         filters=filters,
         problems=problems,
+        incomplete=incomplete,
         first_page=not query.get("cursor"),
     )
 
