@@ -281,6 +281,12 @@ class TestRedisCacheListing(DjangoCacheListingCases):
     service = ("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
 
 
+class TestDjangoRedisCacheListing(DjangoCacheListingCases):
+    evicts = False
+    alias = django_env.DJANGO_REDIS
+    service = ("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
+
+
 class TestPyMemcacheCacheListing(DjangoCacheListingCases):
     evicts = True
     alias = django_env.MEMCACHED
