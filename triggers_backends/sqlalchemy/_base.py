@@ -18,6 +18,7 @@ from triggers_backends.sqlalchemy._engines import URL_CREATE_OPTION, with_option
 from triggers_backends.sqlalchemy._errors import (
     describe,
     driver_error,
+    first_error,
     is_conflict,
     is_missing_table,
     is_old_layout,
@@ -115,6 +116,9 @@ class SQLStorageBase(Storage):
                 session=self.uid,
             )
         message = f"{doing} failed on {where}: {describe(exc, self.engine.url)}"
+        first = first_error(exc)
+        if first is not exc:
+            message = f"{message} (after {describe(first, self.engine.url)})"
         hint = timeout_hint(exc, self.engine)
         if hint is not None:
             message = f"{message}; {hint}"
