@@ -24,7 +24,7 @@ from sqlalchemy import event
 from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema, drop_schema
 from triggers_core import TriggerManager
 from triggers_core.engine.idempotency import FireKey
-from triggers_core.engine.scopes import Scope, fire_scope, instance_scope
+from triggers_core.engine.scopes import Fixed, Scope, fire_scope, instance_scope
 from triggers_core.testing.storage_contract import RecordingRunner
 
 URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -60,8 +60,10 @@ def _manager(storage: SQLAlchemyStorage) -> TriggerManager:
     return TriggerManager(storage, runners={"rec": RecordingRunner()}, default_runner="rec")
 
 
-def _between(engine: sa.Engine, write: Callable[[], None]) -> Callable[[], None]:
-    """Run ``write`` once, just before the next statement that reads instances at a version."""
+def _between(engine: sa.Engine, write: Callable[[], None]) -> tuple[Callable[[], None], list[bool]]:
+    """Run ``write`` once, just before the next statement that reads instances at a version
+    (a load that reads everything in its first statement has no such moment); return how
+    to stop, and a list that holds True once ``write`` ran."""
     done: list[bool] = []
 
     def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -70,7 +72,7 @@ def _between(engine: sa.Engine, write: Callable[[], None]) -> Callable[[], None]
             write()
 
     event.listen(engine, "before_cursor_execute", before)
-    return lambda: event.remove(engine, "before_cursor_execute", before)
+    return (lambda: event.remove(engine, "before_cursor_execute", before)), done
 
 
 @pytest.mark.parametrize(
@@ -95,11 +97,15 @@ def test_a_commit_between_the_statements_is_never_mixed_in(
     writer.fire("go", {"n": 1})
     reader = _open(engine, uid)
     before = reader.load(scope())
-    stop = _between(engine, lambda: writer.fire("go", {"n": 2}))  # creates t_a#1
+    stop, wrote = _between(engine, lambda: writer.fire("go", {"n": 2}))  # creates t_a#1
     try:
         snapshot = reader.load(scope())
     finally:
         stop()
+    if not wrote:  # read in one statement: nothing can come between; commit after it
+        writer.fire("go", {"n": 2})
+        assert snapshot.version == before.version
+        snapshot = reader.load(scope())
     full = reader.load_full()
     assert snapshot.version == full.version == before.version + 1
     assert snapshot.state.latest_kwargs["go"] == {"n": 2}
@@ -124,7 +130,7 @@ def test_a_session_deleted_and_created_again_between_the_statements_is_never_mix
         again.update_configuration(CONFIG)  # version 1 again: a new configuration id
         again.fire("go", {"n": 7})  # version 2 again, other instances
 
-    stop = _between(engine, recreate)
+    stop, _ = _between(engine, recreate)
     try:
         snapshot = reader.load(Scope(unresolved=True))
     finally:
@@ -137,7 +143,22 @@ def test_a_session_deleted_and_created_again_between_the_statements_is_never_mix
     }
 
 
-def test_loads_without_a_transaction_send_no_begin(engine: sa.Engine) -> None:
+@pytest.mark.parametrize(
+    ("scope", "expected", "sent"),
+    [
+        # the instance it names comes with the header: one statement
+        pytest.param(
+            lambda: instance_scope("t_a#0", cascade=False), ["t_a#0"], ["SELECT"], id="named"
+        ),
+        # what it needs is decided by the header: the header, then the instances
+        pytest.param(
+            lambda: Scope(unresolved=True), ["t_a#0"], ["SELECT", "SELECT"], id="unresolved"
+        ),
+    ],
+)
+def test_loads_without_a_transaction_send_no_begin(
+    engine: sa.Engine, scope: Callable[[], Any], expected: list[str], sent: list[str]
+) -> None:
     uid = f"s-{uuid.uuid4().hex}"
     manager = _manager(_open(engine, uid))
     manager.update_configuration(CONFIG)
@@ -150,8 +171,30 @@ def test_loads_without_a_transaction_send_no_begin(engine: sa.Engine) -> None:
 
     event.listen(engine, "before_cursor_execute", before)
     try:
-        snapshot = reader.load(instance_scope("t_a#0", cascade=True))
+        snapshot = reader.load(scope())
     finally:
         event.remove(engine, "before_cursor_execute", before)
-    assert sorted(snapshot.state.instances) == ["t_a#0"]
-    assert seen == ["SELECT", "SELECT"]  # the header, the instances at its version
+    assert sorted(snapshot.state.instances) == expected
+    assert seen == sent
+
+
+def test_the_instances_named_with_the_header_are_exactly_what_the_scope_names(
+    engine: sa.Engine,
+) -> None:
+    uid = f"s-{uuid.uuid4().hex}"
+    manager = _manager(_open(engine, uid))
+    manager.update_configuration(CONFIG)
+    manager.fire("go", {"n": 1})
+    manager.fire("go", {"n": 2})  # t_a#0 and t_a#1
+    reader = _open(engine, uid)
+    full = reader.load_full().state.instances
+    # a fixed scope (what instance_scope(..., cascade=False) is) and a plain one
+    one = Fixed(Scope(names=frozenset({"t_a#1"})))
+    assert reader.load(one).state.instances == {"t_a#1": full["t_a#1"]}
+    with_missing = Scope(names=frozenset({"t_a#0", "t_a#7"}))
+    assert reader.load(with_missing).state.instances == {"t_a#0": full["t_a#0"]}
+    # a scope that needs more than its names reads the rest at the header's version
+    more = Scope(names=frozenset({"t_a#0"}), unresolved=True)
+    assert reader.load(more).state.instances == {n: full[n] for n in ("t_a#0", "t_a#1")}
+    # the one statement reads one snapshot: the header's counters and the instances agree
+    assert reader.load(one).version == reader.load_full().version

@@ -35,7 +35,7 @@ from triggers_backends.sqlalchemy._statements import MAX_IN, chunks
 from triggers_backends.sqlalchemy._tables import row_key
 from triggers_backends.sqlalchemy._timeouts import expired_here
 from triggers_core.engine.idempotency import FireKey, decode_scheduled
-from triggers_core.engine.scopes import HEADER_ONLY, Scope, Selector
+from triggers_core.engine.scopes import HEADER_ONLY, Fixed, Scope, Selector
 from triggers_core.engine.serialization import (
     check_joined,
     config_from_json,
@@ -54,6 +54,15 @@ _FIRE_KEYS_READY: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyD
 
 #: Decoded instance documents a storage object keeps (more when one working set is larger).
 _DECODED_CACHE = 4096
+
+
+def _known_names(scope: Scope | Selector) -> frozenset[str]:
+    """The instances ``scope`` names whatever the header says (a plain or fixed scope)."""
+    if isinstance(scope, Fixed):
+        scope = scope.scope
+    if isinstance(scope, Scope):
+        return scope.names
+    return frozenset()
 
 
 def _lost_connection(exc: sa_exc.SQLAlchemyError) -> bool:
@@ -149,14 +158,36 @@ class ReadingMixin(SQLStorageBase):
         None: the caller reads in one snapshot transaction.
         """
         cached = self._config
-        head = conn.execute(
-            self._sql.head,
-            {"b_key": self._key, "b_config_id": "" if cached is None else cached[0]},
-        ).one_or_none()
+        params: dict[str, Any] = {
+            "b_key": self._key,
+            "b_config_id": "" if cached is None else cached[0],
+        }
+        known = _known_names(scope)
+        named: list[Any] | None = None
+        head: Any
+        if known and len(known) <= MAX_IN:
+            # The instances the scope names whatever the header says come with it.
+            params["b_names"] = sorted({row_key(n) for n in known})
+            found = list(conn.execute(self._sql.head_named, params))
+            head = found[0] if found else None
+            named = [row for row in found if row.name is not None]
+        else:
+            head = conn.execute(self._sql.head, params).one_or_none()
         if head is None:
             return Snapshot(SessionState(), None)  # one statement: no session at its snapshot
         header = self._decode_header(head.uid, head.config_id, head.config, head.header)
         chosen = scope if isinstance(scope, Scope) else scope(header)
+        if (
+            named is not None
+            and chosen.names <= known
+            and not (chosen.unstarted_of or chosen.unresolved or chosen.fire_keys)
+        ):
+            # Everything came in that one statement (one snapshot): one round trip.
+            wanted = [row for row in named if row.name in chosen.names]
+            instances = self._decode_instances(wanted, cache=True)
+            where = f"{self._label} storage, session {self.uid!r}"
+            check_joined(header.tasks, header.counters, instances.values(), where)
+            return Snapshot(attrs.evolve(header, instances=instances), int(head.version))
         names = sorted({row_key(n) for n in chosen.names})
         tasks = sorted({row_key(t) for t in chosen.unstarted_of})
         if len(names) + len(tasks) > MAX_IN or len(chosen.fire_keys) > MAX_IN:

@@ -72,6 +72,26 @@ class Statements:
             ).label("config"),
             sessions.c.header,
         ).where(sessions.c.session_key == sa.bindparam("b_key"))
+        #: The header and the instances named (by ``b_names``) in one statement: one row
+        #: per instance found, or one with null instance columns (``LEFT JOIN``).
+        self.head_named = (
+            sa.select(
+                *self.head.selected_columns,
+                instances.c.name,
+                instances.c.doc,
+                instances.c.task_key,
+            )
+            .select_from(
+                sessions.outerjoin(
+                    instances,
+                    sa.and_(
+                        instances.c.session_key == sessions.c.session_key,
+                        instances.c.name_key.in_(sa.bindparam("b_names", expanding=True)),
+                    ),
+                )
+            )
+            .where(sessions.c.session_key == sa.bindparam("b_key"))
+        )
         self._rows: dict[tuple[Any, ...], Any] = {}
         self.create = sa.insert(sessions)
         update = (
