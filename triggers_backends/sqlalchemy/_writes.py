@@ -17,7 +17,8 @@ serialized the writers, a duplicate key there means the row existed before
 The due index (``changes.due``, :mod:`~triggers_backends.sqlalchemy._due`) is
 written in the same transaction, and only when it changed: on PostgreSQL by
 the version UPDATE itself (one statement with CTEs, so no extra round trip),
-elsewhere last, after the instances.
+elsewhere last, after the instances. The latest kwargs the operation set are
+written in the same transaction too (:mod:`~triggers_backends.sqlalchemy._latest`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from triggers_backends.sqlalchemy._due import LeasesMixin
+from triggers_backends.sqlalchemy._latest import LatestMixin
 from triggers_backends.sqlalchemy._statements import CHANGING, MAX_IN
 from triggers_backends.sqlalchemy._tables import row_key
 from triggers_core.engine.scopes import Changes
@@ -44,7 +46,7 @@ from triggers_core.runtime.storage import Version
 __all__ = ["WritingMixin"]
 
 
-class WritingMixin(LeasesMixin):
+class WritingMixin(LeasesMixin, LatestMixin):
     """The writes of :class:`~triggers_backends.sqlalchemy.SQLAlchemyStorage`.
 
     A :class:`~triggers_backends.sqlalchemy._due.LeasesMixin`: a
@@ -61,7 +63,12 @@ class WritingMixin(LeasesMixin):
                 session=self.uid,
             )
         now = datetime.now(UTC)
-        header = self._codec.encode(state)
+        split = self._latest_ready()  # else an older layout: the header holds them
+        header = self._codec.encode(state, split=split)
+        latest = None
+        if split:
+            next_version = 1 if expected is None else expected + 1
+            latest = self._latest_rows(state.latest_kwargs, next_version, fresh=expected is None)
         config: dict[str, Any] = {}
         if changes.config or expected is None:
             config = {"config": dumps(config_to_json(state.tasks)), "config_id": uuid.uuid4().hex}
@@ -148,6 +155,8 @@ class WritingMixin(LeasesMixin):
                     except sa_exc.IntegrityError as exc:
                         # We hold the session row: another writer applied the fire first.
                         raise _RecordExists() from exc
+                if latest is not None:
+                    self._write_latest(conn, *latest)
                 if due is not None:
                     self._write_due(conn, due)
         except _CreatedExists as clash:
@@ -215,14 +224,14 @@ class WritingMixin(LeasesMixin):
     # -- housekeeping -------------------------------------------------------------
 
     def delete(self) -> None:
-        """Remove this session (header, instances, fire records, due entries) from the tables."""
+        """Remove this session (header, instances, fire records, due entries, latest kwargs)."""
         sessions, instances = self._tables.sessions, self._tables.instances
         try:
             with self._writer.connect() as conn, conn.begin():
                 conn.execute(sa.delete(sessions).where(sessions.c.session_key == self._key))
                 conn.execute(sa.delete(instances).where(instances.c.session_key == self._key))
                 inspector = sa.inspect(conn)
-                for table in (self._tables.fire_keys, self._tables.due):
+                for table in (self._tables.fire_keys, self._tables.due, self._tables.latest):
                     if inspector.has_table(table.name):  # older tables lack them
                         conn.execute(sa.delete(table).where(table.c.session_key == self._key))
         except sa_exc.SQLAlchemyError as exc:
