@@ -237,3 +237,16 @@ class SQLLatestCases:
         with self.engine.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(latest)).scalar_one() == 1
         assert other.load().state.latest_kwargs["ready"] == {"ok": 2}
+
+    def test_a_row_of_another_trigger_or_not_an_object_is_refused(self, uid: str) -> None:
+        storage = SQLAlchemyStorage(uid, self.engine, table_prefix=self.prefix)
+        manager_on(storage).fire("ready", {"ok": 1})
+        latest = self._table("latest")
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(latest).values(trigger="other"))
+        with pytest.raises(SerializationError, match="names the trigger 'other'"):
+            storage.load().state.latest_kwargs["ready"]
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(latest).values(trigger="ready", value="[1]"))
+        with pytest.raises(SerializationError, match="latest kwargs of 'ready'"):
+            storage.load().state.latest_kwargs["ready"]

@@ -56,7 +56,7 @@ class _Statements:
     def __init__(self, tables: Tables) -> None:
         latest = tables.latest
         key = latest.c.session_key == sa.bindparam("b_key")
-        self.one = sa.select(latest.c.version, latest.c.value).where(
+        self.one = sa.select(latest.c.trigger, latest.c.version, latest.c.value).where(
             key, latest.c.trigger_key == sa.bindparam("b_trigger")
         )
         self.all = sa.select(latest.c.trigger, latest.c.value).where(key)
@@ -166,6 +166,11 @@ class LatestMixin(SQLStorageBase):
                 raise SerializationError(
                     f"{self._label} storage, session {self.uid!r}: the header names latest "
                     f"kwargs of {trigger!r}, which are not stored"
+                )
+            if row is not None and row.trigger != trigger:
+                raise SerializationError(
+                    f"{self._label} storage, session {self.uid!r}: the latest kwargs row of "
+                    f"{trigger!r} names the trigger {row.trigger!r} (the row was left as it is)"
                 )
             if row is None or int(row.version) > version:
                 raise ConflictError(
