@@ -5,13 +5,17 @@ trigger) is fired N times; then a trigger no task uses is fired once with a 20 M
 payload (``max_value_bytes`` raised to allow it); then the task's trigger N times
 again. The latest kwargs are read only where an operation needs them
 (:mod:`triggers_core.engine.latest`), so the ratio after/before should stay near 1 on
-the backends that keep them apart (memory, the key-value layout). Medians of each
+every backend: memory, the key-value layout, and SQL (the ``latest`` table; SQLite,
+and PostgreSQL and MariaDB when they answer at the URLs of
+:mod:`benchmarks.backends`). Medians of each
 run of N; nothing asserts a timing (``tests/backends/test_latest_kwargs_cost.py``
 counts the bytes instead).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import tempfile
 import time
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.backends import DEFAULT_URLS, URL_ENV, reachable, sql_backend
 from benchmarks.memcached import memcached_process
 from triggers_core import TriggerManager
 from triggers_core.runtime.registry import open_storage
@@ -55,6 +60,15 @@ def measure(storage: Any, fires: int, huge: int) -> tuple[float, float]:
     return before, after
 
 
+def _packet_room(storage: Any) -> int:
+    """MySQL/MariaDB: 3/4 of ``max_allowed_packet`` (one statement carries the payload)."""
+    engine = getattr(storage, "engine", None)
+    if engine is None or engine.dialect.name not in ("mysql", "mariadb"):
+        return 1 << 62
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one()) * 3 // 4
+
+
 def report(quick: bool) -> list[str]:
     """The report's section: per backend, the medians and their ratio."""
     fires = 5 if quick else 30
@@ -79,7 +93,17 @@ def report(quick: bool) -> list[str]:
             ),
             ("memcached", lambda uid: open_storage(f"{memcached}?prefix={prefix}", uid)),
         ]
-        for label, factory in factories:
-            before, after = measure(factory(f"payload-{uuid.uuid4().hex}"), fires, huge)
-            lines.append(f"| {label} | {before:.2f} | {after:.2f} | {after / before:.2f} |")
+        with contextlib.ExitStack() as servers:
+            for label in ("postgresql", "mariadb"):
+                url = os.environ.get(URL_ENV[label], DEFAULT_URLS[label])
+                if url != "off" and reachable(url):
+                    factories.append((label, servers.enter_context(sql_backend(url))))
+            for label, factory in factories:
+                storage = factory(f"payload-{uuid.uuid4().hex}")
+                size = min(huge, _packet_room(storage))
+                before, after = measure(storage, fires, size)
+                note = "" if size == huge else f" ({size // (1024 * 1024)} MB: max_allowed_packet)"
+                lines.append(
+                    f"| {label}{note} | {before:.2f} | {after:.2f} | {after / before:.2f} |"
+                )
     return lines

@@ -24,7 +24,13 @@ guessing; :func:`upgrade_schema` converts them in place:
    :data:`~triggers_backends.sqlalchemy._due.RECHECK_MISSING` seconds); the
    instances they had running or scheduled then are not in the index, so only
    an operator (``get_stale_instances``, ``triggers sessions --stale``) or
-   ``manager.recover()`` finds them if their worker died.
+   ``manager.recover()`` finds them if their worker died;
+7. creates the ``latest`` table (each trigger's latest kwargs, apart from the
+   header), which tables of any earlier version lack: it touches no stored row
+   either. Headers that hold their latest kwargs load as they are and move
+   them to the table on their next write; until a process finds the table
+   (within :data:`~triggers_backends.sqlalchemy._due.RECHECK_MISSING`
+   seconds) it keeps them in the header.
 
 Stop every process that uses the tables first: a process still running the old
 version would write rows without the new columns. The upgrade is idempotent and
@@ -41,7 +47,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from triggers_backends.sqlalchemy._engines import prepare_engine
-from triggers_backends.sqlalchemy._schema import create_schema, note_due_table
+from triggers_backends.sqlalchemy._schema import (
+    create_schema,
+    note_due_table,
+    note_latest_table,
+)
 from triggers_backends.sqlalchemy._tables import (
     DEFAULT_TABLE_PREFIX,
     Document,
@@ -72,7 +82,7 @@ def needs_upgrade(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> b
     names = set(inspector.get_table_names())
     if not {tables.sessions.name, tables.instances.name} <= names:
         return False
-    if not {tables.fire_keys.name, tables.due.name} <= names:
+    if not {tables.fire_keys.name, tables.due.name, tables.latest.name} <= names:
         return True
     sessions = {c["name"] for c in inspector.get_columns(tables.sessions.name)}
     instances = {c["name"] for c in inspector.get_columns(tables.instances.name)}
@@ -109,6 +119,8 @@ def upgrade_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> 
     changed |= _add_table(engine, tables.fire_keys)
     changed |= _add_table(engine, tables.due)
     note_due_table(engine, table_prefix, exists=True)
+    changed |= _add_table(engine, tables.latest)
+    note_latest_table(engine, table_prefix, exists=True)
     return changed
 
 

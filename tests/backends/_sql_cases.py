@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import pytest
 import sqlalchemy as sa
 from _sql_fire_keys_cases import SQLFireKeysCases
+from _sql_latest_cases import SQLLatestCases
 from _sql_lease_cases import stop_sweepers
 from _sql_listing_cases import SQLListingCases
 from _sql_upgrade_cases import SQLUpgradeCases
@@ -43,7 +44,9 @@ from triggers_core.testing.storage_contract import RecordingRunner, StorageContr
 EVERY = {"t_every": {"after": ["tick"], "andEvery": "tick", "run": "contract_task"}}
 
 
-class SQLAlchemyCases(StorageContract, SQLUpgradeCases, SQLListingCases, SQLFireKeysCases):
+class SQLAlchemyCases(
+    StorageContract, SQLUpgradeCases, SQLListingCases, SQLFireKeysCases, SQLLatestCases
+):
     supports_multiprocess = True
     #: The backend label in error messages (``sqlalchemy/<dialect>``).
     dialect: ClassVar[str]

@@ -1,7 +1,9 @@
 """A huge fire of a trigger no task uses does not make later fires of its session pay for
 its size: the latest kwargs are read only where an operation needs them (``LatestKwargs``)
 and written only when they change. Counted in bytes read and written (the memory storage:
-values read and copied), never timed; the times are in ``benchmarks/``.
+values read and copied; SQL: bytes of stored documents read and bytes sent), never timed;
+the times are in ``benchmarks/``. The SQL test runs here on SQLite, and on PostgreSQL and
+MariaDB with the SQL storage cases (``_sql_latest_cases.py``).
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
+from _sql_latest_cases import huge_fire_costs
 from kv_memory import DictKeyValueClient, DictStore
 
 from triggers_backends.kv.storage import KeyValueStorage
+from triggers_backends.sqlalchemy import create_schema, drop_schema
 from triggers_core import MemoryStorage, TriggerManager
 from triggers_core.engine.latest import LatestKwargs
 from triggers_core.engine.scopes import Scope, Selector
@@ -118,3 +123,14 @@ def test_a_huge_fire_costs_later_fires_nothing_in_memory() -> None:
     assert all("unused" not in latest.read for latest in storage.loaded)
     assert storage.store._sessions[storage.uid].latest["unused"] is stored
     assert storage.latest_kwargs["unused"] == {"blob": "x" * HUGE}
+
+
+def test_a_huge_fire_costs_later_fires_nothing_on_sql(tmp_path: Any) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'latest.db'}")
+    prefix = f"t{uuid.uuid4().hex[:12]}_"
+    create_schema(engine, prefix)
+    try:
+        huge_fire_costs(engine, prefix, f"huge-{uuid.uuid4().hex}")
+    finally:
+        drop_schema(engine, prefix)
+        engine.dispose()

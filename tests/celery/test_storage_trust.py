@@ -47,6 +47,7 @@ def test_a_message_never_creates_tables_whatever_the_configured_url_says(tmp_pat
         "triggers_due",
         "triggers_fire_keys",
         "triggers_instances",
+        "triggers_latest",
         "triggers_sessions",
     ]
 

@@ -144,3 +144,43 @@ def test_a_malformed_header_gets_the_usual_error_even_after_good_ones(
         header_from_json(loads(broken, "session header"), tasks=state.tasks)
     assert str(caught.value) == str(plain.value)
     assert message in str(caught.value)
+
+
+@settings(max_examples=50, deadline=None)
+@given(session_states(min_triggers=2, max_triggers=8, groups=True))
+def test_a_split_header_names_the_triggers_and_reads_back_without_their_values(
+    state: SessionState,
+) -> None:
+    """Property: a split header (latest kwargs stored apart) decodes, through the fast
+    path and through the general one (keys in another order), to the header without
+    its latest kwargs plus the names of the triggers that have them; the plain reader
+    of schema version 2 refuses it."""
+    codec = HeaderCodec()
+    text = codec.encode(state, split=True)
+    assert "latestKwargs" not in text
+    expected = attrs.evolve(header(state), latest_kwargs={})
+    for decoder in (codec, HeaderCodec()):
+        decoded, triggers = decoder.decode_split(text, state.tasks)
+        assert decoded == expected
+        assert triggers == tuple(sorted(state.latest_kwargs))
+    doc = loads(text)  # schemaVersion first: another text, the same document
+    slow, triggers = HeaderCodec().decode_split(
+        '{"schemaVersion":3,' + dumps({k: v for k, v in doc.items() if k != "schemaVersion"})[1:],
+        state.tasks,
+    )
+    assert slow == expected
+    assert triggers == tuple(sorted(state.latest_kwargs))
+    with pytest.raises(SerializationError, match="newer than this library understands"):
+        plain_state(text, state)
+    with pytest.raises(SerializationError, match="stored apart"):
+        HeaderCodec().decode(text, state.tasks)
+
+
+def test_a_split_header_with_a_bad_trigger_list_is_refused() -> None:
+    for bad in ('"tick"', "[1]", "{}"):
+        text = (
+            f'{{"counters":{{}},"latestTriggers":{bad},"schemaVersion":3,'
+            '"settled":{},"unsettled":{}}'
+        )
+        with pytest.raises(SerializationError, match="latestTriggers"):
+            HeaderCodec().decode_split(text, {})

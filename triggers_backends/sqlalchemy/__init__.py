@@ -1,11 +1,12 @@
 """SQLAlchemy storage: SQLite (the embedded default), PostgreSQL and MySQL/MariaDB.
 
-:class:`SQLAlchemyStorage` keeps one session in four tables per prefix
+:class:`SQLAlchemyStorage` keeps one session in five tables per prefix
 (default ``triggers_``): one row per session, one per task instance, one per
-fire record, and one per entry of the store's due index (the leases of running
-instances and the scheduled ones a sweeper looks at). An operation reads the
-header plus the instances its scope names and writes the header plus the
-instances it changed, in one compare-and-swap transaction that a version
+fire record, one per entry of the store's due index (the leases of running
+instances and the scheduled ones a sweeper looks at), and one per trigger's
+latest kwargs. An operation reads the header plus the instances its scope
+names (and the latest kwargs it needs) and writes the header plus the
+instances (and latest kwargs) it changed, in one compare-and-swap transaction that a version
 ``UPDATE`` serializes; a lost race is a :class:`~triggers_core.errors.ConflictError`.
 
 Every wait for the server is bounded (connect, lock wait, statement; URL

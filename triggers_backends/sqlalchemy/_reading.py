@@ -8,6 +8,9 @@ the instances waiting for other triggers. The configuration is read only when
 its ``config_id`` differs from the one this storage object decoded last (so
 the task index is built once per configuration). Inspection reads everything.
 
+The latest kwargs are read only when an operation asks for a value
+(:mod:`~triggers_backends.sqlalchemy._latest`), all of them by a full load.
+
 Loads run in one snapshot transaction (REPEATABLE READ on PostgreSQL and
 MySQL, a read transaction in WAL mode on SQLite), so the version and the
 instances belong to the same point in time. On PostgreSQL a scoped load first
@@ -30,7 +33,7 @@ import attrs
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
-from triggers_backends.sqlalchemy._base import SQLStorageBase
+from triggers_backends.sqlalchemy._latest import LatestMixin
 from triggers_backends.sqlalchemy._statements import MAX_IN, chunks
 from triggers_backends.sqlalchemy._tables import row_key
 from triggers_backends.sqlalchemy._timeouts import expired_here
@@ -75,7 +78,7 @@ def _lost_connection(exc: sa_exc.SQLAlchemyError) -> bool:
     )
 
 
-class ReadingMixin(SQLStorageBase):
+class ReadingMixin(LatestMixin):
     """The loads of :class:`~triggers_backends.sqlalchemy.SQLAlchemyStorage`."""
 
     #: Attempts for a load that hits a transient lock (SQLite checkpoints) before failing.
@@ -125,7 +128,11 @@ class ReadingMixin(SQLStorageBase):
         ).one_or_none()
         if head is None:
             return Snapshot(SessionState(), None)
-        header = self._decode_header(head.uid, head.config_id, head.config, head.header)
+        header, triggers = self._decode_header(head.uid, head.config_id, head.config, head.header)
+        latest = self._latest_mapping(
+            conn, int(head.version), triggers, header.latest_kwargs, full=scope is None
+        )
+        header = attrs.evolve(header, latest_kwargs=latest)
         records: dict[FireKey, tuple[str, ...]] = {}
         if scope is None:
             rows = self._rows(conn, None)
@@ -175,7 +182,12 @@ class ReadingMixin(SQLStorageBase):
             head = conn.execute(self._sql.head, params).one_or_none()
         if head is None:
             return Snapshot(SessionState(), None)  # one statement: no session at its snapshot
-        header = self._decode_header(head.uid, head.config_id, head.config, head.header)
+        header, triggers = self._decode_header(head.uid, head.config_id, head.config, head.header)
+        # A scoped load: the latest kwargs are read later, one trigger at a time, if asked for.
+        latest = self._latest_mapping(
+            conn, int(head.version), triggers, header.latest_kwargs, full=False
+        )
+        header = attrs.evolve(header, latest_kwargs=latest)
         chosen = scope if isinstance(scope, Scope) else scope(header)
         if (
             named is not None
@@ -280,7 +292,9 @@ class ReadingMixin(SQLStorageBase):
 
     def _decode_header(
         self, uid: str, config_id: str, config: str | None, header: str
-    ) -> SessionState:
+    ) -> tuple[SessionState, tuple[str, ...] | None]:
+        """The header's state, and the triggers whose latest kwargs are in the latest table
+        (None: an older header holding them, in the state)."""
         where = f"{self._label} storage, session {self.uid!r}"
         if uid != self.uid:
             raise StorageError(
@@ -294,7 +308,7 @@ class ReadingMixin(SQLStorageBase):
             else:
                 tasks = config_from_json(loads(config or "", "configuration"))
                 self._config = (config_id, tasks)
-            return self._codec.decode(header, tasks)
+            return self._codec.decode_split(header, tasks)
         except SerializationError as exc:
             raise SerializationError(f"{where}: {exc} (the row was left as it is)") from exc
 

@@ -39,7 +39,9 @@ __all__ = [
     "drop_schema",
     "due_table_state",
     "ensure_schema",
+    "latest_table_state",
     "note_due_table",
+    "note_latest_table",
 ]
 
 
@@ -80,6 +82,29 @@ def note_due_table(engine: Engine, table_prefix: str, *, exists: bool) -> None:
             state.ready.discard(table_prefix)
 
 
+_LATEST_TABLES: weakref.WeakKeyDictionary[Engine, DueTableState] = weakref.WeakKeyDictionary()
+
+
+def latest_table_state(engine: Engine) -> DueTableState:
+    """What this process knows of ``engine``'s latest kwargs tables (one object per engine)."""
+    with _DUE_TABLES_LOCK:
+        found = _LATEST_TABLES.get(engine)
+        if found is None:
+            found = _LATEST_TABLES[engine] = DueTableState()
+        return found
+
+
+def note_latest_table(engine: Engine, table_prefix: str, *, exists: bool) -> None:
+    """This process created (``exists``) or dropped the latest table of ``table_prefix``."""
+    state = latest_table_state(engine)
+    with state.lock:
+        state.missing.pop(table_prefix, None)
+        if exists:
+            state.ready.add(table_prefix)
+        else:
+            state.ready.discard(table_prefix)
+
+
 def create_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> None:
     """Create the storage tables (and index) if they do not exist yet.
 
@@ -108,6 +133,7 @@ def _create_tables(engine: Engine, table_prefix: str) -> None:
             raise
         # another process created them first
     note_due_table(engine, table_prefix, exists=True)
+    note_latest_table(engine, table_prefix, exists=True)
     tables = tables_for(table_prefix)
     _create_missing_indexes(engine, tables.instances)
     _create_missing_indexes(engine, tables.sessions)
@@ -154,6 +180,7 @@ def drop_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> Non
     """Drop the storage tables for ``table_prefix`` (every session in them is lost)."""
     metadata_for(table_prefix).drop_all(engine, checkfirst=True)
     note_due_table(engine, table_prefix, exists=False)
+    note_latest_table(engine, table_prefix, exists=False)
 
 
 _SCHEMA_READY: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()

@@ -62,6 +62,7 @@ class Statements:
     def __init__(self, tables: Tables) -> None:
         sessions, instances = tables.sessions, tables.instances
         self._instances = instances
+        self._latest = tables.latest
         self.head = sa.select(
             sessions.c.uid,
             sessions.c.version,
@@ -109,7 +110,7 @@ class Statements:
             {**base, "config": sa.bindparam("b_config"), "config_id": sa.bindparam("b_config_id")}
         )
         self._sessions = sessions
-        self._update_with_due: dict[tuple[bool, int, int, int, int, int], Any] = {}
+        self._update_with_due: dict[tuple[bool | int, ...], Any] = {}
         self.insert_instances = sa.insert(instances)
         self._upserts: dict[str, Any] = {}
         fire_keys = tables.fire_keys
@@ -304,20 +305,22 @@ class Statements:
         created: int = 0,
         updated: int = 0,
         records: int = 0,
+        latest: int = 0,
     ) -> Any:
         """PostgreSQL: a whole compare-and-swap of an existing session as one statement.
 
         :meth:`update_with_due`, plus an ``INSERT`` of ``created`` instance rows
         (``c0_name_key``... : a duplicate key is an error, as in the transaction),
         an upsert of ``updated`` rows (``u0_...``) and an ``INSERT`` of
-        ``records`` fire records (``r0_...``), each only if ``s`` updated the
-        session's row. Run in autocommit mode, the statement is its own
+        ``records`` fire records (``r0_...``) and an upsert of ``latest`` rows of
+        latest kwargs (``l0_...``, written at the new version), each only if ``s``
+        updated the session's row. Run in autocommit mode, the statement is its own
         transaction: one round trip instead of ``BEGIN``, three or four
         statements and ``COMMIT``, with the same outcome (all or nothing; the
         session's row lock first). One statement per shape; callers keep the
         counts small (:data:`MAX_IN_ONE`).
         """
-        key = (config, gone, put, created, updated, records)
+        key = (config, gone, put, created, updated, records, latest)
         found = self._update_with_due.get(key)
         if found is not None:
             return found
@@ -386,6 +389,21 @@ class Statements:
                 "SELECT :b_key, v.key_hash, v.trigger_name, v.scheduled, :b_now "
                 f"FROM (VALUES {rows}) AS v(key_hash, trigger_name, scheduled) "
                 "WHERE EXISTS (SELECT 1 FROM s))"
+            )
+        if latest:
+            table = preparer.format_table(self._latest)
+            rows = ", ".join(
+                f"(CAST(:l{n}_trigger_key AS VARCHAR(64)), CAST(:l{n}_trigger AS TEXT), "
+                f"CAST(:l{n}_value AS TEXT))"
+                for n in range(latest)
+            )
+            parts.append(
+                f"lk AS (INSERT INTO {table} (session_key, trigger_key, trigger, version, value) "
+                "SELECT :b_key, v.trigger_key, v.trigger, :b_version, v.value "
+                f"FROM (VALUES {rows}) AS v(trigger_key, trigger, value) "
+                "WHERE EXISTS (SELECT 1 FROM s) "
+                "ON CONFLICT (session_key, trigger_key) DO UPDATE SET "
+                "trigger = excluded.trigger, version = excluded.version, value = excluded.value)"
             )
         statement = sa.text(", ".join(parts) + " SELECT count(*) FROM s")
         found = self._update_with_due[key] = statement

@@ -1,13 +1,14 @@
 """The tables of the SQLAlchemy storage: their layout, :data:`metadata`, row keys.
 
-Layout (four tables per prefix, default ``triggers_``):
+Layout (five tables per prefix, default ``triggers_``):
 
 * ``{prefix}sessions``: one row per session: ``session_key`` (SHA-256 of the
   UID, so any UID fits a fixed-width, collation-proof primary key), ``uid``
   (the full UID), ``version``, ``config`` (the tasks as JSON text, rewritten
   only when they change), ``config_id`` (a random id, new whenever ``config``
-  changes), ``header`` (latest kwargs, counters, unsettled instances and
-  settled triggers as JSON text) and ``updated_at``; an index on ``uid``
+  changes), ``header`` (counters, unsettled instances, settled triggers and
+  the names of the triggers that have latest kwargs, as JSON text) and
+  ``updated_at``; an index on ``uid``
   (listing sessions by a UID prefix).
 * ``{prefix}instances``: one row per task instance: ``(session_key,
   name_key)`` primary key (``name_key`` hashes the instance name for the same
@@ -37,6 +38,16 @@ Layout (four tables per prefix, default ``triggers_``):
   (the run holding the lease), ``claimed`` (a sweeper took the lease); an
   index on ``(kind, due_at)`` answers a sweep. Tables created before it
   existed work without it: instances then run without leases.
+* ``{prefix}latest``: the latest kwargs of each trigger of a session, one row
+  each: ``(session_key, trigger_key)`` primary key (``trigger_key`` hashes the
+  trigger), ``trigger``, ``version`` (the session version that wrote the row)
+  and ``value`` (JSON text). An operation writes only the rows of the triggers
+  it fired, in its compare-and-swap transaction, and reads a row only when it
+  needs that value (see :mod:`triggers_backends.sqlalchemy._latest`), so a
+  large payload costs later operations nothing. Headers written before it
+  existed (or while a process found it missing) hold the latest kwargs
+  themselves (``latestKwargs``); they load as they are and move to the table
+  on their next write.
 """
 
 from __future__ import annotations
@@ -74,6 +85,7 @@ class Tables:
     instances: sa.Table
     fire_keys: sa.Table
     due: sa.Table
+    latest: sa.Table
 
 
 def _define(meta: sa.MetaData, prefix: str) -> Tables:
@@ -154,7 +166,18 @@ def _define(meta: sa.MetaData, prefix: str) -> Tables:
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",
     )
-    return Tables(meta, sessions, instances, fire_keys, due)
+    latest = sa.Table(
+        f"{prefix}latest",
+        meta,
+        sa.Column("session_key", sa.String(64), primary_key=True),
+        sa.Column("trigger_key", sa.String(64), primary_key=True, comment="sha256(trigger), hex"),
+        sa.Column("trigger", sa.Text(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False, comment="session version written"),
+        sa.Column("value", Document, nullable=False, comment="the latest kwargs (JSON)"),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
+    return Tables(meta, sessions, instances, fire_keys, due, latest)
 
 
 #: The tables for the default prefix; use as (part of) Alembic's ``target_metadata``.

@@ -17,10 +17,11 @@ serialized the writers, a duplicate key there means the row existed before
 The due index (``changes.due``, :mod:`~triggers_backends.sqlalchemy._due`) is
 written in the same transaction, and only when it changed: on PostgreSQL by
 the version UPDATE itself (one statement with CTEs, so no extra round trip),
-elsewhere last, after the instances. On PostgreSQL a compare-and-swap of an
-existing session with few rows is all of this as *one* statement in autocommit
-mode (its own transaction: ``Statements.commit_in_one``), with the same
-outcomes.
+elsewhere last, after the instances. The latest kwargs the operation set are
+written in the same transaction too (:mod:`~triggers_backends.sqlalchemy._latest`).
+On PostgreSQL a compare-and-swap of an existing session with few rows is all
+of this as *one* statement in autocommit mode (its own transaction:
+``Statements.commit_in_one``), with the same outcomes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from triggers_backends.sqlalchemy._due import LeasesMixin
+from triggers_backends.sqlalchemy._latest import LatestMixin
 from triggers_backends.sqlalchemy._statements import (
     CHANGING,
     MAX_DUE_IN_UPDATE,
@@ -52,7 +54,7 @@ from triggers_core.runtime.storage import Version
 __all__ = ["WritingMixin"]
 
 
-class WritingMixin(LeasesMixin):
+class WritingMixin(LeasesMixin, LatestMixin):
     """The writes of :class:`~triggers_backends.sqlalchemy.SQLAlchemyStorage`.
 
     A :class:`~triggers_backends.sqlalchemy._due.LeasesMixin`: a
@@ -69,7 +71,12 @@ class WritingMixin(LeasesMixin):
                 session=self.uid,
             )
         now = datetime.now(UTC)
-        header = self._codec.encode(state)
+        split = self._latest_ready()  # else an older layout: the header holds them
+        header = self._codec.encode(state, split=split)
+        latest = None
+        if split:
+            next_version = 1 if expected is None else expected + 1
+            latest = self._latest_rows(state.latest_kwargs, next_version, fresh=expected is None)
         config: dict[str, Any] = {}
         if changes.config or expected is None:
             config = {"config": dumps(config_to_json(state.tasks)), "config_id": uuid.uuid4().hex}
@@ -99,8 +106,19 @@ class WritingMixin(LeasesMixin):
             for key, names in changes.fire_records.items()
         ]
         due = self._due_rows(changes.due)
-        if expected is not None and self._fits_one_statement(created, updated, records, due):
-            self._swap_in_one(expected, header, now, config, created, updated, records, due)
+        # The one statement upserts the latest kwargs an operation set (their rows replace
+        # the same triggers' rows); replacing them all (a first or foreign write) takes the
+        # transaction.
+        latest_rows: list[dict[str, Any]] = [] if latest is None else latest[1]
+        if (
+            expected is not None
+            and (latest is None or latest[0] is not None)
+            and len(latest_rows) <= MAX_IN_ONE
+            and self._fits_one_statement(created, updated, records, due)
+        ):
+            self._swap_in_one(
+                expected, header, now, config, created, updated, records, due, latest_rows
+            )
             if config:
                 self._config = (config["config_id"], TaskTable.of(state.tasks))
             return expected + 1
@@ -161,6 +179,8 @@ class WritingMixin(LeasesMixin):
                     except sa_exc.IntegrityError as exc:
                         # We hold the session row: another writer applied the fire first.
                         raise _RecordExists() from exc
+                if latest is not None:
+                    self._write_latest(conn, *latest)
                 if due is not None:
                     self._write_due(conn, due)
         except _CreatedExists as clash:
@@ -206,6 +226,7 @@ class WritingMixin(LeasesMixin):
         updated: list[dict[str, Any]],
         records: list[dict[str, Any]],
         due: tuple[list[str], list[dict[str, Any]]] | None,
+        latest: list[dict[str, Any]],
     ) -> None:
         """The compare-and-swap of an existing session as one statement in autocommit mode.
 
@@ -235,6 +256,9 @@ class WritingMixin(LeasesMixin):
         for n, record in enumerate(records):
             for column in ("key_hash", "trigger_name", "scheduled"):
                 values[f"r{n}_{column}"] = record[column]
+        for n, row in enumerate(latest):
+            for column in ("trigger_key", "trigger", "value"):
+                values[f"l{n}_{column}"] = row[column]
         statement = self._sql.commit_in_one(
             self.engine.dialect,
             bool(config),
@@ -243,6 +267,7 @@ class WritingMixin(LeasesMixin):
             created=len(created),
             updated=len(updated),
             records=len(records),
+            latest=len(latest),
         )
         try:
             with self._autocommit.connect() as conn:
@@ -316,14 +341,14 @@ class WritingMixin(LeasesMixin):
     # -- housekeeping -------------------------------------------------------------
 
     def delete(self) -> None:
-        """Remove this session (header, instances, fire records, due entries) from the tables."""
+        """Remove this session (header, instances, fire records, due entries, latest kwargs)."""
         sessions, instances = self._tables.sessions, self._tables.instances
         try:
             with self._writer.connect() as conn, conn.begin():
                 conn.execute(sa.delete(sessions).where(sessions.c.session_key == self._key))
                 conn.execute(sa.delete(instances).where(instances.c.session_key == self._key))
                 inspector = sa.inspect(conn)
-                for table in (self._tables.fire_keys, self._tables.due):
+                for table in (self._tables.fire_keys, self._tables.due, self._tables.latest):
                     if inspector.has_table(table.name):  # older tables lack them
                         conn.execute(sa.delete(table).where(table.c.session_key == self._key))
         except sa_exc.SQLAlchemyError as exc:

@@ -30,6 +30,7 @@ from triggers_core.errors import SerializationError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "SPLIT_HEADER_VERSION",
     "HeaderCodec",
     "check_joined",
     "config_from_json",
@@ -46,6 +47,12 @@ __all__ = [
 
 #: Bumped whenever the stored layout changes; loaders refuse newer versions.
 SCHEMA_VERSION = 2
+
+#: The version of a header whose latest kwargs are stored elsewhere (a SQL storage's
+#: ``latest`` table): its ``latestTriggers`` lists the triggers that have them. A
+#: library that knows only :data:`SCHEMA_VERSION` refuses such a header (rather than
+#: reading a session without its latest kwargs).
+SPLIT_HEADER_VERSION = 3
 
 
 def dumps(document: Mapping[str, Any]) -> str:
@@ -277,11 +284,23 @@ class HeaderCodec:
         #: field -> (its JSON text, its validated value: a private copy)
         self._known: dict[str, tuple[str, Any]] = {}
 
-    def encode(self, state: SessionState) -> str:
-        """``dumps(header_to_json(state))``."""
+    def encode(self, state: SessionState, *, split: bool = False) -> str:
+        """``dumps(header_to_json(state))``.
+
+        ``split=True``: the latest kwargs are stored elsewhere; the header lists
+        only their triggers (``latestTriggers``, sorted; no value is read) and
+        says :data:`SPLIT_HEADER_VERSION`.
+        """
         counters = self._text("counters", state.counters, dict)
         settled = self._text("settled", state.settled, _name_sets_json)
         unsettled = self._text("unsettled", state.unsettled, _name_sets_json)
+        if split:
+            triggers = json.dumps(sorted(state.latest_kwargs), separators=(",", ":"))
+            return (
+                f'{{"counters":{counters},"latestTriggers":{triggers},'
+                f'"schemaVersion":{SPLIT_HEADER_VERSION},"settled":{settled},'
+                f'"unsettled":{unsettled}}}'
+            )
         latest = dumps({k: dict(v) for k, v in state.latest_kwargs.items()})
         return (
             f'{{"counters":{counters},"latestKwargs":{latest},'
@@ -306,31 +325,57 @@ class HeaderCodec:
     def decode(
         self, text: str, tasks: Mapping[str, TaskConfig], what: str = "session"
     ) -> SessionState:
-        """``header_from_json(loads(text, f"{what} header"), what=what, tasks=tasks)``."""
+        """``header_from_json(loads(text, f"{what} header"), what=what, tasks=tasks)``.
+
+        A split header (:data:`SPLIT_HEADER_VERSION`) is refused here: read it
+        with :meth:`decode_split`.
+        """
+        state, triggers = self.decode_split(text, tasks, what)
+        if triggers is not None:
+            raise SerializationError(
+                f"{what} header: its latest kwargs are stored apart (schemaVersion "
+                f"{SPLIT_HEADER_VERSION}); this reader cannot fetch them"
+            )
+        return state
+
+    def decode_split(
+        self, text: str, tasks: Mapping[str, TaskConfig], what: str = "session"
+    ) -> tuple[SessionState, tuple[str, ...] | None]:
+        """Either layout: ``(state, None)`` for a header holding its latest kwargs, or
+        ``(state without latest kwargs, the triggers that have them)`` for a split one."""
         try:
             fields = self._fields(text, what)
         except (SerializationError, ValueError, RecursionError):
             fields = None
         if fields is None:  # not the layout we write: the general path, and its errors
-            return header_from_json(loads(text, f"{what} header"), what=what, tasks=tasks)
+            return _general_header(loads(text, f"{what} header"), tasks, what)
         counters, latest, settled, unsettled = fields
-        return SessionState(
+        state = SessionState(
             tasks=TaskTable.of(tasks),
-            latest_kwargs=latest,
+            latest_kwargs={} if isinstance(latest, tuple) else latest,
             counters=dict(counters),
             unsettled=dict(unsettled),
             settled=dict(settled),
         )
+        return state, latest if isinstance(latest, tuple) else None
 
     def _fields(self, text: str, what: str) -> tuple[Any, Any, Any, Any] | None:
         at = _literal(text, 0, '{"counters":')
         counters, at = self._field(text, at, "counters", lambda v: _counters(v, what))
-        at = _literal(text, at, ',"latestKwargs":')
-        latest, at = _DECODER.raw_decode(text, at)
-        if not isinstance(latest, dict):
-            return None
-        _latest_kwargs(latest, what)
-        at = _literal(text, at, f',"schemaVersion":{SCHEMA_VERSION},"settled":')
+        latest: Any
+        if text.startswith(',"latestTriggers":', at):
+            at = _literal(text, at, ',"latestTriggers":')
+            triggers, at = _DECODER.raw_decode(text, at)
+            latest = _trigger_list(triggers, what)
+            version = SPLIT_HEADER_VERSION
+        else:
+            at = _literal(text, at, ',"latestKwargs":')
+            latest, at = _DECODER.raw_decode(text, at)
+            if not isinstance(latest, dict):
+                return None
+            _latest_kwargs(latest, what)
+            version = SCHEMA_VERSION
+        at = _literal(text, at, f',"schemaVersion":{version},"settled":')
         settled, at = self._field(text, at, "settled", lambda v: _name_sets(v, what))
         at = _literal(text, at, ',"unsettled":')
         unsettled, at = self._field(text, at, "unsettled", lambda v: _name_sets(v, what))
@@ -351,6 +396,30 @@ class HeaderCodec:
 
 
 _DECODER = json.JSONDecoder()
+
+
+def _trigger_list(raw: object, what: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
+        raise SerializationError(f"{what}.latestTriggers: expected a list of trigger names")
+    return tuple(raw)
+
+
+def _general_header(
+    doc: Any, tasks: Mapping[str, TaskConfig], what: str
+) -> tuple[SessionState, tuple[str, ...] | None]:
+    """A header in any accepted form (the codec's slow path), and its split triggers."""
+    if (
+        isinstance(doc, Mapping)
+        and doc.get("schemaVersion") == SPLIT_HEADER_VERSION
+        and type(doc.get("schemaVersion")) is int
+    ):
+        triggers = _trigger_list(doc.get("latestTriggers"), what)
+        if "latestKwargs" in doc:
+            raise SerializationError(f"{what}: a split header cannot hold latestKwargs")
+        rest = {k: v for k, v in doc.items() if k != "latestTriggers"}
+        rest.update(schemaVersion=SCHEMA_VERSION, latestKwargs={})
+        return header_from_json(rest, what=what, tasks=tasks), triggers
+    return header_from_json(doc, what=what, tasks=tasks), None
 
 
 def _literal(text: str, at: int, expected: str) -> int:
