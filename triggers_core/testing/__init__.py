@@ -17,6 +17,7 @@ Importing this package needs neither pytest nor hypothesis.
 
 from triggers_core.testing.assertions import (
     assert_instance_abandoned,
+    assert_instance_expired,
     assert_instance_failed,
     assert_instance_finished,
     assert_instance_missing,
@@ -57,6 +58,7 @@ __all__ = [
     "SkipFailed",
     "TriggerManagerTestCaseMixin",
     "assert_instance_abandoned",
+    "assert_instance_expired",
     "assert_instance_failed",
     "assert_instance_finished",
     "assert_instance_missing",
