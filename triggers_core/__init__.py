@@ -52,7 +52,7 @@ from triggers_core.runtime.tasks import (
     registered_tasks,
     with_context,
 )
-from triggers_core.tools.recovery import recover
+from triggers_core.tools.recovery import recover, tick
 
 __all__ = [
     "LIFECYCLE_LOGGER",
@@ -107,5 +107,6 @@ __all__ = [
     "registered_tasks",
     "runners",
     "storages",
+    "tick",
     "with_context",
 ]
