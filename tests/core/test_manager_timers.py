@@ -128,3 +128,27 @@ def test_tick_by_url_fires_the_due_timers_of_a_sqlite_store(tmp_path: Path) -> N
     assert tick(url, now=T0 + timedelta(days=1)).acted == ()
     check: Callable[[str], Storage] = lambda uid: TriggerManager(url, uid).storage  # noqa: E731
     assert check("a")["t_x#0"].status is Status.EXPIRED
+
+
+def test_the_fake_clock_ticks_every_store_its_managers_use() -> None:
+    from triggers_core.testing import FakeClock
+
+    clock, runner = FakeClock(T0), ThreadingTaskRunner()
+    store = MemoryStore()
+    config = {"t_x": {"after": ["go"], "run": PASS, "delay": "2h"}}
+    managers = [
+        TriggerManager(MemoryStorage(uid, store), runners={"threading": runner}, clock=clock)
+        for uid in ("one", "two")
+    ]
+    for manager in managers:
+        manager.update_configuration(config)
+        manager.fire("go")
+    assert clock.now == T0  # reading it does not move it
+    assert clock.advance("PT1H59M") == []
+    fired = clock.advance(60)
+    assert sorted((a.session, a.instance) for a in fired) == [("one", "t_x#0"), ("two", "t_x#0")]
+    runner.join_all()
+    for manager in managers:
+        assert_instance_finished(manager, "t_x#0")
+    stepping = FakeClock(T0, step="1s")
+    assert [stepping(), stepping()] == [T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)]

@@ -160,6 +160,11 @@ class TriggerManager(OperatorActions):
         self._clock = clock or (lambda: datetime.now(UTC))
         # The background sweeper starts with the first commit (building a manager does no I/O).
         self._sweeper_pending = clock is None
+        # A clock that moves the timers itself (``triggers_core.testing.FakeClock``) learns
+        # of the managers that use it, so that moving it ticks their stores.
+        watch = getattr(clock, "watch", None)
+        if callable(watch):
+            watch(self)
 
     def _start_sweeper(self) -> None:
         """Start the store's background sweeper for in-process runs (:attr:`sweep_interval`)."""

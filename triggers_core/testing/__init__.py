@@ -5,6 +5,8 @@
   ``trigger_runner`` come from the ``triggers`` pytest plugin).
 * Sample tasks: :class:`PassThruTask`, :class:`DevNullTask`, :class:`FailingTask`,
   :class:`SelfSkippingTask`, :class:`SelfRetryingTask`.
+* :class:`FakeClock`: a manual clock for managers (``clock=``); ``advance("2h")``
+  ticks their stores, so ``within`` windows close and delays end in virtual time.
 * :func:`simulate`: run a configuration and a sequence of steps (triggers,
   :class:`ReplayFailed`, :class:`SkipFailed`) through the pure engine, with no
   broker, database or threads; tasks may fail (:class:`Failure`).
@@ -29,6 +31,7 @@ from triggers_core.testing.assertions import (
     assert_unresolved_tasks,
     wait_for_tasks,
 )
+from triggers_core.testing.clock import FakeClock
 from triggers_core.testing.mixin import TriggerManagerTestCaseMixin
 from triggers_core.testing.sample_tasks import (
     DevNullTask,
@@ -50,6 +53,7 @@ __all__ = [
     "DevNullTask",
     "FailingTask",
     "Failure",
+    "FakeClock",
     "PassThruTask",
     "ReplayFailed",
     "SelfRetryingTask",
