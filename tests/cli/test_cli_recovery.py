@@ -105,6 +105,14 @@ def test_tick_fires_the_due_timers_once(demo: Path) -> None:
     assert made.returncode == 0, made.stderr
     explained = run(demo, "explain", DB, "timed-1", "t_remind#0")
     assert "window closed at " in explained.stdout, explained.stdout
+    timer = {r["instance"]: r for r in data(demo, "inspect", DB, "timed-1")["instances"]}[
+        "t_remind#0"
+    ]["timer"]
+    assert timer["kind"] == "window"
+    assert -3700 < timer["inSeconds"] < -3500  # closed an hour ago
+    table = run(demo, "inspect", DB, "timed-1")
+    assert "paid; window closed at " in table.stdout, table.stdout
+    assert "(expires at the next tick)" in table.stdout
     dry = run(demo, "tick", DB, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "timed-1 t_remind#0: timer fired, due at " in dry.stdout
