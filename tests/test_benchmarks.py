@@ -253,3 +253,12 @@ def test_completion_latency_runs_from_the_last_fire_the_score_waits_for() -> Non
     assert completion_latencies(fires, {"s1": 12.5}) == {"s1": 0.5}
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
+
+
+def test_the_timer_benchmark_runs_at_a_tiny_size() -> None:
+    """``benchmarks.timers`` (issue 24): each round expires exactly the timers due (checked)."""
+    from benchmarks import timers
+
+    report = timers.main(["--sessions", "30", "--small", "10", "--due", "20", "--rounds", "3"])
+    assert "| memory | 100 |" in report
+    assert "| sqlite | 100 |" in report
