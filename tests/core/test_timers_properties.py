@@ -134,3 +134,20 @@ def test_the_outcome_does_not_depend_on_the_order_of_fires_within_a_window(
     assert len(outcomes) == 1
     ((_, status, _),) = next(iter(outcomes))
     assert status == "scheduled"  # all three within 99 s: never expired
+
+
+def test_simulate_accepts_clock_advances() -> None:
+    from triggers_core.testing import Advance, simulate
+
+    config = {
+        "t_pay": {"after": ["ordered", "paid"], "run": "x", "within": "24h", "onMiss": "late"},
+        "t_chase": {"after": ["late"], "run": "y", "delay": "1h"},
+    }
+    state = simulate(config, ["ordered", Advance("23h"), Advance("1h")])
+    assert state.instances["t_pay#0"].status is Status.EXPIRED
+    assert state.instances["t_chase#0"].status is Status.UNSTARTED  # delayed an hour
+    state = simulate(config, ["ordered", Advance("24h"), Advance(3600)])
+    assert state.instances["t_chase#0"].status is Status.FINISHED
+    on_time = simulate(config, ["ordered", Advance(timedelta(hours=23)), "paid", Advance("7d")])
+    assert on_time.instances["t_pay#0"].status is Status.FINISHED
+    assert "t_chase#0" not in on_time.instances

@@ -8,7 +8,8 @@
 * :class:`FakeClock`: a manual clock for managers (``clock=``); ``advance("2h")``
   ticks their stores, so ``within`` windows close and delays end in virtual time.
 * :func:`simulate`: run a configuration and a sequence of steps (triggers,
-  :class:`ReplayFailed`, :class:`SkipFailed`) through the pure engine, with no
+  :class:`ReplayFailed`, :class:`SkipFailed`, clock moves :class:`Advance`) through
+  the pure engine, with no
   broker, database or threads; tasks may fail (:class:`Failure`).
 * ``triggers_core.testing.strategies``: Hypothesis strategies (needs hypothesis).
 * ``triggers_core.testing.storage_contract``: the storage contract suite that
@@ -41,6 +42,7 @@ from triggers_core.testing.sample_tasks import (
     SelfSkippingTask,
 )
 from triggers_core.testing.simulate import (
+    Advance,
     Failure,
     ReplayFailed,
     Simulation,
@@ -50,6 +52,7 @@ from triggers_core.testing.simulate import (
 )
 
 __all__ = [
+    "Advance",
     "DevNullTask",
     "FailingTask",
     "Failure",
