@@ -151,3 +151,18 @@ def test_simulate_accepts_clock_advances() -> None:
     on_time = simulate(config, ["ordered", Advance(timedelta(hours=23)), "paid", Advance("7d")])
     assert on_time.instances["t_pay#0"].status is Status.FINISHED
     assert "t_chase#0" not in on_time.instances
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_timed_workflows_simulate_and_every_expired_instance_never_ran(data: st.DataObject) -> None:
+    from triggers_core.testing import simulate
+    from triggers_core.testing.strategies import task_configurations, timed_sequences
+
+    config = data.draw(task_configurations(timed=True, groups=True))
+    steps = data.draw(timed_sequences(config))
+    state = simulate(config, steps)
+    for instance in state.instances.values():
+        if instance.status is Status.EXPIRED:
+            assert "running" not in instance.metadata["timestamps"]
+    assert engine.advance(state, datetime(2000, 1, 1, tzinfo=UTC) + timedelta(days=400)).state
