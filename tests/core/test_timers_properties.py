@@ -166,3 +166,44 @@ def test_timed_workflows_simulate_and_every_expired_instance_never_ran(data: st.
         if instance.status is Status.EXPIRED:
             assert "running" not in instance.metadata["timestamps"]
     assert engine.advance(state, datetime(2000, 1, 1, tzinfo=UTC) + timedelta(days=400)).state
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_timed_fires_and_ticks_are_exact_on_their_narrowed_working_set(
+    data: st.DataObject,
+) -> None:
+    """A fire that expires closed windows (and fires their onMiss) and a tick of one
+    instance give on their narrowed working set exactly what they give on the whole state."""
+    from triggers_core.engine.leases import timer_of
+    from triggers_core.engine.scopes import fire_scope, narrowed
+    from triggers_core.engine.timers import timer_scope
+    from triggers_core.testing.strategies import session_states, triggers_used
+
+    state = data.draw(session_states(min_triggers=2, max_triggers=10, groups=True, timed=True))
+    start = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+    now = start + timedelta(seconds=data.draw(st.sampled_from((0, 10, 100, 4000, 90_000))))
+    for trigger in [*triggers_used(state.tasks), "unused"]:
+        full = engine.fire(state, trigger, {"k": 1}, now=now)
+        lean = engine.fire(narrowed(state, fire_scope(trigger)), trigger, {"k": 1}, now=now)
+        assert lean.effects == full.effects
+        assert (lean.changed, lean.created) == (full.changed, full.created)
+        assert lean.state.latest_kwargs == full.state.latest_kwargs
+        assert lean.state.unsettled == full.state.unsettled
+        assert lean.due == full.due
+        for name in full.changed:
+            assert lean.state.instances[name] == full.state.instances[name]
+    for name, instance in state.instances.items():
+        if timer_of(instance) is None:
+            continue
+        full = engine.advance(state, now, only=(name,))
+        lean = engine.advance(narrowed(state, timer_scope(name)), now, only=(name,))
+        assert lean.effects == full.effects
+        assert (lean.changed, lean.created, lean.commit) == (
+            full.changed,
+            full.created,
+            full.commit,
+        )
+        assert lean.due == full.due
+        for changed in full.changed:
+            assert lean.state.instances[changed] == full.state.instances[changed]

@@ -35,8 +35,11 @@ Time conditions (SPEC section 10; the timers are applied by
   trigger (seeded ones count at its creation): its ``deadline`` (metadata) is
   fixed then, ``now`` + ``within``, and never moves. Before step 1, every loaded
   unstarted instance of ``T`` whose deadline passed (and that is not delayed)
-  *expires* first (:func:`expire`), so a fire that comes after the deadline
-  never completes the old window: it goes to the next one.
+  *expires* first (:func:`expire`) when the fire reads every unstarted
+  instance of ``T`` (``X`` is not settled for ``T``), so a fire that comes
+  after the deadline never completes the old window: it goes to the next one.
+  (A fire of a settled trigger changes no instance of ``T``: the clock expires
+  them.)
 * ``delay``: in step 3 a ready instance of a task with ``delay`` is not
   scheduled; it stays unstarted with ``delayedUntil`` (``now`` + ``delay``),
   still recording (and abandoned by) its ``unless`` triggers, until ``advance``
@@ -257,8 +260,12 @@ def apply_fire(b: Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str, .
         read_all = reads_every_unstarted(task, trigger, settled)
         required = task.required_triggers
         unless = task.unless_triggers
-        if task_name in loaded:
-            for instance in b.unstarted(task_name):  # time first: a closed window expires
+        if read_all and task_name in loaded:
+            # Time first: a closed window expires before the fire can record into it. Only
+            # when the fire reads every unstarted instance of the task (the header decides
+            # that, so the working set and the whole session agree); else the trigger is
+            # one every instance recorded already, and the clock's tick expires them.
+            for instance in b.unstarted(task_name):
                 if is_overdue(instance, b.now):
                     expire(b, task, instance)
         if b.counter(task_name) == 0:
