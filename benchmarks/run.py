@@ -31,7 +31,16 @@ from typing import Any
 
 import attrs
 
-from benchmarks import contention, django_cache, fanout, keys, latency, throughput, tooling
+from benchmarks import (
+    contention,
+    django_cache,
+    fanout,
+    keys,
+    latency,
+    payloads,
+    throughput,
+    tooling,
+)
 from benchmarks.backends import DEFAULT_URLS, URL_ENV, backends
 from benchmarks.common import Backend, StorageFactory
 from benchmarks.memcached import memcached_version
@@ -45,6 +54,7 @@ BENCHMARKS = (
     "fanout",
     "keys",
     "tooling",
+    "payloads",
 )
 
 
@@ -610,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += render(results, sizes, args.quick)
     if "tooling" in only:  # no backend: the tools read one SQLite file and a configuration
         lines += tooling.report(args.quick)
+    if "payloads" in only:  # its own sessions on memory, SQLite and a memcached it starts
+        lines += payloads.report(args.quick)
     report = "\n".join(lines) + "\n"
     print(report)
     if args.output:

@@ -262,3 +262,40 @@ def test_the_timer_benchmark_runs_at_a_tiny_size() -> None:
     report = timers.main(["--sessions", "30", "--small", "10", "--due", "20", "--rounds", "3"])
     assert "| memory | 100 |" in report
     assert "| sqlite | 100 |" in report
+
+
+def test_the_lease_benchmark_runs_and_reports() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRIGGERS_STORAGE_URL"}
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.leases", "--quick", "--backends", "memory,sqlite"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for heading in ("a no-op task end to end", "A lease renewal", "A sweep over N sessions"):
+        assert heading in out.stdout, out.stdout
+    assert "| sqlite |" in out.stdout
+
+
+def test_the_celery_lease_benchmark_runs_and_reports() -> None:
+    from services import require_service
+
+    require_service("Redis", "127.0.0.1", 6379)
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    env = {k: v for k, v in os.environ.items() if k != "TRIGGERS_STORAGE_URL"}
+    command = [sys.executable, "-m", "benchmarks.leases_celery", "--instances", "10"]
+    out = subprocess.run(
+        [*command, "--rounds", "1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "| worker CPU ms per instance |" in out.stdout, out.stdout

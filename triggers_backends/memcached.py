@@ -124,9 +124,6 @@ class MemcachedStorage(KeyValueStorage):
     """
 
     backend_name: ClassVar[str] = "memcached"
-    listing_unsupported_reason: ClassVar[str] = (
-        "memcached has no way to list its keys, and this backend keeps no index of sessions"
-    )
 
     def __init__(
         self,

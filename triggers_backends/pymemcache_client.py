@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import unquote
 
 from pymemcache.client.base import Client
 from pymemcache.exceptions import (
@@ -69,6 +71,8 @@ __all__ = [
 DEFAULT_ITEM_SIZE_MAX = 1024 * 1024
 #: Bytes of an item that are not value: memcached 1.6 needs 59 plus the key (<= 250).
 ITEM_OVERHEAD = 512
+#: Attempts at a metadump while the server's LRU crawler is busy with another one.
+METADUMP_ATTEMPTS = 50
 #: memcached reads an expiry above 30 days as an absolute Unix time.
 MAX_RELATIVE_TTL = 30 * 24 * 3600
 
@@ -206,6 +210,8 @@ class PymemcacheClient:
     """
 
     backend_name = "memcached"
+    #: memcached drops items when it runs out of memory (and restarts empty).
+    evicts = True
 
     def __init__(
         self,
@@ -411,6 +417,67 @@ class PymemcacheClient:
         for server, group in self._by_server(list(dict.fromkeys(keys))).items():
             with self._on(server, f"delete of {len(group)} key(s)") as client:
                 client.delete_many(group, noreply=False)
+
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """Every key that starts with ``prefix`` on every server (``lru_crawler metadump
+        all``: a walk of each server's whole cache, for operator tools and tests only).
+
+        Keys written after the walk passed them may be missing. Raises
+        :class:`KeyValueUnavailable` if a server's crawler stays busy.
+        """
+        self._check_keys([prefix] if prefix else [])
+        found: list[str] = []
+        for server in self.servers:
+            for _ in range(METADUMP_ATTEMPTS):
+                raw = self._metadump(server)
+                if not raw.startswith(b"BUSY"):
+                    break
+                time.sleep(0.1)  # another crawl runs on this server: wait for it
+            else:
+                raise KeyValueUnavailable(
+                    f"memcached {_label(server)}: its LRU crawler stayed busy "
+                    f"({METADUMP_ATTEMPTS} attempts)"
+                )
+            for line in raw.split(b"\n"):
+                if line.startswith(b"key="):
+                    key = unquote(line[4:].split(b" ", 1)[0].decode("ascii", "replace"))
+                    if key.startswith(prefix):
+                        found.append(key)
+        return found
+
+    def _metadump(self, server: Server) -> bytes:
+        """The reply to ``lru_crawler metadump all`` (on a connection of its own: pymemcache's
+        ``raw_command`` keeps only the last packet of a long reply)."""
+        try:
+            with socket.create_connection(server, timeout=self.connect_timeout) as sock:
+                sock.settimeout(self.timeout)
+                sock.sendall(b"lru_crawler metadump all\r\n")
+                parts: list[bytes] = []
+                tail = b""
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise KeyValueUnavailable(
+                            f"memcached {_label(server)}: closed the connection during a metadump"
+                        )
+                    parts.append(data)
+                    tail = (tail + data)[-64:]
+                    if (
+                        tail.endswith(b"END\r\n")
+                        or (tail.startswith(b"BUSY") and tail.endswith(b"\r\n"))
+                        or tail.endswith(b"ERROR\r\n")
+                    ):
+                        break
+        except OSError as exc:
+            raise KeyValueUnavailable(
+                f"memcached {_label(server)}: metadump failed: {_text(exc)}"
+            ) from exc
+        raw = b"".join(parts)
+        if raw.endswith(b"ERROR\r\n") and not raw.startswith(b"key="):
+            raise KeyValueUnavailable(
+                f"memcached {_label(server)} refused lru_crawler metadump: {raw[:200]!r}"
+            )
+        return raw
 
     def close(self) -> None:
         """Close every pooled connection (the client reconnects if used again)."""

@@ -34,11 +34,11 @@ import os
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from triggers_celery.app import default_app
 from triggers_celery.errors import StorageResolutionError
-from triggers_core.errors import did_you_mean
+from triggers_core.errors import UnsupportedOperationError, did_you_mean
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.registry import STORAGE_URL_ENV, open_storage, storage_scheme, storages
 from triggers_core.runtime.storage import Storage
@@ -70,6 +70,10 @@ _NAMES_LOCK = threading.Lock()
 _REFERENCES: dict[str, str | None] = {}
 _REFERENCES_LOCK = threading.Lock()
 _PROBE_UID = "triggers-celery-reference-probe"
+#: (pid, URL) -> this process's root storage of that URL (None: it opens no siblings).
+_ROOTS: dict[tuple[int, str], Storage | None] = {}
+_ROOTS_LOCK = threading.Lock()
+_NO_ROOT = object()
 
 
 class StorageURLs:
@@ -255,7 +259,40 @@ def open_configured_storage(
                 "task_always_eager in tests"
             )
         url = _without_schema_creation(url)
-    return name_storage(open_storage(url, uid), name)
+    return name_storage(_open_reused(url, uid), name)
+
+
+def _open_reused(url: str, uid: str) -> Storage:
+    """Session ``uid`` of the store ``url`` opens, from this process's root storage of it.
+
+    The first open of a URL in a process keeps its storage as the root; later
+    opens call the root's :meth:`~triggers_core.Storage.session`, which shares
+    what belongs to the store rather than to a session (the client and its
+    connection pool, a decoded-document cache keyed by immutable revisions,
+    prepared statements), so a worker does not rebuild them for every message
+    and a producer for every fire. Keyed by process id too: a forked pool
+    process never uses its parent's root. A storage that cannot open a sibling
+    session is opened from the URL every time, and so is ``memory://`` (whose
+    stores may be private to each opening). Bound: one root per configured URL
+    and process.
+    """
+    if storage_scheme(url) == "memory":
+        return open_storage(url, uid)
+    key = (os.getpid(), url)
+    with _ROOTS_LOCK:
+        root = _ROOTS.get(key, _NO_ROOT)
+    if root is None:  # this storage cannot open sibling sessions
+        return open_storage(url, uid)
+    if root is not _NO_ROOT:
+        return cast(Storage, root).session(uid)
+    opened = open_storage(url, uid)
+    try:
+        sibling = opened.session(_PROBE_UID)
+    except UnsupportedOperationError:
+        sibling = None
+    with _ROOTS_LOCK:
+        _ROOTS.setdefault(key, sibling)
+    return opened
 
 
 def open_manager(

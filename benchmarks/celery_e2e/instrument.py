@@ -14,10 +14,10 @@ counters would mix in other people's commands):
   ``set_many`` send their keys in one request).
 * **PostgreSQL** (SQLAlchemy on psycopg 3): every statement
   (``before_cursor_execute``), every connection ping (the dialect's
-  ``do_ping``, which the storage runs on each checkout of a pooled
-  connection), and for every transaction that ran a statement its ``BEGIN``
+  ``do_ping``, which the storage runs on checkout of a pooled connection
+  that sat idle), and for every transaction that ran a statement its ``BEGIN``
   and its ``COMMIT`` or ``ROLLBACK`` (psycopg sends ``BEGIN`` as a request of
-  its own before the first statement).
+  its own before the first statement; nothing on an autocommit connection).
 * **Published messages**: Celery's ``after_task_publish`` signal (any broker).
 * **Storage operations** (not round trips: what the runtime asks of the storage
   port): ``load``/``load_full``, ``compare_and_swap`` and the conflicts it
@@ -207,7 +207,10 @@ def _count_sql() -> None:
         conn.info[_DIRTY] = True
 
     def end_transaction(conn: Any) -> None:
-        if conn.info.pop(_DIRTY, False):  # BEGIN went out before the first statement
+        dirty = conn.info.pop(_DIRTY, False)
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return  # no BEGIN, and the driver sends no COMMIT or ROLLBACK
+        if dirty:  # BEGIN went out before the first statement
             _storage_round_trips(2)
             COUNTS[TRANSACTIONS] += 1
 

@@ -103,7 +103,8 @@ def outage(*_: Any) -> None:
 
 def reachable_keys(storage: KeyValueStorage, values: Mapping[str, bytes]) -> set[str]:
     """Every key the session's active document references, directly or through pages,
-    plus the fire record pointers of its epoch and the records they point to, and the
+    plus the fire record pointers of its epoch and the records they point to, their
+    numbered entries, and the
     lease records of its running instances."""
     keys = storage.keys
     uid = storage.uid
@@ -122,6 +123,12 @@ def reachable_keys(storage: KeyValueStorage, values: Mapping[str, bytes]) -> set
             record_keys = stored_keys(keys.fire_record(active.epoch, body["record"], ref.rev), ref)
             assert all(k in values for k in record_keys), f"{key} points to a missing record"
             found.update([key, *record_keys])
+    entries = keys.fire_entry(active.epoch, 0)[:-1] if active.epoch else None
+    for key in values:  # the numbered entries of the confirmed records (for delete)
+        if entries is not None and key.startswith(entries) and key[len(entries) :].isdigit():
+            number = int(key[len(entries) :])
+            assert number < active.confirmed + len(active.fires), f"{key}: beyond the entries"
+            found.add(key)
     if active.config is not None:
         found.update(stored_keys(keys.config(active.config.rev), active.config))
     for trigger, ref in active.latest.items():

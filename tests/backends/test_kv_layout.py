@@ -48,10 +48,11 @@ class TestKeyValueStorageCompareValue(TestKeyValueStorageOnDict):
 
 
 class TestKeyValueStorageTinyItems(TestKeyValueStorageOnDict):
-    """Items of 600 bytes: nearly every document is chunked."""
+    """Items of 640 bytes: nearly every document is chunked (the active document of the
+    contract's 500-character UID, which cannot be, still fits)."""
 
     def setup_method(self) -> None:
-        self.store = DictStore(max_value_size=600)
+        self.store = DictStore(max_value_size=640)
 
 
 class TestKeyValueStorageAtomicCommit(TestKeyValueStorageOnDict):
@@ -277,8 +278,9 @@ def test_a_fresh_process_reads_only_what_the_fire_needs(store: DictStore, uid: s
     read: list[str] = []
     client.hooks["get_many"] = read.extend
     manager_on(fresh)[0].fire("tick", {"n": 600})
-    # Configuration, latest kwargs, and the one page the new instance goes into.
-    assert sorted(kind(fresh, k) for k in read) == ["c", "k", "p"]
+    # Configuration and the one page the new instance goes into: no latest kwargs (the
+    # new instance has no other trigger to be seeded from).
+    assert sorted(kind(fresh, k) for k in read) == ["c", "p"]
 
 
 def test_the_active_document_does_not_grow_with_history(store: DictStore, uid: str) -> None:

@@ -171,7 +171,7 @@ def test_bad_urls(demo: Path) -> None:
     assert not (demo / "elsewhere.db").exists()
     kv = run(demo, "sessions", "memcached://127.0.0.1:1")
     assert kv.returncode == 1
-    assert "listing sessions is not supported by this backend (memcached)" in kv.stderr
+    assert "memcached 127.0.0.1:1" in kv.stderr  # listed through its index: unreachable
     dead = run(demo, "sessions", "postgresql://ops:hunter2@127.0.0.1:1/app")
     assert dead.returncode == 1
     assert "postgresql+psycopg://ops@127.0.0.1:1/app" in dead.stderr

@@ -108,14 +108,12 @@ def test_unknown_schemes_and_non_urls_are_registry_errors() -> None:
         list_sessions("survey-42")
 
 
-def test_memcached_cannot_list_and_says_why() -> None:
-    # Refused before any connection: no server is needed to learn that.
-    with pytest.raises(UnsupportedOperationError) as caught:
-        list_sessions("memcached://127.0.0.1:1?prefix=x")
-    assert str(caught.value) == (
-        "listing sessions is not supported by this backend (memcached): memcached has no way "
-        "to list its keys, and this backend keeps no index of sessions"
-    )
+def test_a_key_value_store_refuses_a_foreign_cursor_before_connecting() -> None:
+    # memcached lists through its session index; a cursor it did not make is refused
+    # before any connection (nothing listens on port 1).
+    for cursor in ("abc", "16.0.x", "1.2.3.4", "0.0.bad-epoch", "0.99999999999999.a"):
+        with pytest.raises(ValueError, match="cursor"):
+            list_sessions("memcached://127.0.0.1:1?prefix=x", cursor=cursor)
 
 
 _TEXT = st.text(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from datetime import timedelta
+from typing import Any
 
 import attrs
 import pytest
@@ -12,7 +13,7 @@ from console_support import Store, get, post, text
 from services import unavailable
 from web_workflow import HOSTILE
 
-from triggers_core import Status
+from triggers_core import Status, TriggerManager
 from triggers_core.engine.scopes import Changes
 from triggers_core.web._graph import dot_available
 from triggers_core.web.console import Console
@@ -31,6 +32,19 @@ def test_the_list_pages_through_the_listing_api(store: Store) -> None:
     assert second.count('class="uid"') == 3
     listed = re.findall(r'class="uid" href="[^"]*">([^<]+)<', first + second)
     assert len(set(listed)) == 6
+
+
+def test_the_list_of_a_memcached_store_says_it_may_be_incomplete(
+    store: Store, memcached: Any
+) -> None:
+    url = f"memcached://{memcached.address}?prefix=web{store.name[-8:]}%3A"
+    for n in range(3):
+        manager = TriggerManager(url, uid=f"cached-{n}")
+        manager.update_configuration({"t_a": {"after": ["x"], "run": "triggers.DevNullTask"}})
+    page = text(get(Console(url, clock=store.clock, runner="threading"), "/"))
+    assert page.count('class="uid"') == 3
+    assert 'id="incomplete"' in page
+    assert 'id="incomplete"' not in text(get(store.console(), "/"))  # memory: complete
 
 
 def test_filters_and_uid_prefix_search(store: Store) -> None:
@@ -385,3 +399,24 @@ def test_the_session_page_never_reads_the_whole_history(
     finished = text(get(console, "/session", uid=UID, status="finished"))
     assert "read the whole session" in finished
     assert 'data-instance="t_page#0"' in finished
+
+
+def test_the_lost_filter_lists_sessions_whose_worker_died(store: Store) -> None:
+    from triggers_core import MemoryStorage, TriggerManager
+    from triggers_core.testing.lost_runs import start_run
+    from triggers_core.testing.storage_contract import RecordingRunner
+
+    store.failed_session(UID)
+    for uid, expires_in in (("applicant-lost", -5.0), ("applicant-live", 600.0)):
+        storage = MemoryStorage(uid, store_name=store.name)
+        manager = TriggerManager(
+            storage, runners={"rec": RecordingRunner()}, default_runner="rec", clock=store.clock
+        )
+        manager.update_configuration({"t_a": {"after": ["x"], "run": "contract_task"}})
+        manager.fire("x")
+        start_run(storage, "t_a#0", expires_in=expires_in, now=store.clock())
+    page = text(get(store.console(), "/", lost="1"))
+    assert "applicant-lost" in page
+    assert "applicant-live" not in page
+    assert UID not in page
+    assert 'name="lost" value="1" checked' in page

@@ -202,6 +202,9 @@ class RedisKeyValueClient:
         self.max_value_size = options.max_value_size
         ttl = options.timeout
         self._ttl_ms = "0" if ttl is None else str(max(1, round(ttl * 1000)))
+        #: Keys go only when they expire (``timeout``): Redis evicts nothing unless its
+        #: ``maxmemory-policy`` says so (docs/operations.md), so listings are complete.
+        self.evicts = ttl is not None
         self._cas_script = client.register_script(_CAS)
         self._add_script = client.register_script(_ADD)
         self._commit_script = client.register_script(_COMMIT)

@@ -139,10 +139,6 @@ class CacheStorageBackend(KeyValueStorage):
     """
 
     backend_name: ClassVar[str] = "django-cache"
-    listing_unsupported_reason: ClassVar[str] = (
-        "Django's cache API has no way to list its keys, and this backend keeps no index "
-        "of sessions"
-    )
 
     def __init__(
         self,

@@ -21,7 +21,8 @@ It also carries the session's ``epoch`` (a random token fixed when the session
 is created) and, in ``fires``, the references of the fire records created by
 the commit that wrote it (and only those: see the storage module for how they
 become findable afterwards), so it does not grow with the number of keys.
-Both are left out of the document when empty, and optional when read.
+Both are left out of the document when empty, and optional when read; so is
+``listed``, the slot of the session index that lists the session.
 """
 
 from __future__ import annotations
@@ -69,15 +70,24 @@ def parse_name(name: str) -> tuple[str, int] | None:
     return task, int(number)
 
 
+#: The largest number (version, page or instance number, count) a document may hold:
+#: anything above is damage, refused before it is used (a key, a range, a loop).
+MAX_NUMBER = 2**53
+
+
 def _int(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise SerializationError(f"{what}: expected a non-negative integer, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value > MAX_NUMBER:
+        shown = repr(value) if not isinstance(value, int) or value < 10**18 else "a huge number"
+        raise SerializationError(f"{what}: expected an integer from 0 to 2**53, got {shown[:100]}")
     return value
 
 
 def _number(text: str, what: str) -> int:
-    if not (text.isascii() and text.isdigit() and str(int(text)) == text):
-        raise SerializationError(f"{what}: {text!r} is not a number")
+    if (
+        not (text.isascii() and text.isdigit() and len(text) <= 16 and str(int(text)) == text)
+        or int(text) > MAX_NUMBER
+    ):
+        raise SerializationError(f"{what}: {text[:40]!r} is not a number up to 2**53")
     return int(text)
 
 
@@ -277,6 +287,12 @@ class Active:
     epoch: str = ""
     #: Record digest -> reference of the fire records this version created.
     fires: Mapping[str, DocRef] = field(default_factory=dict)
+    #: The slot of the session index (:mod:`~triggers_backends.kv.session_index`) its
+    #: line was filed in (None: not filed yet, a session stored before the index existed).
+    listed: int | None = None
+    #: How many fire records of this epoch earlier commits confirmed (each has a pointer
+    #: and a numbered entry ``h``, 0 to ``confirmed - 1``, that ``delete`` follows).
+    confirmed: int = 0
 
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -290,13 +306,17 @@ class Active:
             body["epoch"] = self.epoch
         if self.fires:
             body["fires"] = {d: ref.to_json() for d, ref in sorted(self.fires.items())}
+        if self.listed is not None:
+            body["listed"] = self.listed
+        if self.confirmed:
+            body["confirmed"] = self.confirmed
         return body
 
     @classmethod
     def from_body(cls, body: Any, what: str) -> Active:
         doc = _mapping(body, what)
         required = frozenset({"version", "header", "config", "latest", "index"})
-        optional = frozenset({"epoch", "fires"})
+        optional = frozenset({"epoch", "fires", "listed", "confirmed"})
         _only({k: v for k, v in doc.items() if k not in optional}, required, what)
         version = _int(doc["version"], f"{what}.version")
         header = _mapping(doc["header"], f"{what}.header")
@@ -319,4 +339,8 @@ class Active:
             if not _token(d):
                 raise SerializationError(f"{what}.fires: invalid record digest {d!r}")
             fires[d] = DocRef.from_json(ref, f"{what}.fires.{d}")
-        return cls(version, header, config, latest, index, epoch, fires)
+        listed = doc.get("listed")
+        if listed is not None:
+            listed = _int(listed, f"{what}.listed")
+        confirmed = _int(doc.get("confirmed", 0), f"{what}.confirmed")
+        return cls(version, header, config, latest, index, epoch, fires, listed, confirmed)

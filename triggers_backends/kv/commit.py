@@ -16,7 +16,7 @@ explains.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from triggers_backends.kv.active import Active, Entry, IndexTable, Page, TaskIndex, page_of
@@ -30,6 +30,7 @@ from triggers_backends.kv_client import (
     IndexAppendNotPlaced,
     KeyValueError,
 )
+from triggers_core.engine.latest import LatestKwargs
 from triggers_core.engine.leases import DueKind, lease_owner
 from triggers_core.engine.scopes import Changes
 from triggers_core.engine.serialization import config_to_json, header_to_json, instance_to_json
@@ -193,14 +194,17 @@ class Commit:
             )
         latest = self._latest(state)
         index = self._instances(state, changes)
-        header = header_to_json(state)
-        header.pop("latestKwargs", None)
+        header = header_to_json(state, latest=False)
         version = 1 if base is None else base.version + 1
         # A session created before fire records existed gets its epoch now.
         epoch = base.epoch if base is not None and base.epoch else self.rev
         fires = self._fire_records(epoch, changes)
         self._due(state, changes)
-        self.active = Active(version, header, config, latest, index, epoch, fires)
+        listed = base.listed if base is not None else None
+        confirmed = base.confirmed + len(base.fires) if base is not None else 0
+        self.active = Active(
+            version, header, config, latest, index, epoch, fires, listed, confirmed
+        )
 
     def _due(self, state: SessionState, changes: Changes) -> None:
         """Lease records and due-index hints of ``changes.due`` (see the leases module)."""
@@ -229,9 +233,13 @@ class Commit:
         """Confirm the base's fire records; write this commit's (refused if stored)."""
         base, keys, uid = self.base, self.keys, self.storage.uid
         if base is not None:
-            for record, ref in base.fires.items():
+            # Every writer on ``base`` writes these same bytes: the pointer of each record
+            # and its numbered entry (in digest order), which ``delete`` follows.
+            for number, (record, ref) in enumerate(sorted(base.fires.items()), base.confirmed):
                 body = {"record": record, "ref": ref.to_json()}
-                self.confirmations[keys.fire_pointer(epoch, record)] = encode("firekey", uid, body)
+                document = encode("firekey", uid, body)
+                self.confirmations[keys.fire_pointer(epoch, record)] = document
+                self.confirmations[keys.fire_entry(epoch, number)] = document
         if not changes.fire_records:
             return {}
         fires: dict[str, DocRef] = {}
@@ -247,7 +255,15 @@ class Commit:
     def _latest(self, state: SessionState) -> dict[str, DocRef]:
         old = dict(self.base.latest) if self.base is not None else {}
         refs: dict[str, DocRef] = {}
-        for trigger, kwargs in state.latest_kwargs.items():
+        given = state.latest_kwargs
+        if isinstance(given, LatestKwargs) and given.source == self.storage.latest_source:
+            # As this session's load made it: write only the triggers it set (a large value
+            # nobody read is neither read nor written); the swap checks the rest is as read.
+            refs = old
+            for trigger in sorted(given.changed):
+                self._latest_one(trigger, given[trigger], refs)
+            return refs
+        for trigger, kwargs in given.items():
             ref = old.pop(trigger, None)
             if ref is not None:
                 known = self.storage._cache.get(self.keys.latest(trigger, ref.rev))
@@ -261,6 +277,18 @@ class Commit:
         for trigger, ref in old.items():  # no longer in the state
             self._drop(self.keys.latest(trigger, ref.rev), ref)
         return refs
+
+    def _latest_one(self, trigger: str, kwargs: Mapping[str, Any], refs: dict[str, DocRef]) -> None:
+        """Write ``trigger``'s new latest kwargs into ``refs`` unless they are unchanged."""
+        ref = refs.get(trigger)
+        if ref is not None:
+            known = self.storage._cache.get(self.keys.latest(trigger, ref.rev))
+            if known is kwargs or known == kwargs:
+                return
+            self._drop(self.keys.latest(trigger, ref.rev), ref)
+        body = {"trigger": trigger, "kwargs": dict(kwargs)}
+        key = self.keys.latest(trigger, self.rev)
+        refs[trigger] = self._put("latest", key, body, copy_json_sorted(kwargs))
 
     def _instances(self, state: SessionState, changes: Changes) -> IndexTable:
         base_index = self.base.index if self.base is not None else IndexTable({})

@@ -25,10 +25,12 @@ from triggers_core.errors import SerializationError
 
 __all__ = [
     "LAYOUT_VERSION",
+    "MAX_CHUNKS",
     "DocRef",
     "DocumentMissing",
     "decode",
     "encode",
+    "is_token",
     "join",
     "split",
     "stored_keys",
@@ -38,6 +40,16 @@ __all__ = [
 LAYOUT_VERSION = 1
 
 _ENVELOPE = {"layout", "kind", "uid", "body"}
+
+
+#: The most chunks a document may have: a reference claiming more is damaged (a reader
+#: would otherwise build that many keys). 2**20 items of memcached's 1 MiB default.
+MAX_CHUNKS = 1 << 20
+
+
+def is_token(text: str) -> bool:
+    """A short ASCII token that can be part of a key (a revision, an epoch, a digest)."""
+    return 0 < len(text) <= 32 and text.isascii() and text.isalnum()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +67,9 @@ class DocRef:
 
     @classmethod
     def from_json(cls, value: Any, what: str) -> DocRef:
+        """The reference stored as ``value``; SerializationError (naming ``what``: the
+        session and the document) if it is not one, or claims more than
+        :data:`MAX_CHUNKS` chunks."""
         ok = isinstance(value, list) and len(value) in (1, 3) and isinstance(value[0], str)
         if ok and len(value) == 3:
             count, hexdigest = value[1], value[2]
@@ -64,9 +79,27 @@ class DocRef:
                 and count > 0
                 and isinstance(hexdigest, str)
             )
-        if not ok or not value[0]:
-            raise SerializationError(f"{what}: invalid document reference {value!r}")
+            if ok and count > MAX_CHUNKS:
+                raise SerializationError(
+                    f"{what}: document reference claims {_count(count)} chunks, more than "
+                    f"the {MAX_CHUNKS} a document may have (damaged data)"
+                )
+        if not ok or not is_token(value[0]):
+            raise SerializationError(f"{what}: invalid document reference {_short(value)}")
         return cls(*value)
+
+
+def _count(number: int) -> str:
+    """A count for a message, never formatted whole if huge (bounded work)."""
+    return str(number) if number < 10**18 else f"about 2**{number.bit_length() - 1}"
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value) if not isinstance(value, list) or len(value) < 8 else "a long list"
+    except ValueError:  # an integer too long to format
+        return "holding a huge number"
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def encode(kind: str, uid: str, body: Any) -> bytes:
@@ -115,6 +148,11 @@ def split(key: str, rev: str, data: bytes, limit: int) -> tuple[DocRef, dict[str
     if len(data) <= limit:
         return DocRef(rev), {key: data}
     count = -(-len(data) // limit)
+    if count > MAX_CHUNKS:
+        raise SerializationError(
+            f"{key}: a document of {len(data)} bytes would need {count} chunks of {limit} "
+            f"bytes, more than the {MAX_CHUNKS} a document may have; nothing was written"
+        )
     items = {chunk_key(key, n): data[n * limit : (n + 1) * limit] for n in range(count)}
     return DocRef(rev, count, _digest(data)), items
 

@@ -445,6 +445,36 @@ class DueIndex:
                 return new == INDEX_TOMBSTONE
         return False
 
+    def drop_session(self, session: str, shard: int) -> int:
+        """Remove every hint of session ``session`` (its UID) from ``shard`` (its shard);
+        how many slots were rewritten. For ``delete()``: the sweep would drop them too,
+        one by one. Cost: the shard's two directories and the slots they list (a
+        sixteenth of the index), plus a rewrite of each slot that held a hint.
+        """
+        rewritten = 0
+        for kind in _LETTER:
+            directory = self.directory(kind, shard)
+            raw = self.client.get_many([directory]).get(directory, b"")
+            listed = [p for e in _entries(raw) if (p := _parse_entry(e)) is not None]
+            keys = [self.slot_key(kind, shard, bucket, number) for bucket, number in listed]
+            for start in range(0, len(keys), READ_BATCH):
+                batch = keys[start : start + READ_BATCH]
+                found = self.client.get_many(batch)
+                for key, (bucket, number) in zip(batch, listed[start:], strict=False):
+                    value = found.get(key)
+                    if not value or value == INDEX_TOMBSTONE:
+                        continue
+                    dropped = {
+                        line
+                        for line in lines_of(value)
+                        if (hint := parse_line(line, kind)) is not None and hint.session == session
+                    }
+                    if dropped:
+                        slot = Slot(kind, shard, bucket, number, key, directory, value)
+                        self.rewrite(slot, dropped, close=False)
+                        rewritten += 1
+        return rewritten
+
     def prune(self, closed: Iterable[Slot], missing: Iterable[Slot]) -> None:
         """Unlist closed and missing slots from their directories; then delete the closed."""
         closed = list(closed)

@@ -10,7 +10,8 @@ on load.
 
 Kinds: ``a`` active document, ``m`` marker, ``c`` configuration, ``k`` latest
 kwargs of one trigger, ``p`` index page, ``i`` instance, ``f`` fire record,
-``g`` fire record pointer, ``l`` lease record (one per run of an instance, the
+``g`` fire record pointer, ``h`` entry of the list of confirmed fire records
+(numbered, so ``delete`` finds every record), ``l`` lease record (one per run of an instance, the
 only session key besides the active document that is ever compared-and-swapped);
 a chunked document's chunks are its key plus ``:{n}``. Immutable documents end
 with the revision token of the attempt that wrote them. Fire record keys also
@@ -19,9 +20,9 @@ the session's creation on) and the digest of
 the record's :class:`~triggers_core.engine.idempotency.FireKey`; a pointer's key is
 fixed for its record (no revision), so a reader finds it from the key alone.
 
-The due index belongs to the store, not to a session: its keys,
-``{prefix}x:...``, carry no session hash (see
-:mod:`~triggers_backends.kv.due_index`).
+The due index and the session index belong to the store, not to a session:
+their keys, ``{prefix}x:...`` and ``{prefix}s:...``, carry no session hash (see
+:mod:`~triggers_backends.kv.due_index` and :mod:`~triggers_backends.kv.session_index`).
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ class SessionKeys:
     def fire_pointer(self, epoch: str, record: str) -> str:
         """Where the committed fire record ``record`` is (written once it is committed)."""
         return self._key("g", epoch, record)
+
+    def fire_entry(self, epoch: str, number: int) -> str:
+        """Entry ``number`` of the list of the session's confirmed fire records (for
+        ``delete``, which finds every record through it)."""
+        return self._key("h", epoch, str(number))
 
     def lease(self, name: str, owner: str) -> str:
         """The lease record of run ``owner`` of instance ``name``."""

@@ -73,6 +73,11 @@ class SessionDocuments(Storage):
     # The last active document read, raw and parsed.
     _parsed: tuple[bytes, Active] | None
 
+    @property
+    def latest_source(self) -> object:
+        """What names this session's stored latest kwargs (see ``LatestKwargs.source``)."""
+        return (self.store_identity(), self.uid)
+
     # -- errors -------------------------------------------------------------------
 
     def _error(self, message: str) -> StorageError:

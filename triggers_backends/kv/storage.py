@@ -89,9 +89,12 @@ version found the record absent.
 The epoch is a random token fixed when the session is created (and given, by
 its first commit, to a session created before fire records existed). Keys of
 records include it, so a session deleted (or lost) and created again under the
-same UID never finds its predecessor's records; those, like every record, are
-kept as long as the store keeps them (no commit deletes one), and ``delete``
-cannot find them (nothing lists them, so that keys cost nothing per fire).
+same UID never finds its predecessor's records. No commit deletes a record;
+``delete`` finds every one through the numbered *entries* (``h``) written with
+the pointers: the commit that confirms the records of the version it replaces
+writes, beside each pointer, an entry under the next number
+(``Active.confirmed`` counts them), with the same bytes whoever writes it, so
+keys cost no round trip per fire and the active document one integer.
 A key whose record or pointer was evicted is forgotten: a later fire with it
 applies again. On a client that commits atomically, the records and pointers
 are part of the one step.
@@ -118,14 +121,16 @@ commit scheduled was sent.)
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import random
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import ClassVar, cast
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, cast
 
 import attrs
 
@@ -137,18 +142,22 @@ from triggers_backends.kv.documents import (
     DocumentMissing,
     decode,
     encode,
+    is_token,
     stored_keys,
 )
 from triggers_backends.kv.due_index import DueIndex, Hint, positions_for, shard_of
 from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys, digest
-from triggers_backends.kv.leases import LeaseStorage
-from triggers_backends.kv.session_documents import Want, fetch_across
+from triggers_backends.kv.listing import ListingStorage
+from triggers_backends.kv.session_documents import READ_BATCH, Want, fetch_across
+from triggers_backends.kv.session_index import SessionIndex
 from triggers_backends.kv_client import (
     AtomicCommitClient,
     CasToken,
     KeyValueClient,
+    KeyValueError,
 )
 from triggers_core.engine.idempotency import FireKey
+from triggers_core.engine.latest import LatestKwargs, Loader
 from triggers_core.engine.leases import due_of, lease_owner
 from triggers_core.engine.scopes import Changes, Scope, Selector, resolve
 from triggers_core.engine.serialization import check_joined, header_from_json
@@ -160,7 +169,7 @@ from triggers_core.runtime.storage import Snapshot, Version, check_uid
 __all__ = ["KeyValueStorage"]
 
 
-class KeyValueStorage(LeaseStorage):
+class KeyValueStorage(ListingStorage):
     """One session on a :class:`~triggers_backends.kv_client.KeyValueClient`.
 
     ``prefix`` namespaces the keys (default ``triggers:``). Storages of one
@@ -193,6 +202,7 @@ class KeyValueStorage(LeaseStorage):
         self._label = client.backend_name
         self._cache = DocumentCache(cache_bytes)
         self._due_index: DueIndex | None = None
+        self._session_index: SessionIndex | None = None
         self._open(self.uid)
 
     def _open(self, uid: str) -> None:
@@ -341,16 +351,37 @@ class KeyValueStorage(LeaseStorage):
         return DocRef.from_json(body.get("ref"), what)
 
     def _header_state(self, active: Active) -> SessionState:
-        wants = [self._latest_want(t, ref) for t, ref in sorted(active.latest.items())]
+        tasks = {}
         if active.config is not None:
-            wants.append(self._config_want(active.config))
-        values = self._fetch(wants)
-        tasks = values.pop() if active.config is not None else {}
-        # Callers get their own copies: the cached documents are never shared.
-        latest = {t: copy_json(v) for t, v in zip(sorted(active.latest), values, strict=True)}
-        doc = {**active.header, "latestKwargs": latest}
+            (tasks,) = self._fetch([self._config_want(active.config)])
+        doc = {**active.header, "latestKwargs": {}}
         what = self._what("header", self.keys.active)
-        return header_from_json(doc, {}, what, tasks=tasks)
+        header = header_from_json(doc, {}, what, tasks=tasks)
+        # The latest kwargs are read one by one, when asked for (triggers_core.engine.latest).
+        latest = LatestKwargs(
+            sorted(active.latest), self._latest_loader(active), source=self.latest_source
+        )
+        return attrs.evolve(header, latest_kwargs=latest)
+
+    def _latest_loader(self, active: Active) -> Loader:
+        """Reads the latest kwargs of one trigger as of ``active`` (a private copy)."""
+
+        def load(trigger: str) -> Mapping[str, Any]:
+            ref = active.latest[trigger]
+            try:
+                (value,) = self._fetch([self._latest_want(trigger, ref)])
+            except DocumentMissing as missing:
+                self._check_moved_on(active.version, missing.key)
+                raise ConflictError(
+                    f"version moved on from {active.version!r} while its latest kwargs of "
+                    f"{trigger!r} were read",
+                    backend=self._label,
+                    session=self.uid,
+                ) from None
+            copied: Mapping[str, Any] = copy_json(value)  # the cached document is never shared
+            return copied
+
+        return load
 
     # -- loading ------------------------------------------------------------------
 
@@ -487,7 +518,11 @@ class KeyValueStorage(LeaseStorage):
         base, token = base_found if base_found is not None else (None, None)
         commit = Commit(self, base, uuid.uuid4().hex[:16])
         commit.build(state, changes)
-        raw = encode("active", self.uid, commit.active.to_body())
+        # Measured with the longest slot number filing may record (see below).
+        sized = commit.active
+        if sized.listed is None:
+            sized = dataclasses.replace(sized, listed=10**12)
+        raw = encode("active", self.uid, sized.to_body())
         limit = commit.limit
         if len(raw) > limit:
             raise self._error(
@@ -495,7 +530,20 @@ class KeyValueStorage(LeaseStorage):
                 f"one {self._label} item may hold ({len(commit.active.index)} tasks, "
                 f"{len(commit.active.latest)} triggers); nothing was written"
             )
-        if not commit.apply(raw, token):
+        # A new session (or one stored before the session index existed) is filed in the
+        # index before the swap: a crash after it leaves a line nothing lists, never a
+        # session the index misses.
+        filed = self._file_session(commit) if commit.active.listed is None else None
+        raw = encode("active", self.uid, commit.active.to_body())
+        try:
+            won = commit.apply(raw, token)
+        except BaseException:
+            if filed is not None:
+                self._unfile(commit.active.epoch, filed)
+            raise
+        if not won:
+            if filed is not None:  # ours alone (a new epoch), or a duplicate of the winner's
+                self._unfile(commit.active.epoch, filed)
             raise ConflictError(
                 f"version moved on from {expected!r}", backend=self._label, session=self.uid
             )
@@ -508,8 +556,8 @@ class KeyValueStorage(LeaseStorage):
     # -- housekeeping -------------------------------------------------------------
 
     def delete(self) -> None:
-        """Remove the session: its active document and marker first, then its documents
-        and the lease records of its running instances.
+        """Remove the session: its active document and marker first, then its line in the
+        session index, its documents and the lease records of its running instances.
 
         Also the way to start a lost session over. Do not delete a session that
         is still in use. Documents that cannot be found (a damaged session) are
@@ -527,15 +575,13 @@ class KeyValueStorage(LeaseStorage):
         if found is None:
             return
         active = found[0]
+        self._unlist(active)
         keys = self.keys
         doomed: list[str] = []
         running: list[Want] = []
         if active.config is not None:
             doomed += stored_keys(keys.config(active.config.rev), active.config)
-        # Older fire records and their pointers cannot be found (nothing lists them);
-        # they are unreachable from a new session under this UID, which gets a new epoch.
-        for record, ref in active.fires.items():
-            doomed += stored_keys(keys.fire_record(active.epoch, record, ref.rev), ref)
+        doomed += self._fire_record_keys(active)
         for trigger, ref in active.latest.items():
             doomed += stored_keys(keys.latest(trigger, ref.rev), ref)
         for task, index in active.index.items():
@@ -556,6 +602,49 @@ class KeyValueStorage(LeaseStorage):
                 doomed.append(keys.lease(instance.name, owner))
         self._cache.discard(doomed)
         self._forget(doomed)
+        # Its hints in the due index (keys shared with the sessions of its shard).
+        with contextlib.suppress(KeyValueError):  # else the next sweep drops them
+            self._index.drop_session(self.uid, shard_of(keys.session))
+
+    def _fire_record_keys(self, active: Active) -> list[str]:
+        """The keys of every fire record of the session, their pointers and entries.
+
+        The records of ``active`` itself, then those earlier commits confirmed,
+        through their numbered entries (read in batches). Records of a session
+        stored before the entries existed cannot be found (nothing lists them);
+        they are unreachable from a new session under this UID, which gets a new
+        epoch.
+        """
+        keys, epoch = self.keys, active.epoch
+        if not epoch:
+            return []
+        found: list[str] = []
+        # A losing writer on this version may have confirmed its records already.
+        first = active.confirmed
+        for number, (record, ref) in enumerate(sorted(active.fires.items()), first):
+            found += stored_keys(keys.fire_record(epoch, record, ref.rev), ref)
+            found += [keys.fire_pointer(epoch, record), keys.fire_entry(epoch, number)]
+        for start in range(0, active.confirmed, READ_BATCH):
+            numbers = range(start, min(start + READ_BATCH, active.confirmed))
+            entries = [keys.fire_entry(epoch, n) for n in numbers]
+            stored = self._get_many(entries)
+            for entry in entries:
+                found.append(entry)
+                raw = stored.get(entry)
+                if raw is None:
+                    continue  # evicted: its record and pointer are left to the LRU
+                what = self._what("fire record entry", entry)
+                try:
+                    body = decode(raw, "firekey", self.uid, what)
+                    named = body["record"] if isinstance(body, dict) else None
+                    if not (isinstance(named, str) and is_token(named)):
+                        raise SerializationError(f"{what}: names no record")
+                    ref = DocRef.from_json(body["ref"], what)
+                except (SerializationError, KeyError):
+                    continue
+                found += stored_keys(keys.fire_record(epoch, named, ref.rev), ref)
+                found.append(keys.fire_pointer(epoch, named))
+        return found
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} uid={self.uid!r} on {self._label}>"

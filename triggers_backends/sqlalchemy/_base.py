@@ -14,10 +14,11 @@ from __future__ import annotations
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from triggers_backends.sqlalchemy._engines import URL_CREATE_OPTION
+from triggers_backends.sqlalchemy._engines import URL_CREATE_OPTION, with_options
 from triggers_backends.sqlalchemy._errors import (
     describe,
     driver_error,
+    first_error,
     is_conflict,
     is_missing_table,
     is_old_layout,
@@ -48,6 +49,17 @@ class SQLStorageBase(Storage):
     _decoded: dict[str, tuple[str, TaskInstance]]
     _config: tuple[str, TaskTable] | None
     _codec: HeaderCodec
+
+    @property
+    def _autocommit(self) -> Engine:
+        """The engine in autocommit mode: each statement its own snapshot (and, for a
+        write, its own transaction), no BEGIN/COMMIT round trips."""
+        engine: Engine | None = self.__dict__.get("_autocommit_engine")
+        if engine is None:
+            engine = with_options(self.engine, isolation_level="AUTOCOMMIT")
+            self.__dict__["_autocommit_engine"] = engine
+        return engine
+
     _label: str
     #: Snapshot reads (REPEATABLE READ; SQLite: BEGIN).
     _reader: Engine
@@ -104,6 +116,9 @@ class SQLStorageBase(Storage):
                 session=self.uid,
             )
         message = f"{doing} failed on {where}: {describe(exc, self.engine.url)}"
+        first = first_error(exc)
+        if first is not exc:
+            message = f"{message} (after {describe(first, self.engine.url)})"
         hint = timeout_hint(exc, self.engine)
         if hint is not None:
             message = f"{message}; {hint}"

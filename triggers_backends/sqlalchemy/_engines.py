@@ -45,6 +45,7 @@ __all__ = [
     "query_value",
     "shared_engine",
     "synchronous_level",
+    "with_options",
 ]
 
 #: Triggers' own URL query options; removed before the URL reaches the driver.
@@ -132,6 +133,29 @@ def _create_engine(url: URL, timeouts: Timeouts) -> Engine:
     install(engine, timeouts)
     prepare_engine(engine)
     return engine
+
+
+_OPTIONED_ATTRIBUTE = "_triggers_optioned"
+_OPTIONED_LOCK = threading.Lock()
+
+
+def with_options(engine: Engine, **options: Any) -> Engine:
+    """``engine.execution_options(**options)``, made once per engine and options.
+
+    Each call of ``execution_options`` builds an engine proxy and registers its
+    event listeners; a storage opened per message or per fire would otherwise
+    pay that on every open. The proxies hold nothing but the options, and are
+    kept on the engine itself (so they go when it goes).
+    """
+    key = tuple(sorted(options.items()))
+    with _OPTIONED_LOCK:
+        made: dict[tuple[tuple[str, Any], ...], Engine] = vars(engine).setdefault(
+            _OPTIONED_ATTRIBUTE, {}
+        )
+        found = made.get(key)
+        if found is None:
+            found = made[key] = engine.execution_options(**options)
+        return found
 
 
 def dispose_engines() -> None:

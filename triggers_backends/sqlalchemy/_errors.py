@@ -128,6 +128,22 @@ def timeout_hint(exc: sa_exc.SQLAlchemyError, engine: Engine) -> str | None:
     return f"{what} {seconds:g}s ({option}={seconds:g} in the URL)"
 
 
+def first_error(exc: BaseException) -> BaseException:
+    """The database error that started ``exc``: an error raised while handling another one
+    (a rollback on a connection the server closed after refusing a statement, e.g. MariaDB's
+    ``max_allowed_packet``) hides the refusal, which is the one worth telling."""
+    found: BaseException = exc
+    link: BaseException = exc
+    for _ in range(12):  # the driver's error, its socket error, the one before...
+        following = link.__cause__ or link.__context__
+        if following is None:
+            break
+        link = following
+        if isinstance(link, sa_exc.SQLAlchemyError):
+            found = link
+    return found
+
+
 def describe(exc: BaseException, url: URL) -> str:
     """The driver's message (not SQLAlchemy's, which quotes SQL and parameters), redacted."""
     orig = driver_error(exc) if isinstance(exc, sa_exc.SQLAlchemyError) else None

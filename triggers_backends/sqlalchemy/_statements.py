@@ -25,6 +25,7 @@ __all__ = [
     "DUE_CHANGING",
     "MAX_DUE_IN_UPDATE",
     "MAX_IN",
+    "MAX_IN_ONE",
     "Statements",
     "chunks",
     "statements_for",
@@ -41,6 +42,11 @@ MAX_IN = 500
 #: PostgreSQL: due entries (of each of going and coming) a version ``UPDATE`` carries
 #: itself; a commit with more writes them with statements of their own.
 MAX_DUE_IN_UPDATE = 8
+
+#: PostgreSQL: instance rows (created plus updated) and fire records a compare-and-swap
+#: may write to be sent as one statement (:meth:`Statements.commit_in_one`); larger
+#: commits run as a transaction of several statements.
+MAX_IN_ONE = 8
 
 
 def chunks(keys: list[str]) -> Iterable[list[str]]:
@@ -66,7 +72,27 @@ class Statements:
             ).label("config"),
             sessions.c.header,
         ).where(sessions.c.session_key == sa.bindparam("b_key"))
-        self._rows: dict[tuple[bool, ...], Any] = {}
+        #: The header and the instances named (by ``b_names``) in one statement: one row
+        #: per instance found, or one with null instance columns (``LEFT JOIN``).
+        self.head_named = (
+            sa.select(
+                *self.head.selected_columns,
+                instances.c.name,
+                instances.c.doc,
+                instances.c.task_key,
+            )
+            .select_from(
+                sessions.outerjoin(
+                    instances,
+                    sa.and_(
+                        instances.c.session_key == sessions.c.session_key,
+                        instances.c.name_key.in_(sa.bindparam("b_names", expanding=True)),
+                    ),
+                )
+            )
+            .where(sessions.c.session_key == sa.bindparam("b_key"))
+        )
+        self._rows: dict[tuple[Any, ...], Any] = {}
         self.create = sa.insert(sessions)
         update = (
             sa.update(sessions)
@@ -83,7 +109,7 @@ class Statements:
             {**base, "config": sa.bindparam("b_config"), "config_id": sa.bindparam("b_config_id")}
         )
         self._sessions = sessions
-        self._update_with_due: dict[tuple[bool, int, int], Any] = {}
+        self._update_with_due: dict[tuple[bool, int, int, int, int, int], Any] = {}
         self.insert_instances = sa.insert(instances)
         self._upserts: dict[str, Any] = {}
         fire_keys = tables.fire_keys
@@ -94,6 +120,7 @@ class Statements:
             .where(fire_keys.c.key_hash.in_(sa.bindparam("b_hashes", expanding=True)))
         )
         self.insert_fire_records = sa.insert(fire_keys)
+        self._fire_keys = fire_keys
         #: Reads nothing (an empty primary key range): does the table exist?
         self.probe_fire_keys = (
             sa.select(fire_keys.c.key_hash)
@@ -189,6 +216,48 @@ class Statements:
             self._rows[shape] = found
         return found
 
+    def rows_at_version(
+        self, *, names: bool = False, tasks: bool = False, unresolved: bool = False
+    ) -> Any:
+        """:meth:`rows` (some asked for) on the session's row, which carries ``version``
+        and ``config_id`` into every result row (``LEFT JOIN``: one row with null
+        instance columns when no instance matches, none when the session is gone).
+
+        For a load outside a transaction: the caller compares them with the
+        header it read, so that two statements read one state (see
+        :meth:`~triggers_backends.sqlalchemy._reading.ReadingMixin.load`).
+        """
+        shape = ("versioned", names, tasks, unresolved)
+        found = self._rows.get(shape)
+        if found is None:
+            s, t = self._sessions, self._instances
+            waiting = t.c.status == Status.UNSTARTED.value
+            conditions: list[Any] = []
+            if names:
+                conditions.append(t.c.name_key.in_(sa.bindparam("b_names", expanding=True)))
+            if tasks:
+                tasks_in = t.c.task_key.in_(sa.bindparam("b_tasks", expanding=True))
+                conditions.append(sa.and_(waiting, tasks_in))
+            if unresolved:
+                conditions.append(sa.not_(t.c.resolved))
+            joined = sa.and_(
+                t.c.session_key == s.c.session_key,
+                sa.or_(*conditions) if conditions else sa.false(),
+            )
+            found = (
+                sa.select(
+                    s.c.version.label("session_version"),
+                    s.c.config_id.label("session_config_id"),
+                    t.c.name,
+                    t.c.doc,
+                    t.c.task_key,
+                )
+                .select_from(s.outerjoin(t, joined))
+                .where(s.c.session_key == sa.bindparam("b_key"))
+            )
+            self._rows[shape] = found
+        return found
+
     def upsert(self, dialect: str) -> Any:
         """Insert-or-update of instance rows for ``dialect`` (None: no such statement)."""
         if dialect in self._upserts:
@@ -223,7 +292,32 @@ class Statements:
         most :data:`MAX_DUE_IN_UPDATE` of each: arrays would cost more to adapt
         than the round trip they save.
         """
-        key = (config, gone, put)
+        return self.commit_in_one(dialect, config, gone=gone, put=put)
+
+    def commit_in_one(
+        self,
+        dialect: Dialect,
+        config: bool,
+        *,
+        gone: int = 0,
+        put: int = 0,
+        created: int = 0,
+        updated: int = 0,
+        records: int = 0,
+    ) -> Any:
+        """PostgreSQL: a whole compare-and-swap of an existing session as one statement.
+
+        :meth:`update_with_due`, plus an ``INSERT`` of ``created`` instance rows
+        (``c0_name_key``... : a duplicate key is an error, as in the transaction),
+        an upsert of ``updated`` rows (``u0_...``) and an ``INSERT`` of
+        ``records`` fire records (``r0_...``), each only if ``s`` updated the
+        session's row. Run in autocommit mode, the statement is its own
+        transaction: one round trip instead of ``BEGIN``, three or four
+        statements and ``COMMIT``, with the same outcome (all or nothing; the
+        session's row lock first). One statement per shape; callers keep the
+        counts small (:data:`MAX_IN_ONE`).
+        """
+        key = (config, gone, put, created, updated, records)
         found = self._update_with_due.get(key)
         if found is not None:
             return found
@@ -258,7 +352,43 @@ class Statements:
                 "WHERE EXISTS (SELECT 1 FROM s) "
                 f"ON CONFLICT (session_key, name_key) DO UPDATE SET {changing})"
             )
-        found = self._update_with_due[key] = sa.text(", ".join(parts) + " SELECT count(*) FROM s")
+        instances = preparer.format_table(self._instances)
+        for tag, count in (("c", created), ("u", updated)):
+            if not count:
+                continue
+            rows = ", ".join(
+                f"(CAST(:{tag}{n}_name_key AS VARCHAR(64)), CAST(:{tag}{n}_name AS TEXT), "
+                f"CAST(:{tag}{n}_task_key AS VARCHAR(64)), CAST(:{tag}{n}_status AS VARCHAR(16)), "
+                f"CAST(:{tag}{n}_resolved AS BOOLEAN), CAST(:{tag}{n}_doc AS TEXT))"
+                for n in range(count)
+            )
+            upsert = ""
+            if tag == "u":
+                changing = ", ".join(f"{c} = excluded.{c}" for c in CHANGING)
+                upsert = f" ON CONFLICT (session_key, name_key) DO UPDATE SET {changing}"
+            parts.append(
+                f"{tag}i AS (INSERT INTO {instances} "
+                "(session_key, name_key, name, task_key, status, resolved, doc, updated_at) "
+                "SELECT :b_key, v.name_key, v.name, v.task_key, v.status, v.resolved, v.doc, "
+                f":b_now FROM (VALUES {rows}) AS v(name_key, name, task_key, status, resolved, "
+                f"doc) WHERE EXISTS (SELECT 1 FROM s){upsert})"
+            )
+        if records:
+            fire_keys = preparer.format_table(self._fire_keys)
+            rows = ", ".join(
+                f"(CAST(:r{n}_key_hash AS VARCHAR(64)), CAST(:r{n}_trigger_name AS TEXT), "
+                f"CAST(:r{n}_scheduled AS TEXT))"
+                for n in range(records)
+            )
+            parts.append(
+                f"fr AS (INSERT INTO {fire_keys} "
+                "(session_key, key_hash, trigger_name, scheduled, created_at) "
+                "SELECT :b_key, v.key_hash, v.trigger_name, v.scheduled, :b_now "
+                f"FROM (VALUES {rows}) AS v(key_hash, trigger_name, scheduled) "
+                "WHERE EXISTS (SELECT 1 FROM s))"
+            )
+        statement = sa.text(", ".join(parts) + " SELECT count(*) FROM s")
+        found = self._update_with_due[key] = statement
         return found
 
     def upsert_due(self, dialect: str) -> Any:

@@ -23,6 +23,7 @@ from triggers_backends.sqlalchemy._engines import (
     query_value,
     shared_engine,
     synchronous_level,
+    with_options,
 )
 from triggers_backends.sqlalchemy._errors import describe, public_url
 from triggers_backends.sqlalchemy._listing import list_sessions
@@ -99,12 +100,12 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
         dialect = engine.dialect.name
         self._label = f"sqlalchemy/{dialect}"
         if dialect in ("postgresql", "mysql", "mariadb"):
-            self._reader = engine.execution_options(isolation_level="REPEATABLE READ")
-            self._writer = engine.execution_options(isolation_level="READ COMMITTED")
+            self._reader = with_options(engine, isolation_level="REPEATABLE READ")
+            self._writer = with_options(engine, isolation_level="READ COMMITTED")
         else:
             self._reader = engine
-            self._writer = engine.execution_options(
-                triggers_write=True, triggers_synchronous=self.sqlite_synchronous
+            self._writer = with_options(
+                engine, triggers_write=True, triggers_synchronous=self.sqlite_synchronous
             )
         if create_schema:
             error = None
@@ -221,6 +222,7 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
             self.engine,
             table_prefix=self.table_prefix,
             sqlite_synchronous=self.sqlite_synchronous,
+            max_value_bytes=self.max_value_bytes,
         )
 
     def store_identity(self) -> object | None:

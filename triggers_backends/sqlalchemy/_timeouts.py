@@ -42,9 +42,11 @@ from sqlalchemy.engine import URL, Engine
 __all__ = [
     "CONNECT_OPTION",
     "LOCK_OPTION",
+    "PING_AFTER_IDLE",
     "STATEMENT_OPTION",
     "Timeouts",
     "engine_arguments",
+    "expired_here",
     "install",
     "take_expired",
     "timeouts_of",
@@ -192,6 +194,16 @@ def _mysql_settings(timeouts: Timeouts) -> Any:
 
 _WATCH_KEY = "triggers_watch"
 _FRESH_KEY = "triggers_fresh"
+_RETURNED_KEY = "triggers_returned"
+
+#: Seconds a pooled PostgreSQL connection may sit idle and still be used without a
+#: ping first. A connection dies while idle (a server restart, an idle timeout in a
+#: proxy or firewall), so one returned to the pool moments ago is used as it is: a
+#: busy worker then pays no ping per storage call (one round trip of the four or
+#: five a call costs). Should it have died anyway, a load retries once on a new
+#: connection, and a compare-and-swap fails before writing anything (its first
+#: statement cannot reach the server), as when the server goes down mid-call.
+PING_AFTER_IDLE = 1.0
 
 
 @attrs.define(eq=False)
@@ -233,7 +245,10 @@ class _Watchdog:
                     target=self._run, name="triggers-sql-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][2] is watch:
+                # The thread sleeps until the earliest deadline; only an earlier one
+                # needs to wake it (a wake-up per checkout costs a busy worker CPU).
+                self._cond.notify()
         return watch
 
     def cancel(self, watch: _Watch) -> None:
@@ -241,6 +256,11 @@ class _Watchdog:
             sock, watch.sock = watch.sock, None
         if sock is not None:
             sock.close()
+
+    def expired_here(self) -> bool:
+        """True if the last watch of this thread expired (left for take_expired)."""
+        with self._cond:
+            return threading.get_ident() in self._expired
 
     def take_expired(self) -> float | None:
         """Seconds of the last watch of this thread that expired (and forget it)."""
@@ -277,6 +297,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_WATCHDOG._reset)
 
 
+def expired_here() -> bool:
+    """True if this thread's last storage call ran out of time (see :func:`take_expired`)."""
+    return _WATCHDOG.expired_here()
+
+
 def take_expired() -> float | None:
     """If this thread's last storage call ran out of time: its bound in seconds."""
     return _WATCHDOG.take_expired()
@@ -299,6 +324,8 @@ def _install_watchdog(engine: Engine, seconds: float) -> None:
     SQLAlchemy's own ``pool_pre_ping`` runs before any event, where nothing
     could bound it; this does the same ping (the dialect's ``do_ping``) once
     the watch is running, and asks the pool for a new connection if it fails.
+    A connection returned to the pool less than :data:`PING_AFTER_IDLE`
+    seconds ago is not pinged.
     """
 
     @event.listens_for(engine, "connect")
@@ -314,6 +341,9 @@ def _install_watchdog(engine: Engine, seconds: float) -> None:
         record.info[_WATCH_KEY] = watch = _WATCHDOG.watch(fileno, seconds)
         if record.info.pop(_FRESH_KEY, False):
             return
+        returned = record.info.get(_RETURNED_KEY)
+        if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE:
+            return  # used moments ago (see PING_AFTER_IDLE)
         try:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:
@@ -328,6 +358,9 @@ def _install_watchdog(engine: Engine, seconds: float) -> None:
     @event.listens_for(engine, "checkin")
     def _checkin(_dbapi_connection: Any, record: Any) -> None:
         _stop(record)
+        info = getattr(record, "info", None)
+        if info is not None:
+            info[_RETURNED_KEY] = time.monotonic()
 
     @event.listens_for(engine, "invalidate")
     def _invalidate(_dbapi_connection: Any, record: Any, _exception: Any) -> None:

@@ -17,7 +17,10 @@ serialized the writers, a duplicate key there means the row existed before
 The due index (``changes.due``, :mod:`~triggers_backends.sqlalchemy._due`) is
 written in the same transaction, and only when it changed: on PostgreSQL by
 the version UPDATE itself (one statement with CTEs, so no extra round trip),
-elsewhere last, after the instances.
+elsewhere last, after the instances. On PostgreSQL a compare-and-swap of an
+existing session with few rows is all of this as *one* statement in autocommit
+mode (its own transaction: ``Statements.commit_in_one``), with the same
+outcomes.
 """
 
 from __future__ import annotations
@@ -32,7 +35,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from triggers_backends.sqlalchemy._due import LeasesMixin
-from triggers_backends.sqlalchemy._statements import CHANGING, MAX_IN
+from triggers_backends.sqlalchemy._statements import (
+    CHANGING,
+    MAX_DUE_IN_UPDATE,
+    MAX_IN,
+    MAX_IN_ONE,
+)
 from triggers_backends.sqlalchemy._tables import row_key
 from triggers_core.engine.scopes import Changes
 from triggers_core.engine.serialization import config_to_json, dumps, instance_to_json
@@ -91,6 +99,11 @@ class WritingMixin(LeasesMixin):
             for key, names in changes.fire_records.items()
         ]
         due = self._due_rows(changes.due)
+        if expected is not None and self._fits_one_statement(created, updated, records, due):
+            self._swap_in_one(expected, header, now, config, created, updated, records, due)
+            if config:
+                self._config = (config["config_id"], TaskTable.of(state.tasks))
+            return expected + 1
         sql = self._sql
         try:
             with self._writer.connect() as conn, conn.begin():
@@ -165,6 +178,94 @@ class WritingMixin(LeasesMixin):
             self._config = (config["config_id"], TaskTable.of(state.tasks))
         return new_version
 
+    def _fits_one_statement(
+        self,
+        created: list[dict[str, Any]],
+        updated: list[dict[str, Any]],
+        records: list[dict[str, Any]],
+        due: tuple[list[str], list[dict[str, Any]]] | None,
+    ) -> bool:
+        """PostgreSQL, and few enough rows for :meth:`Statements.commit_in_one`."""
+        return (
+            self.engine.dialect.name == "postgresql"
+            and len(created) + len(updated) <= MAX_IN_ONE
+            and len(records) <= MAX_IN_ONE
+            and (
+                due is None
+                or (len(due[0]) <= MAX_DUE_IN_UPDATE and len(due[1]) <= MAX_DUE_IN_UPDATE)
+            )
+        )
+
+    def _swap_in_one(  # noqa: PLR0917 - the parts of one compare-and-swap
+        self,
+        expected: int,
+        header: str,
+        now: datetime,
+        config: dict[str, Any],
+        created: list[dict[str, Any]],
+        updated: list[dict[str, Any]],
+        records: list[dict[str, Any]],
+        due: tuple[list[str], list[dict[str, Any]]] | None,
+    ) -> None:
+        """The compare-and-swap of an existing session as one statement in autocommit mode.
+
+        The statement is its own transaction, so it writes all of it or nothing,
+        exactly as the transaction of several statements does: a version that
+        moved on matches no row and writes nothing (ConflictError); a fire
+        record that exists is a conflict and a created instance that exists is
+        corruption, each with nothing written (the whole statement fails).
+        """
+        values: dict[str, Any] = {
+            "b_key": self._key,
+            "b_expected": expected,
+            "b_version": expected + 1,
+            "b_header": header,
+            "b_now": now,
+        }
+        if config:
+            values.update(b_config=config["config"], b_config_id=config["config_id"])
+        gone = put = 0
+        if due is not None:
+            gone, put = len(due[0]), len(due[1])
+            values.update(self._due_values(due))
+        for tag, rows in (("c", created), ("u", updated)):
+            for n, row in enumerate(rows):
+                for column in ("name_key", "name", "task_key", "status", "resolved", "doc"):
+                    values[f"{tag}{n}_{column}"] = row[column]
+        for n, record in enumerate(records):
+            for column in ("key_hash", "trigger_name", "scheduled"):
+                values[f"r{n}_{column}"] = record[column]
+        statement = self._sql.commit_in_one(
+            self.engine.dialect,
+            bool(config),
+            gone=gone,
+            put=put,
+            created=len(created),
+            updated=len(updated),
+            records=len(records),
+        )
+        try:
+            with self._autocommit.connect() as conn:
+                matched = conn.execute(statement, values).scalar_one()
+        except sa_exc.IntegrityError as exc:
+            table = _duplicate_in(exc)
+            if table == self._tables.fire_keys.name:
+                raise ConflictError(
+                    "a fire record this write creates is already stored (that fire was "
+                    "applied meanwhile); nothing was written",
+                    backend=self._label,
+                    session=self.uid,
+                ) from None
+            if table == self._tables.instances.name:
+                raise self._corruption([row["name"] for row in created]) from exc
+            raise self._error(exc, "compare_and_swap") from exc
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc, "compare_and_swap") from exc
+        if matched != 1:
+            raise ConflictError(
+                f"version moved on from {expected!r}", backend=self._label, session=self.uid
+            )
+
     def _corruption(self, names: list[str]) -> SerializationError:
         """The error for created instances that were already stored (nothing was written)."""
         table = self._tables.instances
@@ -227,6 +328,14 @@ class WritingMixin(LeasesMixin):
                         conn.execute(sa.delete(table).where(table.c.session_key == self._key))
         except sa_exc.SQLAlchemyError as exc:
             raise self._error(exc, "delete") from exc
+
+
+def _duplicate_in(exc: sa_exc.IntegrityError) -> str | None:
+    """The table whose unique key ``exc`` violated (PostgreSQL), else None."""
+    if getattr(exc.orig, "sqlstate", None) != "23505":  # unique_violation
+        return None
+    table = getattr(getattr(exc.orig, "diag", None), "table_name", None)
+    return table if isinstance(table, str) else None
 
 
 class _CreatedExists(Exception):

@@ -31,7 +31,13 @@ from triggers_core.tools.explain import (
 from triggers_core.tools.listing import list_sessions
 from triggers_core.tools.runs import RunStatus, run_status, run_statuses
 
-__all__ = ["explain_command", "inspect", "sessions"]
+__all__ = ["INCOMPLETE_NOTE", "explain_command", "inspect", "sessions"]
+
+#: Printed (to stderr) after a listing of a store that may have evicted part of its index.
+INCOMPLETE_NOTE = (
+    "(note: this store may evict keys, so its index of sessions may have lost some: "
+    "the list may be incomplete; see docs/operations.md#finding-sessions)"
+)
 
 URL = click.argument("url", metavar="URL", callback=lambda _c, _p, v: storage_url(v))
 UID = click.argument("uid", metavar="UID")
@@ -54,6 +60,11 @@ STALE = click.option(
 @click.option("--unresolved", is_flag=True, help="Only sessions with an unresolved instance.")
 @click.option("--failed", is_flag=True, help="Only sessions with a failed instance.")
 @STALE
+@click.option(
+    "--lost",
+    is_flag=True,
+    help="Only sessions with a lost run (running under an expired lease: its worker died).",
+)
 @now_option
 @click.option(
     "--limit",
@@ -69,6 +80,7 @@ def sessions(
     unresolved: bool,
     failed: bool,
     stale: timedelta | None,
+    lost: bool,
     now: datetime,
     limit: int | None,
     cursor: str | None,
@@ -79,24 +91,32 @@ def sessions(
     URL may be left out when TRIGGERS_STORAGE_URL is set.
     """
     wanted = SessionFilter(
-        unresolved=unresolved, failed=failed, stale_after=stale, now=now if stale else None
+        unresolved=unresolved,
+        failed=failed,
+        stale_after=stale,
+        lost=lost,
+        now=now if stale or lost else None,
     )
     uids: list[str] = []
+    incomplete = False
     with failures():
         while True:
             size = 1000 if limit is None else limit - len(uids)
             page = list_sessions(url, wanted, page_size=size, cursor=cursor)
             uids.extend(page.uids)
+            incomplete = incomplete or page.may_be_incomplete
             cursor = page.cursor
             if cursor is None or (limit is not None and len(uids) >= limit):
                 break
     if as_json:
-        emit_json({"sessions": uids, "cursor": cursor})
+        emit_json({"sessions": uids, "cursor": cursor, "mayBeIncomplete": incomplete})
         return
     for uid in uids:
         echo(uid)
     if cursor is not None:
         echo(f"(more: --cursor {cursor})", err=True)
+    if incomplete:
+        echo(INCOMPLETE_NOTE, err=True)
 
 
 def _timer(explained: InstanceExplanation, now: datetime) -> dict[str, object] | None:

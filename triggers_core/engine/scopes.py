@@ -60,6 +60,7 @@ from triggers_core.engine.task_table import TaskTable
 __all__ = [
     "HEADER_ONLY",
     "Changes",
+    "Fixed",
     "Scope",
     "Selector",
     "configuration_scope",
@@ -326,6 +327,20 @@ def fire_scope(trigger: str, key: FireKey | None = None) -> Selector:
     return keyed
 
 
+@attrs.frozen
+class Fixed:
+    """A selector that picks :attr:`scope` whatever the header says.
+
+    A storage may read :attr:`scope` before the header, so that it reads the
+    header and the instances in one request.
+    """
+
+    scope: Scope
+
+    def __call__(self, header: SessionState) -> Scope:
+        return self.scope
+
+
 def instance_scope(name: str, *, cascade: bool, guard: FireKey | None = None) -> Selector:
     """The selector for an operation on instance ``name``.
 
@@ -337,7 +352,7 @@ def instance_scope(name: str, *, cascade: bool, guard: FireKey | None = None) ->
         names=frozenset((name,)), fire_keys=_NO_KEYS if guard is None else frozenset((guard,))
     )
     if not cascade:
-        return lambda header: own
+        return Fixed(own)
     task = task_of(name)
     return lambda header: own | fire_needs(header, task)
 

@@ -208,11 +208,17 @@ def config_from_json(doc: Mapping[str, Any], what: str = "configuration") -> Tas
     return _tasks_from_json(doc, what)
 
 
-def header_to_json(state: SessionState) -> dict[str, Any]:
-    """Latest kwargs, counters, unsettled instances, settled triggers (no tasks, no instances)."""
+def header_to_json(state: SessionState, *, latest: bool = True) -> dict[str, Any]:
+    """Latest kwargs, counters, unsettled instances, settled triggers (no tasks, no instances).
+
+    ``latest=False`` leaves out the latest kwargs (a storage that keeps them elsewhere,
+    so that none is read to write the header).
+    """
     return {
         "schemaVersion": SCHEMA_VERSION,
-        "latestKwargs": {k: dict(v) for k, v in state.latest_kwargs.items()},
+        **(
+            {"latestKwargs": {k: dict(v) for k, v in state.latest_kwargs.items()}} if latest else {}
+        ),
         "counters": dict(state.counters),
         "unsettled": {task: sorted(names) for task, names in sorted(state.unsettled.items())},
         "settled": {task: sorted(names) for task, names in sorted(state.settled.items())},

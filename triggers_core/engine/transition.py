@@ -27,6 +27,7 @@ import attrs
 from triggers_core.engine.config import TaskConfig
 from triggers_core.engine.effects import DuplicateFire, Effect, ScheduleInstance
 from triggers_core.engine.idempotency import FireKey
+from triggers_core.engine.latest import LatestKwargs
 from triggers_core.engine.leases import Due, due_of
 from triggers_core.engine.scopes import (
     Changes,
@@ -212,6 +213,10 @@ class Builder:
         return number
 
     def set_latest(self, trigger: str, kwargs: Mapping[str, Any]) -> None:
+        view = self._latest.view
+        if isinstance(view, LatestKwargs):  # read on demand: set without reading the rest
+            self._latest.view = view.updated(trigger, kwargs)
+            return
         self._latest.writable()[trigger] = kwargs
 
     @property

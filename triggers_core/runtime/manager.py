@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -59,10 +59,13 @@ from triggers_core.engine.sizes import bounded_mapping, check_task_sizes, check_
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.engine.transition import Transition
 from triggers_core.errors import (
+    ConcurrencyError,
+    ConflictError,
     DispatchError,
     InvalidTransitionError,
     RegistryError,
     SchemaMissingError,
+    SerializationError,
     StorageError,
     UnsupportedOperationError,
 )
@@ -490,6 +493,10 @@ class TriggerManager(OperatorActions):
             try:
                 compute = outcomes.run_task(name, config.run, context, key is not None)
                 transition = self._commit(compute, scope)
+            except (StorageError, SerializationError) as exc:
+                if isinstance(exc, ConflictError | ConcurrencyError):
+                    raise
+                transition = self._unwritable(config.run, exc, outcomes, context, (compute, scope))
             except NOT_THE_OUTCOME:
                 raise  # the storage or the instance, not the task's outcome: nothing to record
             except Exception as exc:
@@ -514,6 +521,34 @@ class TriggerManager(OperatorActions):
         self._perform(transition)
         return transition.state.instances[name]
 
+    def _unwritable(
+        self,
+        run: str,
+        exc: StorageError | SerializationError,
+        outcomes: Outcomes,
+        context: TaskContext,
+        outcome: tuple[Callable[[SessionState], Transition], Scope | Selector],
+    ) -> Transition:
+        """The storage did not store an instance's outcome (``compute``): try once more
+        (a passing fault, such as a dropped connection), then, if it is refused again (a
+        row over the database's packet limit, a value it cannot hold), end the instance
+        ``failed`` with that reason, so that it is never left ``running``. If the storage
+        refuses that too (it is down), the error is raised as before (the lease, if any,
+        then ends the run). Costs one more write of the outcome."""
+        try:
+            return self._commit(*outcome)
+        except (StorageError, SerializationError) as again:
+            if isinstance(again, ConflictError | ConcurrencyError):
+                raise
+            exc = again
+        name = context.instance_name
+        detail = f"{run}: its outcome could not be written to the storage: {exc}"
+        failure = outcomes.failure(name, exc, detail, context)
+        try:
+            return self._commit(failure, instance_scope(name, cascade=False))
+        except Exception as second:
+            raise exc from second
+
     def _keeps_leases(self) -> bool:
         """True if the storage keeps leases (checked once per manager)."""
         keeps = self.__dict__.get("_leases")
@@ -531,7 +566,9 @@ class TriggerManager(OperatorActions):
         """A lease for a run starting now: a fresh owner token, this process as the worker."""
         length = DEFAULT_LEASE_SECONDS if seconds is None else seconds
         return Lease(
-            owner=uuid.uuid4().hex,
+            # 128 random bits from the process's generator (seeded from the OS, and again
+            # in every forked child): unique per run, without a system call per instance.
+            owner=f"{random.getrandbits(128):032x}",
             expires=self.now() + timedelta(seconds=length),
             seconds=length,
             worker={"host": _HOST, "pid": os.getpid(), **(worker or {})},

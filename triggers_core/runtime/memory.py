@@ -29,6 +29,7 @@ process-local store).
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import itertools
 import threading
@@ -40,6 +41,7 @@ from typing import Any
 import attrs
 
 from triggers_core.engine.idempotency import FireKey
+from triggers_core.engine.latest import LatestKwargs
 from triggers_core.engine.leases import Due, DueKind
 from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.engine.serialization import check_joined
@@ -348,7 +350,9 @@ class MemoryStorage(Storage):
         state = SessionState(
             tasks=tasks,
             instances={i.name: copy_instance(i) for i in picked},
-            latest_kwargs={k: copy_json(v) for k, v in latest.items()},
+            latest_kwargs=LatestKwargs(
+                latest, functools.partial(_copy_of, latest), source=(self.store, self.uid)
+            ),
             counters=dict(counters),
             unsettled=dict(unsettled),
             settled=dict(settled),
@@ -371,7 +375,9 @@ class MemoryStorage(Storage):
         # Copy what changed in the latest kwargs outside the lock, against the stored
         # dict as it is now: if another write replaces it first, the version check fails.
         prior = store._sessions.get(self.uid)
-        latest = _merged_latest({} if prior is None else prior.latest, state.latest_kwargs)
+        latest = _merged_latest(
+            {} if prior is None else prior.latest, state.latest_kwargs, (store, self.uid)
+        )
         unsettled = _frozen_sets(state.unsettled, None if prior is None else prior.unsettled)
         settled = _frozen_sets(state.settled, None if prior is None else prior.settled)
         records: dict[str, tuple[str, ...]] | None = None
@@ -442,10 +448,31 @@ def _frozen_sets(
     return {task: frozenset(names) for task, names in given.items()}
 
 
+def _copy_of(latest: Mapping[str, Mapping[str, Any]], trigger: str) -> Mapping[str, Any]:
+    copied: Mapping[str, Any] = copy_json(latest[trigger])
+    return copied
+
+
 def _merged_latest(
-    stored: Mapping[str, Mapping[str, Any]], given: Mapping[str, Mapping[str, Any]]
+    stored: Mapping[str, Mapping[str, Any]],
+    given: Mapping[str, Mapping[str, Any]],
+    source: object,
 ) -> dict[str, Mapping[str, Any]]:
-    """The new latest kwargs: the stored private copy where unchanged, else a new copy."""
+    """The new latest kwargs: the stored private copy where unchanged, else a new copy.
+
+    ``given`` as this session's load made it: only the triggers it set are copied
+    (a large value nobody read costs nothing); the version check of the write then
+    guarantees that the rest is what the load saw.
+    """
+    if isinstance(given, LatestKwargs) and given.source == source:
+        written = dict(stored)
+        for trigger in given.changed:
+            kwargs = given[trigger]
+            old = written.get(trigger)
+            written[trigger] = (
+                old if old is not None and old == kwargs else copy_json_sorted(kwargs)
+            )
+        return written
     merged: dict[str, Mapping[str, Any]] = {}
     for trigger, kwargs in given.items():
         kept = stored.get(trigger)

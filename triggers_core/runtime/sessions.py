@@ -104,7 +104,8 @@ class SessionFilter:
     ``stale_after`` needs ``now`` (timezone-aware): the library has no clock.
     ``uid_prefix`` keeps the sessions whose UID starts with it (exactly: case,
     spaces and every character count); backends answer it from an index on the
-    UID (a range query), never by reading every session.
+    UID (a range query; the key-value backends check the lines of their session
+    index), never by reading every session.
     """
 
     #: The session has an instance that is not finished, skipped, replayed or abandoned.
@@ -117,12 +118,18 @@ class SessionFilter:
     now: datetime | None = None
     #: The session's UID starts with this ("": any UID).
     uid_prefix: str = attrs.field(default="", converter=_check_prefix)
+    #: The session has a *lost* run: ``running`` under a lease expired at ``now``
+    #: (its worker died and no sweeper took it over yet). Answered from the
+    #: store's due index by :func:`triggers_core.tools.listing.list_sessions`.
+    lost: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.now is not None and (self.now.tzinfo is None or self.now.utcoffset() is None):
             raise ValueError(f"now must be a timezone-aware datetime, got naive {self.now!r}")
         if self.stale_after is not None and self.now is None:
             raise ValueError("stale_after needs now (the time staleness is measured at)")
+        if self.lost and self.now is None:
+            raise ValueError("lost needs now (the time leases are checked at)")
 
     @property
     def statuses(self) -> tuple[frozenset[Status], ...]:
@@ -138,6 +145,8 @@ class SessionFilter:
             wanted.append(frozenset({Status.FAILED}))
         if self.stale_after is not None:
             wanted.append(STALE_STATUSES)
+        if self.lost:
+            wanted.append(frozenset({Status.RUNNING}))
         return tuple(wanted)
 
     def wants_uid(self, uid: str) -> bool:
@@ -147,12 +156,16 @@ class SessionFilter:
     def matches(self, unresolved: Iterable[TaskInstance]) -> bool:
         """True if a session whose unresolved instances are ``unresolved`` is wanted.
 
-        Every filter is about unresolved instances, so nothing else is needed.
+        Every filter is about unresolved instances, so nothing else is needed,
+        but for ``lost``: here only a ``running`` instance is asked for (whether
+        its lease expired needs the lease records, which the listing checks).
         """
         instances = list(unresolved)
         if self.unresolved and not any(not i.is_resolved for i in instances):
             return False
         if self.failed and not any(i.status is Status.FAILED for i in instances):
+            return False
+        if self.lost and not any(i.status is Status.RUNNING for i in instances):
             return False
         if self.stale_after is not None:
             assert self.now is not None
@@ -166,6 +179,9 @@ class SessionPage:
 
     uids: tuple[str, ...]
     cursor: str | None = None
+    #: True if the store may have lost part of its index of sessions (a cache that
+    #: evicts keys, such as memcached): sessions may be missing from the listing.
+    may_be_incomplete: bool = attrs.field(default=False, kw_only=True)
 
 
 def check_page_size(page_size: object) -> int:

@@ -411,28 +411,50 @@ class Storage(abc.ABC):
         leases existed, or on a storage that keeps none) when it has been
         running for longer than ``older_than``, as is a ``scheduled`` one.
         """
-        try:
-            self.check_leases()
-        except UnsupportedOperationError:
-            leases = False
-        else:
-            leases = True
+        leases = self._keeps_leases()
         found = []
         for instance in self.get_unresolved_instances():
             if instance.status not in statuses:
                 continue
             owner = lease_owner(instance) if leases else None
             if instance.status is Status.RUNNING and owner is not None:
-                lease = self.get_lease(instance.name)
-                if lease is None:  # no record (yet): the lease as the run was started
-                    expires = parse_time(instance.metadata.get("leaseExpires"))
-                    if expires is None or expires <= now:
-                        found.append(instance)
-                elif lease.owner != owner or lease.claimed or lease.at <= now:
+                if self._lease_is_gone(instance, owner, now):
                     found.append(instance)
             elif is_stale(instance, older_than, now=now, statuses=statuses):
                 found.append(instance)
         return found
+
+    def get_lost_instances(self, *, now: datetime) -> list[TaskInstance]:
+        """Instances ``running`` under a lease that expired at ``now`` (their worker died).
+
+        A sweeper takes them over; until one does, they are *lost*. Empty on a
+        storage that keeps no leases. Cost: the session's unresolved instances,
+        and one lease read per ``running`` one.
+        """
+        if not self._keeps_leases():
+            return []
+        found = []
+        for instance in self.get_unresolved_instances():
+            owner = lease_owner(instance)
+            running = instance.status is Status.RUNNING and owner is not None
+            if running and owner is not None and self._lease_is_gone(instance, owner, now):
+                found.append(instance)
+        return found
+
+    def _keeps_leases(self) -> bool:
+        try:
+            self.check_leases()
+        except UnsupportedOperationError:
+            return False
+        return True
+
+    def _lease_is_gone(self, instance: TaskInstance, owner: str, now: datetime) -> bool:
+        """The run of ``instance`` (by ``owner``) no longer holds a live lease at ``now``."""
+        lease = self.get_lease(instance.name)
+        if lease is None:  # no record (yet): the lease as the run was started
+            expires = parse_time(instance.metadata.get("leaseExpires"))
+            return expires is None or expires <= now
+        return lease.owner != owner or lease.claimed or lease.at <= now
 
     def debug_repr(self) -> dict[str, Any]:
         """A JSON-compatible dump of the whole session, for debugging and bug reports."""

@@ -19,14 +19,20 @@ has a ``failed`` instance; has a *stale* instance, one ``scheduled`` or
 that status, from its ``timestamps``: the same rule as
 :meth:`~triggers_core.runtime.storage.Storage.get_stale_instances`); its UID
 starts with ``uid_prefix`` (a range on an index of the UIDs, so a search
-reads only the sessions it finds).
+reads only the sessions it finds); has a *lost* run, ``running`` under a lease
+expired at ``now`` (found through the store's due index: the cost grows with
+the lost runs, not with the sessions; on a backend that keeps no leases,
+:class:`~triggers_core.errors.UnsupportedOperationError`).
 
 Pages come in a stable order that is the backend's (not alphabetical); a
 page's ``cursor`` is opaque and only means something to the store that made
-it (``None``: there is nothing after this page). Memory and every SQL backend
-list sessions; a backend that keeps no index of its sessions (memcached has no
-way to list keys) raises
-:class:`~triggers_core.errors.UnsupportedOperationError`.
+it (``None``: there is nothing after this page). Memory, every SQL backend and
+the key-value backends (memcached, Django's cache: through their session index,
+:mod:`triggers_backends.kv.session_index`) list sessions; a backend that keeps
+no index of its sessions raises
+:class:`~triggers_core.errors.UnsupportedOperationError`. A page of a store
+that may evict keys (memcached) has ``may_be_incomplete`` set: sessions may be
+missing from it (docs/operations.md says why and how to rebuild the index).
 
 Cost: a page costs what the backend's ``list_sessions`` costs (an indexed
 query on SQL); :func:`iter_sessions` asks for one page at a time.
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from triggers_core.engine.leases import DueKind
 from triggers_core.runtime.registry import storage_class_for
 from triggers_core.runtime.sessions import (
     DEFAULT_PAGE_SIZE,
@@ -48,9 +55,11 @@ from triggers_core.runtime.sessions import (
     status_since,
 )
 from triggers_core.runtime.storage import Storage
+from triggers_core.tools.recovery import SWEEP_UID
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "LOST_SCAN_LIMIT",
     "MAX_PAGE_SIZE",
     "STALE_STATUSES",
     "SessionFilter",
@@ -88,8 +97,61 @@ def list_sessions(
     that did not come from this store.
     """
     cls, url = storage_class(url)
-    return cls.list_sessions(
-        url, filter or SessionFilter(), page_size=check_page_size(page_size), cursor=cursor
+    wanted = filter or SessionFilter()
+    if wanted.lost:
+        return _lost_page(cls, url, wanted, check_page_size(page_size), cursor)
+    return cls.list_sessions(url, wanted, page_size=check_page_size(page_size), cursor=cursor)
+
+
+#: Due lease entries (expired leases of the whole store) a listing of lost sessions reads.
+LOST_SCAN_LIMIT = 10_000
+_LOST_CURSOR = "lost:"
+
+
+def _lost_page(
+    cls: type[Storage], url: str, wanted: SessionFilter, page_size: int, cursor: str | None
+) -> SessionPage:
+    """A page of the sessions with a lost run, found through the store's due index.
+
+    Reads the expired lease entries of the store (at most :data:`LOST_SCAN_LIMIT`;
+    past that the page says ``may_be_incomplete``), then, per candidate session
+    in UID order, its unresolved instances and the leases of its running ones:
+    the cost grows with the lost runs, never with the sessions stored.
+    """
+    after = None
+    if cursor is not None:
+        if not cursor.startswith(_LOST_CURSOR):
+            raise ValueError(f"not a cursor of a listing of lost sessions: {cursor!r}")
+        after = cursor[len(_LOST_CURSOR) :]
+    now = wanted.now
+    assert now is not None  # SessionFilter checks it
+    store = cls.from_url(url, SWEEP_UID)
+    try:
+        entries = store.due_entries(DueKind.LEASE, now, limit=LOST_SCAN_LIMIT)
+        candidates = sorted(
+            {
+                entry.session
+                for entry in entries
+                if wanted.wants_uid(entry.session) and (after is None or entry.session > after)
+            }
+        )
+        found: list[str] = []
+        for uid in candidates:
+            session = store.session(uid)
+            if session.get_lost_instances(now=now) and wanted.matches(
+                session.get_unresolved_instances()
+            ):
+                found.append(uid)
+                if len(found) > page_size:
+                    break
+    finally:
+        store.close()
+    uids = tuple(found[:page_size])
+    more = len(found) > page_size
+    return SessionPage(
+        uids,
+        _LOST_CURSOR + uids[-1] if more else None,
+        may_be_incomplete=len(entries) >= LOST_SCAN_LIMIT,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from triggers_core.engine.scopes import Scope
 from triggers_core.engine.state import Status, TaskInstance
+from triggers_core.errors import UnsupportedOperationError
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.registry import open_storage
 from triggers_core.runtime.sessions import SessionFilter, is_stale
@@ -90,7 +91,7 @@ def _positive(text: str | None, default: int) -> int:
 
 
 def sessions_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
-    """Sessions, a page at a time: filters failed, stale, unresolved; search by UID prefix."""
+    """Sessions, a page at a time: filters failed, stale, lost, unresolved; search by UID prefix."""
     query = request.query
     prefix = query.get("prefix", "")
     stale_text = query.get("stale", "")
@@ -106,7 +107,8 @@ def sessions_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
             unresolved=query.get("unresolved") == "1",
             failed=query.get("failed") == "1",
             stale_after=stale,
-            now=console.clock() if stale is not None else None,
+            lost=query.get("lost") == "1",
+            now=console.clock() if stale is not None or query.get("lost") == "1" else None,
             uid_prefix=prefix,
         )
     except ValueError as exc:
@@ -114,6 +116,7 @@ def sessions_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
         wanted = SessionFilter()
     rows: list[dict[str, Any]] = []
     cursor = None
+    incomplete = False
     if not problems:
         try:
             page = list_sessions(
@@ -122,16 +125,18 @@ def sessions_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
                 page_size=console.page_size,
                 cursor=query.get("cursor") or None,
             )
-        except ValueError as exc:
+        except (ValueError, UnsupportedOperationError) as exc:
             problems.append(str(exc))
         else:
             cursor = page.cursor
+            incomplete = page.may_be_incomplete
             rows = [_session_row(console, uid) for uid in page.uids]
     filters = {
         "prefix": prefix,
         "stale": stale_text,
         "failed": query.get("failed") == "1",
         "unresolved": query.get("unresolved") == "1",
+        "lost": query.get("lost") == "1",
     }
     return console.render(
         request,
@@ -139,6 +144,7 @@ def sessions_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
         http_status=400 if problems else 200,
         rows=rows,
         cursor=cursor,
+        incomplete=incomplete,
         filters=filters,
         problems=problems,
         first_page=not query.get("cursor"),
