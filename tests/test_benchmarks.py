@@ -255,6 +255,15 @@ def test_completion_latency_runs_from_the_last_fire_the_score_waits_for() -> Non
     assert percentile([5.0], 99) == 5.0
 
 
+def test_the_timer_benchmark_runs_at_a_tiny_size() -> None:
+    """``benchmarks.timers`` (issue 24): each round expires exactly the timers due (checked)."""
+    from benchmarks import timers
+
+    report = timers.main(["--sessions", "30", "--small", "10", "--due", "20", "--rounds", "3"])
+    assert "| memory | 100 |" in report
+    assert "| sqlite | 100 |" in report
+
+
 def test_the_lease_benchmark_runs_and_reports() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRIGGERS_STORAGE_URL"}
     out = subprocess.run(

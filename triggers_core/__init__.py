@@ -53,7 +53,7 @@ from triggers_core.runtime.tasks import (
     set_task_defaults,
     with_context,
 )
-from triggers_core.tools.recovery import recover
+from triggers_core.tools.recovery import recover, tick
 
 __all__ = [
     "LIFECYCLE_LOGGER",
@@ -109,5 +109,6 @@ __all__ = [
     "runners",
     "set_task_defaults",
     "storages",
+    "tick",
     "with_context",
 ]

@@ -5,6 +5,7 @@ Moved to :mod:`triggers_core.tools.simulation` (see docs/architecture.md).
 
 from triggers_core.tools.simulation import (
     DEFAULT_START,
+    Advance,
     Failure,
     Outcome,
     ReplayFailed,
@@ -21,6 +22,7 @@ from triggers_core.tools.simulation import (
 
 __all__ = [
     "DEFAULT_START",
+    "Advance",
     "Failure",
     "Outcome",
     "ReplayFailed",

@@ -27,7 +27,7 @@ from services import require_service
 from triggers_backends.django_cache import CacheStorageBackend, UnsupportedCacheError
 from triggers_backends.django_cache._storage import parse_url
 from triggers_core import Status, Storage, StorageURLError, TriggerManager, open_storage
-from triggers_core.errors import RegistryError
+from triggers_core.errors import ConfigurationError, RegistryError
 from triggers_core.testing.lease_contract import LeaseContract
 from triggers_core.testing.storage_contract import RecordingRunner, StorageContract
 
@@ -437,3 +437,40 @@ def test_a_worker_opens_only_the_aliases_its_own_settings_configure(
     ):
         with pytest.raises(StorageResolutionError, match="no storage configured"):
             open_configured_storage(conf, refused, uid)
+
+
+def test_listing_sessions_is_not_supported_and_says_why() -> None:
+    from triggers_core.errors import UnsupportedOperationError
+    from triggers_core.tools.listing import list_sessions
+
+    # Refused before Django or a server is consulted.
+    with pytest.raises(UnsupportedOperationError) as caught:
+        list_sessions("django-cache://redis?prefix=x")
+    assert str(caught.value) == (
+        "listing sessions is not supported by this backend (django-cache): Django's cache API "
+        "has no way to list its keys, and this backend keeps no index of sessions"
+    )
+
+
+def test_a_finite_timeout_refuses_longer_timers(django_ready: Any, uid: str) -> None:
+    """Documents expire after ``timeout``: a within or delay longer than it is refused."""
+    require_service("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
+    url = f"django-cache://{django_env.REDIS}?prefix={unique_prefix()}&timeout=3600"
+    manager = TriggerManager(url, uid=uid, runners={"rec": RecordingRunner()})
+    manager.default_runner = "rec"
+    with pytest.raises(ConfigurationError) as caught:
+        manager.update_configuration(
+            {"t_a": {"after": ["x"], "run": "r", "within": "2h", "delay": "PT61M"}}
+        )
+    assert caught.value.problems == (
+        "t_a.within: '2h' is longer than the storage's timeout (3600 seconds): "
+        "the session could expire before its timer fires",
+        "t_a.delay: 'PT61M' is longer than the storage's timeout (3600 seconds): "
+        "the session could expire before its timer fires",
+    )
+    assert manager.storage.load().version is None  # nothing stored
+    manager.update_configuration({"t_a": {"after": ["x"], "run": "r", "within": "1h"}})
+    unlimited = TriggerManager(
+        f"django-cache://{django_env.REDIS}?prefix={unique_prefix()}", uid=uid
+    )
+    unlimited.update_configuration({"t_a": {"after": ["x"], "run": "r", "within": "7d"}})

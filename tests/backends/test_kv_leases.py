@@ -555,3 +555,19 @@ def test_index_keys_stay_within_memcached_limits() -> None:
     index = DueIndex(DictKeyValueClient(DictStore()), "p" * 100)
     longest = index.slot_key(DueKind.LEASE, SHARDS - 1, -(10**12), 10**6)
     assert len(longest) <= 250
+
+
+def test_two_tickers_race_on_a_thousand_due_timers() -> None:
+    """Issue 24: 1,000 due timers in the sharded key-value index, two tickers at once:
+    each fires exactly once."""
+    from triggers_core.testing.timer_contract import TimerContract
+
+    store, prefix = DictStore(), f"t{uuid.uuid4().hex[:8]}:"
+
+    class Race(TimerContract):
+        timer_race_sessions = 1000
+
+        def make_storage(self, uid: str) -> Storage:
+            return KeyValueStorage(uid, AtomicDictClient(store), prefix=prefix)
+
+    Race().test_two_tickers_racing_apply_each_timer_once(f"timer-{uuid.uuid4().hex}")

@@ -83,3 +83,20 @@ def test_the_command_prints_one_line_per_problem(tmp_path: Path) -> None:
         assert "\x1b" not in done.stderr
     assert len(lines) == 1  # the deep one
     assert lines[0].startswith("error: [0][0][0]")
+
+
+def test_the_importer_refuses_the_expired_status_and_keeps_time_keys_as_extras() -> None:
+    """The original framework had no time conditions: ``expired`` is not one of its
+    statuses, and ``within``/``onMiss``/``delay`` in its configurations are extras."""
+    content = {
+        "tasks": {"t_a": {"after": ["x"], "run": "r", "within": "1h", "delay": 3}},
+        "instances": {"t_a#0": {"task": "t_a", "status": "expired"}},
+    }
+    with pytest.raises(OriginalSessionError) as raised:
+        convert_session(content)
+    (problem,) = raised.value.problems
+    assert problem.startswith("instances.t_a#0.status: unknown status 'expired'")
+    content["instances"] = {}
+    state = convert_session(content)
+    assert state.tasks["t_a"].within is None
+    assert dict(state.tasks["t_a"].extras) == {"within": "1h", "delay": 3}

@@ -6,6 +6,7 @@ without it, a failure when ``CI=true``).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -86,3 +87,23 @@ def test_a_url_without_a_password_never_borrows_one(monkeypatch: pytest.MonkeyPa
             assert storage.engine.url.password is None, url
     finally:
         dispose_engines()
+
+
+def test_two_tickers_race_on_a_thousand_due_timers(sql_engine: sa.Engine) -> None:
+    """Issue 24: 1,000 due timers, two tickers at once: each fires exactly once."""
+    from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema, drop_schema
+    from triggers_core.testing.timer_contract import TimerContract
+
+    prefix = f"r{uuid.uuid4().hex[:12]}_"
+    create_schema(sql_engine, prefix)
+
+    class Race(TimerContract):
+        timer_race_sessions = 1000
+
+        def make_storage(self, uid: str) -> SQLAlchemyStorage:
+            return SQLAlchemyStorage(uid, sql_engine, table_prefix=prefix)
+
+    try:
+        Race().test_two_tickers_racing_apply_each_timer_once(f"timer-{uuid.uuid4().hex}")
+    finally:
+        drop_schema(sql_engine, prefix)

@@ -213,3 +213,28 @@ def test_synchronous_from_url_and_in_the_reference(tmp_path: Path) -> None:
             open_storage(f"{url}?triggers_sqlite_synchronous=off", "s")
     finally:
         dispose_engines()
+
+
+def test_two_tickers_race_on_a_thousand_due_timers(tmp_path: Path) -> None:
+    """Issue 24: 1,000 due timers, two tickers (two engines, as two processes would have)
+    at once: each fires exactly once."""
+    from triggers_core.testing.timer_contract import TimerContract
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    engines = [sa.create_engine(url), sa.create_engine(url)]
+    create_schema(engines[0], "r_")
+
+    class Race(TimerContract):
+        timer_race_sessions = 1000
+
+        def make_storage(self, uid: str) -> SQLAlchemyStorage:
+            # Sessions 0, 2, 4... on one engine, the others on the other: the two
+            # racing tickers each start from a storage of their own engine.
+            engine = engines[uid.endswith(("1", "3", "5", "7", "9"))]
+            return SQLAlchemyStorage(uid, engine, table_prefix="r_", sqlite_synchronous="normal")
+
+    try:
+        Race().test_two_tickers_racing_apply_each_timer_once("timer-sqlite")
+    finally:
+        for engine in engines:
+            engine.dispose()

@@ -77,3 +77,53 @@ def test_a_lost_run_is_shown_and_recovered(demo: Path) -> None:
     )
     clone = after["t_createApplicant#0"]["failure"]["replayedAs"]
     assert json.dumps(after[clone]["status"]) in ('"finished"', '"failed"', '"scheduled"')
+
+
+TIMED = """
+import sys
+from datetime import UTC, datetime, timedelta
+from triggers_core import TriggerManager
+
+then = datetime.now(UTC) - timedelta(hours=2)
+manager = TriggerManager(sys.argv[1], sys.argv[2], clock=lambda: then)
+manager.update_configuration(
+    {"t_remind": {"after": ["ordered", "paid"], "run": "t_x", "within": "1h", "onMiss": "late"}}
+)
+manager.fire("ordered", {"order": 1})
+"""
+
+
+def test_tick_fires_the_due_timers_once(demo: Path) -> None:
+    made = subprocess.run(
+        [sys.executable, "-c", TIMED, DB, "timed-1"],
+        cwd=demo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    explained = run(demo, "explain", DB, "timed-1", "t_remind#0")
+    assert "window closed at " in explained.stdout, explained.stdout
+    timer = {r["instance"]: r for r in data(demo, "inspect", DB, "timed-1")["instances"]}[
+        "t_remind#0"
+    ]["timer"]
+    assert timer["kind"] == "window"
+    assert -3700 < timer["inSeconds"] < -3500  # closed an hour ago
+    table = run(demo, "inspect", DB, "timed-1")
+    assert "paid; window closed at " in table.stdout, table.stdout
+    assert "(expires at the next tick)" in table.stdout
+    dry = run(demo, "tick", DB, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "timed-1 t_remind#0: timer fired, due at " in dry.stdout
+    assert dry.stdout.strip().endswith("would fire 1")
+    done = run(demo, "tick", DB)
+    assert done.returncode == 0, done.stderr
+    assert "timed-1 t_remind#0: timer fired, expired (window closed at " in done.stdout
+    assert "; fired 'late'" in done.stdout
+    assert done.stdout.strip().endswith("fired 1")
+    rows = {r["instance"]: r for r in data(demo, "inspect", DB, "timed-1")["instances"]}
+    assert rows["t_remind#0"]["status"] == "expired"
+    assert rows["t_remind#1"]["status"] == "unstarted"
+    again = run(demo, "tick", DB)
+    assert again.stdout.strip() == "examined 0 due timers; fired 0"

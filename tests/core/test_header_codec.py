@@ -125,7 +125,7 @@ def test_a_header_of_another_layout_still_decodes() -> None:
         ('"t_0":1', '"t_0":-1', "session.counters.t_0: expected a count"),
         ('"t_1":["x"]', '"t_1":"x"', "session.settled.t_1: expected a list of names"),
         ('"x":{"n":0}', '"x":[0]', "session.latestKwargs.x: expected an object"),
-        ('"schemaVersion":2', '"schemaVersion":9', "schemaVersion 9 is newer"),
+        ('"schemaVersion":3', '"schemaVersion":9', "schemaVersion 9 is newer"),
         ('{"counters"', '["counters"', "session header: not valid JSON"),
     ],
 )

@@ -472,3 +472,32 @@ def test_a_task_can_run_unless_lint_finds_it_stuck(config: dict[str, Any]) -> No
     assert (not cycles) == (ran == set(config))
     for finding in cycles:
         assert finding.path.split(".")[0] not in ran
+
+
+TIMED = {
+    "t_pay": {"after": ["ordered", "t_bill"], "run": "x", "within": "1h", "onMiss": "late"},
+    "t_bill": {"after": ["ordered"], "run": "x", "delay": "2h"},
+    "t_wait": {"after": ["a", "t_chase"], "run": "x", "within": "1d", "onMiss": "gone"},
+    "t_chase": {"after": ["gone"], "run": "x"},
+}
+
+
+def _rules(config: dict[str, Any]) -> set[tuple[str, str, Severity]]:
+    return {(f.path, f.rule, f.severity) for f in lint(config)}
+
+
+def test_delay_longer_than_within() -> None:
+    assert ("t_pay.within", "delay-longer-than-within", Severity.WARNING) in _rules(TIMED)
+    # The task's own delay starts once its window is met: no conflict.
+    own = {"t_a": {"after": ["a"], "run": "x", "within": "1h", "delay": "2h"}}
+    assert lint(own) == []
+
+
+def test_unused_on_miss() -> None:
+    found = _rules(TIMED)
+    assert ("t_pay.onMiss", "unused-on-miss", Severity.WARNING) in found
+    assert ("t_wait.onMiss", "unused-on-miss", Severity.WARNING) not in found  # t_chase uses it
+
+
+def test_window_never_met() -> None:
+    assert ("t_wait.within", "window-never-met", Severity.ERROR) in _rules(TIMED)

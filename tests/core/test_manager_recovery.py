@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
@@ -28,6 +26,7 @@ from triggers_core.testing.assertions import (
     assert_instance_unstarted,
     assert_unresolved_instances,
 )
+from triggers_core.testing.clock import FakeClock
 from triggers_core.testing.sample_tasks import DevNullTask, FailingTask, PassThruTask
 
 PASS = PassThruTask.name
@@ -46,25 +45,14 @@ class NeedsTokenTask(TriggerTask):
         return {"token": token}
 
 
-class FakeClock:
-    """A clock that moves one second per reading, so timestamps differ predictably."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, tzinfo=UTC)
-        self._lock = threading.Lock()  # task threads read it too
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            self.now += timedelta(seconds=1)
-            return self.now
-
-
 @pytest.fixture
 def manager(
     storage_factory: Callable[[str], Storage], session_uid: str, runner: ThreadingTaskRunner
 ) -> TriggerManager:
     return TriggerManager(
-        storage_factory(session_uid), runners={"threading": runner}, clock=FakeClock()
+        storage_factory(session_uid),
+        runners={"threading": runner},
+        clock=FakeClock(step="1s"),  # moves one second per reading
     )
 
 

@@ -56,14 +56,14 @@ def test_state_round_trips_through_json_text() -> None:
 def test_document_layout() -> None:
     doc = state_to_json(sample_state())
 
-    assert doc["schemaVersion"] == SCHEMA_VERSION == 2
+    assert doc["schemaVersion"] == SCHEMA_VERSION == 3
     assert doc["tasks"]["t_a"] == CONFIG["t_a"]
     assert doc["unsettled"] == {}
     assert doc["settled"] == {"t_a": ["a"], "t_b": ["b", "e", "t_a", "u"]}  # none waiting
     assert doc["latestKwargs"] == {"a": {"x": [1, 2.5, None, True]}, "t_a": {"score": 3}, "u": {}}
     assert doc["counters"] == {"t_a": 1, "t_b": 1}
     assert doc["instances"]["t_b#0"] == {
-        "schemaVersion": 2,
+        "schemaVersion": 3,
         "name": "t_b#0",
         "task": "t_b",
         "status": "abandoned",
@@ -195,7 +195,7 @@ def test_unknown_future_schema_version_is_refused() -> None:
         state_from_json(doc)
 
     assert str(caught.value) == (
-        "session: schemaVersion 3 is newer than this library understands (2); "
+        "session: schemaVersion 4 is newer than this library understands (3); "
         "upgrade triggers to read it"
     )
 

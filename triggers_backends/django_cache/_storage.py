@@ -169,6 +169,8 @@ class CacheStorageBackend(KeyValueStorage):
         #: The alias the cache was opened by (None: given as an object).
         self.alias = alias
         self.timeout = timeout
+        # Documents expire after ``timeout``: a longer timer would outlive its session.
+        self.max_timer_seconds = None if timeout is None else float(timeout)
         self.max_value_size = max_value_size
         self.io_timeout = io_timeout
         self.max_value_bytes = max_value_bytes

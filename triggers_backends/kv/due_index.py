@@ -16,7 +16,7 @@ servers of a memcached cluster):
   wrong action;
 * hints live in **slots**: small append-only values (up to :data:`SLOT_BYTES`,
   a few dozen hints) under ``x:{kind}:{shard}:{bucket}:{slot}``, for the kind
-  (``d`` dispatch, ``l`` lease), one of :data:`SHARDS` shards (by the session, so
+  (``d`` dispatch, ``l`` lease, ``t`` timer), one of :data:`SHARDS` shards (by the session, so
   one commit files its hints in one slot), the time bucket of ``at``
   (:data:`BUCKET_SECONDS` wide) and the slot number (writers move on to the next
   slot when one is full);
@@ -105,7 +105,7 @@ ATTEMPTS = 100
 #: Slot keys per ``get_many`` of a sweep.
 READ_BATCH = 500
 
-_LETTER = {DueKind.DISPATCH: "d", DueKind.LEASE: "l"}
+_LETTER = {DueKind.DISPATCH: "d", DueKind.LEASE: "l", DueKind.TIMER: "t"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BUCKET_MICROS = BUCKET_SECONDS * 1_000_000
 

@@ -75,7 +75,11 @@ SCAN_HINTS = 10_000
 #: Hints checked per batch (one read per step of the check, per batch).
 JUDGE_BATCH = 500
 
-_STATUS = {DueKind.DISPATCH: Status.SCHEDULED.value, DueKind.LEASE: Status.RUNNING.value}
+_STATUS = {
+    DueKind.DISPATCH: Status.SCHEDULED.value,
+    DueKind.LEASE: Status.RUNNING.value,
+    DueKind.TIMER: Status.UNSTARTED.value,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,8 +436,8 @@ def _verdict(
     due = due_of(instance)
     if due is None or due.kind is not kind:
         return _DEAD
-    if kind is DueKind.DISPATCH:
-        # Dispatched again since: the commit that did it filed its own hint.
+    if kind is not DueKind.LEASE:
+        # Dispatched again (or a timer moved) since: the commit that did it filed its own hint.
         return (due.at, None, False) if due.at == hint.at else _DEAD
     if due.owner != hint.owner:
         return _DEAD  # another run holds it now

@@ -47,7 +47,8 @@ __all__ = ["OriginalSessionError", "convert_session"]
 _TOP_LEVEL = ("tasks", "instances", "metas")
 _INSTANCE_FIELDS = frozenset({"task", "status", "kwargs", "metadata", "abandonState"})
 _DIRECTIVES_DROPPED_WHEN_EMPTY = ("unless", "andEvery", "using", "withParams")
-_STATUSES = {status.value: status for status in Status}
+#: The original framework's statuses: ours but ``expired`` (it had no time conditions).
+_STATUSES = {status.value: status for status in Status if status is not Status.EXPIRED}
 #: The longest instance number an import accepts (it must fit a 64-bit integer).
 MAX_NUMBER_DIGITS = 18
 
@@ -130,7 +131,8 @@ def _tasks(raw: object, problems: list[str]) -> dict[str, TaskConfig] | None:
             continue
         normalised[name] = _directives(directives)
     try:
-        return parse_configuration(normalised)
+        # Its configurations know no time conditions: within/onMiss/delay stay extras.
+        return parse_configuration(normalised, legacy=True)
     except ConfigurationError as exc:
         problems.extend(f"tasks.{problem}" for problem in exc.problems)
         return None

@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from triggers_core.cli._config import check, graph, simulate
-from triggers_core.cli._operate import fail_command, fire, recover_command, replay, skip
+from triggers_core.cli._operate import (
+    fail_command,
+    fire,
+    recover_command,
+    replay,
+    skip,
+    tick_command,
+)
 from triggers_core.cli._safe import visible
 from triggers_core.cli._sessions import explain_command, inspect, sessions
 from triggers_core.cli._web import web
@@ -39,6 +46,7 @@ for command in (
     skip,
     fail_command,
     recover_command,
+    tick_command,
 ):
     cli.add_command(command)
 cli.add_command(web)  # the web console (extra `web`)

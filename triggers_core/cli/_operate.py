@@ -34,10 +34,10 @@ from triggers_core.runtime.manager import TriggerManager
 from triggers_core.runtime.runners import ThreadingTaskRunner
 from triggers_core.runtime.storage import Storage
 from triggers_core.runtime.tasks import registered_tasks
-from triggers_core.tools.recovery import recover
+from triggers_core.tools.recovery import recover, tick
 from triggers_core.tools.simulation import ReplayFailed, SkipFailed, Step, run_simulation
 
-__all__ = ["fail_command", "fire", "recover_command", "replay", "skip"]
+__all__ = ["fail_command", "fire", "recover_command", "replay", "skip", "tick_command"]
 
 URL = click.argument("url", metavar="URL", callback=lambda _c, _p, v: storage_url(v))
 UID = click.argument("uid", metavar="UID")
@@ -344,3 +344,45 @@ def recover_command(
         echo(f"{action.session} {action.instance}: {action.action}, {action.detail}")
     verb = "would act on" if dry_run else "acted on"
     echo(f"examined {report.examined} due entries; {verb} {len(report.acted)}")
+
+
+@click.command("tick", cls=UrlCommand)
+@URL
+@click.option("--dry-run", is_flag=True, help="Say which timers are due; change nothing.")
+@_runner_options
+def tick_command(
+    *,
+    url: str,
+    dry_run: bool,
+    apps: tuple[str, ...],
+    runner: str,
+    wait: float,
+) -> None:
+    """Apply every timer due now in the store at URL once (the store's clock).
+
+    A within window that closed expires its instance (and fires its onMiss
+    trigger); an instance whose delay ended is scheduled, to its task's runner
+    (using) or --runner. Workers and in-process runners tick by themselves;
+    run this every second or so (cron, a loop) when none runs. URL may be left
+    out when TRIGGERS_STORAGE_URL is set.
+    """
+    import_modules(apps)
+    local = ThreadingTaskRunner()
+
+    class _Manager(TriggerManager):
+        default_runner = runner
+        sweep_interval = None
+
+    def build(storage: Storage) -> TriggerManager:
+        manager = _Manager(storage, runners={"threading": local})
+        if runner != "threading":
+            _check_runner(manager, runner, f"--runner {runner}")
+        return manager
+
+    with failures():
+        report = tick(url, manager=build, dry_run=dry_run)
+        local.join_all(wait)
+    for action in report.actions:
+        echo(f"{action.session} {action.instance}: {action.action}, {action.detail}")
+    verb = "would fire" if dry_run else "fired"
+    echo(f"examined {report.examined} due timers; {verb} {len(report.acted)}")

@@ -19,6 +19,7 @@ from triggers_core.cli._common import (
 )
 from triggers_core.cli._django import settings_option
 from triggers_core.cli._safe import echo, print_rows
+from triggers_core.engine.state import Status
 from triggers_core.runtime.sessions import SessionFilter
 from triggers_core.tools.explain import (
     InstanceExplanation,
@@ -118,9 +119,41 @@ def sessions(
         echo(INCOMPLETE_NOTE, err=True)
 
 
-def _waiting(explained: InstanceExplanation) -> str:
+def _timer(explained: InstanceExplanation, now: datetime) -> dict[str, object] | None:
+    """The instance's timer (a delay, else an open window), as ``inspect`` shows it."""
+    if explained.status is not Status.UNSTARTED:
+        return None
+    kind, at = (
+        ("delay", explained.delayed_until)
+        if explained.delayed_until is not None
+        else ("window", explained.deadline)
+    )
+    if at is None:
+        return None
+    return {"kind": kind, "at": at.isoformat(), "inSeconds": (at - now).total_seconds()}
+
+
+def _timer_text(timer: dict[str, object] | None) -> str:
+    if timer is None:
+        return ""
+    seconds, at = timer["inSeconds"], timer["at"]
+    assert isinstance(seconds, float)
+    if timer["kind"] == "delay":
+        if seconds > 0:
+            return f"delayed until {at} (in {format_age(timedelta(seconds=seconds))})"
+        return f"delay ended at {at} (scheduled at the next tick)"
+    if seconds > 0:
+        return f"window closes in {format_age(timedelta(seconds=seconds))} (at {at})"
+    return f"window closed at {at} (expires at the next tick)"
+
+
+def _waiting(explained: InstanceExplanation, now: datetime | None = None) -> str:
+    timer = "" if now is None else _timer_text(_timer(explained, now))
     if explained.waiting_for:
-        return ", ".join(w.short() for w in explained.waiting_for)
+        waits = ", ".join(w.short() for w in explained.waiting_for)
+        return f"{waits}; {timer}" if timer else waits
+    if timer:
+        return timer
     failure = explained.failure
     if failure is not None:
         text = failure.message or failure.exception_type or "no reason recorded"
@@ -191,6 +224,7 @@ def inspect(*, url: str, uid: str, stale: timedelta | None, now: datetime, as_js
                         "stale": e.stale,
                         "logLevel": levels[e.instance],
                         "run": _run_json(runs.get(e.instance)),
+                        "timer": _timer(e, now),
                     }
                     for e in rows
                 ],
@@ -204,7 +238,7 @@ def inspect(*, url: str, uid: str, stale: timedelta | None, now: datetime, as_js
             e.status.value
             + (" (lost)" if e.instance in runs and runs[e.instance].lost else "")
             + (" (stale)" if e.stale else ""),
-            runs[e.instance].describe() if e.instance in runs else _waiting(e),
+            runs[e.instance].describe() if e.instance in runs else _waiting(e, now),
             "" if e.age is None else format_age(e.age),
             levels[e.instance],
         )

@@ -15,7 +15,8 @@ configuration), :mod:`.task_table`, :mod:`.idempotency`, :mod:`.state`,
 :mod:`.serialization` (the stored JSON), :mod:`.transition` (the builder
 every operation shares), then the operations: :mod:`.fire`,
 :mod:`.recovery` (replay, skip), :mod:`.running` (start, finish, fail,
-retry), :mod:`.manual` (an operator's tools) and :mod:`.reconfigure`.
+retry), :mod:`.timers` (``within``, ``onMiss`` and ``delay``: time as an
+input), :mod:`.manual` (an operator's tools) and :mod:`.reconfigure`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from triggers_core.engine.manual import (
 from triggers_core.engine.reconfigure import update_configuration
 from triggers_core.engine.recovery import redispatch, replay_failed, skip_failed, take_over
 from triggers_core.engine.running import fail, finish, mark_running, retry_self, skip_self
+from triggers_core.engine.timers import advance, next_timer, timer_scope
 from triggers_core.engine.transition import (
     CASCADE_DEPTH_EXCEEDED_TYPE,
     DEFAULT_MAX_CASCADE_DEPTH,
@@ -48,6 +50,7 @@ __all__ = [
     "MAX_RETRIES_EXCEEDED_TYPE",
     "RETRY_TYPE",
     "Transition",
+    "advance",
     "check_cooldown",
     "check_trigger_name",
     "fail",
@@ -57,6 +60,7 @@ __all__ = [
     "fire_checked",
     "mark_logs_resolved",
     "mark_running",
+    "next_timer",
     "redispatch",
     "replay_failed",
     "retry_self",
@@ -64,6 +68,7 @@ __all__ = [
     "skip_self",
     "take_over",
     "task_kwargs",
+    "timer_scope",
     "update_configuration",
     "update_metadata",
     "update_status",

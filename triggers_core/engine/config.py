@@ -19,6 +19,7 @@ from triggers_core.engine.conditions import (
     names_of,
     parse_entries,
 )
+from triggers_core.engine.durations import Duration, parse_duration
 from triggers_core.engine.graph import and_every_cycles
 from triggers_core.engine.names import name_problem, named_problem, text_problem
 from triggers_core.engine.values import to_json_value
@@ -26,6 +27,7 @@ from triggers_core.errors import ConfigurationError, InvalidKwargsError, did_you
 
 __all__ = [
     "KNOWN_DIRECTIVES",
+    "LEGACY_DIRECTIVES",
     "TaskConfig",
     "cycle_problems",
     "directive_typo",
@@ -35,7 +37,12 @@ __all__ = [
 
 #: The directives with a meaning; any other key is kept verbatim as ``extras``
 #: (unless it is a typo of one of these: see :func:`directive_typo`).
-KNOWN_DIRECTIVES = frozenset({"after", "run", "andEvery", "unless", "withParams", "using"})
+KNOWN_DIRECTIVES = frozenset(
+    {"after", "run", "andEvery", "unless", "withParams", "using", "within", "onMiss", "delay"}
+)
+#: The directives of configurations stored before time conditions (schema version 2 and
+#: earlier): there ``within``, ``onMiss`` and ``delay`` are extras like any other key.
+LEGACY_DIRECTIVES = frozenset({"after", "run", "andEvery", "unless", "withParams", "using"})
 
 
 @attrs.frozen
@@ -56,6 +63,12 @@ class TaskConfig:
     with_params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     using: str | None = None
     extras: Mapping[str, Any] = attrs.field(factory=dict)
+    #: ``within``: the after condition must be met this long after its first requirement.
+    within: Duration | None = None
+    #: ``onMiss``: the trigger fired when a ``within`` window runs out.
+    on_miss: str | None = None
+    #: ``delay``: a ready instance waits this long (unstarted) before it is scheduled.
+    delay: Duration | None = None
     # Derived once (a fire asks for them for every task it reaches).
     _after_names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
     _unless_names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
@@ -153,6 +166,12 @@ class TaskConfig:
             out["withParams"] = {k: dict(v) for k, v in self.with_params.items()}
         if self.using is not None:
             out["using"] = self.using
+        if self.within is not None:
+            out["within"] = self.within.text
+        if self.on_miss is not None:
+            out["onMiss"] = self.on_miss
+        if self.delay is not None:
+            out["delay"] = self.delay.text
         return out
 
 
@@ -183,17 +202,17 @@ def _one_edit_apart(a: str, b: str) -> bool:
     return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
-def directive_typo(key: str) -> str | None:
+def directive_typo(key: str, known: frozenset[str] = KNOWN_DIRECTIVES) -> str | None:
     """The directive that ``key`` is a typo of, or None.
 
     A typo is a different spelling of a directive's letters (case, ``_``, ``-``:
     ``withparams``, ``and_every``) or one edit away from one (``unles``,
     ``afer``, ``usign``). Such a key would otherwise be kept silently as an extra.
     """
-    if key in KNOWN_DIRECTIVES:
+    if key in known:
         return None
     folded = key.replace("_", "").replace("-", "").lower()
-    for directive in sorted(KNOWN_DIRECTIVES):
+    for directive in sorted(known):
         target = directive.lower()
         if folded == target or _one_edit_apart(folded, target):
             return directive
@@ -206,11 +225,17 @@ def parse_task_config(
     problems: list[str],
     *,
     runners: Collection[str] | None = None,
+    legacy: bool = False,
 ) -> TaskConfig | None:
     """Validate one task; append problems (with paths) and return None if any.
 
     With ``runners`` (the runner names that exist), ``using`` must name one of them.
+    With ``legacy`` (a configuration stored at schema version 2 or earlier),
+    ``within``, ``onMiss`` and ``delay`` are kept as extras and only the
+    directives of that time are checked for typos, so a stored session never
+    starts acting differently, nor fails to load, after an upgrade.
     """
+    known = LEGACY_DIRECTIVES if legacy else KNOWN_DIRECTIVES
     before = len(problems)
     problem = name_problem(name) if isinstance(name, str) and name else None
     # A name that is not a usable string is shown as its repr (it may not even print).
@@ -289,13 +314,18 @@ def parse_task_config(
             )
             using = None
 
+    within = delay = None
+    on_miss: str | None = None
+    if not legacy:
+        within, on_miss, delay = _time_directives(label, directives, after, and_every, problems)
+
     extras: dict[str, Any] = {}
     for key, value in directives.items():
-        if isinstance(key, str) and key not in KNOWN_DIRECTIVES:
+        if isinstance(key, str) and key not in known:
             if (problem := text_problem(key)) is not None:
                 problems.append(f"{label}[{key!r}]: directive name {problem}")
                 continue
-            typo_of = directive_typo(key)
+            typo_of = directive_typo(key, known)
             if typo_of is not None:
                 problems.append(
                     f"{label}.{key}: unknown directive {key!r}; did you mean {typo_of!r}? "
@@ -322,11 +352,45 @@ def parse_task_config(
         with_params=with_params,
         using=using,
         extras=extras,
+        within=within,
+        on_miss=on_miss,
+        delay=delay,
     )
 
 
+def _time_directives(
+    label: str,
+    directives: Mapping[Any, Any],
+    after: tuple[Entry, ...] | None,
+    and_every: str | None,
+    problems: list[str],
+) -> tuple[Duration | None, str | None, Duration | None]:
+    """``within``, ``onMiss`` and ``delay``, validated (see SPEC section 10)."""
+    durations: dict[str, Duration | None] = {"within": None, "delay": None}
+    for key in durations:
+        if directives.get(key) is not None:
+            try:
+                durations[key] = parse_duration(directives[key])
+            except ValueError as exc:
+                problems.append(f"{label}.{key}: {exc}")
+    on_miss: str | None = None
+    if directives.get("onMiss") is not None:
+        on_miss = _single_name(directives["onMiss"], f"{label}.onMiss", "trigger name", problems)
+        if "within" not in directives or directives["within"] is None:
+            problems.append(
+                f"{label}.onMiss: needs within (onMiss fires when a within window runs out)"
+            )
+        own = set(names_of(after or ())) | ({and_every} if and_every else set())
+        if on_miss is not None and on_miss in own:
+            problems.append(
+                f"{label}.onMiss: {on_miss!r} is one of this task's own after triggers; "
+                "firing it when the window runs out would open a new window, without end"
+            )
+    return durations["within"], on_miss, durations["delay"]
+
+
 def parse_configuration(
-    raw: object, *, runners: Collection[str] | None = None
+    raw: object, *, runners: Collection[str] | None = None, legacy: bool = False
 ) -> dict[str, TaskConfig]:
     """Validate ``{task_name: directives, ...}``; all or nothing.
 
@@ -334,6 +398,7 @@ def parse_configuration(
     its path (``t_score.withParams.model: expected a mapping``). With
     ``runners`` (the runner names that exist; the manager passes the runner
     registry's names and its own runners), ``using`` must name one of them.
+    ``legacy``: the rules before time conditions (see :func:`parse_task_config`).
     """
     if not isinstance(raw, Mapping):
         raise ConfigurationError(
@@ -345,7 +410,7 @@ def parse_configuration(
     problems: list[str] = []
     tasks: dict[str, TaskConfig] = {}
     for name, directives in raw.items():
-        task = parse_task_config(name, directives, problems, runners=runners)
+        task = parse_task_config(name, directives, problems, runners=runners, legacy=legacy)
         if task is not None:
             tasks[task.name] = task
     problems.extend(cycle_problems(tasks))

@@ -28,6 +28,23 @@ table's index, never by scanning every task), tasks in name order:
 
 Finally the session records ``K`` as ``X``'s latest kwargs.
 
+Time conditions (SPEC section 10; the timers are applied by
+:func:`triggers_core.engine.timers.advance`):
+
+* ``within``: an instance's window opens when it records its first required
+  trigger (seeded ones count at its creation): its ``deadline`` (metadata) is
+  fixed then, ``now`` + ``within``, and never moves. Before step 1, every loaded
+  unstarted instance of ``T`` whose deadline passed (and that is not delayed)
+  *expires* first (:func:`expire`) when the fire reads every unstarted
+  instance of ``T`` (``X`` is not settled for ``T``), so a fire that comes
+  after the deadline never completes the old window: it goes to the next one.
+  (A fire of a settled trigger changes no instance of ``T``: the clock expires
+  them.)
+* ``delay``: in step 3 a ready instance of a task with ``delay`` is not
+  scheduled; it stays unstarted with ``delayedUntil`` (``now`` + ``delay``),
+  still recording (and abandoned by) its ``unless`` triggers, until ``advance``
+  schedules it.
+
 Cascade depth: an external fire has depth 0; the cascade of a finished
 instance has that instance's ``cascadeDepth`` plus one. An instance records the
 deepest trigger it recorded as its ``cascadeDepth`` (metadata; absent means 0;
@@ -63,9 +80,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from triggers_core.engine.conditions import entry_satisfied, entry_to_json
 from triggers_core.engine.config import TaskConfig
 from triggers_core.engine.effects import DuplicateFire, TriggerFired
 from triggers_core.engine.idempotency import FireKey, fire_key
+from triggers_core.engine.leases import parse_time
 from triggers_core.engine.levels import ERROR
 from triggers_core.engine.names import name_problem
 from triggers_core.engine.scopes import reads_every_unstarted
@@ -85,28 +104,113 @@ from triggers_core.engine.transition import (
 from triggers_core.engine.values import to_json_mapping
 from triggers_core.errors import InvalidKwargsError
 
-__all__ = ["apply_fire", "check_trigger_name", "fire", "fire_checked"]
+__all__ = [
+    "apply_fire",
+    "check_trigger_name",
+    "delayed",
+    "expire",
+    "fire",
+    "fire_checked",
+    "is_overdue",
+    "missing_of",
+    "too_deep",
+]
 
 
-def _new_instance(b: Builder, task: TaskConfig, trigger: str) -> TaskInstance:
+def _new_instance(
+    b: Builder, task: TaskConfig, trigger: str | None, *, seed: bool = True
+) -> TaskInstance:
     number = b.next_number(task.name)
-    seeded = {t: b.latest[t] for t in task.required_triggers if t != trigger and t in b.latest}
-    unless = frozenset(u for u in task.unless_triggers if u != trigger and u in b.latest)
+    seeded: dict[str, Any] = {}
+    unless: frozenset[str] = frozenset()
+    if seed:
+        seeded = {t: b.latest[t] for t in task.required_triggers if t != trigger and t in b.latest}
+        unless = frozenset(u for u in task.unless_triggers if u != trigger and u in b.latest)
     name = instance_name(task.name, number)
     b.created.add(name)
+    metadata: dict[str, Any] = {
+        "created": b.ts,
+        "lastModified": b.ts,
+        "timestamps": {Status.UNSTARTED.value: b.ts},
+        "depth": 0,
+    }
+    if seeded and task.within is not None:  # seeded requirements open the window now
+        metadata["deadline"] = timestamp(b.now + task.within.delta)
     return TaskInstance(
         name=name,
         task_name=task.name,
         status=Status.UNSTARTED,
         kwargs=seeded,
         unless_fired=unless,
-        metadata={
-            "created": b.ts,
-            "lastModified": b.ts,
-            "timestamps": {Status.UNSTARTED.value: b.ts},
-            "depth": 0,
-        },
+        metadata=metadata,
     )
+
+
+def is_overdue(instance: TaskInstance, now: datetime) -> bool:
+    """An unstarted, undelayed instance whose ``within`` window closed at or before ``now``."""
+    metadata = instance.metadata
+    if "deadline" not in metadata or "delayedUntil" in metadata:
+        return False
+    deadline = parse_time(metadata["deadline"])
+    return deadline is not None and deadline <= now
+
+
+def missing_of(task: TaskConfig, instance: TaskInstance) -> list[Any]:
+    """The ``after`` entries (names, or groups as written) ``instance`` has not satisfied."""
+    recorded = instance.kwargs
+    missing: list[Any] = [entry_to_json(e) for e in task.after if not entry_satisfied(e, recorded)]
+    if task.and_every is not None and task.and_every not in recorded:
+        missing.append(task.and_every)
+    return missing
+
+
+def expire(b: Builder, task: TaskConfig, instance: TaskInstance) -> tuple[str, ...]:
+    """End an unstarted instance whose window ran out: ``expired``; then ``onMiss`` fires.
+
+    The instance keeps its kwargs and gains ``missing`` (what it still waited
+    for). Unless the task is renewed by ``andEvery`` (then only its ``andEvery``
+    trigger makes a new instance, as always), a new empty instance takes its
+    place, so the next fire of a requirement opens a new window seeded only
+    with fires made after the expiry. The task's ``onMiss`` trigger (current
+    configuration) then fires with ``{"task", "instance", "missing",
+    "deadline"}``, in the same transition. Returns what that fire scheduled.
+    """
+    missing = missing_of(task, instance)
+    deadline = instance.metadata.get("deadline")
+    recorded = (
+        {"missing": missing}
+        if task.on_miss is None
+        else {"missing": missing, "onMiss": task.on_miss}
+    )
+    b.put(set_status(instance, Status.EXPIRED, b.ts, **recorded))
+    scheduled: tuple[str, ...] = ()
+    if task.on_miss is not None:
+        kwargs = {
+            "task": task.name,
+            "instance": instance.name,
+            "missing": missing,
+            "deadline": deadline,
+        }
+        scheduled = apply_fire(b, task.on_miss, kwargs)
+        b.effects.append(TriggerFired(task.on_miss, scheduled))
+    if task.and_every is None and not b.unstarted(task.name):
+        b.put(_new_instance(b, task, None, seed=False))
+    return scheduled
+
+
+def _open_window(b: Builder, task: TaskConfig, instance: TaskInstance) -> TaskInstance:
+    """Fix the deadline of an instance that just recorded its first requirement."""
+    if task.within is None or "deadline" in instance.metadata or not instance.kwargs:
+        return instance
+    deadline = timestamp(b.now + task.within.delta)
+    return with_fields(instance, metadata={**instance.metadata, "deadline": deadline})
+
+
+def delayed(b: Builder, task: TaskConfig, instance: TaskInstance) -> TaskInstance:
+    """A ready instance of a task with ``delay``: it waits, unstarted, for its timer."""
+    assert task.delay is not None
+    until = timestamp(b.now + task.delay.delta)
+    return with_fields(instance, metadata={**instance.metadata, "delayedUntil": until})
 
 
 def _offer(
@@ -156,8 +260,22 @@ def apply_fire(b: Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str, .
         read_all = reads_every_unstarted(task, trigger, settled)
         required = task.required_triggers
         unless = task.unless_triggers
+        if read_all and task_name in loaded:
+            # Time first: a closed window expires before the fire can record into it. Only
+            # when the fire reads every unstarted instance of the task (the header decides
+            # that, so the working set and the whole session agree); else the trigger is
+            # one every instance recorded already, and the clock's tick expires them.
+            for instance in b.unstarted(task_name):
+                if is_overdue(instance, b.now):
+                    expire(b, task, instance)
         if b.counter(task_name) == 0:
-            b.put(_offer(_new_instance(b, task, trigger), task, trigger, kwargs, b.cascade_depth))
+            b.put(
+                _open_window(
+                    b,
+                    task,
+                    _offer(_new_instance(b, task, trigger), task, trigger, kwargs, b.cascade_depth),
+                )
+            )
         else:
             # What _offer would change, decided once per task: most instances of a
             # task that many fires reach have recorded the trigger already.
@@ -167,19 +285,24 @@ def apply_fire(b: Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str, .
                 if (records and trigger not in instance.kwargs) or (
                     marks and trigger not in instance.unless_fired
                 ):
-                    b.put(_offer(instance, task, trigger, kwargs, b.cascade_depth))
+                    offered = _offer(instance, task, trigger, kwargs, b.cascade_depth)
+                    b.put(_open_window(b, task, offered) if records else offered)
                     if trigger == task.and_every:
                         recorded_every = True
             if trigger == task.and_every and not recorded_every:
-                b.put(
-                    _offer(_new_instance(b, task, trigger), task, trigger, kwargs, b.cascade_depth)
-                )
+                new = _new_instance(b, task, trigger)
+                b.put(_open_window(b, task, _offer(new, task, trigger, kwargs, b.cascade_depth)))
         for instance in b.unstarted(task_name):
             if unless and task.is_abandoned_by(instance.unless_fired):
                 b.put(set_status(instance, Status.ABANDONED, b.ts))
             elif task.is_ready(instance.kwargs):
+                if "delayedUntil" in instance.metadata:
+                    continue  # delayed: its timer schedules it (timers.advance)
                 if cascade_depth_of(instance) > b.max_cascade_depth:
-                    b.put(_too_deep(b, instance))
+                    b.put(too_deep(b, instance))
+                    continue
+                if task.delay is not None:
+                    b.put(delayed(b, task, instance))
                     continue
                 schedule(b, task, instance)
                 scheduled.append(instance.name)
@@ -189,7 +312,7 @@ def apply_fire(b: Builder, trigger: str, kwargs: dict[str, Any]) -> tuple[str, .
     return tuple(scheduled)
 
 
-def _too_deep(b: Builder, instance: TaskInstance) -> TaskInstance:
+def too_deep(b: Builder, instance: TaskInstance) -> TaskInstance:
     """Fail a ready instance that cascades deeper than ``max_cascade_depth`` fed."""
     depth = cascade_depth_of(instance)
     detail = (

@@ -18,6 +18,9 @@ visiting every session: one entry per instance that may need it, the
   restart, a publish that failed after the commit) and it is dispatched again;
 * ``running`` with a lease -> ``LEASE`` at its expiry (renewals move the entry
   in the storage, not in the session);
+* ``unstarted`` with a timer (see :mod:`triggers_core.engine.timers`) -> ``TIMER``
+  at its due time: ``delayedUntil`` of a delayed ready instance, else the
+  ``deadline`` of its open ``within`` window;
 * anything else -> no entry.
 
 Every transition reports, in :attr:`~triggers_core.engine.transition.Transition.due`,
@@ -53,6 +56,7 @@ __all__ = [
     "lease_owner",
     "parse_time",
     "run_key",
+    "timer_of",
 ]
 
 #: ``exceptionType`` of an instance whose worker was lost (its lease expired).
@@ -74,6 +78,8 @@ class DueKind(enum.Enum):
     #: lease later
     DISPATCH = "dispatch"
     LEASE = "lease"  #: running under a lease that expires at ``at``
+    #: unstarted with a timer due at ``at``: a ``within`` window closes or a ``delay`` ends
+    TIMER = "timer"
 
 
 @attrs.frozen
@@ -141,9 +147,28 @@ def lease_owner(instance: TaskInstance) -> str | None:
     return owner if isinstance(owner, str) and owner else None
 
 
+def timer_of(instance: TaskInstance) -> datetime | None:
+    """When an unstarted instance's timer is due: ``delayedUntil``, else ``deadline``.
+
+    None for an instance with neither (or not unstarted). A delayed instance met its
+    ``after`` condition, so its window no longer matters.
+    """
+    if instance.status is not Status.UNSTARTED:
+        return None
+    metadata = instance.metadata
+    if "delayedUntil" in metadata:
+        return parse_time(metadata["delayedUntil"])
+    if "deadline" in metadata:
+        return parse_time(metadata["deadline"])
+    return None
+
+
 def due_of(instance: TaskInstance) -> Due | None:
     """The instance's entry in the due index, or None if a sweeper need never look at it."""
     status = instance.status
+    if status is Status.UNSTARTED:
+        at = timer_of(instance)
+        return None if at is None else Due(DueKind.TIMER, at)
     if status is Status.SCHEDULED:
         since = parse_time(instance.metadata.get("timestamps", {}).get(Status.SCHEDULED.value))
         if since is None:

@@ -288,14 +288,29 @@ def still_settled(
 
 
 def fire_needs(header: SessionState, trigger: str) -> Scope:
-    """The instances a fire of ``trigger`` can read or change (see the module docstring)."""
+    """The instances a fire of ``trigger`` can read or change (see the module docstring).
+
+    A fire may expire an instance whose ``within`` window closed (of a task it
+    reaches), and that expiry fires the task's ``onMiss`` trigger: so the needs
+    of those ``onMiss`` fires are included too (header only; none without ``onMiss``).
+    """
     tasks = header.tasks
     names: set[str] = set()
-    for task_name, waiting in header.unsettled.items():  # few: normally none
-        task = tasks.get(task_name)
-        if task is not None and task.uses(trigger):
-            names.update(waiting)
-    unstarted_of = read_in_full(tasks, header.settled, trigger)
+    unstarted_of: set[str] = set()
+    pending, seen = [trigger], {trigger}
+    while pending:
+        current = pending.pop()
+        for task_name, waiting in header.unsettled.items():  # few: normally none
+            task = tasks.get(task_name)
+            if task is not None and task.uses(current):
+                names.update(waiting)
+        unstarted_of.update(read_in_full(tasks, header.settled, current))
+        if tasks.has_on_miss:
+            for task_name in tasks.using(current):
+                on_miss = tasks[task_name].on_miss
+                if on_miss is not None and on_miss not in seen:
+                    seen.add(on_miss)
+                    pending.append(on_miss)
     return Scope(names=frozenset(names), unstarted_of=frozenset(unstarted_of))
 
 

@@ -9,11 +9,18 @@ combine all three for storages that keep one document.
 Schema versions: 1 kept the tasks inside the header and had no ``unsettled``;
 loading a version-1 header still works (its ``unsettled`` sets are derived from
 the instances loaded with it, which must then include every unstarted one).
-Version 2 is written. Its ``settled`` field (per task, the triggers every
+Version 2 added ``unsettled``. Its ``settled`` field (per task, the triggers every
 unstarted instance has recorded) may be absent, as in headers written before it
 existed: absent means nothing is known (no trigger settled), which is always
 correct, so it needs no new schema version; the first fire that reads a task's
 unstarted instances fills it in.
+
+Version 3 (written now) added the time directives ``within``, ``onMiss`` and
+``delay``. In configurations stored at versions 1 and 2 those keys are extras,
+as they were then (:data:`~triggers_core.engine.config.LEGACY_DIRECTIVES`), so a
+stored session never starts acting differently after an upgrade. Such a task
+keeps its extras when the configuration is written again: a version-3
+configuration holds it under ``legacyTasks``, read by the old rules.
 """
 
 from __future__ import annotations
@@ -22,7 +29,12 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from triggers_core.engine.config import TaskConfig, parse_task_config
+from triggers_core.engine.config import (
+    KNOWN_DIRECTIVES,
+    TaskConfig,
+    directive_typo,
+    parse_task_config,
+)
 from triggers_core.engine.scopes import settled_of, unsettled_of
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.engine.task_table import TaskTable
@@ -43,10 +55,13 @@ __all__ = [
     "loads",
     "state_from_json",
     "state_to_json",
+    "tasks_to_json",
 ]
 
 #: Bumped whenever the stored layout changes; loaders refuse newer versions.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: The first version whose configurations know ``within``, ``onMiss`` and ``delay``.
+TIME_DIRECTIVES_VERSION = 3
 
 #: The version of a header whose latest kwargs are stored elsewhere (a SQL storage's
 #: ``latest`` table): its ``latestTriggers`` lists the triggers that have them. A
@@ -151,22 +166,42 @@ def instance_from_json(doc: Mapping[str, Any], what: str = "instance") -> TaskIn
     )
 
 
+def _is_legacy(task: TaskConfig) -> bool:
+    """True if ``task`` has an extra that today's rules would read as a directive (or a typo
+    of one): a task loaded from a configuration stored before time conditions."""
+    return any(k in KNOWN_DIRECTIVES or directive_typo(k) is not None for k in task.extras)
+
+
+def tasks_to_json(tasks: Mapping[str, TaskConfig]) -> dict[str, Any]:
+    """``{"tasks": ..., "legacyTasks": ...}`` (the latter only if there are any)."""
+    modern: dict[str, Any] = {}
+    legacy: dict[str, Any] = {}
+    for name, task in tasks.items():
+        (legacy if task.extras and _is_legacy(task) else modern)[name] = task.to_json()
+    return {"tasks": modern, "legacyTasks": legacy} if legacy else {"tasks": modern}
+
+
 def config_to_json(tasks: Mapping[str, TaskConfig]) -> dict[str, Any]:
     """The task configuration as a JSON-compatible mapping."""
-    return {
-        "schemaVersion": SCHEMA_VERSION,
-        "tasks": {name: task.to_json() for name, task in tasks.items()},
-    }
+    return {"schemaVersion": SCHEMA_VERSION, **tasks_to_json(tasks)}
 
 
 def _tasks_from_json(doc: Mapping[str, Any], what: str) -> TaskTable:
+    version = _check_schema(doc, what)
     raw_tasks = _expect(doc, "tasks", dict, what)
+    raw_legacy = doc.get("legacyTasks", {})
+    if not isinstance(raw_legacy, dict):
+        raise SerializationError(f"{what}.legacyTasks: unexpected {type(raw_legacy).__name__}")
     problems: list[str] = []
     tasks: dict[str, TaskConfig] = {}
-    for name, directives in raw_tasks.items():
-        task = parse_task_config(name, directives, problems)
-        if task is not None:
-            tasks[name] = task
+    for raw, legacy in (
+        (raw_tasks, version < TIME_DIRECTIVES_VERSION),
+        (raw_legacy, True),
+    ):
+        for name, directives in raw.items():
+            task = parse_task_config(name, directives, problems, legacy=legacy)
+            if task is not None:
+                tasks[name] = task
     if problems:
         raise SerializationError(f"{what}.tasks: " + "; ".join(problems))
     return TaskTable(tasks)
@@ -464,7 +499,7 @@ def check_joined(
 def state_to_json(state: SessionState) -> dict[str, Any]:
     """The whole state as one JSON-compatible document."""
     doc = header_to_json(state)
-    doc["tasks"] = config_to_json(state.tasks)["tasks"]
+    doc.update(tasks_to_json(state.tasks))
     doc["instances"] = {
         name: instance_to_json(inst) for name, inst in sorted(state.instances.items())
     }

@@ -27,7 +27,7 @@ from typing import Any
 
 from triggers_core.engine.config import TaskConfig
 from triggers_core.engine.values import to_json_mapping
-from triggers_core.errors import InvalidKwargsError
+from triggers_core.errors import ConfigurationError, InvalidKwargsError
 
 __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
@@ -36,6 +36,7 @@ __all__ = [
     "bounded_mapping",
     "check_size",
     "check_task_sizes",
+    "check_task_timers",
     "check_value_limit",
     "clip_text",
     "encoded_size",
@@ -149,6 +150,23 @@ def check_task_sizes(tasks: Mapping[str, TaskConfig], limit: int) -> None:
         if task.with_params:
             params = {trigger: dict(values) for trigger, values in task.with_params.items()}
             check_size(params, f"{name}.withParams", limit)
+
+
+def check_task_timers(
+    tasks: Mapping[str, TaskConfig], limit: float | None, why: str = "the storage's limit"
+) -> None:
+    """Refuse ``within``/``delay`` longer than ``limit`` seconds (None: no limit), with paths."""
+    if limit is None:
+        return
+    problems = [
+        f"{name}.{key}: {duration.text!r} is longer than {why} ({limit:g} seconds): "
+        "the session could expire before its timer fires"
+        for name, task in tasks.items()
+        for key, duration in (("within", task.within), ("delay", task.delay))
+        if duration is not None and duration.seconds > limit
+    ]
+    if problems:
+        raise ConfigurationError(problems)
 
 
 def clip_text(text: str, limit: int) -> str:

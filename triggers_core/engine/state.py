@@ -39,13 +39,16 @@ class Status(enum.Enum):
     SKIPPED = "skipped"  #: skipped itself, or a failed instance was skipped
     REPLAYED = "replayed"  #: failed, then replaced by a clone
     ABANDONED = "abandoned"  #: all of its ``unless`` triggers fired before it started
+    EXPIRED = "expired"  #: its ``within`` window ran out before its ``after`` was met
 
     def __str__(self) -> str:
         return self.value
 
 
 #: Statuses after which an instance never changes again on its own.
-RESOLVED_STATUSES = frozenset({Status.FINISHED, Status.SKIPPED, Status.REPLAYED, Status.ABANDONED})
+RESOLVED_STATUSES = frozenset(
+    {Status.FINISHED, Status.SKIPPED, Status.REPLAYED, Status.ABANDONED, Status.EXPIRED}
+)
 
 
 def instance_name(task_name: str, number: int) -> str:
@@ -61,7 +64,9 @@ class TaskInstance:
     ``unless_fired`` holds the recorded ``unless`` triggers. ``metadata`` holds
     ``created``, ``lastModified``, ``timestamps`` (status -> ISO time), and,
     depending on the outcome, ``actualKwargs``, ``result``, ``exceptionType``,
-    ``exceptionInfo``, ``exceptionContext``, ``logLevel``, ``parent``, ``depth``.
+    ``exceptionInfo``, ``exceptionContext``, ``logLevel``, ``parent``, ``depth``; with
+    time conditions ``deadline`` (when its ``within`` window closes), ``delayedUntil``
+    (when a delayed ready instance is scheduled) and, once expired, ``missing``.
     """
 
     name: str
@@ -106,7 +111,7 @@ class TaskInstance:
 
     @property
     def is_resolved(self) -> bool:
-        """Finished, skipped, replayed or abandoned: history that never changes."""
+        """Finished, skipped, replayed, abandoned or expired: history that never changes."""
         return self.status in RESOLVED_STATUSES
 
     @property

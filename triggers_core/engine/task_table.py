@@ -25,12 +25,21 @@ class TaskTable(Mapping[str, TaskConfig]):
     :class:`TaskConfig` work wherever a table is expected.
     """
 
-    __slots__ = ("_index", "_renewed", "_tasks")
+    __slots__ = ("_index", "_on_miss", "_renewed", "_tasks")
 
     def __init__(self, tasks: Mapping[str, TaskConfig] | None = None) -> None:
         self._tasks: dict[str, TaskConfig] = dict(tasks or {})
         self._index: dict[str, tuple[str, ...]] | None = None
         self._renewed: dict[str, frozenset[str]] = {}
+        self._on_miss: bool | None = None
+
+    @property
+    def has_on_miss(self) -> bool:
+        """True if some task has an ``onMiss`` trigger (an expiry may fire it)."""
+        found = self._on_miss
+        if found is None:
+            found = self._on_miss = any(t.on_miss is not None for t in self._tasks.values())
+        return found
 
     @classmethod
     def of(cls, tasks: Mapping[str, TaskConfig]) -> TaskTable:
@@ -104,3 +113,4 @@ class TaskTable(Mapping[str, TaskConfig]):
         self._tasks = state[0]
         self._index = None
         self._renewed = {}
+        self._on_miss = None

@@ -139,6 +139,8 @@ class Builder:
         self.changed: set[str] = set()
         self.created: set[str] = set()
         self.ts = timestamp(now)
+        #: The operation's time (aware): decides which timers are due.
+        self.now = now
         #: The cascade depth of the trigger being applied (0: fired from outside).
         self.cascade_depth = 0
         self.max_cascade_depth = check_max_depth(max_cascade_depth)

@@ -55,7 +55,7 @@ from triggers_core.engine.scopes import (
     fire_scope,
     instance_scope,
 )
-from triggers_core.engine.sizes import bounded_mapping, check_task_sizes
+from triggers_core.engine.sizes import bounded_mapping, check_task_sizes, check_task_timers
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.engine.transition import Transition
 from triggers_core.errors import (
@@ -163,6 +163,11 @@ class TriggerManager(OperatorActions):
         self._clock = clock or (lambda: datetime.now(UTC))
         # The background sweeper starts with the first commit (building a manager does no I/O).
         self._sweeper_pending = clock is None
+        # A clock that moves the timers itself (``triggers_core.testing.FakeClock``) learns
+        # of the managers that use it, so that moving it ticks their stores.
+        watch = getattr(clock, "watch", None)
+        if callable(watch):
+            watch(self)
 
     def _start_sweeper(self) -> None:
         """Start the store's background sweeper for in-process runs (:attr:`sweep_interval`)."""
@@ -303,6 +308,7 @@ class TriggerManager(OperatorActions):
         known_runners = {*runner_registry.names(), *self.runners}
         parsed = parse_configuration(config, runners=known_runners)  # once, before any I/O
         check_task_sizes(parsed, self.storage.max_value_bytes)
+        check_task_timers(parsed, self.storage.max_timer_seconds, "the storage's timeout")
         self._commit(lambda s: engine.update_configuration(s, parsed), configuration_scope(parsed))
 
     def fire(

@@ -245,6 +245,49 @@ class OperatorActions(abc.ABC):
         self._perform(transition)
         return transition.state.instances[name]
 
+    def advance(self, now: datetime | None = None) -> list[TaskInstance]:
+        """Apply this session's timers due at ``now`` (default: the manager's clock).
+
+        ``within`` windows that closed expire (and fire their ``onMiss``
+        trigger, in the same commit), delayed instances whose delay ended are
+        scheduled. Returns the instances that changed, by name. One commit;
+        however many processes call it, each timer applies once. Reads the
+        session's unresolved instances; a store-wide tick
+        (:func:`triggers_core.tick`) reads only the due ones.
+        """
+        when = self.now() if now is None else now
+        transition = self._commit(
+            lambda s: engine.advance(s, when, max_cascade_depth=self.max_cascade_depth),
+            Scope(unresolved=True),
+        )
+        if not transition.commit:
+            return []
+        self._perform(transition)
+        instances = transition.state.instances
+        return [instances[n] for n in sorted(transition.changed)]
+
+    def advance_instance(
+        self, task_instance: str | TaskInstance, now: datetime | None = None
+    ) -> Transition | None:
+        """Apply the timer of one instance if it is due at ``now`` (a sweeper found it due).
+
+        Returns the committed transition, or None if there was nothing to do
+        (not due, or another process applied it first: of several sweepers,
+        exactly one applies each timer).
+        """
+        name = instance_name_of(task_instance)
+        when = self.now() if now is None else now
+        transition = self._commit(
+            lambda s: engine.advance(
+                s, when, only=(name,), max_cascade_depth=self.max_cascade_depth
+            ),
+            engine.timer_scope(name),
+        )
+        if not transition.commit:
+            return None
+        self._perform(transition)
+        return transition
+
     def fail_unstarted_instance(
         self,
         task_instance: str | TaskInstance,

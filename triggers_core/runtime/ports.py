@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol
 
 from triggers_core.engine.effects import ScheduleInstance
 from triggers_core.engine.state import Status, TaskInstance
+from triggers_core.engine.transition import Transition
 from triggers_core.runtime.storage import Storage
 
 __all__ = ["SessionManager", "TaskRunner"]
@@ -92,6 +93,12 @@ class SessionManager(Protocol):
     def redispatch_instance(
         self, task_instance: str | TaskInstance, since: datetime
     ) -> TaskInstance: ...
+
+    def advance(self, now: datetime | None = None) -> list[TaskInstance]: ...
+
+    def advance_instance(
+        self, task_instance: str | TaskInstance, now: datetime | None = None
+    ) -> Transition | None: ...
 
     def fail_unstarted_instance(
         self,

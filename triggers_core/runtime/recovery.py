@@ -10,6 +10,10 @@ Two kinds of instance need a sweeper (see :mod:`triggers_core.engine.leases`):
   sweeper dispatches it again, once per dispatch lease while it stays scheduled
   (its ``dispatches`` metadata counts the attempts).
 
+:func:`sweep_store` also applies the store's due timers (``within`` windows that
+closed, ``delay`` that ended: :func:`~triggers_core.runtime.clock.tick_store`),
+which :class:`StoreSweeper` does more often, every ``tick_interval`` seconds.
+
 Every action is a compare-and-swap that re-checks the instance, so however
 many sweepers run (every Celery worker runs one), each instance is acted on
 once, and a stale index entry costs one read.
@@ -25,18 +29,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
-import attrs
-
 from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE, DueKind, due_of, lease_owner
 from triggers_core.engine.state import Status
 from triggers_core.errors import InvalidTransitionError, UnknownInstanceError
+from triggers_core.runtime.clock import DEFAULT_TICK_INTERVAL, TICK_BATCH, tick_store
 from triggers_core.runtime.ports import SessionManager
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.storage import DueRef, Storage
+from triggers_core.runtime.sweep_report import Recovered, RecoveryReport
 
 __all__ = [
     "CLAIM_SECONDS",
@@ -60,33 +65,6 @@ SWEEP_BATCH = 500
 
 #: Builds the manager that acts on one session (``manager_class(storage)``).
 ManagerFactory = Callable[[Storage], SessionManager]
-
-
-@attrs.frozen
-class Recovered:
-    """What a sweep did (or, dry, would do) to one instance."""
-
-    session: str
-    instance: str
-    #: ``"taken over"``, ``"dispatched again"``, or ``"left"`` (it moved on meanwhile).
-    action: str
-    #: What became of it: ``"replayed as t_x#3"``, ``"failed"``, why it was left...
-    detail: str
-
-
-@attrs.frozen
-class RecoveryReport:
-    """The outcome of one sweep."""
-
-    actions: tuple[Recovered, ...] = ()
-    #: Due entries (or, for one session, instances) looked at.
-    examined: int = 0
-    dry_run: bool = False
-
-    @property
-    def acted(self) -> tuple[Recovered, ...]:
-        """The actions that moved an instance on (not those left alone)."""
-        return tuple(a for a in self.actions if a.action != "left")
 
 
 def _after(clock_now: datetime | None) -> datetime:
@@ -145,13 +123,15 @@ def sweep_store(
     limit: int = SWEEP_BATCH,
     dry_run: bool = False,
 ) -> RecoveryReport:
-    """Take over the lost instances and re-send the lost messages of every session of a store.
+    """Take over the lost instances, re-send the lost messages and apply the due timers of
+    every session of a store.
 
     ``storage`` is any session's storage of the store (its
     :meth:`~triggers_core.runtime.storage.Storage.due_entries` covers them
     all); ``factory`` builds the manager that acts on each session.
 
-    Reads at most ``limit`` due entries of each kind (the oldest), so one
+    Reads at most ``limit`` due entries of each kind (the oldest; timers: see
+    :func:`~triggers_core.runtime.clock.tick_store`), so one
     sweep's cost is bounded by what is due, never by the number of sessions;
     call it again (the next interval) for more. ``dry_run`` reports what it
     would do and changes nothing. Raises
@@ -176,8 +156,13 @@ def sweep_store(
         actions.append(_take_over(manager_for(ref.session), ref, now, dry_run=dry_run))
     for ref in dispatches:
         actions.append(_redispatch(manager_for(ref.session), ref, dry_run=dry_run))
-    report = RecoveryReport(tuple(actions), len(leases) + len(dispatches), dry_run)
+    timers = tick_store(storage, factory, now=now, limit=limit, dry_run=dry_run)
+    actions.extend(timers.actions)
+    examined = len(leases) + len(dispatches) + timers.examined
+    report = RecoveryReport(tuple(actions), examined, dry_run)
     for action in report.acted:
+        if action.action == "timer fired":
+            continue  # logged by the tick (it is no recovery)
         log.warning(
             "%s %s of session %r: %s",
             "would have" if dry_run else "recovered:",
@@ -224,7 +209,9 @@ def recover_session(
 
 
 class StoreSweeper:
-    """Runs :func:`sweep_store` on one store every ``interval`` seconds, in a daemon thread.
+    """Runs :func:`sweep_store` on one store every ``interval`` seconds, in a daemon thread,
+    and the store's clock (:func:`~triggers_core.runtime.clock.tick_store`) every
+    ``tick_interval`` seconds in between.
 
     One per store and process (see :meth:`for_store`). A sweep that fails (the
     store is down) is logged and tried again at the next interval.
@@ -233,11 +220,19 @@ class StoreSweeper:
     _running: ClassVar[dict[object, StoreSweeper]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, storage: Storage, factory: ManagerFactory, interval: float) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        factory: ManagerFactory,
+        interval: float,
+        tick_interval: float = DEFAULT_TICK_INTERVAL,
+    ) -> None:
         self.storage = storage
         self.factory = factory
         self.interval = interval
+        self.tick_interval = min(tick_interval, interval)
         self.sweeps = 0
+        self.ticks = 0
         self._key: object = None
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -271,15 +266,25 @@ class StoreSweeper:
                 del self._running[self._key]
 
     def _serve(self) -> None:
+        next_sweep = 0.0
         while not self._stop.is_set():
+            started = time.monotonic()
+            sweep = started >= next_sweep
             try:
-                sweep_store(self.storage, self.factory)
+                if sweep:
+                    next_sweep = started + self.interval
+                    sweep_store(self.storage, self.factory)
+                else:
+                    tick_store(self.storage, self.factory, limit=TICK_BATCH)
             except Exception as exc:
                 log.warning(
-                    "sweeping a %s store failed (%s); trying again in %gs",
+                    "%s a %s store failed (%s); trying again in %gs",
+                    "sweeping" if sweep else "ticking the clock of",
                     self.storage.backend_name,
                     redact(str(exc)),
-                    self.interval,
+                    self.tick_interval,
                 )
-            self.sweeps += 1
-            self._stop.wait(self.interval)
+            if sweep:
+                self.sweeps += 1
+            self.ticks += 1
+            self._stop.wait(self.tick_interval)

@@ -146,6 +146,11 @@ class Storage(abc.ABC):
     #: backend's URL option (``triggers_max_value_bytes`` for SQL, ``max_value_bytes``
     #: for memcached and Django caches).
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    #: The longest ``within`` or ``delay`` (seconds) this storage keeps a timer for, or
+    #: None (no limit beyond the directives' own). A store whose documents expire (a
+    #: Django cache with a finite ``timeout``) sets it, so that ``update_configuration``
+    #: refuses a timer that would outlive the session it belongs to.
+    max_timer_seconds: float | None = None
 
     def __init__(self, uid: str) -> None:
         self.uid = check_uid(uid)

@@ -5,8 +5,11 @@
   ``trigger_runner`` come from the ``triggers`` pytest plugin).
 * Sample tasks: :class:`PassThruTask`, :class:`DevNullTask`, :class:`FailingTask`,
   :class:`SelfSkippingTask`, :class:`SelfRetryingTask`.
+* :class:`FakeClock`: a manual clock for managers (``clock=``); ``advance("2h")``
+  ticks their stores, so ``within`` windows close and delays end in virtual time.
 * :func:`simulate`: run a configuration and a sequence of steps (triggers,
-  :class:`ReplayFailed`, :class:`SkipFailed`) through the pure engine, with no
+  :class:`ReplayFailed`, :class:`SkipFailed`, clock moves :class:`Advance`) through
+  the pure engine, with no
   broker, database or threads; tasks may fail (:class:`Failure`).
 * ``triggers_core.testing.strategies``: Hypothesis strategies (needs hypothesis).
 * ``triggers_core.testing.storage_contract``: the storage contract suite that
@@ -17,6 +20,7 @@ Importing this package needs neither pytest nor hypothesis.
 
 from triggers_core.testing.assertions import (
     assert_instance_abandoned,
+    assert_instance_expired,
     assert_instance_failed,
     assert_instance_finished,
     assert_instance_missing,
@@ -28,6 +32,7 @@ from triggers_core.testing.assertions import (
     assert_unresolved_tasks,
     wait_for_tasks,
 )
+from triggers_core.testing.clock import FakeClock
 from triggers_core.testing.mixin import TriggerManagerTestCaseMixin
 from triggers_core.testing.sample_tasks import (
     DevNullTask,
@@ -37,6 +42,7 @@ from triggers_core.testing.sample_tasks import (
     SelfSkippingTask,
 )
 from triggers_core.testing.simulate import (
+    Advance,
     Failure,
     ReplayFailed,
     Simulation,
@@ -46,9 +52,11 @@ from triggers_core.testing.simulate import (
 )
 
 __all__ = [
+    "Advance",
     "DevNullTask",
     "FailingTask",
     "Failure",
+    "FakeClock",
     "PassThruTask",
     "ReplayFailed",
     "SelfRetryingTask",
@@ -57,6 +65,7 @@ __all__ = [
     "SkipFailed",
     "TriggerManagerTestCaseMixin",
     "assert_instance_abandoned",
+    "assert_instance_expired",
     "assert_instance_failed",
     "assert_instance_finished",
     "assert_instance_missing",

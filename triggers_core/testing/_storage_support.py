@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from triggers_core import engine
 from triggers_core.engine.scopes import Changes
-from triggers_core.engine.serialization import config_to_json, header_to_json, instance_to_json
+from triggers_core.engine.serialization import header_to_json, instance_to_json, tasks_to_json
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.runtime.storage import Snapshot, Storage, Version
 from triggers_core.testing._contract_support import StorageContractBase, state_with
@@ -69,7 +69,7 @@ def writing(names: Iterable[str], *, created: Iterable[str] = (), config: bool =
 
 def header_json(state: SessionState) -> dict[str, Any]:
     """The header of ``state`` as stored, with its configuration."""
-    return {**header_to_json(state), "tasks": config_to_json(state.tasks)["tasks"]}
+    return {**header_to_json(state), **tasks_to_json(state.tasks)}
 
 
 def instances_json(instances: Mapping[str, TaskInstance]) -> dict[str, dict[str, Any]]:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "assert_instance_abandoned",
+    "assert_instance_expired",
     "assert_instance_failed",
     "assert_instance_finished",
     "assert_instance_missing",
@@ -158,6 +159,11 @@ def assert_instance_failed(
 def assert_instance_abandoned(target: TriggerManager | Storage, name: str) -> TaskInstance:
     """Assert ``name`` was abandoned (all its ``unless`` triggers fired first)."""
     return assert_instance_status(target, name, Status.ABANDONED)
+
+
+def assert_instance_expired(target: TriggerManager | Storage, name: str) -> TaskInstance:
+    """Assert ``name`` expired (its ``within`` window closed before its ``after`` was met)."""
+    return assert_instance_status(target, name, Status.EXPIRED)
 
 
 def assert_instance_replayed(target: TriggerManager | Storage, name: str) -> TaskInstance:

@@ -37,6 +37,7 @@ from triggers_core.runtime.manager import TriggerManager
 from triggers_core.runtime.recovery import sweep_store
 from triggers_core.runtime.storage import Storage
 from triggers_core.testing._contract_support import RecordingRunner, race_in_threads
+from triggers_core.testing.timer_contract import TimerContract
 
 __all__ = ["LeaseContract"]
 
@@ -52,8 +53,9 @@ def _at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-class LeaseContract:
-    """Leases and the due index, for a storage whose ``check_leases`` accepts them."""
+class LeaseContract(TimerContract):
+    """Leases and the due index, for a storage whose ``check_leases`` accepts them (and
+    the timers in that index: :class:`~triggers_core.testing.timer_contract.TimerContract`)."""
 
     #: Threads racing a renewal against a claim, per round, and rounds.
     race_rounds: ClassVar[int] = 20

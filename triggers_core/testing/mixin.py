@@ -86,6 +86,10 @@ class TriggerManagerTestCaseMixin:
         """Assert instance ``name`` was abandoned."""
         return assertions.assert_instance_abandoned(self.manager, name)
 
+    def assertInstanceExpired(self, name: str) -> TaskInstance:
+        """Assert instance ``name`` expired (its ``within`` window closed first)."""
+        return assertions.assert_instance_expired(self.manager, name)
+
     def assertInstanceMissing(self, name: str) -> None:
         """Assert there is no instance called ``name``."""
         assertions.assert_instance_missing(self.manager, name)

@@ -37,6 +37,7 @@ from triggers_core.runtime.runners import ThreadingTaskRunner
 from triggers_core.runtime.storage import Storage
 from triggers_core.testing.assertions import (
     assert_instance_abandoned,
+    assert_instance_expired,
     assert_instance_failed,
     assert_instance_finished,
     assert_instance_missing,
@@ -50,6 +51,7 @@ from triggers_core.testing.assertions import (
 
 __all__ = [
     "assert_instance_abandoned",
+    "assert_instance_expired",
     "assert_instance_failed",
     "assert_instance_finished",
     "assert_instance_missing",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from triggers_core.tools.simulation import (
     DEFAULT_START,
+    Advance,
     Failure,
     Outcome,
     ReplayFailed,
@@ -25,6 +26,7 @@ from triggers_core.tools.simulation import (
 
 __all__ = [
     "DEFAULT_START",
+    "Advance",
     "Failure",
     "Outcome",
     "ReplayFailed",

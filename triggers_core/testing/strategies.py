@@ -38,7 +38,7 @@ from triggers_core.engine.config import (
     parse_configuration,
 )
 from triggers_core.engine.state import SessionState, Status
-from triggers_core.testing.simulate import Failure
+from triggers_core.testing.simulate import Advance, Failure
 
 __all__ = [
     "DEFAULT_TRIGGER_POOL",
@@ -50,6 +50,7 @@ __all__ = [
     "task_configurations",
     "task_names",
     "task_outcomes",
+    "timed_sequences",
     "trigger_names",
     "trigger_sequences",
     "triggers_used",
@@ -119,6 +120,7 @@ def task_configurations(
     using: bool = True,
     extras: bool = True,
     groups: bool = False,
+    timed: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Valid configurations ``{task_name: directives}`` that ``parse_configuration`` accepts.
 
@@ -128,7 +130,10 @@ def task_configurations(
     on or off: ``andEvery``, ``unless``, ``withParams``, ``using`` and extra
     keys (kept verbatim as extras). With ``groups``, ``after`` and ``unless``
     entries may be condition groups (``anyOf``, ``atLeast``; see
-    :func:`condition_entries`).
+    :func:`condition_entries`). With ``timed`` (off by default, so existing
+    properties keep their meaning), tasks may get ``within`` (and then maybe an
+    ``onMiss`` trigger from the pool, never one of their own) and ``delay``,
+    of a few seconds to a few hours: pair it with :func:`timed_sequences`.
     """
     names = draw(st.lists(task_names(), min_size=min_tasks, max_size=max_tasks, unique=True))
     config: dict[str, dict[str, Any]] = {}
@@ -155,6 +160,8 @@ def task_configurations(
             directives["withParams"] = draw(st.dictionaries(targets, json_kwargs(), max_size=2))
         if using and draw(st.booleans()):
             directives["using"] = draw(st.sampled_from(("threading", "celery")))
+        if timed:
+            _timed_directives(draw, directives, trigger_pool)
         if extras and draw(st.booleans()):
             keys = st.text(alphabet=string.ascii_letters, min_size=1, max_size=6).filter(
                 lambda key: key not in KNOWN_DIRECTIVES and directive_typo(key) is None
@@ -197,6 +204,47 @@ def _parsed(config: Mapping[str, Any]) -> dict[str, TaskConfig]:
     if config and all(isinstance(v, TaskConfig) for v in config.values()):
         return dict(config)
     return parse_configuration(config)
+
+
+#: Durations timed configurations and sequences draw from.
+_DURATIONS = ("5s", "90s", "15m", "PT1H", "2h")
+
+
+def _timed_directives(
+    draw: st.DrawFn, directives: dict[str, Any], trigger_pool: Sequence[str]
+) -> None:
+    if draw(st.booleans()):
+        directives["within"] = draw(st.sampled_from(_DURATIONS))
+        # onMiss may not be one of the task's own after (or andEvery) names.
+        candidates = [t for t in trigger_pool if not _names_in(directives, t)]
+        wants_on_miss: bool = draw(st.booleans())
+        if candidates and wants_on_miss:
+            directives["onMiss"] = draw(st.sampled_from(candidates))
+    if draw(st.booleans()):
+        directives["delay"] = draw(st.sampled_from(_DURATIONS))
+
+
+def _names_in(directives: Mapping[str, Any], trigger: str) -> bool:
+    """True if ``trigger`` is a name anywhere in ``after`` (groups too) or ``andEvery``."""
+    return json.dumps(trigger) in json.dumps([directives["after"], directives.get("andEvery")])
+
+
+def timed_sequences(
+    config: Mapping[str, Any],
+    *,
+    min_size: int = 0,
+    max_size: int = 12,
+    kwargs: st.SearchStrategy[dict[str, Any]] | None = None,
+) -> st.SearchStrategy[list[Any]]:
+    """Steps for :func:`~triggers_core.testing.simulate`: fires (as
+    :func:`trigger_sequences` draws them) mixed with clock moves
+    (:class:`~triggers_core.testing.Advance`, a few seconds to a day), so that
+    windows close and delays end between fires."""
+    names = [*triggers_used(config), "unused"]
+    kwargs_strategy = json_kwargs() if kwargs is None else kwargs
+    fire = st.tuples(st.sampled_from(names), kwargs_strategy)
+    move = st.builds(Advance, st.sampled_from((*_DURATIONS, "1d")))
+    return st.lists(fire | move, min_size=min_size, max_size=max_size)
 
 
 def triggers_used(config: Mapping[str, Any]) -> list[str]:

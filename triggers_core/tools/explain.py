@@ -39,6 +39,7 @@ plus O(c_t + depth of its replay chain). The words name at most
 from __future__ import annotations
 
 import functools
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -47,6 +48,8 @@ from typing import Any
 import attrs
 
 from triggers_core.engine.config import TaskConfig
+from triggers_core.engine.durations import format_timedelta
+from triggers_core.engine.leases import parse_time
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.errors import TriggersError, did_you_mean
 from triggers_core.runtime.sessions import STALE_STATUSES, status_since
@@ -296,6 +299,9 @@ class InstanceExplanation:
     #: The earlier attempts of the same work (its ``parent`` chain), oldest first; only
     #: when explained on its own (:func:`explain_instance`), else empty.
     attempts: tuple[Attempt, ...] = ()
+    #: Its ``within`` window's deadline and, delayed, when it is scheduled (if any).
+    deadline: datetime | None = None
+    delayed_until: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As a JSON-compatible mapping."""
@@ -315,6 +321,8 @@ class InstanceExplanation:
             "ageSeconds": None if self.age is None else self.age.total_seconds(),
             "stale": self.stale,
             "attempts": [a.to_json() for a in self.attempts],
+            "deadline": None if self.deadline is None else self.deadline.isoformat(),
+            "delayedUntil": None if self.delayed_until is None else self.delayed_until.isoformat(),
             "lines": list(self.lines),
         }
 
@@ -499,11 +507,36 @@ def _explain(
         stale=stale,
         lines=(),
         attempts=chain,
+        deadline=parse_time(instance.metadata.get("deadline")),
+        delayed_until=parse_time(instance.metadata.get("delayedUntil")),
     )
     if not words:
         return explanation
     lines = _words(state, task, instance, explanation, stale_after)
+    lines.extend(_time_lines(explanation, now))
     return attrs.evolve(explanation, lines=tuple(lines))
+
+
+def _time_lines(e: InstanceExplanation, now: datetime | None) -> list[str]:
+    """``within`` and ``delay`` in words: when the window closes, until when it waits."""
+    if e.status is not Status.UNSTARTED:
+        return []
+
+    def when(moment: datetime, verb: str, past: str) -> str:
+        if now is None:
+            return f"{verb} at {moment.isoformat()}"
+        if moment <= now:
+            return f"{past} at {moment.isoformat()} (applied at the next tick of the clock)"
+        return f"{verb} in {format_timedelta(moment - now)} (at {moment.isoformat()})"
+
+    if e.delayed_until is not None:
+        return [
+            f"  delayed until {e.delayed_until.isoformat()}: "
+            + when(e.delayed_until, "scheduled", "due to be scheduled")
+        ]
+    if e.deadline is not None:
+        return ["  window " + when(e.deadline, "closes", "closed")]
+    return []
 
 
 def _waiting(
@@ -617,6 +650,19 @@ def _words(
             )
     elif status is Status.FINISHED:
         lines.append(f"{name} finished{at}; its result fired {instance.task_name!r}")
+    elif status is Status.EXPIRED:
+        missing = instance.metadata.get("missing")
+        what = (
+            _and([repr(m) if isinstance(m, str) else json.dumps(m) for m in missing])
+            if isinstance(missing, list) and missing
+            else "its after condition"
+        )
+        deadline = instance.metadata.get("deadline")
+        closed = f" (deadline {deadline})" if isinstance(deadline, str) else ""
+        lines.append(f"{name} expired{at}: its within window closed{closed} before {what} fired")
+        on_miss = instance.metadata.get("onMiss")
+        if isinstance(on_miss, str):
+            lines.append(f"  its expiry fired {on_miss!r}")
     else:
         lines.append(f"{name} is {status}{at}")
     if status is Status.UNSTARTED and task is not None and task.unless:

@@ -46,6 +46,10 @@ The rules (:data:`RULES`):
     A group that says something simpler: one member (``{"anyOf": ["x"]}`` is
     ``"x"``), or ``atLeast`` all of its members directly in ``after`` or
     ``unless`` (the list itself means "all of").
+``delay-longer-than-within``, ``unused-on-miss``, ``window-never-met``
+    Time conditions (:mod:`.lint_time`): a ``within`` waiting for a task
+    delayed at least as long; an ``onMiss`` trigger no task uses; a window
+    waiting for a cascade that only its own ``onMiss`` can start (an error).
 
 Whether a task can ever run is decided as if every trigger that is no task
 (and no typo of one) fires: a task can run once its ``after`` condition can be
@@ -68,7 +72,6 @@ Pure: reads :class:`~triggers_core.engine.config.TaskConfig` values only through
 
 from __future__ import annotations
 
-import enum
 import itertools
 import json
 import re
@@ -76,12 +79,12 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-import attrs
-
 from triggers_core.engine.conditions import Entry, entry_to_json
 from triggers_core.engine.config import TaskConfig, parse_configuration
 from triggers_core.engine.graph import cascade_edges, find_cycles
 from triggers_core.errors import did_you_mean
+from triggers_core.tools.lint_finding import Finding, Severity
+from triggers_core.tools.lint_time import TIME_RULES, time_findings
 from triggers_core.tools.reachability import Conditions
 from triggers_core.tools.reachability import downstream as downstream_of
 from triggers_core.tools.requirements import (
@@ -98,17 +101,6 @@ from triggers_core.tools.similar import NameIndex
 __all__ = ["RULES", "Finding", "Severity", "lint"]
 
 
-class Severity(enum.Enum):
-    """How sure a finding is to be a bug."""
-
-    ERROR = "error"  #: a task can never run (or a condition can never complete)
-    WARNING = "warning"  #: probably a mistake
-    HINT = "hint"  #: works as meant, but could be written more simply
-
-    def __str__(self) -> str:
-        return self.value
-
-
 #: Rule id -> what it reports.
 RULES: Mapping[str, str] = {
     "cascade-cycle": "tasks wait for each other's cascades, so none of them can ever run",
@@ -122,29 +114,8 @@ RULES: Mapping[str, str] = {
     "similar-names": "trigger names that differ only by case or one character",
     "extra-like-directive": "an extra (kept verbatim, never read) looks like a directive",
     "simpler-group": "a group that says something simpler (one member, or all members)",
+    **TIME_RULES,
 }
-
-
-@attrs.frozen(order=True)
-class Finding:
-    """One lint finding: where (``path``), what (``message``), which rule, how sure."""
-
-    path: str
-    rule: str
-    message: str
-    severity: Severity = attrs.field(default=Severity.WARNING, order=False)
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message} [{self.rule}]"
-
-    def to_json(self) -> dict[str, str]:
-        """The finding as a JSON-compatible mapping."""
-        return {
-            "rule": self.rule,
-            "path": self.path,
-            "message": self.message,
-            "severity": self.severity.value,
-        }
 
 
 def lint(
@@ -181,6 +152,7 @@ def lint(
     _similar_names(tasks, dead, findings)
     _extras_like_directives(tasks, findings)
     _simpler_groups(tasks, findings)
+    findings.extend(time_findings(tasks))
     return sorted(set(findings), key=lambda f: (f.path, f.rule, f.message))
 
 
@@ -573,7 +545,7 @@ def _extras_like_directives(tasks: Mapping[str, TaskConfig], findings: list[Find
                     "extra-like-directive",
                     f"{key!r} looks like a directive ({why}), but it is no directive: it is "
                     "kept verbatim as an extra and never read (directives: after, run, "
-                    "andEvery, unless, withParams, using)",
+                    "andEvery, unless, withParams, using, within, onMiss, delay)",
                     Severity.WARNING,
                 )
             )

@@ -54,6 +54,7 @@ _PRIORITY = (
     Status.FINISHED,
     Status.SKIPPED,
     Status.ABANDONED,
+    Status.EXPIRED,
     Status.REPLAYED,
 )
 _COLOURS = {
@@ -64,6 +65,7 @@ _COLOURS = {
     Status.FINISHED: ("#d1e7dd", "#146c43"),
     Status.SKIPPED: ("#e9ecef", "#6c757d"),
     Status.ABANDONED: ("#e9ecef", "#495057"),
+    Status.EXPIRED: ("#ffe5d0", "#a5460a"),
     Status.REPLAYED: ("#e9ecef", "#6c757d"),
 }
 

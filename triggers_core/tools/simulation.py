@@ -3,7 +3,8 @@
 ``simulate(config, steps)`` applies the configuration to an empty session, then
 performs each step through :mod:`triggers_core.engine`: a step fires a trigger
 (``"name"`` or ``("name", kwargs)``), or acts as an operator on a failed
-instance (:class:`ReplayFailed`, :class:`SkipFailed`). Every instance a step
+instance (:class:`ReplayFailed`, :class:`SkipFailed`), or moves the simulated
+clock on (:class:`Advance`: ``within`` windows close, delays end). Every instance a step
 schedules immediately runs (``mark_running`` then its outcome) and its cascade
 is processed breadth-first (instances run in the order the engine scheduled
 them) before the next step. There is no storage, no runner, no thread and no
@@ -59,6 +60,7 @@ import attrs
 
 from triggers_core import engine
 from triggers_core.engine.config import TaskConfig
+from triggers_core.engine.durations import parse_duration
 from triggers_core.engine.effects import Effect, ScheduleInstance, TriggerFired
 from triggers_core.engine.state import SessionState
 from triggers_core.errors import TriggersError
@@ -67,6 +69,7 @@ from triggers_core.runtime.tasks import RetryTask, SkipTask, exception_context
 
 __all__ = [
     "DEFAULT_START",
+    "Advance",
     "Failure",
     "Outcome",
     "ReplayFailed",
@@ -118,6 +121,31 @@ class SkipFailed:
     result: Mapping[str, Any] | None = None
 
 
+@attrs.frozen
+class Advance:
+    """A step: the simulated clock moves on by ``by`` (``"2h"``, ``"PT15M"``, seconds or a
+    timedelta), then every timer due then applies (``within`` windows close and fire
+    their ``onMiss``, delays end), and what that schedules runs."""
+
+    by: str | float | timedelta
+
+    @property
+    def delta(self) -> timedelta:
+        """``by`` as a timedelta (a duration string is parsed like a directive's)."""
+        by = self.by
+        if isinstance(by, timedelta):
+            delta = by
+        elif isinstance(by, str):
+            delta = parse_duration(by).delta
+        elif isinstance(by, int | float) and not isinstance(by, bool):
+            delta = timedelta(seconds=by)
+        else:
+            raise TypeError(f"Advance by a duration ('2h'), seconds or a timedelta, got {by!r}")
+        if delta < timedelta(0):
+            raise ValueError(f"the simulated clock only moves forward, got {by!r}")
+        return delta
+
+
 #: What a simulated task does: return a result (``None`` means ``{}``) or fail.
 Outcome = Mapping[str, Any] | Failure | None
 
@@ -131,7 +159,7 @@ Results = Mapping[str, Outcome] | ResultFunction
 TriggerSpec = str | tuple[str, Mapping[str, Any] | None]
 
 #: One step of a simulation: fire a trigger, or replay or skip a failed instance.
-Step = TriggerSpec | ReplayFailed | SkipFailed
+Step = TriggerSpec | ReplayFailed | SkipFailed | Advance
 
 
 class SimulationLimitExceeded(TriggersError, RuntimeError):
@@ -165,6 +193,9 @@ class Simulation:
 class _Clock:
     def __init__(self, start: datetime) -> None:
         self._next = start
+
+    def move(self, delta: timedelta) -> None:
+        self._next += delta
 
     def __call__(self) -> datetime:
         now = self._next
@@ -300,6 +331,10 @@ def run_simulation(
             transition = engine.skip_failed(
                 current, step.instance, now=clock(), cascade=step.cascade, result=step.result
             )
+        elif isinstance(step, Advance):
+            label = f"advancing the clock by {step.by!r}"
+            clock.move(step.delta)
+            transition = engine.advance(current, clock())
         else:
             trigger_name, trigger_kwargs = _split(step)
             label = f"firing {trigger_name!r}"
