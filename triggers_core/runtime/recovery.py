@@ -33,6 +33,8 @@ import attrs
 from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE, DueKind, due_of, lease_owner
 from triggers_core.engine.state import Status
 from triggers_core.errors import InvalidTransitionError, UnknownInstanceError
+from triggers_core.runtime.observe import current as observer
+from triggers_core.runtime.observe import task_of
 from triggers_core.runtime.ports import SessionManager
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.storage import DueRef, Storage
@@ -176,6 +178,7 @@ def sweep_store(
     for ref in dispatches:
         actions.append(_redispatch(manager_for(ref.session), ref, dry_run=dry_run))
     report = RecoveryReport(tuple(actions), len(leases) + len(dispatches), dry_run)
+    _observe(report, lost=len(leases))
     for action in report.acted:
         log.warning(
             "%s %s of session %r: %s",
@@ -219,7 +222,21 @@ def recover_session(
         elif due.at + timedelta(seconds=dispatch_lease) <= now:
             ref = DueRef(storage.uid, instance.name, DueKind.DISPATCH, due.at)
             actions.append(_redispatch(manager, ref, dry_run=dry_run))
-    return RecoveryReport(tuple(actions), examined, dry_run)
+    report = RecoveryReport(tuple(actions), examined, dry_run)
+    _observe(report, lost=None)
+    return report
+
+
+def _observe(report: RecoveryReport, lost: int | None) -> None:
+    """Tell the observer what a sweep moved on and (for a store) how many runs it found lost."""
+    watcher = observer()
+    if watcher is None or report.dry_run:
+        return
+    for action in report.acted:
+        watcher.recovered(task_of(action.instance), action.action)
+    if lost is not None:
+        # Timers (``delay``) are not swept yet: none can be overdue.
+        watcher.swept(lost, 0)
 
 
 class StoreSweeper:
