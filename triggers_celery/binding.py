@@ -25,6 +25,7 @@ from celery import signals
 
 from triggers_celery.app import set_default_app
 from triggers_celery.errors import BindingError
+from triggers_celery.observability import install_worker_steps
 from triggers_celery.worker import TriggerCeleryTask, run_message
 from triggers_celery.worker_setup import watch_app
 from triggers_core.runtime.tasks import TaskContext, TriggerTask, get_task_class, registered_tasks
@@ -104,6 +105,7 @@ def bind_tasks(app: Any, *tasks: type[TriggerTask] | str, **options: Any) -> dic
     """
     set_default_app(app)
     watch_app(app)
+    install_worker_steps(app)
     with _lock:
         if tasks:
             classes = {}

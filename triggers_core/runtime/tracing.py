@@ -223,6 +223,8 @@ class TracingObserver(Observer):
         _propagator.inject(carrier)
 
     def attach(self, carrier: Mapping[str, str]) -> Any:
+        if trace.get_current_span().get_span_context().is_valid:
+            return None  # a span is current already (OpenTelemetry's Celery instrumentation)
         found = _propagator.extract(carrier)
         if not trace.get_current_span(found).get_span_context().is_valid:
             return None

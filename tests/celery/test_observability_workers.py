@@ -1,0 +1,210 @@
+"""Issue 25 end to end: one trace from a fire through a real prefork worker and back.
+
+The test process traces into the SDK's in-memory exporter; the worker (prefork,
+Redis broker, PostgreSQL storage) traces into a JSON-lines file
+(``trace_worker_app``) and serves its metrics (multiprocess mode) through the
+``triggers_metrics_port`` bootstep.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+pytest.importorskip("prometheus_client")
+
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from processes import BROKERS, ROOT, RUN_ID, STARTED, WorkerProcess, python_env
+from sessions import open_test_manager
+from trace_worker_app import as_record, read_spans
+from worker_app import make_app
+
+from triggers_core import Status
+from triggers_core.runtime import observe
+from triggers_core.testing.sample_tasks import DevNullTask, PassThruTask
+
+pytestmark = [pytest.mark.service, pytest.mark.slow]
+
+QUEUE = f"tc-{RUN_ID}-observe"
+CONFIG = {
+    "t_obsA": {"after": ["go"], "run": PassThruTask.name},
+    "t_obsB": {"after": ["t_obsA"], "run": DevNullTask.name},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PreforkWorker(WorkerProcess):
+    """``celery -A trace_worker_app worker --pool=prefork`` with its log in a file."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        command = [
+            sys.executable,
+            *("-m", "celery", "-A", "trace_worker_app", "worker"),
+            *("--pool=prefork", "--concurrency=1", "--without-gossip", "--without-mingle"),
+            *("--without-heartbeat", "--loglevel=INFO", f"--hostname={name}@%h"),
+            f"--queues={QUEUE}",
+        ]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env={**python_env(), **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        STARTED.append(self)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    from services import require_service
+
+    label, host, port, url = BROKERS["redis"]
+    require_service(label, host, port)
+    return url
+
+
+@pytest.fixture(scope="module")
+def traced(
+    redis_url: str,
+    storages: dict[str, str],
+    log_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Any]]:
+    work = tmp_path_factory.mktemp("observe")
+    (work / "metrics").mkdir()
+    spans_file = work / "spans.jsonl"
+    port = _free_port()
+    env = {
+        "TRIGGERS_TEST_BROKER": redis_url,
+        "TRIGGERS_TEST_QUEUE": QUEUE,
+        "TRIGGERS_TEST_STORAGES": json.dumps(storages),
+        "TRIGGERS_TEST_CONF": json.dumps({"triggers_metrics_port": port}),
+        "TRIGGERS_TEST_SPANS": str(spans_file),
+        "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
+        "TRIGGERS_METRICS": "",
+        "TRIGGERS_TRACING": "",
+    }
+    worker = PreforkWorker(f"observe-{RUN_ID}", env, log_dir)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observe.configure(tracer_provider=provider, metrics=False)
+    sender = make_app(redis_url, QUEUE, storages)
+    try:
+        worker.wait_ready()
+        yield {
+            "sender": sender,
+            "exporter": exporter,
+            "spans_file": str(spans_file),
+            "port": port,
+            "worker": worker,
+        }
+    finally:
+        observe.configure()
+        provider.shutdown()
+        sender.close()
+        worker.stop()
+
+
+def _wait(check: Any, what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_one_fire_is_one_trace_across_the_worker(traced: dict[str, Any]) -> None:
+    manager = open_test_manager(traced["sender"], "observe")
+    manager.update_configuration(CONFIG)
+    traced["exporter"].clear()
+    manager.fire("go", {"n": 1})
+    _wait(
+        lambda: (
+            manager.storage["t_obsB#0"].status is Status.FINISHED
+            if "t_obsB#0" in manager.storage.instances
+            else False
+        ),
+        "t_obsB#0 to finish",
+    )
+    assert manager.storage["t_obsA#0"].status is Status.FINISHED
+    here = [as_record(span) for span in traced["exporter"].get_finished_spans()]
+    there = _wait(
+        lambda: (
+            [
+                s
+                for s in read_spans(traced["spans_file"])
+                if s["attributes"].get("triggers.instance") == "t_obsB#0"
+                and s["name"] == "triggers.run t_obsB"
+            ]
+            and read_spans(traced["spans_file"])
+        ),
+        "the worker's spans",
+        timeout=15,
+    )
+    spans = here + there
+    (fire,) = [s for s in here if s["name"] == "triggers.fire go"]
+    trace = [s for s in spans if s["trace"] == fire["trace"]]
+    by_name = {}
+    for span in trace:
+        by_name.setdefault(span["name"], []).append(span)
+    (dispatch_a,) = by_name["triggers.dispatch t_obsA"]
+    (run_a,) = by_name["triggers.run t_obsA"]
+    (cascade,) = by_name["triggers.fire t_obsA"]
+    (dispatch_b,) = by_name["triggers.dispatch t_obsB"]
+    (run_b,) = by_name["triggers.run t_obsB"]
+    chain = [fire, dispatch_a, run_a, cascade, dispatch_b, run_b]
+    assert fire["parent"] is None
+    for parent, child in itertools.pairwise(chain):
+        assert child["parent"] == parent["span"], (parent["name"], child["name"])
+    # The fire and its dispatch ran here; the runs and the cascade in a prefork child.
+    worker_pids = {run_a["pid"], cascade["pid"], run_b["pid"]}
+    assert fire["pid"] not in worker_pids
+    assert run_a["attributes"]["triggers.status"] == "finished"
+    assert run_b["attributes"]["triggers.instance"] == "t_obsB#0"
+    # Every span the worker made for this session belongs to the fire's trace.
+    session_spans = [
+        s for s in there if s["attributes"].get("triggers.instance", "").startswith("t_obs")
+    ]
+    assert {s["trace"] for s in session_spans} == {fire["trace"]}
+    storage_spans = [s for s in trace if s["name"].startswith("triggers.storage.")]
+    assert {s["attributes"]["triggers.backend"] for s in storage_spans} == {"sqlalchemy"}
+
+    # The worker's metrics, added up over its processes by the bootstep's server.
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{traced['port']}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    text = _wait(lambda: 'task="t_obsB"' in scrape() and scrape(), "the worker's metrics")
+    assert 'triggers_instances_total{status="finished",task="t_obsA"} 1.0' in text
+    assert 'triggers_instances_total{status="finished",task="t_obsB"} 1.0' in text
+    assert 'triggers_instances_total{status="scheduled",task="t_obsB"} 1.0' in text
+    assert 'triggers_fires_total{trigger="t_obsA"} 1.0' in text
+    assert 'triggers_task_duration_seconds_count{status="finished",task="t_obsA"} 1.0' in text
+    assert 'triggers_schedule_to_start_seconds_count{task="t_obsB"} 1.0' in text
