@@ -7,8 +7,10 @@ load hits every mode alike:
 * ``off``: no observer (``configure(metrics=False, tracing=False)``: the fire
   path of a process where neither extra is installed);
 * ``metrics``: ``prometheus_client`` counting into its default registry;
-* ``both``: metrics and ``opentelemetry-api`` with no SDK configured (no
-  exporter: every span is the API's non-recording one).
+* ``both``: metrics and ``opentelemetry-api`` with no tracer provider
+  configured (no SDK, no exporter: traces are left out until one is set);
+* ``traced``: both, with the SDK's tracer provider and no span processor
+  (every span recorded and dropped: the cost of tracing itself).
 
 Each fire schedules one new instance of an ``andEvery`` task, handed to a
 runner that records it (the fire is timed, not the task). The report gives the
@@ -30,25 +32,36 @@ from benchmarks.common import recording_manager, uid
 from triggers_core.runtime import observe
 from triggers_core.runtime.memory import MemoryStorage
 
-MODES = ("off", "metrics", "both")
+MODES = ("off", "metrics", "both", "traced")
 CONFIG = {"t_tick": {"after": ["tick"], "andEvery": "tick", "run": "bench_task"}}
 TARGET = 1.05
 
 
 def _configure(mode: str) -> None:
-    observe.configure(metrics=mode != "off", tracing=mode == "both")
+    provider = None
+    if mode == "traced":
+        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415 - optional
+
+        provider = TracerProvider()
+    observe.configure(
+        metrics=mode != "off", tracing=mode in ("both", "traced"), tracer_provider=provider
+    )
 
 
 def _block(fires: int) -> float:
-    """Seconds per fire of ``fires`` fires into a fresh session."""
+    """CPU seconds of this thread per fire, over ``fires`` fires into a fresh session.
+
+    CPU time, not wall time: on a shared machine a neighbour's load would
+    otherwise be most of the difference between the modes.
+    """
     manager, runner = recording_manager(MemoryStorage(uid("observe")))
     manager.update_configuration(CONFIG)
     for _ in range(10):  # warm the session's working set
         manager.fire("tick")
-    began = time.perf_counter()
+    began = time.thread_time()
     for _ in range(fires):
         manager.fire("tick")
-    took = time.perf_counter() - began
+    took = time.thread_time() - began
     assert len(runner.dispatched) == fires + 10, runner.dispatched[-3:]
     return took / fires
 
@@ -59,7 +72,8 @@ def measure(rounds: int, fires: int) -> dict[str, list[float]]:
     gc_was = gc.isenabled()
     try:
         for index in range(rounds):
-            order = MODES[index % 3 :] + MODES[: index % 3]
+            shift = index % len(MODES)
+            order = MODES[shift:] + MODES[:shift]
             for mode in order:
                 _configure(mode)
                 gc.collect()
@@ -80,7 +94,7 @@ def report(samples: dict[str, list[float]], rounds: int, fires: int) -> str:
     lines = [
         f"### Fire on memory storage, watched and not ({rounds} rounds of {fires} fires)",
         "",
-        "| observers | median us per fire | ratio to none |",
+        "| observers | median us (CPU) per fire | ratio to off |",
         "| --- | --- | --- |",
     ]
     for mode in MODES:

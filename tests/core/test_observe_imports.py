@@ -21,6 +21,10 @@ import json, sys
 for name in {blocked!r}:
     sys.modules[name] = None  # what an interpreter without the distribution sees
 import triggers_core.testing.sample_tasks
+if {sdk!r}:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    trace.set_tracer_provider(TracerProvider())
 from triggers_core import TriggerManager
 from triggers_core.runtime import observe
 manager = TriggerManager("memory://", "imports")
@@ -39,10 +43,10 @@ print(json.dumps({{"loaded": loaded, "observer": type(observe.current()).__name_
 """
 
 
-def run(blocked: tuple[str, ...], **env: str) -> dict[str, object]:
+def run(blocked: tuple[str, ...], sdk: bool = False, **env: str) -> dict[str, object]:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(blocked=blocked)],
+        [sys.executable, "-c", SCRIPT.format(blocked=blocked, sdk=sdk)],
         env=full_env,
         capture_output=True,
         text=True,
@@ -66,13 +70,21 @@ def test_extras_switched_off_by_the_environment_import_nothing_of_them() -> None
 
 def test_installed_extras_are_used() -> None:
     pytest.importorskip("prometheus_client")
-    pytest.importorskip("opentelemetry.trace")
-    result = run((), TRIGGERS_METRICS="", TRIGGERS_TRACING="")
+    pytest.importorskip("opentelemetry.sdk")
+    result = run((), sdk=True, TRIGGERS_METRICS="", TRIGGERS_TRACING="")
     assert result["observer"] == "Composite"
     loaded = result["loaded"]
     assert isinstance(loaded, list)
     assert "prometheus_client" in loaded
     assert "opentelemetry.trace" in loaded
+
+
+def test_traces_wait_for_a_tracer_provider() -> None:
+    pytest.importorskip("prometheus_client")
+    pytest.importorskip("opentelemetry.trace")
+    # The API alone (no SDK set up): spans would all be no-ops, so only metrics watch.
+    result = run((), TRIGGERS_METRICS="", TRIGGERS_TRACING="")
+    assert result["observer"] == "MetricsObserver"
 
 
 def test_one_extra_alone() -> None:

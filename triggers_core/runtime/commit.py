@@ -102,6 +102,7 @@ def _observed(
     policy: CommitPolicy,
 ) -> Transition:
     """:func:`commit`, telling ``observer`` about each step (the same loop otherwise)."""
+    spans = observer.watches_storage
     turn = storage.commit_lock
     for attempt in range(policy.max_attempts):
         if not turn.acquire(timeout=COMMIT_TURN_TIMEOUT):
@@ -111,25 +112,29 @@ def _observed(
                 session=storage.uid,
             )
         try:
-            token = observer.load_begin(storage, attempt)
+            token = observer.load_begin(storage, attempt) if spans else None
             try:
                 snapshot = storage.load(scope)
             except BaseException as exc:
-                observer.load_end(token, exc)
+                if spans:
+                    observer.load_end(token, exc)
                 raise
-            observer.load_end(token, None)
+            if spans:
+                observer.load_end(token, None)
             try:
                 transition = compute(snapshot.state)
             except UnknownInstanceError as exc:
                 raise UnknownInstanceError(exc.instance, storage.uid) from None
             if transition.commit:
-                token = observer.store_begin(storage, attempt)
+                token = observer.store_begin(storage, attempt) if spans else None
                 try:
                     storage.compare_and_swap(snapshot.version, transition.state, transition.changes)
                 except BaseException as exc:
-                    observer.store_end(token, exc)
+                    if spans:
+                        observer.store_end(token, exc)
                     raise
-                observer.store_end(token, None)
+                if spans:
+                    observer.store_end(token, None)
                 observer.committed(storage, snapshot.state, transition)
         except ConflictError:
             observer.conflict(storage, attempt)

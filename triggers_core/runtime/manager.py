@@ -263,7 +263,7 @@ class TriggerManager(OperatorActions):
 
     def _dispatch_one(self, effect: ScheduleInstance) -> None:
         watcher = observer()
-        if watcher is None:
+        if watcher is None or not watcher.watches_dispatch:
             self.get_runner(effect.using).dispatch(self, effect)
             return
         token = watcher.dispatch_begin(self.uid, effect)

@@ -38,6 +38,7 @@ import importlib
 import importlib.util
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -48,6 +49,7 @@ from triggers_core.runtime.storage import Storage
 
 __all__ = [
     "METRICS_ENV",
+    "RECHECK_SECONDS",
     "SESSION_ATTRIBUTES",
     "SESSION_ATTRIBUTE_ENV",
     "TRACING_ENV",
@@ -70,6 +72,8 @@ TRACING_ENV = "TRIGGERS_TRACING"
 SESSION_ATTRIBUTE_ENV = "TRIGGERS_TRACE_SESSION"
 SESSION_ATTRIBUTES = ("hash", "uid", "none")
 
+#: Seconds between two looks for a tracer provider while traces are wanted and there is none.
+RECHECK_SECONDS = 1.0
 #: The modules of the shipped observers, and the distribution each needs.
 _SHIPPED = {
     "metrics": ("triggers_core.runtime.metrics", "prometheus_client", METRICS_ENV),
@@ -83,7 +87,25 @@ class Observer:
     Subclass and override what you need; the ``*_begin`` methods return a
     token for their ``*_end`` (see the module). An observer must not raise:
     the shell does not guard the calls.
+
+    An observer that overrides none of the ``load_*``/``store_*`` (or
+    ``dispatch_*``) methods is not called for them at all
+    (:attr:`watches_storage`, :attr:`watches_dispatch`, set for each subclass).
     """
+
+    #: Whether the ``load_*``/``store_*`` methods are overridden (else never called).
+    watches_storage: bool = False
+    #: Whether the ``dispatch_*`` methods are overridden (else never called).
+    watches_dispatch: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+
+        def overrides(*names: str) -> bool:
+            return any(getattr(cls, name) is not getattr(Observer, name) for name in names)
+
+        cls.watches_storage = overrides("load_begin", "load_end", "store_begin", "store_end")
+        cls.watches_dispatch = overrides("dispatch_begin", "dispatch_end")
 
     def fire_begin(self, storage: Storage, trigger: str) -> Any:
         """An application fire of ``trigger`` starts (cascades are :meth:`cascade_begin`)."""
@@ -157,6 +179,8 @@ class Composite(Observer):
     def __init__(self, first: Observer, second: Observer) -> None:
         self.first = first
         self.second = second
+        self.watches_storage = first.watches_storage or second.watches_storage
+        self.watches_dispatch = first.watches_dispatch or second.watches_dispatch
 
     @classmethod
     def of(cls, parts: Iterable[Observer]) -> Observer | None:
@@ -259,15 +283,26 @@ class _Settings:
         self.session_attribute: str | None = None
         self.extra: tuple[Observer, ...] = ()
         self.lock = threading.Lock()
+        #: The shipped observers wanted (installed, not switched off), decided once.
+        self.kinds: tuple[str, ...] | None = None
+        self.tracer: Observer | None = None
+        #: While traces are wanted but no tracer provider is set: when to look again.
+        self.recheck_at = 0.0
 
 
 _settings = _Settings()
 
 
 def current() -> Observer | None:
-    """The observer of this process, or None when nothing watches (decided once)."""
-    if _settings.resolved:
-        return _settings.active
+    """The observer of this process, or None when nothing watches (decided once).
+
+    While ``opentelemetry-api`` is installed but no tracer provider is set (no
+    SDK: every span would be a no-op), traces are left out and looked for
+    again every :data:`RECHECK_SECONDS`.
+    """
+    settings = _settings
+    if settings.resolved and not (settings.recheck_at and time.monotonic() >= settings.recheck_at):
+        return settings.active
     return _resolve()
 
 
@@ -295,22 +330,31 @@ def _extra(kind: str) -> str:
 
 
 def _resolve() -> Observer | None:
-    with _settings.lock:
-        if _settings.resolved:
-            return _settings.active
+    settings = _settings
+    with settings.lock:
+        due = settings.recheck_at and time.monotonic() >= settings.recheck_at
+        if settings.resolved and not due:
+            return settings.active
+        if settings.kinds is None:
+            choices = (("metrics", settings.metrics), ("tracing", settings.tracing))
+            settings.kinds = tuple(kind for kind, choice in choices if _wanted(kind, choice))
         parts: list[Observer] = []
-        for kind, choice in (("metrics", _settings.metrics), ("tracing", _settings.tracing)):
-            if not _wanted(kind, choice):
-                continue
+        settings.recheck_at = 0.0
+        for kind in settings.kinds:
             module = importlib.import_module(_SHIPPED[kind][0])  # an optional extra, by name
-            if kind == "tracing":
-                parts.append(module.TracingObserver(_settings.tracer_provider))
-            else:
+            if kind == "metrics":
                 parts.append(module.metrics_observer())
-        parts.extend(_settings.extra)
+                continue
+            if settings.tracer is None:
+                settings.tracer = module.TracingObserver(settings.tracer_provider)
+            if settings.tracer_provider is not None or module.provider_is_set():
+                parts.append(settings.tracer)
+            else:
+                settings.recheck_at = time.monotonic() + RECHECK_SECONDS
+        parts.extend(settings.extra)
         active = Composite.of(parts)
-        _settings.active = active
-        _settings.resolved = True
+        settings.active = active
+        settings.resolved = True
         return active
 
 
@@ -349,6 +393,9 @@ def configure(
         _settings.extra = extra
         _settings.resolved = False
         _settings.active = None
+        _settings.kinds = None
+        _settings.tracer = None
+        _settings.recheck_at = 0.0
     return current()
 
 

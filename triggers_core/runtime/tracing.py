@@ -2,9 +2,9 @@
 
 Imported only when ``opentelemetry-api`` is installed (see :mod:`.observe`);
 the SDK, its exporters and its sampling are the application's choice. Without
-an SDK (the API's no-op tracer) a span is never recording, and nothing more is
-done for it: no context is attached, and for the next :data:`RECHECK_SECONDS`
-no span is even started (a provider set meanwhile is used from then on).
+a tracer provider (no SDK: the API's no-op tracer) this observer is left out
+altogether (see :func:`~.observe.current`); a span that is not recording (not
+sampled) gets nothing more: no attributes, no context attached.
 
 ==============================  ========  ==============================================
 span                            kind      attributes (all prefixed ``triggers.``)
@@ -35,7 +35,6 @@ While tracing is on, lifecycle log records (logger ``triggers.lifecycle``) carry
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -50,12 +49,10 @@ from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER
 from triggers_core.runtime.observe import Observer, session_attribute, task_of
 from triggers_core.runtime.storage import Storage
 
-__all__ = ["RECHECK_SECONDS", "TRACER_NAME", "TraceLogFilter", "TracingObserver"]
+__all__ = ["TRACER_NAME", "TraceLogFilter", "TracingObserver", "provider_is_set"]
 
 #: The instrumentation scope of every span.
 TRACER_NAME = "triggers"
-#: Seconds between two looks for a tracer provider, while there is none (only the API).
-RECHECK_SECONDS = 1.0
 #: Characters of a trigger or task name kept in a span name.
 _NAME_LENGTH = 100
 
@@ -72,6 +69,11 @@ class TraceLogFilter(logging.Filter):
             record.otelTraceID = format(found.trace_id, "032x")
             record.otelSpanID = format(found.span_id, "016x")
         return True
+
+
+def provider_is_set() -> bool:
+    """True once the application set a global tracer provider (an SDK)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def _install_log_filter() -> None:
@@ -99,18 +101,12 @@ class TracingObserver(Observer):
             self.tracer = trace.get_tracer(TRACER_NAME)
         else:
             self.tracer = tracer_provider.get_tracer(TRACER_NAME)
-        self._idle_until = 0.0
         _install_log_filter()
 
     def _start(self, name: str, kind: SpanKind, session: str | None = None) -> _Token:
-        if self._idle_until and time.monotonic() < self._idle_until:
-            return None
         span = self.tracer.start_span(name, kind=kind)
         if not span.is_recording():
-            if not span.get_span_context().is_valid:
-                # No SDK (the API's no-op tracer): ask again in a while, not at every span.
-                self._idle_until = time.monotonic() + RECHECK_SECONDS
-            return None  # nothing to record, nothing to parent
+            return None  # not sampled: nothing to record, nothing to parent
         if session is not None:
             value = session_attribute(session)
             if value is not None:
