@@ -51,10 +51,12 @@ def example(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks of issue 8 on every backend (medians, ratios, targets); see BENCHMARKS.md."""
+    """Benchmarks of issue 8 on every backend (medians, ratios, targets), of the web console
+    and of observing a fire (issue 25); see BENCHMARKS.md."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "benchmarks.run", *session.posargs, env=dict(os.environ))
     session.run("python", "-m", "benchmarks.web", env=dict(os.environ))
+    session.run("python", "-m", "benchmarks.observability", env=dict(os.environ))
 
 
 @nox.session(name="bench-celery")

@@ -94,3 +94,36 @@ def test_one_extra_alone() -> None:
     loaded = result["loaded"]
     assert isinstance(loaded, list)
     assert not any(name.startswith("opentelemetry") for name in loaded)
+
+
+LATER = """
+import time
+import triggers_core.testing.sample_tasks
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from triggers_core import TriggerManager
+from triggers_core.runtime import observe
+manager = TriggerManager("memory://", "later")
+manager.fire("nothing")
+before = type(observe.current()).__name__
+trace.set_tracer_provider(TracerProvider())
+time.sleep(observe.RECHECK_SECONDS + 0.2)
+manager.fire("nothing")
+print(before, type(observe.current()).__name__)
+"""
+
+
+def test_a_tracer_provider_set_after_the_first_fire_is_used() -> None:
+    pytest.importorskip("prometheus_client")
+    pytest.importorskip("opentelemetry.sdk")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRIGGERS_METRICS": "", "TRIGGERS_TRACING": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", LATER],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["MetricsObserver", "Composite"]
