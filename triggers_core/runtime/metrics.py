@@ -223,6 +223,15 @@ class _Store(Collector):
                 series.buckets[bisect.bisect_left(series.metric.buckets, value)] += 1.0
                 series.value += value
 
+    def observe(self, series: _Series, value: float) -> None:
+        """Observe ``value`` seconds in the histogram ``series``."""
+        if self.shared:
+            series.child.observe(value)
+            return
+        with self.lock:
+            series.buckets[bisect.bisect_left(series.metric.buckets, value)] += 1.0
+            series.value += value
+
     def collect(self) -> Iterator[Metric]:
         with self.lock:
             found = [
@@ -337,7 +346,7 @@ class MetricsObserver(Observer):
         series = self._fire_durations.get(token[0])
         if series is None:
             series = self._fire_durations[token[0]] = self._store.series(FIRE_DURATION, (token[0],))
-        self._store.add([], [(series, took)])
+        self._store.observe(series, took)
 
     def conflict(self, storage: Storage, attempt: int) -> None:
         self._store.add([self._store.series(STORAGE_CONFLICTS, (storage.backend_name,))], [])
