@@ -12,8 +12,10 @@ known keys to short strings is ignored (the run starts a trace of its own).
 
 When ``opentelemetry-instrumentation-celery`` instruments the process, it
 propagates the context itself (its ``apply_async``/``run`` spans): the header
-is not sent, and a worker whose run span is already current keeps it as the
-parent, so nothing is propagated twice and no span has two parents.
+is not sent and not read, and the instrumentation's ``run/{task}`` span is the
+parent of ``triggers.run``, so nothing is propagated twice and no span has two
+parents. Instrument the processes that fire and the workers alike (a worker
+instrumented alone starts a trace per message).
 
 **Metrics of a worker.** :class:`MetricsServer`, a worker bootstep added by
 :func:`~triggers_celery.bind_tasks`, serves ``prometheus_client``'s exposition
@@ -113,8 +115,8 @@ def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None,
     if not getattr(task, "trigger_task_name", None) or task_id is None:
         return
     watcher = observer()
-    if watcher is None:
-        return
+    if watcher is None or _instrumented():
+        return  # OpenTelemetry's Celery instrumentation makes its run span current itself
     carrier = trace_carrier(getattr(task, "request", None))
     if carrier is not None:
         _attached[task_id] = watcher.attach(carrier)

@@ -55,7 +55,7 @@ def _free_port() -> int:
 class PreforkWorker(WorkerProcess):
     """``celery -A trace_worker_app worker --pool=prefork`` with its log in a file."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, queue: str, env: dict[str, str], log_dir: Path) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         command = [
@@ -63,7 +63,7 @@ class PreforkWorker(WorkerProcess):
             *("-m", "celery", "-A", "trace_worker_app", "worker"),
             *("--pool=prefork", "--concurrency=1", "--without-gossip", "--without-mingle"),
             *("--without-heartbeat", "--loglevel=INFO", f"--hostname={name}@%h"),
-            f"--queues={QUEUE}",
+            f"--queues={queue}",
         ]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
@@ -107,7 +107,7 @@ def traced(
         "TRIGGERS_METRICS": "",
         "TRIGGERS_TRACING": "",
     }
-    worker = PreforkWorker(f"observe-{RUN_ID}", env, log_dir)
+    worker = PreforkWorker(f"observe-{RUN_ID}", QUEUE, env, log_dir)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -208,3 +208,92 @@ def test_one_fire_is_one_trace_across_the_worker(traced: dict[str, Any]) -> None
     assert 'triggers_fires_total{trigger="t_obsA"} 1.0' in text
     assert 'triggers_task_duration_seconds_count{status="finished",task="t_obsA"} 1.0' in text
     assert 'triggers_schedule_to_start_seconds_count{task="t_obsB"} 1.0' in text
+
+
+@pytest.fixture(scope="module")
+def instrumented(
+    redis_url: str,
+    storages: dict[str, str],
+    log_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Any]]:
+    """Both sides instrumented by opentelemetry-instrumentation-celery as well."""
+    celery_instrumentation = pytest.importorskip("opentelemetry.instrumentation.celery")
+    queue = f"{QUEUE}-instrumented"
+    spans_file = tmp_path_factory.mktemp("instrumented") / "spans.jsonl"
+    env = {
+        "TRIGGERS_TEST_BROKER": redis_url,
+        "TRIGGERS_TEST_QUEUE": queue,
+        "TRIGGERS_TEST_STORAGES": json.dumps(storages),
+        "TRIGGERS_TEST_SPANS": str(spans_file),
+        "TRIGGERS_TEST_OTEL_CELERY": "1",
+        "TRIGGERS_METRICS": "off",
+        "TRIGGERS_TRACING": "",
+    }
+    worker = PreforkWorker(f"instrumented-{RUN_ID}", queue, env, log_dir)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observe.configure(tracer_provider=provider, metrics=False)
+    instrumentor = celery_instrumentation.CeleryInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    sender = make_app(redis_url, queue, storages)
+    try:
+        worker.wait_ready()
+        yield {"sender": sender, "exporter": exporter, "spans_file": str(spans_file)}
+    finally:
+        instrumentor.uninstrument()
+        observe.configure()
+        provider.shutdown()
+        sender.close()
+        worker.stop()
+
+
+def test_with_opentelemetry_celery_instrumentation_the_context_travels_once(
+    instrumented: dict[str, Any],
+) -> None:
+    manager = open_test_manager(instrumented["sender"], "instrumented")
+    manager.update_configuration(CONFIG)
+    instrumented["exporter"].clear()
+    manager.fire("go")
+    _wait(
+        lambda: (
+            "t_obsB#0" in manager.storage.instances
+            and manager.storage["t_obsB#0"].status is Status.FINISHED
+        ),
+        "t_obsB#0 to finish",
+    )
+    here = [as_record(span) for span in instrumented["exporter"].get_finished_spans()]
+    there = _wait(
+        lambda: (
+            any(s["name"] == "triggers.run t_obsB" for s in read_spans(instrumented["spans_file"]))
+            and read_spans(instrumented["spans_file"])
+        ),
+        "the worker's spans",
+        timeout=15,
+    )
+    spans = here + there
+    by_id = {s["span"]: s for s in spans}
+    (fire,) = [s for s in here if s["name"] == "triggers.fire go"]
+    assert {s["trace"] for s in spans if s["name"].startswith("triggers.")} == {fire["trace"]}
+
+    def ancestry(span: dict[str, Any]) -> list[str]:
+        names = []
+        while span["parent"] is not None:
+            span = by_id[span["parent"]]
+            names.append(span["name"])
+        return names
+
+    (run_b,) = [s for s in there if s["name"] == "triggers.run t_obsB"]
+    task = PassThruTask.name
+    assert ancestry(run_b) == [
+        f"run/{DevNullTask.name}",
+        f"apply_async/{DevNullTask.name}",
+        "triggers.dispatch t_obsB",
+        "triggers.fire t_obsA",
+        "triggers.run t_obsA",
+        f"run/{task}",
+        f"apply_async/{task}",
+        "triggers.dispatch t_obsA",
+        "triggers.fire go",
+    ]

@@ -2,7 +2,8 @@
 
 ``worker_app``'s app and tasks, plus tracing in every prefork child: spans go
 to a test-only exporter that appends one JSON line per span to the file named
-by ``TRIGGERS_TEST_SPANS`` (the test process reads it back).
+by ``TRIGGERS_TEST_SPANS`` (the test process reads it back). With
+``TRIGGERS_TEST_OTEL_CELERY`` set, OpenTelemetry's Celery instrumentation too.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def _trace_to_file(**_: Any) -> None:
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(path)))
         observe.configure(tracer_provider=provider)
+        if os.environ.get("TRIGGERS_TEST_OTEL_CELERY"):
+            from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+            CeleryInstrumentor().instrument(tracer_provider=provider)
 
 
 worker_process_init.connect(_trace_to_file, weak=False)
