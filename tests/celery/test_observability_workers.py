@@ -29,13 +29,21 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from processes import BROKERS, ROOT, RUN_ID, STARTED, WorkerProcess, python_env
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from sessions import open_test_manager
 from trace_worker_app import as_record, read_spans
 from worker_app import make_app
 
 from triggers_core import Status
 from triggers_core.runtime import observe
-from triggers_core.testing.sample_tasks import DevNullTask, PassThruTask
+from triggers_core.testing.sample_tasks import (
+    DevNullTask,
+    FailingTask,
+    PassThruTask,
+    SelfRetryingTask,
+    SelfSkippingTask,
+)
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -111,7 +119,7 @@ def traced(
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    observe.configure(tracer_provider=provider, metrics=False)
+    observe.configure(tracer_provider=provider)
     sender = make_app(redis_url, QUEUE, storages)
     try:
         worker.wait_ready()
@@ -208,6 +216,82 @@ def test_one_fire_is_one_trace_across_the_worker(traced: dict[str, Any]) -> None
     assert 'triggers_fires_total{trigger="t_obsA"} 1.0' in text
     assert 'triggers_task_duration_seconds_count{status="finished",task="t_obsA"} 1.0' in text
     assert 'triggers_schedule_to_start_seconds_count{task="t_obsB"} 1.0' in text
+
+
+WORKFLOW = {
+    "t_wfFail": {"after": ["start"], "run": FailingTask.name},
+    "t_wfRetry": {
+        "after": ["start"],
+        "run": SelfRetryingTask.name,
+        "withParams": {"retries": {"max": 2}},
+    },
+    "t_wfSkip": {"after": ["start"], "run": SelfSkippingTask.name},
+    "t_wfOk": {"after": ["start"], "run": PassThruTask.name},
+}
+
+
+def _instances_total(text: str) -> dict[tuple[str, str], float]:
+    """``triggers_instances_total`` by (task, status) from an exposition."""
+    found: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "triggers_instances_total":
+                key = (sample.labels["task"], sample.labels["status"])
+                found[key] = found.get(key, 0.0) + sample.value
+    return found
+
+
+def test_counters_of_both_processes_match_the_status_histories(traced: dict[str, Any]) -> None:
+    """Failure, retry, skip and replay on the worker; the sum of both processes' counts."""
+    manager = open_test_manager(traced["sender"], "counters")
+    manager.update_configuration(WORKFLOW)
+    before = _instances_total(generate_latest(REGISTRY).decode())
+
+    def settled() -> bool:
+        instances = manager.storage.instances.values()
+        return bool(instances) and all(
+            i.status not in (Status.SCHEDULED, Status.RUNNING, Status.UNSTARTED) for i in instances
+        )
+
+    manager.fire("start")
+    _wait(lambda: settled() and "t_wfRetry#2" in manager.storage.instances, "the first runs")
+    manager.replay_failed_instance("t_wfFail#0")
+    _wait(lambda: settled() and "t_wfFail#1" in manager.storage.instances, "the replay")
+    manager.skip_failed_instance("t_wfFail#1")
+    instances = list(manager.storage.instances.values())
+    assert {i.name: i.status.value for i in instances} == {
+        "t_wfFail#0": "replayed",
+        "t_wfFail#1": "skipped",
+        "t_wfRetry#0": "replayed",
+        "t_wfRetry#1": "replayed",
+        "t_wfRetry#2": "finished",
+        "t_wfSkip#0": "skipped",
+        "t_wfOk#0": "finished",
+    }
+    expected: dict[tuple[str, str], float] = {}
+    for instance in instances:
+        for status in instance.metadata["timestamps"]:
+            key = (instance.task_name, status)
+            expected[key] = expected.get(key, 0.0) + 1.0
+
+    def counted() -> dict[tuple[str, str], float]:
+        after = _instances_total(generate_latest(REGISTRY).decode())
+        here = {k: v - before.get(k, 0.0) for k, v in after.items() if k[0].startswith("t_wf")}
+        url = f"http://127.0.0.1:{traced['port']}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            there = _instances_total(response.read().decode())
+        total: dict[tuple[str, str], float] = {}
+        for part in (here, there):
+            for key, value in part.items():
+                if key[0].startswith("t_wf") and value:
+                    total[key] = total.get(key, 0.0) + value
+        return total
+
+    # The worker's last commit may still be on its way to its metrics file.
+    _wait(lambda: counted() == expected, "the counts to match", timeout=10)
+    assert counted() == expected
+    assert expected[("t_wfFail", "failed")] == 2.0
+    assert expected[("t_wfRetry", "replayed")] == 2.0
 
 
 @pytest.fixture(scope="module")
