@@ -8,8 +8,10 @@ the process count too). Each test watches with a fresh
 from __future__ import annotations
 
 import collections
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
@@ -18,10 +20,17 @@ pytest.importorskip("prometheus_client")
 from prometheus_client import REGISTRY
 
 import triggers_core.testing.sample_tasks  # noqa: F401 - registers the sample tasks
-from triggers_core import Status, ThreadingTaskRunner, TriggerManager
+from triggers_core import (
+    MemoryStore,
+    Status,
+    ThreadingTaskRunner,
+    TriggerManager,
+    engine,
+)
+from triggers_core.engine.leases import Lease
 from triggers_core.runtime import metrics, observe
 from triggers_core.runtime.memory import MemoryStorage
-from triggers_core.runtime.recovery import Recovered, RecoveryReport
+from triggers_core.runtime.recovery import sweep_store
 
 WORKFLOW = {
     "t_obsOk": {"after": ["go"], "run": "triggers.PassThruTask"},
@@ -147,20 +156,29 @@ def test_conflicts_recoveries_and_sweep_gauges(watcher: metrics.MetricsObserver)
         (("backend", "memory"),): 2.0
     }
     recovered = samples("triggers_recovered_total")
-    from triggers_core.runtime import recovery
-
-    report = RecoveryReport(
-        (
-            Recovered("s", "t_obsLost#3", "taken over", "replayed as t_obsLost#4"),
-            Recovered("s", "t_obsLost#5", "left", "moved on"),
-        ),
-        2,
+    runner = ThreadingTaskRunner()
+    manager = TriggerManager(
+        MemoryStorage(f"obs-{uuid.uuid4().hex}", MemoryStore()), runners={"threading": runner}
     )
-    recovery._observe(report, lost=7)
+    manager.update_configuration({"t_obsLost": {"after": ["go"], "run": "triggers.DevNullTask"}})
+    # Start t_obsLost#0 as a worker would, under a lease, then "die": nobody renews it.
+    loaded = manager.storage.load_full()
+    fired = engine.fire(loaded.state, "go", now=manager.now())
+    manager.storage.compare_and_swap(loaded.version, fired.state, fired.changes)
+    loaded = manager.storage.load_full()
+    lease = Lease("dead-run", manager.now() + timedelta(seconds=0.2), 0.2, {"host": "gone"})
+    started = engine.mark_running(loaded.state, "t_obsLost#0", now=manager.now(), lease=lease)
+    manager.storage.compare_and_swap(loaded.version, started.state, started.changes)
+    time.sleep(0.3)
+    report = sweep_store(
+        manager.storage, lambda s: TriggerManager(s, runners={"threading": runner})
+    )
+    runner.join_all()
+    assert [(a.instance, a.action) for a in report.acted] == [("t_obsLost#0", "taken over")]
     assert delta(recovered, samples("triggers_recovered_total")) == {
         (("action", "taken over"), ("task", "t_obsLost")): 1.0
     }
-    assert samples("triggers_instances_lost") == {(): 7.0}
+    assert samples("triggers_instances_lost") == {(): 1.0}
     assert samples("triggers_timers_overdue") == {(): 0.0}
 
 
