@@ -108,8 +108,8 @@ def report(samples: dict[str, list[float]], rounds: int, fires: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--fires", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--fires", type=int, default=100)
     args = parser.parse_args(argv)
     samples = measure(args.rounds, args.fires)
     print(report(samples, args.rounds, args.fires))

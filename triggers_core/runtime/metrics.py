@@ -162,12 +162,15 @@ _STATUSES = frozenset(s.value for s in Status)
 class _Series:
     """One labelled series: a count, or a histogram's buckets (not cumulative) and sum."""
 
-    __slots__ = ("buckets", "child", "labels", "metric", "value")
+    __slots__ = ("buckets", "child", "count", "labels", "metric", "value")
 
     def __init__(self, metric: MetricSpec, labels: tuple[str, ...], child: Any) -> None:
         self.metric = metric
         self.labels = labels
-        self.value = 0.0  # the count, or the histogram's sum
+        #: A counter's count: ``next()`` on an ``itertools.count`` is one atomic step in
+        #: CPython, so counting takes no lock (read back by :func:`_counted`).
+        self.count = itertools.count()
+        self.value = 0.0  # a histogram's sum
         self.buckets = [0.0] * (len(metric.buckets) + 1)  # +Inf last
         #: The ``prometheus_client`` child that keeps it in multiprocess mode, else None.
         self.child = child
@@ -176,8 +179,8 @@ class _Series:
 class _Store(Collector):
     """Every series of this process.
 
-    In a single process the numbers are plain floats, changed under one lock
-    per observed commit and read by :meth:`collect` when the registry is
+    In a single process counts are ``itertools.count`` objects and histograms
+    plain floats under one lock, read by :meth:`collect` when the registry is
     scraped. In multiprocess mode each series is a ``prometheus_client`` child
     (which writes to the ``PROMETHEUS_MULTIPROC_DIR`` files).
     """
@@ -216,12 +219,13 @@ class _Store(Collector):
             for series, value in observed:
                 series.child.observe(value)
             return
-        with self.lock:
-            for series in counts:
-                series.value += 1.0
-            for series, value in observed:
-                series.buckets[bisect.bisect_left(series.metric.buckets, value)] += 1.0
-                series.value += value
+        for series in counts:
+            next(series.count)
+        if observed:
+            with self.lock:
+                for series, value in observed:
+                    series.buckets[bisect.bisect_left(series.metric.buckets, value)] += 1.0
+                    series.value += value
 
     def observe(self, series: _Series, value: float) -> None:
         """Observe ``value`` seconds in the histogram ``series``."""
@@ -235,7 +239,7 @@ class _Store(Collector):
     def collect(self) -> Iterator[Metric]:
         with self.lock:
             found = [
-                (series.metric, series.labels, series.value, list(series.buckets))
+                (series.metric, series.labels, _counted(series), list(series.buckets))
                 for series in self._series.values()
             ]
         for metric in METRICS:
@@ -253,6 +257,13 @@ class _Store(Collector):
                     cumulative = list(itertools.accumulate(buckets))
                     family.add_metric(labels, list(zip(bounds, cumulative, strict=True)), total)
             yield family
+
+
+def _counted(series: _Series) -> float:
+    """A counter's count, else a histogram's sum (``repr(count(7))`` is ``"count(7)"``)."""
+    if series.metric.buckets:
+        return series.value
+    return float(repr(series.count)[6:-1])
 
 
 def _make_store() -> _Store:
