@@ -8,6 +8,7 @@ connections are refused. :meth:`FreezingProxy.thaw` restores forwarding.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
@@ -91,6 +92,15 @@ class FreezingProxy:
     def thaw(self) -> None:
         """Forward again."""
         self._forwarding.set()
+
+    def drop(self) -> None:
+        """Close every connection now (a network cut); new ones are accepted and forwarded."""
+        with self._lock:
+            sockets, self._sockets = list(self._sockets), set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
     def refuse(self) -> None:
         """Close the listening socket: new connections are refused."""

@@ -253,3 +253,40 @@ def test_completion_latency_runs_from_the_last_fire_the_score_waits_for() -> Non
     assert completion_latencies(fires, {"s1": 12.5}) == {"s1": 0.5}
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
+
+
+def test_the_lease_benchmark_runs_and_reports() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRIGGERS_STORAGE_URL"}
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.leases", "--quick", "--backends", "memory,sqlite"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for heading in ("a no-op task end to end", "A lease renewal", "A sweep over N sessions"):
+        assert heading in out.stdout, out.stdout
+    assert "| sqlite |" in out.stdout
+
+
+def test_the_celery_lease_benchmark_runs_and_reports() -> None:
+    from services import require_service
+
+    require_service("Redis", "127.0.0.1", 6379)
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    env = {k: v for k, v in os.environ.items() if k != "TRIGGERS_STORAGE_URL"}
+    command = [sys.executable, "-m", "benchmarks.leases_celery", "--instances", "10"]
+    out = subprocess.run(
+        [*command, "--rounds", "1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "| worker CPU ms per instance |" in out.stdout, out.stdout

@@ -26,9 +26,17 @@ from celery import signals
 from triggers_celery.app import set_default_app
 from triggers_celery.errors import BindingError
 from triggers_celery.observability import install_worker_steps
+from triggers_celery.sweeper import install as install_sweeper
 from triggers_celery.worker import TriggerCeleryTask, run_message
 from triggers_celery.worker_setup import watch_app
-from triggers_core.runtime.tasks import TaskContext, TriggerTask, get_task_class, registered_tasks
+from triggers_core.runtime.tasks import (
+    TaskContext,
+    TriggerTask,
+    get_task_class,
+    registered_tasks,
+    set_task_defaults,
+    task_defaults,
+)
 
 __all__ = ["FORBIDDEN_OPTIONS", "bind_tasks", "trigger_task"]
 
@@ -101,11 +109,17 @@ def bind_tasks(app: Any, *tasks: type[TriggerTask] | str, **options: Any) -> dic
     Call it after the app is configured: Celery reads some task defaults from
     the settings when a task is bound. It also installs the worker-side checks
     of :func:`~triggers_celery.worker_setup.watch_app` (the ``triggers_storages``
-    setting is sealed so that ``celery inspect conf`` cannot reveal the URLs).
+    setting is sealed so that ``celery inspect conf`` cannot reveal the URLs)
+    and the worker's sweeper (:mod:`triggers_celery.sweeper`), and applies the
+    ``triggers_task_defaults`` setting (a mapping of ``on_lost``,
+    ``max_lost_retries``, ``lease_seconds``: the defaults of the tasks that do not
+    set them, see :func:`~triggers_core.set_task_defaults`).
     """
     set_default_app(app)
     watch_app(app)
+    install_sweeper(app)
     install_worker_steps(app)
+    _apply_task_defaults(app)
     with _lock:
         if tasks:
             classes = {}
@@ -116,6 +130,31 @@ def bind_tasks(app: Any, *tasks: type[TriggerTask] | str, **options: Any) -> dic
             classes = registered_tasks()
             _bind_on_worker_start(app)
         return {name: _bind_one(app, name, cls, options) for name, cls in sorted(classes.items())}
+
+
+#: The Celery setting holding the process's task defaults (see bind_tasks).
+TASK_DEFAULTS_SETTING = "triggers_task_defaults"
+
+
+def _apply_task_defaults(app: Any) -> None:
+    given = app.conf.get(TASK_DEFAULTS_SETTING)
+    if given is None:
+        return
+    if not isinstance(given, Mapping):
+        raise BindingError(
+            f"{TASK_DEFAULTS_SETTING} must be a mapping of on_lost, max_lost_retries and "
+            f"lease_seconds, got {type(given).__name__}"
+        )
+    unknown = sorted(str(key) for key in given if key not in task_defaults())
+    if unknown:
+        raise BindingError(
+            f"{TASK_DEFAULTS_SETTING}: unknown {', '.join(map(repr, unknown))}; "
+            "known: 'lease_seconds', 'max_lost_retries', 'on_lost'"
+        )
+    try:
+        set_task_defaults(**given)
+    except ValueError as exc:
+        raise BindingError(f"{TASK_DEFAULTS_SETTING}: {exc}") from None
 
 
 def _bind_on_worker_start(app: Any) -> None:

@@ -14,8 +14,13 @@ Delivery is at least once, so a message may arrive for an instance that is no
 longer ``scheduled`` (a redelivery after a lost ack, a duplicate publish, an
 operator who already replayed it). ``run_instance`` refuses such an instance
 before running anything; the message is acknowledged and ignored with a log
-line. A trigger task retries by raising ``self.retry(...)``, which fails the
-instance and schedules a new one.
+line, except for an instance ``running`` under an *expired* lease (the pool
+process that ran it died), which is taken over per its task's ``on_lost``
+policy (:func:`take_over_if_lost`). Trigger tasks are ``acks_late`` with
+``reject_on_worker_lost``: the message of a pool process that died goes back
+to the queue, so an instance that had not started yet runs. A trigger task
+retries by raising ``self.retry(...)``, which fails the instance and schedules
+a new one.
 
 Celery's retry is used for one thing only: when the storage fails transiently
 (a :class:`~triggers_core.errors.StorageError`: the database restarts, the
@@ -24,7 +29,8 @@ so the message itself is retried with jittered exponential backoff (settings
 :data:`STORAGE_RETRY_MAX_SETTING`, :data:`STORAGE_RETRY_BACKOFF_SETTING`,
 :data:`STORAGE_RETRY_BACKOFF_MAX_SETTING`). A storage error *after* the
 instance started (its outcome could not be committed) is not retried: the task
-has run, the instance stays ``running`` and ``get_stale_instances`` finds it.
+has run, the instance stays ``running`` until its lease expires and a sweeper
+takes it over (:mod:`triggers_celery.sweeper`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from celery import Task
@@ -48,14 +55,19 @@ from triggers_celery.message import TaskMessage
 from triggers_celery.runner import live_storage
 from triggers_celery.storages import open_configured_storage
 from triggers_celery.worker_setup import build_manager, message_logger, worker_default_runner
+from triggers_core.engine.leases import lease_owner
 from triggers_core.engine.state import Status, TaskInstance
 from triggers_core.errors import (
     DispatchError,
+    InvalidTransitionError,
     RegistryError,
     SchemaMissingError,
     StorageError,
     UnknownInstanceError,
+    UnsupportedOperationError,
 )
+from triggers_core.runtime.manager import TriggerManager
+from triggers_core.runtime.recovery import CLAIM_SECONDS
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.storage import Storage
 
@@ -72,6 +84,7 @@ __all__ = [
     "run_message",
     "storage_retry_countdown",
     "storage_retry_max",
+    "take_over_if_lost",
     "worker_default_runner",
 ]
 
@@ -104,6 +117,12 @@ class TriggerCeleryTask(Task):  # type: ignore[misc] # celery ships no type info
     trigger_task_name: str = ""
     serializer = "json"
     acks_late = True
+    #: A message whose pool process died (``WorkerLostError``: killed, out of memory)
+    #: goes back to the queue instead of being acknowledged: redelivered, it runs an
+    #: instance still ``scheduled``, takes over one ``running`` under an expired lease,
+    #: and is dropped for one ``running`` under a live lease (a sweeper takes that
+    #: over when its lease expires).
+    reject_on_worker_lost = True
     #: Failures the worker has already logged with their explanation (and recorded
     #: on the instance when it could): Celery reports the task as failed with one
     #: "raised expected" line instead of a second traceback.
@@ -193,8 +212,8 @@ def run_message(
         if retries >= max_retries:
             logger.error(
                 "giving up on %s of session %r after %d retries: the storage is still "
-                "unavailable (%s); the instance stays scheduled, find it with "
-                "get_stale_instances",
+                "unavailable (%s); the instance stays scheduled until a sweeper sends it "
+                "again (after the dispatch lease)",
                 instance,
                 session,
                 retries,
@@ -259,7 +278,10 @@ def execute_message(
         # Messages arrive at least once: the finish records its cascade (see
         # TriggerManager.run_instance), so a duplicated completion never cascades twice.
         outcome = manager.run_instance(
-            message.instance, on_started=started.append, guard_cascade=True
+            message.instance,
+            on_started=started.append,
+            guard_cascade=True,
+            worker=_worker_info(worker, celery_task_id),
         )
     except UnknownInstanceError:
         logger.error(
@@ -282,8 +304,8 @@ def execute_message(
         if started:
             logger.error(
                 "%s of session %r ran, but the storage failed before its outcome was "
-                "recorded (%s); not retrying: the instance stays running, find it with "
-                "get_stale_instances",
+                "recorded (%s); not retrying: the instance stays running until its lease "
+                "expires, then a sweeper takes it over",
                 message.instance,
                 message.session,
                 exc,
@@ -292,6 +314,17 @@ def execute_message(
             raise StorageUnavailableError(exc, instance=message.instance) from exc
         raise
     if outcome is None:
+        taken = take_over_if_lost(manager, message.instance)
+        if taken is not None:
+            logger.warning(
+                "%s of session %r was running under an expired lease (its worker died): "
+                "taken over, now %s",
+                message.instance,
+                message.session,
+                taken.status.value,
+            )
+            summary["status"] = "taken over"
+            return summary
         logger.info("ignored the message for %s: it is no longer scheduled", message.instance)
         summary["status"] = "ignored"
         return summary
@@ -300,6 +333,50 @@ def execute_message(
     if outcome.status is Status.FAILED:
         summary["exceptionType"] = outcome.metadata.get("exceptionType")
     return summary
+
+
+def _worker_info(worker: str | None, celery_task_id: str | None) -> dict[str, str]:
+    """What a lease records about this run beyond host and pid: the node and the Celery task."""
+    info = {}
+    if worker:
+        info["node"] = worker
+    if celery_task_id:
+        info["celeryTaskId"] = celery_task_id
+    return info
+
+
+def take_over_if_lost(manager: TriggerManager, name: str) -> TaskInstance | None:
+    """Take ``name`` over if it is ``running`` under an expired lease; else None.
+
+    What a redelivered message does for an instance whose worker died (the
+    message came back because the pool process running it was lost): the run
+    is lost, so the instance is failed (``WorkerLost``) and replayed per its
+    task's ``on_lost`` policy, as a sweeper would. Under a live lease the
+    instance belongs to the run that holds it and nothing changes. The lease
+    is claimed first (compare-and-swap), so a sweeper racing this acts once.
+    Costs one instance read and one lease read.
+    """
+    try:
+        manager.storage.check_leases()
+    except UnsupportedOperationError:
+        return None
+    instance = manager.storage.get_instance(name)
+    owner = lease_owner(instance)
+    if instance.status is not Status.RUNNING or owner is None:
+        return None
+    lease = manager.storage.get_lease(name)
+    now = manager.now()
+    if lease is None or lease.owner != owner or lease.at > now:
+        return None
+    claimed = manager.storage.claim_lease(
+        name, owner, lease.at, now + timedelta(seconds=CLAIM_SECONDS)
+    )
+    if not claimed:
+        return None
+    try:
+        return manager.take_over_instance(name, owner)
+    except (InvalidTransitionError, UnknownInstanceError):
+        return None  # it moved on meanwhile
 
 
 def _open_storage(

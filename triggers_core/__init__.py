@@ -50,6 +50,7 @@ from triggers_core.runtime.tasks import (
     get_task,
     register_task,
     registered_tasks,
+    set_task_defaults,
     with_context,
 )
 from triggers_core.tools.recovery import recover
@@ -106,6 +107,7 @@ __all__ = [
     "register_task",
     "registered_tasks",
     "runners",
+    "set_task_defaults",
     "storages",
     "with_context",
 ]

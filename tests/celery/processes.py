@@ -1,6 +1,6 @@
 """Real ``celery worker`` subprocesses for the tests, and the constants they share.
 
-Each worker runs the solo pool in its own process group with its log in a
+Each worker runs the solo pool (or, where asked, prefork) in its own process group with its log in a
 file; :meth:`WorkerProcess.stop` sends SIGTERM, then SIGKILL after a timeout.
 Every started worker is tracked in :data:`STARTED` so the session fixture in
 ``conftest.py`` can stop leftovers whatever happened.
@@ -49,10 +49,18 @@ def python_env() -> dict[str, str]:
 
 
 class WorkerProcess:
-    """One ``celery worker`` subprocess (solo pool) with its log in a file."""
+    """One ``celery worker`` subprocess (solo pool unless asked) with its log in a file."""
 
     def __init__(
-        self, name: str, broker: str, queues: list[str], env: Mapping[str, str], log_dir: Path
+        self,
+        name: str,
+        broker: str,
+        queues: list[str],
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        pool: str = "solo",
+        concurrency: int = 1,
     ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
@@ -63,7 +71,8 @@ class WorkerProcess:
             "-A",
             "worker_app",
             "worker",
-            "--pool=solo",
+            f"--pool={pool}",
+            f"--concurrency={concurrency}",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
@@ -149,10 +158,14 @@ def start_worker(
     *,
     conf: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    pool: str = "solo",
+    concurrency: int = 1,
 ) -> WorkerProcess:
     """Start a worker on ``queues``; ``conf`` adds Celery settings (JSON values).
 
-    ``env`` adds environment variables (e.g. ``TRIGGERS_STORAGE_URL``).
+    ``env`` adds environment variables (e.g. ``TRIGGERS_STORAGE_URL``); ``pool``
+    and ``concurrency`` are the worker's (``solo`` by default, ``prefork`` where
+    pool processes die).
     """
     full_env = {
         "TRIGGERS_TEST_QUEUE": queues[0],
@@ -161,4 +174,6 @@ def start_worker(
         "TRIGGERS_TEST_CONF": json.dumps(dict(conf or {})),
         **(env or {}),
     }
-    return WorkerProcess(name, broker, queues, full_env, log_dir)
+    return WorkerProcess(
+        name, broker, queues, full_env, log_dir, pool=pool, concurrency=concurrency
+    )

@@ -11,9 +11,11 @@ import json
 import logging
 import socket
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -489,3 +491,51 @@ def test_storage_retry_backoff_is_exponential_jittered_and_capped() -> None:
     assert storage_retry_max({"triggers_storage_retry_max": 3}) == 3
     with pytest.raises(TriggersCeleryError, match="triggers_storage_retry_max"):
         storage_retry_max({"triggers_storage_retry_max": "many"})
+
+
+class _BlockingTask(TriggerTask):
+    """Runs until ``RELEASE`` is set: a body whose worker is about to be given up for lost."""
+
+    name = "units.Blocking"
+    RELEASE = threading.Event()
+
+    def _run(self, context: Any) -> dict[str, Any]:
+        assert self.RELEASE.wait(30)
+        return {}
+
+
+def test_a_redelivered_message_takes_over_a_run_whose_lease_expired(
+    memory_app: Celery, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    uid = f"units-{uuid.uuid4().hex}"
+    runner = CeleryTaskRunner(memory_app)
+    # A run started an hour ago by a worker that died: its 30 s lease expired long since.
+    past = CeleryTestManager(
+        sqlite_url,
+        uid,
+        runners={"celery": runner},
+        clock=lambda: datetime.now(UTC) - timedelta(hours=1),
+    )
+    past.update_configuration({"t_a": {"after": ["go"], "run": _BlockingTask.name}})
+    past.fire("go")
+    _read(memory_app, "units")  # the first message, as the dead worker received it
+    outcome: list[Any] = []
+    body = threading.Thread(target=lambda: outcome.append(past.run_instance("t_a#0")))
+    body.start()
+    try:
+        while past.storage["t_a#0"].status is not Status.RUNNING:
+            time.sleep(0.01)
+        message = TaskMessage("celery-tests", "default", uid, "t_a#0")
+        with caplog.at_level(logging.INFO):
+            summary = execute_message(memory_app, message, celery_task_id="redelivered")
+    finally:
+        _BlockingTask.RELEASE.set()
+        body.join(30)
+    assert summary == {"session": uid, "instance": "t_a#0", "status": "taken over"}
+    assert "running under an expired lease" in caplog.text
+    lost = past.storage["t_a#0"]
+    assert lost.status is Status.REPLAYED
+    assert lost.metadata["exceptionType"] == "triggers_core.errors.WorkerLost"
+    assert past.storage["t_a#1"].status is Status.SCHEDULED
+    assert _read(memory_app, "units").payload[1]["instance"] == "t_a#1"  # the clone is sent
+    assert outcome == [None]  # the old run's outcome was refused

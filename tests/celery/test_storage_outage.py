@@ -8,7 +8,8 @@ the same database, so it sees the truth while the worker is cut off.
 * Down before the message arrives: nothing started, so the worker retries the
   *message* with backoff; once the proxy is up the instance finishes, once.
 * Down while the task runs: the task already ran, so the message is not
-  retried; the instance stays ``running`` and ``get_stale_instances`` finds it.
+  retried; the instance stays ``running`` (``get_stale_instances`` finds it) until its
+  lease expires and a worker's sweeper takes it over (test_worker_deaths.py covers that).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A worker subprocess is configured entirely through environment variables, so
 one module serves every broker and storage:
 
 ``TRIGGERS_TEST_BROKER``     broker URL
-``TRIGGERS_TEST_QUEUE``      default queue (``<queue>.slow`` takes ``celerytest.Sleep``)
+``TRIGGERS_TEST_QUEUE``      default queue (``<queue>.slow`` takes ``celerytest.Sleep*``)
 ``TRIGGERS_TEST_STORAGES``   JSON ``{name: storage URL}`` -> ``triggers_storages``
 ``TRIGGERS_TEST_EFFECTS``    libpq DSN of the database holding the side-effect table
 ``TRIGGERS_TEST_CONF``       JSON of extra Celery settings (optional)
@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 import triggers_core.testing.sample_tasks  # noqa: F401 - registers the sample tasks
 from triggers_celery import CeleryTaskRunner, bind_tasks, trigger_task
@@ -53,7 +54,10 @@ def make_app(
         broker_url=broker,
         broker_connection_retry_on_startup=True,
         task_default_queue=queue,
-        task_routes={"celerytest.Sleep": {"queue": f"{queue}.slow"}},
+        task_routes={
+            "celerytest.Sleep": {"queue": f"{queue}.slow"},
+            "celerytest.SleepOnce": {"queue": f"{queue}.slow"},
+        },
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=True,
@@ -93,6 +97,113 @@ class RecordThenSleep(Record):
         result = super()._run(context)
         time.sleep(float(context.trigger_kwargs["sleepRequested"]["seconds"]))
         return result
+
+
+#: Body executions of :class:`Body` (no key: a body that runs twice writes two rows).
+RUNS_TABLE = "triggers_celery_runs"
+#: Deliveries of trigger task messages to pool processes (sessions named ``death-*``).
+DELIVERIES_TABLE = "triggers_celery_deliveries"
+#: Seconds a :class:`Body` sleeps in its first execution of a run key, on a worker
+#: started with this environment variable (the worker the test kills).
+SLOW_ENV = "TRIGGERS_TEST_SLOW_BODY"
+#: The sessions whose bodies are slow there.
+SLOW_SESSIONS = ("death-body-", "death-node-")
+
+
+class Body(TriggerTask):
+    """Counts its executions (one row each, with ``ctx.run_key``); 2 s leases.
+
+    On a worker with ``TRIGGERS_TEST_SLOW_BODY`` set, the first execution of a
+    run key of a ``death-body-*`` or ``death-node-*`` session sleeps that many
+    seconds (long enough to be killed in); a clone replayed after a lost run
+    finishes at once. There, a ``death-drop-*`` session's body takes 4 s.
+    """
+
+    name: ClassVar[str] = "celerytest.Body"
+    lease_seconds: ClassVar[float] = 2.0
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        with _effects_connection() as conn:
+            earlier = conn.execute(
+                f"SELECT count(*) FROM {RUNS_TABLE} WHERE run_key = %s", (context.run_key,)
+            ).fetchone()[0]
+            conn.execute(
+                f"INSERT INTO {RUNS_TABLE} (session, instance, run_key, pid) "
+                "VALUES (%s, %s, %s, %s)",
+                (context.manager.uid, context.instance_name, context.run_key, os.getpid()),
+            )
+        slow = float(os.environ.get(SLOW_ENV) or 0)
+        if slow and not earlier and context.manager.uid.startswith(SLOW_SESSIONS):
+            time.sleep(slow)
+        elif slow and context.manager.uid.startswith("death-drop-"):
+            time.sleep(4)  # while the test cuts the broker connection
+        return {"pid": os.getpid()}
+
+
+class HardLimit(Body):
+    """Sleeps past its Celery hard time limit (2 s) in every execution."""
+
+    name: ClassVar[str] = "celerytest.HardLimit"
+    celery_options: ClassVar[dict[str, Any]] = {"time_limit": 2}
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        super()._run(context)
+        time.sleep(30)
+        return {}
+
+
+class SoftLimit(Body):
+    """Sleeps past its Celery soft time limit (1 s), which raises in the body."""
+
+    name: ClassVar[str] = "celerytest.SoftLimit"
+    celery_options: ClassVar[dict[str, Any]] = {"soft_time_limit": 1, "time_limit": 20}
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        super()._run(context)
+        time.sleep(10)
+        return {}
+
+
+def _death_session(kwargs: Any) -> str | None:
+    session = kwargs.get("session") if isinstance(kwargs, Mapping) else None
+    return session if isinstance(session, str) and session.startswith("death-") else None
+
+
+@signals.task_prerun.connect
+def _record_delivery(task_id: str = "", kwargs: Any = None, **_: Any) -> None:
+    """In the pool process, before the body: one row per delivery of a ``death-*`` message;
+    a ``death-pre-*`` session's first delivery kills its pool process here."""
+    session = _death_session(kwargs)
+    if session is None:
+        return
+    with _effects_connection() as conn:
+        conn.execute(
+            f"INSERT INTO {DELIVERIES_TABLE} (session, instance, task_id, pid) "
+            "VALUES (%s, %s, %s, %s)",
+            (session, kwargs["instance"], task_id, os.getpid()),
+        )
+        delivered = conn.execute(
+            f"SELECT count(*) FROM {DELIVERIES_TABLE} WHERE session = %s AND instance = %s",
+            (session, kwargs["instance"]),
+        ).fetchone()[0]
+    if session.startswith("death-pre-") and delivered == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # before the instance is marked running
+
+
+@signals.task_postrun.connect
+def _die_before_the_ack(kwargs: Any = None, **_: Any) -> None:
+    """In the pool process, after the outcome's commit, before the main process acks:
+    a ``death-ack-*`` session's first delivery kills its pool process here."""
+    session = _death_session(kwargs)
+    if session is None or not session.startswith("death-ack-"):
+        return
+    with _effects_connection() as conn:
+        delivered = conn.execute(
+            f"SELECT count(*) FROM {DELIVERIES_TABLE} WHERE session = %s AND instance = %s",
+            (session, kwargs["instance"]),
+        ).fetchone()[0]
+    if delivered == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Divide(TriggerTask):
@@ -144,6 +255,19 @@ class Sleep(TriggerTask):
         seconds = float(context.trigger_kwargs["sleepRequested"]["seconds"])
         time.sleep(seconds)
         return {"slept": seconds}
+
+
+class SleepOnce(Sleep):
+    """Sleeps in the first run of its chain only (a clone replayed after a lost run does
+    not), with 2-second leases (routed to the ``.slow`` queue)."""
+
+    name: ClassVar[str] = "celerytest.SleepOnce"
+    lease_seconds: ClassVar[float] = 2.0
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        if context.run_key != f"{context.manager.uid}#{context.instance_name}":
+            return {"slept": 0}
+        return super()._run(context)
 
 
 @trigger_task(name="celerytest.shout", bind=True)

@@ -292,6 +292,55 @@ class OperatorActions(abc.ABC):
             return None
         return transition.state.instances[name]
 
+    def fail_run(
+        self,
+        task_instance: str | TaskInstance,
+        owner: str,
+        error: BaseException,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> TaskInstance | None:
+        """Mark a ``running`` instance ``failed`` because its run ``owner`` ended outside its body.
+
+        For a runner that sees a run end without an outcome (a Celery hard time
+        limit killed the process running the body): ``error`` is recorded like
+        a task's failure (``exceptionType``, ``exceptionInfo``), ``context`` as
+        ``exceptionContext``; the instance can be replayed. Returns None and
+        changes nothing if the instance is no longer ``running`` under that run
+        (it finished, or a sweeper took it over meanwhile).
+        """
+        name = instance_name_of(task_instance)
+        exc_type, exc_info = exception_type_name(error), format_exception(error)
+
+        def compute(state: SessionState) -> Transition:
+            found = state.instances.get(name)
+            if found is not None and found.status is not Status.RUNNING:
+                raise InvalidTransitionError(
+                    "fail its run", name, found.status.value, "it is no longer running"
+                )
+            return engine.fail(
+                state,
+                name,
+                now=self.now(),
+                exception_type=exc_type,
+                exception_info=exc_info,
+                exception_context=context,
+                owner=owner,
+            )
+
+        try:
+            transition = self._commit(compute, instance_scope(name, cascade=False))
+        except InvalidTransitionError as exc:
+            lifecycle.warning(
+                "not failing %s in session %r: %s",
+                name,
+                self.uid,
+                exc,
+                extra={"session": self.uid, "instance": name, "status": exc.status},
+            )
+            return None
+        return transition.state.instances[name]
+
 
 def check_actor(actor: object) -> str | None:
     """``actor`` if it is None or a usable name, else :class:`ValueError` naming it."""

@@ -7,7 +7,8 @@ Two kinds of instance need a sweeper (see :mod:`triggers_core.engine.leases`):
   instance over: ``failed`` with ``WorkerLost``, and replayed as a clone per
   its task's ``on_lost`` policy.
 * ``scheduled`` for longer than the *dispatch lease*: its message was lost. The
-  sweeper dispatches it again (each further attempt waits twice as long).
+  sweeper dispatches it again, once per dispatch lease while it stays scheduled
+  (its ``dispatches`` metadata counts the attempts).
 
 Every action is a compare-and-swap that re-checks the instance, so however
 many sweepers run (every Celery worker runs one), each instance is acted on

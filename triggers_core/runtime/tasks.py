@@ -40,6 +40,8 @@ __all__ = [
     "mark_traceback_logged",
     "register_task",
     "registered_tasks",
+    "set_task_defaults",
+    "task_defaults",
     "task_policy",
     "traceback_was_logged",
     "with_context",
@@ -210,7 +212,9 @@ class TriggerTask:
     #: How many times :meth:`retry` may replay the instance.
     max_retries: ClassVar[int] = 3
     #: What happens to an instance whose worker was lost (its lease expired):
-    #: ``"retry"`` replays it as a clone, ``"fail"`` leaves it ``failed``.
+    #: ``"retry"`` replays it as a clone, ``"fail"`` leaves it ``failed``. This and
+    #: the next two, when a task class leaves them unset, take the process's
+    #: defaults (:func:`set_task_defaults`).
     on_lost: ClassVar[str] = "retry"
     #: How many lost runs of one chain of clones are replayed before it stays ``failed``.
     max_lost_retries: ClassVar[int] = DEFAULT_MAX_LOST_RETRIES
@@ -257,31 +261,87 @@ class TaskPolicy:
     lost: LostPolicy = attrs.field(factory=LostPolicy)
 
 
+#: The process's defaults for the lease attributes a task class does not set itself.
+_POLICY_ATTRIBUTES = ("on_lost", "max_lost_retries", "lease_seconds")
+_DEFAULTS: dict[str, Any] = {
+    "on_lost": "retry",
+    "max_lost_retries": DEFAULT_MAX_LOST_RETRIES,
+    "lease_seconds": DEFAULT_LEASE_SECONDS,
+}
+
+
+def _checked(where: str, on_lost: Any, max_lost_retries: Any, lease_seconds: Any) -> TaskPolicy:
+    if on_lost not in ("retry", "fail"):
+        raise ValueError(f"{where}on_lost must be 'retry' or 'fail', got {on_lost!r}")
+    lost = max_lost_retries
+    if not isinstance(lost, int) or isinstance(lost, bool) or lost < 0:
+        raise ValueError(f"{where}max_lost_retries must be an integer >= 0, got {lost!r}")
+    try:
+        seconds = check_lease_seconds(lease_seconds)
+    except ValueError as exc:
+        raise ValueError(f"{where}{exc}") from None
+    return TaskPolicy(seconds, LostPolicy(on_lost == "retry", lost))
+
+
+def set_task_defaults(
+    *,
+    on_lost: str | None = None,
+    max_lost_retries: int | None = None,
+    lease_seconds: float | None = None,
+) -> None:
+    """Set this process's defaults for the tasks that do not set these attributes themselves.
+
+    A task class (or a base class of the project's) that sets ``on_lost``,
+    ``max_lost_retries`` or ``lease_seconds`` keeps its own value; every other
+    task takes the default given here (out of the box: ``"retry"``, 3, 30 s).
+    Set the same defaults in every process that runs or sweeps tasks (with
+    Celery: the ``triggers_task_defaults`` setting does it where tasks are
+    bound). A bad value raises :class:`ValueError` naming it, and nothing changes.
+    """
+    given = {
+        "on_lost": on_lost,
+        "max_lost_retries": max_lost_retries,
+        "lease_seconds": lease_seconds,
+    }
+    merged = {**_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+    _checked("task defaults: ", **merged)
+    with _REGISTRY_LOCK:
+        _DEFAULTS.update(merged)
+
+
+def task_defaults() -> dict[str, Any]:
+    """This process's defaults for ``on_lost``, ``max_lost_retries`` and ``lease_seconds``."""
+    with _REGISTRY_LOCK:
+        return dict(_DEFAULTS)
+
+
+def _attribute(cls: type[TriggerTask], attribute: str) -> Any:
+    """``cls``'s own (or a base's, below :class:`TriggerTask`) value, else the default."""
+    for klass in cls.__mro__:
+        if klass is TriggerTask:
+            break
+        if attribute in klass.__dict__:
+            return klass.__dict__[attribute]
+    return _DEFAULTS[attribute]
+
+
 def _policy_of(cls: type[TriggerTask]) -> TaskPolicy:
     """The class's policy; :class:`ValueError` naming the attribute that is wrong."""
-    where = f"{cls.__module__}.{cls.__qualname__}"
-    if cls.on_lost not in ("retry", "fail"):
-        raise ValueError(f"{where}.on_lost must be 'retry' or 'fail', got {cls.on_lost!r}")
-    lost = cls.max_lost_retries
-    if not isinstance(lost, int) or isinstance(lost, bool) or lost < 0:
-        raise ValueError(f"{where}.max_lost_retries must be an integer >= 0, got {lost!r}")
-    try:
-        seconds = check_lease_seconds(cls.lease_seconds)
-    except ValueError as exc:
-        raise ValueError(f"{where}.{exc}") from None
-    return TaskPolicy(seconds, LostPolicy(cls.on_lost == "retry", lost))
+    where = f"{cls.__module__}.{cls.__qualname__}."
+    return _checked(where, *(_attribute(cls, name) for name in _POLICY_ATTRIBUTES))
 
 
 def task_policy(name: str) -> TaskPolicy:
     """The policy of the task registered under ``name``; the defaults if there is none.
 
     A sweeper may run where a task is not registered (a web process): it then
-    applies the defaults (a 30 s lease, lost runs replayed 3 times).
+    applies the process's defaults (:func:`set_task_defaults`; out of the box a
+    30 s lease, lost runs replayed 3 times).
     """
     try:
         cls = get_task_class(name)
     except UnknownTaskError:
-        return TaskPolicy()
+        return _checked("task defaults: ", *(_DEFAULTS[attr] for attr in _POLICY_ATTRIBUTES))
     return _policy_of(cls)
 
 
