@@ -20,7 +20,9 @@ switched on by installing it:
 :func:`current` decides once per process (and again after :func:`configure`)
 which of them to use: a missing extra is never imported, so with neither
 installed it returns None and every observed point costs one function call and
-a comparison with None. The environment variables :data:`METRICS_ENV` and
+a comparison with None. Traces need a tracer provider as well (the
+application's SDK): while none is set they are left out, and looked for again
+every :data:`RECHECK_SECONDS`. The environment variables :data:`METRICS_ENV` and
 :data:`TRACING_ENV` set to ``off`` switch an installed one off;
 :func:`configure` does the same from code and takes a tracer provider, the
 session attribute of spans (:data:`SESSION_ATTRIBUTE_ENV`) and observers of
