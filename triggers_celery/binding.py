@@ -25,6 +25,7 @@ from celery import signals
 
 from triggers_celery.app import set_default_app
 from triggers_celery.errors import BindingError
+from triggers_celery.observability import install_worker_steps
 from triggers_celery.sweeper import install as install_sweeper
 from triggers_celery.worker import TriggerCeleryTask, run_message
 from triggers_celery.worker_setup import watch_app
@@ -117,6 +118,7 @@ def bind_tasks(app: Any, *tasks: type[TriggerTask] | str, **options: Any) -> dic
     set_default_app(app)
     watch_app(app)
     install_sweeper(app)
+    install_worker_steps(app)
     _apply_task_defaults(app)
     with _lock:
         if tasks:

@@ -16,11 +16,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Mapping
+from contextvars import Context, copy_context
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from triggers_celery.app import bound_app, default_app, set_default_app
 from triggers_celery.errors import BindingError, StorageResolutionError, TriggersCeleryError
 from triggers_celery.message import TaskMessage
+from triggers_celery.observability import message_headers
 from triggers_celery.storages import message_storage
 from triggers_core.engine.effects import ScheduleInstance
 from triggers_core.runtime.manager import managers
@@ -139,6 +141,9 @@ class CeleryTaskRunner(TaskRunner):
         options: dict[str, Any] = {"serializer": "json", "retry": True, "retry_policy": policy}
         if effect.cooldown:
             options["countdown"] = effect.cooldown
+        headers = message_headers()  # the trace context, while tracing
+        if headers is not None:
+            options["headers"] = headers
         return options
 
     def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
@@ -187,19 +192,22 @@ def _run_eagerly(task: Any, message: TaskMessage, storage: Storage) -> None:
     concerns the instance being dispatched); later items were accepted by
     earlier dispatches, so their errors are logged.
     """
-    queue: deque[tuple[Any, TaskMessage, Storage]] | None = getattr(_eager, "queue", None)
+    queue: deque[tuple[Any, TaskMessage, Storage, Context]] | None = getattr(_eager, "queue", None)
     if queue is not None:
-        queue.append((task, message, storage))
+        # Queued work runs later in the context of its dispatch (its trace, while tracing).
+        queue.append((task, message, storage, copy_context()))
         return
-    queue = _eager.queue = deque([(task, message, storage)])
+    queue = _eager.queue = deque([(task, message, storage, copy_context())])
     first_error: BaseException | None = None
     first = True
     try:
         while queue:
-            item_task, item, item_storage = queue.popleft()
+            item_task, item, item_storage, context = queue.popleft()
             _eager.storage = item_storage
             try:
-                result = item_task.apply_async(kwargs=item.to_kwargs(), serializer="json")
+                result = context.run(
+                    item_task.apply_async, kwargs=item.to_kwargs(), serializer="json"
+                )
                 if result.failed():  # task_eager_propagates is off: the error is in the result
                     raise result.result
             except Exception as exc:

@@ -78,6 +78,7 @@ from triggers_core.runtime.lifecycle import (
     log_started,
     log_transition,
 )
+from triggers_core.runtime.observe import current as observer
 from triggers_core.runtime.operator import OperatorActions
 from triggers_core.runtime.outcomes import (
     NOT_THE_OUTCOME,
@@ -261,12 +262,25 @@ class TriggerManager(OperatorActions):
         for effect in transition.effects:
             if isinstance(effect, ScheduleInstance):
                 try:
-                    self.get_runner(effect.using).dispatch(self, effect)
+                    self._dispatch_one(effect)
                 except Exception as exc:
                     failures.append((effect.instance_name, exc))
                     self._record_dispatch_failure(effect, exc)
         if failures:
             raise DispatchError(failures) from failures[0][1]
+
+    def _dispatch_one(self, effect: ScheduleInstance) -> None:
+        watcher = observer()
+        if watcher is None or not watcher.watches_dispatch:
+            self.get_runner(effect.using).dispatch(self, effect)
+            return
+        token = watcher.dispatch_begin(self.uid, effect)
+        try:
+            self.get_runner(effect.using).dispatch(self, effect)
+        except BaseException as exc:
+            watcher.dispatch_end(token, exc)
+            raise
+        watcher.dispatch_end(token, None)
 
     def _record_dispatch_failure(
         self, effect: ScheduleInstance, exc: BaseException
@@ -360,6 +374,25 @@ class TriggerManager(OperatorActions):
         fire of this trigger with ``idempotency_key`` (decided by the engine
         in the commit that would have recorded it): this fire changed nothing.
         """
+        watcher = observer()
+        if watcher is None:
+            return self._fire(trigger_name, trigger_kwargs, idempotency_key, strict)
+        token = watcher.fire_begin(self.storage, trigger_name)
+        try:
+            result = self._fire(trigger_name, trigger_kwargs, idempotency_key, strict)
+        except BaseException as exc:
+            watcher.fire_end(token, 0, False, exc)
+            raise
+        watcher.fire_end(token, len(result.scheduled), result.duplicate, None)
+        return result
+
+    def _fire(
+        self,
+        trigger_name: str,
+        trigger_kwargs: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+        strict: bool,
+    ) -> FireResult:
         # Checked once, before any I/O; every attempt of the commit loop reuses them.
         name = engine.check_trigger_name(trigger_name)
         kwargs = bounded_mapping(trigger_kwargs, "trigger_kwargs", self.storage.max_value_bytes)
@@ -423,7 +456,25 @@ class TriggerManager(OperatorActions):
         says so, once per storage) the instance runs unguarded, protected as
         always by its status.
         """
-        name = instance_name
+        watcher = observer()
+        if watcher is None:
+            return self._run(instance_name, on_started, guard_cascade, worker)
+        token = watcher.run_begin(self.uid, instance_name)
+        try:
+            outcome = self._run(instance_name, on_started, guard_cascade, worker)
+        except BaseException as exc:
+            watcher.run_end(token, None, exc)
+            raise
+        watcher.run_end(token, outcome, None)
+        return outcome
+
+    def _run(
+        self,
+        name: str,
+        on_started: Callable[[TaskInstance], None] | None,
+        guard_cascade: bool,
+        worker: Mapping[str, Any] | None,
+    ) -> TaskInstance | None:
         guard = guard_cascade and self._guards_cascades()
         leased = self._keeps_leases()
 
@@ -518,7 +569,17 @@ class TriggerManager(OperatorActions):
             )
             return None
         log_outcome(lifecycle, self.uid, transition.state.instances[name])
-        self._perform(transition)
+        watcher = observer()
+        if watcher is None or not transition.effects:
+            self._perform(transition)
+            return transition.state.instances[name]
+        token = watcher.cascade_begin(self.uid, transition)
+        try:
+            self._perform(transition)
+        except BaseException as exc:
+            watcher.cascade_end(token, exc)
+            raise
+        watcher.cascade_end(token, None)
         return transition.state.instances[name]
 
     def _unwritable(

@@ -38,6 +38,8 @@ from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE, DueKind, due_of,
 from triggers_core.engine.state import Status
 from triggers_core.errors import InvalidTransitionError, UnknownInstanceError
 from triggers_core.runtime.clock import DEFAULT_TICK_INTERVAL, TICK_BATCH, tick_store
+from triggers_core.runtime.observe import current as observer
+from triggers_core.runtime.observe import task_of
 from triggers_core.runtime.ports import SessionManager
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.storage import DueRef, Storage
@@ -160,6 +162,7 @@ def sweep_store(
     actions.extend(timers.actions)
     examined = len(leases) + len(dispatches) + timers.examined
     report = RecoveryReport(tuple(actions), examined, dry_run)
+    _observe(report, lost=len(leases), overdue=timers.examined)
     for action in report.acted:
         if action.action == "timer fired":
             continue  # logged by the tick (it is no recovery)
@@ -205,7 +208,22 @@ def recover_session(
         elif due.at + timedelta(seconds=dispatch_lease) <= now:
             ref = DueRef(storage.uid, instance.name, DueKind.DISPATCH, due.at)
             actions.append(_redispatch(manager, ref, dry_run=dry_run))
-    return RecoveryReport(tuple(actions), examined, dry_run)
+    report = RecoveryReport(tuple(actions), examined, dry_run)
+    _observe(report, lost=None)
+    return report
+
+
+def _observe(report: RecoveryReport, lost: int | None, overdue: int = 0) -> None:
+    """Tell the observer what a sweep moved on and (for a store) how many runs it found
+    lost and how many timers it found due."""
+    watcher = observer()
+    if watcher is None or report.dry_run:
+        return
+    for action in report.acted:
+        if action.action != "timer fired":  # a timer firing is no recovery
+            watcher.recovered(task_of(action.instance), action.action)
+    if lost is not None:
+        watcher.swept(lost, overdue)
 
 
 class StoreSweeper:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextvars
 import logging
 import os
 import threading
@@ -18,6 +19,7 @@ import weakref
 from collections import deque
 
 from triggers_core.engine.effects import ScheduleInstance
+from triggers_core.runtime.observe import current as observer
 from triggers_core.runtime.ports import SessionManager, TaskRunner
 
 __all__ = ["ThreadingTaskRunner"]
@@ -77,6 +79,8 @@ class ThreadingTaskRunner(TaskRunner):
         self._exiting = False
         #: Idle workers, the most recently idle last (reused first; the others age out).
         self._idle: dict[_Worker, None] = {}
+        #: The context of each dispatch while an observer watches, by (session, instance).
+        self._contexts: dict[tuple[str, str], contextvars.Context] = {}
         if exit_timeout is not None:
             self.exit_timeout = exit_timeout
         if keep_alive is not None:
@@ -87,7 +91,11 @@ class ThreadingTaskRunner(TaskRunner):
 
     def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
         name = effect.instance_name
+        # While an observer watches, the run continues the dispatching thread's trace.
+        context = contextvars.copy_context() if observer() is not None else None
         with self._cond:
+            if context is not None:
+                self._contexts[manager.uid, name] = context
             self._pending[name] += 1
             exiting = self._exiting
             worker = self._idle.popitem()[0] if self._idle and not exiting else None
@@ -113,6 +121,7 @@ class ThreadingTaskRunner(TaskRunner):
         try:
             thread.start()
         except BaseException:
+            self._contexts.pop((manager.uid, name), None)
             self._done(name)
             raise
 
@@ -167,7 +176,12 @@ class ThreadingTaskRunner(TaskRunner):
         try:
             if effect.cooldown:
                 time.sleep(effect.cooldown)
-            manager.run_instance(effect.instance_name)
+            with self._cond:
+                context = self._contexts.pop((manager.uid, effect.instance_name), None)
+            if context is None:
+                manager.run_instance(effect.instance_name)
+            else:
+                context.run(manager.run_instance, effect.instance_name)
         except BaseException as exc:  # reported by join_all, never lost silently
             log.exception("error while running %s", effect.instance_name)
             with self._cond:
