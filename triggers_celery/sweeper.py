@@ -25,6 +25,9 @@ and joined (a bounded wait).
 Settings (Celery configuration):
 
 ``triggers_sweep_interval``  seconds between sweeps (default 10; ``None`` or 0: no sweeper)
+``triggers_tick_interval``   seconds between two looks for due timers (``within``
+                             windows, ``delay``) between sweeps (default 1; ``None`` or 0:
+                             timers fire at the sweeps only)
 ``triggers_dispatch_lease``  seconds an instance may stay ``scheduled`` (default 60)
 ``triggers_sweep_manager``   registry key of the manager class that acts on the
                              sessions (default ``"default"``); its Celery runner
@@ -54,6 +57,7 @@ from triggers_celery.worker_setup import worker_default_runner
 from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE, lease_owner
 from triggers_core.engine.state import Status
 from triggers_core.errors import SchemaMissingError, UnsupportedOperationError
+from triggers_core.runtime.clock import DEFAULT_TICK_INTERVAL, tick_store
 from triggers_core.runtime.manager import TriggerManager, managers
 from triggers_core.runtime.recovery import DEFAULT_SWEEP_INTERVAL, sweep_store
 from triggers_core.runtime.redaction import redact
@@ -64,18 +68,22 @@ __all__ = [
     "DISPATCH_LEASE_SETTING",
     "SWEEP_INTERVAL_SETTING",
     "SWEEP_MANAGER_SETTING",
+    "TICK_INTERVAL_SETTING",
     "SweeperStep",
     "WorkerSweeper",
     "dispatch_lease",
     "install",
     "on_task_failure",
     "sweep_interval",
+    "tick_interval",
 ]
 
 log = logging.getLogger("triggers_celery.sweeper")
 
 #: Celery setting: seconds between two sweeps (None or 0: no sweeper in this worker).
 SWEEP_INTERVAL_SETTING = "triggers_sweep_interval"
+#: Celery setting: seconds between two ticks (due timers) between sweeps; None or 0: none.
+TICK_INTERVAL_SETTING = "triggers_tick_interval"
 #: Celery setting: seconds an instance may stay ``scheduled`` before it is dispatched again.
 DISPATCH_LEASE_SETTING = "triggers_dispatch_lease"
 #: Celery setting: the registry key of the manager class the sweeper builds.
@@ -132,6 +140,11 @@ def sweep_interval(conf: Mapping[str, Any]) -> float:
     return _seconds(conf, SWEEP_INTERVAL_SETTING, DEFAULT_SWEEP_INTERVAL)
 
 
+def tick_interval(conf: Mapping[str, Any]) -> float:
+    """Seconds between ticks (``triggers_tick_interval``, default 1); 0: at sweeps only."""
+    return _seconds(conf, TICK_INTERVAL_SETTING, DEFAULT_TICK_INTERVAL)
+
+
 def dispatch_lease(conf: Mapping[str, Any]) -> float:
     """Seconds an instance may stay ``scheduled`` (``triggers_dispatch_lease``, default 60)."""
     return _seconds(conf, DISPATCH_LEASE_SETTING, DEFAULT_DISPATCH_LEASE)
@@ -161,10 +174,12 @@ def manager_factory(app: Any, name: str) -> Callable[[Storage], TriggerManager]:
 class WorkerSweeper:
     """Sweeps every configured storage of ``app`` every ``interval`` seconds, in a thread."""
 
-    def __init__(self, app: Any, interval: float, lease: float) -> None:
+    def __init__(self, app: Any, interval: float, lease: float, tick: float = 0.0) -> None:
         self.app = app
         self.interval = interval
         self.dispatch_lease = lease
+        #: Seconds between ticks (due timers only) between sweeps; 0: none.
+        self.tick_interval = tick if 0 < tick < interval else 0.0
         #: Completed sweeps (of every store).
         self.sweeps = 0
         self._stores: dict[str, Storage] = {}
@@ -273,14 +288,42 @@ class WorkerSweeper:
         self.sweeps += 1
         return acted
 
+    def tick_once(self) -> int:
+        """Fire the due timers of every store once; return how many instances moved on.
+
+        Cheap (it reads the due timers only); a store that fails is left to the
+        next sweep, which says why.
+        """
+        acted = 0
+        for name, storage in sorted(self._stores.items()):
+            if self._stop.is_set():
+                break
+            try:
+                report = tick_store(storage, manager_factory(self.app, name))
+            except Exception as exc:
+                log.debug("ticking storage %r failed: %s", name, redact(str(exc)))
+                continue
+            acted += len(report.acted)
+        return acted
+
     def _serve(self) -> None:
+        next_sweep = time.monotonic()
         while not self._stop.is_set():
+            sweep = time.monotonic() >= next_sweep
             try:
                 with _QUIET:
-                    self.sweep_once()
+                    if sweep:
+                        self.sweep_once()
+                    else:
+                        self.tick_once()
             except Exception:  # a bug must not end self-recovery silently
                 log.exception("the trigger sweeper failed; trying again in %gs", self.interval)
-            self._stop.wait(self.interval)
+            if sweep:
+                next_sweep = time.monotonic() + self.interval
+            wait = next_sweep - time.monotonic()
+            if self.tick_interval:
+                wait = min(wait, self.tick_interval)
+            self._stop.wait(max(wait, 0.0))
 
 
 class SweeperStep(bootsteps.StartStopStep):  # type: ignore[misc] # celery ships no types
@@ -313,7 +356,12 @@ class SweeperStep(bootsteps.StartStopStep):  # type: ignore[misc] # celery ships
         except ValueError as exc:
             log.error("%s; using %gs", exc, DEFAULT_DISPATCH_LEASE)
             lease = DEFAULT_DISPATCH_LEASE
-        self.sweeper = WorkerSweeper(worker.app, sweep_interval(conf), lease)
+        try:
+            tick = tick_interval(conf)
+        except ValueError as exc:
+            log.error("%s; using %gs", exc, DEFAULT_TICK_INTERVAL)
+            tick = DEFAULT_TICK_INTERVAL
+        self.sweeper = WorkerSweeper(worker.app, sweep_interval(conf), lease, tick)
         return self.sweeper
 
 

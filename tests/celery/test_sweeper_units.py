@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from triggers_celery.sweeper import (
     WorkerSweeper,
     dispatch_lease,
     sweep_interval,
+    tick_interval,
 )
 from triggers_core import SessionState, Status, engine, open_storage
 from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE, Due, DueKind
@@ -161,3 +163,27 @@ def test_storages_it_cannot_sweep_are_logged_and_never_stop_it(
         assert "'memory'" not in caplog.text  # refused by workers anyway, silently skipped
     finally:
         app.close()
+
+
+def test_between_sweeps_the_sweeper_ticks_due_timers(app: Celery, sqlite_url: str) -> None:
+    assert tick_interval({}) == 1.0
+    assert tick_interval({"triggers_tick_interval": None}) == 0.0
+    manager = CeleryTestManager(
+        sqlite_url, f"tick-{uuid.uuid4().hex}", runners={"celery": CeleryTaskRunner(app)}
+    )
+    manager.update_configuration(
+        {"t_a": {"after": ["go"], "delay": "1s", "run": "triggers.DevNullTask"}}
+    )
+    manager.fire("go")
+    assert manager.storage["t_a#0"].status is Status.UNSTARTED  # delayed
+    sweeper = WorkerSweeper(app, interval=60.0, lease=3.0, tick=0.1)
+    sweeper.start()
+    try:
+        deadline = time.monotonic() + 20
+        while manager.storage["t_a#0"].status is Status.UNSTARTED:
+            assert time.monotonic() < deadline, "the delay's timer never fired"
+            time.sleep(0.05)
+        assert manager.storage["t_a#0"].status is Status.SCHEDULED
+        assert sweeper.sweeps == 1  # the tick fired it, not a second sweep
+    finally:
+        sweeper.stop()
