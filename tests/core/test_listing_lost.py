@@ -92,3 +92,24 @@ def test_the_cli_lists_lost_sessions(url: str) -> None:
     done = CliRunner().invoke(cli, ["sessions", url, "--lost"])
     assert done.exit_code == 0, done.output
     assert done.output.splitlines() == ["lost-1", "lost-2", "other-lost"]
+
+
+def test_the_cli_lists_expired_sessions(url: str) -> None:
+    from triggers_core import engine
+    from triggers_core.engine.scopes import Changes
+    from triggers_core.engine.state import SessionState
+
+    now = datetime.now(UTC)
+    state = engine.update_configuration(
+        SessionState(), {"t_w": {"after": ["x", "z"], "within": "1h", "run": "contract_task"}}
+    ).state
+    state = engine.fire(state, "x", now=now - timedelta(hours=3)).state
+    state = engine.advance(state, now).state
+    names = frozenset(state.instances)
+    open_storage(url, "late").compare_and_swap(
+        None, state, Changes(instances=names, created=names, config=True)
+    )
+    scheduled(url, "on-time")
+    done = CliRunner().invoke(cli, ["sessions", url, "--expired"])
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines() == ["late"]

@@ -420,3 +420,24 @@ def test_the_lost_filter_lists_sessions_whose_worker_died(store: Store) -> None:
     assert "applicant-live" not in page
     assert UID not in page
     assert 'name="lost" value="1" checked' in page
+
+
+def test_the_expired_filter_lists_sessions_with_a_closed_window(store: Store) -> None:
+    from triggers_core import MemoryStorage, TriggerManager
+    from triggers_core.testing.storage_contract import RecordingRunner
+
+    store.failed_session(UID)
+    storage = MemoryStorage("applicant-late", store_name=store.name)
+    manager = TriggerManager(
+        storage, runners={"rec": RecordingRunner()}, default_runner="rec", clock=store.clock
+    )
+    manager.update_configuration(
+        {"t_w": {"after": ["x", "z"], "within": "1h", "run": "contract_task"}}
+    )
+    manager.fire("x")
+    manager.advance(store.clock() + timedelta(hours=2))
+    assert storage["t_w#0"].status is Status.EXPIRED
+    page = text(get(store.console(), "/", expired="1"))
+    assert "applicant-late" in page
+    assert UID not in page
+    assert 'name="expired" value="1" checked' in page

@@ -13,8 +13,9 @@ was created again since, is skipped. With a status filter (``unresolved``,
 ``failed``, ``stale_after``) a candidate with no unresolved instance is decided
 from its active document alone; any other is loaded with its unresolved
 instances (the same read as ``get_unresolved_instances``: the header and the
-index pages and instance documents of its unresolved instances); one that
-cannot be read (damaged, or part of it evicted) is listed, for an operator to
+index pages and instance documents of its unresolved instances); with
+``expired`` (a resolved status) every candidate is read whole (O(its
+history)); one that cannot be read (damaged, or part of it evicted) is listed, for an operator to
 inspect. So a page
 reads as many sessions as it must examine to fill up: few when most sessions
 match, every session of the store when none does (there is no index by
@@ -166,14 +167,19 @@ class ListingStorage(LeaseStorage):
             if active.epoch != line.epoch:
                 continue  # deleted and created again: its own line lists it
             if filter.statuses:
-                if not any(active.index[task].unresolved for task in active.index):
-                    continue  # every filter is about unresolved instances
+                if not filter.expired and not any(
+                    active.index[task].unresolved for task in active.index
+                ):
+                    continue  # every filter but expired is about unresolved instances
                 peer = self.session(line.uid)
                 try:
-                    unresolved = peer.get_unresolved_instances()
+                    if filter.expired:  # a resolved status: the whole session is read
+                        looked_at = list(peer.load_full().state.instances.values())
+                    else:
+                        looked_at = peer.get_unresolved_instances()
                 except (SerializationError, StorageError):
-                    unresolved = None  # damaged or evicted: listed, for an operator to look at
-                if unresolved is not None and not filter.matches(unresolved):
+                    looked_at = None  # damaged or evicted: listed, for an operator to look at
+                if looked_at is not None and not filter.matches(looked_at):
                     continue
             wanted.append(line)
         return wanted

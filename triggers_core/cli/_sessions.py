@@ -65,6 +65,11 @@ STALE = click.option(
     is_flag=True,
     help="Only sessions with a lost run (running under an expired lease: its worker died).",
 )
+@click.option(
+    "--expired",
+    is_flag=True,
+    help="Only sessions with an expired instance (a within window closed first).",
+)
 @now_option
 @click.option(
     "--limit",
@@ -81,6 +86,7 @@ def sessions(
     failed: bool,
     stale: timedelta | None,
     lost: bool,
+    expired: bool,
     now: datetime,
     limit: int | None,
     cursor: str | None,
@@ -95,6 +101,7 @@ def sessions(
         failed=failed,
         stale_after=stale,
         lost=lost,
+        expired=expired,
         now=now if stale or lost else None,
     )
     uids: list[str] = []

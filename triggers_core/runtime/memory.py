@@ -182,7 +182,8 @@ class MemoryStore:
         """One page of the UIDs stored here that ``filter`` wants, in UID order.
 
         The cursor is the last UID of the previous page. Each session keeps the
-        set of its unresolved instances, which is all a filter looks at. A
+        set of its unresolved instances, which is all a filter looks at (but
+        ``expired``, which looks at every instance of each session it examines). A
         ``uid_prefix`` is a range of the sorted UIDs (found by bisection), so
         only the sessions in it are looked at; sorting the UIDs costs
         O(n log n) per page for n sessions in the store.
@@ -202,7 +203,11 @@ class MemoryStore:
             stop = len(uids) if bound is None else bisect.bisect_left(uids, bound)
             for uid in itertools.islice(uids, start, stop):
                 session = self._sessions[uid]
-                if filter.matches(session.instances[n] for n in session.unresolved):
+                if filter.expired:  # a resolved status: every instance of the session is looked at
+                    looked_at = list(session.instances.values())
+                else:
+                    looked_at = [session.instances[n] for n in session.unresolved]
+                if filter.matches(looked_at):
                     found.append(uid)
                     if len(found) > page_size:
                         break

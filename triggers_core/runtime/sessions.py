@@ -122,6 +122,9 @@ class SessionFilter:
     #: (its worker died and no sweeper took it over yet). Answered from the
     #: store's due index by :func:`triggers_core.tools.listing.list_sessions`.
     lost: bool = False
+    #: The session has an ``expired`` instance (a ``within`` window closed before
+    #: its ``after`` condition completed).
+    expired: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.now is not None and (self.now.tzinfo is None or self.now.utcoffset() is None):
@@ -147,6 +150,8 @@ class SessionFilter:
             wanted.append(STALE_STATUSES)
         if self.lost:
             wanted.append(frozenset({Status.RUNNING}))
+        if self.expired:
+            wanted.append(frozenset({Status.EXPIRED}))
         return tuple(wanted)
 
     def wants_uid(self, uid: str) -> bool:
@@ -158,7 +163,9 @@ class SessionFilter:
 
         Every filter is about unresolved instances, so nothing else is needed,
         but for ``lost``: here only a ``running`` instance is asked for (whether
-        its lease expired needs the lease records, which the listing checks).
+        its lease expired needs the lease records, which the listing checks);
+        and for ``expired``, a resolved status: with that filter the backend
+        passes the session's ``expired`` instances too.
         """
         instances = list(unresolved)
         if self.unresolved and not any(not i.is_resolved for i in instances):
@@ -166,6 +173,8 @@ class SessionFilter:
         if self.failed and not any(i.status is Status.FAILED for i in instances):
             return False
         if self.lost and not any(i.status is Status.RUNNING for i in instances):
+            return False
+        if self.expired and not any(i.status is Status.EXPIRED for i in instances):
             return False
         if self.stale_after is not None:
             assert self.now is not None

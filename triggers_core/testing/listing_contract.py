@@ -168,6 +168,21 @@ class SessionListingContract:
         day = SessionFilter(stale_after=timedelta(days=1), now=NOW)
         assert self.everything(day, 1) == []
 
+    def test_expired(self, kinds: dict[str, str]) -> None:
+        # ``t_w`` waited for x and z within an hour; only x fired: its window closed.
+        state = engine.update_configuration(
+            SessionState(),
+            {"t_w": {"after": ["x", "z"], "within": "1h", "run": "contract_task"}},
+        ).state
+        state = engine.fire(state, "x", now=NOW - timedelta(days=1)).state
+        state = engine.advance(state, NOW).state
+        assert any(i.status is Status.EXPIRED for i in state.instances.values())
+        uid = f"listing-{uuid.uuid4().hex[:8]}-expired"
+        self.put(uid, state)
+        assert self.everything(SessionFilter(expired=True), 1) == [uid]
+        assert self.everything(SessionFilter(expired=True, failed=True)) == []
+        assert kinds["failed"] not in self.everything(SessionFilter(expired=True))
+
     def test_filters_combine(self, kinds: dict[str, str]) -> None:
         both = SessionFilter(failed=True, unresolved=True)
         assert self.everything(both) == [kinds["failed"]]

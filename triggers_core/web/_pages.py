@@ -91,7 +91,8 @@ def _positive(text: str | None, default: int) -> int:
 
 
 def sessions_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
-    """Sessions, a page at a time: filters failed, stale, lost, unresolved; search by UID prefix."""
+    """Sessions, a page at a time: filters failed, stale, lost, expired, unresolved; a UID
+    prefix search."""
     query = request.query
     prefix = query.get("prefix", "")
     stale_text = query.get("stale", "")
@@ -108,6 +109,7 @@ def sessions_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
             failed=query.get("failed") == "1",
             stale_after=stale,
             lost=query.get("lost") == "1",
+            expired=query.get("expired") == "1",
             now=console.clock() if stale is not None or query.get("lost") == "1" else None,
             uid_prefix=prefix,
         )
@@ -137,6 +139,7 @@ def sessions_page(console: ConsoleCore, request: WebRequest) -> WebResponse:
         "failed": query.get("failed") == "1",
         "unresolved": query.get("unresolved") == "1",
         "lost": query.get("lost") == "1",
+        "expired": query.get("expired") == "1",
     }
     return console.render(
         request,
