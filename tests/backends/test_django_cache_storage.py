@@ -439,19 +439,6 @@ def test_a_worker_opens_only_the_aliases_its_own_settings_configure(
             open_configured_storage(conf, refused, uid)
 
 
-def test_listing_sessions_is_not_supported_and_says_why() -> None:
-    from triggers_core.errors import UnsupportedOperationError
-    from triggers_core.tools.listing import list_sessions
-
-    # Refused before Django or a server is consulted.
-    with pytest.raises(UnsupportedOperationError) as caught:
-        list_sessions("django-cache://redis?prefix=x")
-    assert str(caught.value) == (
-        "listing sessions is not supported by this backend (django-cache): Django's cache API "
-        "has no way to list its keys, and this backend keeps no index of sessions"
-    )
-
-
 def test_a_finite_timeout_refuses_longer_timers(django_ready: Any, uid: str) -> None:
     """Documents expire after ``timeout``: a within or delay longer than it is refused."""
     require_service("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)

@@ -308,7 +308,13 @@ def test_a_pool_process_killed_while_mark_running_waits_for_the_row_lock(
     finally:
         locker.close()
     _settle([manager], killed, "kill while mark-running waits (pg)")
-    assert _statuses(manager) == {"t_body#0": "finished"}
+    # Marking running is one autocommit statement on PostgreSQL: already sent, it may
+    # commit after its process died (the server sees the lock released, not the client
+    # gone). Then the run holds a lease nobody renews: taken over, replayed as a clone.
+    assert _statuses(manager) in (
+        {"t_body#0": "finished"},
+        {"t_body#0": "replayed", "t_body#1": "finished"},
+    )
     assert len(_runs(manager.uid)) == 1
     assert _count(DELIVERIES_TABLE, manager.uid) >= 2, _deliveries(manager.uid)
 

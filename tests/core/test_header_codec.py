@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from triggers_core import engine
 from triggers_core.engine.serialization import (
+    SPLIT_HEADER_VERSION,
     HeaderCodec,
     dumps,
     header_from_json,
@@ -154,7 +155,7 @@ def test_a_split_header_names_the_triggers_and_reads_back_without_their_values(
     """Property: a split header (latest kwargs stored apart) decodes, through the fast
     path and through the general one (keys in another order), to the header without
     its latest kwargs plus the names of the triggers that have them; the plain reader
-    of schema version 2 refuses it."""
+    of the schema version before it refuses it."""
     codec = HeaderCodec()
     text = codec.encode(state, split=True)
     assert "latestKwargs" not in text
@@ -165,7 +166,8 @@ def test_a_split_header_names_the_triggers_and_reads_back_without_their_values(
         assert triggers == tuple(sorted(state.latest_kwargs))
     doc = loads(text)  # schemaVersion first: another text, the same document
     slow, triggers = HeaderCodec().decode_split(
-        '{"schemaVersion":3,' + dumps({k: v for k, v in doc.items() if k != "schemaVersion"})[1:],
+        f'{{"schemaVersion":{SPLIT_HEADER_VERSION},'
+        + dumps({k: v for k, v in doc.items() if k != "schemaVersion"})[1:],
         state.tasks,
     )
     assert slow == expected
@@ -179,7 +181,7 @@ def test_a_split_header_names_the_triggers_and_reads_back_without_their_values(
 def test_a_split_header_with_a_bad_trigger_list_is_refused() -> None:
     for bad in ('"tick"', "[1]", "{}"):
         text = (
-            f'{{"counters":{{}},"latestTriggers":{bad},"schemaVersion":3,'
+            f'{{"counters":{{}},"latestTriggers":{bad},"schemaVersion":{SPLIT_HEADER_VERSION},'
             '"settled":{},"unsettled":{}}'
         )
         with pytest.raises(SerializationError, match="latestTriggers"):

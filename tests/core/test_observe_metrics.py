@@ -97,7 +97,22 @@ def test_counters_match_the_status_histories_after_failure_retry_skip_replay(
     assert manager.fire_result("keyed", idempotency_key="k1").duplicate is True
     runner.join_all()
     manager.fire("nobody-uses-this")
-    changed = {name: delta(before[name], samples(name)) for name in names}
+    # Other tests' leftover threads may still count in this process's registry: look at
+    # this workflow's tasks only (their names are this test's own).
+    ours = set(WORKFLOW)
+    changed = {
+        name: {
+            k: v
+            for k, v in delta(before[name], samples(name)).items()
+            if name == "triggers_fires_total" or dict(k).get("task") in ours
+        }
+        for name in names
+    }
+    fires = changed["triggers_fires_total"]
+    other = fires.pop((("trigger", "other"),), 0.0)
+    changed["triggers_fires_total"] = {
+        k: v for k, v in fires.items() if dict(k)["trigger"] in ours | {"go", "keyed"}
+    }
 
     instances = list(manager.storage.instances.values())
     statuses = {i.name: i.status for i in instances}
@@ -122,9 +137,10 @@ def test_counters_match_the_status_histories_after_failure_retry_skip_replay(
         (("trigger", "go"),): 1.0,
         (("trigger", "t_obsOk"),): 1.0,  # t_obsOk's cascade: t_obsNext uses it
         (("trigger", "keyed"),): 1.0,  # once: the duplicate is no fire
-        # the cascades of t_obsNext, t_obsRetry, t_obsKeyed and the unknown trigger
-        (("trigger", "other"),): 4.0,
     }
+    # the cascades of t_obsNext, t_obsRetry, t_obsKeyed and the unknown trigger (and any
+    # other test's leftovers: this label is shared)
+    assert other >= 4.0
 
     runs = collections.Counter(
         (("status", ended(i.metadata["timestamps"])), ("task", i.task_name))

@@ -66,8 +66,9 @@ TIME_DIRECTIVES_VERSION = 3
 #: The version of a header whose latest kwargs are stored elsewhere (a SQL storage's
 #: ``latest`` table): its ``latestTriggers`` lists the triggers that have them. A
 #: library that knows only :data:`SCHEMA_VERSION` refuses such a header (rather than
-#: reading a session without its latest kwargs).
-SPLIT_HEADER_VERSION = 3
+#: reading a session without its latest kwargs). One more than :data:`SCHEMA_VERSION`,
+#: so that a header says by its version alone which layout it has.
+SPLIT_HEADER_VERSION = SCHEMA_VERSION + 1
 
 
 def dumps(document: Mapping[str, Any]) -> str:
