@@ -18,7 +18,13 @@ from triggers_backends.sqlalchemy._schema import note_latest_table
 from triggers_backends.sqlalchemy_upgrade import needs_upgrade, upgrade_schema
 from triggers_core import ConflictError, SerializationError, TriggerManager
 from triggers_core.engine.latest import LatestKwargs
-from triggers_core.engine.serialization import dumps, header_from_json, header_to_json, loads
+from triggers_core.engine.serialization import (
+    SPLIT_HEADER_VERSION,
+    dumps,
+    header_from_json,
+    header_to_json,
+    loads,
+)
 from triggers_core.engine.state import SessionState
 from triggers_core.engine.task_table import TaskTable
 from triggers_core.testing.storage_contract import RecordingRunner
@@ -156,7 +162,7 @@ class SQLLatestCases:
         assert {t: now[t] for t in versions} == versions  # untouched rows keep their version
         assert now["tick"] > max(versions.values())
         header = json.loads(self._header(uid))
-        assert header["schemaVersion"] == 3
+        assert header["schemaVersion"] == SPLIT_HEADER_VERSION == 4
         assert header["latestTriggers"] == ["other", "ready", "tick"]
         assert "latestKwargs" not in header
 
