@@ -304,36 +304,14 @@ class OperatorActions(abc.ABC):
         can be replayed. Returns None and changes nothing if the instance is no
         longer ``scheduled`` (another runner started it meanwhile).
         """
-        name = instance_name_of(task_instance)
-        exc_type, exc_info = exception_type_name(error), format_exception(error)
-
-        def compute(state: SessionState) -> Transition:
-            found = state.instances.get(name)
-            if found is not None and found.status is not Status.SCHEDULED:
-                raise InvalidTransitionError(
-                    "fail before its start", name, found.status.value, "it is no longer scheduled"
-                )
-            return engine.fail(
-                state,
-                name,
-                now=self.now(),
-                exception_type=exc_type,
-                exception_info=exc_info,
-                exception_context=context,
-            )
-
-        try:
-            transition = self._commit(compute, instance_scope(name, cascade=False))
-        except InvalidTransitionError as exc:
-            lifecycle.warning(
-                "not failing %s in session %r: %s",
-                name,
-                self.uid,
-                exc,
-                extra={"session": self.uid, "instance": name, "status": exc.status},
-            )
-            return None
-        return transition.state.instances[name]
+        return self._fail_while(
+            instance_name_of(task_instance),
+            Status.SCHEDULED,
+            ("fail before its start", "it is no longer scheduled"),
+            error,
+            context,
+            owner=None,
+        )
 
     def fail_run(
         self,
@@ -352,15 +330,33 @@ class OperatorActions(abc.ABC):
         changes nothing if the instance is no longer ``running`` under that run
         (it finished, or a sweeper took it over meanwhile).
         """
-        name = instance_name_of(task_instance)
+        return self._fail_while(
+            instance_name_of(task_instance),
+            Status.RUNNING,
+            ("fail its run", "it is no longer running"),
+            error,
+            context,
+            owner=owner,
+        )
+
+    def _fail_while(
+        self,
+        name: str,
+        status: Status,
+        refusal: tuple[str, str],
+        error: BaseException,
+        context: Mapping[str, Any] | None,
+        *,
+        owner: str | None,
+    ) -> TaskInstance | None:
+        """Fail ``name`` with ``error`` if it is still in ``status`` (and, with ``owner``,
+        still run by it); else log ``refusal`` (action, reason) and return None."""
         exc_type, exc_info = exception_type_name(error), format_exception(error)
 
         def compute(state: SessionState) -> Transition:
             found = state.instances.get(name)
-            if found is not None and found.status is not Status.RUNNING:
-                raise InvalidTransitionError(
-                    "fail its run", name, found.status.value, "it is no longer running"
-                )
+            if found is not None and found.status is not status:
+                raise InvalidTransitionError(refusal[0], name, found.status.value, refusal[1])
             return engine.fail(
                 state,
                 name,
