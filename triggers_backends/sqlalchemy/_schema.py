@@ -62,24 +62,33 @@ _DUE_TABLES: weakref.WeakKeyDictionary[Engine, DueTableState] = weakref.WeakKeyD
 _DUE_TABLES_LOCK = threading.Lock()
 
 
-def due_table_state(engine: Engine) -> DueTableState:
-    """What this process knows of ``engine``'s due tables (one object per engine)."""
+def _state_in(
+    registry: weakref.WeakKeyDictionary[Engine, DueTableState], engine: Engine
+) -> DueTableState:
     with _DUE_TABLES_LOCK:
-        found = _DUE_TABLES.get(engine)
+        found = registry.get(engine)
         if found is None:
-            found = _DUE_TABLES[engine] = DueTableState()
+            found = registry[engine] = DueTableState()
         return found
 
 
-def note_due_table(engine: Engine, table_prefix: str, *, exists: bool) -> None:
-    """This process created (``exists``) or dropped the due table of ``table_prefix``."""
-    state = due_table_state(engine)
+def _note(state: DueTableState, table_prefix: str, *, exists: bool) -> None:
     with state.lock:
         state.missing.pop(table_prefix, None)
         if exists:
             state.ready.add(table_prefix)
         else:
             state.ready.discard(table_prefix)
+
+
+def due_table_state(engine: Engine) -> DueTableState:
+    """What this process knows of ``engine``'s due tables (one object per engine)."""
+    return _state_in(_DUE_TABLES, engine)
+
+
+def note_due_table(engine: Engine, table_prefix: str, *, exists: bool) -> None:
+    """This process created (``exists``) or dropped the due table of ``table_prefix``."""
+    _note(due_table_state(engine), table_prefix, exists=exists)
 
 
 _LATEST_TABLES: weakref.WeakKeyDictionary[Engine, DueTableState] = weakref.WeakKeyDictionary()
@@ -87,22 +96,12 @@ _LATEST_TABLES: weakref.WeakKeyDictionary[Engine, DueTableState] = weakref.WeakK
 
 def latest_table_state(engine: Engine) -> DueTableState:
     """What this process knows of ``engine``'s latest kwargs tables (one object per engine)."""
-    with _DUE_TABLES_LOCK:
-        found = _LATEST_TABLES.get(engine)
-        if found is None:
-            found = _LATEST_TABLES[engine] = DueTableState()
-        return found
+    return _state_in(_LATEST_TABLES, engine)
 
 
 def note_latest_table(engine: Engine, table_prefix: str, *, exists: bool) -> None:
     """This process created (``exists``) or dropped the latest table of ``table_prefix``."""
-    state = latest_table_state(engine)
-    with state.lock:
-        state.missing.pop(table_prefix, None)
-        if exists:
-            state.ready.add(table_prefix)
-        else:
-            state.ready.discard(table_prefix)
+    _note(latest_table_state(engine), table_prefix, exists=exists)
 
 
 def create_schema(engine: Engine, table_prefix: str = DEFAULT_TABLE_PREFIX) -> None:
