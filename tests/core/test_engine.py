@@ -647,7 +647,8 @@ def test_retry_without_a_cooldown_schedules_the_clone_at_once(cooldown: float | 
     )
     clone = t.state.instances["t_a#1"]
     assert clone.status is Status.SCHEDULED
-    assert "delayedUntil" not in clone.metadata and "retryCooldown" not in clone.metadata
+    assert "delayedUntil" not in clone.metadata
+    assert "retryCooldown" not in clone.metadata
     assert t.scheduled == ("t_a#1",)
 
 

@@ -10,7 +10,7 @@ connections) tick the same store at the same moment.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -18,7 +18,8 @@ import pytest
 
 from triggers_core import engine
 from triggers_core.engine.leases import Due, DueKind
-from triggers_core.engine.state import Status
+from triggers_core.engine.state import SessionState, Status
+from triggers_core.engine.transition import Transition
 from triggers_core.runtime.clock import tick_store
 from triggers_core.runtime.manager import TriggerManager
 from triggers_core.runtime.storage import Storage
@@ -173,12 +174,13 @@ class TimerContract:
         manager = self._manager(storage, RecordingRunner(), 0)
         manager.update_configuration(RETRY_CONFIG)
         manager.fire("go", {"n": 1})
-        for step in (
+        steps: list[Callable[[SessionState], Transition]] = [
             lambda s: engine.mark_running(s, "t_try#0", now=_at(0)),
             lambda s: engine.retry_self(
                 s, "t_try#0", now=_at(0), max_retries=3, cooldown=RETRY_COOLDOWN_SECONDS
             ),
-        ):
+        ]
+        for step in steps:
             snapshot = storage.load_full()
             transition = step(snapshot.state)
             storage.compare_and_swap(snapshot.version, transition.state, transition.changes)
