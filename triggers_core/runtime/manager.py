@@ -532,13 +532,7 @@ class TriggerManager(OperatorActions):
             run_key=f"{self.uid}#{run_key(instance)}",
         )
         key = cascade_key(instance.task_name, name) if guard else None
-        outcomes = Outcomes(
-            self.uid,
-            self.now,
-            self.max_cascade_depth,
-            owner,
-            max_value_bytes=self.storage.max_value_bytes,
-        )
+        outcomes = Outcomes.of(self.storage, self.now, self.max_cascade_depth, owner)
         scope = instance_scope(name, cascade=True, guard=key)
         try:
             try:
