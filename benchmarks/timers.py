@@ -9,13 +9,18 @@ is a commit). The time of a round with many pending timers is compared with
 one with few: a tick reads the due index, so its cost follows what is due,
 not what is pending.
 
-Run: ``python -m benchmarks.timers [--sessions N] [--small N] [--backends memory,sqlite]``.
+Run: ``python -m benchmarks.timers [--sessions N] [--small N] [--backends memory,sqlite]``;
+backends ``memory``, ``sqlite``, ``postgresql`` (``TRIGGERS_BENCH_POSTGRES_URL``) and
+``django-redis-cache`` (``TRIGGERS_BENCH_REDIS_URL``). ``--bulk``: the large run seeds
+``--small`` sessions through the manager and writes the rest of its pending timers
+straight into the due index (:mod:`benchmarks.timers_bulk`), due after every round.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import tempfile
 import time
@@ -23,7 +28,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
-from benchmarks.backends import memory_backend, sql_backend
+from benchmarks import django_cache
+from benchmarks.backends import DEFAULT_URLS, URL_ENV, memory_backend, sql_backend
 from benchmarks.common import RecordingRunner, StorageFactory
 from triggers_core import SessionState, TriggerManager, engine
 from triggers_core.engine.leases import DueKind
@@ -104,13 +110,26 @@ def measure(
     due: int,
     count: int,
     settle: Callable[[], None] | None = None,
+    bulk: bool = False,
 ) -> str:
     line = []
     for n in (small, sessions):
         with backend() as make:
             started = time.perf_counter()
-            seed(make, n, per_session, f"s{n}-")
+            real = small if bulk else n
+            seed(make, real, per_session, f"s{n}-")
+            if real < n:
+                from benchmarks.timers_bulk import bulk_pending  # noqa: PLC0415
+
+                # Due after every round: the rounds reach T0 + WITHIN + small seconds at most.
+                first = T0 + WITHIN + timedelta(seconds=small + 100)
+                bulk_pending(make(f"s{n}-0"), n - real, per_session, first, timedelta(days=1))
             seeded = time.perf_counter() - started
+            if bulk:
+                from benchmarks.timers_bulk import timers_in_index  # noqa: PLC0415
+
+                held = timers_in_index(make(f"s{n}-0"))
+                assert held == n * per_session, (held, n * per_session)
             gc.collect()  # the seeding's garbage is not the tick's cost
             if settle is not None:
                 settle()
@@ -176,6 +195,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backends", default="memory,sqlite")
     parser.add_argument("--lateness", type=int, default=0, help="also measure lateness")
+    parser.add_argument(
+        "--bulk", action="store_true", help="write the large run's extra timers into the index"
+    )
     args = parser.parse_args(argv)
     lines = [
         f"### A tick finding {args.due} due timers (median ms of {args.rounds} rounds)",
@@ -186,7 +208,14 @@ def main(argv: list[str] | None = None) -> str:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/timers.db"
-        chosen = {"memory": memory_backend, "sqlite": lambda: sql_backend(url)}
+        postgres = os.environ.get(URL_ENV["postgresql"], DEFAULT_URLS["postgresql"])
+        redis_label = "django-redis-cache"
+        chosen = {
+            "memory": memory_backend,
+            "sqlite": lambda: sql_backend(url),
+            "postgresql": lambda: sql_backend(postgres),
+            redis_label: lambda: django_cache.django_backend(redis_label, {redis_label}),
+        }
 
         def checkpoint() -> None:  # the seeding's write-ahead log is not the tick's cost
             import sqlalchemy as sa  # noqa: PLC0415 - only for the SQLite run
@@ -207,6 +236,7 @@ def main(argv: list[str] | None = None) -> str:
                     per_session=args.per_session,
                     due=args.due,
                     count=args.rounds,
+                    bulk=args.bulk,
                 )
             )
     if args.lateness:
