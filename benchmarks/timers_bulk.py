@@ -49,12 +49,17 @@ def bulk_pending(
 
 
 def _sql(storage: Storage, entries: object) -> None:
-    from triggers_backends.sqlalchemy._tables import row_key  # noqa: PLC0415
+    import sqlalchemy as sa  # noqa: PLC0415
+
     from triggers_backends.sqlalchemy._due import to_micros  # noqa: PLC0415
+    from triggers_backends.sqlalchemy._tables import row_key  # noqa: PLC0415
 
     table = storage._tables.due  # type: ignore[attr-defined]
+    # An engine of its own: the storage's watchdog would end a statement this long.
+    url = storage.engine.url.render_as_string(hide_password=False)  # type: ignore[attr-defined]
+    engine = sa.create_engine(url)
     rows = []
-    with storage.engine.begin() as conn:  # type: ignore[attr-defined]
+    with engine.begin() as conn:
         for uid, name, at in entries:  # type: ignore[attr-defined]
             rows.append(
                 {
@@ -73,6 +78,7 @@ def _sql(storage: Storage, entries: object) -> None:
                 rows = []
         if rows:
             conn.execute(table.insert(), rows)
+    engine.dispose()
 
 
 def _key_value(storage: Storage, entries: object) -> None:
