@@ -26,6 +26,7 @@ from triggers_backends.kv.due_index import (
     SLOT_BYTES,
     DueIndex,
     Hint,
+    SlotPositions,
     bucket_of,
     lines_of,
     parse_line,
@@ -555,6 +556,23 @@ def test_index_keys_stay_within_memcached_limits() -> None:
     index = DueIndex(DictKeyValueClient(DictStore()), "p" * 100)
     longest = index.slot_key(DueKind.LEASE, SHARDS - 1, -(10**12), 10**6)
     assert len(longest) <= 250
+
+
+def test_a_directory_is_parsed_again_only_when_it_changed() -> None:
+    """Issue 24: a directory lists every pending slot; a sweep reuses the last parse of an
+    unchanged one and takes only the buckets it covers (bisection), never a stale list."""
+    positions = SlotPositions()
+    raw = b",100.0,99.1,101.0,99.0,bogus,"
+    first = positions.parsed("p:x:t:0", raw)
+    assert first.entries == ((99, 0), (99, 1), (100, 0), (101, 0))
+    assert first.bad == {"bogus"}
+    assert first.up_to(99) == ((99, 0), (99, 1))
+    assert first.up_to(100) == ((99, 0), (99, 1), (100, 0))
+    assert first.up_to(98) == ()
+    assert positions.parsed("p:x:t:0", bytes(raw)) is first  # equal bytes: the same parse
+    changed = positions.parsed("p:x:t:0", raw + b"100.1,")
+    assert changed.up_to(100) == ((99, 0), (99, 1), (100, 0), (100, 1))
+    assert positions.parsed("p:x:t:1", raw) is not first  # another directory: its own
 
 
 def test_two_tickers_race_on_a_thousand_due_timers() -> None:
