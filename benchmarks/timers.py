@@ -19,12 +19,13 @@ straight into the due index (:mod:`benchmarks.timers_bulk`), due after every rou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
@@ -72,8 +73,8 @@ def _changes(configured: engine.Transition, fired: engine.Transition) -> object:
 
 def rounds(
     make: StorageFactory, prefix: str, due: int, per_session: int, count: int
-) -> list[float]:
-    """Seconds per round; each round expires exactly ``due`` timers (checked)."""
+) -> Iterator[tuple[float, float]]:
+    """``(find, tick)`` seconds of each round; each expires exactly ``due`` timers (checked)."""
     runner = RecordingRunner()
 
     def factory(storage: Storage) -> TriggerManager:
@@ -83,21 +84,20 @@ def rounds(
 
     step = due // per_session
     any_storage = make(f"{prefix}0")
-    times, finds = [], []
     for r in range(count):
         now = T0 + WITHIN + timedelta(seconds=step * (r + 1) - 1)
         started = time.perf_counter()
         found = any_storage.due_entries(DueKind.TIMER, now, limit=10 * due)
-        finds.append(time.perf_counter() - started)
+        find = time.perf_counter() - started
         assert len(found) == due, (len(found), due)
         started = time.perf_counter()
         report = tick_store(any_storage, factory, now=now, limit=10 * due)
-        times.append(time.perf_counter() - started)
+        tick = time.perf_counter() - started
         fired = [a for a in report.actions if a.action == "timer fired"]
         assert len(fired) == due, (len(fired), due)
         for a in fired[:1]:
             assert make(a.session).get_instance(a.instance).status is Status.EXPIRED
-    return finds, times
+        yield find, tick
 
 
 def measure(
@@ -112,9 +112,13 @@ def measure(
     settle: Callable[[], None] | None = None,
     bulk: bool = False,
 ) -> str:
-    line = []
-    for n in (small, sessions):
-        with backend() as make:
+    """Both stores (few and many pending timers) are built first, then their rounds
+    alternate, so that a change of the machine's load weighs on both alike."""
+    seeded = 0.0
+    with contextlib.ExitStack() as stack:
+        runs = []
+        for n in (small, sessions):
+            make = stack.enter_context(backend())
             started = time.perf_counter()
             real = small if bulk else n
             seed(make, real, per_session, f"s{n}-")
@@ -130,12 +134,18 @@ def measure(
 
                 held = timers_in_index(make(f"s{n}-0"))
                 assert held == n * per_session, (held, n * per_session)
-            gc.collect()  # the seeding's garbage is not the tick's cost
-            if settle is not None:
-                settle()
-            finds, ticks = rounds(make, f"s{n}-", due, per_session, count)
-        line.append((n * per_session, statistics.median(finds), statistics.median(ticks), seeded))
-    (few, f_few, t_few, _), (many, f_many, t_many, seeded) = line
+            runs.append(rounds(make, f"s{n}-", due, per_session, count))
+        gc.collect()  # the seeding's garbage is not the tick's cost
+        if settle is not None:
+            settle()
+        measured: list[list[tuple[float, float]]] = [[], []]
+        for _ in range(count):
+            for k, run in enumerate(runs):
+                measured[k].append(next(run))
+    (f_few, t_few), (f_many, t_many) = (
+        (statistics.median(f for f, _ in m), statistics.median(t for _, t in m)) for m in measured
+    )
+    few, many = small * per_session, sessions * per_session
     return (
         f"| {label} | {few:,} | {f_few * 1000:.2f} | {t_few * 1000:.1f} | {many:,} | "
         f"{f_many * 1000:.2f} | {t_many * 1000:.1f} | {f_many / f_few:.2f} | "
