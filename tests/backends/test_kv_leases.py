@@ -589,3 +589,19 @@ def test_two_tickers_race_on_a_thousand_due_timers() -> None:
             return KeyValueStorage(uid, AtomicDictClient(store), prefix=prefix)
 
     Race().test_two_tickers_racing_apply_each_timer_once(f"timer-{uuid.uuid4().hex}")
+
+
+def test_two_tickers_race_on_a_thousand_due_retry_cooldowns() -> None:
+    """Issue 24: 1,000 retries waiting for their cooldown in the sharded key-value index,
+    two tickers at once: each clone is scheduled exactly once."""
+    from triggers_core.testing.timer_contract import TimerContract
+
+    store, prefix = DictStore(), f"t{uuid.uuid4().hex[:8]}:"
+
+    class Race(TimerContract):
+        retry_race_sessions = 1000
+
+        def make_storage(self, uid: str) -> Storage:
+            return KeyValueStorage(uid, AtomicDictClient(store), prefix=prefix)
+
+    Race().test_two_tickers_racing_schedule_each_retry_once(f"retry-{uuid.uuid4().hex}")
