@@ -40,6 +40,7 @@ __all__ = [
     "URL_PREFIX_OPTION",
     "URL_SYNCHRONOUS_OPTION",
     "dispose_engines",
+    "normalize_url",
     "parse_url",
     "prepare_engine",
     "query_value",
@@ -72,7 +73,8 @@ _PREPARED: weakref.WeakSet[Engine] = weakref.WeakSet()
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
-def _normalize(url: URL) -> URL:
+def normalize_url(url: URL) -> URL:
+    """The driver a URL names (``postgresql://`` -> psycopg 3...); in-memory SQLite refused."""
     driver = DEFAULT_DRIVERS.get(url.drivername)
     if driver is not None:
         url = url.set(drivername=driver)
@@ -97,7 +99,7 @@ def shared_engine(url: str | URL) -> Engine:
     password. Task messages carry names, and each worker opens the URL its
     own settings configure under that name.
     """
-    parsed = _normalize(parse_url(url))
+    parsed = normalize_url(parse_url(url))
     key = parsed.render_as_string(hide_password=False)  # stays in this dict, never shown
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)

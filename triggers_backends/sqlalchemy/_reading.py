@@ -83,6 +83,14 @@ class ReadingMixin(LatestMixin):
 
     #: Attempts for a load that hits a transient lock (SQLite checkpoints) before failing.
     read_attempts: ClassVar[int] = 5
+    #: Read every latest kwargs value within the load's snapshot instead of on demand
+    #: (an async storage runs this code in a greenlet: a value asked for later, outside
+    #: it, could not be read). Scoped loads then always take one snapshot transaction.
+    eager_latest: ClassVar[bool] = False
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before another attempt (an async storage waits without blocking its loop)."""
+        time.sleep(seconds)
 
     def load(self, scope: Scope | Selector = HEADER_ONLY) -> Snapshot:
         return self._read(scope)
@@ -92,7 +100,9 @@ class ReadingMixin(LatestMixin):
 
     def _read(self, scope: Scope | Selector | None) -> Snapshot:
         reconnected = False
-        unlocked = scope is not None and self.engine.dialect.name == "postgresql"
+        unlocked = (
+            scope is not None and self.engine.dialect.name == "postgresql" and not self.eager_latest
+        )
         for attempt in range(self.read_attempts):
             try:
                 if unlocked:
@@ -111,7 +121,7 @@ class ReadingMixin(LatestMixin):
                     continue
                 error = self._error(exc, "load")
                 if isinstance(error, ConflictError) and attempt + 1 < self.read_attempts:
-                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                    self._pause(random.uniform(0, 0.01 * 2**attempt))
                     continue
                 if isinstance(error, ConflictError):  # a read never conflicts: report it plainly
                     error = StorageError(str(error), backend=self._label, session=self.uid)
@@ -130,7 +140,11 @@ class ReadingMixin(LatestMixin):
             return Snapshot(SessionState(), None)
         header, triggers = self._decode_header(head.uid, head.config_id, head.config, head.header)
         latest = self._latest_mapping(
-            conn, int(head.version), triggers, header.latest_kwargs, full=scope is None
+            conn,
+            int(head.version),
+            triggers,
+            header.latest_kwargs,
+            full=scope is None or self.eager_latest,
         )
         header = attrs.evolve(header, latest_kwargs=latest)
         records: dict[FireKey, tuple[str, ...]] = {}
