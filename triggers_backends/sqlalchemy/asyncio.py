@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import importlib
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -58,7 +58,7 @@ from triggers_backends.sqlalchemy._engines import (
     prepare_engine,
     synchronous_level,
 )
-from triggers_backends.sqlalchemy._errors import public_url, url_secrets
+from triggers_backends.sqlalchemy._errors import describe, public_url, url_secrets
 from triggers_backends.sqlalchemy._storage import (
     SQLAlchemyStorage,
     storage_reference,
@@ -211,6 +211,45 @@ def _create(url: URL, timeouts: Timeouts) -> AsyncEngine:
     return engine
 
 
+#: After the bound ran out: how long a cancelled call may clean up before it is
+#: cancelled again (psycopg asks the server to cancel the query, for up to 5 s, and
+#: closes the connection at once when interrupted again), and how many times.
+CANCEL_GRACE = 0.25
+CANCEL_ROUNDS = 8
+
+
+class _Expired(Exception):
+    """Internal: a storage call ran out of its bound (and was cancelled)."""
+
+
+async def _bounded(call: Coroutine[Any, Any, T], timeouts: Timeouts) -> T:
+    """``call`` within connect plus statement timeout; cancelled (again if need be) past it."""
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeouts.connect + timeouts.statement)
+    except asyncio.CancelledError:
+        task.cancel()  # the caller was cancelled: so is its call
+        raise
+    if done:
+        return task.result()
+    for _ in range(CANCEL_ROUNDS):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE)
+        if done:
+            break
+    if task.done() and not task.cancelled():
+        task.exception()  # seen: whatever it raised is reported as the bound running out
+    raise _Expired()
+
+
+def _from_driver(exc: BaseException) -> bool:
+    """Raised by a database driver (or the network under it), not by a bug of ours."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    module = type(exc).__module__
+    return module.split(".", 1)[0] in {"asyncpg", "psycopg", "aiosqlite", "sqlite3"}
+
+
 def _check_driver(url: URL) -> None:
     """Refuse a URL whose driver is not async (or not installed), naming what to use."""
     backend, driver = url.get_backend_name(), url.get_driver_name()
@@ -340,21 +379,36 @@ class AsyncSQLAlchemyStorage(AsyncStorage):
         return found
 
     async def _call(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run the sync storage's ``fn`` in a greenlet, within the URL's bounds."""
+        """Run the sync storage's ``fn`` in a greenlet, within the URL's bounds.
+
+        The sync code turns SQLAlchemy's errors into storage errors; what an async
+        driver raises past SQLAlchemy (asyncpg's refused connection, its own
+        timeouts) becomes one here, as does the loop's bound running out.
+        """
         timeouts = self._timeouts
-        if timeouts is None:  # an engine Triggers did not make: its owner bounds it
-            return await greenlet_spawn(fn, *args, **kwargs)
-        bound = timeouts.connect + timeouts.statement
+        problem = None
         try:
-            async with asyncio.timeout(bound):
+            if timeouts is None:  # the engine is not Triggers': its owner bounds it
                 return await greenlet_spawn(fn, *args, **kwargs)
-        except TimeoutError:
-            pass
-        # Raised outside the except block: no driver internals chained to it.
+            return await _bounded(greenlet_spawn(fn, *args, **kwargs), timeouts)
+        except _Expired:
+            problem = "the database did not answer in time"
+        except Exception as exc:
+            if not _from_driver(exc):
+                raise
+            if isinstance(exc, TimeoutError):  # the driver's own bound (asyncpg's)
+                problem = "the database did not answer in time"
+            else:
+                problem = describe(exc, self._url)
+        if timeouts is not None:
+            problem = (
+                f"{problem} (the bounds: {CONNECT_OPTION}={timeouts.connect:g} plus "
+                f"{STATEMENT_OPTION}={timeouts.statement:g} in the URL)"
+            )
+        # Raised outside the except block: no driver internals chained to it (its
+        # message, redacted, is in this one).
         raise StorageError(
-            f"{doing} failed on {public_url(self._url)}: the database did not answer within "
-            f"{bound:g}s ({CONNECT_OPTION}={timeouts.connect:g} plus "
-            f"{STATEMENT_OPTION}={timeouts.statement:g} in the URL)",
+            f"{doing} failed on {public_url(self._url)}: {problem}",
             backend=self._label,
             session=self.uid,
         )
