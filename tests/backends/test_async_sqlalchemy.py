@@ -25,7 +25,8 @@ from _sql_lease_cases import stop_sweepers
 from services import require_service
 from tcp_proxy import FreezingProxy
 
-from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema, drop_schema
+from triggers_backends.sqlalchemy import SQLAlchemyStorage, _timeouts, create_schema, drop_schema
+from triggers_backends.sqlalchemy import asyncio as asyncio_module
 from triggers_backends.sqlalchemy.asyncio import AsyncSQLAlchemyStorage, dispose_async_engines
 from triggers_core import (
     ConflictError,
@@ -250,6 +251,41 @@ class AsyncSpecifics(AsyncStore):
         assert asyncio.run(write_and_count(None)) == 1
         assert asyncio.run(write_and_count(1)) == 2
 
+    def test_aclose_disposes_the_engine_when_its_last_storage_lets_go(self, uid: str) -> None:
+        async def scenario() -> None:
+            one = self.async_storage(uid)
+            two = one.session(f"{uid}-2")
+            await one.load()
+            await two.load()
+            engines = asyncio_module._LOOP_ENGINES[asyncio.get_running_loop()].engines
+            (shared,) = engines.values()  # one engine for both
+            pool = shared.engine.sync_engine.pool
+            assert shared.holders == 2
+            await one.aclose()
+            assert list(engines.values()) == [shared]
+            assert pool.checkedin() == 1
+            await two.aclose()
+            assert engines == {}
+            assert pool.checkedin() == 0  # disposed: its connection closed
+            assert (await one.load()).version is None  # usable again, on a new engine
+            (again,) = engines.values()
+            assert again is not shared
+            await one.aclose()
+
+        asyncio.run(scenario())
+
+    def test_the_engines_of_a_loop_are_disposed_when_it_shuts_down(self, uid: str) -> None:
+        pools: list[Any] = []
+
+        async def use() -> None:
+            await self.async_storage(uid).load()
+            (shared,) = asyncio_module._LOOP_ENGINES[asyncio.get_running_loop()].engines.values()
+            pools.append(shared.engine.sync_engine.pool)
+            assert pools[0].checkedin() == 1
+
+        asyncio.run(use())  # no aclose: asyncio.run's shutdown_asyncgens disposes it
+        assert pools[0].checkedin() == 0
+
 
 def pure_now() -> Any:
     from datetime import UTC, datetime
@@ -275,6 +311,32 @@ class ServerSpecifics(AsyncSpecifics):
         assert not isinstance(caught.value, ConflictError)
         assert "triggers_lock_timeout=1" in str(caught.value)
         assert self.loop.run(storage.load()).version == version  # nothing written
+
+    def test_a_pooled_connection_the_server_ended_is_replaced_before_a_write(
+        self, uid: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Pooled connections idle for PING_AFTER_IDLE are pinged (as the sync storage's):
+        a compare-and-swap, which is never retried, does not meet a dead one."""
+        monkeypatch.setattr(_timeouts, "PING_AFTER_IDLE", 0.2)
+        storage = self.async_storage(uid)
+        step = pure.update_configuration(self.loop.run(storage.load()).state, EVERY)
+        version = self.loop.run(storage.compare_and_swap(None, step.state, step.changes))
+
+        async def pooled_pid() -> int:
+            # The engine the storage opened in this loop (its pool holds one connection).
+            (shared,) = asyncio_module._LOOP_ENGINES[self.loop.loop].engines.values()
+            async with shared.engine.connect() as conn:
+                pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+            assert isinstance(pid, int)
+            return pid
+
+        pid = self.loop.run(pooled_pid())
+        with self.engine.connect() as conn:
+            ended = conn.execute(sa.text(f"SELECT pg_terminate_backend({pid})")).scalar_one()
+        assert ended
+        time.sleep(0.3)
+        fired = pure.fire(step.state, "tick", {}, now=pure_now())
+        assert self.loop.run(storage.compare_and_swap(version, fired.state, fired.changes)) == 2
 
     def test_passwords_never_show(self, uid: str) -> None:
         url = self.async_url.replace("postgres@", "postgres:s3cret@").replace(":5432/", ":1/")
