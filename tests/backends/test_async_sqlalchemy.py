@@ -338,6 +338,35 @@ class ServerSpecifics(AsyncSpecifics):
         fired = pure.fire(step.state, "tick", {}, now=pure_now())
         assert self.loop.run(storage.compare_and_swap(version, fired.state, fired.changes)) == 2
 
+    def test_a_write_between_the_statements_of_a_load_is_never_mixed_in(self, uid: str) -> None:
+        """PostgreSQL scoped loads run without a transaction (the latest kwargs read in
+        full, as the async storage does): a commit between two of their statements makes
+        the load read again, in one snapshot."""
+        manager = TriggerManager(
+            self.sync_storage(uid), runners={"rec": RecordingRunner()}, default_runner="rec"
+        )
+        manager.update_configuration(EVERY)
+        manager.fire("tick", {"n": 1})
+        storage = self.async_storage(uid)
+        self.loop.run(storage.load())
+        (shared,) = asyncio_module._LOOP_ENGINES[self.loop.loop].engines.values()
+        meddled: list[str] = []
+
+        def meddle(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if f"{self.prefix}latest.version" in statement and not meddled:
+                meddled.append(statement)
+                manager.fire("tick", {"n": 2})  # commits before the statement runs
+
+        sa.event.listen(shared.engine.sync_engine, "before_cursor_execute", meddle)
+        try:
+            snapshot = self.loop.run(storage.load(Scope(unstarted_of=frozenset({"t_pair"}))))
+        finally:
+            sa.event.remove(shared.engine.sync_engine, "before_cursor_execute", meddle)
+        assert meddled
+        assert snapshot.version == self.sync_storage(uid).load().version == 3
+        assert dict(snapshot.state.latest_kwargs["tick"]) == {"n": 2}
+        assert snapshot.state.counters["t_every"] == 2
+
     def test_passwords_never_show(self, uid: str) -> None:
         url = self.async_url.replace("postgres@", "postgres:s3cret@").replace(":5432/", ":1/")
         storage = AsyncSQLAlchemyStorage.from_url(_with_prefix(url, self.prefix), uid)

@@ -85,7 +85,7 @@ class ReadingMixin(LatestMixin):
     read_attempts: ClassVar[int] = 5
     #: Read every latest kwargs value within the load's snapshot instead of on demand
     #: (an async storage runs this code in a greenlet: a value asked for later, outside
-    #: it, could not be read). Scoped loads then always take one snapshot transaction.
+    #: it, could not be read).
     eager_latest: ClassVar[bool] = False
 
     def _pause(self, seconds: float) -> None:
@@ -100,9 +100,7 @@ class ReadingMixin(LatestMixin):
 
     def _read(self, scope: Scope | Selector | None) -> Snapshot:
         reconnected = False
-        unlocked = (
-            scope is not None and self.engine.dialect.name == "postgresql" and not self.eager_latest
-        )
+        unlocked = scope is not None and self.engine.dialect.name == "postgresql"
         for attempt in range(self.read_attempts):
             try:
                 if unlocked:
@@ -197,14 +195,22 @@ class ReadingMixin(LatestMixin):
         if head is None:
             return Snapshot(SessionState(), None)  # one statement: no session at its snapshot
         header, triggers = self._decode_header(head.uid, head.config_id, head.config, head.header)
-        # A scoped load: the latest kwargs are read later, one trigger at a time, if asked for.
-        latest = self._latest_mapping(
-            conn, int(head.version), triggers, header.latest_kwargs, full=False
-        )
+        eager = self.eager_latest and bool(triggers)
+        if eager:  # all of them now; the instances' statement below checks the version
+            found_latest = self._latest_unlocked(conn, int(head.version), triggers or ())
+            if found_latest is None:
+                return None
+            latest = found_latest
+        else:
+            # A scoped load: the latest kwargs are read later, one trigger at a time, if asked.
+            latest = self._latest_mapping(
+                conn, int(head.version), triggers, header.latest_kwargs, full=False
+            )
         header = attrs.evolve(header, latest_kwargs=latest)
         chosen = scope if isinstance(scope, Scope) else scope(header)
         if (
-            named is not None
+            not eager
+            and named is not None
             and chosen.names <= known
             and not (chosen.unstarted_of or chosen.unresolved or chosen.fire_keys)
         ):

@@ -16,8 +16,8 @@ greenlet hands the driver's coroutine to the event loop, so the loop is never
 blocked. A session written by one storage is read, and compare-and-swapped,
 by the other. One difference: a load reads every latest kwargs value of the
 session in its snapshot (the sync storage reads one when an operation asks
-for it, which here would happen outside the greenlet), so scoped loads on
-PostgreSQL always take one snapshot transaction.
+for it, which here would happen outside the greenlet): one more statement
+for a session that has latest kwargs.
 
 Engines: storages opened from the same URL share one engine (one pool) *per
 event loop*: connections of asyncpg and aiosqlite belong to the loop that
