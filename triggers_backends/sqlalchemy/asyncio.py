@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from datetime import datetime
@@ -169,12 +170,20 @@ async def _closer(
                 shared.engine.sync_engine.dispose(close=False)
 
 
+#: Guards :data:`_LOOP_ENGINES` (loops in several threads); each loop's own engines
+#: are only touched from its thread.
+_LOOP_ENGINES_LOCK = threading.Lock()
+
+
 async def _engines_of(loop: asyncio.AbstractEventLoop) -> dict[str, _Shared]:
     """The engines of ``loop`` (the running one), its closer started on first use."""
     _forget_closed_loops()
-    state = _LOOP_ENGINES.get(loop)
-    if state is None:
-        state = _LOOP_ENGINES[loop] = _LoopEngines()
+    with _LOOP_ENGINES_LOCK:
+        state = _LOOP_ENGINES.get(loop)
+        fresh = state is None
+        if state is None:
+            state = _LOOP_ENGINES[loop] = _LoopEngines()
+    if fresh:
         closer = _closer(loop, state.engines)
         await closer.__anext__()  # first iterated in this loop: the loop finalizes it
         state.closer = closer
@@ -183,9 +192,10 @@ async def _engines_of(loop: asyncio.AbstractEventLoop) -> dict[str, _Shared]:
 
 def _forget_closed_loops() -> None:
     """Engines of loops closed without ``shutdown_asyncgens``: forget their connections."""
-    for loop in [loop for loop in list(_LOOP_ENGINES) if loop.is_closed()]:
-        state = _LOOP_ENGINES.pop(loop, None)
-        if state is not None and state.closer is not None:
+    with _LOOP_ENGINES_LOCK:
+        closed = [_LOOP_ENGINES.pop(loop) for loop in list(_LOOP_ENGINES) if loop.is_closed()]
+    for state in closed:
+        if state.closer is not None:
             step = state.closer.aclose()
             with contextlib.suppress(StopIteration, RuntimeError):
                 step.send(None)  # runs its finally: nothing there awaits for a closed loop
@@ -277,7 +287,8 @@ async def dispose_async_engines() -> None:
     connections when used again), but no longer share an engine with storages
     opened afterwards.
     """
-    state = _LOOP_ENGINES.pop(asyncio.get_running_loop(), None)
+    with _LOOP_ENGINES_LOCK:
+        state = _LOOP_ENGINES.pop(asyncio.get_running_loop(), None)
     if state is not None and state.closer is not None:
         await state.closer.aclose()
 
@@ -473,7 +484,8 @@ class AsyncSQLAlchemyStorage(AsyncStorage):
         loop = asyncio.get_running_loop()
         if self._delegates.pop(loop, None) is None or self._engine is not None:
             return
-        state = _LOOP_ENGINES.get(loop)
+        with _LOOP_ENGINES_LOCK:
+            state = _LOOP_ENGINES.get(loop)
         engines = {} if state is None else state.engines
         shared = engines.get(self._key)
         if shared is None:
