@@ -500,3 +500,19 @@ def test_a_missing_driver_names_the_extra_to_install(
 def test_in_memory_sqlite_is_refused() -> None:
     with pytest.raises(ValueError, match="in-memory SQLite"):
         AsyncSQLAlchemyStorage.from_url("sqlite+aiosqlite://", "u")
+
+
+def test_the_async_sql_schemes_are_declared_as_entry_points() -> None:
+    """The async registry finds this storage by the full URL scheme (pyproject.toml)."""
+    import importlib
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    group = project["entry-points"]["triggers.async_storages"]
+    for scheme in ("sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg"):
+        module, _, name = group[scheme].partition(":")
+        assert getattr(importlib.import_module(module), name) is AsyncSQLAlchemyStorage
+    extra = " ".join(project["optional-dependencies"]["async"])
+    for package in ("sqlalchemy[asyncio]", "aiosqlite", "asyncpg", "greenlet"):
+        assert package in extra
