@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -193,6 +194,63 @@ class AsyncSpecifics(AsyncStore):
             f"t_every#{n}" for n in range(total)
         }
         assert lost["conflicts"] > 0  # they did race
+
+    def test_sync_threads_and_coroutines_racing_on_one_session_lose_no_update(
+        self, uid: str
+    ) -> None:
+        """Sync storages in threads and async ones in coroutines fire into one session at
+        once: one compare-and-swap wins each version, whichever face made it."""
+        threads, coroutines, fires = 3, 6, 6
+        first = self.sync_storage(uid)
+        config = pure.update_configuration(first.load().state, EVERY)
+        first.compare_and_swap(None, config.state, config.changes)
+        won: list[tuple[str, int]] = []
+        scope = Scope(unstarted_of=frozenset({"t_pair"}))
+
+        def sync_worker(n: int) -> None:
+            storage = self.sync_storage(uid)
+            for i in range(fires):
+                while True:
+                    snapshot = storage.load(scope)
+                    step = pure.fire(snapshot.state, "tick", {"t": n, "i": i}, now=pure_now())
+                    try:
+                        storage.compare_and_swap(snapshot.version, step.state, step.changes)
+                    except ConflictError:
+                        continue
+                    assert isinstance(snapshot.version, int)
+                    won.append(("sync", snapshot.version))
+                    break
+
+        async def async_worker(n: int) -> None:
+            storage = AsyncSQLAlchemyStorage.from_url(self.url(), uid)
+            for i in range(fires):
+                while True:
+                    snapshot = await storage.load(scope)
+                    step = pure.fire(snapshot.state, "tick", {"c": n, "i": i}, now=pure_now())
+                    try:
+                        await storage.compare_and_swap(snapshot.version, step.state, step.changes)
+                    except ConflictError:
+                        await asyncio.sleep(0)
+                        continue
+                    assert isinstance(snapshot.version, int)
+                    won.append(("async", snapshot.version))
+                    break
+
+        async def coroutines_race() -> None:
+            await asyncio.gather(*(async_worker(n) for n in range(coroutines)))
+
+        with ThreadPoolExecutor(threads + 1) as pool:
+            racing = pool.submit(self.loop.run, coroutines_race())
+            list(pool.map(sync_worker, range(threads)))
+            racing.result()
+        total = (threads + coroutines) * fires
+        assert sorted(v for _, v in won) == list(range(1, total + 1))
+        assert Counter(face for face, _ in won) == {
+            "sync": threads * fires,
+            "async": coroutines * fires,
+        }
+        state = self.sync_storage(uid).load_full().state
+        assert state.counters["t_every"] == total
 
     def test_missing_tables_are_schema_missing_saying_how_to_create_them(self, uid: str) -> None:
         storage = AsyncSQLAlchemyStorage.from_url(
