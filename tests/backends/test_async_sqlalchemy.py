@@ -79,7 +79,8 @@ class AsyncStore:
             self.sync_url = f"sqlite:///{tmp_path / 'triggers.db'}"
             self.async_url = f"sqlite+aiosqlite:///{tmp_path / 'triggers.db'}"
         else:
-            require_service("PostgreSQL", "127.0.0.1", 5432)
+            url = sa.make_url(self.sync_url)
+            require_service(url.get_backend_name(), url.host or "", url.port or 0)
         self.engine = sa.create_engine(self.sync_url)
         self.prefix = f"a{uuid.uuid4().hex[:12]}_"
         create_schema(self.engine, self.prefix)
@@ -351,8 +352,8 @@ def pure_now() -> Any:
     return datetime.now(UTC)
 
 
-class ServerSpecifics(AsyncSpecifics):
-    """PostgreSQL: passwords, a held lock, a frozen server."""
+class LockSpecifics(AsyncSpecifics):
+    """Database servers: a row lock held by another transaction."""
 
     def test_a_held_row_lock_is_a_lock_timeout_error_not_a_conflict(self, uid: str) -> None:
         storage = AsyncSQLAlchemyStorage.from_url(self.url(triggers_lock_timeout="1"), uid)
@@ -369,6 +370,10 @@ class ServerSpecifics(AsyncSpecifics):
         assert not isinstance(caught.value, ConflictError)
         assert "triggers_lock_timeout=1" in str(caught.value)
         assert self.loop.run(storage.load()).version == version  # nothing written
+
+
+class ServerSpecifics(LockSpecifics):
+    """PostgreSQL: passwords, a frozen server, pooled connections, unlocked loads."""
 
     def test_a_pooled_connection_the_server_ended_is_replaced_before_a_write(
         self, uid: str, monkeypatch: pytest.MonkeyPatch
@@ -473,6 +478,11 @@ class AsyncpgStore:
     async_url = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
+class MariadbStore:
+    sync_url = "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
+    async_url = "mysql+aiomysql://root@127.0.0.1:3306/test"
+
+
 class PsycopgStore:
     async_url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -568,9 +578,25 @@ def test_the_async_sql_schemes_are_declared_as_entry_points() -> None:
     root = Path(__file__).resolve().parents[2]
     project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     group = project["entry-points"]["triggers.async_storages"]
-    for scheme in ("sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg"):
+    schemes = ("sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg", "mysql+aiomysql")
+    for scheme in schemes:
         module, _, name = group[scheme].partition(":")
         assert getattr(importlib.import_module(module), name) is AsyncSQLAlchemyStorage
     extra = " ".join(project["optional-dependencies"]["async"])
-    for package in ("sqlalchemy[asyncio]", "aiosqlite", "asyncpg", "greenlet"):
+    for package in ("sqlalchemy[asyncio]", "aiosqlite", "asyncpg", "aiomysql", "greenlet"):
         assert package in extra
+
+
+@pytest.mark.service
+class TestMariadbContract(MariadbStore, AsyncStore, StorageContract):
+    supports_multiprocess = False
+
+
+@pytest.mark.service
+class TestMariadbLeases(MariadbStore, AsyncStore, LeaseContract):
+    pass
+
+
+@pytest.mark.service
+class TestMariadb(MariadbStore, LockSpecifics):
+    pass

@@ -151,8 +151,9 @@ def engine_arguments(url: URL, timeouts: Timeouts) -> tuple[URL, dict[str, Any],
         pre_ping = False  # pinged under the watchdog instead (see install)
     elif backend in ("mysql", "mariadb"):
         connect_args["connect_timeout"] = max(1, math.ceil(timeouts.connect))
-        connect_args["read_timeout"] = timeouts.statement
-        connect_args["write_timeout"] = timeouts.statement
+        if url.get_driver_name() != "aiomysql":  # its calls are bounded by the event loop
+            connect_args["read_timeout"] = timeouts.statement
+            connect_args["write_timeout"] = timeouts.statement
     return url, connect_args, pre_ping
 
 

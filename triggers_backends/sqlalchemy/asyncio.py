@@ -1,7 +1,8 @@
 """``AsyncSQLAlchemyStorage``: the SQL storage for asyncio, on SQLAlchemy's asyncio extension.
 
-URLs: ``sqlite+aiosqlite:///path/to/file.db``, ``postgresql+asyncpg://user@host/db``
-and ``postgresql+psycopg://user@host/db`` (psycopg 3 in its async mode), with
+URLs: ``sqlite+aiosqlite:///path/to/file.db``, ``postgresql+asyncpg://user@host/db``,
+``postgresql+psycopg://user@host/db`` (psycopg 3 in its async mode) and
+``mysql+aiomysql://user@host/db`` (or ``mariadb+aiomysql://``), with
 the ``triggers_*`` options of the sync storage
 (:meth:`~triggers_backends.sqlalchemy.SQLAlchemyStorage.from_url`). The drivers
 come with the ``async`` extra: ``pip install 'celery-triggers[async]'``.
@@ -55,6 +56,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from triggers_backends.sqlalchemy._engines import (
     URL_CREATE_OPTION,
+    engine_options,
     normalize_url,
     prepare_engine,
     synchronous_level,
@@ -71,7 +73,6 @@ from triggers_backends.sqlalchemy._timeouts import (
     CONNECT_OPTION,
     STATEMENT_OPTION,
     Timeouts,
-    engine_arguments,
     install,
     timeouts_of,
 )
@@ -95,6 +96,8 @@ INSTALL_HINT = "pip install 'celery-triggers[async]'"
 ASYNC_DRIVERS = {
     "sqlite": {"aiosqlite": "aiosqlite"},
     "postgresql": {"asyncpg": "asyncpg", "psycopg": "psycopg"},
+    "mysql": {"aiomysql": "aiomysql"},
+    "mariadb": {"aiomysql": "aiomysql"},
 }
 
 
@@ -204,12 +207,10 @@ def _forget_closed_loops() -> None:
 
 def _create(url: URL, timeouts: Timeouts) -> AsyncEngine:
     """An async engine bounded by ``timeouts`` (as ``shared_engine`` makes a sync one)."""
-    url, connect_args, pre_ping = engine_arguments(url, timeouts)
-    for name in url.query:  # the driver's own options in the URL win
-        connect_args.pop(name, None)
+    url, kwargs = engine_options(url, timeouts)
     problem = None
     try:
-        engine = create_async_engine(url, connect_args=connect_args, pool_pre_ping=pre_ping)
+        engine = create_async_engine(url, **kwargs)
     except sa_exc.ArgumentError as exc:
         problem = f"{type(exc).__name__}: {redact(str(exc), secrets=url_secrets(url))}"
     if problem is not None:
@@ -252,12 +253,16 @@ async def _bounded(call: Coroutine[Any, Any, T], timeouts: Timeouts) -> T:
     raise _Expired()
 
 
+#: The top-level modules whose errors are a driver's (see _from_driver).
+_DRIVER_MODULES = frozenset({"asyncpg", "psycopg", "aiosqlite", "sqlite3", "aiomysql", "pymysql"})
+
+
 def _from_driver(exc: BaseException) -> bool:
     """Raised by a database driver (or the network under it), not by a bug of ours."""
     if isinstance(exc, (OSError, TimeoutError)):
         return True
     module = type(exc).__module__
-    return module.split(".", 1)[0] in {"asyncpg", "psycopg", "aiosqlite", "sqlite3"}
+    return module.split(".", 1)[0] in _DRIVER_MODULES
 
 
 def _check_driver(url: URL) -> None:
