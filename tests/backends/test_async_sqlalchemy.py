@@ -551,6 +551,8 @@ def test_a_sync_driver_is_refused_naming_the_async_urls(url: str) -> None:
         ("postgresql+asyncpg://u:s3cret@127.0.0.1/db", "asyncpg"),
         ("sqlite+aiosqlite:///x.db", "aiosqlite"),
         ("sqlite+aiosqlite:///x.db", "greenlet"),
+        ("postgresql+psycopg://u:s3cret@127.0.0.1/db", "psycopg"),
+        ("mysql+aiomysql://u:s3cret@127.0.0.1/db", "aiomysql"),
     ],
 )
 def test_a_missing_driver_names_the_extra_to_install(
@@ -561,7 +563,8 @@ def test_a_missing_driver_names_the_extra_to_install(
         AsyncSQLAlchemyStorage.from_url(url, "u")
     message = str(caught.value)
     assert f"'{module}'" in message
-    assert "pip install 'celery-triggers[async]'" in message
+    extras = "async,postgres" if module == "psycopg" else "async"
+    assert f"pip install 'celery-triggers[{extras}]'" in message
     assert "s3cret" not in message
 
 

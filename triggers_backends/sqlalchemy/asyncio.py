@@ -279,9 +279,14 @@ def _check_driver(url: URL) -> None:
         try:
             importlib.import_module(name)
         except ImportError as exc:
+            hint = (
+                INSTALL_HINT.replace("[async]", "[async,postgres]")
+                if name == "psycopg"
+                else INSTALL_HINT
+            )
             raise RegistryError(
                 f"storage URL {public_url(url)!r} needs the module {name!r}, which is not "
-                f"installed: {INSTALL_HINT}"
+                f"installed: {hint}"
             ) from exc
 
 
@@ -380,7 +385,8 @@ class AsyncSQLAlchemyStorage(AsyncStorage):
             shared = await self._engine_here(loop)
             engine = self._engine if shared is None else shared.engine
             assert engine is not None
-            made = await greenlet_spawn(
+            made = await self._call(
+                "opening the storage",
                 _Bridged,
                 self.uid,
                 engine.sync_engine,
