@@ -353,7 +353,7 @@ def pure_now() -> Any:
 
 
 class LockSpecifics(AsyncSpecifics):
-    """Database servers: a row lock held by another transaction."""
+    """Database servers: a row lock held by another transaction, a frozen server."""
 
     def test_a_held_row_lock_is_a_lock_timeout_error_not_a_conflict(self, uid: str) -> None:
         storage = AsyncSQLAlchemyStorage.from_url(self.url(triggers_lock_timeout="1"), uid)
@@ -371,9 +371,37 @@ class LockSpecifics(AsyncSpecifics):
         assert "triggers_lock_timeout=1" in str(caught.value)
         assert self.loop.run(storage.load()).version == version  # nothing written
 
+    def test_a_frozen_server_is_a_storage_error_within_the_bound(self, uid: str) -> None:
+        port = sa.make_url(self.async_url).port
+        proxy = FreezingProxy(("127.0.0.1", port or 0))
+        try:
+            url = self.url(triggers_statement_timeout="1", triggers_connect_timeout="1")
+            storage = AsyncSQLAlchemyStorage.from_url(
+                url.replace(f":{port}/", f":{proxy.port}/"), uid
+            )
+            step = pure.update_configuration(self.loop.run(storage.load()).state, EVERY)
+            version = self.loop.run(storage.compare_and_swap(None, step.state, step.changes))
+            fired = pure.fire(step.state, "tick", {}, now=pure_now())
+            proxy.freeze()
+            for _ in range(2):  # the pooled connection, then a new one
+                started = time.monotonic()
+                with pytest.raises(StorageError) as caught:
+                    self.loop.run(storage.compare_and_swap(version, fired.state, fired.changes))
+                # the bound (connect 1 s plus statement 1 s), and time to give up the call
+                assert time.monotonic() - started < 5
+                assert not isinstance(caught.value, ConflictError)
+                assert "did not answer in time" in str(caught.value)
+                assert "triggers_statement_timeout=1" in str(caught.value)
+                assert uid in str(caught.value)
+            assert self.sync_storage(uid).load().version == version
+            proxy.thaw()
+            assert self.loop.run(storage.compare_and_swap(version, fired.state, fired.changes))
+        finally:
+            proxy.close()
+
 
 class ServerSpecifics(LockSpecifics):
-    """PostgreSQL: passwords, a frozen server, pooled connections, unlocked loads."""
+    """PostgreSQL: passwords, pooled connections, unlocked loads."""
 
     def test_a_pooled_connection_the_server_ended_is_replaced_before_a_write(
         self, uid: str, monkeypatch: pytest.MonkeyPatch
@@ -440,31 +468,6 @@ class ServerSpecifics(LockSpecifics):
         assert "s3cret" not in str(caught.value)
         assert uid in str(caught.value)
 
-    def test_a_frozen_server_is_a_storage_error_within_the_bound(self, uid: str) -> None:
-        proxy = FreezingProxy(("127.0.0.1", 5432))
-        try:
-            url = self.url(triggers_statement_timeout="1", triggers_connect_timeout="1")
-            storage = AsyncSQLAlchemyStorage.from_url(url.replace(":5432/", f":{proxy.port}/"), uid)
-            step = pure.update_configuration(self.loop.run(storage.load()).state, EVERY)
-            version = self.loop.run(storage.compare_and_swap(None, step.state, step.changes))
-            fired = pure.fire(step.state, "tick", {}, now=pure_now())
-            proxy.freeze()
-            for _ in range(2):  # the pooled connection, then a new one
-                started = time.monotonic()
-                with pytest.raises(StorageError) as caught:
-                    self.loop.run(storage.compare_and_swap(version, fired.state, fired.changes))
-                # the bound (connect 1 s plus statement 1 s), and time to give up the call
-                assert time.monotonic() - started < 5
-                assert not isinstance(caught.value, ConflictError)
-                assert "did not answer in time" in str(caught.value)
-                assert "triggers_statement_timeout=1" in str(caught.value)
-                assert uid in str(caught.value)
-            assert self.sync_storage(uid).load().version == version
-            proxy.thaw()
-            assert self.loop.run(storage.compare_and_swap(version, fired.state, fired.changes))
-        finally:
-            proxy.close()
-
 
 # -- the URLs -----------------------------------------------------------------------------
 
@@ -529,6 +532,21 @@ class TestPsycopg(PsycopgStore, ServerSpecifics):
     pass
 
 
+@pytest.mark.service
+class TestMariadbContract(MariadbStore, AsyncStore, StorageContract):
+    supports_multiprocess = False
+
+
+@pytest.mark.service
+class TestMariadbLeases(MariadbStore, AsyncStore, LeaseContract):
+    pass
+
+
+@pytest.mark.service
+class TestMariadb(MariadbStore, LockSpecifics):
+    pass
+
+
 # -- URLs refused -------------------------------------------------------------------------
 
 
@@ -588,18 +606,3 @@ def test_the_async_sql_schemes_are_declared_as_entry_points() -> None:
     extra = " ".join(project["optional-dependencies"]["async"])
     for package in ("sqlalchemy[asyncio]", "aiosqlite", "asyncpg", "aiomysql", "greenlet"):
         assert package in extra
-
-
-@pytest.mark.service
-class TestMariadbContract(MariadbStore, AsyncStore, StorageContract):
-    supports_multiprocess = False
-
-
-@pytest.mark.service
-class TestMariadbLeases(MariadbStore, AsyncStore, LeaseContract):
-    pass
-
-
-@pytest.mark.service
-class TestMariadb(MariadbStore, LockSpecifics):
-    pass
