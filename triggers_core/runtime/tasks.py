@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
 
@@ -34,6 +34,7 @@ __all__ = [
     "TaskContext",
     "TaskLogger",
     "TaskPolicy",
+    "TaskResult",
     "TriggerTask",
     "get_task",
     "get_task_class",
@@ -53,6 +54,10 @@ _REGISTRY: dict[str, type[TriggerTask]] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 E = TypeVar("E", bound=BaseException)
+
+#: What ``_run`` returns: a result mapping, None, or (an ``async def`` body) an
+#: awaitable of one.
+TaskResult = Mapping[str, Any] | None | Awaitable[Mapping[str, Any] | None]
 
 
 def with_context(exc: E, context: Mapping[str, Any]) -> E:
@@ -204,7 +209,10 @@ class TriggerTask:
 
     ``_run(context)`` returns a mapping (or None) that becomes the result and
     the kwargs of the cascade; raising ``self.skip(...)`` or ``self.retry(...)``
-    ends it skipped or retried; any other exception fails it.
+    ends it skipped or retried; any other exception fails it. ``_run`` may be
+    an ``async def``: the runner runs it to completion on an event loop the
+    runtime owns (:mod:`triggers_core.runtime.body_loop`) and records its
+    outcome the same way.
     """
 
     #: The registry key that configurations name in ``run``.
@@ -227,11 +235,15 @@ class TriggerTask:
         if "name" in cls.__dict__:
             register_task(cls)
 
-    def _run(self, context: TaskContext) -> Mapping[str, Any] | None:
+    def _run(self, context: TaskContext) -> TaskResult:
         raise NotImplementedError(f"{type(self).__name__} must implement _run(context)")
 
-    def run(self, context: TaskContext) -> Mapping[str, Any] | None:
-        """Called by runners; wraps ``_run`` (override ``_run``, not this)."""
+    def run(self, context: TaskContext) -> TaskResult:
+        """Called by runners; wraps ``_run`` (override ``_run``, not this).
+
+        Returns what ``_run`` returns: for an ``async def`` body, the coroutine
+        (the runner awaits it).
+        """
         return self._run(context)
 
     def skip(self, metadata: Mapping[str, Any] | None = None) -> NoReturn:
