@@ -37,8 +37,8 @@ import contextvars
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import Any, TypeVar, cast
 
 __all__ = ["close_thread_loop", "interrupt_on", "run_body", "thread_loop"]
 
@@ -91,20 +91,30 @@ def run_body(body: Awaitable[T]) -> T:
     Blocks the calling thread like a synchronous body. See the module docstring
     for which loop, and for exceptions raised into the loop from outside.
     """
+    if _loop_running():
+        return _run_in_helper_thread(body)
+    return _run_on(thread_loop(), body)
+
+
+def _loop_running() -> bool:
+    """True if this thread runs an event loop now (the caller is async code)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return _run_on(thread_loop(), body)
-    return _run_in_helper_thread(body)
+        return False
+    return True
 
 
-async def _awaited(body: Awaitable[T]) -> T:
-    return await body
+async def _outcome(body: Awaitable[T]) -> tuple[bool, Any]:
+    """``(True, result)`` or ``(False, exception)``: the exception keeps the body's frames."""
+    try:
+        return True, await body
+    except BaseException as exc:  # the body's outcome, raised again by _run_on
+        return False, exc
 
 
 def _run_on(loop: asyncio.AbstractEventLoop, body: Awaitable[T]) -> T:
-    coroutine: Coroutine[Any, Any, T] = body if asyncio.iscoroutine(body) else _awaited(body)
-    task = loop.create_task(coroutine)
+    task = loop.create_task(_outcome(body))
     interrupted: BaseException | None = None
     _local.task = task
     try:
@@ -122,13 +132,18 @@ def _run_on(loop: asyncio.AbstractEventLoop, body: Awaitable[T]) -> T:
         _local.task = None
         _local.interrupt = None
         _finish(loop)
-    if interrupted is not None and (task.cancelled() or _raised_cancel(task)):
+    if task.cancelled():  # cancelled before the body started
+        ok, value = False, asyncio.CancelledError()
+    else:
+        ok, value = task.result()
+    if ok:
+        return cast(T, value)  # (if cancelled, the body suppressed it: its result stands)
+    if interrupted is not None and isinstance(value, asyncio.CancelledError):
+        # The interrupt is the outcome; its context, the cancellation, shows where the
+        # body was.
+        interrupted.__context__ = value
         raise interrupted
-    return task.result()
-
-
-def _raised_cancel(task: asyncio.Task[Any]) -> bool:
-    return isinstance(task.exception(), asyncio.CancelledError)
+    raise value
 
 
 def _handle_callback_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -148,10 +163,9 @@ def _finish(loop: asyncio.AbstractEventLoop) -> None:
     left = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for task in left:
         task.cancel()
-    with contextlib.suppress(BaseException):
-        if left:
-            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
+    if left:
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
 
 
 def _run_in_helper_thread(body: Awaitable[T]) -> T:

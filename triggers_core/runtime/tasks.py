@@ -8,7 +8,9 @@ treated as an import path.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Iterator, Mapping
@@ -26,6 +28,7 @@ from triggers_core.engine.leases import (
 from triggers_core.errors import TriggersError, UnknownTaskError
 
 if TYPE_CHECKING:
+    from triggers_core.engine.state import TaskInstance
     from triggers_core.runtime.ports import SessionManager
 
 __all__ = [
@@ -152,6 +155,11 @@ class TaskContext:
     between sessions and between instances a fire created: use it to make the
     task's own side effects idempotent, since a body may run again after its
     worker died (``"{session}#{first instance}"``, e.g. ``"s-42#t_pay#0"``).
+
+    In an ``async def`` body, ``manager`` is still the synchronous manager that
+    runs the instance (the threading runner's, a Celery worker's): its methods
+    block the body's own event loop while they wait for the storage; use
+    :meth:`afire` to fire without blocking it.
     """
 
     def __init__(
@@ -172,6 +180,33 @@ class TaskContext:
         self.logger = logger or logging.getLogger("triggers.tasks")
         self._log_level = logging.NOTSET
         self._lock = threading.Lock()
+
+    async def afire(
+        self,
+        trigger_name: str,
+        trigger_kwargs: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[TaskInstance]:
+        """``manager.fire(...)`` from an ``async def`` body, without blocking its loop.
+
+        Under the threading runner and on Celery workers ``self.manager`` is the
+        synchronous :class:`~triggers_core.TriggerManager`: calling its methods
+        from an async body blocks the body's event loop (only that body's: each
+        runner thread has its own) until the storage answers. ``afire`` runs
+        the synchronous ``fire`` in a worker thread (:func:`asyncio.to_thread`)
+        and awaits it; a manager whose ``fire`` is a coroutine is awaited
+        directly. Returns what ``fire`` returns.
+        """
+        fire = self.manager.fire
+        if inspect.iscoroutinefunction(fire):
+            fired: list[TaskInstance] = await fire(
+                trigger_name, trigger_kwargs, idempotency_key=idempotency_key
+            )
+            return fired
+        return await asyncio.to_thread(
+            fire, trigger_name, trigger_kwargs, idempotency_key=idempotency_key
+        )
 
     @property
     def log_level(self) -> int:
