@@ -421,3 +421,43 @@ def test_arun_task_awaits_an_async_body_on_the_running_loop_and_threads_a_sync_o
     assert [i.status for i in results] == [Status.FINISHED, Status.FINISHED, Status.FAILED]
     assert [i.metadata.get("result") for i in results[:2]] == [{"n": 1}, {"n": 2}]
     assert "got list" in results[2].metadata["exceptionInfo"]
+
+
+class SelfCancelling(TriggerTask):
+    """Raises CancelledError by itself (nobody cancelled its caller)."""
+
+    name: ClassVar[str] = "tests.async.SelfCancelling"
+
+    async def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        raise asyncio.CancelledError("given up")
+
+
+class Slow(TriggerTask):
+    name: ClassVar[str] = "tests.async.Slow"
+
+    async def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        await asyncio.sleep(10)
+        return {}
+
+
+def test_arun_task_propagates_its_callers_cancellation_and_records_a_bodys_own() -> None:
+    manager = TriggerManager(MemoryStorage(f"async-{uuid.uuid4().hex}", MemoryStore()))
+    outcomes = Outcomes(manager.uid, manager.now, 10)
+    context = TaskContext(manager, {}, "t_a#0")
+
+    async def main() -> Any:
+        own = await outcomes.arun_task("t_a#0", SelfCancelling.name, context)
+        caller = asyncio.ensure_future(outcomes.arun_task("t_a#0", Slow.name, context))
+        await asyncio.sleep(0.05)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        return own
+
+    own = asyncio.run(asyncio.wait_for(main(), 5))
+    manager.update_configuration({"t_a": {"after": ["x"], "run": SelfCancelling.name}})
+    fired = engine.fire(manager.storage.load_full().state, "x", now=manager.now())
+    state = engine.mark_running(fired.state, "t_a#0", now=manager.now()).state
+    failed = own(state).state.instances["t_a#0"]
+    assert failed.status is Status.FAILED
+    assert failed.metadata["exceptionType"] == "asyncio.exceptions.CancelledError"

@@ -168,7 +168,8 @@ class Outcomes:
         runs in a thread (:func:`asyncio.to_thread`), so the loop is never
         blocked by it. The outcome is classified exactly as by :meth:`run_task`.
         A cancellation of the caller (not one the body raised by itself)
-        propagates instead of being recorded.
+        propagates instead of being recorded (a synchronous body's thread
+        cannot be stopped: it runs on to its end, and its outcome is dropped).
         """
         max_retries: object = 0
         try:
