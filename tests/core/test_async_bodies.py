@@ -461,3 +461,27 @@ def test_arun_task_propagates_its_callers_cancellation_and_records_a_bodys_own()
     failed = own(state).state.instances["t_a#0"]
     assert failed.status is Status.FAILED
     assert failed.metadata["exceptionType"] == "asyncio.exceptions.CancelledError"
+
+
+LOOPS: list[asyncio.AbstractEventLoop] = []
+
+
+class KeepsItsLoop(TriggerTask):
+    name: ClassVar[str] = "tests.async.KeepsItsLoop"
+
+    async def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        LOOPS.append(asyncio.get_running_loop())
+        return {}
+
+
+def test_a_runner_thread_closes_its_loop_when_it_ends() -> None:
+    runner = ThreadingTaskRunner(keep_alive=0.1)
+    manager = make(runner, KeepsItsLoop.name)
+    LOOPS.clear()
+    manager.fire("x")
+    runner.join_all()
+    assert len(LOOPS) == 1
+    deadline = time.monotonic() + 5
+    while not LOOPS[0].is_closed():  # the idle thread ends after keep_alive
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
