@@ -35,9 +35,10 @@ every value is cut to :data:`MAX_LABEL_LENGTH` characters, and past
 become ``"other"``. Session UIDs are never labels.
 
 How they are kept: in a single process (no ``PROMETHEUS_MULTIPROC_DIR``),
-counts and histogram buckets are plain numbers under one lock per observed
-commit, read by a collector when the registry is scraped (a fire then costs
-about a microsecond more, see BENCHMARKS.md). With ``PROMETHEUS_MULTIPROC_DIR``
+counts are ``itertools.count`` steps and histogram observations are appended to
+a queue per series, folded into plain bucket counts when the registry is
+scraped (or every :data:`_FOLD_AT` observations): the fire path takes no lock
+(see BENCHMARKS.md for what a fire then costs). With ``PROMETHEUS_MULTIPROC_DIR``
 set (prefork workers, several web processes) they are ``prometheus_client``'s
 own multiprocess metrics, so any process of the set can expose them all. The
 cost per fire does not grow with the session's history.
@@ -50,6 +51,7 @@ import itertools
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -162,7 +164,17 @@ _STATUSES = frozenset(s.value for s in Status)
 class _Series:
     """One labelled series: a count, or a histogram's buckets (not cumulative) and sum."""
 
-    __slots__ = ("bounds", "buckets", "child", "count", "labels", "lock", "metric", "value")
+    __slots__ = (
+        "bounds",
+        "buckets",
+        "child",
+        "count",
+        "labels",
+        "lock",
+        "metric",
+        "pending",
+        "value",
+    )
 
     def __init__(self, metric: MetricSpec, labels: tuple[str, ...], child: Any, lock: Any) -> None:
         self.metric = metric
@@ -176,17 +188,47 @@ class _Series:
         self.buckets = [0.0] * (len(metric.buckets) + 1)  # +Inf last
         #: The ``prometheus_client`` child that keeps it in multiprocess mode, else None.
         self.child = child
-        #: The store's lock (histograms: the buckets and the sum change together).
+        #: The store's lock: held while observations are folded into the buckets and sum.
         self.lock = lock
+        #: Observations not yet folded in (appending to a deque is one atomic step).
+        self.pending: deque[float] = deque()
 
     def observe(self, value: float) -> None:
-        """Observe ``value`` seconds (a histogram)."""
+        """Observe ``value`` seconds (a histogram).
+
+        Takes no lock: the value joins :attr:`pending`, folded into the buckets
+        when a scrape collects the series or, past :data:`_FOLD_AT` values, by
+        the observing thread (if no other thread is folding at that moment).
+        """
         if self.child is not None:
             self.child.observe(value)
             return
-        with self.lock:
-            self.buckets[bisect.bisect_left(self.bounds, value)] += 1.0
-            self.value += value
+        pending = self.pending
+        pending.append(value)
+        if len(pending) >= _FOLD_AT and self.lock.acquire(blocking=False):
+            try:
+                self.fold()
+            finally:
+                self.lock.release()
+
+    def fold(self) -> None:
+        """Move the pending observations into the buckets and sum (the caller holds the lock)."""
+        popleft = self.pending.popleft
+        bounds = self.bounds
+        buckets = self.buckets
+        total = 0.0
+        while True:
+            try:
+                value = popleft()
+            except IndexError:
+                break
+            buckets[bisect.bisect_left(bounds, value)] += 1.0
+            total += value
+        self.value += total
+
+
+#: Pending observations of one histogram series that make the observing thread fold them.
+_FOLD_AT = 256
 
 
 class _Inc(Iterator[int]):
@@ -240,9 +282,13 @@ class _Store(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self.lock:
+            every = list(self._series.values())
+            for series in every:
+                if series.pending:
+                    series.fold()
             found = [
                 (series.metric, series.labels, _counted(series), list(series.buckets))
-                for series in self._series.values()
+                for series in every
             ]
         for metric in METRICS:
             if not metric.buckets:
