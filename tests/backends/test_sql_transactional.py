@@ -1,0 +1,418 @@
+"""Fires that commit with the caller's transaction (issue 27 item 4, docs/transactions.md).
+
+On SQLite (a file), PostgreSQL and MariaDB: the session's state is written inside
+the caller's ORM session (or a Core ``transaction()`` block) and dispatched only after
+its commit, never after a rollback; a conflict is retried in a savepoint without
+aborting the caller's transaction; the row lock the caller holds makes other writers
+fail with the lock-timeout error; a process killed between the commit and the
+dispatch leaves the instance to the recovery sweep; a storage on another database
+is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from services import require_service
+from sqlalchemy.orm import Session
+
+from triggers_backends.sqlalchemy import (
+    SQLAlchemyStorage,
+    create_schema,
+    drop_schema,
+    shared_engine,
+    transaction,
+)
+from triggers_backends.sqlalchemy._transactional import BoundStorage
+from triggers_core import TriggerManager
+from triggers_core.engine.state import Status
+from triggers_core.errors import ConcurrencyError, ConflictError, StorageError
+from triggers_core.runtime.recovery import sweep_store
+from triggers_core.testing.storage_contract import RecordingRunner
+
+CONFIG = {"t_order": {"after": ["ordered"], "andEvery": "ordered", "run": "contract_task"}}
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Db:
+    """One database: the storage's engine (lock timeout 1 s) and the application's own."""
+
+    def __init__(self, kind: str, url: str, app: sa.Engine) -> None:
+        self.kind = kind
+        self.prefix = f"tx{uuid.uuid4().hex[:10]}_"
+        self.url = url
+        self.storage_engine = shared_engine(
+            f"{url}{'&' if '?' in url else '?'}triggers_lock_timeout=1"
+        )
+        self.app = app
+        create_schema(self.storage_engine, self.prefix)
+        self.orders = sa.Table(
+            f"{self.prefix}orders",
+            sa.MetaData(),
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        )
+        self.orders.create(self.app)
+
+    def storage(self, uid: str) -> SQLAlchemyStorage:
+        return SQLAlchemyStorage(uid, self.storage_engine, table_prefix=self.prefix)
+
+    def manager(self, uid: str, runner: RecordingRunner | None = None, **kw: Any) -> TriggerManager:
+        rec = runner or RecordingRunner()
+        return TriggerManager(self.storage(uid), runners={"rec": rec}, default_runner="rec", **kw)
+
+    def order_ids(self) -> list[int]:
+        with self.app.connect() as conn:
+            return sorted(conn.execute(sa.select(self.orders.c.id)).scalars())
+
+    def drop(self) -> None:
+        self.orders.drop(self.app)
+        drop_schema(self.storage_engine, self.prefix)
+
+
+def open_db(kind: str, tmp_path: Path) -> Db:
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'app.db'}"
+        return Db(kind, url, sa.create_engine(url))  # the application's: pysqlite as it comes
+    if kind == "postgresql":
+        require_service("PostgreSQL", "127.0.0.1", 5432)
+        return Db(kind, PG, sa.create_engine(PG))
+    require_service("MariaDB", "127.0.0.1", 3306)
+    return Db(kind, MARIADB, sa.create_engine(MARIADB, isolation_level="READ COMMITTED"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    found = open_db(request.param, tmp_path)
+    yield found
+    found.drop()
+    found.app.dispose()
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    """A database server: row locks, and writers that can conflict."""
+    found = open_db(request.param, tmp_path)
+    yield found
+    found.drop()
+    found.app.dispose()
+
+
+@pytest.fixture
+def uid() -> str:
+    return f"tx-{uuid.uuid4().hex}"
+
+
+def test_commit_stores_and_dispatches_once(db: Db, uid: str) -> None:
+    rec = RecordingRunner()
+    manager = db.manager(uid, rec)
+    manager.update_configuration(CONFIG)
+    with Session(db.app) as session:
+        session.execute(db.orders.insert().values(id=1))
+        scheduled = manager.fire("ordered", {"order": 1}, session=session)
+        assert [i.name for i in scheduled] == ["t_order#0"]
+        assert rec.dispatched == []  # not before the commit
+        session.commit()
+        assert rec.dispatched == ["t_order#0"]
+        # A later transaction of the same session dispatches nothing again.
+        session.execute(db.orders.insert().values(id=2))
+        session.commit()
+    assert rec.dispatched == ["t_order#0"]
+    stored = db.storage(uid).get_instance("t_order#0")
+    assert stored.status is Status.SCHEDULED
+    assert dict(db.storage(uid).load_full().state.latest_kwargs["ordered"]) == {"order": 1}
+    assert db.order_ids() == [1, 2]
+
+
+def test_rollback_stores_nothing_and_dispatches_nothing(db: Db, uid: str) -> None:
+    rec = RecordingRunner()
+    manager = db.manager(uid, rec)
+    manager.update_configuration(CONFIG)
+    before = db.storage(uid).load_full().version
+    with Session(db.app) as session:
+        session.execute(db.orders.insert().values(id=1))
+        manager.fire("ordered", {"order": 1}, session=session)
+        session.rollback()
+        session.execute(db.orders.insert().values(id=2))
+        session.commit()  # another transaction of the session: not the fire's
+    assert rec.dispatched == []
+    after = db.storage(uid).load_full()
+    assert after.version == before
+    assert after.state.instances == {}
+    assert db.order_ids() == [2]
+
+
+def test_a_rolled_back_savepoint_drops_the_fire(db: Db, uid: str) -> None:
+    rec = RecordingRunner()
+    manager = db.manager(uid, rec)
+    manager.update_configuration(CONFIG)
+    with Session(db.app) as session:
+        session.execute(db.orders.insert().values(id=1))
+        nested = session.begin_nested()
+        manager.fire("ordered", {"order": 1}, session=session)
+        nested.rollback()
+        manager.fire("ordered", {"order": 2}, session=session)
+        session.commit()
+    assert rec.dispatched == ["t_order#0"]
+    stored = db.storage(uid).load_full().state
+    assert list(stored.instances) == ["t_order#0"]
+    assert dict(stored.latest_kwargs["ordered"]) == {"order": 2}
+
+
+def test_a_session_closed_without_commit_dispatches_nothing(db: Db, uid: str) -> None:
+    rec = RecordingRunner()
+    manager = db.manager(uid, rec)
+    manager.update_configuration(CONFIG)
+    session = Session(db.app)
+    manager.fire("ordered", session=session)
+    session.close()
+    with session.begin():
+        session.execute(db.orders.insert().values(id=3))
+    assert rec.dispatched == []
+    assert db.storage(uid).load_full().state.instances == {}
+
+
+def test_a_conflict_is_retried_in_a_savepoint(
+    server_db: Db, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = server_db
+    rec = RecordingRunner()
+    manager = db.manager(uid, rec)
+    manager.update_configuration(CONFIG)
+    other = db.manager(uid)
+    original = BoundStorage.compare_and_swap
+    attempts: list[int] = []
+
+    def interfering(self: BoundStorage, *args: Any) -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:  # another writer commits between our load and our write
+            assert call_in_thread(lambda: other.fire("ordered", {"by": "other"})) is None
+        return original(self, *args)
+
+    monkeypatch.setattr(BoundStorage, "compare_and_swap", interfering)
+    with Session(db.app) as session:
+        session.execute(db.orders.insert().values(id=1))
+        scheduled = manager.fire("ordered", {"by": "caller"}, session=session)
+        session.execute(db.orders.insert().values(id=2))  # the transaction is alive
+        session.commit()
+    assert len(attempts) == 2
+    assert [i.name for i in scheduled] == ["t_order#1"]
+    assert rec.dispatched == ["t_order#1"]
+    stored = db.storage(uid).load_full().state
+    assert sorted(stored.instances) == ["t_order#0", "t_order#1"]
+    assert dict(stored.latest_kwargs["ordered"]) == {"by": "caller"}
+    assert db.order_ids() == [1, 2]
+
+
+def test_repeatable_read_makes_one_attempt(
+    server_db: Db, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB's default level, and PostgreSQL's REPEATABLE READ: no retry inside."""
+    db = server_db
+    manager = db.manager(uid)
+    manager.update_configuration(CONFIG)
+    other = db.manager(uid)
+    original = BoundStorage.compare_and_swap
+
+    def interfering(self: BoundStorage, *args: Any) -> Any:
+        assert call_in_thread(lambda: other.fire("ordered")) is None
+        return original(self, *args)
+
+    monkeypatch.setattr(BoundStorage, "compare_and_swap", interfering)
+    app = sa.create_engine(db.url, isolation_level="REPEATABLE READ")
+    try:
+        with Session(app) as session:
+            session.execute(db.orders.insert().values(id=1))
+            with pytest.raises(ConcurrencyError, match="READ COMMITTED"):
+                manager.fire("ordered", session=session)
+            session.commit()  # the caller's own work is intact
+    finally:
+        app.dispose()
+    assert db.order_ids() == [1]
+    assert list(db.storage(uid).load_full().state.instances) == ["t_order#0"]
+
+
+def call_in_thread(call: Callable[[], Any], bound: float = 30.0) -> BaseException | None:
+    """Run ``call`` in another thread; its exception (None if it returned)."""
+    raised: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            raised.append(exc)
+        else:
+            raised.append(None)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(bound)
+    assert raised, "the call did not finish"
+    return raised[0]
+
+
+def test_the_held_row_lock_fails_other_writers_with_the_lock_timeout(
+    server_db: Db, uid: str
+) -> None:
+    db = server_db
+    rec = RecordingRunner()
+    manager = db.manager(uid, rec)
+    manager.update_configuration(CONFIG)
+    other = db.manager(uid)
+    with Session(db.app) as session:
+        manager.fire("ordered", session=session)
+        started = time.monotonic()
+        raised = call_in_thread(lambda: other.fire("ordered"))
+        waited = time.monotonic() - started
+        assert isinstance(raised, StorageError), raised
+        assert not isinstance(raised, ConflictError)
+        assert "row lock for longer than 1s" in str(raised)
+        assert waited < 10
+        # Another caller's transaction waits as long (its lock wait is bounded for the
+        # fire), and its transaction carries on.
+        with Session(db.app) as second:
+            second.execute(db.orders.insert().values(id=7))
+            with pytest.raises(StorageError, match="row lock for longer than 1s"):
+                manager.fire("ordered", session=second)
+            second.commit()
+        session.commit()
+    assert rec.dispatched == ["t_order#0"]
+    assert list(db.storage(uid).load_full().state.instances) == ["t_order#0"]
+    assert db.order_ids() == [7]
+    assert [i.name for i in other.fire("ordered")] == ["t_order#1"]  # the lock is gone
+
+
+def test_sqlite_the_held_write_lock_fails_other_writers(tmp_path: Path, uid: str) -> None:
+    """SQLite locks the whole file: other writers wait their busy timeout, then give up."""
+    db = open_db("sqlite", tmp_path)
+    try:
+        rec = RecordingRunner()
+        manager = db.manager(uid, rec)
+        manager.update_configuration(CONFIG)
+        other = db.manager(uid)
+        other.max_attempts = 2
+        with Session(db.app) as session:
+            manager.fire("ordered", session=session)  # BEGIN IMMEDIATE: the write lock
+            raised = call_in_thread(lambda: other.fire("ordered"))
+            assert isinstance(raised, ConcurrencyError), raised
+            session.commit()
+        assert rec.dispatched == ["t_order#0"]
+        assert [i.name for i in other.fire("ordered")] == ["t_order#1"]
+    finally:
+        db.drop()
+        db.app.dispose()
+
+
+def test_core_transaction_block(db: Db, uid: str) -> None:
+    rec = RecordingRunner()
+    manager = db.manager(uid, rec)
+    manager.update_configuration(CONFIG)
+    with transaction(db.app) as tx:
+        tx.connection.execute(db.orders.insert().values(id=1))
+        manager.fire("ordered", {"order": 1}, session=tx)
+        assert rec.dispatched == []
+    assert rec.dispatched == ["t_order#0"]
+
+    def failing() -> None:
+        with transaction(db.app) as tx:
+            tx.connection.execute(db.orders.insert().values(id=2))
+            manager.fire("ordered", {"order": 2}, session=tx)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        failing()
+    assert rec.dispatched == ["t_order#0"]
+    assert list(db.storage(uid).load_full().state.instances) == ["t_order#0"]
+    assert db.order_ids() == [1]
+    with db.app.connect() as conn:
+        with pytest.raises(ValueError, match="no after-commit hook"):
+            manager.fire("ordered", session=conn)
+        conn.execute(sa.select(1))
+        with pytest.raises(ValueError, match="already in a transaction"), transaction(conn):
+            pass
+
+
+def test_a_storage_on_another_database_is_refused(tmp_path: Path, uid: str) -> None:
+    storage = SQLAlchemyStorage(uid, "postgresql+psycopg://postgres:s3cret@127.0.0.1:1/test")
+    manager = TriggerManager(storage, runners={"rec": RecordingRunner()}, default_runner="rec")
+    app = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        with Session(app) as session, pytest.raises(ValueError, match="session= is on") as raised:
+            manager.fire("ordered", session=session)
+    finally:
+        app.dispose()
+    message = str(raised.value)
+    assert "session= is on sqlite:///" in message
+    assert "127.0.0.1:1/test" in message
+    assert "s3cret" not in message
+
+
+KILLED_BETWEEN_COMMIT_AND_DISPATCH = textwrap.dedent(
+    """
+    import os, signal, sys
+    import sqlalchemy as sa
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+    from triggers_backends.sqlalchemy import SQLAlchemyStorage
+    from triggers_core import TriggerManager
+    from triggers_core.testing.storage_contract import RecordingRunner
+
+    url, app_url, prefix, uid = sys.argv[1:]
+    storage = SQLAlchemyStorage(uid, url, table_prefix=prefix)
+    manager = TriggerManager(storage, runners={"rec": RecordingRunner()}, default_runner="rec")
+    session = Session(sa.create_engine(app_url))
+    # Runs before the fire's own after-commit action: the process dies in between.
+    event.listen(session, "after_commit", lambda s: os.kill(os.getpid(), signal.SIGKILL))
+    manager.fire("ordered", {"order": 9}, session=session)
+    session.commit()
+    print("not killed")
+    """
+)
+
+
+def test_killed_between_commit_and_dispatch_the_sweep_dispatches(
+    db: Db, uid: str, tmp_path: Path
+) -> None:
+    rec = RecordingRunner()
+    manager = db.manager(uid, rec)
+    manager.update_configuration(CONFIG)
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_BETWEEN_COMMIT_AND_DISPATCH, encoding="utf-8")
+    app_url = db.app.url.render_as_string(hide_password=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(script), db.url, app_url, db.prefix, uid],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    stored = db.storage(uid).get_instance("t_order#0")
+    assert stored.status is Status.SCHEDULED  # committed, never dispatched
+    # The store-wide sweep finds it through the due index (written in the same commit).
+    report = sweep_store(
+        db.storage(uid),
+        lambda s: TriggerManager(s, runners={"rec": rec}, default_runner="rec"),
+        now=datetime.now(UTC) + timedelta(seconds=2),
+        dispatch_lease=1.0,
+    )
+    assert [(a.instance, a.action) for a in report.acted if a.session == uid] == [
+        ("t_order#0", "dispatched again")
+    ]
+    assert rec.dispatched == ["t_order#0"]
