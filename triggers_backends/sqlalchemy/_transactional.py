@@ -49,6 +49,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import Session
 
+from triggers_backends.sqlalchemy._django import borrow, is_django_connection
 from triggers_backends.sqlalchemy._errors import public_url
 from triggers_backends.sqlalchemy._reading import ReadingMixin
 from triggers_backends.sqlalchemy._timeouts import Timeouts, timeouts_of
@@ -267,6 +268,8 @@ def bind(storage: Any, session: object) -> _Caller:
         if not connection.in_transaction():
             raise ValueError("the transaction(connection) block this came from has ended")
         after_commit = session._after_commit
+    elif is_django_connection(session):
+        connection, after_commit = borrow(session, storage.engine.url, _identity)
     elif isinstance(session, Connection):
         raise ValueError(
             "a Core Connection has no after-commit hook to dispatch the fire's instances "
@@ -275,11 +278,13 @@ def bind(storage: Any, session: object) -> _Caller:
         )
     else:
         raise TypeError(
-            "session= takes a SQLAlchemy ORM Session or what "
-            "triggers_backends.sqlalchemy.transaction(connection) yields, "
+            "session= takes a SQLAlchemy ORM Session, what "
+            "triggers_backends.sqlalchemy.transaction(connection) yields, or a Django "
+            "database connection (inside transaction.atomic()), "
             f"got {type(session).__name__}"
         )
-    _check_same_database(storage, connection)
+    if not is_django_connection(session):  # borrow() compared Django's settings
+        _check_same_database(storage, connection)
     # The tables' probes (remembered per engine) run on the storage's own connections,
     # never as failing statements inside the caller's transaction.
     storage._due_ready()
@@ -300,7 +305,16 @@ def bind(storage: Any, session: object) -> _Caller:
     bound.__dict__["_autocommit_engine"] = borrowed
     bound._connection = connection
     bound._retries = _retries(connection)
-    restore = _bound_lock_wait(connection, timeouts_of(storage.engine) or Timeouts())
+    lock_wait = _bound_lock_wait(connection, timeouts_of(storage.engine) or Timeouts())
+    borrowed_from_django = is_django_connection(session)
+
+    def restore() -> None:
+        try:
+            lock_wait()
+        finally:
+            if borrowed_from_django:
+                connection.close()  # back to its engine; Django's transaction goes on
+
     return _Caller(bound, connection, after_commit, restore)
 
 
@@ -308,13 +322,18 @@ def _orm_session(session: object) -> Session | None:
     return session if isinstance(session, Session) else None
 
 
+#: The port a URL without one means, by backend.
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+
+
 def _identity(url: URL) -> tuple[str, str, int | None, str]:
     """What names a database in a URL: backend, host, port, database (never the password)."""
     backend = url.get_backend_name()
     database = url.database or ""
-    if backend == "sqlite" and database:
-        database = os.path.realpath(database)
-    return backend, url.host or "", url.port, database
+    if backend == "sqlite":
+        return backend, "", None, os.path.realpath(database) if database else ""
+    host = url.host or "localhost"
+    return backend, host, url.port or _DEFAULT_PORTS.get(backend), database
 
 
 def _check_same_database(storage: WritingMixin, connection: Connection) -> None:
