@@ -416,3 +416,58 @@ def test_killed_between_commit_and_dispatch_the_sweep_dispatches(
         ("t_order#0", "dispatched again")
     ]
     assert rec.dispatched == ["t_order#0"]
+
+
+class HookedManager(TriggerManager):
+    """Records its ``_post_fire`` calls."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hooked: list[tuple[str, list[str]]] = []
+
+    def _post_fire(self, trigger_name: str, scheduled_instances: list[Any]) -> None:
+        self.hooked.append((trigger_name, [i.name for i in scheduled_instances]))
+
+
+def test_hooks_run_after_the_commit_and_never_after_a_rollback(db: Db, uid: str) -> None:
+    rec = RecordingRunner()
+    manager = HookedManager(db.storage(uid), runners={"rec": rec}, default_runner="rec")
+    manager.update_configuration(CONFIG)
+    with Session(db.app) as session:
+        manager.fire("ordered", session=session)
+        assert manager.hooked == []
+        session.rollback()
+        manager.fire("ordered", session=session)
+        assert manager.hooked == []
+        session.commit()
+    assert manager.hooked == [("ordered", ["t_order#0"])]
+    assert rec.dispatched == ["t_order#0"]
+
+
+def test_a_keyed_fire_in_a_transaction_happens_once(db: Db, uid: str) -> None:
+    rec = RecordingRunner()
+    manager = db.manager(uid, rec)
+    manager.update_configuration(CONFIG)
+    with Session(db.app) as session:
+        first = manager.fire_result("ordered", idempotency_key="order-1", session=session)
+        again = manager.fire_result("ordered", idempotency_key="order-1", session=session)
+        session.commit()
+    assert (first.duplicate, again.duplicate) == (False, True)
+    assert [i.name for i in again.scheduled] == ["t_order#0"]
+    assert rec.dispatched == ["t_order#0"]
+    assert manager.fire_result("ordered", idempotency_key="order-1").duplicate
+
+
+def test_the_callers_lock_wait_is_put_back_after_the_fire(uid: str, tmp_path: Path) -> None:
+    db = open_db("postgresql", tmp_path)
+    try:
+        manager = db.manager(uid)
+        manager.update_configuration(CONFIG)
+        with Session(db.app) as session:
+            session.execute(sa.text("SET LOCAL lock_timeout = '7s'"))
+            manager.fire("ordered", session=session)
+            assert session.execute(sa.text("SHOW lock_timeout")).scalar_one() == "7s"
+            session.commit()
+    finally:
+        db.drop()
+        db.app.dispose()
