@@ -31,9 +31,11 @@ def _django(django_settings: dict[str, Any]) -> None:
     """Django configured from the run's settings."""
 
 
-def recording(storage: Any) -> tuple[TriggerManager, RecordingRunner]:
+def recording(storage: Any, uid: str | None = None) -> tuple[TriggerManager, RecordingRunner]:
     rec = RecordingRunner()
-    manager = TriggerManager(storage, runners={"rec": rec}, default_runner="rec")
+    if isinstance(storage, str):
+        uid = uid or f"dj-{uuid.uuid4().hex}"
+    manager = TriggerManager(storage, uid, runners={"rec": rec}, default_runner="rec")
     manager.update_configuration(CONFIG)
     return manager, rec
 
@@ -242,3 +244,20 @@ def test_session_connection_on_another_database_is_refused(tmp_path: Path) -> No
     with transaction.atomic(), pytest.raises(ValueError, match="Django's database 'default'") as e:
         manager.fire("ordered", session=connection)
     assert "s3cret" not in str(e.value)
+
+
+def test_the_database_cache_still_refuses_atomic_and_on_commit_fires_after_it() -> None:
+    """The DatabaseCache adapter keeps its refusal inside atomic(); on_commit=True moves the
+    fire after the block, where it commits on its own."""
+    import django_env
+    from django.db import transaction
+
+    from triggers_core.errors import StorageError
+
+    manager, rec = recording(f"django-cache://{django_env.DB_SQLITE}")
+    with transaction.atomic():
+        with pytest.raises(StorageError, match="atomic"):
+            manager.fire("ordered")
+        assert manager.fire("ordered", on_commit=True) == []
+    assert rec.dispatched == ["t_order#0"]
+    assert manager.storage.get_instance("t_order#0").status is Status.SCHEDULED
