@@ -23,9 +23,11 @@ an attempt retried after a conflict sees the write it lost to. At a stricter
 level the transaction keeps its first snapshot, so a conflict cannot be
 retried inside it: the fire makes one attempt, and a conflict is a
 :class:`~triggers_core.errors.ConcurrencyError` telling the caller to retry
-its transaction. SQLite has one writer at a time: a fire that is the
-transaction's first statement begins it with ``BEGIN IMMEDIATE`` (the write
-lock up front).
+its transaction. SQLite has one writer at a time and a transaction reads one
+snapshot, so it makes one attempt too: a fire that is the first statement of
+a transaction on pysqlite's own transaction handling begins it with ``BEGIN
+IMMEDIATE`` (the write lock up front); a transaction that wrote before the
+fire holds the lock already.
 
 While the fire runs, the caller's connection waits at most the storage's lock
 timeout (``triggers_lock_timeout``, default 5 s) for the session's row lock;
@@ -204,11 +206,23 @@ class BoundStorage(ReadingMixin, WritingMixin):
             self.end_attempt()
             if self._retries:
                 raise
+            if self.engine.dialect.name == "sqlite":
+                why = (
+                    "SQLite: another writer held the database, or wrote it since the "
+                    "caller's transaction first read it, and that transaction keeps its "
+                    "snapshot, so the fire cannot be retried inside it: roll it back and "
+                    "run it again; a transaction that writes before it fires holds the "
+                    "write lock and never meets this (docs/transactions.md)"
+                )
+            else:
+                why = (
+                    "the caller's transaction runs at an isolation level that keeps one "
+                    "snapshot (REPEATABLE READ or SERIALIZABLE), so the fire cannot be "
+                    "retried inside it: roll it back and run it again, or run it at READ "
+                    "COMMITTED (docs/transactions.md)"
+                )
             raise ConcurrencyError(
-                f"{exc}; the caller's transaction runs at an isolation level that keeps "
-                "one snapshot (REPEATABLE READ or SERIALIZABLE), so the fire cannot be "
-                "retried inside it: roll it back and run it again, or run it at READ "
-                "COMMITTED (docs/transactions.md)",
+                f"{exc}; {why}",
                 backend=self._label,
                 session=self.uid,
             ) from exc
@@ -354,7 +368,8 @@ def _retries(connection: Connection) -> bool:
         if dbapi is not None and not getattr(dbapi, "in_transaction", True):
             # Nothing ran yet: take the write lock now, so no other writer gets in.
             connection.exec_driver_sql("BEGIN IMMEDIATE")
-        return True
+        # A SQLite transaction reads one snapshot: once it read, a retry sees no more.
+        return False
     level = str(connection.get_isolation_level()).upper().replace("_", " ")
     return level in ("READ COMMITTED", "READ UNCOMMITTED", "AUTOCOMMIT")
 
