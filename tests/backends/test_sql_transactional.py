@@ -471,3 +471,30 @@ def test_the_callers_lock_wait_is_put_back_after_the_fire(uid: str, tmp_path: Pa
     finally:
         db.drop()
         db.app.dispose()
+
+
+def test_sqlite_a_transaction_that_read_before_another_writer_makes_one_attempt(
+    tmp_path: Path, uid: str
+) -> None:
+    """Its snapshot predates the other commit: a retry could never see it."""
+    db = open_db("sqlite", tmp_path)
+    try:
+        manager = db.manager(uid)
+        manager.update_configuration(CONFIG)
+        other = db.manager(uid)
+        # The storage's engine: SQLAlchemy's recipe, a deferred BEGIN on the first statement.
+        with Session(db.storage_engine) as session:
+            session.execute(sa.text(f"SELECT count(*) FROM {db.prefix}sessions")).scalar()
+            other.fire("ordered")  # commits after the caller's snapshot
+            with pytest.raises(ConcurrencyError, match="SQLite: another writer") as raised:
+                manager.fire("ordered", session=session)
+            assert "roll it back and run it again" in str(raised.value)
+            session.rollback()  # the snapshot is stale: SQLite refuses its writes too
+            session.execute(db.orders.insert().values(id=5))
+            manager.fire("ordered", session=session)  # run again: it works
+            session.commit()
+        assert sorted(db.storage(uid).load_full().state.instances) == ["t_order#0", "t_order#1"]
+        assert db.order_ids() == [5]
+    finally:
+        db.drop()
+        db.app.dispose()
