@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -49,7 +50,6 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.orm import Session
 
 from triggers_backends.sqlalchemy._django import borrow, is_django_connection
 from triggers_backends.sqlalchemy._errors import public_url
@@ -62,7 +62,7 @@ from triggers_core.errors import ConcurrencyError, ConflictError
 from triggers_core.runtime.storage import Snapshot, Version
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import SessionTransaction
+    from sqlalchemy.orm import Session, SessionTransaction
 
 __all__ = ["BoundStorage", "SQLTransaction", "bind", "transaction"]
 
@@ -333,7 +333,12 @@ def bind(storage: Any, session: object) -> _Caller:
 
 
 def _orm_session(session: object) -> Session | None:
-    return session if isinstance(session, Session) else None
+    """``session`` if it is an ORM session (the ORM is not imported for the question: an
+    application that made a session imported it)."""
+    orm = sys.modules.get("sqlalchemy.orm")
+    if orm is None:
+        return None
+    return session if isinstance(session, orm.Session) else None
 
 
 #: The port a URL without one means, by backend.
