@@ -468,6 +468,11 @@ def test_the_callers_lock_wait_is_put_back_after_the_fire(uid: str, tmp_path: Pa
             manager.fire("ordered", session=session)
             assert session.execute(sa.text("SHOW lock_timeout")).scalar_one() == "7s"
             session.commit()
+        with Session(db.app) as session:  # a transaction the server aborted already
+            with pytest.raises(sa.exc.DataError):
+                session.execute(sa.text("SELECT 1 / 0"))
+            with pytest.raises(StorageError, match="joining the caller's transaction failed"):
+                manager.fire("ordered", session=session)
     finally:
         db.drop()
         db.app.dispose()

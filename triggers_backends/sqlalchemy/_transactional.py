@@ -318,13 +318,21 @@ def bind(storage: Any, session: object) -> _Caller:
     bound._reader = bound._writer = borrowed
     bound.__dict__["_autocommit_engine"] = borrowed
     bound._connection = connection
-    bound._retries = _retries(connection)
-    lock_wait = _bound_lock_wait(connection, timeouts_of(storage.engine) or Timeouts())
     borrowed_from_django = is_django_connection(session)
+    try:
+        bound._retries = _retries(connection)
+        lock_wait = _bound_lock_wait(connection, timeouts_of(storage.engine) or Timeouts())
+    except sa_exc.SQLAlchemyError as exc:
+        if borrowed_from_django:
+            connection.close()
+        raise storage._error(exc, "joining the caller's transaction") from exc
 
     def restore() -> None:
         try:
-            lock_wait()
+            # The caller's setting back; if its transaction broke meanwhile, it ends
+            # with it (and the error that broke it is the one to see).
+            with contextlib.suppress(sa_exc.SQLAlchemyError):
+                lock_wait()
         finally:
             if borrowed_from_django:
                 connection.close()  # back to its engine; Django's transaction goes on
