@@ -503,3 +503,34 @@ def test_sqlite_a_transaction_that_read_before_another_writer_makes_one_attempt(
     finally:
         db.drop()
         db.app.dispose()
+
+
+def test_concurrent_transactions_firing_one_session_are_exact(server_db: Db, uid: str) -> None:
+    """Threads, each firing in transactions of its own: every fire counted once."""
+    db = server_db
+    rec = RecordingRunner()
+    manager = db.manager(uid, rec)
+    manager.update_configuration(CONFIG)
+    threads, fires = 6, 5
+    errors: list[BaseException] = []
+
+    def fire_some(worker: int) -> None:
+        try:
+            for n in range(fires):
+                with Session(db.app) as session:
+                    session.execute(db.orders.insert().values(id=worker * 100 + n))
+                    manager.fire("ordered", {"worker": worker, "n": n}, session=session)
+                    session.commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    started = [threading.Thread(target=fire_some, args=(w,)) for w in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join(120)
+    assert errors == []
+    stored = db.storage(uid).load_full().state.instances
+    assert len(stored) == threads * fires
+    assert sorted(rec.dispatched) == sorted(stored)
+    assert len(db.order_ids()) == threads * fires
