@@ -231,7 +231,10 @@ class BoundStorage(ReadingMixin, WritingMixin):
             raise
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
-            attempt.commit()  # RELEASE SAVEPOINT: part of the caller's transaction now
+            try:
+                attempt.commit()  # RELEASE SAVEPOINT: part of the caller's transaction now
+            except sa_exc.SQLAlchemyError as exc:
+                raise self._error(exc, "compare_and_swap") from exc
         return version
 
 
