@@ -534,3 +534,29 @@ def test_concurrent_transactions_firing_one_session_are_exact(server_db: Db, uid
     assert len(stored) == threads * fires
     assert sorted(rec.dispatched) == sorted(stored)
     assert len(db.order_ids()) == threads * fires
+
+
+def test_a_refused_fire_leaves_the_transaction_usable(db: Db, uid: str) -> None:
+    from triggers_core.errors import UnknownTriggerError
+
+    rec = RecordingRunner()
+    manager = db.manager(uid, rec)
+    manager.update_configuration(CONFIG)
+    with Session(db.app) as session:
+        session.execute(db.orders.insert().values(id=1))
+        with pytest.raises(UnknownTriggerError):
+            manager.fire("orderd", session=session, strict=True)
+        manager.fire("ordered", session=session)
+        session.commit()
+    assert rec.dispatched == ["t_order#0"]
+    assert db.order_ids() == [1]
+    with pytest.raises(TypeError, match="session= takes a SQLAlchemy ORM Session"):
+        manager.fire("ordered", session="not a transaction")
+
+
+def test_session_on_a_storage_that_is_no_sql_database_is_refused(uid: str) -> None:
+    from triggers_core.errors import UnsupportedOperationError
+
+    manager = TriggerManager("memory://", uid)
+    with pytest.raises(UnsupportedOperationError, match="use a SQL storage"):
+        manager.fire("ordered", session=object())
