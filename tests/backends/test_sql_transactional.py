@@ -560,3 +560,53 @@ def test_session_on_a_storage_that_is_no_sql_database_is_refused(uid: str) -> No
     manager = TriggerManager("memory://", uid)
     with pytest.raises(UnsupportedOperationError, match="use a SQL storage"):
         manager.fire("ordered", session=object())
+
+
+def test_crossed_transactions_fail_one_at_once_on_a_deadlock(server_db: Db, uid: str) -> None:
+    """Two callers each hold one session and fire the other's: the database picks a victim,
+    whose fire fails at once (a retry inside its transaction would wait again)."""
+    db = server_db
+    patient = shared_engine(f"{db.url}{'&' if '?' in db.url else '?'}triggers_lock_timeout=20")
+    rec = RecordingRunner()
+
+    def manager(name: str) -> TriggerManager:
+        storage = SQLAlchemyStorage(name, patient, table_prefix=db.prefix)
+        found = TriggerManager(storage, runners={"rec": rec}, default_runner="rec")
+        found.update_configuration(CONFIG)
+        return found
+
+    one, two = manager(f"{uid}-1"), manager(f"{uid}-2")
+    both_hold = threading.Barrier(2, timeout=30)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def caller(name: str, first: TriggerManager, second: TriggerManager) -> None:
+        try:
+            with Session(db.app) as session:
+                first.fire("ordered", session=session)
+                both_hold.wait()
+                second.fire("ordered", session=session)
+                session.commit()
+        except BaseException as exc:
+            outcomes[name] = exc
+        else:
+            outcomes[name] = None
+
+    threads = [
+        threading.Thread(target=caller, args=("a", one, two)),
+        threading.Thread(target=caller, args=("b", two, one)),
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert time.monotonic() - started < 15  # not 20 s of lock wait, nor 100 retries
+    failed = [exc for exc in outcomes.values() if exc is not None]
+    assert len(outcomes) == 2, outcomes
+    assert len(failed) == 1, outcomes
+    assert isinstance(failed[0], ConcurrencyError), failed[0]
+    assert "deadlock" in str(failed[0])
+    # The survivor committed both fires; the victim's were rolled back with it.
+    assert sorted(rec.dispatched) == ["t_order#0", "t_order#0"]
+    assert list(one.storage.load_full().state.instances) == ["t_order#0"]
+    assert list(two.storage.load_full().state.instances) == ["t_order#0"]

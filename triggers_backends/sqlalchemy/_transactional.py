@@ -52,7 +52,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine
 
 from triggers_backends.sqlalchemy._django import borrow, is_django_connection
-from triggers_backends.sqlalchemy._errors import public_url
+from triggers_backends.sqlalchemy._errors import driver_error, public_url
 from triggers_backends.sqlalchemy._reading import ReadingMixin
 from triggers_backends.sqlalchemy._timeouts import Timeouts, timeouts_of
 from triggers_backends.sqlalchemy._writes import WritingMixin
@@ -153,12 +153,21 @@ class BoundStorage(ReadingMixin, WritingMixin):
         """Roll back the attempt's savepoint, if one is open (nothing was written)."""
         attempt, self._attempt = self._attempt, None
         if attempt is not None and attempt.is_active:
-            attempt.rollback()
+            # Fails only when the caller's transaction is gone (its connection dropped;
+            # MySQL ended it for a deadlock): the error that ended it is the one to see.
+            with contextlib.suppress(sa_exc.SQLAlchemyError):
+                attempt.rollback()
 
     def load(self, scope: Scope | Selector = HEADER_ONLY) -> Snapshot:
         self._begin_attempt()
         try:
             return self._bound_read(scope)
+        except ConflictError as exc:
+            self.end_attempt()
+            final = self._final(exc)
+            if final is None:
+                raise  # the manager retries, in a new savepoint
+            raise final from exc
         except BaseException:
             self.end_attempt()
             raise
@@ -204,28 +213,10 @@ class BoundStorage(ReadingMixin, WritingMixin):
             version = super().compare_and_swap(expected, state, changes)
         except ConflictError as exc:
             self.end_attempt()
-            if self._retries:
-                raise
-            if self.engine.dialect.name == "sqlite":
-                why = (
-                    "SQLite: another writer held the database, or wrote it since the "
-                    "caller's transaction first read it, and that transaction keeps its "
-                    "snapshot, so the fire cannot be retried inside it: roll it back and "
-                    "run it again; a transaction that writes before it fires holds the "
-                    "write lock and never meets this (docs/transactions.md)"
-                )
-            else:
-                why = (
-                    "the caller's transaction runs at an isolation level that keeps one "
-                    "snapshot (REPEATABLE READ or SERIALIZABLE), so the fire cannot be "
-                    "retried inside it: roll it back and run it again, or run it at READ "
-                    "COMMITTED (docs/transactions.md)"
-                )
-            raise ConcurrencyError(
-                f"{exc}; {why}",
-                backend=self._label,
-                session=self.uid,
-            ) from exc
+            final = self._final(exc)
+            if final is None:
+                raise  # the manager retries, in a new savepoint
+            raise final from exc
         except BaseException:
             self.end_attempt()
             raise
@@ -236,6 +227,47 @@ class BoundStorage(ReadingMixin, WritingMixin):
             except sa_exc.SQLAlchemyError as exc:
                 raise self._error(exc, "compare_and_swap") from exc
         return version
+
+    def _final(self, exc: ConflictError) -> ConcurrencyError | None:
+        """The error ending the fire for a conflict no retry inside the caller's
+        transaction can resolve (None: retry)."""
+        if _victim(exc):
+            return ConcurrencyError(
+                f"{exc}; the database ended this statement to break a deadlock or a "
+                "serialization failure with another transaction, which holds what this one "
+                "waits for: a retry inside the caller's transaction would wait again, so "
+                "roll it back and run it again (docs/transactions.md)",
+                backend=self._label,
+                session=self.uid,
+            )
+        if self._retries:
+            return None
+        if self.engine.dialect.name == "sqlite":
+            why = (
+                "SQLite: another writer held the database, or wrote it since the "
+                "caller's transaction first read it, and that transaction keeps its "
+                "snapshot, so the fire cannot be retried inside it: roll it back and "
+                "run it again; a transaction that writes before it fires holds the "
+                "write lock and never meets this (docs/transactions.md)"
+            )
+        else:
+            why = (
+                "the caller's transaction runs at an isolation level that keeps one "
+                "snapshot (REPEATABLE READ or SERIALIZABLE), so the fire cannot be "
+                "retried inside it: roll it back and run it again, or run it at READ "
+                "COMMITTED (docs/transactions.md)"
+            )
+        return ConcurrencyError(f"{exc}; {why}", backend=self._label, session=self.uid)
+
+
+def _victim(exc: ConflictError) -> bool:
+    """A deadlock or a serialization failure (not a version that moved on)."""
+    cause = exc.__cause__
+    orig = driver_error(cause) if isinstance(cause, sa_exc.SQLAlchemyError) else None
+    if orig is None:
+        return False
+    code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
+    return getattr(orig, "sqlstate", None) in ("40001", "40P01") or code == 1213
 
 
 class _Caller:
