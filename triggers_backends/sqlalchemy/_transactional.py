@@ -231,17 +231,16 @@ class BoundStorage(ReadingMixin, WritingMixin):
     def _final(self, exc: ConflictError) -> ConcurrencyError | None:
         """The error ending the fire for a conflict no retry inside the caller's
         transaction can resolve (None: retry)."""
-        if _victim(exc):
-            return ConcurrencyError(
-                f"{exc}; the database ended this statement to break a deadlock or a "
-                "serialization failure with another transaction, which holds what this one "
-                "waits for: a retry inside the caller's transaction would wait again, so "
-                "roll it back and run it again (docs/transactions.md)",
-                backend=self._label,
-                session=self.uid,
-            )
         if self._retries:
-            return None
+            if not _victim(exc):
+                return None
+            why = (
+                "the database ended this statement to break a deadlock with another "
+                "transaction, which holds what this one waits for: a retry inside the "
+                "caller's transaction would wait again (MySQL and MariaDB have rolled it "
+                "back already), so roll it back and run it again (docs/transactions.md)"
+            )
+            return ConcurrencyError(f"{exc.message}; {why}", backend=self._label, session=self.uid)
         if self.engine.dialect.name == "sqlite":
             why = (
                 "SQLite: another writer held the database, or wrote it since the "
@@ -257,7 +256,7 @@ class BoundStorage(ReadingMixin, WritingMixin):
                 "retried inside it: roll it back and run it again, or run it at READ "
                 "COMMITTED (docs/transactions.md)"
             )
-        return ConcurrencyError(f"{exc}; {why}", backend=self._label, session=self.uid)
+        return ConcurrencyError(f"{exc.message}; {why}", backend=self._label, session=self.uid)
 
 
 def _victim(exc: ConflictError) -> bool:
