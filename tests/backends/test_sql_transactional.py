@@ -610,3 +610,20 @@ def test_crossed_transactions_fail_one_at_once_on_a_deadlock(server_db: Db, uid:
     assert sorted(rec.dispatched) == ["t_order#0", "t_order#0"]
     assert list(one.storage.load_full().state.instances) == ["t_order#0"]
     assert list(two.storage.load_full().state.instances) == ["t_order#0"]
+
+
+def test_a_scoped_session_is_its_current_session(db: Db, uid: str) -> None:
+    from sqlalchemy.orm import scoped_session, sessionmaker
+
+    rec = RecordingRunner()
+    manager = db.manager(uid, rec)
+    manager.update_configuration(CONFIG)
+    scoped = scoped_session(sessionmaker(db.app))
+    try:
+        scoped.execute(db.orders.insert().values(id=1))
+        manager.fire("ordered", session=scoped)
+        assert rec.dispatched == []
+        scoped.commit()
+    finally:
+        scoped.remove()
+    assert rec.dispatched == ["t_order#0"]

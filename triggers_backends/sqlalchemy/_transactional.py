@@ -375,11 +375,13 @@ def bind(storage: Any, session: object) -> _Caller:
 
 
 def _orm_session(session: object) -> Session | None:
-    """``session`` if it is an ORM session (the ORM is not imported for the question: an
-    application that made a session imported it)."""
+    """``session`` if it is an ORM session, or a ``scoped_session``'s current one (the ORM
+    is not imported for the question: an application that made a session imported it)."""
     orm = sys.modules.get("sqlalchemy.orm")
     if orm is None:
         return None
+    if isinstance(session, orm.scoped_session):
+        session = session()  # this thread's (or scope's) session
     return session if isinstance(session, orm.Session) else None
 
 
