@@ -261,3 +261,43 @@ def test_the_database_cache_still_refuses_atomic_and_on_commit_fires_after_it() 
         assert manager.fire("ordered", on_commit=True) == []
     assert rec.dispatched == ["t_order#0"]
     assert manager.storage.get_instance("t_order#0").status is Status.SCHEDULED
+
+
+def test_session_connection_retries_a_conflict_in_a_savepoint(
+    django_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL (READ COMMITTED): another writer between the load and the write."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from triggers_backends.sqlalchemy._transactional import BoundStorage
+
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    tables = Tables("pg", PG)
+    try:
+        uid = f"dj-{uuid.uuid4().hex}"
+        manager, rec = recording(tables.storage(uid))
+        other, _ = recording(tables.storage(uid))
+        original = BoundStorage.compare_and_swap
+        attempts: list[int] = []
+
+        def interfering(self: BoundStorage, *args: Any) -> Any:
+            attempts.append(1)
+            if len(attempts) == 1:
+                thread = threading.Thread(target=lambda: other.fire("ordered", {"by": "other"}))
+                thread.start()
+                thread.join(30)
+            return original(self, *args)
+
+        monkeypatch.setattr(BoundStorage, "compare_and_swap", interfering)
+        with transaction.atomic(using="pg"):
+            tables.insert(1)
+            scheduled = manager.fire("ordered", {"by": "caller"}, session=connections["pg"])
+            tables.insert(2)
+        assert len(attempts) == 2
+        assert [i.name for i in scheduled] == ["t_order#1"]
+        assert rec.dispatched == ["t_order#1"]  # ours, after the commit
+        assert tables.order_ids() == [1, 2]
+    finally:
+        tables.drop()
