@@ -371,21 +371,30 @@ KILLED_BETWEEN_COMMIT_AND_DISPATCH = textwrap.dedent(
     from triggers_core import TriggerManager
     from triggers_core.testing.storage_contract import RecordingRunner
 
-    url, app_url, prefix, uid = sys.argv[1:]
+    from triggers_backends.sqlalchemy import transaction
+
+    url, app_url, prefix, uid, mode = sys.argv[1:]
     storage = SQLAlchemyStorage(uid, url, table_prefix=prefix)
     manager = TriggerManager(storage, runners={"rec": RecordingRunner()}, default_runner="rec")
-    session = Session(sa.create_engine(app_url))
-    # Runs before the fire's own after-commit action: the process dies in between.
-    event.listen(session, "after_commit", lambda s: os.kill(os.getpid(), signal.SIGKILL))
-    manager.fire("ordered", {"order": 9}, session=session)
-    session.commit()
+    die = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "orm":
+        session = Session(sa.create_engine(app_url))
+        # Runs before the fire's own after-commit action: the process dies in between.
+        event.listen(session, "after_commit", die)
+        manager.fire("ordered", {"order": 9}, session=session)
+        session.commit()
+    else:
+        with transaction(sa.create_engine(app_url)) as tx:
+            manager.fire("ordered", {"order": 9}, session=tx)
+            tx._actions.insert(0, die)  # after the commit, before the dispatch
     print("not killed")
     """
 )
 
 
+@pytest.mark.parametrize("mode", ["orm", "core"])
 def test_killed_between_commit_and_dispatch_the_sweep_dispatches(
-    db: Db, uid: str, tmp_path: Path
+    db: Db, uid: str, tmp_path: Path, mode: str
 ) -> None:
     rec = RecordingRunner()
     manager = db.manager(uid, rec)
@@ -395,7 +404,7 @@ def test_killed_between_commit_and_dispatch_the_sweep_dispatches(
     app_url = db.app.url.render_as_string(hide_password=False)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, str(script), db.url, app_url, db.prefix, uid],
+        [sys.executable, str(script), db.url, app_url, db.prefix, uid, mode],
         capture_output=True,
         text=True,
         timeout=120,
