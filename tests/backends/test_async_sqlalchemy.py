@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from _async_facade import LoopThread, SyncFacade
 from _sql_lease_cases import stop_sweepers
 from services import require_service
+from sqlalchemy.ext.asyncio import create_async_engine
 from tcp_proxy import FreezingProxy
 
 from triggers_backends.sqlalchemy import SQLAlchemyStorage, _timeouts, create_schema, drop_schema
@@ -309,6 +310,20 @@ class AsyncSpecifics(AsyncStore):
         # Two asyncio.run calls, each with its own loop (asyncpg connections belong to one).
         assert asyncio.run(write_and_count(None)) == 1
         assert asyncio.run(write_and_count(1)) == 2
+
+    def test_an_engine_passed_in_is_used_and_left_to_its_owner(self, uid: str) -> None:
+        async def scenario() -> None:
+            engine = create_async_engine(self.async_url)
+            storage = AsyncSQLAlchemyStorage(uid, engine, table_prefix=self.prefix)
+            step = pure.update_configuration((await storage.load()).state, EVERY)
+            assert await storage.compare_and_swap(None, step.state, step.changes) == 1
+            assert (await storage.session(uid).load()).version == 1
+            await storage.aclose()
+            assert engine.sync_engine.pool.checkedin() == 1  # not disposed: the caller's
+            await engine.dispose()
+
+        asyncio.run(scenario())
+        assert self.sync_storage(uid).load().version == 1
 
     def test_aclose_disposes_the_engine_when_its_last_storage_lets_go(self, uid: str) -> None:
         async def scenario() -> None:
