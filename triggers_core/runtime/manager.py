@@ -64,11 +64,11 @@ from triggers_core.errors import (
     DispatchError,
     InvalidTransitionError,
     RegistryError,
-    SchemaMissingError,
     SerializationError,
     StorageError,
     UnsupportedOperationError,
 )
+from triggers_core.runtime.cascade_guard import guards_cascades
 from triggers_core.runtime.commit import CommitPolicy, commit
 from triggers_core.runtime.firing import FireResult, check_known
 from triggers_core.runtime.leases import KEEPER
@@ -99,6 +99,7 @@ from triggers_core.runtime.registry import Registry, open_storage
 from triggers_core.runtime.registry import runners as runner_registry
 from triggers_core.runtime.storage import Storage
 from triggers_core.runtime.tasks import TaskContext, task_policy
+from triggers_core.runtime.transactional import fire_transactional
 
 __all__ = ["LIFECYCLE_LOGGER", "TriggerManager", "exception_type_name", "managers"]
 
@@ -106,9 +107,6 @@ lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
 
 #: This host's name, as leases record it.
 _HOST = socket.gethostname()
-
-#: Storages (by redacted reference) already warned about that they cannot guard cascades.
-_UNGUARDED_WARNED: set[str] = set()
 
 
 class TriggerManager(OperatorActions):
@@ -332,6 +330,8 @@ class TriggerManager(OperatorActions):
         *,
         idempotency_key: str | None = None,
         strict: bool = False,
+        session: object = None,
+        on_commit: bool | str = False,
     ) -> list[TaskInstance]:
         """Fire a trigger; return the instances it scheduled, as committed.
 
@@ -355,9 +355,19 @@ class TriggerManager(OperatorActions):
         A trigger no task mentions logs one WARNING per process and trigger
         (see :mod:`triggers_core.runtime.firing`); with ``strict`` it raises
         :class:`~triggers_core.errors.UnknownTriggerError` and stores nothing.
+
+        ``session`` (a SQLAlchemy ORM session, or what ``transaction()`` yields)
+        writes inside that open transaction, dispatching after it commits;
+        ``on_commit`` defers the fire to Django's ``transaction.on_commit``
+        (``True``, or a database alias). See docs/transactions.md.
         """
         return self.fire_result(
-            trigger_name, trigger_kwargs, idempotency_key=idempotency_key, strict=strict
+            trigger_name,
+            trigger_kwargs,
+            idempotency_key=idempotency_key,
+            strict=strict,
+            session=session,
+            on_commit=on_commit,
         ).scheduled
 
     def fire_result(
@@ -367,6 +377,8 @@ class TriggerManager(OperatorActions):
         *,
         idempotency_key: str | None = None,
         strict: bool = False,
+        session: object = None,
+        on_commit: bool | str = False,
     ) -> FireResult:
         """:meth:`fire`, returning a :class:`~triggers_core.runtime.firing.FireResult`.
 
@@ -374,6 +386,16 @@ class TriggerManager(OperatorActions):
         fire of this trigger with ``idempotency_key`` (decided by the engine
         in the commit that would have recorded it): this fire changed nothing.
         """
+        if session is not None or on_commit:
+            return fire_transactional(
+                self,
+                trigger_name,
+                trigger_kwargs,
+                session=session,
+                on_commit=on_commit,
+                idempotency_key=idempotency_key,
+                strict=strict,
+            )
         watcher = observer()
         if watcher is None:
             return self._fire(trigger_name, trigger_kwargs, idempotency_key, strict)
@@ -630,29 +652,8 @@ class TriggerManager(OperatorActions):
         )
 
     def _guards_cascades(self) -> bool:
-        """True if the storage keeps fire records, so a finish can record its cascade.
-
-        A storage that keeps none (a third-party one) runs instances as before;
-        one whose records are missing from its schema (SQL tables of an earlier
-        version) too, with a warning (once per storage) saying how to add them.
-        """
-        try:
-            self.storage.check_fire_keys()
-        except UnsupportedOperationError:
-            return False
-        except SchemaMissingError as exc:
-            where = self.storage.reference() or self.storage.backend_name
-            if where not in _UNGUARDED_WARNED:
-                _UNGUARDED_WARNED.add(where)
-                lifecycle.warning(
-                    "session %r: cascades of finished instances are not recorded, so an "
-                    "instance finished twice would cascade twice: %s",
-                    self.uid,
-                    exc,
-                    extra={"session": self.uid},
-                )
-            return False
-        return True
+        """True if the storage keeps fire records (:func:`.cascade_guard.guards_cascades`)."""
+        return guards_cascades(self.storage, self.uid)
 
     # -- hooks --------------------------------------------------------------------
 
