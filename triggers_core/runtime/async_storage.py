@@ -26,7 +26,7 @@ from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.engine.sizes import DEFAULT_MAX_VALUE_BYTES
 from triggers_core.engine.state import SessionState
 from triggers_core.errors import UnsupportedOperationError
-from triggers_core.runtime.storage import DueRef, Snapshot, Version, check_uid
+from triggers_core.runtime.storage import DueRef, Snapshot, Storage, Version, check_uid
 
 __all__ = ["AsyncStorage"]
 
@@ -89,6 +89,24 @@ class AsyncStorage(abc.ABC):
     def reference(self) -> str | None:
         """A credential-free string naming this storage (see ``Storage.reference``)."""
         return None
+
+    def sync_twin(self) -> Storage:
+        """The synchronous storage of this session in the same store.
+
+        What a synchronous runner is handed (the Celery runner publishes a
+        message naming it: a worker rebuilds the synchronous manager on it). An
+        SQL adapter maps its URL to the synchronous driver of the same database
+        (``postgresql+asyncpg://`` -> ``postgresql+psycopg://``,
+        ``sqlite+aiosqlite://`` -> ``sqlite://``, see
+        :func:`~triggers_core.runtime.registry.sync_twin_url`); the default
+        refuses, naming the storage.
+        """
+        raise UnsupportedOperationError(
+            "handing instances to a synchronous runner (Celery, threading)",
+            f"{self.backend_name}: {type(self).__qualname__}",
+            "it names no synchronous storage of the same store (its sync_twin() says so); "
+            "run its instances with the in-process 'asyncio' runner",
+        )
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections (optional)."""
