@@ -43,8 +43,7 @@ class AsyncioTaskRunner(TaskRunner):
         self._errors: list[BaseException] = []
 
     def dispatch(self, manager: SessionManager, effect: ScheduleInstance) -> None:
-        run = manager.run_instance(effect.instance_name)
-        if not inspect.iscoroutine(run):
+        if not inspect.iscoroutinefunction(manager.run_instance):
             raise TypeError(
                 "the 'asyncio' runner runs the instances of an AsyncTriggerManager; "
                 f"{type(manager).__qualname__} is synchronous (use the 'threading' runner)"
@@ -52,10 +51,10 @@ class AsyncioTaskRunner(TaskRunner):
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            run.close()
             raise RuntimeError(
                 "the 'asyncio' runner needs a running event loop (dispatch from a coroutine)"
             ) from None
+        run: Any = manager.run_instance(effect.instance_name)
         task = loop.create_task(run, name=f"triggers:{effect.instance_name}")
         self._tasks.add(task)
         task.add_done_callback(self._done)
