@@ -59,9 +59,9 @@ EXTRAS: dict[str, tuple[str, frozenset[str]]] = {
     "memcached": ("memcached", frozenset({"pymemcache"})),
     "django-cache": ("django", frozenset({"django"})),
     "celery": ("celery", frozenset({"celery", "kombu"})),
-    "sqlite+aiosqlite": ("asyncio", frozenset({"sqlalchemy", "aiosqlite", "greenlet"})),
-    "postgresql+asyncpg": ("asyncio", frozenset({"sqlalchemy", "asyncpg", "greenlet"})),
-    "postgresql+psycopg": ("asyncio", frozenset({"sqlalchemy", "psycopg", "greenlet"})),
+    "sqlite+aiosqlite": ("async", frozenset({"sqlalchemy", "aiosqlite", "greenlet"})),
+    "postgresql+asyncpg": ("async", frozenset({"sqlalchemy", "asyncpg", "greenlet"})),
+    "postgresql+psycopg": ("async", frozenset({"sqlalchemy", "greenlet"})),
 }
 
 _default_warned = False
