@@ -381,3 +381,20 @@ def test_the_asyncio_runner_refuses_a_synchronous_manager() -> None:
         raised.value.failures[0][1]
     )
     assert manager.storage["t#0"].status is Status.FAILED
+
+
+@pytest.mark.parametrize("kind", FACES)
+def test_a_hook_that_raises_does_not_strand_the_scheduled_work(kind: str) -> None:
+    async def scenario(face: Face) -> None:
+        await face.configure({"t": {"after": ["go"], "run": NULL, "using": "keep"}})
+
+        def boom(trigger_name: str, scheduled_instances: list[TaskInstance]) -> None:
+            raise LookupError(f"hook failed after {trigger_name}")
+
+        face.manager._post_fire = boom
+        with pytest.raises(LookupError, match="hook failed after go"):
+            await face.fire("go")
+        assert face.keep.handed == ["t#0"]  # dispatched all the same
+        assert (await face.get("t#0")).status is Status.SCHEDULED
+
+    run(kind, scenario)
