@@ -26,7 +26,7 @@ import logging
 import random
 from collections.abc import Callable, Generator, Mapping
 from datetime import datetime
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -62,7 +62,6 @@ from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER, log_transition
 from triggers_core.runtime.observe import Observer, current
 from triggers_core.runtime.outcomes import Compute, exception_type_name, format_exception
 from triggers_core.runtime.registry import runners as runner_registry
-from triggers_core.runtime.storage import Storage
 
 __all__ = [
     "END_TURN",
@@ -236,9 +235,18 @@ def commit_steps(
     write. An :class:`UnknownInstanceError` from ``compute`` is raised again
     naming the session. ``observer`` (if any) sees each load and
     compare-and-swap, each conflict, and the committed transition.
+    (A function returning the loop's generator, not a generator itself: an
+    operation that runs the loop delegates to it directly, one level deep.)
     """
     if observer is not None:
-        return (yield from _observed_steps(storage, compute, scope, policy, observer))
+        return _observed_steps(storage, compute, scope, policy, observer)
+    return _steps(storage, compute, scope, policy)
+
+
+def _steps(
+    storage: ShellStorage, compute: Compute, scope: Scope | Selector, policy: CommitPolicy
+) -> Steps[Transition]:
+    """:func:`commit_steps` without an observer."""
     max_attempts, backoff_base, backoff_cap = (
         policy.max_attempts,
         policy.backoff_base,
@@ -291,7 +299,7 @@ def _observed_steps(
         policy.backoff_cap,
     )
     spans = observer.watches_storage
-    seen = cast(Storage, storage)  # observers read its names only
+    seen: Any = storage  # observers read its names only (no typing.cast: a call)
     for attempt in range(max_attempts):
         yield TURN
         try:
@@ -339,7 +347,7 @@ def commit(
 ) -> Steps[Transition]:
     """The commit loop on ``host``'s session with ``host``'s retry policy."""
     policy = CommitPolicy(host.max_attempts, host.backoff_base, host.backoff_cap)
-    return (yield from commit_steps(host.storage, compute, scope, policy, current()))
+    return commit_steps(host.storage, compute, scope, policy, current())
 
 
 # -- after a commit ---------------------------------------------------------------------
@@ -356,11 +364,13 @@ def perform(host: ShellHost, transition: Transition) -> Steps[None]:
     both happened, with the hook's error as its context).
     """
     log_transition(lifecycle, host.uid, transition)
-    if not transition.effects:
+    effects = transition.effects
+    if not effects:
         return
+    hook_error: BaseException | None = None
     try:
         instances = transition.state.instances
-        for effect in transition.effects:
+        for effect in effects:
             if isinstance(effect, TriggerFired):
                 scheduled = [instances[n] for n in effect.scheduled]
                 yield CallHook(host._post_fire, effect.trigger_name, scheduled)
@@ -370,15 +380,10 @@ def perform(host: ShellHost, transition: Transition) -> Steps[None]:
                 yield CallHook(host._post_skip, instances[effect.instance_name], effect.cascade)
     except GeneratorExit:
         raise
-    except BaseException:
-        yield from _dispatch(host, transition)  # raised here, a DispatchError has it as context
-        raise
-    yield from _dispatch(host, transition)
-
-
-def _dispatch(host: ShellHost, transition: Transition) -> Steps[None]:
+    except BaseException as exc:
+        hook_error = exc  # raised after the dispatch, which happens all the same
     failures: list[tuple[str, BaseException]] = []
-    for effect in transition.effects:
+    for effect in effects:
         if isinstance(effect, ScheduleInstance):
             try:
                 watcher = current()
@@ -396,7 +401,11 @@ def _dispatch(host: ShellHost, transition: Transition) -> Steps[None]:
                 failures.append((effect.instance_name, exc))
                 yield from record_dispatch_failure(host, effect, exc)
     if failures:
-        raise DispatchError(failures) from failures[0][1]
+        error = DispatchError(failures)
+        error.__context__ = hook_error  # as if raised while the hook's error was handled
+        raise error from failures[0][1]
+    if hook_error is not None:
+        raise hook_error
 
 
 def record_dispatch_failure(
@@ -453,48 +462,42 @@ def fire_steps(
     idempotency_key: str | None,
     strict: bool,
 ) -> Steps[FireResult]:
-    """A fire, observed (``fire_begin``/``fire_end``) when an observer watches."""
+    """A fire (see ``TriggerManager.fire_result``); an observer sees it begin and end."""
     watcher = current()
-    if watcher is None:
-        return (yield from _fire(host, trigger_name, trigger_kwargs, idempotency_key, strict))
-    token = watcher.fire_begin(cast(Storage, host.storage), trigger_name)
+    storage: Any = host.storage
+    token = None if watcher is None else watcher.fire_begin(storage, trigger_name)
     try:
-        result = yield from _fire(host, trigger_name, trigger_kwargs, idempotency_key, strict)
-    except BaseException as exc:
-        watcher.fire_end(token, 0, False, exc)
+        # Checked once, before any I/O; every attempt of the commit loop reuses them.
+        name = engine.check_trigger_name(trigger_name)
+        kwargs = bounded_mapping(trigger_kwargs, "trigger_kwargs", storage.max_value_bytes)
+        key = None if idempotency_key is None else fire_key(name, idempotency_key)
+        if key is not None:
+            yield StorageCall("check_fire_keys")
+        uid, now = host.uid, host.now
+
+        def compute(state: SessionState) -> Transition:
+            if strict:
+                check_known(state.tasks, name, uid, strict=True)
+            return engine.fire_checked(state, name, kwargs, now=now(), key=key)
+
+        transition = yield from commit(host, compute, fire_scope(name, key))
+        if not strict:
+            check_known(transition.state.tasks, name, uid, strict=False)
+        yield from perform(host, transition)
+        duplicate = None if transition.commit else transition.duplicate
+        if duplicate is None:
+            result = FireResult([transition.state.instances[n] for n in transition.scheduled])
+        else:
+            result = FireResult((yield from stored_steps(duplicate.scheduled)), duplicate=True)
+    except GeneratorExit:
         raise
-    watcher.fire_end(token, len(result.scheduled), result.duplicate, None)
+    except BaseException as exc:
+        if watcher is not None:
+            watcher.fire_end(token, 0, False, exc)
+        raise
+    if watcher is not None:
+        watcher.fire_end(token, len(result.scheduled), result.duplicate, None)
     return result
-
-
-def _fire(
-    host: ShellHost,
-    trigger_name: str,
-    trigger_kwargs: Mapping[str, Any] | None,
-    idempotency_key: str | None,
-    strict: bool,
-) -> Steps[FireResult]:
-    # Checked once, before any I/O; every attempt of the commit loop reuses them.
-    name = engine.check_trigger_name(trigger_name)
-    kwargs = bounded_mapping(trigger_kwargs, "trigger_kwargs", host.storage.max_value_bytes)
-    key = None if idempotency_key is None else fire_key(name, idempotency_key)
-    if key is not None:
-        yield StorageCall("check_fire_keys")
-    uid, now = host.uid, host.now
-
-    def compute(state: SessionState) -> Transition:
-        if strict:
-            check_known(state.tasks, name, uid, strict=True)
-        return engine.fire_checked(state, name, kwargs, now=now(), key=key)
-
-    transition = yield from commit(host, compute, fire_scope(name, key))
-    if not strict:
-        check_known(transition.state.tasks, name, uid, strict=False)
-    yield from perform(host, transition)
-    duplicate = None if transition.commit else transition.duplicate
-    if duplicate is not None:
-        return FireResult((yield from stored_steps(duplicate.scheduled)), duplicate=True)
-    return FireResult([transition.state.instances[n] for n in transition.scheduled])
 
 
 def stored_steps(names: tuple[str, ...]) -> Steps[list[TaskInstance]]:
