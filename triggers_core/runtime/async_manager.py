@@ -190,6 +190,9 @@ class AsyncTriggerManager:
                 turn.release()
 
     async def _take(self, turn: asyncio.Lock) -> None:
+        if not turn.locked():  # free: taken at once, no timer to arm
+            await turn.acquire()
+            return
         try:
             async with asyncio.timeout(COMMIT_TURN_TIMEOUT):
                 await turn.acquire()
