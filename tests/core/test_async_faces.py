@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -102,18 +103,24 @@ class AsyncRecording(AsyncTriggerManager):
 class Face:
     """A manager of either kind, as coroutines."""
 
-    def __init__(self, kind: str, uid: str, keep: KeepRunner) -> None:
+    def __init__(
+        self, kind: str, uid: str, keep: KeepRunner, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.kind = kind
         self.keep = keep
         extra = {"broken": BrokenRunner(), "keep": keep}
         if kind == "sync":
             self.threads = ThreadingTaskRunner()
             self.sync = SyncRecording(
-                MemoryStorage(uid, MemoryStore()), runners={"threading": self.threads, **extra}
+                MemoryStorage(uid, MemoryStore()),
+                runners={"threading": self.threads, **extra},
+                clock=clock,
             )
             self.manager: Any = self.sync
         else:
-            self.asyncm = AsyncRecording(AsyncMemoryStorage(uid, MemoryStore()), runners=extra)
+            self.asyncm = AsyncRecording(
+                AsyncMemoryStorage(uid, MemoryStore()), runners=extra, clock=clock
+            )
             self.manager = self.asyncm
 
     @property
@@ -161,8 +168,12 @@ class Face:
 FACES = ["sync", "async"]
 
 
-def run(kind: str, scenario: Callable[[Face], Awaitable[None]]) -> None:
-    face = Face(kind, f"faces-{kind}-{uuid.uuid4().hex[:12]}", KeepRunner())
+def run(
+    kind: str,
+    scenario: Callable[[Face], Awaitable[None]],
+    clock: Callable[[], datetime] | None = None,
+) -> None:
+    face = Face(kind, f"faces-{kind}-{uuid.uuid4().hex[:12]}", KeepRunner(), clock)
     asyncio.run(scenario(face))
 
 
@@ -398,3 +409,26 @@ def test_a_hook_that_raises_does_not_strand_the_scheduled_work(kind: str) -> Non
         assert (await face.get("t#0")).status is Status.SCHEDULED
 
     run(kind, scenario)
+
+
+@pytest.mark.parametrize("kind", FACES)
+def test_recover_dispatches_a_lost_message_again(kind: str) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+
+    async def scenario(face: Face) -> None:
+        await face.configure({"t": {"after": ["go"], "run": NULL, "using": "keep"}})
+        await face.fire("go")
+        assert face.keep.handed == ["t#0"]  # and then its message was lost
+        now[0] += timedelta(seconds=30)
+        early = await face.call("recover", dispatch_lease=60)
+        assert (early.examined, early.acted) == (1, ())
+        now[0] += timedelta(seconds=60)
+        dry = await face.call("recover", dispatch_lease=60, dry_run=True)
+        assert [a.action for a in dry.acted] == ["dispatched again"]
+        assert face.keep.handed == ["t#0"]
+        report = await face.call("recover", dispatch_lease=60)
+        assert [(a.instance, a.action) for a in report.acted] == [("t#0", "dispatched again")]
+        assert face.keep.handed == ["t#0", "t#0"]
+        assert (await face.get("t#0")).metadata["dispatches"] == 2
+
+    run(kind, scenario, clock=lambda: now[0])

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from triggers_core import engine
 from triggers_core.engine.effects import ScheduleInstance
+from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE
 from triggers_core.engine.state import Status, TaskInstance
 from triggers_core.errors import ConcurrencyError
 from triggers_core.runtime import operator_steps as ops
@@ -41,6 +42,7 @@ from triggers_core.runtime.firing import FireResult
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER
 from triggers_core.runtime.outcomes import Compute, Outcomes
 from triggers_core.runtime.ports import SessionManager, TaskRunner
+from triggers_core.runtime.recovery import RecoveryReport, recover_session_steps
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.registry import open_async_storage
 from triggers_core.runtime.registry import runners as runner_registry
@@ -339,6 +341,21 @@ class AsyncTriggerManager:
     async def advance(self, now: datetime | None = None) -> list[TaskInstance]:
         """Apply this session's timers due at ``now`` (the session's ``tick``)."""
         return await self._drive(ops.advance(self, now))
+
+    async def recover(
+        self, *, dispatch_lease: float = DEFAULT_DISPATCH_LEASE, dry_run: bool = False
+    ) -> RecoveryReport:
+        """Take over this session's lost instances; dispatch again its lost messages.
+
+        As ``TriggerManager.recover`` (the same decisions): instances ``running``
+        under an expired lease are failed (``WorkerLost``) and replayed per their
+        task's ``on_lost`` policy, instances ``scheduled`` for longer than
+        ``dispatch_lease`` seconds are dispatched again; ``dry_run`` changes nothing.
+        """
+        steps = recover_session_steps(
+            self, now=self.now(), dispatch_lease=dispatch_lease, dry_run=dry_run
+        )
+        return await self._drive(steps)
 
     # -- inspection -------------------------------------------------------------------
 
