@@ -155,12 +155,15 @@ class AsyncTriggerManager:
                 kind = type(request)
                 try:
                     if kind is shell.Load:
+                        if request.turn:
+                            await self._take(turn)
+                            held = True
                         value = await storage.load(request.scope)
                     elif kind is shell.Turn:
                         if request.take:
                             await self._take(turn)
                             held = True
-                        else:
+                        elif held:
                             held = False
                             turn.release()
                     elif kind is shell.Swap:

@@ -111,20 +111,15 @@ def drive(storage: Storage, steps: Steps[T], host: SyncHost | None = None) -> T:
             kind = type(request)
             try:
                 if kind is Load:
+                    if request.turn:
+                        _take(storage, turn, host)
+                        held = True
                     value = storage.load(request.scope)
                 elif kind is Turn:
                     if request.take:
-                        if host is not None and host._sweeper_pending:
-                            host._start_sweeper()
-                        if not turn.acquire(timeout=COMMIT_TURN_TIMEOUT):
-                            raise ConcurrencyError(
-                                f"waited {COMMIT_TURN_TIMEOUT:g}s for other threads "
-                                "committing to this session",
-                                backend=storage.backend_name,
-                                session=storage.uid,
-                            )
+                        _take(storage, turn, host)
                         held = True
-                    else:
+                    elif held:
                         held = False
                         turn.release()
                 elif kind is Swap:
@@ -156,3 +151,15 @@ def drive(storage: Storage, steps: Steps[T], host: SyncHost | None = None) -> T:
     finally:
         if held:
             turn.release()
+
+
+def _take(storage: Storage, turn: Any, host: SyncHost | None) -> None:
+    """Take the commit turn (starting the host's sweeper first, if it is pending)."""
+    if host is not None and host._sweeper_pending:
+        host._start_sweeper()
+    if not turn.acquire(timeout=COMMIT_TURN_TIMEOUT):
+        raise ConcurrencyError(
+            f"waited {COMMIT_TURN_TIMEOUT:g}s for other threads committing to this session",
+            backend=storage.backend_name,
+            session=storage.uid,
+        )
