@@ -112,7 +112,10 @@ def drive(storage: Storage, steps: Steps[T], host: SyncHost | None = None) -> T:
             try:
                 if kind is Load:
                     if request.turn:
-                        _take(storage, turn, host)
+                        if (host is not None and host._sweeper_pending) or not turn.acquire(
+                            blocking=False
+                        ):
+                            _take(storage, turn, host)
                         held = True
                     value = storage.load(request.scope)
                 elif kind is Turn:
@@ -154,7 +157,10 @@ def drive(storage: Storage, steps: Steps[T], host: SyncHost | None = None) -> T:
 
 
 def _take(storage: Storage, turn: Any, host: SyncHost | None) -> None:
-    """Take the commit turn (starting the host's sweeper first, if it is pending)."""
+    """Take the commit turn (starting the host's sweeper first, if it is pending).
+
+    (The free turn of the hot path is taken in :func:`drive` itself.)
+    """
     if host is not None and host._sweeper_pending:
         host._start_sweeper()
     if not turn.acquire(timeout=COMMIT_TURN_TIMEOUT):

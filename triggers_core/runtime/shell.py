@@ -353,7 +353,10 @@ def commit(
 ) -> Steps[Transition]:
     """The commit loop on ``host``'s session with ``host``'s retry policy."""
     policy = CommitPolicy(host.max_attempts, host.backoff_base, host.backoff_cap)
-    return commit_steps(host.storage, compute, scope, policy, current())
+    observer = current()
+    if observer is not None:
+        return _observed_steps(host.storage, compute, scope, policy, observer)
+    return _steps(host.storage, compute, scope, policy)
 
 
 # -- after a commit ---------------------------------------------------------------------
