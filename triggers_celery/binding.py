@@ -31,6 +31,7 @@ from triggers_celery.worker import TriggerCeleryTask, run_message
 from triggers_celery.worker_setup import watch_app
 from triggers_core.runtime.tasks import (
     TaskContext,
+    TaskResult,
     TriggerTask,
     get_task_class,
     registered_tasks,
@@ -171,7 +172,8 @@ def _bind_on_worker_start(app: Any) -> None:
     signals.worker_init.connect(bind_late, weak=False)
 
 
-TaskFunction = Callable[..., Mapping[str, Any] | None]
+#: A decorated task function: returns a result mapping or None, or is an ``async def``.
+TaskFunction = Callable[..., TaskResult]
 
 
 def trigger_task(
@@ -195,7 +197,7 @@ def trigger_task(
     _check_options(name, celery_options)
 
     def decorate(fn: TaskFunction) -> type[TriggerTask]:
-        def _run(self: TriggerTask, context: TaskContext) -> Mapping[str, Any] | None:
+        def _run(self: TriggerTask, context: TaskContext) -> TaskResult:
             return fn(self, context) if bind else fn(context)
 
         namespace: dict[str, Any] = {

@@ -10,6 +10,15 @@ dispatch what that scheduled (through this worker's app). An instance that ends
 worker that cannot build the manager class or the task fails the instance with
 a hint (:mod:`triggers_celery.worker_setup`).
 
+An ``async def`` body runs to completion on the event loop of the thread that
+runs it: with the prefork pool, one loop per pool process, reused by its
+later async bodies (:mod:`triggers_core.runtime.body_loop`). Its lease is
+renewed while it runs, and a soft time limit cancels it (it sees
+``CancelledError`` at its current ``await``) and ends the instance ``failed``
+with ``SoftTimeLimitExceeded``, as a synchronous body; a hard time limit kills
+the pool process as for any body. Async bodies are tested with the prefork
+pool (and the threading runner), not with the ``gevent`` or ``eventlet`` pools.
+
 Delivery is at least once, so a message may arrive for an instance that is no
 longer ``scheduled`` (a redelivery after a lost ack, a duplicate publish, an
 operator who already replayed it). ``run_instance`` refuses such an instance
@@ -42,6 +51,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from triggers_celery.errors import (
     InstanceFailedError,
@@ -66,6 +76,7 @@ from triggers_core.errors import (
     UnknownInstanceError,
     UnsupportedOperationError,
 )
+from triggers_core.runtime.body_loop import interrupt_on
 from triggers_core.runtime.manager import TriggerManager
 from triggers_core.runtime.recovery import CLAIM_SECONDS
 from triggers_core.runtime.redaction import redact
@@ -89,6 +100,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# An ``async def`` body runs on its pool process's (or pool thread's) own event loop
+# (triggers_core.runtime.body_loop). Celery raises a soft time limit from a signal
+# handler wherever the process is: in the body, in the loop's code, or in a loop
+# callback, where asyncio would only log it. Registered here, it cancels the body and
+# becomes the run's outcome wherever it lands, as for a synchronous body.
+interrupt_on(SoftTimeLimitExceeded)
 
 #: Celery setting: how many times a message is retried after transient storage errors.
 STORAGE_RETRY_MAX_SETTING = "triggers_storage_retry_max"

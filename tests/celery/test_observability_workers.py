@@ -8,12 +8,8 @@ Redis broker, PostgreSQL storage) traces into a JSON-lines file
 
 from __future__ import annotations
 
-import itertools
 import json
 import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,11 +24,12 @@ pytest.importorskip("prometheus_client")
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from processes import BROKERS, ROOT, RUN_ID, STARTED, WorkerProcess, python_env
+from processes import BROKERS, RUN_ID
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sessions import open_test_manager
 from trace_worker_app import as_record, read_spans
+from tracing_support import PreforkWorker, follow_chain, wait_for, whole_trace
 from worker_app import make_app
 
 from triggers_core import Status
@@ -58,31 +55,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class PreforkWorker(WorkerProcess):
-    """``celery -A trace_worker_app worker --pool=prefork`` with its log in a file."""
-
-    def __init__(self, name: str, queue: str, env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        command = [
-            sys.executable,
-            *("-m", "celery", "-A", "trace_worker_app", "worker"),
-            *("--pool=prefork", "--concurrency=1", "--without-gossip", "--without-mingle"),
-            *("--without-heartbeat", "--loglevel=INFO", f"--hostname={name}@%h"),
-            f"--queues={queue}",
-        ]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env={**python_env(), **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        STARTED.append(self)
 
 
 @pytest.fixture(scope="module")
@@ -137,23 +109,12 @@ def traced(
         worker.stop()
 
 
-def _wait(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def test_one_fire_is_one_trace_across_the_worker(traced: dict[str, Any]) -> None:
     manager = open_test_manager(traced["sender"], "observe")
     manager.update_configuration(CONFIG)
     traced["exporter"].clear()
     manager.fire("go", {"n": 1})
-    _wait(
+    wait_for(
         lambda: (
             manager.storage["t_obsB#0"].status is Status.FINISHED
             if "t_obsB#0" in manager.storage.instances
@@ -163,7 +124,7 @@ def test_one_fire_is_one_trace_across_the_worker(traced: dict[str, Any]) -> None
     )
     assert manager.storage["t_obsA#0"].status is Status.FINISHED
     here = [as_record(span) for span in traced["exporter"].get_finished_spans()]
-    there = _wait(
+    there = wait_for(
         lambda: (
             [
                 s
@@ -177,23 +138,25 @@ def test_one_fire_is_one_trace_across_the_worker(traced: dict[str, Any]) -> None
         timeout=15,
     )
     spans = here + there
-    (fire,) = [s for s in here if s["name"] == "triggers.fire go"]
-    trace = [s for s in spans if s["trace"] == fire["trace"]]
-    by_name = {}
-    for span in trace:
-        by_name.setdefault(span["name"], []).append(span)
-    (dispatch_a,) = by_name["triggers.dispatch t_obsA"]
-    (run_a,) = by_name["triggers.run t_obsA"]
-    (cascade,) = by_name["triggers.fire t_obsA"]
-    (dispatch_b,) = by_name["triggers.dispatch t_obsB"]
-    (run_b,) = by_name["triggers.run t_obsB"]
-    chain = [fire, dispatch_a, run_a, cascade, dispatch_b, run_b]
-    assert fire["parent"] is None
-    for parent, child in itertools.pairwise(chain):
-        assert child["parent"] == parent["span"], (parent["name"], child["name"])
+    chain = follow_chain(
+        spans,
+        [
+            "triggers.fire go",
+            "triggers.dispatch t_obsA",
+            "triggers.run t_obsA",
+            "triggers.fire t_obsA",
+            "triggers.dispatch t_obsB",
+            "triggers.run t_obsB",
+        ],
+    )
+    fire, dispatch_a, run_a, cascade, dispatch_b, run_b = chain
+    assert fire in here
+    trace = whole_trace(spans, fire)  # every span's parent is there too
     # The fire and its dispatch ran here; the runs and the cascade in a prefork child.
     worker_pids = {run_a["pid"], cascade["pid"], run_b["pid"]}
     assert fire["pid"] not in worker_pids
+    assert dispatch_a["pid"] == fire["pid"]
+    assert dispatch_b["pid"] in worker_pids
     assert run_a["attributes"]["triggers.status"] == "finished"
     assert run_b["attributes"]["triggers.instance"] == "t_obsB#0"
     # Every span the worker made for this session belongs to the fire's trace.
@@ -209,7 +172,7 @@ def test_one_fire_is_one_trace_across_the_worker(traced: dict[str, Any]) -> None
         with urllib.request.urlopen(f"http://127.0.0.1:{traced['port']}/metrics", timeout=5) as r:
             return str(r.read().decode())
 
-    text = _wait(lambda: 'task="t_obsB"' in scrape() and scrape(), "the worker's metrics")
+    text = wait_for(lambda: 'task="t_obsB"' in scrape() and scrape(), "the worker's metrics")
     assert 'triggers_instances_total{status="finished",task="t_obsA"} 1.0' in text
     assert 'triggers_instances_total{status="finished",task="t_obsB"} 1.0' in text
     assert 'triggers_instances_total{status="scheduled",task="t_obsB"} 1.0' in text
@@ -254,9 +217,9 @@ def test_counters_of_both_processes_match_the_status_histories(traced: dict[str,
         )
 
     manager.fire("start")
-    _wait(lambda: settled() and "t_wfRetry#2" in manager.storage.instances, "the first runs")
+    wait_for(lambda: settled() and "t_wfRetry#2" in manager.storage.instances, "the first runs")
     manager.replay_failed_instance("t_wfFail#0")
-    _wait(lambda: settled() and "t_wfFail#1" in manager.storage.instances, "the replay")
+    wait_for(lambda: settled() and "t_wfFail#1" in manager.storage.instances, "the replay")
     manager.skip_failed_instance("t_wfFail#1")
     instances = list(manager.storage.instances.values())
     assert {i.name: i.status.value for i in instances} == {
@@ -288,7 +251,7 @@ def test_counters_of_both_processes_match_the_status_histories(traced: dict[str,
         return total
 
     # The worker's last commit may still be on its way to its metrics file.
-    _wait(lambda: counted() == expected, "the counts to match", timeout=10)
+    wait_for(lambda: counted() == expected, "the counts to match", timeout=10)
     assert counted() == expected
     assert expected[("t_wfFail", "failed")] == 2.0
     assert expected[("t_wfRetry", "replayed")] == 2.0
@@ -340,7 +303,7 @@ def test_with_opentelemetry_celery_instrumentation_the_context_travels_once(
     manager.update_configuration(CONFIG)
     instrumented["exporter"].clear()
     manager.fire("go")
-    _wait(
+    wait_for(
         lambda: (
             "t_obsB#0" in manager.storage.instances
             and manager.storage["t_obsB#0"].status is Status.FINISHED
@@ -348,7 +311,7 @@ def test_with_opentelemetry_celery_instrumentation_the_context_travels_once(
         "t_obsB#0 to finish",
     )
     here = [as_record(span) for span in instrumented["exporter"].get_finished_spans()]
-    there = _wait(
+    there = wait_for(
         lambda: (
             any(s["name"] == "triggers.run t_obsB" for s in read_spans(instrumented["spans_file"]))
             and read_spans(instrumented["spans_file"])

@@ -1,9 +1,12 @@
 """The app of the observability test's workers (``celery -A trace_worker_app``).
 
-``worker_app``'s app and tasks, plus tracing in every prefork child: spans go
-to a test-only exporter that appends one JSON line per span to the file named
-by ``TRIGGERS_TEST_SPANS`` (the test process reads it back). With
-``TRIGGERS_TEST_OTEL_CELERY`` set, OpenTelemetry's Celery instrumentation too.
+``worker_app``'s app and tasks, plus tracing in every prefork child, set up
+the way ``docs/observability.md`` tells applications to (the SDK's tracer
+provider made global in Celery's ``worker_process_init``): spans go to a
+test-only exporter that appends one JSON line per span to the file named by
+``TRIGGERS_TEST_SPANS`` (``{pid}`` in it becomes the process id), which the
+test process reads back. With ``TRIGGERS_TEST_OTEL_CELERY`` set,
+OpenTelemetry's Celery instrumentation too.
 """
 
 from __future__ import annotations
@@ -15,11 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery.signals import worker_process_init
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from worker_app import app
-
-from triggers_core.runtime import observe
 
 __all__ = ["JsonLinesExporter", "app", "read_spans"]
 
@@ -42,6 +44,7 @@ class JsonLinesExporter(SpanExporter):
 
 
 def as_record(span: ReadableSpan) -> dict[str, Any]:
+    """A finished span as JSON-ready data (times in nanoseconds since the epoch)."""
     context = span.get_span_context()
     return {
         "name": span.name,
@@ -50,6 +53,9 @@ def as_record(span: ReadableSpan) -> dict[str, Any]:
         "parent": format(span.parent.span_id, "016x") if span.parent else None,
         "attributes": dict(span.attributes or {}),
         "status": span.status.status_code.name,
+        "kind": span.kind.name,
+        "start": span.start_time,
+        "end": span.end_time,
         "pid": os.getpid(),
     }
 
@@ -66,8 +72,9 @@ def _trace_to_file(**_: Any) -> None:
     path = os.environ.get("TRIGGERS_TEST_SPANS")
     if path:
         provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(path)))
-        observe.configure(tracer_provider=provider)
+        exporter = JsonLinesExporter(path.replace("{pid}", str(os.getpid())))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
         if os.environ.get("TRIGGERS_TEST_OTEL_CELERY"):
             from opentelemetry.instrumentation.celery import CeleryInstrumentor
 

@@ -18,6 +18,7 @@ shadow the ``celery`` package.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -162,6 +163,34 @@ class SoftLimit(Body):
         super()._run(context)
         time.sleep(10)
         return {}
+
+
+class AsyncBody(TriggerTask):
+    """``async def``: sleeps ``go.seconds`` on its pool process's loop; 2 s leases.
+
+    Returns its pid and loop id; logs ``async body cancelled`` if cancelled (a soft
+    time limit) before it ends.
+    """
+
+    name: ClassVar[str] = "celerytest.AsyncBody"
+    lease_seconds: ClassVar[float] = 2.0
+
+    async def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        seconds = float(context.trigger_kwargs.get("go", {}).get("seconds", 0))
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            context.logger.warning("async body %s cancelled", context.instance_name)
+            raise
+        loop = asyncio.get_running_loop()
+        return {"pid": os.getpid(), "loop": id(loop), "slept": seconds}
+
+
+class AsyncSoftLimit(AsyncBody):
+    """An :class:`AsyncBody` with a 1 s Celery soft time limit."""
+
+    name: ClassVar[str] = "celerytest.AsyncSoftLimit"
+    celery_options: ClassVar[dict[str, Any]] = {"soft_time_limit": 1, "time_limit": 20}
 
 
 def _death_session(kwargs: Any) -> str | None:

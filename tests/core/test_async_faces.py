@@ -13,7 +13,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -28,13 +28,29 @@ from triggers_core import (
     ScheduleInstance,
     SessionManager,
     Status,
+    TaskContext,
     TaskInstance,
     TaskRunner,
     ThreadingTaskRunner,
     TriggerManager,
+    TriggerTask,
     UnknownTriggerError,
+    register_task,
 )
 from triggers_core.testing.sample_tasks import DevNullTask, FailingTask, PassThruTask
+
+
+class AsyncDouble(TriggerTask):
+    """An ``async def`` body: awaits, then doubles ``go``'s ``n``."""
+
+    name: ClassVar[str] = "faces.AsyncDouble"
+
+    async def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        await asyncio.sleep(0)
+        return {"n": context.trigger_kwargs["go"]["n"] * 2}
+
+
+register_task(AsyncDouble)
 
 PASS = PassThruTask.name
 NULL = DevNullTask.name
@@ -432,3 +448,20 @@ def test_recover_dispatches_a_lost_message_again(kind: str) -> None:
         assert (await face.get("t#0")).metadata["dispatches"] == 2
 
     run(kind, scenario, clock=lambda: now[0])
+
+
+@pytest.mark.parametrize("kind", FACES)
+def test_an_async_body_finishes_and_cascades(kind: str) -> None:
+    async def scenario(face: Face) -> None:
+        await face.configure(
+            {
+                "double": {"after": ["go"], "run": AsyncDouble.name},
+                "after": {"after": ["double"], "run": PASS},
+            }
+        )
+        await face.fire("go", {"n": 21})
+        await face.join()
+        assert (await face.get("double#0")).metadata["result"] == {"n": 42}
+        assert (await face.get("after#0")).metadata["result"] == {"kwargs": {"double": {"n": 42}}}
+
+    run(kind, scenario)

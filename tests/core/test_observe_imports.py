@@ -127,3 +127,45 @@ def test_a_tracer_provider_set_after_the_first_fire_is_used() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["MetricsObserver", "Composite"]
+
+
+FORKED = """
+import os
+import triggers_core.testing.sample_tasks
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from triggers_core import TriggerManager
+from triggers_core.runtime import observe
+manager = TriggerManager("memory://", "forked")
+manager.fire("nothing")  # no tracer provider: looked for again in a second
+with observe._settings.lock:  # as if another thread were resolving at the fork
+    pid = os.fork()
+    if pid == 0:  # a pool process, set up as docs/observability.md says
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        manager.fire("nothing")  # at once, not a second later
+        names = [span.name for span in exporter.get_finished_spans()]
+        os._exit(0 if "triggers.fire nothing" in names else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_process_traces_its_first_fire_with_the_provider_it_sets_up() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRIGGERS_METRICS": "off", "TRIGGERS_TRACING": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"], "the child's fire was not traced (or it hung)"

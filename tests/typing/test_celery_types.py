@@ -21,6 +21,7 @@ from triggers_celery import (
     trigger_task,
 )
 from triggers_core import Storage, StorageError, TaskContext, TriggerTask, redact
+from triggers_core.runtime.tasks import TaskResult
 
 
 def test_message_and_settings_types() -> None:
@@ -44,13 +45,17 @@ def test_error_and_decorator_types() -> None:
     assert_type(error.session, str)
     assert isinstance(error, StorageError)
     decorate = trigger_task(name="typing.noop")
-    assert_type(decorate, Callable[[Callable[..., Mapping[str, Any] | None]], type[TriggerTask]])
+    assert_type(decorate, Callable[[Callable[..., TaskResult]], type[TriggerTask]])
 
     def noop(context: TaskContext) -> Mapping[str, Any] | None:
         return None
 
+    async def anoop(context: TaskContext) -> Mapping[str, Any] | None:
+        return None
+
     if TYPE_CHECKING:  # checked by mypy; not run, so no task is registered process-wide
         assert_type(decorate(noop), type[TriggerTask])
+        assert_type(decorate(anoop), type[TriggerTask])
     assert_type(CeleryTaskRunner.name, str)
 
 

@@ -187,10 +187,7 @@ class TaskIndex:
         One string per task keeps the active document small and quick to parse
         when a session has thousands of tasks: tasks are decoded only when used.
         """
-        pages = ",".join(
-            f"{p}=" + "/".join(str(part) for part in ref.to_json())
-            for p, ref in sorted(self.pages.items())
-        )
+        pages = ",".join(_item_text(p, ref) for p, ref in sorted(self.pages.items()))
         unstarted = ",".join(map(str, sorted(self.unstarted)))
         unresolved = ",".join(map(str, sorted(self.unresolved)))
         return f"{pages};{unstarted};{unresolved}"
@@ -202,13 +199,11 @@ class TaskIndex:
         pages_text, unstarted_text, unresolved_text = text.split(";")
         pages: dict[int, DocRef] = {}
         for item in pages_text.split(",") if pages_text else ():
-            number, sep, ref = item.partition("=")
-            parts: list[Any] = ref.split("/")
-            if not sep or len(parts) not in (1, 3):
-                raise SerializationError(f"{what}: invalid page reference {item!r}")
-            if len(parts) == 3:
-                parts[1] = _number(parts[1], f"{what}.pages")
-            pages[_number(number, f"{what}.pages")] = DocRef.from_json(parts, f"{what}.{item}")
+            try:
+                number, ref = _item(item)
+            except SerializationError:  # again, to name where in the message
+                number, ref = _parse_item(item, what)
+            pages[number] = ref
         flags: list[frozenset[int]] = []
         for name, raw in (("unstarted", unstarted_text), ("unresolved", unresolved_text)):
             found = frozenset(_number(p, f"{what}.{name}") for p in raw.split(",") if raw)
@@ -216,6 +211,30 @@ class TaskIndex:
                 raise SerializationError(f"{what}.{name}: names pages that do not exist")
             flags.append(found)
         return cls(pages, flags[0], flags[1])
+
+
+def _parse_item(item: str, what: str) -> tuple[int, DocRef]:
+    """One page reference of a task index text: ``page=rev[/chunks/digest]``."""
+    number, sep, ref = item.partition("=")
+    parts: list[Any] = ref.split("/")
+    if not sep or len(parts) not in (1, 3):
+        raise SerializationError(f"{what}: invalid page reference {item!r}")
+    if len(parts) == 3:
+        parts[1] = _number(parts[1], f"{what}.pages")
+    return _number(number, f"{what}.pages"), DocRef.from_json(parts, f"{what}.{item}")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _item(item: str) -> tuple[int, DocRef]:
+    # A commit changes one or two page references of a task and keeps the others
+    # (one per PAGE_SIZE instances of its history): each is parsed once per process.
+    return _parse_item(item, "index")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _item_text(page: int, ref: DocRef) -> str:
+    """The text of one page reference (cached: most are written again unchanged)."""
+    return f"{page}=" + "/".join(str(part) for part in ref.to_json())
 
 
 @functools.lru_cache(maxsize=1 << 16)

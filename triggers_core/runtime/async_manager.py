@@ -391,9 +391,5 @@ class AsyncTriggerManager:
 
 
 async def _run_body(outcomes: Outcomes, args: tuple[Any, ...]) -> Compute:
-    """The task body: ``Outcomes.arun_task`` where it exists, else ``run_task`` in a thread."""
-    arun = getattr(outcomes, "arun_task", None)
-    if arun is not None:
-        compute: Compute = await arun(*args)
-        return compute
-    return await asyncio.to_thread(outcomes.run_task, *args)
+    """The task body, on this loop (``async def``) or in a worker thread (a plain one)."""
+    return await outcomes.arun_task(*args)

@@ -35,9 +35,10 @@ every value is cut to :data:`MAX_LABEL_LENGTH` characters, and past
 become ``"other"``. Session UIDs are never labels.
 
 How they are kept: in a single process (no ``PROMETHEUS_MULTIPROC_DIR``),
-counts and histogram buckets are plain numbers under one lock per observed
-commit, read by a collector when the registry is scraped (a fire then costs
-about a microsecond more, see BENCHMARKS.md). With ``PROMETHEUS_MULTIPROC_DIR``
+counts are ``itertools.count`` steps and histogram observations are appended to
+a queue per series, folded into plain bucket counts when the registry is
+scraped (or every :data:`_FOLD_AT` observations): the fire path takes no lock
+(see BENCHMARKS.md for what a fire then costs). With ``PROMETHEUS_MULTIPROC_DIR``
 set (prefork workers, several web processes) they are ``prometheus_client``'s
 own multiprocess metrics, so any process of the set can expose them all. The
 cost per fire does not grow with the session's history.
@@ -50,6 +51,7 @@ import itertools
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -162,18 +164,84 @@ _STATUSES = frozenset(s.value for s in Status)
 class _Series:
     """One labelled series: a count, or a histogram's buckets (not cumulative) and sum."""
 
-    __slots__ = ("buckets", "child", "count", "labels", "metric", "value")
+    __slots__ = (
+        "bounds",
+        "buckets",
+        "child",
+        "count",
+        "labels",
+        "lock",
+        "metric",
+        "pending",
+        "value",
+    )
 
-    def __init__(self, metric: MetricSpec, labels: tuple[str, ...], child: Any) -> None:
+    def __init__(self, metric: MetricSpec, labels: tuple[str, ...], child: Any, lock: Any) -> None:
         self.metric = metric
         self.labels = labels
+        self.bounds = metric.buckets
         #: A counter's count: ``next()`` on an ``itertools.count`` is one atomic step in
-        #: CPython, so counting takes no lock (read back by :func:`_counted`).
-        self.count = itertools.count()
+        #: CPython, so counting takes no lock (read back by :func:`_counted`). In
+        #: multiprocess mode ``next()`` increments the ``prometheus_client`` child.
+        self.count: Iterator[int] = itertools.count() if child is None else _Inc(child)
         self.value = 0.0  # a histogram's sum
         self.buckets = [0.0] * (len(metric.buckets) + 1)  # +Inf last
         #: The ``prometheus_client`` child that keeps it in multiprocess mode, else None.
         self.child = child
+        #: The store's lock: held while observations are folded into the buckets and sum.
+        self.lock = lock
+        #: Observations not yet folded in (appending to a deque is one atomic step).
+        self.pending: deque[float] = deque()
+
+    def observe(self, value: float) -> None:
+        """Observe ``value`` seconds (a histogram).
+
+        Takes no lock: the value joins :attr:`pending`, folded into the buckets
+        when a scrape collects the series or, past :data:`_FOLD_AT` values, by
+        the observing thread (if no other thread is folding at that moment).
+        """
+        if self.child is not None:
+            self.child.observe(value)
+            return
+        pending = self.pending
+        pending.append(value)
+        if len(pending) >= _FOLD_AT and self.lock.acquire(blocking=False):
+            try:
+                self.fold()
+            finally:
+                self.lock.release()
+
+    def fold(self) -> None:
+        """Move the pending observations into the buckets and sum (the caller holds the lock)."""
+        popleft = self.pending.popleft
+        bounds = self.bounds
+        buckets = self.buckets
+        total = 0.0
+        while True:
+            try:
+                value = popleft()
+            except IndexError:
+                break
+            buckets[bisect.bisect_left(bounds, value)] += 1.0
+            total += value
+        self.value += total
+
+
+#: Pending observations of one histogram series that make the observing thread fold them.
+_FOLD_AT = 256
+
+
+class _Inc(Iterator[int]):
+    """``next()`` increments a ``prometheus_client`` counter child (multiprocess mode)."""
+
+    __slots__ = ("child",)
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+
+    def __next__(self) -> int:
+        self.child.inc()
+        return 0
 
 
 class _Store(Collector):
@@ -208,39 +276,19 @@ class _Store(Collector):
                 found = self._series.get((metric, labels))
                 if found is None:
                     child = self._metrics[metric].labels(*labels) if self.shared else None
-                    found = self._series[metric, labels] = _Series(metric, labels, child)
+                    found = _Series(metric, labels, child, self.lock)
+                    self._series[metric, labels] = found
         return found
-
-    def add(self, counts: list[_Series], observed: list[tuple[_Series, float]]) -> None:
-        """Count one for each of ``counts``; observe each (series, seconds)."""
-        if self.shared:
-            for series in counts:
-                series.child.inc()
-            for series, value in observed:
-                series.child.observe(value)
-            return
-        for series in counts:
-            next(series.count)
-        if observed:
-            with self.lock:
-                for series, value in observed:
-                    series.buckets[bisect.bisect_left(series.metric.buckets, value)] += 1.0
-                    series.value += value
-
-    def observe(self, series: _Series, value: float) -> None:
-        """Observe ``value`` seconds in the histogram ``series``."""
-        if self.shared:
-            series.child.observe(value)
-            return
-        with self.lock:
-            series.buckets[bisect.bisect_left(series.metric.buckets, value)] += 1.0
-            series.value += value
 
     def collect(self) -> Iterator[Metric]:
         with self.lock:
+            every = list(self._series.values())
+            for series in every:
+                if series.pending:
+                    series.fold()
             found = [
                 (series.metric, series.labels, _counted(series), list(series.buckets))
-                for series in self._series.values()
+                for series in every
             ]
         for metric in METRICS:
             if not metric.buckets:
@@ -348,54 +396,46 @@ class MetricsObserver(Observer):
         return found
 
     def fire_begin(self, storage: Storage, trigger: str) -> Any:
-        return storage.backend_name, time.perf_counter()
+        series = self._fire_durations.get(storage.backend_name)
+        if series is None:
+            name = storage.backend_name
+            series = self._fire_durations[name] = self._store.series(FIRE_DURATION, (name,))
+        return series, time.perf_counter()
 
     def fire_end(
         self, token: Any, scheduled: int, duplicate: bool, error: BaseException | None
     ) -> None:
-        took = time.perf_counter() - token[1]
-        series = self._fire_durations.get(token[0])
-        if series is None:
-            series = self._fire_durations[token[0]] = self._store.series(FIRE_DURATION, (token[0],))
-        self._store.observe(series, took)
+        series, began = token
+        series.observe(time.perf_counter() - began)
 
     def conflict(self, storage: Storage, attempt: int) -> None:
-        self._store.add([self._store.series(STORAGE_CONFLICTS, (storage.backend_name,))], [])
+        next(self._store.series(STORAGE_CONFLICTS, (storage.backend_name,)).count)
 
     def committed(self, storage: Storage, before: SessionState, transition: Transition) -> None:
-        counts: list[_Series] = []
-        observed: list[tuple[_Series, float]] = []
         for effect in transition.effects:
             if type(effect) is TriggerFired:
                 name = effect.trigger_name
                 if not transition.state.tasks.using(name):
-                    counts.append(self._other_fires)
+                    next(self._other_fires.count)
                 else:
-                    counts.append(self._fires.get(name) or self._fire_series(name))
+                    next((self._fires.get(name) or self._fire_series(name)).count)
         if transition.changed:
             instances = transition.state.instances
             old = before.instances
             for name in transition.changed:
                 instance = instances.get(name)
                 if instance is not None:
-                    self._entered(counts, observed, instance, old.get(name))
-        if counts:
-            self._store.add(counts, observed)
+                    self._entered(instance, old.get(name))
 
-    def _entered(
-        self,
-        counts: list[_Series],
-        observed: list[tuple[_Series, float]],
-        instance: TaskInstance,
-        prior: TaskInstance | None,
-    ) -> None:
+    def _entered(self, instance: TaskInstance, prior: TaskInstance | None) -> None:
+        """Count the statuses ``instance`` entered since ``prior``; observe its durations."""
         stamps = instance.metadata.get("timestamps")
-        if not isinstance(stamps, dict):
+        if type(stamps) is not dict:
             return
-        known = prior.metadata.get("timestamps") if prior is not None else None
-        if not isinstance(known, dict):
+        known = prior.metadata.get("timestamps") if prior is not None else _NONE
+        if type(known) is not dict:
             known = _NONE
-        task = self._task_series(instance.task_name)
+        task = self._tasks.get(instance.task_name) or self._task_series(instance.task_name)
         by_status = task.by_status
         for status, stamp in stamps.items():
             if known.get(status) == stamp:
@@ -405,22 +445,21 @@ class MetricsObserver(Observer):
                 if status not in _STATUSES:  # stored data is not trusted
                     continue
                 series = by_status[status] = self._store.series(INSTANCES, (task.label, status))
-            counts.append(series)
+            next(series.count)
             if status == _RUNNING:
                 delay = _seconds(stamps.get(_SCHEDULED), stamp)
                 if delay is not None:
-                    observed.append((self._store.series(SCHEDULE_TO_START, (task.label,)), delay))
+                    self._store.series(SCHEDULE_TO_START, (task.label,)).observe(delay)
         if prior is not None and prior.status is Status.RUNNING:
             status = instance.status.value
             if status != _RUNNING:
                 took = _seconds(known.get(_RUNNING), stamps.get(status))
                 if took is not None:
-                    duration = self._store.series(TASK_DURATION, (task.label, status))
-                    observed.append((duration, took))
+                    self._store.series(TASK_DURATION, (task.label, status)).observe(took)
 
     def recovered(self, task: str, action: str) -> None:
         labels = (self._task(task), action[:MAX_LABEL_LENGTH])
-        self._store.add([self._store.series(RECOVERED, labels)], [])
+        next(self._store.series(RECOVERED, labels).count)
 
     def swept(self, lost: int, overdue_timers: int) -> None:
         INSTANCES_LOST.set(lost)

@@ -295,6 +295,20 @@ class _Settings:
 _settings = _Settings()
 
 
+def _after_fork_in_child() -> None:
+    """In a forked process (a Celery prefork pool process): a fresh lock, since
+    another thread may have held the inherited one, and, while no tracer provider
+    had been found, look again at once: the pool process sets its own up in
+    ``worker_process_init`` and its first run must already be traced."""
+    _settings.lock = threading.Lock()
+    if _settings.recheck_at:
+        _settings.resolved = False
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def current() -> Observer | None:
     """The observer of this process, or None when nothing watches (decided once).
 

@@ -6,7 +6,9 @@ raises (``KeyboardInterrupt`` and ``SystemExit`` aside, which stop the process)
 becomes a transition that resolves the instance: a result becomes
 ``finished`` and its cascade, ``skip()`` ``skipped``, ``retry()`` a failure
 and its replay, anything else ``failed`` with the exception's type, traceback
-and context. What cannot be recorded as it is (a result that is not a
+and context. An ``async def`` body is run to completion first (see
+:meth:`Outcomes.run_task` and :meth:`Outcomes.arun_task`), then classified the
+same way. What cannot be recorded as it is (a result that is not a
 JSON-compatible mapping, one over the storage's ``max_value_bytes``, bad
 retry arguments...) is recorded as a failure that says why, and a traceback
 too long to store is clipped (:mod:`triggers_core.engine.sizes`): an outcome
@@ -15,6 +17,8 @@ never leaves the instance ``running``.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import traceback
 from collections.abc import Callable, Mapping
@@ -34,11 +38,13 @@ from triggers_core.errors import (
     StorageError,
     UnknownInstanceError,
 )
+from triggers_core.runtime.body_loop import run_body
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER, log_failure
 from triggers_core.runtime.tasks import (
     RetryTask,
     SkipTask,
     TaskContext,
+    TriggerTask,
     exception_context,
     get_task,
 )
@@ -73,6 +79,11 @@ def exception_type_name(exc: BaseException | type[BaseException]) -> str:
 def format_exception(exc: BaseException) -> str:
     """The traceback text of ``exc`` (its ``exceptionInfo``)."""
     return "".join(traceback.format_exception(exc))
+
+
+def _is_async_body(task: TriggerTask) -> bool:
+    """True if the task's ``_run`` (or an overridden ``run``) is an ``async def``."""
+    return inspect.iscoroutinefunction(task._run) or inspect.iscoroutinefunction(task.run)
 
 
 @attrs.frozen
@@ -131,21 +142,68 @@ class Outcomes:
         instance: what cannot be recorded as it is (a result that is not a
         JSON-compatible mapping, bad retry arguments...) is recorded as a failure
         that says why. With ``guard_cascade`` a finish records its cascade
-        (see :func:`~triggers_core.engine.finish`).
+        (see :func:`~triggers_core.engine.finish`). An ``async def`` body is run
+        to completion on this thread's body loop (:mod:`~triggers_core.runtime.body_loop`),
+        never on a loop of the application's; the calling thread waits for it.
         """
-        max_retries = 0
+        max_retries: object = 0
         try:
             task = get_task(run)
             max_retries = task.max_retries
             result = task.run(context)
-        except SkipTask as skip:
+            if inspect.isawaitable(result):
+                result = run_body(result)
+        except (KeyboardInterrupt, SystemExit):
+            raise  # the process is stopping; get_stale_instances() finds the instance
+        except BaseException as exc:
+            return self.raised(name, run, exc, max_retries, context)
+        return self.returned(name, run, result, context, guard_cascade)
+
+    async def arun_task(
+        self, name: str, run: str, context: TaskContext, guard_cascade: bool = False
+    ) -> Compute:
+        """:meth:`run_task` for a caller on a running event loop (the async manager).
+
+        An ``async def`` body is awaited on the current loop; a synchronous body
+        runs in a thread (:func:`asyncio.to_thread`), so the loop is never
+        blocked by it. The outcome is classified exactly as by :meth:`run_task`.
+        A cancellation of the caller (not one the body raised by itself)
+        propagates instead of being recorded (a synchronous body's thread
+        cannot be stopped: it runs on to its end, and its outcome is dropped).
+        """
+        max_retries: object = 0
+        try:
+            task = get_task(run)
+            max_retries = task.max_retries
+            if _is_async_body(task):
+                result: object = task.run(context)
+            else:
+                result = await asyncio.to_thread(task.run, context)
+            if inspect.isawaitable(result):
+                result = await result
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the caller is cancelled: there is no outcome to record
+            return self.raised(name, run, exc, max_retries, context)
+        except BaseException as exc:
+            return self.raised(name, run, exc, max_retries, context)
+        return self.returned(name, run, result, context, guard_cascade)
+
+    def raised(
+        self, name: str, run: str, exc: BaseException, max_retries: object, context: TaskContext
+    ) -> Compute:
+        """The transition for a body that raised ``exc``: skipped, retried or failed."""
+        if isinstance(exc, SkipTask):
             try:
-                metadata = bounded_mapping(skip.metadata, "metadata", self.max_value_bytes)
-            except InvalidKwargsError as exc:
+                metadata = bounded_mapping(exc.metadata, "metadata", self.max_value_bytes)
+            except InvalidKwargsError as bad:
                 return self.failure(
                     name,
-                    exc,
-                    f"{run} skipped itself with metadata that cannot be stored: {exc}",
+                    bad,
+                    f"{run} skipped itself with metadata that cannot be stored: {bad}",
                     context,
                 )
             return lambda s: engine.skip_self(
@@ -156,20 +214,20 @@ class Outcomes:
                 log_level=context.log_level,
                 owner=self.owner,
             )
-        except RetryTask as retry:
-            return self.retry(name, run, retry, max_retries, context)
-        except (KeyboardInterrupt, SystemExit):
-            raise  # the process is stopping; get_stale_instances() finds the instance
-        except BaseException as exc:
-            info, exc_context = format_exception(exc), exception_context(exc)
-            try:
-                exc_context = bounded_mapping(
-                    exc_context, "exception_context", self.max_value_bytes
-                )
-            except InvalidKwargsError as bad:
-                info += f"\n(its with_context() data was dropped: {bad})"
-                exc_context = {}
-            return self.failure(name, exc, info, context, exc_context, info_is_traceback=True)
+        if isinstance(exc, RetryTask):
+            return self.retry(name, run, exc, max_retries, context)
+        info, exc_context = format_exception(exc), exception_context(exc)
+        try:
+            exc_context = bounded_mapping(exc_context, "exception_context", self.max_value_bytes)
+        except InvalidKwargsError as bad:
+            info += f"\n(its with_context() data was dropped: {bad})"
+            exc_context = {}
+        return self.failure(name, exc, info, context, exc_context, info_is_traceback=True)
+
+    def returned(
+        self, name: str, run: str, result: object, context: TaskContext, guard_cascade: bool
+    ) -> Compute:
+        """The transition for a body that returned ``result``: finished, or failed if unstorable."""
         if result is not None and not isinstance(result, Mapping):
             problem = InvalidKwargsError(
                 "result", f"a task must return a mapping or None, got {type(result).__name__}"

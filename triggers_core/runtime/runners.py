@@ -19,6 +19,7 @@ import weakref
 from collections import deque
 
 from triggers_core.engine.effects import ScheduleInstance
+from triggers_core.runtime.body_loop import close_thread_loop
 from triggers_core.runtime.observe import current as observer
 from triggers_core.runtime.ports import SessionManager, TaskRunner
 
@@ -59,6 +60,10 @@ class ThreadingTaskRunner(TaskRunner):
     them). While the interpreter exits, new work runs in the thread that
     dispatched it, after that thread's current instance (Python 3.12+ refuses
     new threads then).
+
+    An ``async def`` body runs to completion on its thread's own event loop,
+    reused by the async bodies that thread runs later and closed when the
+    thread ends (:mod:`~triggers_core.runtime.body_loop`).
     """
 
     name = "threading"
@@ -145,6 +150,7 @@ class ThreadingTaskRunner(TaskRunner):
                         break
                 item = queue.popleft()  # dispatched by this thread while the interpreter exits
             item = self._next(worker)
+        close_thread_loop()  # the loop its async bodies ran on, if any
 
     def _next(self, worker: _Worker) -> tuple[SessionManager, ScheduleInstance] | None:
         """Wait for the next hand-off; None once idle for ``keep_alive`` seconds."""

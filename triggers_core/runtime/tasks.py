@@ -8,10 +8,12 @@ treated as an import path.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
 
@@ -26,6 +28,7 @@ from triggers_core.engine.leases import (
 from triggers_core.errors import TriggersError, UnknownTaskError
 
 if TYPE_CHECKING:
+    from triggers_core.engine.state import TaskInstance
     from triggers_core.runtime.ports import SessionManager
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "TaskContext",
     "TaskLogger",
     "TaskPolicy",
+    "TaskResult",
     "TriggerTask",
     "get_task",
     "get_task_class",
@@ -53,6 +57,10 @@ _REGISTRY: dict[str, type[TriggerTask]] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 E = TypeVar("E", bound=BaseException)
+
+#: What ``_run`` returns: a result mapping, None, or (an ``async def`` body) an
+#: awaitable of one.
+TaskResult = Mapping[str, Any] | None | Awaitable[Mapping[str, Any] | None]
 
 
 def with_context(exc: E, context: Mapping[str, Any]) -> E:
@@ -147,6 +155,11 @@ class TaskContext:
     between sessions and between instances a fire created: use it to make the
     task's own side effects idempotent, since a body may run again after its
     worker died (``"{session}#{first instance}"``, e.g. ``"s-42#t_pay#0"``).
+
+    In an ``async def`` body, ``manager`` is still the synchronous manager that
+    runs the instance (the threading runner's, a Celery worker's): its methods
+    block the body's own event loop while they wait for the storage; use
+    :meth:`afire` to fire without blocking it.
     """
 
     def __init__(
@@ -167,6 +180,33 @@ class TaskContext:
         self.logger = logger or logging.getLogger("triggers.tasks")
         self._log_level = logging.NOTSET
         self._lock = threading.Lock()
+
+    async def afire(
+        self,
+        trigger_name: str,
+        trigger_kwargs: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[TaskInstance]:
+        """``manager.fire(...)`` from an ``async def`` body, without blocking its loop.
+
+        Under the threading runner and on Celery workers ``self.manager`` is the
+        synchronous :class:`~triggers_core.TriggerManager`: calling its methods
+        from an async body blocks the body's event loop (only that body's: each
+        runner thread has its own) until the storage answers. ``afire`` runs
+        the synchronous ``fire`` in a worker thread (:func:`asyncio.to_thread`)
+        and awaits it; a manager whose ``fire`` is a coroutine is awaited
+        directly. Returns what ``fire`` returns.
+        """
+        fire = self.manager.fire
+        if inspect.iscoroutinefunction(fire):
+            fired: list[TaskInstance] = await fire(
+                trigger_name, trigger_kwargs, idempotency_key=idempotency_key
+            )
+            return fired
+        return await asyncio.to_thread(
+            fire, trigger_name, trigger_kwargs, idempotency_key=idempotency_key
+        )
 
     @property
     def log_level(self) -> int:
@@ -204,7 +244,10 @@ class TriggerTask:
 
     ``_run(context)`` returns a mapping (or None) that becomes the result and
     the kwargs of the cascade; raising ``self.skip(...)`` or ``self.retry(...)``
-    ends it skipped or retried; any other exception fails it.
+    ends it skipped or retried; any other exception fails it. ``_run`` may be
+    an ``async def``: the runner runs it to completion on an event loop the
+    runtime owns (:mod:`triggers_core.runtime.body_loop`) and records its
+    outcome the same way.
     """
 
     #: The registry key that configurations name in ``run``.
@@ -227,11 +270,15 @@ class TriggerTask:
         if "name" in cls.__dict__:
             register_task(cls)
 
-    def _run(self, context: TaskContext) -> Mapping[str, Any] | None:
+    def _run(self, context: TaskContext) -> TaskResult:
         raise NotImplementedError(f"{type(self).__name__} must implement _run(context)")
 
-    def run(self, context: TaskContext) -> Mapping[str, Any] | None:
-        """Called by runners; wraps ``_run`` (override ``_run``, not this)."""
+    def run(self, context: TaskContext) -> TaskResult:
+        """Called by runners; wraps ``_run`` (override ``_run``, not this).
+
+        Returns what ``_run`` returns: for an ``async def`` body, the coroutine
+        (the runner awaits it).
+        """
         return self._run(context)
 
     def skip(self, metadata: Mapping[str, Any] | None = None) -> NoReturn:
