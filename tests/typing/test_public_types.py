@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, assert_type
 
 from triggers_core import (
@@ -54,3 +55,20 @@ def test_fire_result_types() -> None:
     assert_type(result.scheduled, list[TaskInstance])
     assert_type(result.duplicate, bool)
     assert_type(manager.fire("x", strict=False), list[TaskInstance])
+
+
+def test_transactional_fire_types(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+    from sqlalchemy.orm import Session
+
+    from triggers_backends.sqlalchemy import SQLAlchemyStorage, SQLTransaction, transaction
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'typing.db'}")
+    manager = TriggerManager(SQLAlchemyStorage("typing-tx", engine, create_schema=True))
+    with Session(engine) as session:
+        assert_type(manager.fire("x", session=session), list[TaskInstance])
+        session.commit()
+    with transaction(engine) as tx:
+        assert_type(tx, SQLTransaction)
+        assert_type(manager.fire_result("x", session=tx), FireResult)
+    engine.dispose()

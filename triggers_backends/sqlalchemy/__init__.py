@@ -41,7 +41,10 @@ The modules, each importing only those above it:
 * :mod:`~triggers_backends.sqlalchemy._reading` (loads, one snapshot) and
   :mod:`~triggers_backends.sqlalchemy._writes` (compare-and-swap, concurrency);
 * :mod:`~triggers_backends.sqlalchemy._storage`: :class:`SQLAlchemyStorage`
-  itself, opened from an engine or a URL.
+  itself, opened from an engine or a URL;
+* :mod:`~triggers_backends.sqlalchemy._transactional`: fires that commit with
+  the caller's transaction (an ORM session, or :func:`transaction` around a
+  Core connection; docs/transactions.md).
 """
 
 from __future__ import annotations
@@ -60,10 +63,12 @@ from triggers_backends.sqlalchemy._listing import list_sessions
 from triggers_backends.sqlalchemy._schema import create_schema, drop_schema
 from triggers_backends.sqlalchemy._storage import SQLAlchemyStorage
 from triggers_backends.sqlalchemy._tables import DEFAULT_TABLE_PREFIX, metadata, metadata_for
+from triggers_backends.sqlalchemy._transactional import SQLTransaction, transaction
 
 __all__ = [
     "DEFAULT_TABLE_PREFIX",
     "SQLAlchemyStorage",
+    "SQLTransaction",
     "create_schema",
     "dispose_engines",
     "drop_schema",
@@ -71,4 +76,5 @@ __all__ = [
     "metadata",
     "metadata_for",
     "shared_engine",
+    "transaction",
 ]

@@ -32,6 +32,7 @@ from triggers_backends.sqlalchemy._schema import ensure_schema
 from triggers_backends.sqlalchemy._statements import statements_for
 from triggers_backends.sqlalchemy._tables import DEFAULT_TABLE_PREFIX, row_key, tables_for
 from triggers_backends.sqlalchemy._timeouts import timeouts_of
+from triggers_backends.sqlalchemy._transactional import bind
 from triggers_backends.sqlalchemy._writes import WritingMixin
 from triggers_core.engine.serialization import HeaderCodec
 from triggers_core.engine.sizes import (
@@ -42,6 +43,7 @@ from triggers_core.engine.sizes import (
 from triggers_core.errors import RegistryError, StorageError
 from triggers_core.runtime.registry import install_hint
 from triggers_core.runtime.sessions import SessionFilter, SessionPage
+from triggers_core.runtime.transactional import CallerTransaction
 
 __all__ = ["URL_MAX_VALUE_OPTION", "SQLAlchemyStorage"]
 
@@ -224,6 +226,16 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
             sqlite_synchronous=self.sqlite_synchronous,
             max_value_bytes=self.max_value_bytes,
         )
+
+    def bind_transaction(self, session: object) -> CallerTransaction:
+        """This session written inside the caller's open transaction ``session``.
+
+        ``session`` is a SQLAlchemy ORM session or what
+        :func:`~triggers_backends.sqlalchemy.transaction` yields, on this
+        storage's database (else :class:`ValueError`). What ``manager.fire(...,
+        session=...)`` uses: see :mod:`triggers_backends.sqlalchemy._transactional`.
+        """
+        return bind(self, session)
 
     def store_identity(self) -> object | None:
         """The database (its URL, password left out) and the table prefix: a key, never shown.

@@ -66,6 +66,7 @@ from triggers_core.runtime.registry import Registry, open_storage
 from triggers_core.runtime.registry import runners as runner_registry
 from triggers_core.runtime.shell_run import keeps_leases_steps, run_instance_steps
 from triggers_core.runtime.storage import Storage
+from triggers_core.runtime.transactional import fire_transactional
 
 __all__ = ["LIFECYCLE_LOGGER", "TriggerManager", "exception_type_name", "managers"]
 
@@ -218,6 +219,8 @@ class TriggerManager(OperatorActions):
         *,
         idempotency_key: str | None = None,
         strict: bool = False,
+        session: object = None,
+        on_commit: bool | str = False,
     ) -> list[TaskInstance]:
         """Fire a trigger; return the instances it scheduled, as committed.
 
@@ -241,9 +244,19 @@ class TriggerManager(OperatorActions):
         A trigger no task mentions logs one WARNING per process and trigger
         (see :mod:`triggers_core.runtime.firing`); with ``strict`` it raises
         :class:`~triggers_core.errors.UnknownTriggerError` and stores nothing.
+
+        ``session`` (a SQLAlchemy ORM session, or what ``transaction()`` yields)
+        writes inside that open transaction, dispatching after it commits;
+        ``on_commit`` defers the fire to Django's ``transaction.on_commit``
+        (``True``, or a database alias). See docs/transactions.md.
         """
         return self.fire_result(
-            trigger_name, trigger_kwargs, idempotency_key=idempotency_key, strict=strict
+            trigger_name,
+            trigger_kwargs,
+            idempotency_key=idempotency_key,
+            strict=strict,
+            session=session,
+            on_commit=on_commit,
         ).scheduled
 
     def fire_result(
@@ -253,6 +266,8 @@ class TriggerManager(OperatorActions):
         *,
         idempotency_key: str | None = None,
         strict: bool = False,
+        session: object = None,
+        on_commit: bool | str = False,
     ) -> FireResult:
         """:meth:`fire`, returning a :class:`~triggers_core.runtime.firing.FireResult`.
 
@@ -260,6 +275,16 @@ class TriggerManager(OperatorActions):
         fire of this trigger with ``idempotency_key`` (decided by the engine
         in the commit that would have recorded it): this fire changed nothing.
         """
+        if session is not None or on_commit:
+            return fire_transactional(
+                self,
+                trigger_name,
+                trigger_kwargs,
+                session=session,
+                on_commit=on_commit,
+                idempotency_key=idempotency_key,
+                strict=strict,
+            )
         steps = shell.fire_steps(self, trigger_name, trigger_kwargs, idempotency_key, strict)
         return drive(self.storage, steps, self)
 

@@ -31,11 +31,11 @@ from triggers_core.errors import (
     ConcurrencyError,
     ConflictError,
     InvalidTransitionError,
-    SchemaMissingError,
     SerializationError,
     StorageError,
     UnsupportedOperationError,
 )
+from triggers_core.runtime.cascade_guard import guards_cascades_steps
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER, log_outcome, log_started
 from triggers_core.runtime.observe import current
 from triggers_core.runtime.outcomes import NOT_THE_OUTCOME, Outcomes
@@ -47,7 +47,6 @@ __all__ = [
     "HoldLease",
     "ReleaseLease",
     "RunBody",
-    "guards_cascades_steps",
     "keeps_leases_steps",
     "run_instance_steps",
 ]
@@ -56,9 +55,6 @@ lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
 
 #: This host's name, as leases record it.
 _HOST = socket.gethostname()
-
-#: Storages (by redacted reference) already warned about that they cannot guard cascades.
-_UNGUARDED_WARNED: set[str] = set()
 
 
 class RunBody:
@@ -108,33 +104,6 @@ def keeps_leases_steps(host: Any) -> Steps[bool]:
     return bool(keeps)
 
 
-def guards_cascades_steps(host: ShellHost) -> Steps[bool]:
-    """True if the storage keeps fire records, so a finish can record its cascade.
-
-    A storage that keeps none (a third-party one) runs instances as before;
-    one whose records are missing from its schema (SQL tables of an earlier
-    version) too, with a warning (once per storage) saying how to add them.
-    """
-    try:
-        yield StorageCall("check_fire_keys")
-    except UnsupportedOperationError:
-        return False
-    except SchemaMissingError as exc:
-        storage: Any = host.storage
-        where = storage.reference() or storage.backend_name
-        if where not in _UNGUARDED_WARNED:
-            _UNGUARDED_WARNED.add(where)
-            lifecycle.warning(
-                "session %r: cascades of finished instances are not recorded, so an "
-                "instance finished twice would cascade twice: %s",
-                host.uid,
-                exc,
-                extra={"session": host.uid},
-            )
-        return False
-    return True
-
-
 def new_lease(host: ShellHost, seconds: float | None, worker: Mapping[str, Any] | None) -> Lease:
     """A lease for a run starting now: a fresh owner token, this process as the worker."""
     length = DEFAULT_LEASE_SECONDS if seconds is None else seconds
@@ -176,7 +145,7 @@ def _run(
     guard_cascade: bool,
     worker: Mapping[str, Any] | None,
 ) -> Steps[TaskInstance | None]:
-    guard = guard_cascade and (yield from guards_cascades_steps(host))
+    guard = guard_cascade and (yield from guards_cascades_steps(host.storage, host.uid))
     leased = yield from keeps_leases_steps(host)
 
     def start(state: SessionState) -> Transition:
