@@ -155,10 +155,10 @@ class AsyncTriggerManager:
                 kind = type(request)
                 try:
                     if kind is shell.Load:
-                        if request.turn:
+                        if request[1]:
                             await self._take(turn)
                             held = True
-                        value = await storage.load(request.scope)
+                        value = await storage.load(request[0])
                     elif kind is shell.Turn:
                         if request.take:
                             await self._take(turn)
@@ -167,15 +167,13 @@ class AsyncTriggerManager:
                             held = False
                             turn.release()
                     elif kind is shell.Swap:
-                        value = await storage.compare_and_swap(
-                            request.expected, request.state, request.changes
-                        )
+                        value = await storage.compare_and_swap(*request)
                     elif kind is shell.CallHook:
-                        called = request.hook(*request.args)
+                        called = request[0](*request[1])
                         if inspect.isawaitable(called):
                             await called
                     elif kind is shell.Dispatch:
-                        await self._dispatch(request.effect)
+                        await self._dispatch(request[0])
                     elif kind is shell.Backoff:
                         await asyncio.sleep(request.seconds)
                     elif kind is shell.StorageCall:

@@ -111,13 +111,13 @@ def drive(storage: Storage, steps: Steps[T], host: SyncHost | None = None) -> T:
             kind = type(request)
             try:
                 if kind is Load:
-                    if request.turn:
+                    if request[1]:
                         if (host is not None and host._sweeper_pending) or not turn.acquire(
                             blocking=False
                         ):
                             _take(storage, turn, host)
                         held = True
-                    value = storage.load(request.scope)
+                    value = storage.load(request[0])
                 elif kind is Turn:
                     if request.take:
                         _take(storage, turn, host)
@@ -126,13 +126,11 @@ def drive(storage: Storage, steps: Steps[T], host: SyncHost | None = None) -> T:
                         held = False
                         turn.release()
                 elif kind is Swap:
-                    value = storage.compare_and_swap(
-                        request.expected, request.state, request.changes
-                    )
+                    value = storage.compare_and_swap(*request)
                 elif kind is CallHook:
-                    request.hook(*request.args)
+                    request[0](*request[1])
                 elif kind is Dispatch:
-                    effect: ScheduleInstance = request.effect
+                    effect: ScheduleInstance = request[0]
                     assert host is not None, "dispatching needs the manager"
                     host.get_runner(effect.using).dispatch(host, effect)
                 elif kind is Backoff:

@@ -220,7 +220,7 @@ def recover_session_steps(
 ) -> Steps[RecoveryReport]:
     """:func:`recover_session` as a generator of the shell core (for either manager)."""
     now = _after(now)
-    snapshot = yield Load(UNRESOLVED)
+    snapshot = yield Load((UNRESOLVED, False))
     unresolved = sorted(
         (i for i in snapshot.state.instances.values() if not i.is_resolved), key=_sort_key
     )
