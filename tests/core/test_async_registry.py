@@ -33,7 +33,13 @@ def test_memory_is_built_in_and_shares_the_named_store_with_the_sync_face() -> N
 
 
 def test_the_sql_schemes_name_the_async_adapter() -> None:
-    for scheme in ("sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg"):
+    for scheme in (
+        "sqlite+aiosqlite",
+        "postgresql+asyncpg",
+        "postgresql+psycopg",
+        "mysql+aiomysql",
+        "mariadb+aiomysql",
+    ):
         assert scheme in async_storages.names()
 
 
@@ -44,7 +50,8 @@ def test_the_sql_schemes_name_the_async_adapter() -> None:
         ("django-cache://default", "Django's cache API has no compare-and-swap"),
         ("sqlite:///x.db", "use sqlite+aiosqlite://"),
         ("postgresql://u:secret@h/db", "use postgresql+asyncpg:// or postgresql+psycopg://"),
-        ("mysql+pymysql://u@h/db", "this scheme has no async adapter"),
+        ("mysql+pymysql://u@h/db", "pymysql is blocking; use mysql+aiomysql://"),
+        ("mysql+mysqldb://u@h/db", "this scheme has no async adapter"),
     ],
 )
 def test_schemes_without_an_async_adapter_are_refused_saying_why(url: str, why: str) -> None:
@@ -69,6 +76,7 @@ def test_sync_twin_urls() -> None:
     assert sync_twin_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
     assert sync_twin_url("sqlite+aiosqlite:///x.db") == "sqlite:///x.db"
     assert sync_twin_url("memory://n") == "memory://n"
+    assert sync_twin_url("mariadb+aiomysql://u@h/db") == "mariadb+pymysql://u@h/db"
     with pytest.raises(RegistryError):
         sync_twin_url("memcached://h")
 

@@ -62,6 +62,8 @@ EXTRAS: dict[str, tuple[str, frozenset[str]]] = {
     "sqlite+aiosqlite": ("async", frozenset({"sqlalchemy", "aiosqlite", "greenlet"})),
     "postgresql+asyncpg": ("async", frozenset({"sqlalchemy", "asyncpg", "greenlet"})),
     "postgresql+psycopg": ("async", frozenset({"sqlalchemy", "greenlet"})),
+    "mysql+aiomysql": ("async", frozenset({"sqlalchemy", "aiomysql", "greenlet"})),
+    "mariadb+aiomysql": ("async", frozenset({"sqlalchemy", "aiomysql", "greenlet"})),
 }
 
 _default_warned = False
@@ -261,6 +263,8 @@ async_storages: Registry[type[AsyncStorage]] = Registry(
         "sqlite+aiosqlite": _ASYNC_SQL,
         "postgresql+asyncpg": _ASYNC_SQL,
         "postgresql+psycopg": _ASYNC_SQL,
+        "mysql+aiomysql": _ASYNC_SQL,
+        "mariadb+aiomysql": _ASYNC_SQL,
     },
 )
 
@@ -273,11 +277,10 @@ _NO_ASYNC: dict[str, str] = {
     ),
     "postgres": "use postgresql+asyncpg:// or postgresql+psycopg://",
     "postgresql+psycopg2": "psycopg2 has no asyncio mode; use postgresql+asyncpg://",
-    "mysql": (
-        "no async MySQL adapter is provided; use the synchronous TriggerManager "
-        "(in a thread: asyncio.to_thread) or PostgreSQL/SQLite with an async driver"
-    ),
-    "mariadb": "no async MariaDB adapter is provided; use the synchronous TriggerManager",
+    "mysql": "plain mysql:// selects a blocking driver; use mysql+aiomysql://",
+    "mysql+pymysql": "pymysql is blocking; use mysql+aiomysql://",
+    "mariadb": "plain mariadb:// selects a blocking driver; use mariadb+aiomysql://",
+    "mariadb+pymysql": "pymysql is blocking; use mariadb+aiomysql://",
     "memcached": (
         "memcached's compare-and-swap adapter is blocking (pymemcache) and there is no "
         "async one; use the synchronous TriggerManager (in a thread: asyncio.to_thread)"
@@ -295,6 +298,8 @@ _SYNC_TWINS = {
     "sqlite+aiosqlite": "sqlite",
     "postgresql+asyncpg": "postgresql+psycopg",
     "postgresql+psycopg": "postgresql+psycopg",
+    "mysql+aiomysql": "mysql+pymysql",
+    "mariadb+aiomysql": "mariadb+pymysql",
 }
 
 
