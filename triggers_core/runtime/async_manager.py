@@ -51,6 +51,9 @@ from triggers_core.runtime.storage import _sort_key
 
 __all__ = ["AsyncTriggerManager"]
 
+#: The requests made while holding the commit turn; any other gives it back first.
+_IN_TURN = frozenset({shell.Load, shell.Swap, shell.Turn})
+
 T = TypeVar("T")
 
 lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
@@ -153,19 +156,19 @@ class AsyncTriggerManager:
                     return result
                 value = None
                 kind = type(request)
+                if held and kind not in _IN_TURN:
+                    held = False  # a load and its compare-and-swap, no more
+                    turn.release()
                 try:
                     if kind is shell.Load:
-                        if request[1]:
+                        if request[1] and not held:
                             await self._take(turn)
                             held = True
                         value = await storage.load(request[0])
                     elif kind is shell.Turn:
-                        if request.take:
+                        if not held:
                             await self._take(turn)
                             held = True
-                        elif held:
-                            held = False
-                            turn.release()
                     elif kind is shell.Swap:
                         value = await storage.compare_and_swap(*request)
                     elif kind is shell.CallHook:

@@ -88,8 +88,8 @@ def drive(storage: Storage, steps: Steps[T], host: SyncHost | None = None) -> T:
 
     Each request is done here and its result sent back (its error thrown in).
     Threads sharing ``storage`` take turns (:attr:`Storage.commit_lock`, waiting
-    at most :data:`COMMIT_TURN_TIMEOUT`); a turn still held when the generator
-    ends with an error is released. ``host`` (the manager) runs the hooks'
+    at most :data:`COMMIT_TURN_TIMEOUT`), given back as the shell core says
+    (:mod:`triggers_core.runtime.shell`). ``host`` (the manager) runs the hooks'
     dispatches and starts its sweeper before its first commit.
     """
     turn = storage.commit_lock
@@ -109,9 +109,12 @@ def drive(storage: Storage, steps: Steps[T], host: SyncHost | None = None) -> T:
                 return result
             value = None
             kind = type(request)
+            if held and kind is not Swap and kind is not Load and kind is not Turn:
+                held = False  # the turn covers a load and its compare-and-swap, no more
+                turn.release()
             try:
                 if kind is Load:
-                    if request[1]:
+                    if request[1] and not held:
                         if (host is not None and host._sweeper_pending) or not turn.acquire(
                             blocking=False
                         ):
@@ -119,12 +122,9 @@ def drive(storage: Storage, steps: Steps[T], host: SyncHost | None = None) -> T:
                         held = True
                     value = storage.load(request[0])
                 elif kind is Turn:
-                    if request.take:
+                    if not held:
                         _take(storage, turn, host)
                         held = True
-                    elif held:
-                        held = False
-                        turn.release()
                 elif kind is Swap:
                     value = storage.compare_and_swap(*request)
                 elif kind is CallHook:

@@ -15,11 +15,12 @@ dispatch failures -> :class:`~triggers_core.errors.DispatchError`), the fire
 checks (names, sizes, idempotency keys, strict) and the configuration checks
 live here and nowhere else.
 
-A generator holds the commit turn only between :data:`TURN` (or a
-:class:`Load` with ``turn``) and :data:`END_TURN`, and yields :data:`END_TURN`
-on every way out of an attempt (a driver ignores it when the turn was not
-taken); a driver releases a turn still held when a generator ends with an
-error.
+The commit turn (the storage's ``commit_lock``) is taken by :data:`TURN` or a
+:class:`Load` with ``turn`` (not again while held), and a driver gives it back
+before any request other than :data:`TURN`, :class:`Load` and :class:`Swap`
+(a hook, a dispatch, a backoff...) and when the generator ends, however it
+ends: the commit loop holds it from its load to its compare-and-swap and
+never across a hook, a dispatch, a backoff or a task body.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ from triggers_core.runtime.outcomes import Compute, exception_type_name, format_
 from triggers_core.runtime.registry import runners as runner_registry
 
 __all__ = [
-    "END_TURN",
     "TURN",
     "Backoff",
     "CallHook",
@@ -92,18 +92,13 @@ lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
 
 
 class Turn:
-    """Take the storage's commit turn (:data:`TURN`) or give it back (:data:`END_TURN`)."""
+    """Take the storage's commit turn: :data:`TURN` (see the module on when it is given back)."""
 
-    __slots__ = ("take",)
-
-    def __init__(self, take: bool) -> None:
-        self.take = take
+    __slots__ = ()
 
 
 #: Take the commit turn (a driver that waits too long raises ConcurrencyError).
-TURN = Turn(True)
-#: Give the commit turn back.
-END_TURN = Turn(False)
+TURN = Turn()
 
 
 class Load(tuple[Any, ...]):
@@ -261,14 +256,8 @@ def _steps(
             if transition.commit:  # else nothing changed (a duplicate fire)
                 yield Swap((snapshot.version, transition.state, transition.changes))
         except ConflictError:
-            yield END_TURN  # another process wrote first: back off (without our turn), retry
-        except GeneratorExit:
-            raise
-        except BaseException:
-            yield END_TURN
-            raise
+            pass  # another process wrote first: back off (the turn is given back first), retry
         else:
-            yield END_TURN
             return transition
         yield Backoff(random.uniform(0, min(backoff_cap, backoff_base * 2**attempt)))
     raise gave_up(storage, max_attempts)
@@ -327,15 +316,8 @@ def _observed_steps(
                     observer.store_end(token, None)
                 observer.committed(seen, snapshot.state, transition)
         except ConflictError:
-            yield END_TURN
             observer.conflict(seen, attempt)
-        except GeneratorExit:
-            raise
-        except BaseException:
-            yield END_TURN
-            raise
         else:
-            yield END_TURN
             return transition
         yield Backoff(random.uniform(0, min(backoff_cap, backoff_base * 2**attempt)))
     raise gave_up(storage, max_attempts)

@@ -40,7 +40,7 @@ from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER, log_outcome, log_s
 from triggers_core.runtime.observe import current
 from triggers_core.runtime.outcomes import NOT_THE_OUTCOME, Outcomes
 from triggers_core.runtime.ports import SessionManager
-from triggers_core.runtime.shell import ShellHost, Steps, StorageCall, commit, perform
+from triggers_core.runtime.shell import CallHook, ShellHost, Steps, StorageCall, commit, perform
 from triggers_core.runtime.tasks import TaskContext, task_policy
 
 __all__ = [
@@ -200,8 +200,8 @@ def _run_started(
 ) -> Steps[TaskInstance | None]:
     name, uid = instance.name, host.uid
     log_started(lifecycle, uid, instance)
-    if on_started is not None:
-        on_started(instance)
+    if on_started is not None:  # a request: never called holding the commit turn
+        yield CallHook((on_started, (instance,)))
     config = started.state.tasks[instance.task_name]
     context = TaskContext(
         cast(SessionManager, host),
