@@ -465,3 +465,27 @@ def test_an_async_body_finishes_and_cascades(kind: str) -> None:
         assert (await face.get("after#0")).metadata["result"] == {"kwargs": {"double": {"n": 42}}}
 
     run(kind, scenario)
+
+
+def test_on_started_and_hooks_never_run_holding_the_commit_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Code called back from an operation may commit to the same storage object."""
+    from triggers_core.runtime import commit as commit_module
+
+    monkeypatch.setattr(commit_module, "COMMIT_TURN_TIMEOUT", 0.5)
+    keep = KeepRunner()
+    manager = SyncRecording(
+        MemoryStorage(f"faces-turn-{uuid.uuid4().hex[:12]}", MemoryStore()),
+        runners={"keep": keep},
+    )
+    manager.update_configuration({"t": {"after": ["go"], "run": NULL, "using": "keep"}})
+    manager.fire("go")
+
+    def started(instance: TaskInstance) -> None:
+        manager.update_instance_metadata(instance.name, {"seen": True})
+
+    done = manager.run_instance("t#0", on_started=started)
+    assert done is not None
+    assert done.status is Status.FINISHED
+    assert done.metadata["seen"] is True
