@@ -145,6 +145,13 @@ class BoundStorage(ReadingMixin, WritingMixin):
     #: False: a conflict cannot be retried inside the caller's transaction.
     _retries: bool = True
 
+    #: The storage this one is bound from (its checks run on its own connections).
+    _origin: Any = None
+
+    def check_fire_keys(self) -> None:
+        """The storage's own check (never a failing probe inside the caller's transaction)."""
+        self._origin.check_fire_keys()
+
     def _begin_attempt(self) -> None:
         self.end_attempt()
         self._attempt = self._connection.begin_nested()
@@ -352,6 +359,7 @@ def bind(storage: Any, session: object) -> _Caller:
     bound._reader = bound._writer = borrowed
     bound.__dict__["_autocommit_engine"] = borrowed
     bound._connection = connection
+    bound._origin = storage
     borrowed_from_django = is_django_connection(session)
     try:
         bound._retries = _retries(connection)

@@ -409,6 +409,16 @@ class MetricsObserver(Observer):
         series, began = token
         series.observe(time.perf_counter() - began)
 
+    def fire_written(
+        self, token: Any, scheduled: int, duplicate: bool, error: BaseException | None
+    ) -> Any:
+        series, began = token
+        return series, time.perf_counter() - began  # observed once the caller commits
+
+    def fire_settled(self, pending: Any) -> None:
+        series, seconds = pending
+        series.observe(seconds)
+
     def conflict(self, storage: Storage, attempt: int) -> None:
         next(self._store.series(STORAGE_CONFLICTS, (storage.backend_name,)).count)
 

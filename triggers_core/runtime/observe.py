@@ -117,6 +117,18 @@ class Observer:
     ) -> None:
         """It ended: ``scheduled`` instances, or a ``duplicate`` keyed fire that changed nothing."""
 
+    def fire_written(
+        self, token: Any, scheduled: int, duplicate: bool, error: BaseException | None
+    ) -> Any:
+        """A fire into a caller's transaction (``session=``) returned: it is written in that
+        transaction, not committed. The default ends it as :meth:`fire_end` does; what it
+        returns goes to :meth:`fire_settled` if that transaction commits (never if it
+        rolls back)."""
+        self.fire_end(token, scheduled, duplicate, error)
+
+    def fire_settled(self, pending: Any) -> None:
+        """The caller's transaction of a :meth:`fire_written` fire committed."""
+
     def load_begin(self, storage: Storage, attempt: int) -> Any:
         """The commit loop's attempt ``attempt`` (from 0) loads its working set."""
 
@@ -203,6 +215,16 @@ class Composite(Observer):
     ) -> None:
         self.second.fire_end(token[1], scheduled, duplicate, error)
         self.first.fire_end(token[0], scheduled, duplicate, error)
+
+    def fire_written(
+        self, token: Any, scheduled: int, duplicate: bool, error: BaseException | None
+    ) -> Any:
+        second = self.second.fire_written(token[1], scheduled, duplicate, error)
+        return self.first.fire_written(token[0], scheduled, duplicate, error), second
+
+    def fire_settled(self, pending: Any) -> None:
+        self.first.fire_settled(pending[0])
+        self.second.fire_settled(pending[1])
 
     def load_begin(self, storage: Storage, attempt: int) -> Any:
         return self.first.load_begin(storage, attempt), self.second.load_begin(storage, attempt)

@@ -79,6 +79,8 @@ __all__ = [
     "Swap",
     "Turn",
     "commit_steps",
+    "fire_commit_steps",
+    "fire_result_steps",
     "fire_steps",
     "perform",
     "stored_steps",
@@ -451,28 +453,11 @@ def fire_steps(
     storage: Any = host.storage
     token = None if watcher is None else watcher.fire_begin(storage, trigger_name)
     try:
-        # Checked once, before any I/O; every attempt of the commit loop reuses them.
-        name = engine.check_trigger_name(trigger_name)
-        kwargs = bounded_mapping(trigger_kwargs, "trigger_kwargs", storage.max_value_bytes)
-        key = None if idempotency_key is None else fire_key(name, idempotency_key)
-        if key is not None:
-            yield StorageCall("check_fire_keys")
-        uid, now = host.uid, host.now
-
-        def compute(state: SessionState) -> Transition:
-            if strict:
-                check_known(state.tasks, name, uid, strict=True)
-            return engine.fire_checked(state, name, kwargs, now=now(), key=key)
-
-        transition = yield from commit(host, compute, fire_scope(name, key))
-        if not strict:
-            check_known(transition.state.tasks, name, uid, strict=False)
+        transition = yield from fire_commit_steps(
+            host, trigger_name, trigger_kwargs, idempotency_key, strict, observer=watcher
+        )
         yield from perform(host, transition)
-        duplicate = None if transition.commit else transition.duplicate
-        if duplicate is None:
-            result = FireResult([transition.state.instances[n] for n in transition.scheduled])
-        else:
-            result = FireResult((yield from stored_steps(duplicate.scheduled)), duplicate=True)
+        result = yield from fire_result_steps(transition)
     except GeneratorExit:
         raise
     except BaseException as exc:
@@ -482,6 +467,52 @@ def fire_steps(
     if watcher is not None:
         watcher.fire_end(token, len(result.scheduled), result.duplicate, None)
     return result
+
+
+def fire_commit_steps(
+    host: ShellHost,
+    trigger_name: str,
+    trigger_kwargs: Mapping[str, Any] | None,
+    idempotency_key: str | None,
+    strict: bool,
+    *,
+    observer: Observer | None,
+) -> Steps[Transition]:
+    """A fire's checks and its commit loop on ``host.storage`` with ``host``'s policy
+    (the hooks and dispatch are :func:`perform`'s, the result :func:`fire_result_steps`'s).
+
+    The checks (names, sizes, the idempotency key, ``strict``) run once, before
+    any I/O; every attempt of the commit loop reuses them. ``observer`` sees the
+    commit loop (a transactional fire passes one that holds ``committed`` back
+    until the caller's transaction commits).
+    """
+    storage: Any = host.storage
+    name = engine.check_trigger_name(trigger_name)
+    kwargs = bounded_mapping(trigger_kwargs, "trigger_kwargs", storage.max_value_bytes)
+    key = None if idempotency_key is None else fire_key(name, idempotency_key)
+    if key is not None:
+        yield StorageCall("check_fire_keys")
+    uid, now = host.uid, host.now
+
+    def compute(state: SessionState) -> Transition:
+        if strict:
+            check_known(state.tasks, name, uid, strict=True)
+        return engine.fire_checked(state, name, kwargs, now=now(), key=key)
+
+    policy = CommitPolicy(host.max_attempts, host.backoff_base, host.backoff_cap)
+    transition = yield from commit_steps(storage, compute, fire_scope(name, key), policy, observer)
+    if not strict:
+        check_known(transition.state.tasks, name, uid, strict=False)
+    return transition
+
+
+def fire_result_steps(transition: Transition) -> Steps[FireResult]:
+    """What a committed fire returns: the instances it scheduled, or, for a duplicate
+    keyed fire, those the first one scheduled as stored now."""
+    duplicate = None if transition.commit else transition.duplicate
+    if duplicate is None:
+        return FireResult([transition.state.instances[n] for n in transition.scheduled])
+    return FireResult((yield from stored_steps(duplicate.scheduled)), duplicate=True)
 
 
 def stored_steps(names: tuple[str, ...]) -> Steps[list[TaskInstance]]:

@@ -25,18 +25,18 @@ import importlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
-from triggers_core import engine
-from triggers_core.engine.idempotency import fire_key
-from triggers_core.engine.scopes import Scope, fire_scope
-from triggers_core.engine.sizes import bounded_mapping
+import attrs
+
 from triggers_core.engine.state import SessionState
 from triggers_core.engine.transition import Transition
 from triggers_core.errors import UnsupportedOperationError
-from triggers_core.runtime.commit import CommitPolicy, commit
-from triggers_core.runtime.firing import FireResult, check_known
+from triggers_core.runtime import shell
+from triggers_core.runtime.commit import drive
+from triggers_core.runtime.firing import FireResult
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER
+from triggers_core.runtime.observe import Observer, current
 from triggers_core.runtime.storage import Storage
 
 __all__ = ["CallerTransaction", "TransactionBinder", "fire_transactional"]
@@ -68,8 +68,6 @@ class _Manager(Protocol):
     ) -> FireResult: ...
 
     def _start_sweeper(self) -> None: ...
-
-    def _perform(self, transition: Transition) -> None: ...
 
 
 @runtime_checkable
@@ -134,61 +132,167 @@ def fire_transactional(
         )
     storage = manager.storage
     if not isinstance(storage, TransactionBinder):
-        raise UnsupportedOperationError(
-            "a fire inside the caller's transaction (session=)",
-            storage.backend_name,
-            "it is no SQL database the caller's transaction could write to; use a SQL "
-            "storage (triggers_backends.sqlalchemy) on the application's database",
-        )
-    # Checked once, before any I/O (as a plain fire does).
-    name = engine.check_trigger_name(trigger_name)
-    kwargs = bounded_mapping(trigger_kwargs, "trigger_kwargs", storage.max_value_bytes)
-    key = None if idempotency_key is None else fire_key(name, idempotency_key)
-    if key is not None:
-        storage.check_fire_keys()
+        raise refused(storage.backend_name)
     caller = storage.bind_transaction(session)
-
-    def compute(state: SessionState) -> Transition:
-        if strict:
-            check_known(state.tasks, name, manager.uid, strict=True)
-        return engine.fire_checked(state, name, kwargs, now=manager.now(), key=key)
-
-    policy = CommitPolicy(
-        caller.max_attempts or manager.max_attempts, manager.backoff_base, manager.backoff_cap
-    )
     try:
-        transition = commit(caller.storage, compute, fire_scope(name, key), policy)
-        if not strict:
-            check_known(transition.state.tasks, name, manager.uid, strict=False)
-        duplicate = None if transition.commit else transition.duplicate
-        if duplicate is not None:
-            names = duplicate.scheduled
-            found = (
-                caller.storage.load(Scope(names=frozenset(names))).state.instances if names else {}
-            )
-            return FireResult([found[n] for n in names if n in found], duplicate=True)
+        steps = written_steps(
+            manager,
+            caller.storage,
+            trigger_name,
+            trigger_kwargs,
+            idempotency_key=idempotency_key,
+            strict=strict,
+            max_attempts=caller.max_attempts or manager.max_attempts,
+        )
+        result, written = drive(caller.storage, steps)
     finally:
         caller.end_attempt()
-    caller.after_commit(lambda: _perform(manager, transition))
-    return FireResult([transition.state.instances[n] for n in transition.scheduled])
+    caller.after_commit(lambda: _settle(manager, written))
+    return result
 
 
-def _perform(manager: _Manager, transition: Transition) -> None:
-    """After the caller's commit: log, run the hooks, dispatch (errors logged: it committed)."""
+def refused(backend_name: str) -> UnsupportedOperationError:
+    """The error of ``session=`` on a storage that cannot write in a caller's transaction."""
+    return UnsupportedOperationError(
+        "a fire inside the caller's transaction (session=)",
+        backend_name,
+        "it is no SQL database the caller's transaction could write to; use a SQL "
+        "storage (triggers_backends.sqlalchemy) on the application's database",
+    )
+
+
+class _InTransaction:
+    """The manager as the shell sees it inside the caller's transaction: its storage is
+    the bound one, its attempts the transaction's (1 where a conflict cannot be retried)."""
+
+    def __init__(self, manager: Any, storage: Any, max_attempts: int) -> None:
+        self.storage = storage
+        self.uid = manager.uid
+        self.now = manager.now
+        self.max_attempts = max_attempts
+        self.backoff_base = manager.backoff_base
+        self.backoff_cap = manager.backoff_cap
+
+
+class _Held(Observer):
+    """The observer of a fire written into a caller's transaction: its storage round
+    trips and conflicts are seen as they happen, its commit (what metrics count) is held
+    back until the caller's transaction commits."""
+
+    def __init__(self, inner: Observer) -> None:
+        self.inner = inner
+        self.watches_storage = inner.watches_storage
+        self.calls: list[tuple[Any, SessionState, Transition]] = []
+
+    def load_begin(self, storage: Any, attempt: int) -> Any:
+        return self.inner.load_begin(storage, attempt)
+
+    def load_end(self, token: Any, error: BaseException | None) -> None:
+        self.inner.load_end(token, error)
+
+    def store_begin(self, storage: Any, attempt: int) -> Any:
+        return self.inner.store_begin(storage, attempt)
+
+    def store_end(self, token: Any, error: BaseException | None) -> None:
+        self.inner.store_end(token, error)
+
+    def conflict(self, storage: Any, attempt: int) -> None:
+        self.inner.conflict(storage, attempt)
+
+    def committed(self, storage: Any, before: SessionState, transition: Transition) -> None:
+        self.calls.append((storage, before, transition))
+
+
+@attrs.frozen
+class Written:
+    """A fire written into the caller's transaction, waiting for its commit."""
+
+    transition: Transition
+    #: The observer of the fire (None: nothing watches), its held commits, its
+    #: :meth:`~Observer.fire_written` value and the trace context of its span.
+    observer: Observer | None
+    held: _Held | None
+    pending: Any
+    carrier: dict[str, str]
+
+
+def written_steps(
+    manager: Any,
+    storage: Any,
+    trigger_name: str,
+    trigger_kwargs: Mapping[str, Any] | None,
+    *,
+    idempotency_key: str | None,
+    strict: bool,
+    max_attempts: int,
+) -> shell.Steps[tuple[FireResult, Written]]:
+    """The shell's fire on ``storage`` (bound to the caller's transaction), up to its
+    write: the checks and the commit loop of :func:`~triggers_core.runtime.shell.fire_steps`,
+    its ``triggers.fire`` span, no hook and no dispatch (:func:`settle_steps` runs them
+    once the caller's transaction has committed)."""
+    watcher = current()
+    held = None if watcher is None else _Held(watcher)
+    token = None if watcher is None else watcher.fire_begin(storage, trigger_name)
+    carrier: dict[str, str] = {}
+    try:
+        host: Any = _InTransaction(manager, storage, max_attempts)
+        transition = yield from shell.fire_commit_steps(
+            host, trigger_name, trigger_kwargs, idempotency_key, strict, observer=held
+        )
+        result = yield from shell.fire_result_steps(transition)
+        if watcher is not None:
+            watcher.inject(carrier)  # the dispatch spans after the commit are the fire's
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        if watcher is not None:
+            watcher.fire_end(token, 0, False, exc)
+        raise
+    pending = None
+    if watcher is not None:
+        pending = watcher.fire_written(token, len(result.scheduled), result.duplicate, None)
+    return result, Written(transition, watcher, held, pending, carrier)
+
+
+def settle_steps(manager: Any, written: Written) -> shell.Steps[None]:
+    """After the caller's commit: the observer counts the fire, then the shell performs
+    it (log, hooks, dispatch) in its trace context."""
+    watcher = written.observer
+    attached = None
+    if watcher is not None:
+        if written.held is not None:
+            for call in written.held.calls:
+                watcher.committed(*call)
+        watcher.fire_settled(written.pending)
+        attached = watcher.attach(written.carrier)
+    try:
+        yield from shell.perform(manager, written.transition)
+    finally:
+        if watcher is not None:
+            watcher.detach(attached)
+
+
+def log_settle_error(uid: str, exc: BaseException) -> None:
+    """Log what failed after the caller's commit (it committed: nothing is raised)."""
+    log.error(
+        "session %r: after the caller's transaction committed, its hooks or dispatch "
+        "failed (the fire is stored; instances not dispatched are failed, or left to "
+        "the recovery sweep): %s",
+        uid,
+        exc,
+        exc_info=exc,
+        extra={"session": uid},
+    )
+
+
+def _settle(manager: _Manager, written: Written) -> None:
+    """After the caller's commit: count, log, run the hooks, dispatch (errors logged)."""
     try:
         if manager._sweeper_pending:
             manager._start_sweeper()  # the safety net for this process's own dispatches
-        manager._perform(transition)
+        drive(manager.storage, settle_steps(manager, written), cast(Any, manager))
     except Exception as exc:
-        log.error(
-            "session %r: after the caller's transaction committed, its hooks or dispatch "
-            "failed (the fire is stored; instances not dispatched are failed, or left to "
-            "the recovery sweep): %s",
-            manager.uid,
-            exc,
-            exc_info=exc,
-            extra={"session": manager.uid},
-        )
+        log_settle_error(manager.uid, exc)
 
 
 def _on_django_commit(
