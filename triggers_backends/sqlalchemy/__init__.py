@@ -44,10 +44,16 @@ The modules, each importing only those above it:
   itself, opened from an engine or a URL;
 * :mod:`~triggers_backends.sqlalchemy._transactional`: fires that commit with
   the caller's transaction (an ORM session, or :func:`transaction` around a
-  Core connection; docs/transactions.md).
+  Core connection; docs/transactions.md);
+  :mod:`~triggers_backends.sqlalchemy._async_transactional` its asyncio face
+  (an ``AsyncSession``, or :func:`transaction` around an ``AsyncConnection``),
+  and :mod:`~triggers_backends.sqlalchemy._blocks` the :func:`transaction` block
+  of both.
 """
 
 from __future__ import annotations
+
+from triggers_backends.sqlalchemy._blocks import transaction
 
 # The module-level constants of the one-module version, still importable from here:
 from triggers_backends.sqlalchemy._engines import DEFAULT_DRIVERS as DEFAULT_DRIVERS
@@ -63,7 +69,7 @@ from triggers_backends.sqlalchemy._listing import list_sessions
 from triggers_backends.sqlalchemy._schema import create_schema, drop_schema
 from triggers_backends.sqlalchemy._storage import SQLAlchemyStorage
 from triggers_backends.sqlalchemy._tables import DEFAULT_TABLE_PREFIX, metadata, metadata_for
-from triggers_backends.sqlalchemy._transactional import SQLTransaction, transaction
+from triggers_backends.sqlalchemy._transactional import SQLTransaction
 
 __all__ = [
     "DEFAULT_TABLE_PREFIX",

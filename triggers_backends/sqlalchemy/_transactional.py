@@ -421,7 +421,9 @@ def _check_same_database(storage: WritingMixin, connection: Connection) -> None:
 def _retries(connection: Connection) -> bool:
     """Whether a conflict can be retried inside the transaction (see the module)."""
     if connection.dialect.name == "sqlite":
-        dbapi = connection.connection.dbapi_connection
+        dbapi: Any = connection.connection.dbapi_connection
+        if dbapi is not None and not hasattr(dbapi, "in_transaction"):
+            dbapi = getattr(dbapi, "_connection", dbapi)  # aiosqlite's, under SQLAlchemy's adapter
         if dbapi is not None and not getattr(dbapi, "in_transaction", True):
             # Nothing ran yet: take the write lock now, so no other writer gets in.
             connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -457,6 +457,16 @@ class AsyncSQLAlchemyStorage(AsyncStorage):
         storage = await self._delegate()
         await self._call("checking the fire keys table", storage.check_fire_keys)
 
+    async def bind_transaction(self, session: object) -> Any:
+        """``session`` (an ``AsyncSession``, or what ``async with transaction(conn)``
+        yields) bound to this storage: the transactional fire of the async manager
+        (docs/transactions.md). ValueError when it is on another database."""
+        from triggers_backends.sqlalchemy._async_transactional import (  # noqa: PLC0415
+            async_bind,
+        )
+
+        return await async_bind(await self._delegate(), session)
+
     async def check_leases(self) -> None:
         storage = await self._delegate()
         await self._call("checking the due table", storage.check_leases)

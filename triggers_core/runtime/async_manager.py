@@ -37,6 +37,7 @@ from triggers_core.errors import ConcurrencyError
 from triggers_core.runtime import operator_steps as ops
 from triggers_core.runtime import shell
 from triggers_core.runtime.async_storage import AsyncStorage
+from triggers_core.runtime.async_transactional import fire_transactional_async
 from triggers_core.runtime.commit import COMMIT_TURN_TIMEOUT
 from triggers_core.runtime.firing import FireResult
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER
@@ -137,9 +138,10 @@ class AsyncTriggerManager:
         """Release the storage's connections."""
         await self.storage.aclose()
 
-    async def _drive(self, steps: shell.Steps[T]) -> T:
-        """Run an operation of the shell core, awaiting each request it makes."""
-        storage = self.storage
+    async def _drive(self, steps: shell.Steps[T], storage: Any = None) -> T:
+        """Run an operation of the shell core, awaiting each request it makes (on
+        ``storage``, the session's unless given: a transactional fire's bound one)."""
+        storage = self.storage if storage is None else storage
         turn = storage.commit_lock
         held = False
         value: Any = None
@@ -256,10 +258,20 @@ class AsyncTriggerManager:
         *,
         idempotency_key: str | None = None,
         strict: bool = False,
+        session: object = None,
     ) -> list[TaskInstance]:
-        """Fire a trigger; return the instances it scheduled (see ``TriggerManager.fire``)."""
+        """Fire a trigger; return the instances it scheduled (see ``TriggerManager.fire``).
+
+        ``session`` (a SQLAlchemy ``AsyncSession``, or what ``async with
+        transaction(async_connection)`` yields) writes inside that open
+        transaction and dispatches after it commits (docs/transactions.md).
+        """
         result = await self.fire_result(
-            trigger_name, trigger_kwargs, idempotency_key=idempotency_key, strict=strict
+            trigger_name,
+            trigger_kwargs,
+            idempotency_key=idempotency_key,
+            strict=strict,
+            session=session,
         )
         return result.scheduled
 
@@ -270,8 +282,18 @@ class AsyncTriggerManager:
         *,
         idempotency_key: str | None = None,
         strict: bool = False,
+        session: object = None,
     ) -> FireResult:
         """:meth:`fire`, returning a :class:`~triggers_core.runtime.firing.FireResult`."""
+        if session is not None:
+            return await fire_transactional_async(
+                self,
+                trigger_name,
+                trigger_kwargs,
+                idempotency_key=idempotency_key,
+                strict=strict,
+                session=session,
+            )
         steps = shell.fire_steps(self, trigger_name, trigger_kwargs, idempotency_key, strict)
         return await self._drive(steps)
 
