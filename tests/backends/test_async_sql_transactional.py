@@ -272,3 +272,81 @@ def test_a_storage_on_another_database_is_refused(tmp_path: Path, uid: str) -> N
 
     require_service("PostgreSQL", "127.0.0.1", 5432)
     asyncio.run(test())
+
+
+def test_coroutine_hooks_run_after_the_commit_and_are_observed_then(uid: str) -> None:
+    """An async ``_post_fire`` is awaited after the commit; metrics count the fire then."""
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import REGISTRY
+
+    from triggers_core.runtime import metrics, observe
+
+    db = Db("postgresql", Path())
+    rec = RecordingRunner()
+    seen: list[tuple[str, list[str], float | None]] = []
+
+    def fires() -> float | None:
+        return REGISTRY.get_sample_value("triggers_fires_total", {"trigger": "ordered"})
+
+    class Hooked(AsyncTriggerManager):
+        async def _post_fire(self, trigger_name: str, scheduled_instances: list[Any]) -> None:
+            await asyncio.sleep(0)
+            seen.append((trigger_name, [i.name for i in scheduled_instances], fires()))
+
+    async def test() -> None:
+        storage = db.manager(uid, rec).storage
+        manager = Hooked(storage, runners={"rec": rec}, default_runner="rec")
+        await manager.update_configuration(CONFIG)
+        app = create_async_engine(db.async_url)
+        async with AsyncSession(app) as session:
+            await manager.fire("ordered", {"n": 1}, session=session)
+            await session.rollback()
+        async with AsyncSession(app) as session:
+            await manager.fire("ordered", {"n": 2}, session=session)
+            assert seen == []
+            before = fires()
+            await session.commit()
+            assert seen == [("ordered", ["t_order#0"], (before or 0.0) + 1)]
+        await app.dispose()
+
+    observe.configure(metrics=False, tracing=False, observers=[metrics.MetricsObserver()])
+    try:
+        db.run(test)
+        assert rec.dispatched == ["t_order#0"]
+    finally:
+        observe.configure()
+        db.orders.drop(db.engine)
+        drop_schema(db.engine, db.prefix)
+        db.engine.dispose()
+
+
+def test_concurrent_async_transactions_firing_one_session_are_exact(uid: str) -> None:
+    db = Db("postgresql", Path())
+    rec = RecordingRunner()
+    count = 8
+
+    async def test() -> None:
+        manager = db.manager(uid, rec)
+        await manager.update_configuration(CONFIG)
+        app = create_async_engine(db.async_url, pool_size=count)
+
+        async def one(n: int) -> None:
+            async with AsyncSession(app) as session:
+                await session.execute(db.orders.insert().values(id=n))
+                await manager.fire("ordered", {"n": n}, session=session)
+                await session.commit()
+
+        await asyncio.gather(*(one(n) for n in range(count)))
+        await app.dispose()
+
+    try:
+        db.run(test)
+        stored = db.sync_storage(uid).load_full().state
+        assert sorted(stored.instances) == sorted(f"t_order#{n}" for n in range(count))
+        assert sorted(rec.dispatched) == sorted(stored.instances)
+        assert len(rec.dispatched) == count
+        assert db.order_ids() == list(range(count))
+    finally:
+        db.orders.drop(db.engine)
+        drop_schema(db.engine, db.prefix)
+        db.engine.dispose()
