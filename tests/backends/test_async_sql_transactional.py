@@ -12,9 +12,14 @@ another connection holds.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +34,13 @@ from triggers_backends.sqlalchemy.asyncio import AsyncSQLAlchemyStorage, dispose
 from triggers_core import AsyncTriggerManager, TriggerManager
 from triggers_core.engine.state import Status
 from triggers_core.errors import StorageError
+from triggers_core.runtime.recovery import sweep_store
 from triggers_core.testing.storage_contract import RecordingRunner
 
 CONFIG = {"t_order": {"after": ["ordered"], "andEvery": "ordered", "run": "contract_task"}}
 PG_SYNC = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PG_ASYNC = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Db:
@@ -350,3 +357,58 @@ def test_concurrent_async_transactions_firing_one_session_are_exact(uid: str) ->
         db.orders.drop(db.engine)
         drop_schema(db.engine, db.prefix)
         db.engine.dispose()
+
+
+KILLED_AFTER_THE_ASYNC_COMMIT = """
+import asyncio, os, signal, sys
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from triggers_backends.sqlalchemy.asyncio import AsyncSQLAlchemyStorage
+from triggers_core import AsyncTriggerManager
+from triggers_core.testing.storage_contract import RecordingRunner
+
+url, app_url, uid = sys.argv[1:]
+
+async def main():
+    storage = AsyncSQLAlchemyStorage.from_url(url, uid)
+    manager = AsyncTriggerManager(storage, runners={"rec": RecordingRunner()}, default_runner="rec")
+    async with AsyncSession(create_async_engine(app_url)) as session:
+        # Runs before the fire's own after-commit action: the process dies in between.
+        event.listen(session.sync_session, "after_commit", lambda *_: os.kill(os.getpid(), 9))
+        await manager.fire("ordered", {"order": 9}, session=session)
+        await session.commit()
+
+asyncio.run(main())
+print("not killed")
+"""
+
+
+def test_killed_between_the_async_commit_and_dispatch_the_sweep_dispatches(
+    db: Db, uid: str, tmp_path: Path
+) -> None:
+    rec = RecordingRunner()
+    url = f"{db.async_url}?triggers_prefix={db.prefix}"
+    sync = TriggerManager(db.sync_storage(uid), runners={"rec": rec}, default_runner="rec")
+    sync.update_configuration(CONFIG)
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_AFTER_THE_ASYNC_COMMIT, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script), url, db.async_url, uid],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert db.sync_storage(uid).get_instance("t_order#0").status is Status.SCHEDULED
+    report = sweep_store(
+        db.sync_storage(uid),
+        lambda s: TriggerManager(s, runners={"rec": rec}, default_runner="rec"),
+        now=datetime.now(UTC) + timedelta(seconds=2),
+        dispatch_lease=1.0,
+    )
+    assert [(a.instance, a.action) for a in report.acted if a.session == uid] == [
+        ("t_order#0", "dispatched again")
+    ]
+    assert rec.dispatched == ["t_order#0"]
