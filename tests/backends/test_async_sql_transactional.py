@@ -412,3 +412,49 @@ def test_killed_between_the_async_commit_and_dispatch_the_sweep_dispatches(
         ("t_order#0", "dispatched again")
     ]
     assert rec.dispatched == ["t_order#0"]
+
+
+def test_the_async_fire_has_its_span_and_the_dispatch_after_the_commit_is_in_its_trace(
+    tmp_path: Path, uid: str
+) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from triggers_core.runtime import observe
+
+    db = Db("sqlite", tmp_path)
+    rec = RecordingRunner()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def test() -> None:
+        manager = db.manager(uid, rec)
+        await manager.update_configuration(CONFIG)
+        app = create_async_engine(db.async_url)
+        async with AsyncSession(app) as session:
+            await manager.fire("ordered", {"n": 1}, session=session)
+            await session.rollback()
+        async with AsyncSession(app) as session:
+            exporter.clear()
+            await manager.fire("ordered", {"n": 2}, session=session)
+            assert [s.name for s in exporter.get_finished_spans()].count("triggers.fire ordered")
+            await session.commit()
+        await app.dispose()
+
+    observe.configure(tracer_provider=provider, metrics=False)
+    try:
+        db.run(test)
+    finally:
+        observe.configure()
+        provider.shutdown()
+        drop_schema(db.engine, db.prefix)
+        db.engine.dispose()
+    finished = exporter.get_finished_spans()
+    (fire,) = [s for s in finished if s.name == "triggers.fire ordered"]
+    (dispatch,) = [s for s in finished if s.name == "triggers.dispatch t_order"]
+    assert dispatch.parent is not None
+    assert dispatch.parent.span_id == fire.context.span_id
+    assert rec.dispatched == ["t_order#0"]
