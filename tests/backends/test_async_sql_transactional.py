@@ -458,3 +458,30 @@ def test_the_async_fire_has_its_span_and_the_dispatch_after_the_commit_is_in_its
     assert dispatch.parent is not None
     assert dispatch.parent.span_id == fire.context.span_id
     assert rec.dispatched == ["t_order#0"]
+
+
+def test_an_async_scoped_session_is_its_current_session(tmp_path: Path, uid: str) -> None:
+    from sqlalchemy.ext.asyncio import async_scoped_session, async_sessionmaker
+
+    db = Db("sqlite", tmp_path)
+    rec = RecordingRunner()
+
+    async def test() -> None:
+        manager = db.manager(uid, rec)
+        await manager.update_configuration(CONFIG)
+        app = create_async_engine(db.async_url)
+        scoped = async_scoped_session(async_sessionmaker(app), scopefunc=asyncio.current_task)
+        await scoped.execute(db.orders.insert().values(id=1))
+        await manager.fire("ordered", {"n": 1}, session=scoped)
+        assert rec.dispatched == []
+        await scoped.commit()
+        assert rec.dispatched == ["t_order#0"]
+        await scoped.remove()
+        await app.dispose()
+
+    try:
+        db.run(test)
+    finally:
+        drop_schema(db.engine, db.prefix)
+        db.engine.dispose()
+    assert db.order_ids() == [1]

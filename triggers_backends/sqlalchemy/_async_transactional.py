@@ -6,7 +6,8 @@ its code: :meth:`AsyncSQLAlchemyStorage.bind_transaction
 binds the sync storage (:func:`~triggers_backends.sqlalchemy._transactional.bind`)
 to the sync face of the caller's transaction, in a greenlet:
 
-* an :class:`~sqlalchemy.ext.asyncio.AsyncSession`: its ``sync_session``.
+* an :class:`~sqlalchemy.ext.asyncio.AsyncSession` (or an
+  ``async_scoped_session``'s current one): its ``sync_session``.
   Its ``after_commit`` event fires inside the greenlet of ``await
   session.commit()``, which awaits the dispatch there: it is done when the
   commit returns, as with a sync session. A rollback drops it.
@@ -27,7 +28,12 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_scoped_session,
+)
 from sqlalchemy.util import greenlet_spawn
 
 from triggers_backends.sqlalchemy._transactional import SQLTransaction, bind
@@ -130,6 +136,8 @@ async def async_bind(storage: Any, session: object) -> _Caller:
     """``session`` (an AsyncSession or an :class:`AsyncSQLTransaction`) bound to the sync
     storage ``storage`` (the async storage's, on its engine's sync face)."""
     target: object
+    if isinstance(session, async_scoped_session):
+        session = session()  # the current scope's session
     if isinstance(session, AsyncSession):
         target = session.sync_session
     elif isinstance(session, AsyncSQLTransaction):
