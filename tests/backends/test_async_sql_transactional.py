@@ -33,13 +33,15 @@ from triggers_backends.sqlalchemy._transactional import BoundStorage
 from triggers_backends.sqlalchemy.asyncio import AsyncSQLAlchemyStorage, dispose_async_engines
 from triggers_core import AsyncTriggerManager, TriggerManager
 from triggers_core.engine.state import Status
-from triggers_core.errors import StorageError
+from triggers_core.errors import StorageError, UnsupportedOperationError
 from triggers_core.runtime.recovery import sweep_store
 from triggers_core.testing.storage_contract import RecordingRunner
 
 CONFIG = {"t_order": {"after": ["ordered"], "andEvery": "ordered", "run": "contract_task"}}
 PG_SYNC = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PG_ASYNC = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+MARIADB_SYNC = "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
+MARIADB_ASYNC = "mysql+aiomysql://root@127.0.0.1:3306/test?charset=utf8mb4"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -51,6 +53,9 @@ class Db:
         if kind == "sqlite":
             self.sync_url = f"sqlite:///{tmp_path / 'app.db'}"
             self.async_url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+        elif kind == "mariadb":
+            require_service("MariaDB", "127.0.0.1", 3306)
+            self.sync_url, self.async_url = MARIADB_SYNC, MARIADB_ASYNC
         else:
             require_service("PostgreSQL", "127.0.0.1", 5432)
             self.sync_url, self.async_url = PG_SYNC, PG_ASYNC
@@ -66,7 +71,8 @@ class Db:
         self.orders.create(self.engine)
 
     def manager(self, uid: str, rec: RecordingRunner) -> AsyncTriggerManager:
-        url = f"{self.async_url}?triggers_prefix={self.prefix}&triggers_lock_timeout=1"
+        sep = "&" if "?" in self.async_url else "?"
+        url = f"{self.async_url}{sep}triggers_prefix={self.prefix}&triggers_lock_timeout=1"
         storage = AsyncSQLAlchemyStorage.from_url(url, uid)
         return AsyncTriggerManager(storage, runners={"rec": rec}, default_runner="rec")
 
@@ -87,7 +93,7 @@ class Db:
         asyncio.run(main())
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     found = Db(request.param, tmp_path)
     yield found
@@ -387,7 +393,7 @@ def test_killed_between_the_async_commit_and_dispatch_the_sweep_dispatches(
     db: Db, uid: str, tmp_path: Path
 ) -> None:
     rec = RecordingRunner()
-    url = f"{db.async_url}?triggers_prefix={db.prefix}"
+    url = f"{db.async_url}{'&' if '?' in db.async_url else '?'}triggers_prefix={db.prefix}"
     sync = TriggerManager(db.sync_storage(uid), runners={"rec": rec}, default_runner="rec")
     sync.update_configuration(CONFIG)
     script = tmp_path / "killed.py"
@@ -485,3 +491,12 @@ def test_an_async_scoped_session_is_its_current_session(tmp_path: Path, uid: str
         drop_schema(db.engine, db.prefix)
         db.engine.dispose()
     assert db.order_ids() == [1]
+
+
+def test_session_on_a_storage_that_is_no_sql_database_is_refused() -> None:
+    async def test() -> None:
+        manager = AsyncTriggerManager("memory://", f"atx-{uuid.uuid4().hex}")
+        with pytest.raises(UnsupportedOperationError, match="caller's transaction"):
+            await manager.fire("ordered", session=object())
+
+    asyncio.run(test())
