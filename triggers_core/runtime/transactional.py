@@ -8,8 +8,15 @@ storage's :meth:`bind_transaction` (the SQL storage has one:
 caller's connection, each compare-and-swap attempt in a savepoint (so a
 conflict is retried without aborting the caller's transaction), and a hook
 that runs an action once the caller's transaction has committed, never if it
-rolls back. The fire runs the usual commit loop on that storage; the hooks
-and the dispatch of what it scheduled are that action. If the process dies
+rolls back. The fire is the shell core's (:func:`written_steps`: the checks
+and the commit loop of :func:`~triggers_core.runtime.shell.fire_steps`,
+driven on that storage, nothing decided here); the hooks and the dispatch of
+what it scheduled (:func:`settle_steps`, the shell's ``perform``) are that
+action. Observers see the fire's span and its storage round trips as they
+happen; what metrics count (the fire's commit, its duration) is held back
+until the caller's transaction commits, and the dispatch spans after the
+commit are in the fire's trace. The async manager drives the same steps
+(:mod:`triggers_core.runtime.async_transactional`). If the process dies
 between the commit and the dispatch, the instances are ``scheduled`` with a
 due ``dispatch`` entry written in the same transaction, so the recovery
 sweep dispatches them (:mod:`triggers_core.runtime.recovery`).
