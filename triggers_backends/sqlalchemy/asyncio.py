@@ -59,6 +59,7 @@ from triggers_backends.sqlalchemy._engines import (
     engine_options,
     normalize_url,
     prepare_engine,
+    shared_engine,
     synchronous_level,
 )
 from triggers_backends.sqlalchemy._errors import describe, public_url, url_secrets
@@ -83,7 +84,8 @@ from triggers_core.engine.state import SessionState
 from triggers_core.errors import RegistryError, StorageError, StorageURLError
 from triggers_core.runtime.async_storage import AsyncStorage
 from triggers_core.runtime.redaction import redact
-from triggers_core.runtime.storage import DueRef, Snapshot, Version
+from triggers_core.runtime.registry import sync_twin_url
+from triggers_core.runtime.storage import DueRef, Snapshot, Storage, Version
 
 __all__ = ["ASYNC_DRIVERS", "INSTALL_HINT", "AsyncSQLAlchemyStorage", "dispose_async_engines"]
 
@@ -347,6 +349,7 @@ class AsyncSQLAlchemyStorage(AsyncStorage):
             self._key = url.render_as_string(hide_password=False)  # a key, never shown
             self._url = url.set(query=query)
         self._label = f"sqlalchemy/{self._url.get_backend_name()}"
+        self._twin: SQLAlchemyStorage | None = None
         self._delegates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bridged] = (
             weakref.WeakKeyDictionary()
         )
@@ -519,6 +522,30 @@ class AsyncSQLAlchemyStorage(AsyncStorage):
             sqlite_synchronous=self.sqlite_synchronous,
             max_value_bytes=self.max_value_bytes,
         )
+
+    def sync_twin(self) -> Storage:
+        """The sync :class:`~triggers_backends.sqlalchemy.SQLAlchemyStorage` of this session.
+
+        Opened (once, on the shared engine of the synchronous URL:
+        :func:`~triggers_core.runtime.registry.sync_twin_url`, credentials and
+        ``triggers_*`` options kept) on the same tables: a synchronous runner
+        (threading) reads and writes through it, and a Celery message names it
+        by its reference, which is that of the sync URL a worker is configured
+        with. Never creates tables. A storage on an engine passed in (no URL to
+        open again) only names its store (the default).
+        """
+        if self._source is None:
+            return super().sync_twin()
+        if self._twin is None:
+            twin_url = sync_twin_url(self._source.render_as_string(hide_password=False))
+            self._twin = SQLAlchemyStorage(
+                self.uid,
+                shared_engine(twin_url),
+                table_prefix=self.table_prefix,
+                sqlite_synchronous=self.sqlite_synchronous,
+                max_value_bytes=self.max_value_bytes,
+            )
+        return self._twin
 
     def reference(self) -> str:
         """The URL without the password, plus non-default ``triggers_*`` options
