@@ -52,6 +52,7 @@ import attrs
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from triggers_backends.sqlalchemy._engines import (
@@ -207,9 +208,20 @@ def _forget_closed_loops() -> None:
             step.close()
 
 
+#: The connections an engine of a URL keeps (SQLAlchemy's default maximum, 5 + 10
+#: overflow, all of them kept): under asyncio, connections handed back in one turn of
+#: the loop pile up in the pool's queue before the coroutines waiting for them run, so
+#: with overflow the pool closes connections that waiters then open again (issue 27's
+#: benchmark saw 56 connections opened for 15 slots, each an SSL probe and a login).
+POOL_SIZE = 15
+
+
 def _create(url: URL, timeouts: Timeouts) -> AsyncEngine:
     """An async engine bounded by ``timeouts`` (as ``shared_engine`` makes a sync one)."""
     url, kwargs = engine_options(url, timeouts)
+    pool_class = getattr(url.get_dialect(_is_async=True), "get_pool_class", None)
+    if pool_class is not None and issubclass(pool_class(url), QueuePool):  # not :memory:
+        kwargs.update(pool_size=POOL_SIZE, max_overflow=0)
     problem = None
     try:
         engine = create_async_engine(url, **kwargs)
