@@ -616,3 +616,42 @@ def test_on_started_and_hooks_never_run_holding_the_commit_turn(
     assert done is not None
     assert done.status is Status.FINISHED
     assert done.metadata["seen"] is True
+
+
+def test_operator_calls_and_a_timer(kind: Kind) -> None:
+    """Metadata, forced statuses with a cascade, failing by hand, and ``advance`` on a delay."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+
+    async def scenario(face: Face) -> None:
+        await face.configure(
+            {
+                "t": {"after": ["go"], "run": NULL, "using": "keep"},
+                "u": {"after": ["t"], "run": NULL, "using": "keep"},
+                "v": {"after": ["go"], "run": NULL, "using": "keep"},
+                "later": {"after": ["go"], "run": NULL, "using": "keep", "delay": "5m"},
+            }
+        )
+        assert sorted(await face.fire("go", {"n": 1})) == ["t#0", "v#0"]
+        marked = await face.call("update_instance_metadata", "t#0", {"note": "seen"})
+        assert marked.metadata["note"] == "seen"
+        done = await face.call(
+            "update_instance_status", "t#0", Status.FINISHED, {"by": "ops"}, True, {"k": 1}
+        )
+        assert done.status is Status.FINISHED
+        assert (await face.get("u#0")).kwargs == {"t": {"k": 1}}  # the cascade ran
+        failed = await face.call("fail_instance", "v#0", "given up", actor="ops")
+        assert failed.status is Status.FAILED
+        assert (await face.get("later#0")).status is Status.UNSTARTED
+        assert await face.call("advance") == []  # not due yet
+        now[0] += timedelta(minutes=6)
+        assert [i.name for i in await face.call("advance")] == ["later#0"]
+        assert (await face.get("later#0")).status is Status.SCHEDULED
+        assert sorted(face.keep.handed) == ["later#0", "t#0", "u#0", "v#0"]
+        assert await face.statuses() == {
+            "t#0": "finished",
+            "u#0": "scheduled",
+            "v#0": "failed",
+            "later#0": "scheduled",
+        }
+
+    run(kind, scenario, clock=lambda: now[0])
