@@ -52,13 +52,15 @@ def example(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks of issue 8 on every backend (medians, ratios, targets), the web console's,
-    what leases cost (issue 21) and what observing a fire costs (issue 25); see BENCHMARKS.md."""
+    what leases cost (issue 21), what observing a fire costs (issue 25) and async ``fire``
+    throughput on PostgreSQL (issue 27); see BENCHMARKS.md."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "benchmarks.run", *session.posargs, env=dict(os.environ))
     session.run("python", "-m", "benchmarks.web", env=dict(os.environ))
     session.run("python", "-m", "benchmarks.leases", env=dict(os.environ))
     session.run("python", "-m", "benchmarks.leases_celery", env=dict(os.environ))
     session.run("python", "-m", "benchmarks.observability", env=dict(os.environ))
+    session.run("python", "-m", "benchmarks.async_fire", env=dict(os.environ))
 
 
 @nox.session(name="bench-celery")

@@ -314,3 +314,19 @@ def test_the_celery_lease_benchmark_runs_and_reports() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "| worker CPU ms per instance |" in out.stdout, out.stdout
+
+
+def test_the_async_fire_benchmark_runs_and_reports() -> None:
+    """``benchmarks.async_fire --quick`` (issue 27): every mode fires exactly (it asserts so)."""
+    from services import require_service
+
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    from benchmarks import async_fire
+
+    args = ["--sessions", "6", "--coroutines", "12", "--threads", "3", "--fires", "2"]
+    got = {
+        mode: async_fire.run_mode(mode, async_fire.PG, async_fire.parse(args))
+        for mode in async_fire.MODES
+    }
+    assert {mode: g["fires"] for mode, g in got.items()} == dict.fromkeys(async_fire.MODES, 12)
+    assert all(g["per_second"] > 0 and g["p99"] >= g["p50"] > 0 for g in got.values())

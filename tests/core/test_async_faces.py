@@ -4,19 +4,28 @@ Every scenario is a coroutine written against :class:`Face`, run once through
 the synchronous manager (memory storage, threading runner) and once through
 the asynchronous one (async memory storage, asyncio runner, hooks that are
 coroutines), with ``asyncio.run``. Both faces drive the same shell core, so
-any difference here is a bug in a driver.
+any difference here is a bug in a driver. The async face runs again on every
+async SQL storage (``sqlite+aiosqlite`` in a temporary file, ``postgresql+asyncpg``
+and ``postgresql+psycopg`` on 127.0.0.1:5432, ``mysql+aiomysql`` on MariaDB
+127.0.0.1:3306), opened by URL through the async storage registry, with tables
+of a prefix of this module's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
+import sqlalchemy as sa
+from services import require_service
 
+from triggers_backends.sqlalchemy import create_schema, drop_schema
+from triggers_backends.sqlalchemy.asyncio import dispose_async_engines
 from triggers_core import (
     AsyncMemoryStorage,
     AsyncTriggerManager,
@@ -37,6 +46,8 @@ from triggers_core import (
     UnknownTriggerError,
     register_task,
 )
+from triggers_core.runtime.recovery import StoreSweeper
+from triggers_core.runtime.registry import sync_twin_url
 from triggers_core.testing.sample_tasks import DevNullTask, FailingTask, PassThruTask
 
 
@@ -116,16 +127,98 @@ class AsyncRecording(AsyncTriggerManager):
         self.calls.append(("skip", instance.name, cascade))
 
 
+#: Async storage URL -> the sync URL of its database (where the tables are made).
+SQL = {
+    "aiosqlite": ("sqlite:///{tmp}/faces.db", "sqlite+aiosqlite:///{tmp}/faces.db"),
+    "asyncpg": (
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+    ),
+    "psycopg": (
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    ),
+    "aiomysql": (
+        "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4",
+        "mysql+aiomysql://root@127.0.0.1:3306/test",
+    ),
+}
+
+
+class SqlTables:
+    """Tables of one prefix per database, made on first use, dropped with the module."""
+
+    def __init__(self, tmp: str) -> None:
+        self.tmp = tmp
+        self.prefix = f"f{uuid.uuid4().hex[:10]}_"
+        self.engines: dict[str, sa.Engine] = {}
+
+    def url(self, backend: str) -> str:
+        sync_url, async_url = (u.format(tmp=self.tmp) for u in SQL[backend])
+        if sync_url not in self.engines:
+            parsed = sa.make_url(sync_url)
+            if parsed.host:
+                require_service(parsed.get_backend_name(), parsed.host, parsed.port or 0)
+            self.engines[sync_url] = sa.create_engine(sync_url)
+            create_schema(self.engines[sync_url], self.prefix)
+        glue = "&" if "?" in async_url else "?"
+        return f"{async_url}{glue}triggers_prefix={self.prefix}"
+
+    def drop(self) -> None:
+        for key, sweeper in list(StoreSweeper._running.items()):  # the sync twins' sweepers
+            if isinstance(key, tuple) and str(key[-1]).startswith(self.prefix):
+                sweeper.stop()
+        for engine in self.engines.values():
+            drop_schema(engine, self.prefix)
+            engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def sql_tables(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqlTables]:
+    tables = SqlTables(str(tmp_path_factory.mktemp("faces")))
+    yield tables
+    tables.drop()
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Which face, and for the async one the storage URL (``None``: async memory)."""
+
+    face: str
+    url: str | None = None
+
+
+_service = pytest.mark.service
+KINDS = [
+    pytest.param("sync", id="sync"),
+    pytest.param("async", id="async"),
+    pytest.param("aiosqlite", id="async-aiosqlite"),
+    pytest.param("asyncpg", id="async-asyncpg", marks=_service),
+    pytest.param("psycopg", id="async-psycopg", marks=_service),
+    pytest.param("aiomysql", id="async-aiomysql", marks=_service),
+]
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> Kind:
+    """Each face on each storage: sync on memory, async on memory and on every async SQL."""
+    name: str = request.param
+    if name in ("sync", "async"):
+        return Kind(name)
+    tables: SqlTables = request.getfixturevalue("sql_tables")
+    return Kind("async", tables.url(name))
+
+
 class Face:
     """A manager of either kind, as coroutines."""
 
     def __init__(
-        self, kind: str, uid: str, keep: KeepRunner, clock: Callable[[], datetime] | None = None
+        self, kind: Kind, uid: str, keep: KeepRunner, clock: Callable[[], datetime] | None = None
     ) -> None:
-        self.kind = kind
+        self.kind = kind.face
         self.keep = keep
         extra = {"broken": BrokenRunner(), "keep": keep}
-        if kind == "sync":
+        if kind.face == "sync":
             self.threads = ThreadingTaskRunner()
             self.sync = SyncRecording(
                 MemoryStorage(uid, MemoryStore()),
@@ -134,9 +227,8 @@ class Face:
             )
             self.manager: Any = self.sync
         else:
-            self.asyncm = AsyncRecording(
-                AsyncMemoryStorage(uid, MemoryStore()), runners=extra, clock=clock
-            )
+            storage = AsyncMemoryStorage(uid, MemoryStore()) if kind.url is None else kind.url
+            self.asyncm = AsyncRecording(storage, uid, runners=extra, clock=clock)
             self.manager = self.asyncm
 
     @property
@@ -181,21 +273,24 @@ class Face:
             await self.asyncm.join()
 
 
-FACES = ["sync", "async"]
-
-
 def run(
-    kind: str,
+    kind: Kind,
     scenario: Callable[[Face], Awaitable[None]],
     clock: Callable[[], datetime] | None = None,
 ) -> None:
-    face = Face(kind, f"faces-{kind}-{uuid.uuid4().hex[:12]}", KeepRunner(), clock)
-    asyncio.run(scenario(face))
+    face = Face(kind, f"faces-{kind.face}-{uuid.uuid4().hex[:12]}", KeepRunner(), clock)
+
+    async def scenario_then_close() -> None:
+        try:
+            await scenario(face)
+        finally:
+            await dispose_async_engines()  # this loop's connections, before it closes
+
+    asyncio.run(scenario_then_close())
 
 
-@pytest.mark.parametrize("kind", FACES)
 @pytest.mark.parametrize("order", [("a", "b"), ("b", "a")])
-def test_fire_in_any_order(kind: str, order: tuple[str, str]) -> None:
+def test_fire_in_any_order(kind: Kind, order: tuple[str, str]) -> None:
     async def scenario(face: Face) -> None:
         await face.configure({"t": {"after": ["a", "b"], "run": PASS}})
         assert await face.fire(order[0], {"n": order[0]}) == []
@@ -208,8 +303,7 @@ def test_fire_in_any_order(kind: str, order: tuple[str, str]) -> None:
     run(kind, scenario)
 
 
-@pytest.mark.parametrize("kind", FACES)
-def test_and_every_and_cascades(kind: str) -> None:
+def test_and_every_and_cascades(kind: Kind) -> None:
     async def scenario(face: Face) -> None:
         await face.configure(
             {
@@ -231,8 +325,7 @@ def test_and_every_and_cascades(kind: str) -> None:
     run(kind, scenario)
 
 
-@pytest.mark.parametrize("kind", FACES)
-def test_unless_abandons(kind: str) -> None:
+def test_unless_abandons(kind: Kind) -> None:
     async def scenario(face: Face) -> None:
         await face.configure({"t": {"after": ["x", "y"], "unless": ["stop"], "run": PASS}})
         await face.fire("x")
@@ -243,8 +336,7 @@ def test_unless_abandons(kind: str) -> None:
     run(kind, scenario)
 
 
-@pytest.mark.parametrize("kind", FACES)
-def test_hooks_of_a_cause_run_before_those_of_its_effects(kind: str) -> None:
+def test_hooks_of_a_cause_run_before_those_of_its_effects(kind: Kind) -> None:
     async def scenario(face: Face) -> None:
         await face.configure(
             {"t": {"after": ["go"], "run": PASS}, "u": {"after": ["t"], "run": NULL}}
@@ -256,8 +348,7 @@ def test_hooks_of_a_cause_run_before_those_of_its_effects(kind: str) -> None:
     run(kind, scenario)
 
 
-@pytest.mark.parametrize("kind", FACES)
-def test_idempotent_fire_is_applied_once(kind: str) -> None:
+def test_idempotent_fire_is_applied_once(kind: Kind) -> None:
     async def scenario(face: Face) -> None:
         await face.configure({"t": {"after": [], "andEvery": "go", "run": NULL, "using": "keep"}})
         first = await face.fire_result("go", {"n": 1}, idempotency_key="k1")
@@ -275,8 +366,7 @@ def test_idempotent_fire_is_applied_once(kind: str) -> None:
     run(kind, scenario)
 
 
-@pytest.mark.parametrize("kind", FACES)
-def test_strict_fire_of_an_unknown_trigger_is_refused(kind: str) -> None:
+def test_strict_fire_of_an_unknown_trigger_is_refused(kind: Kind) -> None:
     async def scenario(face: Face) -> None:
         await face.configure({"t": {"after": ["score"], "run": NULL}})
         with pytest.raises(UnknownTriggerError, match="did you mean 'score'"):
@@ -287,8 +377,7 @@ def test_strict_fire_of_an_unknown_trigger_is_refused(kind: str) -> None:
     run(kind, scenario)
 
 
-@pytest.mark.parametrize("kind", FACES)
-def test_a_refused_dispatch_is_recorded_as_failed(kind: str) -> None:
+def test_a_refused_dispatch_is_recorded_as_failed(kind: Kind) -> None:
     async def scenario(face: Face) -> None:
         await face.configure({"t": {"after": ["go"], "run": NULL, "using": "broken"}})
         with pytest.raises(DispatchError) as raised:
@@ -303,8 +392,7 @@ def test_a_refused_dispatch_is_recorded_as_failed(kind: str) -> None:
     run(kind, scenario)
 
 
-@pytest.mark.parametrize("kind", FACES)
-def test_replay_and_skip(kind: str) -> None:
+def test_replay_and_skip(kind: Kind) -> None:
     async def scenario(face: Face) -> None:
         await face.configure(
             {
@@ -381,21 +469,63 @@ def test_two_hundred_coroutines_fire_into_one_session_exactly() -> None:
     asyncio.run(scenario())
 
 
-def test_a_sync_runner_gets_the_synchronous_manager_of_the_same_session() -> None:
+@pytest.mark.parametrize("kind", KINDS[1:], indirect=True)
+def test_a_sync_runner_gets_the_synchronous_manager_of_the_same_session(kind: Kind) -> None:
     """``using: threading`` from the async manager: the sync manager on the sync twin runs it."""
     uid = f"faces-view-{uuid.uuid4().hex[:12]}"
+    url = kind.url or f"memory://faces-{uid}"
     threads = ThreadingTaskRunner()
 
     async def scenario() -> None:
-        m = AsyncTriggerManager(f"memory://faces-{uid}", uid, runners={"threading": threads})
-        await m.update_configuration({"t": {"after": ["go"], "run": PASS, "using": "threading"}})
+        m = AsyncTriggerManager(url, uid, runners={"threading": threads})
+        await m.update_configuration(
+            {
+                "t": {"after": ["go"], "run": PASS, "using": "threading"},
+                "u": {"after": ["t"], "run": PASS},  # cascades in the worker thread
+            }
+        )
         assert [i.name for i in await m.fire("go", {"x": 1})] == ["t#0"]
         await asyncio.to_thread(threads.join_all)
         assert (await m.get_instance("t#0")).status is Status.FINISHED
-        sync = TriggerManager(f"memory://faces-{uid}", uid)  # the same named store
-        assert sync.storage["t#0"].metadata["result"] == {"kwargs": {"go": {"x": 1}}}
+        assert (await m.get_instance("u#0")).status is Status.FINISHED
+        await dispose_async_engines()
 
     asyncio.run(scenario())
+    sync = TriggerManager(sync_twin_url(url), uid)  # the same store, opened synchronously
+    sync.sweep_interval = None
+    assert sync.storage["t#0"].metadata["result"] == {"kwargs": {"go": {"x": 1}}}
+    assert sync.storage["u#0"].metadata["result"] == {"kwargs": {"t": {"kwargs": {"go": {"x": 1}}}}}
+
+
+def test_latest_kwargs_and_inspection_read_everything_eagerly(kind: Kind) -> None:
+    """``latest_kwargs``, ``instances`` and ``get_instance`` after many fires (nothing lazy)."""
+
+    async def scenario(face: Face) -> None:
+        await face.configure(
+            {
+                "t": {"after": ["a", "b"], "run": NULL, "using": "keep"},
+                "u": {"after": ["c"], "run": NULL, "using": "keep"},
+            }
+        )
+        await face.fire("a", {"n": 1})
+        await face.fire("a", {"n": 2})
+        await face.fire("c", {"deep": {"list": [1, 2, 3]}})
+        await face.fire("b", {"n": 3})
+        if face.kind == "async":
+            latest = await face.asyncm.latest_kwargs()
+        else:
+            latest = face.sync.storage.latest_kwargs
+        assert {k: dict(v) for k, v in latest.items()} == {
+            "a": {"n": 2},
+            "b": {"n": 3},
+            "c": {"deep": {"list": [1, 2, 3]}},
+        }
+        got = await face.get("t#0")
+        assert got.kwargs == {"a": {"n": 1}, "b": {"n": 3}}  # the fire that counted
+        assert (await face.get("u#0")).kwargs == {"c": {"deep": {"list": [1, 2, 3]}}}
+        assert await face.statuses() == {"t#0": "scheduled", "u#0": "scheduled"}
+
+    run(kind, scenario)
 
 
 def test_the_asyncio_runner_refuses_a_synchronous_manager() -> None:
@@ -410,8 +540,7 @@ def test_the_asyncio_runner_refuses_a_synchronous_manager() -> None:
     assert manager.storage["t#0"].status is Status.FAILED
 
 
-@pytest.mark.parametrize("kind", FACES)
-def test_a_hook_that_raises_does_not_strand_the_scheduled_work(kind: str) -> None:
+def test_a_hook_that_raises_does_not_strand_the_scheduled_work(kind: Kind) -> None:
     async def scenario(face: Face) -> None:
         await face.configure({"t": {"after": ["go"], "run": NULL, "using": "keep"}})
 
@@ -427,8 +556,7 @@ def test_a_hook_that_raises_does_not_strand_the_scheduled_work(kind: str) -> Non
     run(kind, scenario)
 
 
-@pytest.mark.parametrize("kind", FACES)
-def test_recover_dispatches_a_lost_message_again(kind: str) -> None:
+def test_recover_dispatches_a_lost_message_again(kind: Kind) -> None:
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
 
     async def scenario(face: Face) -> None:
@@ -450,8 +578,7 @@ def test_recover_dispatches_a_lost_message_again(kind: str) -> None:
     run(kind, scenario, clock=lambda: now[0])
 
 
-@pytest.mark.parametrize("kind", FACES)
-def test_an_async_body_finishes_and_cascades(kind: str) -> None:
+def test_an_async_body_finishes_and_cascades(kind: Kind) -> None:
     async def scenario(face: Face) -> None:
         await face.configure(
             {
@@ -489,3 +616,42 @@ def test_on_started_and_hooks_never_run_holding_the_commit_turn(
     assert done is not None
     assert done.status is Status.FINISHED
     assert done.metadata["seen"] is True
+
+
+def test_operator_calls_and_a_timer(kind: Kind) -> None:
+    """Metadata, forced statuses with a cascade, failing by hand, and ``advance`` on a delay."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+
+    async def scenario(face: Face) -> None:
+        await face.configure(
+            {
+                "t": {"after": ["go"], "run": NULL, "using": "keep"},
+                "u": {"after": ["t"], "run": NULL, "using": "keep"},
+                "v": {"after": ["go"], "run": NULL, "using": "keep"},
+                "later": {"after": ["go"], "run": NULL, "using": "keep", "delay": "5m"},
+            }
+        )
+        assert sorted(await face.fire("go", {"n": 1})) == ["t#0", "v#0"]
+        marked = await face.call("update_instance_metadata", "t#0", {"note": "seen"})
+        assert marked.metadata["note"] == "seen"
+        done = await face.call(
+            "update_instance_status", "t#0", Status.FINISHED, {"by": "ops"}, True, {"k": 1}
+        )
+        assert done.status is Status.FINISHED
+        assert (await face.get("u#0")).kwargs == {"t": {"k": 1}}  # the cascade ran
+        failed = await face.call("fail_instance", "v#0", "given up", actor="ops")
+        assert failed.status is Status.FAILED
+        assert (await face.get("later#0")).status is Status.UNSTARTED
+        assert await face.call("advance") == []  # not due yet
+        now[0] += timedelta(minutes=6)
+        assert [i.name for i in await face.call("advance")] == ["later#0"]
+        assert (await face.get("later#0")).status is Status.SCHEDULED
+        assert sorted(face.keep.handed) == ["later#0", "t#0", "u#0", "v#0"]
+        assert await face.statuses() == {
+            "t#0": "finished",
+            "u#0": "scheduled",
+            "v#0": "failed",
+            "later#0": "scheduled",
+        }
+
+    run(kind, scenario, clock=lambda: now[0])

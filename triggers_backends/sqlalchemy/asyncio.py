@@ -52,6 +52,7 @@ import attrs
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from triggers_backends.sqlalchemy._engines import (
@@ -59,6 +60,7 @@ from triggers_backends.sqlalchemy._engines import (
     engine_options,
     normalize_url,
     prepare_engine,
+    shared_engine,
     synchronous_level,
 )
 from triggers_backends.sqlalchemy._errors import describe, public_url, url_secrets
@@ -83,7 +85,8 @@ from triggers_core.engine.state import SessionState
 from triggers_core.errors import RegistryError, StorageError, StorageURLError
 from triggers_core.runtime.async_storage import AsyncStorage
 from triggers_core.runtime.redaction import redact
-from triggers_core.runtime.storage import DueRef, Snapshot, Version
+from triggers_core.runtime.registry import sync_twin_url
+from triggers_core.runtime.storage import DueRef, Snapshot, Storage, Version
 
 __all__ = ["ASYNC_DRIVERS", "INSTALL_HINT", "AsyncSQLAlchemyStorage", "dispose_async_engines"]
 
@@ -205,9 +208,20 @@ def _forget_closed_loops() -> None:
             step.close()
 
 
+#: The connections an engine of a URL keeps (SQLAlchemy's default maximum, 5 + 10
+#: overflow, all of them kept): under asyncio, connections handed back in one turn of
+#: the loop pile up in the pool's queue before the coroutines waiting for them run, so
+#: with overflow the pool closes connections that waiters then open again (issue 27's
+#: benchmark saw 56 connections opened for 15 slots, each an SSL probe and a login).
+POOL_SIZE = 15
+
+
 def _create(url: URL, timeouts: Timeouts) -> AsyncEngine:
     """An async engine bounded by ``timeouts`` (as ``shared_engine`` makes a sync one)."""
     url, kwargs = engine_options(url, timeouts)
+    pool_class = getattr(url.get_dialect(_is_async=True), "get_pool_class", None)
+    if pool_class is not None and issubclass(pool_class(url), QueuePool):  # not :memory:
+        kwargs.update(pool_size=POOL_SIZE, max_overflow=0)
     problem = None
     try:
         engine = create_async_engine(url, **kwargs)
@@ -347,6 +361,7 @@ class AsyncSQLAlchemyStorage(AsyncStorage):
             self._key = url.render_as_string(hide_password=False)  # a key, never shown
             self._url = url.set(query=query)
         self._label = f"sqlalchemy/{self._url.get_backend_name()}"
+        self._twin: SQLAlchemyStorage | None = None
         self._delegates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bridged] = (
             weakref.WeakKeyDictionary()
         )
@@ -529,6 +544,30 @@ class AsyncSQLAlchemyStorage(AsyncStorage):
             sqlite_synchronous=self.sqlite_synchronous,
             max_value_bytes=self.max_value_bytes,
         )
+
+    def sync_twin(self) -> Storage:
+        """The sync :class:`~triggers_backends.sqlalchemy.SQLAlchemyStorage` of this session.
+
+        Opened (once, on the shared engine of the synchronous URL:
+        :func:`~triggers_core.runtime.registry.sync_twin_url`, credentials and
+        ``triggers_*`` options kept) on the same tables: a synchronous runner
+        (threading) reads and writes through it, and a Celery message names it
+        by its reference, which is that of the sync URL a worker is configured
+        with. Never creates tables. A storage on an engine passed in (no URL to
+        open again) only names its store (the default).
+        """
+        if self._source is None:
+            return super().sync_twin()
+        if self._twin is None:
+            twin_url = sync_twin_url(self._source.render_as_string(hide_password=False))
+            self._twin = SQLAlchemyStorage(
+                self.uid,
+                shared_engine(twin_url),
+                table_prefix=self.table_prefix,
+                sqlite_synchronous=self.sqlite_synchronous,
+                max_value_bytes=self.max_value_bytes,
+            )
+        return self._twin
 
     def reference(self) -> str:
         """The URL without the password, plus non-default ``triggers_*`` options
