@@ -106,11 +106,37 @@ def report(samples: dict[str, list[float]], rounds: int, fires: int) -> str:
     return "\n".join(lines)
 
 
+def fire_only(mode: str, fires: int) -> None:
+    """Configure ``mode``, warm a session up, then fire ``fires`` times, timing nothing.
+
+    For an instruction count, which no neighbour's load changes: run it under
+    ``valgrind --tool=callgrind`` with ``fires`` = 0 and 1,000 and divide the
+    difference of the two totals by 1,000 (see BENCHMARKS.md).
+    """
+    _configure(mode)
+    manager, runner = recording_manager(MemoryStorage(uid("observe")))
+    manager.update_configuration(CONFIG)
+    for _ in range(50):
+        manager.fire("tick")
+    gc.disable()
+    for _ in range(fires):
+        manager.fire("tick")
+    assert len(runner.dispatched) == fires + 50
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--fires", type=int, default=100)
+    parser.add_argument(
+        "--fire-only",
+        choices=MODES,
+        help="configure this mode and only fire --fires times (for valgrind's instruction count)",
+    )
     args = parser.parse_args(argv)
+    if args.fire_only:
+        fire_only(args.fire_only, args.fires)
+        return 0
     samples = measure(args.rounds, args.fires)
     print(report(samples, args.rounds, args.fires))
     return 0
