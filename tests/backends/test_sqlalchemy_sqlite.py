@@ -54,6 +54,31 @@ def test_in_memory_sqlite_is_refused() -> None:
         open_storage("sqlite://", "uid")
 
 
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [
+        ("sqlite://triggers.db", "sqlite:///triggers.db"),
+        ("sqlite://data/triggers.db", "sqlite:///data/triggers.db"),
+        ("sqlite://app:s3cret@triggers.db", "sqlite:///triggers.db"),
+    ],
+)
+def test_two_slashes_say_how_a_file_is_named(url: str, fix: str) -> None:
+    # Two slashes make the file name a host: the error says so, not "in-memory".
+    with pytest.raises(ValueError, match="three slashes") as caught:
+        open_storage(url, "uid")
+    message = str(caught.value)
+    assert fix in message
+    assert "in-memory" not in message
+    assert "s3cret" not in message
+
+
+def test_a_refusal_seen_twice_is_told_once() -> None:
+    # SQLAlchemy meets "unable to open database file" on two attempts; one is enough.
+    with pytest.raises(StorageError) as caught:
+        open_storage("sqlite:////nonexistent-dir/triggers.db", "uid")
+    assert str(caught.value).count("unable to open database file") == 1, caught.value
+
+
 def test_unknown_scheme_lists_schemes() -> None:
     with pytest.raises(RegistryError) as caught:
         open_storage("sqlit:///x.db", "uid")

@@ -76,6 +76,14 @@ def _normalize(url: URL) -> URL:
     driver = DEFAULT_DRIVERS.get(url.drivername)
     if driver is not None:
         url = url.set(drivername=driver)
+    if url.get_backend_name() == "sqlite" and url.host:
+        # sqlite://triggers.db: two slashes make the file name a host, and no database.
+        raise ValueError(
+            f"a SQLite URL names a file after three slashes, not a host: "
+            f"sqlite:///{url.host}{'/' + url.database if url.database else ''} for a relative "
+            "path, four for an absolute one (sqlite:////var/lib/triggers.db); "
+            f"got {public_url(url)!r}"
+        )
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         raise ValueError(
             "in-memory SQLite is not supported (every connection would see its own "

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from triggers_core.errors import RegistryError, did_you_mean
+from triggers_core.errors import RegistryError, did_you_mean, install_extra_hint
 from triggers_core.runtime.ports import TaskRunner
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.storage import Storage
@@ -42,8 +42,8 @@ log = logging.getLogger("triggers_core.registry")
 #: Environment variable holding the default storage URL (e.g. ``sqlite:///triggers.db``).
 STORAGE_URL_ENV = "TRIGGERS_STORAGE_URL"
 
-#: The ``pip install 'celery-triggers[extra]'`` that provides a registry name's dependencies,
-#: and the top-level modules that extra installs.
+#: The extra that provides a registry name's dependencies (its install command:
+#: :func:`~triggers_core.errors.install_extra_hint`), and the top-level modules it installs.
 EXTRAS: dict[str, tuple[str, frozenset[str]]] = {
     "sqlite": ("sqlalchemy", frozenset({"sqlalchemy"})),
     "postgresql": ("postgres", frozenset({"sqlalchemy", "psycopg", "psycopg_binary"})),
@@ -64,10 +64,10 @@ def install_hint(name: str, missing: str | None) -> str:
     top = (missing or "").split(".", 1)[0]
     extra = EXTRAS.get(name)
     if extra is not None and (not top or top in extra[1]):
-        return f"pip install 'celery-triggers[{extra[0]}]'"
+        return install_extra_hint(extra[0])
     if top:
         return f"install the module {top!r} (pip install {top})"
-    return "install the matching extra (pip install 'celery-triggers[...]')"
+    return f"install the matching extra: {install_extra_hint('...')}"
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
