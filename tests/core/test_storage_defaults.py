@@ -96,6 +96,7 @@ def test_a_missing_driver_names_the_extra(missing: str, url: str, hint: str) -> 
     assert done.returncode == 0, done.stderr
     assert hint in done.stdout
     assert repr(missing) in done.stdout
+    assert "known schemes" not in done.stdout  # the scheme is known: its extra is missing
 
 
 def test_a_driver_outside_the_extra_is_named_as_a_module() -> None:

@@ -188,9 +188,7 @@ def open_storage(url: str | None, uid: str) -> Storage:
     try:
         cls = storages.load(scheme)
     except RegistryError as exc:
-        raise RegistryError(
-            f"{exc} (storage URL {redact(url)!r}; known schemes: {', '.join(storages.names())})"
-        ) from exc
+        raise RegistryError(_unusable(exc, scheme, url)) from exc
     try:
         return cls.from_url(url, uid)
     except ModuleNotFoundError as exc:  # the database driver, imported when first used
@@ -198,6 +196,14 @@ def open_storage(url: str | None, uid: str) -> Storage:
             f"storage URL {redact(url)!r} needs the module {exc.name!r}, which is not "
             f"installed: {install_hint(scheme, exc.name)}"
         ) from exc
+
+
+def _unusable(exc: RegistryError, scheme: str, url: str) -> str:
+    """The message for a storage URL whose scheme cannot be loaded: unknown, or an extra
+    missing (then the known schemes are beside the point)."""
+    known = storages.names()
+    listed = "" if scheme in known else f"; known schemes: {', '.join(known)}"
+    return f"{exc} (storage URL {redact(url)!r}{listed})"
 
 
 def _memory_default() -> str:
@@ -234,6 +240,4 @@ def storage_class_for(url: str | None) -> tuple[type[Storage], str]:
     try:
         return storages.load(scheme), url
     except RegistryError as exc:
-        raise RegistryError(
-            f"{exc} (storage URL {redact(url)!r}; known schemes: {', '.join(storages.names())})"
-        ) from exc
+        raise RegistryError(_unusable(exc, scheme, url)) from exc
