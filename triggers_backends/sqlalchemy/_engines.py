@@ -40,6 +40,8 @@ __all__ = [
     "URL_PREFIX_OPTION",
     "URL_SYNCHRONOUS_OPTION",
     "dispose_engines",
+    "engine_options",
+    "normalize_url",
     "parse_url",
     "prepare_engine",
     "query_value",
@@ -72,7 +74,8 @@ _PREPARED: weakref.WeakSet[Engine] = weakref.WeakSet()
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
-def _normalize(url: URL) -> URL:
+def normalize_url(url: URL) -> URL:
+    """The driver a URL names (``postgresql://`` -> psycopg 3...); in-memory SQLite refused."""
     driver = DEFAULT_DRIVERS.get(url.drivername)
     if driver is not None:
         url = url.set(drivername=driver)
@@ -105,7 +108,7 @@ def shared_engine(url: str | URL) -> Engine:
     password. Task messages carry names, and each worker opens the URL its
     own settings configure under that name.
     """
-    parsed = _normalize(parse_url(url))
+    parsed = normalize_url(parse_url(url))
     key = parsed.render_as_string(hide_password=False)  # stays in this dict, never shown
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
@@ -127,17 +130,24 @@ def _open_engine(url: URL, timeouts: Timeouts) -> Engine:
     raise StorageURLError(f"SQLAlchemy cannot use the storage URL {public_url(url)!r}: {problem}")
 
 
-def _create_engine(url: URL, timeouts: Timeouts) -> Engine:
+def engine_options(url: URL, timeouts: Timeouts) -> tuple[URL, dict[str, Any]]:
+    """``(url, keyword arguments)`` for ``create_engine`` (or ``create_async_engine``)
+    of an engine bounded by ``timeouts``."""
     backend = url.get_backend_name()
     url, connect_args, pre_ping = engine_arguments(url, timeouts)
     for name in url.query:  # the driver's own options in the URL win
         connect_args.pop(name, None)
-    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping}
+    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping, "connect_args": connect_args}
     if backend in ("mysql", "mariadb"):
         kwargs["pool_recycle"] = 3600  # MySQL drops idle connections (wait_timeout)
         if "charset" not in url.query:
             url = url.update_query_dict({"charset": "utf8mb4"})
-    engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+    return url, kwargs
+
+
+def _create_engine(url: URL, timeouts: Timeouts) -> Engine:
+    url, kwargs = engine_options(url, timeouts)
+    engine = sa.create_engine(url, **kwargs)
     install(engine, timeouts)
     prepare_engine(engine)
     return engine

@@ -60,6 +60,7 @@ class _Statements:
             key, latest.c.trigger_key == sa.bindparam("b_trigger")
         )
         self.all = sa.select(latest.c.trigger, latest.c.value).where(key)
+        self.all_versions = sa.select(latest.c.trigger, latest.c.version, latest.c.value).where(key)
         self.version = sa.select(tables.sessions.c.version).where(
             tables.sessions.c.session_key == sa.bindparam("b_key")
         )
@@ -144,6 +145,25 @@ class LatestMixin(SQLStorageBase):
                     f"kwargs of {lost[0]!r}, which are not stored (the rows were left as "
                     "they are)"
                 )
+        return LatestKwargs(
+            triggers, self._latest_loader(version), source=self.latest_source, values=values
+        )
+
+    def _latest_unlocked(
+        self, conn: Connection, version: int, triggers: tuple[str, ...]
+    ) -> LatestKwargs | None:
+        """Every latest kwargs value of ``triggers`` as of ``version``, outside a snapshot
+        (``eager_latest``, in a load without a transaction): None if a row is missing or
+        newer than ``version`` (the session changed: the caller reads in one snapshot)."""
+        wanted = frozenset(triggers)
+        values: dict[str, Mapping[str, Any]] = {}
+        for row in conn.execute(self._latest_sql.all_versions, {"b_key": self._key}):
+            if row.trigger in wanted:
+                if int(row.version) > version:
+                    return None
+                values[row.trigger] = self._latest_value(row.trigger, row.value)
+        if len(values) != len(wanted):
+            return None
         return LatestKwargs(
             triggers, self._latest_loader(version), source=self.latest_source, values=values
         )

@@ -83,6 +83,14 @@ class ReadingMixin(LatestMixin):
 
     #: Attempts for a load that hits a transient lock (SQLite checkpoints) before failing.
     read_attempts: ClassVar[int] = 5
+    #: Read every latest kwargs value within the load's snapshot instead of on demand
+    #: (an async storage runs this code in a greenlet: a value asked for later, outside
+    #: it, could not be read).
+    eager_latest: ClassVar[bool] = False
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before another attempt (an async storage waits without blocking its loop)."""
+        time.sleep(seconds)
 
     def load(self, scope: Scope | Selector = HEADER_ONLY) -> Snapshot:
         return self._read(scope)
@@ -111,7 +119,7 @@ class ReadingMixin(LatestMixin):
                     continue
                 error = self._error(exc, "load")
                 if isinstance(error, ConflictError) and attempt + 1 < self.read_attempts:
-                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                    self._pause(random.uniform(0, 0.01 * 2**attempt))
                     continue
                 if isinstance(error, ConflictError):  # a read never conflicts: report it plainly
                     error = StorageError(str(error), backend=self._label, session=self.uid)
@@ -130,7 +138,11 @@ class ReadingMixin(LatestMixin):
             return Snapshot(SessionState(), None)
         header, triggers = self._decode_header(head.uid, head.config_id, head.config, head.header)
         latest = self._latest_mapping(
-            conn, int(head.version), triggers, header.latest_kwargs, full=scope is None
+            conn,
+            int(head.version),
+            triggers,
+            header.latest_kwargs,
+            full=scope is None or self.eager_latest,
         )
         header = attrs.evolve(header, latest_kwargs=latest)
         records: dict[FireKey, tuple[str, ...]] = {}
@@ -183,14 +195,22 @@ class ReadingMixin(LatestMixin):
         if head is None:
             return Snapshot(SessionState(), None)  # one statement: no session at its snapshot
         header, triggers = self._decode_header(head.uid, head.config_id, head.config, head.header)
-        # A scoped load: the latest kwargs are read later, one trigger at a time, if asked for.
-        latest = self._latest_mapping(
-            conn, int(head.version), triggers, header.latest_kwargs, full=False
-        )
+        eager = self.eager_latest and bool(triggers)
+        if eager:  # all of them now; the instances' statement below checks the version
+            found_latest = self._latest_unlocked(conn, int(head.version), triggers or ())
+            if found_latest is None:
+                return None
+            latest = found_latest
+        else:
+            # A scoped load: the latest kwargs are read later, one trigger at a time, if asked.
+            latest = self._latest_mapping(
+                conn, int(head.version), triggers, header.latest_kwargs, full=False
+            )
         header = attrs.evolve(header, latest_kwargs=latest)
         chosen = scope if isinstance(scope, Scope) else scope(header)
         if (
-            named is not None
+            not eager
+            and named is not None
             and chosen.names <= known
             and not (chosen.unstarted_of or chosen.unresolved or chosen.fire_keys)
         ):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import ClassVar
 
+import attrs
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine
 
@@ -31,7 +32,7 @@ from triggers_backends.sqlalchemy._reading import ReadingMixin
 from triggers_backends.sqlalchemy._schema import ensure_schema
 from triggers_backends.sqlalchemy._statements import statements_for
 from triggers_backends.sqlalchemy._tables import DEFAULT_TABLE_PREFIX, row_key, tables_for
-from triggers_backends.sqlalchemy._timeouts import timeouts_of
+from triggers_backends.sqlalchemy._timeouts import Timeouts, timeouts_of
 from triggers_backends.sqlalchemy._transactional import bind
 from triggers_backends.sqlalchemy._writes import WritingMixin
 from triggers_core.engine.serialization import HeaderCodec
@@ -45,10 +46,85 @@ from triggers_core.runtime.registry import install_hint
 from triggers_core.runtime.sessions import SessionFilter, SessionPage
 from triggers_core.runtime.transactional import CallerTransaction
 
-__all__ = ["URL_MAX_VALUE_OPTION", "SQLAlchemyStorage"]
+__all__ = [
+    "URL_MAX_VALUE_OPTION",
+    "SQLAlchemyStorage",
+    "UrlOptions",
+    "storage_reference",
+    "store_identity_of",
+    "url_options",
+]
 
 #: The URL option setting :attr:`~triggers_core.Storage.max_value_bytes` (docs/limits.md).
 URL_MAX_VALUE_OPTION = "triggers_max_value_bytes"
+
+
+@attrs.frozen
+class UrlOptions:
+    """A storage URL's ``triggers_*`` options (but the timeouts), taken out of the URL."""
+
+    #: The URL without them (the timeouts are still in it: the engine takes them out).
+    url: URL
+    table_prefix: str
+    create_schema: bool
+    sqlite_synchronous: str
+    max_value_bytes: int
+
+
+def url_options(url: str | URL) -> UrlOptions:
+    """Read (and remove) the options :meth:`SQLAlchemyStorage.from_url` understands.
+
+    Shared by the sync and the async storage, so one URL means one storage on both.
+    """
+    parsed = parse_url(url)
+    query = dict(parsed.query)
+    prefix = query_value(query.pop(URL_PREFIX_OPTION, DEFAULT_TABLE_PREFIX))
+    synchronous = query_value(query.pop(URL_SYNCHRONOUS_OPTION, "full"))
+    limit_text = query.pop(URL_MAX_VALUE_OPTION, None)
+    limit = (
+        DEFAULT_MAX_VALUE_BYTES
+        if limit_text is None
+        else parse_value_limit(query_value(limit_text), URL_MAX_VALUE_OPTION)
+    )
+    # An embedded SQLite file belongs to the application: create its tables
+    # unless told not to. Server databases are migrated by their owners.
+    default = "true" if parsed.get_backend_name() == "sqlite" else "false"
+    create = query_value(query.pop(URL_CREATE_OPTION, default)).lower() in {"1", "true", "yes"}
+    return UrlOptions(parsed.set(query=query), prefix, create, synchronous, limit)
+
+
+def storage_reference(
+    url: URL,
+    timeouts: Timeouts | None,
+    *,
+    table_prefix: str,
+    sqlite_synchronous: str,
+    max_value_bytes: int,
+) -> str:
+    """A storage's URL without the password, plus its non-default ``triggers_*`` options.
+
+    A relative SQLite path is made absolute so a worker started elsewhere
+    opens the same file.
+    """
+    if url.get_backend_name() == "sqlite" and url.database:
+        # A worker may run in another directory: name the file absolutely.
+        url = url.set(database=os.path.abspath(url.database))
+    if table_prefix != DEFAULT_TABLE_PREFIX:
+        url = url.update_query_dict({URL_PREFIX_OPTION: table_prefix})
+    if timeouts is not None and timeouts.as_query():
+        url = url.update_query_dict(timeouts.as_query())
+    if url.get_backend_name() == "sqlite" and sqlite_synchronous != "full":
+        url = url.update_query_dict({URL_SYNCHRONOUS_OPTION: sqlite_synchronous})
+    if max_value_bytes != DEFAULT_MAX_VALUE_BYTES:
+        url = url.update_query_dict({URL_MAX_VALUE_OPTION: str(max_value_bytes)})
+    return public_url(url)
+
+
+def store_identity_of(url: URL, table_prefix: str) -> tuple[str, str, str]:
+    """The database (its URL, password left out) and the table prefix: a key, never shown."""
+    if url.get_backend_name() == "sqlite" and url.database:
+        url = url.set(database=os.path.abspath(url.database))
+    return ("sqlalchemy", url.render_as_string(hide_password=True), table_prefix)
 
 
 class SQLAlchemyStorage(ReadingMixin, WritingMixin):
@@ -141,28 +217,14 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
         see :mod:`triggers_backends.sqlalchemy._timeouts`), ``triggers_max_value_bytes``
         (the bound on one stored value, default 1 MiB; see docs/limits.md).
         """
-        parsed = parse_url(url)
-        query = dict(parsed.query)
-        prefix = query_value(query.pop(URL_PREFIX_OPTION, DEFAULT_TABLE_PREFIX))
-        synchronous = query_value(query.pop(URL_SYNCHRONOUS_OPTION, "full"))
-        limit_text = query.pop(URL_MAX_VALUE_OPTION, None)
-        limit = (
-            DEFAULT_MAX_VALUE_BYTES
-            if limit_text is None
-            else parse_value_limit(query_value(limit_text), URL_MAX_VALUE_OPTION)
-        )
-        # An embedded SQLite file belongs to the application: create its tables
-        # unless told not to. Server databases are migrated by their owners.
-        default = "true" if parsed.get_backend_name() == "sqlite" else "false"
-        create = query_value(query.pop(URL_CREATE_OPTION, default)).lower() in {"1", "true", "yes"}
-        engine = shared_engine(parsed.set(query=query))
+        options = url_options(url)
         return cls(
             uid,
-            engine,
-            table_prefix=prefix,
-            create_schema=create,
-            sqlite_synchronous=synchronous,
-            max_value_bytes=limit,
+            shared_engine(options.url),
+            table_prefix=options.table_prefix,
+            create_schema=options.create_schema,
+            sqlite_synchronous=options.sqlite_synchronous,
+            max_value_bytes=options.max_value_bytes,
         )
 
     @classmethod
@@ -202,20 +264,13 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
         A relative SQLite path is made absolute so a worker started elsewhere
         opens the same file.
         """
-        url = self.engine.url
-        if url.get_backend_name() == "sqlite" and url.database:
-            # A worker may run in another directory: name the file absolutely.
-            url = url.set(database=os.path.abspath(url.database))
-        if self.table_prefix != DEFAULT_TABLE_PREFIX:
-            url = url.update_query_dict({URL_PREFIX_OPTION: self.table_prefix})
-        timeouts = timeouts_of(self.engine)
-        if timeouts is not None and timeouts.as_query():
-            url = url.update_query_dict(timeouts.as_query())
-        if url.get_backend_name() == "sqlite" and self.sqlite_synchronous != "full":
-            url = url.update_query_dict({URL_SYNCHRONOUS_OPTION: self.sqlite_synchronous})
-        if self.max_value_bytes != DEFAULT_MAX_VALUE_BYTES:
-            url = url.update_query_dict({URL_MAX_VALUE_OPTION: str(self.max_value_bytes)})
-        return public_url(url)
+        return storage_reference(
+            self.engine.url,
+            timeouts_of(self.engine),
+            table_prefix=self.table_prefix,
+            sqlite_synchronous=self.sqlite_synchronous,
+            max_value_bytes=self.max_value_bytes,
+        )
 
     def session(self, uid: str) -> SQLAlchemyStorage:
         """Session ``uid`` in the same tables, sharing this storage's engine (its pool)."""
@@ -242,10 +297,7 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
 
         Engines opened on one database with different passwords name one store.
         """
-        url = self.engine.url
-        if url.get_backend_name() == "sqlite" and url.database:
-            url = url.set(database=os.path.abspath(url.database))
-        return ("sqlalchemy", url.render_as_string(hide_password=True), self.table_prefix)
+        return store_identity_of(self.engine.url, self.table_prefix)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} uid={self.uid!r} at {self.reference()}>"

@@ -124,7 +124,18 @@ def engine_arguments(url: URL, timeouts: Timeouts) -> tuple[URL, dict[str, Any],
     backend = url.get_backend_name()
     connect_args: dict[str, Any] = {}
     pre_ping = backend != "sqlite"
-    if backend == "postgresql":
+    if backend == "postgresql" and url.get_driver_name() == "asyncpg":
+        # asyncpg takes neither libpq's options nor its connect_timeout; command_timeout
+        # is its own client-side bound on one statement (a frozen server).
+        connect_args["timeout"] = timeouts.connect
+        connect_args["command_timeout"] = timeouts.statement
+        connect_args["server_settings"] = {
+            "statement_timeout": str(_ms(timeouts.statement)),
+            "lock_timeout": str(_ms(timeouts.lock)),
+            "idle_in_transaction_session_timeout": str(_ms(timeouts.statement)),
+        }
+        pre_ping = False  # pinged after PING_AFTER_IDLE instead (see install)
+    elif backend == "postgresql":
         # libpq counts whole seconds (and at least 2).
         connect_args["connect_timeout"] = max(1, math.ceil(timeouts.connect))
         settings = (
@@ -140,8 +151,9 @@ def engine_arguments(url: URL, timeouts: Timeouts) -> tuple[URL, dict[str, Any],
         pre_ping = False  # pinged under the watchdog instead (see install)
     elif backend in ("mysql", "mariadb"):
         connect_args["connect_timeout"] = max(1, math.ceil(timeouts.connect))
-        connect_args["read_timeout"] = timeouts.statement
-        connect_args["write_timeout"] = timeouts.statement
+        if url.get_driver_name() != "aiomysql":  # its calls are bounded by the event loop
+            connect_args["read_timeout"] = timeouts.statement
+            connect_args["write_timeout"] = timeouts.statement
     return url, connect_args, pre_ping
 
 
@@ -157,14 +169,19 @@ def timeouts_of(engine: Engine) -> Timeouts | None:
     return _ENGINE_TIMEOUTS.get(engine)
 
 
-def install(engine: Engine, timeouts: Timeouts) -> None:
-    """Apply the server-side settings and the client-side watchdog to a new engine."""
+def install(engine: Engine, timeouts: Timeouts, *, watchdog: bool = True) -> None:
+    """Apply the server-side settings and the client-side watchdog to a new engine.
+
+    ``watchdog=False`` (the sync face of an async engine, whose calls the event
+    loop bounds instead): pooled connections are still pinged after
+    :data:`PING_AFTER_IDLE`, without a watch.
+    """
     _ENGINE_TIMEOUTS[engine] = timeouts
     backend = engine.dialect.name
     if backend in ("mysql", "mariadb"):
         event.listen(engine, "connect", _mysql_settings(timeouts))
     elif backend == "postgresql":
-        _install_watchdog(engine, timeouts.statement)
+        _install_watchdog(engine, timeouts.statement if watchdog else None)
 
 
 def _mysql_settings(timeouts: Timeouts) -> Any:
@@ -318,7 +335,7 @@ def _fileno(dbapi_connection: Any) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
-def _install_watchdog(engine: Engine, seconds: float) -> None:
+def _install_watchdog(engine: Engine, seconds: float | None) -> None:
     """Watch every checkout of a pooled connection; ping reused ones under the watch.
 
     SQLAlchemy's own ``pool_pre_ping`` runs before any event, where nothing
@@ -335,10 +352,12 @@ def _install_watchdog(engine: Engine, seconds: float) -> None:
     @event.listens_for(engine, "checkout")
     def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         _stop(record)
-        fileno = _fileno(dbapi_connection)
-        if fileno is None:
-            return
-        record.info[_WATCH_KEY] = watch = _WATCHDOG.watch(fileno, seconds)
+        watch = None
+        if seconds is not None:  # None: no watch, the caller bounds the call (async)
+            fileno = _fileno(dbapi_connection)
+            if fileno is None:
+                return
+            record.info[_WATCH_KEY] = watch = _WATCHDOG.watch(fileno, seconds)
         if record.info.pop(_FRESH_KEY, False):
             return
         returned = record.info.get(_RETURNED_KEY)
@@ -351,7 +370,7 @@ def _install_watchdog(engine: Engine, seconds: float) -> None:
             lost = isinstance(exc, engine.dialect.loaded_dbapi.Error) and (
                 engine.dialect.is_disconnect(exc, dbapi_connection, None)
             )
-            if watch.fired or lost:
+            if (watch is not None and watch.fired) or lost:
                 raise sa_exc.DisconnectionError(f"ping failed: {exc}") from exc
             raise
 

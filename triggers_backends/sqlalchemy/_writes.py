@@ -359,7 +359,9 @@ def _duplicate_in(exc: sa_exc.IntegrityError) -> str | None:
     """The table whose unique key ``exc`` violated (PostgreSQL), else None."""
     if getattr(exc.orig, "sqlstate", None) != "23505":  # unique_violation
         return None
-    table = getattr(getattr(exc.orig, "diag", None), "table_name", None)
+    table = getattr(getattr(exc.orig, "diag", None), "table_name", None)  # psycopg
+    if table is None:  # asyncpg, under SQLAlchemy's emulated error (its ``orig``)
+        table = getattr(getattr(exc.orig, "orig", None), "table_name", None)
     return table if isinstance(table, str) else None
 
 
