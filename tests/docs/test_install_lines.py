@@ -29,6 +29,10 @@ MODULES = {
     "sqlalchemy": "extra:sqlalchemy",
     "triggers_backends.sqlalchemy": "extra:sqlalchemy",
     "triggers_backends.sqlalchemy_upgrade": "extra:sqlalchemy",
+    "triggers_backends.sqlalchemy.asyncio": "extra:async",
+    "aiosqlite": "extra:async",
+    "asyncpg": "extra:async",
+    "aiomysql": "extra:async",
     "psycopg": "extra:postgres",
     "pymysql": "extra:mysql",
     "pymemcache": "extra:memcached",
@@ -54,8 +58,12 @@ MODULES = {
     "redis": "redis",
     "django_redis": "django-redis",
 }
-#: Storage URL schemes and the extra whose driver they open.
+#: Storage URL schemes (with a driver, else the backend's) and the extra whose driver they open.
 SCHEMES = {
+    "sqlite+aiosqlite": "extra:async",
+    "postgresql+asyncpg": "extra:async",
+    "mysql+aiomysql": "extra:async",
+    "mariadb+aiomysql": "extra:async",
     "sqlite": "extra:sqlalchemy",
     "postgresql": "extra:postgres",
     "postgres": "extra:postgres",
@@ -70,8 +78,9 @@ IMPLIES = {
     "mysql": {"sqlalchemy"},
     "redis": {"celery"},
     "web": {"cli"},
+    "async": {"sqlalchemy"},
 }
-_URL = re.compile(r"(?<![\w+.-])(?P<scheme>[a-z][a-z0-9-]*)(?:\+[a-z0-9]+)?://")
+_URL = re.compile(r"(?<![\w+.-])(?P<scheme>(?P<backend>[a-z][a-z0-9-]*)(?:\+[a-z0-9]+)?)://")
 
 
 def requirement_of_module(module: str) -> str | None:
@@ -111,9 +120,10 @@ def needs(block: Block) -> dict[str, str]:
             found.setdefault("extra:cli", "runs the triggers command")
     for text in texts:
         for match in _URL.finditer(text):
-            requirement = SCHEMES.get(match["scheme"])
+            scheme = match["scheme"]
+            requirement = SCHEMES.get(scheme, SCHEMES.get(match["backend"]))
             if requirement is not None:
-                found.setdefault(requirement, f"opens {match['scheme']}:// storage")
+                found.setdefault(requirement, f"opens {scheme}:// storage")
     return found
 
 
@@ -170,13 +180,14 @@ def test_a_missing_extra_is_found(tmp_path: Path) -> None:
     page.write_text(
         "```bash\npip install -e '.[metrics]'\n```\n\n"
         "```python\nfrom celery import Celery\nimport prometheus_client\n"
-        'URL = "sqlite:///x.db"\n```\n\n'
+        'URL = "sqlite:///x.db"\nASYNC = "sqlite+aiosqlite:///x.db"\n```\n\n'
         "```bash\npip install -e '.[postgres]'\n```\n",
         encoding="utf-8",
     )
     blocks = parse_blocks(page, tmp_path)
     assert installed_by(blocks) == {"extra:metrics", "extra:postgres", "extra:sqlalchemy"}
     assert needs(blocks[1]) == {
+        "extra:async": "opens sqlite+aiosqlite:// storage",
         "extra:celery": "imports celery",
         "extra:metrics": "imports prometheus_client",
         "extra:sqlalchemy": "opens sqlite:// storage",
