@@ -93,6 +93,20 @@ def requirement_of_module(module: str) -> str | None:
     return None
 
 
+def opened_urls(tree: ast.AST) -> list[str]:
+    """The strings (f-strings' literal parts too) given straight to a call: what a block
+    opens (``TriggerManager("sqlite:///x.db")``), not a URL it only shows, lists or
+    refuses (``for url in [...]``) nor a setting it stores."""
+    found = []
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        for arg in [*call.args, *(k.value for k in call.keywords)]:
+            parts = arg.values if isinstance(arg, ast.JoinedStr) else [arg]
+            found.extend(
+                p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str)
+            )
+    return found
+
+
 def needs(block: Block) -> dict[str, str]:
     """``{requirement: why}`` for one runnable block."""
     found: dict[str, str] = {}
@@ -108,11 +122,7 @@ def needs(block: Block) -> dict[str, str]:
                 requirement = requirement_of_module(name)
                 if requirement is not None:
                     found.setdefault(requirement, f"imports {name}")
-        texts = [
-            n.value
-            for n in ast.walk(ast.parse(code))
-            if isinstance(n, ast.Constant) and isinstance(n.value, str)
-        ]
+        texts = opened_urls(ast.parse(code))
     else:
         texts = [line for line in code.splitlines() if not line.lstrip().startswith("#")]
         lines = [ln.removeprefix("$ ") for ln in code.splitlines() if ln.startswith("$ ")]
@@ -180,7 +190,9 @@ def test_a_missing_extra_is_found(tmp_path: Path) -> None:
     page.write_text(
         "```bash\npip install -e '.[metrics]'\n```\n\n"
         "```python\nfrom celery import Celery\nimport prometheus_client\n"
-        'URL = "sqlite:///x.db"\nASYNC = "sqlite+aiosqlite:///x.db"\n```\n\n'
+        'open_storage("sqlite:///x.db", "u")\nAsyncManager(storage=f"sqlite+aiosqlite:///{x}")\n'
+        'for url in ["memcached://127.0.0.1", "django-cache://default"]:\n    refused(url)\n'
+        "```\n\n"
         "```bash\npip install -e '.[postgres]'\n```\n",
         encoding="utf-8",
     )
