@@ -9,21 +9,28 @@ is a commit). The time of a round with many pending timers is compared with
 one with few: a tick reads the due index, so its cost follows what is due,
 not what is pending.
 
-Run: ``python -m benchmarks.timers [--sessions N] [--small N] [--backends memory,sqlite]``.
+Run: ``python -m benchmarks.timers [--sessions N] [--small N] [--backends memory,sqlite]``;
+backends ``memory``, ``sqlite``, ``postgresql`` (``TRIGGERS_BENCH_POSTGRES_URL``) and
+``django-redis-cache`` (``TRIGGERS_BENCH_REDIS_URL``). ``--bulk``: the large run seeds
+``--small`` sessions through the manager and writes the rest of its pending timers
+straight into the due index (:mod:`benchmarks.timers_bulk`), due after every round.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
-from benchmarks.backends import memory_backend, sql_backend
+from benchmarks import django_cache
+from benchmarks.backends import DEFAULT_URLS, URL_ENV, memory_backend, sql_backend
 from benchmarks.common import RecordingRunner, StorageFactory
 from triggers_core import SessionState, TriggerManager, engine
 from triggers_core.engine.leases import DueKind
@@ -66,8 +73,8 @@ def _changes(configured: engine.Transition, fired: engine.Transition) -> object:
 
 def rounds(
     make: StorageFactory, prefix: str, due: int, per_session: int, count: int
-) -> list[float]:
-    """Seconds per round; each round expires exactly ``due`` timers (checked)."""
+) -> Iterator[tuple[float, float]]:
+    """``(find, tick)`` seconds of each round; each expires exactly ``due`` timers (checked)."""
     runner = RecordingRunner()
 
     def factory(storage: Storage) -> TriggerManager:
@@ -77,21 +84,20 @@ def rounds(
 
     step = due // per_session
     any_storage = make(f"{prefix}0")
-    times, finds = [], []
     for r in range(count):
         now = T0 + WITHIN + timedelta(seconds=step * (r + 1) - 1)
         started = time.perf_counter()
         found = any_storage.due_entries(DueKind.TIMER, now, limit=10 * due)
-        finds.append(time.perf_counter() - started)
+        find = time.perf_counter() - started
         assert len(found) == due, (len(found), due)
         started = time.perf_counter()
         report = tick_store(any_storage, factory, now=now, limit=10 * due)
-        times.append(time.perf_counter() - started)
+        tick = time.perf_counter() - started
         fired = [a for a in report.actions if a.action == "timer fired"]
         assert len(fired) == due, (len(fired), due)
         for a in fired[:1]:
             assert make(a.session).get_instance(a.instance).status is Status.EXPIRED
-    return finds, times
+        yield find, tick
 
 
 def measure(
@@ -104,19 +110,42 @@ def measure(
     due: int,
     count: int,
     settle: Callable[[], None] | None = None,
+    bulk: bool = False,
 ) -> str:
-    line = []
-    for n in (small, sessions):
-        with backend() as make:
+    """Both stores (few and many pending timers) are built first, then their rounds
+    alternate, so that a change of the machine's load weighs on both alike."""
+    seeded = 0.0
+    with contextlib.ExitStack() as stack:
+        runs = []
+        for n in (small, sessions):
+            make = stack.enter_context(backend())
             started = time.perf_counter()
-            seed(make, n, per_session, f"s{n}-")
+            real = small if bulk else n
+            seed(make, real, per_session, f"s{n}-")
+            if real < n:
+                from benchmarks.timers_bulk import bulk_pending  # noqa: PLC0415
+
+                # Due after every round: the rounds reach T0 + WITHIN + small seconds at most.
+                first = T0 + WITHIN + timedelta(seconds=small + 100)
+                bulk_pending(make(f"s{n}-0"), n - real, per_session, first, timedelta(days=1))
             seeded = time.perf_counter() - started
-            gc.collect()  # the seeding's garbage is not the tick's cost
-            if settle is not None:
-                settle()
-            finds, ticks = rounds(make, f"s{n}-", due, per_session, count)
-        line.append((n * per_session, statistics.median(finds), statistics.median(ticks), seeded))
-    (few, f_few, t_few, _), (many, f_many, t_many, seeded) = line
+            if bulk:
+                from benchmarks.timers_bulk import timers_in_index  # noqa: PLC0415
+
+                held = timers_in_index(make(f"s{n}-0"))
+                assert held == n * per_session, (held, n * per_session)
+            runs.append(rounds(make, f"s{n}-", due, per_session, count))
+        gc.collect()  # the seeding's garbage is not the tick's cost
+        if settle is not None:
+            settle()
+        measured: list[list[tuple[float, float]]] = [[], []]
+        for _ in range(count):
+            for k, run in enumerate(runs):
+                measured[k].append(next(run))
+    (f_few, t_few), (f_many, t_many) = (
+        (statistics.median(f for f, _ in m), statistics.median(t for _, t in m)) for m in measured
+    )
+    few, many = small * per_session, sessions * per_session
     return (
         f"| {label} | {few:,} | {f_few * 1000:.2f} | {t_few * 1000:.1f} | {many:,} | "
         f"{f_many * 1000:.2f} | {t_many * 1000:.1f} | {f_many / f_few:.2f} | "
@@ -176,6 +205,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backends", default="memory,sqlite")
     parser.add_argument("--lateness", type=int, default=0, help="also measure lateness")
+    parser.add_argument(
+        "--bulk", action="store_true", help="write the large run's extra timers into the index"
+    )
     args = parser.parse_args(argv)
     lines = [
         f"### A tick finding {args.due} due timers (median ms of {args.rounds} rounds)",
@@ -186,7 +218,14 @@ def main(argv: list[str] | None = None) -> str:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/timers.db"
-        chosen = {"memory": memory_backend, "sqlite": lambda: sql_backend(url)}
+        postgres = os.environ.get(URL_ENV["postgresql"], DEFAULT_URLS["postgresql"])
+        redis_label = "django-redis-cache"
+        chosen = {
+            "memory": memory_backend,
+            "sqlite": lambda: sql_backend(url),
+            "postgresql": lambda: sql_backend(postgres),
+            redis_label: lambda: django_cache.django_backend(redis_label, {redis_label}),
+        }
 
         def checkpoint() -> None:  # the seeding's write-ahead log is not the tick's cost
             import sqlalchemy as sa  # noqa: PLC0415 - only for the SQLite run
@@ -207,6 +246,7 @@ def main(argv: list[str] | None = None) -> str:
                     per_session=args.per_session,
                     due=args.due,
                     count=args.rounds,
+                    bulk=args.bulk,
                 )
             )
     if args.lateness:

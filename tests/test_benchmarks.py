@@ -264,6 +264,21 @@ def test_the_timer_benchmark_runs_at_a_tiny_size() -> None:
     assert "| sqlite | 100 |" in report
 
 
+def test_the_timer_benchmark_bulk_seeds_the_index_of_sql_and_key_value_stores() -> None:
+    """``--bulk``: the large run's extra pending timers go straight into the due index
+    (counted after seeding; each round still expires exactly the timers due)."""
+    from services import require_service
+
+    from benchmarks import timers
+
+    require_service("Redis", "127.0.0.1", 6379)
+    argv = ["--sessions", "40", "--small", "10", "--due", "20", "--rounds", "2", "--bulk"]
+    report = timers.main([*argv, "--backends", "sqlite,django-redis-cache"])
+    assert "| sqlite | 100 |" in report
+    assert "| django-redis-cache | 100 |" in report
+    assert report.count("| 400 |") == 2  # the large run: 400 pending, 300 of them bulk
+
+
 def test_the_lease_benchmark_runs_and_reports() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRIGGERS_STORAGE_URL"}
     out = subprocess.run(

@@ -4,7 +4,8 @@ Each instance becomes one message to the Celery task named after the trigger
 task (the configuration's ``run``), so ``task_routes``, queues, rate limits and
 time limits apply per trigger task exactly as for any Celery task. The message
 carries only a :class:`~triggers_celery.message.TaskMessage`; it is sent with
-the JSON serializer, ``countdown`` = the instance's cooldown, and a short
+the JSON serializer, without a countdown (a retry's cooldown is a timer in the
+storage, served before the instance is scheduled), and a short
 publish retry policy so that a dead broker fails ``fire`` within about a
 second instead of hanging it (the manager then marks the instance ``failed``
 with the error and raises :class:`~triggers_core.errors.DispatchError`).
@@ -134,13 +135,15 @@ class CeleryTaskRunner(TaskRunner):
         )
 
     def publish_options(self, effect: ScheduleInstance) -> dict[str, Any]:
-        """``apply_async`` options for ``effect`` (JSON, countdown, retry policy)."""
+        """``apply_async`` options for ``effect`` (JSON, retry policy, trace headers).
+
+        Never a countdown or an ETA: a retry's cooldown is served by a timer in the
+        storage before the instance is scheduled.
+        """
         policy = self._retry_policy
         if policy is None:
             policy = dict(self.app.conf.get(RETRY_POLICY_SETTING) or DEFAULT_RETRY_POLICY)
         options: dict[str, Any] = {"serializer": "json", "retry": True, "retry_policy": policy}
-        if effect.cooldown:
-            options["countdown"] = effect.cooldown
         headers = message_headers()  # the trace context, while tracing
         if headers is not None:
             options["headers"] = headers

@@ -35,13 +35,24 @@ from triggers_core.errors import (
     UnsupportedOperationError,
     WorkerLost,
 )
+from triggers_core.runtime.async_manager import AsyncTriggerManager
+from triggers_core.runtime.async_memory import AsyncMemoryStorage
+from triggers_core.runtime.async_runner import AsyncioTaskRunner
+from triggers_core.runtime.async_storage import AsyncStorage
 from triggers_core.runtime.firing import FireResult
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER
 from triggers_core.runtime.manager import TriggerManager, managers
 from triggers_core.runtime.memory import MemoryStorage, MemoryStore
 from triggers_core.runtime.ports import SessionManager, TaskRunner
 from triggers_core.runtime.redaction import redact
-from triggers_core.runtime.registry import STORAGE_URL_ENV, open_storage, runners, storages
+from triggers_core.runtime.registry import (
+    STORAGE_URL_ENV,
+    async_storages,
+    open_async_storage,
+    open_storage,
+    runners,
+    storages,
+)
 from triggers_core.runtime.runners import ThreadingTaskRunner
 from triggers_core.runtime.storage import Snapshot, Storage
 from triggers_core.runtime.tasks import (
@@ -59,6 +70,10 @@ __all__ = [
     "LIFECYCLE_LOGGER",
     "RESOLVED_STATUSES",
     "STORAGE_URL_ENV",
+    "AsyncMemoryStorage",
+    "AsyncStorage",
+    "AsyncTriggerManager",
+    "AsyncioTaskRunner",
     "CascadeDepthExceeded",
     "ConcurrencyError",
     "ConfigurationError",
@@ -98,8 +113,10 @@ __all__ = [
     "UnknownTriggerError",
     "UnsupportedOperationError",
     "WorkerLost",
+    "async_storages",
     "get_task",
     "managers",
+    "open_async_storage",
     "open_storage",
     "parse_configuration",
     "recover",

@@ -26,7 +26,15 @@ from services import require_service
 
 from triggers_backends.django_cache import CacheStorageBackend, UnsupportedCacheError
 from triggers_backends.django_cache._storage import parse_url
-from triggers_core import Status, Storage, StorageURLError, TriggerManager, open_storage
+from triggers_core import (
+    Status,
+    Storage,
+    StorageURLError,
+    TaskContext,
+    TriggerManager,
+    TriggerTask,
+    open_storage,
+)
 from triggers_core.errors import ConfigurationError, RegistryError
 from triggers_core.testing.lease_contract import LeaseContract
 from triggers_core.testing.storage_contract import RecordingRunner, StorageContract
@@ -437,6 +445,34 @@ def test_a_worker_opens_only_the_aliases_its_own_settings_configure(
     ):
         with pytest.raises(StorageResolutionError, match="no storage configured"):
             open_configured_storage(conf, refused, uid)
+
+
+class RetryInTwoHours(TriggerTask):
+    """Asks to retry after two hours."""
+
+    name: ClassVar[str] = "tests.backends.django_cache.RetryInTwoHours"
+
+    def _run(self, context: TaskContext) -> dict[str, Any]:
+        self.retry(cooldown=7200)
+
+
+def test_a_finite_timeout_refuses_a_longer_retry_cooldown(django_ready: Any, uid: str) -> None:
+    """A retry's cooldown is a timer too: one longer than the timeout fails the run, named."""
+    require_service("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
+    url = f"django-cache://{django_env.REDIS}?prefix={unique_prefix()}&timeout=3600"
+    manager = TriggerManager(url, uid=uid, runners={"rec": RecordingRunner()})
+    manager.default_runner = "rec"
+    manager.update_configuration({"t_a": {"after": ["x"], "run": RetryInTwoHours.name}})
+    manager.fire("x")
+    manager.run_instance("t_a#0")
+    failed = manager.storage["t_a#0"]
+    assert failed.status is Status.FAILED
+    assert failed.metadata["exceptionType"] == "builtins.ValueError"
+    assert (
+        "asked to retry, but cooldown 7200 is longer than the storage's timeout (3600 seconds)"
+        in failed.metadata["exceptionInfo"]
+    )
+    assert "t_a#1" not in manager.storage
 
 
 def test_a_finite_timeout_refuses_longer_timers(django_ready: Any, uid: str) -> None:

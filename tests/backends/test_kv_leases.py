@@ -26,6 +26,7 @@ from triggers_backends.kv.due_index import (
     SLOT_BYTES,
     DueIndex,
     Hint,
+    SlotPositions,
     bucket_of,
     lines_of,
     parse_line,
@@ -557,6 +558,23 @@ def test_index_keys_stay_within_memcached_limits() -> None:
     assert len(longest) <= 250
 
 
+def test_a_directory_is_parsed_again_only_when_it_changed() -> None:
+    """Issue 24: a directory lists every pending slot; a sweep reuses the last parse of an
+    unchanged one and takes only the buckets it covers (bisection), never a stale list."""
+    positions = SlotPositions()
+    raw = b",100.0,99.1,101.0,99.0,bogus,"
+    first = positions.parsed("p:x:t:0", raw)
+    assert first.entries == ((99, 0), (99, 1), (100, 0), (101, 0))
+    assert first.bad == {"bogus"}
+    assert first.up_to(99) == ((99, 0), (99, 1))
+    assert first.up_to(100) == ((99, 0), (99, 1), (100, 0))
+    assert first.up_to(98) == ()
+    assert positions.parsed("p:x:t:0", bytes(raw)) is first  # equal bytes: the same parse
+    changed = positions.parsed("p:x:t:0", raw + b"100.1,")
+    assert changed.up_to(100) == ((99, 0), (99, 1), (100, 0), (100, 1))
+    assert positions.parsed("p:x:t:1", raw) is not first  # another directory: its own
+
+
 def test_two_tickers_race_on_a_thousand_due_timers() -> None:
     """Issue 24: 1,000 due timers in the sharded key-value index, two tickers at once:
     each fires exactly once."""
@@ -571,3 +589,19 @@ def test_two_tickers_race_on_a_thousand_due_timers() -> None:
             return KeyValueStorage(uid, AtomicDictClient(store), prefix=prefix)
 
     Race().test_two_tickers_racing_apply_each_timer_once(f"timer-{uuid.uuid4().hex}")
+
+
+def test_two_tickers_race_on_a_thousand_due_retry_cooldowns() -> None:
+    """Issue 24: 1,000 retries waiting for their cooldown in the sharded key-value index,
+    two tickers at once: each clone is scheduled exactly once."""
+    from triggers_core.testing.timer_contract import TimerContract
+
+    store, prefix = DictStore(), f"t{uuid.uuid4().hex[:8]}:"
+
+    class Race(TimerContract):
+        retry_race_sessions = 1000
+
+        def make_storage(self, uid: str) -> Storage:
+            return KeyValueStorage(uid, AtomicDictClient(store), prefix=prefix)
+
+    Race().test_two_tickers_racing_schedule_each_retry_once(f"retry-{uuid.uuid4().hex}")

@@ -107,3 +107,24 @@ def test_two_tickers_race_on_a_thousand_due_timers(sql_engine: sa.Engine) -> Non
         Race().test_two_tickers_racing_apply_each_timer_once(f"timer-{uuid.uuid4().hex}")
     finally:
         drop_schema(sql_engine, prefix)
+
+
+def test_two_tickers_race_on_a_thousand_due_retry_cooldowns(sql_engine: sa.Engine) -> None:
+    """Issue 24: 1,000 retries waiting for their cooldown, two tickers at once: each clone is
+    scheduled (and dispatched) exactly once."""
+    from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema, drop_schema
+    from triggers_core.testing.timer_contract import TimerContract
+
+    prefix = f"r{uuid.uuid4().hex[:12]}_"
+    create_schema(sql_engine, prefix)
+
+    class Race(TimerContract):
+        retry_race_sessions = 1000
+
+        def make_storage(self, uid: str) -> SQLAlchemyStorage:
+            return SQLAlchemyStorage(uid, sql_engine, table_prefix=prefix)
+
+    try:
+        Race().test_two_tickers_racing_schedule_each_retry_once(f"retry-{uuid.uuid4().hex}")
+    finally:
+        drop_schema(sql_engine, prefix)

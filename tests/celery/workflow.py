@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from triggers_core import Status, Storage, TriggerManager
+from triggers_core import Status, Storage, TaskInstance, TriggerManager
 
 CONFIG = {
     "t_createApplicant": {
@@ -52,15 +52,30 @@ CONFIG = {
 OPEN_STATUSES = (Status.SCHEDULED, Status.RUNNING)
 
 
-def settle(storage: Storage, timeout: float = 60.0) -> None:
-    """Poll until no instance is scheduled or running (cooldowns included)."""
+def _busy(instance: TaskInstance) -> bool:
+    if instance.status in OPEN_STATUSES:
+        return True
+    # A retry's clone waiting for its cooldown (a timer in the storage).
+    return instance.status is Status.UNSTARTED and "retryCooldown" in instance.metadata
+
+
+def settle(
+    storage: Storage, timeout: float = 60.0, *, tick: Callable[[], object] | None = None
+) -> None:
+    """Poll until no instance is scheduled, running or waiting for a retry's cooldown.
+
+    The store's clock (a worker's, or the in-process clock thread) fires the
+    cooldowns; where none runs (eager mode), ``tick`` applies what fell due.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        busy = [i.name for i in storage.get_unresolved_instances() if i.status in OPEN_STATUSES]
+        busy = [i.name for i in storage.get_unresolved_instances() if _busy(i)]
         if not busy:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"still scheduled/running after {timeout}s: {busy}")
+            raise AssertionError(f"still scheduled/running/cooling after {timeout}s: {busy}")
+        if tick is not None:
+            tick()
         time.sleep(0.05)
 
 

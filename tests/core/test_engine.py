@@ -106,7 +106,6 @@ def test_triggers_complete_in_any_order_and_schedule_the_instance() -> None:
             run="A",
             using=None,
             trigger_kwargs={"a": {"x": 1}, "b": {"y": 2}},
-            cooldown=None,
             depth=0,
         ),
         TriggerFired("a", ("t_a#0",)),
@@ -547,7 +546,7 @@ def test_only_running_instances_can_skip_themselves() -> None:
         engine.skip_self(scheduled_chain(), "t_a#0", now=NOW)
 
 
-def test_retry_fails_the_instance_and_schedules_a_clone_after_the_cooldown() -> None:
+def test_retry_fails_the_instance_and_its_clone_waits_for_the_cooldown_timer() -> None:
     state = running(scheduled_chain(), "t_a#0")
 
     t = engine.retry_self(state, "t_a#0", now=later(1), max_retries=3, cooldown=2.5)
@@ -563,16 +562,24 @@ def test_retry_fails_the_instance_and_schedules_a_clone_after_the_cooldown() -> 
         "failed",
         "replayed",
     }
-    assert clone.status is Status.SCHEDULED
+    # The cooldown is a durable timer of the unstarted clone, never a delayed dispatch.
+    assert clone.status is Status.UNSTARTED
+    assert clone.metadata["delayedUntil"] == (later(1) + timedelta(seconds=2.5)).isoformat()
+    assert clone.metadata["retryCooldown"] == 2.5
     assert clone.retries == 1
     assert clone.kwargs == old.kwargs == {"a": {"q": 2}}
     assert clone.metadata["parent"] == "t_a#0"
     assert clone.metadata["depth"] == 1
-    assert t.effects == (
-        ScheduleInstance("t_a#1", "t_a", "A", None, {"a": {"p": 1, "q": 2}}, cooldown=2.5, depth=1),
-        InstanceReplayed("t_a#0", "t_a#1"),
-    )
+    assert t.effects == (InstanceReplayed("t_a#0", "t_a#1"),)
     assert t.changed == {"t_a#0", "t_a#1"}
+    # Not yet due: nothing happens; at the due time it is scheduled, once.
+    assert not engine.advance(t.state, later(3.4)).commit
+    due = engine.advance(t.state, later(3.5))
+    assert due.state.instances["t_a#1"].status is Status.SCHEDULED
+    assert due.effects == (
+        ScheduleInstance("t_a#1", "t_a", "A", None, {"a": {"p": 1, "q": 2}}, depth=1),
+    )
+    assert not engine.advance(due.state, later(60)).commit
 
 
 def test_retry_with_replacement_kwargs_replaces_them_wholly() -> None:
@@ -623,13 +630,26 @@ def test_retry_with_a_bad_cooldown_is_rejected(cooldown: Any) -> None:
         )
 
 
-@pytest.mark.parametrize(("cooldown", "seconds"), [(0, 0.0), (2, 2.0), (86_400, 86_400.0)])
+@pytest.mark.parametrize(("cooldown", "seconds"), [(2, 2.0), (86_400, 86_400.0)])
 def test_retry_cooldown_range_is_inclusive(cooldown: float, seconds: float) -> None:
     t = engine.retry_self(
         running(scheduled_chain(), "t_a#0"), "t_a#0", now=NOW, max_retries=3, cooldown=cooldown
     )
-    (effect,) = [e for e in t.effects if isinstance(e, ScheduleInstance)]
-    assert effect.cooldown == seconds
+    clone = t.state.instances["t_a#1"]
+    assert clone.metadata["retryCooldown"] == seconds
+    assert clone.metadata["delayedUntil"] == (NOW + timedelta(seconds=seconds)).isoformat()
+
+
+@pytest.mark.parametrize("cooldown", [None, 0, 0.0])
+def test_retry_without_a_cooldown_schedules_the_clone_at_once(cooldown: float | None) -> None:
+    t = engine.retry_self(
+        running(scheduled_chain(), "t_a#0"), "t_a#0", now=NOW, max_retries=3, cooldown=cooldown
+    )
+    clone = t.state.instances["t_a#1"]
+    assert clone.status is Status.SCHEDULED
+    assert "delayedUntil" not in clone.metadata
+    assert "retryCooldown" not in clone.metadata
+    assert t.scheduled == ("t_a#1",)
 
 
 OPERATIONS = {

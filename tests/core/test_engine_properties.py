@@ -469,7 +469,17 @@ def check_transition(
     fired = [e for e in t.effects if isinstance(e, TriggerFired)]
     replayed = [e for e in t.effects if isinstance(e, InstanceReplayed)]
     if replayed:
-        assert [e.clone_name for e in replayed] == [e.instance_name for e in schedules]
+        # A clone is scheduled at once, or (a retry with a cooldown) waits on its timer.
+        cooling = {
+            e.clone_name
+            for e in replayed
+            if new.instances[e.clone_name].status is Status.UNSTARTED
+            and "retryCooldown" in new.instances[e.clone_name].metadata
+            and "delayedUntil" in new.instances[e.clone_name].metadata
+        }
+        assert [e.clone_name for e in replayed if e.clone_name not in cooling] == [
+            e.instance_name for e in schedules
+        ]
         for e in replayed:
             assert new.instances[e.instance_name].status is Status.REPLAYED
     if trigger is None:
@@ -484,7 +494,8 @@ def check_transition(
         for instance in new.instances_of(task.name):
             if instance.status is Status.UNSTARTED:
                 assert not (task.unless and task.unless_triggers <= instance.unless_fired)
-                assert not task.required_triggers <= instance.kwargs.keys()
+                if "delayedUntil" not in instance.metadata:  # else its timer schedules it
+                    assert not task.required_triggers <= instance.kwargs.keys()
             elif (
                 instance.status is Status.ABANDONED and old.instances.get(instance.name) != instance
             ):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 from triggers_core import engine
@@ -154,12 +155,33 @@ def test_redispatch_once_per_sighting() -> None:
         engine.redispatch(started, "t_a#0", now=at(70), since=NOW)
 
 
-def test_a_retry_cooldown_delays_the_dispatch_entry() -> None:
+def test_a_retry_cooldown_is_a_timer_entry_then_a_dispatch_entry() -> None:
     t = engine.retry_self(running(), "t_a#0", now=at(2), max_retries=3, cooldown=100, owner="run-1")
     clone = t.state.instances["t_a#1"]
-    assert due_of(clone) == Due(DueKind.DISPATCH, at(102))
-    again = engine.redispatch(t.state, "t_a#1", now=at(200), since=at(102)).state
-    assert due_of(again.instances["t_a#1"]) == Due(DueKind.DISPATCH, at(200))
+    assert due_of(clone) == Due(DueKind.TIMER, at(102))
+    assert t.due["t_a#1"] == Due(DueKind.TIMER, at(102))
+    fired = engine.advance(t.state, at(103))
+    # Scheduled when its timer fired: its message counts as lost a dispatch lease later
+    # (the cooldown is behind it, not added again).
+    assert fired.due == {"t_a#1": Due(DueKind.DISPATCH, at(103))}
+    assert "cooldown" not in fired.state.instances["t_a#1"].metadata
+
+
+def test_a_retry_scheduled_with_a_countdown_before_cooldowns_were_timers_still_runs() -> None:
+    # Stored by an earlier version: scheduled at once, its message published with a
+    # countdown, the cooldown in its metadata. The due index waits for the cooldown
+    # before counting the message as lost; the sweeper then dispatches it again, once.
+    t = engine.retry_self(running(), "t_a#0", now=at(2), max_retries=3, owner="run-1")
+    clone = t.state.instances["t_a#1"]
+    old = attrs.evolve(clone, metadata={**clone.metadata, "cooldown": 100})
+    state = attrs.evolve(t.state, instances={**t.state.instances, "t_a#1": old})
+    assert due_of(old) == Due(DueKind.DISPATCH, at(102))
+    again = engine.redispatch(state, "t_a#1", now=at(200), since=at(102))
+    assert again.scheduled == ("t_a#1",)
+    assert "cooldown" not in again.state.instances["t_a#1"].metadata
+    assert due_of(again.state.instances["t_a#1"]) == Due(DueKind.DISPATCH, at(200))
+    started = engine.mark_running(state, "t_a#1", now=at(102), lease=lease(start=102))
+    assert started.state.instances["t_a#1"].status is Status.RUNNING
 
 
 def test_fail_by_operator() -> None:

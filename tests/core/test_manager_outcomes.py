@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NoReturn
 
@@ -17,6 +18,7 @@ import pytest
 from triggers_core import (
     Status,
     TaskContext,
+    ThreadingTaskRunner,
     TriggerManager,
     TriggerTask,
     with_context,
@@ -187,11 +189,19 @@ def test_keyboard_interrupt_stops_the_caller(manager: TriggerManager) -> None:
     assert manager.storage["t_a#0"].status is Status.RUNNING
 
 
-def test_a_valid_cooldown_still_retries(manager: TriggerManager) -> None:
+def test_a_valid_cooldown_still_retries(
+    manager: TriggerManager, runner: ThreadingTaskRunner
+) -> None:
+    """On real time: the store's clock thread (every second) runs the retry when due."""
     configure(manager, RetryOnceTask.name)
     manager.fire("x")
     wait_for_tasks(manager)
     assert manager.storage["t_a#0"].status is Status.REPLAYED
+    deadline = time.monotonic() + 20
+    while manager.storage["t_a#1"].status is not Status.FINISHED:
+        assert time.monotonic() < deadline, manager.storage.debug_repr()
+        time.sleep(0.05)
+    runner.join_all()
     assert_instance_finished(manager, "t_a#1", {"retried": True})
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import pytest
@@ -11,7 +12,9 @@ import pytest
 from triggers_core import (
     InvalidKwargsError,
     MaxRetriesExceeded,
+    Storage,
     TaskContext,
+    ThreadingTaskRunner,
     TriggerManager,
     TriggerTask,
     UnknownTaskError,
@@ -23,8 +26,10 @@ from triggers_core.testing.assertions import (
     assert_instance_missing,
     assert_instance_replayed,
     assert_instance_skipped,
+    assert_instance_unstarted,
     assert_unresolved_instances,
 )
+from triggers_core.testing.clock import FakeClock
 from triggers_core.testing.sample_tasks import (
     PassThruTask,
     SelfRetryingTask,
@@ -123,7 +128,7 @@ class RetryWithDetailsTask(TriggerTask):
                 exc=with_context(TimeoutError("model timed out"), {"attempt": 1}),
                 metadata={"note": "first try"},
                 replacement_kwargs={"x": {"fallback": True}},
-                cooldown=0.01,
+                cooldown=30,
             )
         return {"kwargs": dict(context.trigger_kwargs), "retries": context.retries}
 
@@ -269,8 +274,12 @@ def test_self_retrying_task_beyond_max_retries(manager: TriggerManager) -> None:
 
 
 def test_retry_with_exception_metadata_replacement_kwargs_and_cooldown(
-    manager: TriggerManager,
+    storage_factory: Callable[[str], Storage], session_uid: str, runner: ThreadingTaskRunner
 ) -> None:
+    clock = FakeClock()
+    manager = TriggerManager(
+        storage_factory(session_uid), runners={"threading": runner}, clock=clock
+    )
     configure(manager, RetryWithDetailsTask.name)
     manager.fire("x", {"n": 1})
     first = assert_instance_replayed(manager, "t_a#0")
@@ -278,6 +287,13 @@ def test_retry_with_exception_metadata_replacement_kwargs_and_cooldown(
     assert first.metadata["exceptionContext"] == {"attempt": 1}
     assert first.metadata["note"] == "first try"
     assert "TimeoutError: model timed out" in first.metadata["exceptionInfo"]
+    # The cooldown is a timer in the storage: the clone waits, unstarted, until it is due.
+    waiting = assert_instance_unstarted(manager, "t_a#1")
+    assert waiting.metadata["delayedUntil"] == (clock.now + timedelta(seconds=30)).isoformat()
+    assert waiting.metadata["retryCooldown"] == 30
+    clock.advance("29s")
+    assert_instance_unstarted(manager, "t_a#1")
+    clock.advance("1s")
     second = assert_instance_finished(
         manager, "t_a#1", {"kwargs": {"x": {"fallback": True}}, "retries": 1}
     )

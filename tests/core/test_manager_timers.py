@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, ClassVar
 
-from triggers_core import TriggerManager, tick
+from triggers_core import TaskContext, TriggerManager, TriggerTask, tick
 from triggers_core.engine.state import Status
 from triggers_core.runtime.memory import MemoryStorage, MemoryStore
 from triggers_core.runtime.runners import ThreadingTaskRunner
@@ -67,6 +68,35 @@ def test_a_window_expires_by_itself_and_its_on_miss_task_runs(
     result = manager.storage["t_chase#0"].metadata["result"]["kwargs"]["late"]
     assert result["missing"] == ["paid"]
     assert result["instance"] == "t_pay#0"
+
+
+class RetryAfterASecondTask(TriggerTask):
+    """Asks to retry once, after a cooldown of one second."""
+
+    name: ClassVar[str] = "tests.core.timers.RetryAfterASecond"
+
+    def _run(self, context: TaskContext) -> Mapping[str, Any]:
+        if context.retries == 0:
+            self.retry(cooldown=1.0)
+        return {"retries": context.retries}
+
+
+def test_a_retry_cooldown_is_served_by_the_clock_thread(
+    manager: TriggerManager, runner: ThreadingTaskRunner
+) -> None:
+    """A one-second cooldown on real time: the retry runs about a second later (the store's
+    clock thread ticks every second), never earlier, and no thread sleeps meanwhile."""
+    manager.update_configuration({"t_try": {"after": ["go"], "run": RetryAfterASecondTask.name}})
+    manager.fire("go")
+    runner.join_all()  # the first run is done; nothing is dispatched during the cooldown
+    clone = assert_instance_unstarted(manager, "t_try#1")
+    due = datetime.fromisoformat(clone.metadata["delayedUntil"])
+    assert runner.pending == 0
+    wait_for(manager, "t_try#1", Status.FINISHED)
+    runner.join_all()
+    finished = assert_instance_finished(manager, "t_try#1", {"retries": 1})
+    started = datetime.fromisoformat(finished.metadata["timestamps"]["scheduled"])
+    assert due <= started < due + timedelta(seconds=2), (due, started)
 
 
 # -- a fixed clock: manager.advance ----------------------------------------------------

@@ -19,7 +19,8 @@ from triggers_core import (
     TriggerManager,
     TriggerTask,
 )
-from triggers_core.testing.assertions import assert_instance_finished
+from triggers_core.testing.assertions import assert_instance_finished, assert_instance_unstarted
+from triggers_core.testing.clock import FakeClock
 
 #: The threads that ran ThreadRecordingTask, in order.
 _threads: list[threading.Thread] = []
@@ -135,24 +136,26 @@ def test_a_task_waiting_for_another_task_never_starves_it() -> None:
     assert waited_for["ident"] != waiting.metadata["result"]["ident"]
 
 
-def test_a_sleeping_cooldown_does_not_hold_up_other_work() -> None:
+def test_a_retry_cooldown_holds_no_thread() -> None:
+    """The cooldown is a timer in the storage: no runner thread sleeps through it."""
     _waited_for_ran.clear()
     runner = ThreadingTaskRunner(keep_alive=60)
-    manager = make_manager(
-        runner,
+    clock = FakeClock()
+    storage = MemoryStorage(f"pool-{uuid.uuid4().hex}", MemoryStore())
+    manager = TriggerManager(storage, runners={"threading": runner}, clock=clock)
+    manager.update_configuration(
         {
             "t_retry": {"after": ["a"], "run": RetryThenWaitTask.name},
             "t_waited_for": {"after": ["b"], "run": WaitedForTask.name},
-        },
+        }
     )
     manager.fire("a")
-    deadline = time.monotonic() + 30
-    while "t_retry#1" not in manager.storage:  # the retry is scheduled: its cooldown runs
-        assert time.monotonic() < deadline, "the retry was never scheduled"
-        time.sleep(0.005)
-    # The retry sleeps, then waits for t_waited_for: had t_waited_for been queued behind
-    # the retry's thread, it could only run after the retry gave up waiting.
+    runner.join_all(timeout=5)  # returns at once: nothing runs during the cooldown
+    assert runner.pending == 0
+    assert_instance_unstarted(manager, "t_retry#1")
     manager.fire("b")
+    runner.join_all()
+    clock.advance(0.3)  # the cooldown ends: the retry is scheduled and runs
     runner.join_all()
     assert_instance_finished(manager, "t_retry#1", {"saw_b": True})
 

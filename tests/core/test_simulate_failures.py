@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from triggers_core import InvalidTransitionError, TriggerTask, with_context
 from triggers_core.engine.state import SessionState, Status
-from triggers_core.testing import Failure, ReplayFailed, SkipFailed, run_simulation, simulate
+from triggers_core.testing import (
+    Advance,
+    Failure,
+    ReplayFailed,
+    SkipFailed,
+    run_simulation,
+    simulate,
+)
 from triggers_core.testing.strategies import task_outcomes, workflows
 
 CHAIN = {"t_a": {"after": ["x"], "run": "A"}, "t_b": {"after": ["t_a"], "run": "B"}}
@@ -108,6 +115,24 @@ def test_a_result_function_can_skip_or_retry_like_a_task() -> None:
         "triggers_core.errors.MaxRetriesExceeded"
     )
     assert state.instances["t_c#0"].metadata["why"] == "nothing to do"
+
+
+def test_a_retry_cooldown_waits_for_an_advance_step() -> None:
+    task = _Task()
+
+    def results(name: str, kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+        if name == "t_a#0":
+            task.retry(cooldown=90)
+        return {}
+
+    config = {"t_a": {"after": ["x"], "run": "A"}}
+    waiting = run_simulation(config, ["x"], results=results)
+    assert waiting.ran == ("t_a#0",)
+    assert statuses(waiting.state) == {"t_a#0": "replayed", "t_a#1": "unstarted"}
+    assert run_simulation(config, ["x", Advance("89s")], results=results).ran == ("t_a#0",)
+    done = run_simulation(config, ["x", Advance("90s")], results=results)
+    assert done.ran == ("t_a#0", "t_a#1")
+    assert statuses(done.state) == {"t_a#0": "replayed", "t_a#1": "finished"}
 
 
 def test_replaying_an_instance_that_did_not_fail_is_refused() -> None:

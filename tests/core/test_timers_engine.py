@@ -345,6 +345,107 @@ def test_within_and_delay_together() -> None:
     assert engine.advance(state, at(7210)).scheduled == ("t_a#0",)
 
 
+# -- a retry's cooldown: the same durable timers ------------------------------------------
+
+RETRYING = {"t_try": {"after": ["go"], "unless": ["stop"], "run": "x"}}
+
+
+def retrying(config: dict[str, Any] = RETRYING, cooldown: float = 60) -> SessionState:
+    """``t_try#0`` ran (at 0) and asked to retry after ``cooldown`` seconds (at 5)."""
+    state = engine.fire(configured(config), "go", {"n": 1}, now=at(0)).state
+    state = engine.mark_running(state, "t_try#0", now=at(0)).state
+    return engine.retry_self(state, "t_try#0", now=at(5), max_retries=3, cooldown=cooldown).state
+
+
+def test_a_retry_cooldown_is_a_timer_that_schedules_the_clone_once() -> None:
+    state = retrying()
+    clone = state.instances["t_try#1"]
+    assert clone.status is Status.UNSTARTED
+    assert due_of(clone) == Due(DueKind.TIMER, at(65))
+    state = fire(state, "go", 10, n=2)  # a repeat fire neither starts nor moves it
+    assert state.instances["t_try#1"] == clone
+    assert engine.advance(state, at(64)).commit is False
+    t = engine.advance(state, at(65))
+    assert t.scheduled == ("t_try#1",)
+    assert t.effects[0] == ScheduleInstance(
+        "t_try#1", "t_try", "x", None, {"go": {"n": 1}}, depth=1
+    )
+    assert t.due == {"t_try#1": Due(DueKind.DISPATCH, at(65))}
+    assert engine.advance(t.state, at(10**6)).commit is False
+
+
+def test_an_unless_during_a_retry_cooldown_abandons_the_clone() -> None:
+    state = fire(retrying(), "stop", 30)
+    assert state.instances["t_try#1"].status is Status.ABANDONED
+    assert due_of(state.instances["t_try#1"]) is None
+    assert engine.advance(state, at(10**6)).commit is False
+
+
+def test_a_retry_cooldown_serves_no_delay_and_no_cascade_limit_again() -> None:
+    """The run that asked to retry passed its ``delay`` and cascade depth already."""
+    config = {"t_try": {"after": ["go"], "run": "x", "delay": "1h"}}
+    state = engine.fire(configured(config), "go", {}, now=at(0)).state
+    state = engine.advance(state, at(3600)).state
+    state = engine.mark_running(state, "t_try#0", now=at(3600)).state
+    state = engine.retry_self(state, "t_try#0", now=at(3600), max_retries=1, cooldown=10).state
+    assert engine.advance(state, at(3610)).scheduled == ("t_try#1",)
+    # Fed by a cascade (depth 1): a clock with a lower limit still runs the retry.
+    config = {"t_up": {"after": ["go"], "run": "x"}, "t_try": {"after": ["t_up"], "run": "x"}}
+    state = engine.fire(configured(config), "go", {}, now=at(0)).state
+    state = engine.mark_running(state, "t_up#0", now=at(0)).state
+    state = engine.finish(state, "t_up#0", {}, now=at(0)).state
+    state = engine.mark_running(state, "t_try#0", now=at(0)).state
+    state = engine.retry_self(state, "t_try#0", now=at(0), max_retries=1, cooldown=10).state
+    assert state.instances["t_try#1"].metadata["cascadeDepth"] == 1
+    assert engine.advance(state, at(10), max_cascade_depth=0).scheduled == ("t_try#1",)
+
+
+def test_an_and_every_fire_during_a_retry_cooldown_makes_a_new_instance_as_before() -> None:
+    config = {"t_try": {"after": ["go"], "andEvery": "tick", "run": "x"}}
+    state = fire(fire(configured(config), "go", 0), "tick", 0)
+    state = engine.mark_running(state, "t_try#0", now=at(0)).state
+    state = engine.retry_self(state, "t_try#0", now=at(5), max_retries=3, cooldown=60).state
+    t = engine.fire(state, "tick", {}, now=at(10))
+    assert t.scheduled == ("t_try#2",)  # the clone (#1) keeps waiting for its timer
+    assert t.state.instances["t_try#1"].status is Status.UNSTARTED
+
+
+def test_a_retry_cooldown_is_not_moved_by_a_configuration_change() -> None:
+    state = retrying()
+    state = engine.update_configuration(
+        state, {"t_try": {"after": ["go"], "run": "y", "delay": "2h"}}
+    ).state
+    assert due_of(state.instances["t_try#1"]) == Due(DueKind.TIMER, at(65))
+    t = engine.advance(state, at(65))
+    assert [(e.instance_name, e.run) for e in t.effects if isinstance(e, ScheduleInstance)] == [
+        ("t_try#1", "y")  # the current configuration runs it; its delay is not served again
+    ]
+
+
+def test_explain_and_inspect_say_when_a_retry_runs() -> None:
+    from triggers_core.cli._sessions import _timer, _timer_text
+    from triggers_core.tools.explain import explain
+
+    state = retrying()
+    explained = explain(state, "t_try#1", now=at(35))
+    assert explained.lines[-1] == (
+        f"  retrying at {at(65).isoformat()} (a cooldown of 60 s): "
+        f"scheduled in 30 s (at {at(65).isoformat()})"
+    )
+    assert explained.to_json()["retryCooldown"] == 60
+    assert explained.to_json()["delayedUntil"] == at(65).isoformat()
+    timer = _timer(explained, at(35))
+    assert timer == {"kind": "retry", "at": at(65).isoformat(), "inSeconds": 30.0}
+    assert _timer_text(timer).startswith(f"retrying at {at(65).isoformat()} (in ")
+    late = explain(state, "t_try#1", now=at(70))
+    assert late.lines[-1].endswith(
+        "due to be scheduled at " + at(65).isoformat() + " (applied at the next tick of the clock)"
+    )
+    assert _timer_text(_timer(late, at(70))) == (
+        f"retry cooldown ended at {at(65).isoformat()} (scheduled at the next tick)"
+    )
+
+
 # -- the due index and narrow scopes ----------------------------------------------------
 
 

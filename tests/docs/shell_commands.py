@@ -45,7 +45,7 @@ DISTRIBUTION = "celery-triggers"
 PUBLISHED = False
 #: Packages the docs tell a reader to install besides this project (tools, test
 #: libraries, a cache's client).
-TOOLS = {"nox", "pytest", "hypothesis", "redis", "django-redis", "opentelemetry-sdk"}
+TOOLS = {"nox", "pytest", "hypothesis", "redis", "django-redis", "opentelemetry-sdk", "httpx"}
 #: Programs that are servers: started in the background for the rest of the page.
 SERVER_PORTS = {"memcached": ("-p", 11211)}
 TIMEOUT = 120

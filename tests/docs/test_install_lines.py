@@ -57,6 +57,8 @@ MODULES = {
     "pytest": "pytest",
     "redis": "redis",
     "django_redis": "django-redis",
+    "httpx": "httpx",
+    "starlette.testclient": "httpx",
 }
 #: Storage URL schemes (with a driver, else the backend's) and the extra whose driver they open.
 SCHEMES = {

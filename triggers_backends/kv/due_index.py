@@ -57,13 +57,17 @@ its directory, then deleted. Why no hint is lost on the way:
 Costs: filing a commit's hints is two round trips (``gets``, ``cas``), five when
 it creates a slot (once per few dozen hints per shard and bucket); a sweep reads
 32 directories plus the slots of the buckets it covers, and each hint is judged
-until it is dropped or moved ahead. Lost index keys (memcached evicts them, or
+until it is dropped or moved ahead. A directory lists the future slots too (its
+size grows with the hints pending), so each process keeps the last parse of each
+directory and parses one again only when its value changed; the slots of the
+buckets covered are then found by bisection. Lost index keys (memcached evicts them, or
 restarts empty) lose only hints: see ``docs/storage.md`` for what the sweep still
 guarantees, and :meth:`~triggers_backends.kv.storage.KeyValueStorage.rebuild_due_index`.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 import zlib
@@ -199,6 +203,36 @@ def _parse_entry(entry: str) -> tuple[int, int] | None:
     return parsed if sep and parsed[1] >= 0 else None
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedDirectory:
+    """A directory's entries: the well-formed ones as ``(bucket, number)``, sorted, and the
+    malformed ones (to unregister)."""
+
+    entries: tuple[tuple[int, int], ...]
+    bad: frozenset[str]
+
+    def up_to(self, last: int) -> tuple[tuple[int, int], ...]:
+        """The entries of buckets up to ``last`` (a bisection: never the later ones)."""
+        return self.entries[: bisect.bisect_right(self.entries, (last, _NO_SLOT))]
+
+
+#: Above every slot number (a bisection bound).
+_NO_SLOT = 1 << 62
+
+
+def _parse_directory(raw: bytes) -> ParsedDirectory:
+    good: list[tuple[int, int]] = []
+    bad: set[str] = set()
+    for entry in _entries(raw):
+        parsed = _parse_entry(entry)
+        if parsed is None:
+            bad.add(entry)
+        else:
+            good.append(parsed)
+    good.sort()
+    return ParsedDirectory(tuple(good), frozenset(bad))
+
+
 def _chain_order(group: tuple[tuple[DueKind, int], object]) -> tuple[str, int]:
     return group[0][0].value, group[0][1]
 
@@ -232,15 +266,39 @@ class Slot:
 
 
 class SlotPositions:
-    """Per slot chain (kind, shard, bucket), the first slot worth trying; thread-safe.
+    """Per slot chain (kind, shard, bucket), the first slot worth trying, and the
+    directories as last parsed; thread-safe.
 
     Shared by every storage of one store in a process (:func:`positions_for`), so
-    a storage opened for one message does not walk the full slots again.
+    a storage opened for one message does not walk the full slots again, and a
+    sweep does not parse again a directory that did not change.
     """
 
     def __init__(self) -> None:
         self._first: dict[tuple[DueKind, int, int], int] = {}
         self._lock = threading.Lock()
+        #: directory key -> (its value as last read, that value parsed): see :meth:`parsed`.
+        self._directories: dict[str, tuple[bytes, ParsedDirectory]] = {}
+
+    def parsed(self, directory: str, raw: bytes) -> ParsedDirectory:
+        """``raw`` (the value of ``directory``) parsed: taken from the last read of the
+        same directory if its value is the same bytes, else parsed now (and kept).
+
+        A directory lists every slot of its kind and shard, the future ones too,
+        so parsing it costs in proportion to the timers pending; between two
+        sweeps it rarely changes (only when a slot is created or pruned), and
+        an equal value parses to an equal result.
+        """
+        with self._lock:
+            found = self._directories.get(directory)
+        if found is not None and found[0] == raw:
+            return found[1]
+        result = _parse_directory(raw)
+        with self._lock:
+            if len(self._directories) > 4 * SHARDS * len(_LETTER):
+                self._directories.clear()
+            self._directories[directory] = (raw, result)
+        return result
 
     def get(self, chain: tuple[DueKind, int, int]) -> int:
         with self._lock:
@@ -381,16 +439,11 @@ class DueIndex:
         directories = {shard: self.directory(kind, shard) for shard in range(SHARDS)}
         found = self.client.get_many(list(directories.values()))
         listed: list[tuple[int, int, int]] = []
-        bad: dict[str, set[str]] = {}
         for shard, directory in directories.items():
-            for entry in _entries(found.get(directory, b"")):
-                parsed = _parse_entry(entry)
-                if parsed is None:
-                    bad.setdefault(directory, set()).add(entry)
-                elif parsed[0] <= last:
-                    listed.append((parsed[0], shard, parsed[1]))
-        for directory, entries in bad.items():
-            self.unregister(directory, entries)
+            parsed = self.positions.parsed(directory, found.get(directory, b""))
+            listed.extend((bucket, shard, number) for bucket, number in parsed.up_to(last))
+            if parsed.bad:
+                self.unregister(directory, set(parsed.bad))
         listed.sort()
         start = 0
         while start < len(listed):

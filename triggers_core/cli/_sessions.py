@@ -127,11 +127,12 @@ def sessions(
 
 
 def _timer(explained: InstanceExplanation, now: datetime) -> dict[str, object] | None:
-    """The instance's timer (a delay, else an open window), as ``inspect`` shows it."""
+    """The instance's timer (a delay or a retry's cooldown, else an open window), as
+    ``inspect`` shows it."""
     if explained.status is not Status.UNSTARTED:
         return None
     kind, at = (
-        ("delay", explained.delayed_until)
+        ("delay" if explained.retry_cooldown is None else "retry", explained.delayed_until)
         if explained.delayed_until is not None
         else ("window", explained.deadline)
     )
@@ -145,6 +146,10 @@ def _timer_text(timer: dict[str, object] | None) -> str:
         return ""
     seconds, at = timer["inSeconds"], timer["at"]
     assert isinstance(seconds, float)
+    if timer["kind"] == "retry":
+        if seconds > 0:
+            return f"retrying at {at} (in {format_age(timedelta(seconds=seconds))})"
+        return f"retry cooldown ended at {at} (scheduled at the next tick)"
     if timer["kind"] == "delay":
         if seconds > 0:
             return f"delayed until {at} (in {format_age(timedelta(seconds=seconds))})"

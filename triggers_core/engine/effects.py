@@ -29,7 +29,9 @@ class ScheduleInstance:
     """Hand a ready instance to its runner.
 
     ``trigger_kwargs`` are already deep-merged with the task's ``withParams``;
-    ``cooldown`` (seconds) delays the start; ``depth`` counts replays.
+    ``depth`` counts replays. The runner starts it as soon as it can: a retry's
+    cooldown and a ``delay`` are served before, by a durable timer in the storage
+    (the instance is scheduled when its timer fires), never by the runner.
     """
 
     instance_name: str
@@ -37,7 +39,6 @@ class ScheduleInstance:
     run: str
     using: str | None
     trigger_kwargs: Mapping[str, Any]
-    cooldown: float | None = None
     depth: int = 0
 
 

@@ -19,8 +19,9 @@ visiting every session: one entry per instance that may need it, the
 * ``running`` with a lease -> ``LEASE`` at its expiry (renewals move the entry
   in the storage, not in the session);
 * ``unstarted`` with a timer (see :mod:`triggers_core.engine.timers`) -> ``TIMER``
-  at its due time: ``delayedUntil`` of a delayed ready instance, else the
-  ``deadline`` of its open ``within`` window;
+  at its due time: ``delayedUntil`` of a delayed ready instance or of a retry's
+  clone waiting for its cooldown, else the ``deadline`` of its open ``within``
+  window;
 * anything else -> no entry.
 
 Every transition reports, in :attr:`~triggers_core.engine.transition.Transition.due`,
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_MAX_LOST_RETRIES",
     "MAX_LEASE_SECONDS",
+    "RETRY_COOLDOWN",
     "WORKER_LOST_TYPE",
     "Due",
     "DueKind",
@@ -71,14 +73,20 @@ DEFAULT_DISPATCH_LEASE = 60.0
 DEFAULT_MAX_LOST_RETRIES = 3
 
 
+#: Metadata of a retry's clone that waits for its cooldown (the seconds asked for); its
+#: timer is ``delayedUntil``, as for a ``delay``.
+RETRY_COOLDOWN = "retryCooldown"
+
+
 class DueKind(enum.Enum):
     """Why an instance is in the due index."""
 
-    #: scheduled at ``at`` (plus its retry cooldown): lost if still scheduled a dispatch
-    #: lease later
+    #: scheduled at ``at`` (plus the ``cooldown`` of a retry stored before cooldowns were
+    #: timers): lost if still scheduled a dispatch lease later
     DISPATCH = "dispatch"
     LEASE = "lease"  #: running under a lease that expires at ``at``
-    #: unstarted with a timer due at ``at``: a ``within`` window closes or a ``delay`` ends
+    #: unstarted with a timer due at ``at``: a ``within`` window closes, a ``delay`` or a
+    #: retry's cooldown ends
     TIMER = "timer"
 
 
@@ -87,7 +95,7 @@ class Due:
     """An instance's entry in the due index."""
 
     kind: DueKind
-    #: DISPATCH: when it was scheduled (plus its cooldown); LEASE: when its lease
+    #: DISPATCH: when it was scheduled (plus an old retry's cooldown); LEASE: when its lease
     #: expires (as first taken).
     at: datetime
     #: LEASE: the owner token of the run that holds the lease.
@@ -173,6 +181,7 @@ def due_of(instance: TaskInstance) -> Due | None:
         since = parse_time(instance.metadata.get("timestamps", {}).get(Status.SCHEDULED.value))
         if since is None:
             return None
+        # A retry stored before cooldowns were timers was dispatched with a countdown.
         cooldown = instance.metadata.get("cooldown")
         if isinstance(cooldown, int | float) and not isinstance(cooldown, bool) and cooldown > 0:
             since += timedelta(seconds=min(float(cooldown), MAX_LEASE_SECONDS))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
@@ -11,6 +11,7 @@ import attrs
 from triggers_core.engine.effects import InstanceReplayed, InstanceSkipped, TriggerFired
 from triggers_core.engine.fire import apply_fire
 from triggers_core.engine.leases import (
+    RETRY_COOLDOWN,
     WORKER_LOST_TYPE,
     LostPolicy,
     due_of,
@@ -29,11 +30,12 @@ from triggers_core.engine.transition import (
     require,
     schedule,
     set_status,
+    timestamp,
 )
 from triggers_core.engine.values import to_json_mapping
 from triggers_core.errors import InvalidKwargsError, InvalidTransitionError
 
-__all__ = ["redispatch", "replay_clone", "replay_failed", "skip_failed", "take_over"]
+__all__ = ["cooling", "redispatch", "replay_clone", "replay_failed", "skip_failed", "take_over"]
 
 
 def replay_clone(
@@ -86,9 +88,26 @@ def replay_clone(
         {"replayedAs": clone_name} if actor is None else {"replayedAs": clone_name, "actor": actor}
     )
     b.put(set_status(instance, Status.REPLAYED, b.ts, **done))
-    schedule(b, task, clone, cooldown)
+    if cooldown:
+        b.put(cooling(b, clone, cooldown))
+    else:
+        schedule(b, task, clone)
     b.effects.append(InstanceReplayed(instance.name, clone_name))
     return clone_name
+
+
+def cooling(b: Builder, clone: TaskInstance, cooldown: float) -> TaskInstance:
+    """A retry's clone that waits ``cooldown`` seconds, unstarted, for its timer.
+
+    Like a ``delay`` (:mod:`triggers_core.engine.timers`): ``delayedUntil`` is
+    its due time (in the session state and the due index, so a restart loses
+    nothing), ``retryCooldown`` the seconds asked for. Meanwhile it records its
+    task's ``unless`` triggers and is abandoned when ``unless`` holds; when the
+    timer fires (``advance``) it is scheduled.
+    """
+    until = timestamp(b.now + timedelta(seconds=cooldown))
+    metadata = {**clone.metadata, "delayedUntil": until, RETRY_COOLDOWN: cooldown}
+    return attrs.evolve(clone, metadata=metadata)
 
 
 def replay_failed(
@@ -227,7 +246,8 @@ def redispatch(state: SessionState, name: str, *, now: datetime, since: datetime
     task = config_for(b, instance)
     count = instance.metadata.get("dispatches", 1)
     count = count if isinstance(count, int) and not isinstance(count, bool) else 1
-    # Its retry cooldown (if any) is over: the due index must not wait for it again.
+    # Its retry cooldown (if any; stored before cooldowns were timers) is over: the due
+    # index must not wait for it again.
     fresh = {k: v for k, v in instance.metadata.items() if k != "cooldown"}
     schedule(b, task, attrs.evolve(instance, metadata=fresh), dispatches=count + 1)
     return b.build()

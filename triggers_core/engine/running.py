@@ -206,6 +206,9 @@ def retry_self(
 ) -> Transition:
     """A running instance asked to retry: fail it and replay it after ``cooldown``.
 
+    Without a cooldown (None or 0) the clone is scheduled at once; with one it
+    waits unstarted for a durable timer (``delayedUntil``, see
+    :func:`~triggers_core.engine.recovery.cooling`), which ``advance`` applies.
     Once its retries reach ``max_retries`` it fails with ``MaxRetriesExceeded``.
     """
     b = Builder(state, now)

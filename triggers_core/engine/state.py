@@ -66,7 +66,8 @@ class TaskInstance:
     depending on the outcome, ``actualKwargs``, ``result``, ``exceptionType``,
     ``exceptionInfo``, ``exceptionContext``, ``logLevel``, ``parent``, ``depth``; with
     time conditions ``deadline`` (when its ``within`` window closes), ``delayedUntil``
-    (when a delayed ready instance is scheduled) and, once expired, ``missing``.
+    (when a delayed ready instance, or a retry's clone waiting for its cooldown, is
+    scheduled), ``retryCooldown`` (that cooldown's seconds) and, once expired, ``missing``.
     """
 
     name: str

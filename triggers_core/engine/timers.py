@@ -7,6 +7,11 @@ An unstarted instance can hold one timer (its entry in the due index is
   comes it is scheduled (or abandoned, should its ``unless`` hold; or failed,
   if it is deeper in cascades than allowed). Until then it records ``unless``
   fires like any waiting instance, and an ``unless`` that holds abandons it.
+* ``delayedUntil`` with ``retryCooldown``: it is the clone of a run that asked
+  to retry after a cooldown (:func:`~triggers_core.engine.recovery.cooling`).
+  When the time comes it is scheduled (or abandoned, should its ``unless``
+  hold), without the checks a first run passes (its ``delay`` was served and
+  its cascade depth allowed already).
 * ``deadline``: its ``within`` window is open. When the deadline passes
   before its ``after`` condition is met it *expires*
   (:func:`~triggers_core.engine.fire.expire`): ``expired``, its task's
@@ -27,7 +32,7 @@ from collections.abc import Collection
 from datetime import datetime
 
 from triggers_core.engine.fire import delayed, expire, missing_of, too_deep
-from triggers_core.engine.leases import timer_of
+from triggers_core.engine.leases import RETRY_COOLDOWN, timer_of
 from triggers_core.engine.scopes import Scope, Selector, fire_needs, task_of
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.engine.transition import (
@@ -70,6 +75,8 @@ def _apply(b: Builder, instance: TaskInstance) -> None:
     if "delayedUntil" in instance.metadata or task.is_ready(instance.kwargs):
         if task.unless and task.is_abandoned_by(instance.unless_fired):
             b.put(set_status(instance, Status.ABANDONED, b.ts))
+        elif RETRY_COOLDOWN in instance.metadata:
+            schedule(b, task, instance)  # a retry's cooldown ended
         elif cascade_depth_of(instance) > b.max_cascade_depth:
             b.put(too_deep(b, instance))
         elif "delayedUntil" not in instance.metadata and task.delay is not None:
@@ -91,7 +98,7 @@ def advance(
 
     With ``only``, just the timers of those instances (a sweeper that found
     them in the due index). Windows that closed expire (and fire their
-    ``onMiss``), delays that ended schedule their instances. A state with
+    ``onMiss``), delays and retry cooldowns that ended schedule their instances. A state with
     nothing due gives a transition that changes nothing (``commit`` False).
 
     Cost: one pass over the loaded instances, plus the fires of the ``onMiss``

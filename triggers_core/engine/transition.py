@@ -434,20 +434,12 @@ def failed_instance(
     return attrs.evolve(failed, log_level=level)
 
 
-def schedule(
-    b: Builder,
-    task: TaskConfig,
-    instance: TaskInstance,
-    cooldown: float | None = None,
-    **metadata: Any,
-) -> None:
-    """Make ``instance`` ``scheduled`` and hand it to its runner (after ``cooldown`` seconds).
+def schedule(b: Builder, task: TaskConfig, instance: TaskInstance, **metadata: Any) -> None:
+    """Make ``instance`` ``scheduled`` and hand it to its runner at once.
 
-    The cooldown is recorded (``cooldown``), so the due index does not take an
-    instance that waits for it for one whose message was lost.
+    (A retry's cooldown is a timer of the unstarted clone, see
+    :func:`triggers_core.engine.recovery.replay_clone`, never a delayed dispatch.)
     """
-    if cooldown:
-        metadata["cooldown"] = cooldown
     b.put(set_status(instance, Status.SCHEDULED, b.ts, **metadata))
     b.effects.append(
         ScheduleInstance(
@@ -456,7 +448,6 @@ def schedule(
             run=task.run,
             using=task.using,
             trigger_kwargs=task_kwargs(task, instance.kwargs),
-            cooldown=cooldown,
             depth=int(instance.metadata.get("depth", 0)),
         )
     )

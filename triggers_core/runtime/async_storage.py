@@ -26,9 +26,9 @@ from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.engine.sizes import DEFAULT_MAX_VALUE_BYTES
 from triggers_core.engine.state import SessionState
 from triggers_core.errors import UnsupportedOperationError
-from triggers_core.runtime.storage import DueRef, Snapshot, Version, check_uid
+from triggers_core.runtime.storage import DueRef, Snapshot, Storage, Version, check_uid
 
-__all__ = ["AsyncStorage"]
+__all__ = ["AsyncStorage", "NamedStorage"]
 
 
 class AsyncStorage(abc.ABC):
@@ -90,6 +90,27 @@ class AsyncStorage(abc.ABC):
         """A credential-free string naming this storage (see ``Storage.reference``)."""
         return None
 
+    def sync_twin(self) -> Storage:
+        """The synchronous storage of this session in the same store.
+
+        What a synchronous runner is handed with the synchronous manager (the
+        Celery runner publishes a message naming it; a worker rebuilds the
+        manager on the storage its configuration has under that reference). The
+        default is a :class:`NamedStorage`: it carries this storage's
+        :meth:`reference` (and so names the store in a message) but refuses
+        I/O, which is all a Celery runner that publishes needs. A storage with
+        a real twin (memory) returns it. Without a reference, refused.
+        """
+        reference = self.reference()
+        if reference is None:
+            raise UnsupportedOperationError(
+                "handing instances to a synchronous runner (Celery, threading)",
+                f"{self.backend_name}: {type(self).__qualname__}",
+                "it has no reference() naming its store for a worker; run its instances "
+                "with the in-process 'asyncio' runner",
+            )
+        return NamedStorage(self.uid, self.backend_name, reference)
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections (optional)."""
 
@@ -147,3 +168,40 @@ class AsyncStorage(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.uid!r}>"
+
+
+class NamedStorage(Storage):
+    """A synchronous storage that only names a store (for a task message); no I/O.
+
+    :meth:`AsyncStorage.sync_twin`'s default: a Celery runner reads its
+    ``backend_name``, ``uid`` and :meth:`reference`; anything that would read or
+    write the session raises :class:`UnsupportedOperationError` saying so
+    (an eager Celery app or the threading runner need a real synchronous storage).
+    """
+
+    def __init__(self, uid: str, backend_name: str, reference: str) -> None:
+        super().__init__(uid)
+        self.backend_name = backend_name  # type: ignore[misc]
+        self._reference = reference
+
+    def reference(self) -> str | None:
+        return self._reference
+
+    def _refuse(self) -> UnsupportedOperationError:
+        return UnsupportedOperationError(
+            "reading or writing a session synchronously",
+            f"{self.backend_name}: the name of an async storage's store",
+            "an async manager hands it to synchronous runners only to name the store in a "
+            "message; run the instance on a worker (or with the 'asyncio' runner)",
+        )
+
+    def load(self, scope: Scope | Selector = HEADER_ONLY) -> Snapshot:
+        raise self._refuse()
+
+    def load_full(self) -> Snapshot:
+        raise self._refuse()
+
+    def compare_and_swap(
+        self, expected: Version | None, state: SessionState, changes: Changes
+    ) -> Version:
+        raise self._refuse()

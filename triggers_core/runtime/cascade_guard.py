@@ -3,18 +3,19 @@
 A runner whose messages may arrive more than once (the Celery worker) asks the
 manager to guard each finish's cascade with a fire record under the
 instance's name (:func:`~triggers_core.engine.idempotency.cascade_key`).
-:func:`guards_cascades` tells whether the storage keeps fire records.
+:func:`guards_cascades_steps` tells whether the storage keeps fire records.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from triggers_core.errors import SchemaMissingError, UnsupportedOperationError
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER
-from triggers_core.runtime.storage import Storage
+from triggers_core.runtime.shell import Steps, StorageCall
 
-__all__ = ["guards_cascades"]
+__all__ = ["guards_cascades_steps"]
 
 lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
 
@@ -22,15 +23,17 @@ lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
 _UNGUARDED_WARNED: set[str] = set()
 
 
-def guards_cascades(storage: Storage, uid: str) -> bool:
+def guards_cascades_steps(storage: Any, uid: str) -> Steps[bool]:
     """True if ``storage`` keeps fire records, so a finish can record its cascade.
 
     A storage that keeps none (a third-party one) runs instances as before;
     one whose records are missing from its schema (SQL tables of an earlier
     version) too, with a warning (once per storage) saying how to add them.
+    (A shell-core generator: ``check_fire_keys`` is the storage's call, sync or
+    async.)
     """
     try:
-        storage.check_fire_keys()
+        yield StorageCall("check_fire_keys")
     except UnsupportedOperationError:
         return False
     except SchemaMissingError as exc:

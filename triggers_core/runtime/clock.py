@@ -1,6 +1,6 @@
 """The clock of a store: finding the timers that are due and applying each exactly once.
 
-Timers (``within`` deadlines, ``delay`` ends; see
+Timers (``within`` deadlines, ``delay`` and retry cooldown ends; see
 :mod:`triggers_core.engine.timers`) live in the session state and in the
 store's due index (kind ``TIMER``), so :func:`tick_store` finds the due ones
 with one read of the index: its cost grows with the number of timers due,
@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from triggers_core.engine.leases import DueKind
+from triggers_core.engine.leases import RETRY_COOLDOWN, DueKind
 from triggers_core.engine.state import Status
 from triggers_core.errors import InvalidTransitionError, UnknownInstanceError
 from triggers_core.runtime.ports import SessionManager
@@ -56,6 +56,8 @@ def _describe(manager: SessionManager, name: str, changed: frozenset[str]) -> st
         extra = f"; fired {fired!r}" if isinstance(fired, str) else ""
         return f"expired (window closed at {instance.metadata.get('deadline')}){extra}"
     if status is Status.SCHEDULED:
+        if RETRY_COOLDOWN in instance.metadata:
+            return "scheduled (its retry cooldown ended)"
         return "scheduled (its delay ended)"
     others = len(changed - {name})
     return f"{status.value}" + (f" ({others} other instances changed)" if others else "")

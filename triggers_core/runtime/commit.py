@@ -1,9 +1,12 @@
-"""The commit loop every manager operation runs: load, compute, compare-and-swap, retry.
+"""The blocking driver of the shell core, and the commit loop every manager operation runs.
 
-:func:`commit` loads what the operation's scope names, computes the pure
-transition, and compare-and-swaps the result; when another process wrote the
-session first (:class:`~triggers_core.errors.ConflictError`) it backs off
-(full jitter, growing) and starts over from a fresh load, up to
+:func:`drive` runs a generator of the shell core
+(:mod:`triggers_core.runtime.shell`) with blocking calls: the storage's
+methods, ``time.sleep``, the hooks, the runners. :func:`commit` loads what
+the operation's scope names, computes the pure transition, and
+compare-and-swaps the result; when another process wrote the session
+first (:class:`~triggers_core.errors.ConflictError`) it backs off (full
+jitter, growing) and starts over from a fresh load, up to
 ``policy.max_attempts`` times, then raises
 :class:`~triggers_core.errors.ConcurrencyError`. Threads of one process that
 share a storage object take turns (:attr:`Storage.commit_lock`) instead of
@@ -13,41 +16,60 @@ racing each other into conflicts; the wait for a turn is bounded by
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
-import attrs
-
+from triggers_core.engine.effects import ScheduleInstance
 from triggers_core.engine.scopes import HEADER_ONLY, Scope, Selector
 from triggers_core.engine.state import SessionState
 from triggers_core.engine.transition import Transition
-from triggers_core.errors import ConcurrencyError, ConflictError, UnknownInstanceError
-from triggers_core.runtime.observe import Observer, current
+from triggers_core.errors import ConcurrencyError
+from triggers_core.runtime.leases import KEEPER
+from triggers_core.runtime.observe import current
+from triggers_core.runtime.shell import (
+    Backoff,
+    CallHook,
+    CommitPolicy,
+    Dispatch,
+    Load,
+    Steps,
+    StorageCall,
+    Swap,
+    Turn,
+    commit_steps,
+)
+from triggers_core.runtime.shell_run import HoldLease, ReleaseLease, RunBody
 from triggers_core.runtime.storage import Storage
 
-__all__ = ["COMMIT_TURN_TIMEOUT", "CommitPolicy", "commit"]
+__all__ = ["COMMIT_TURN_TIMEOUT", "CommitPolicy", "SyncHost", "commit", "drive"]
+
+T = TypeVar("T")
 
 #: Seconds a commit waits for its turn among threads of this process writing one session.
 COMMIT_TURN_TIMEOUT = 60.0
 
 
-@attrs.frozen
-class CommitPolicy:
-    """How often to retry a conflicting commit, and how long to back off between tries."""
+_DEFAULT_POLICY = CommitPolicy()
 
-    #: Compare-and-swap attempts before :class:`ConcurrencyError`.
-    max_attempts: int = 100
-    #: Backoff between attempts: full jitter up to ``min(cap, base * 2**attempt)`` seconds.
-    backoff_base: float = 0.001
-    backoff_cap: float = 0.1
+
+class SyncHost(Protocol):
+    """What :func:`drive` asks of the synchronous manager beyond the storage."""
+
+    _sweeper_pending: bool
+
+    def _start_sweeper(self) -> None: ...
+
+    def get_runner(self, name: str | None = None) -> Any: ...
+
+    def now(self) -> Any: ...
 
 
 def commit(
     storage: Storage,
     compute: Callable[[SessionState], Transition],
     scope: Scope | Selector = HEADER_ONLY,
-    policy: CommitPolicy = CommitPolicy(),
+    policy: CommitPolicy = _DEFAULT_POLICY,
 ) -> Transition:
     """Load what ``scope`` names, compute, compare-and-swap; on conflict start over.
 
@@ -55,92 +77,93 @@ def commit(
     write. An :class:`UnknownInstanceError` from ``compute`` is raised again
     naming the session. An :mod:`observer <triggers_core.runtime.observe>` (if
     any) sees each load and compare-and-swap, each conflict, and the committed
-    transition with the state it was computed from.
+    transition with the state it was computed from. (The loop is
+    :func:`triggers_core.runtime.shell.commit_steps`, run by :func:`drive`.)
     """
-    observer = current()
-    if observer is not None:
-        return _observed(observer, storage, compute, scope, policy)
+    return drive(storage, commit_steps(storage, compute, scope, policy, current()))
+
+
+def drive(storage: Storage, steps: Steps[T], host: SyncHost | None = None) -> T:
+    """Run a shell generator to its end with blocking I/O; return what it returns.
+
+    Each request is done here and its result sent back (its error thrown in).
+    Threads sharing ``storage`` take turns (:attr:`Storage.commit_lock`, waiting
+    at most :data:`COMMIT_TURN_TIMEOUT`), given back as the shell core says
+    (:mod:`triggers_core.runtime.shell`). ``host`` (the manager) runs the hooks'
+    dispatches and starts its sweeper before its first commit.
+    """
     turn = storage.commit_lock
-    for attempt in range(policy.max_attempts):
-        if not turn.acquire(timeout=COMMIT_TURN_TIMEOUT):
-            raise ConcurrencyError(
-                f"waited {COMMIT_TURN_TIMEOUT:g}s for other threads committing to this session",
-                backend=storage.backend_name,
-                session=storage.uid,
-            )
-        try:
-            snapshot = storage.load(scope)
+    held = False
+    value: Any = None
+    error: BaseException | None = None
+    send = steps.send
+    try:
+        while True:
             try:
-                transition = compute(snapshot.state)
-            except UnknownInstanceError as exc:
-                raise UnknownInstanceError(exc.instance, storage.uid) from None
-            if transition.commit:  # else nothing changed (a duplicate fire)
-                storage.compare_and_swap(snapshot.version, transition.state, transition.changes)
-        except ConflictError:
-            pass  # another process wrote first: back off (without our turn), then retry
-        else:
-            return transition
-        finally:
-            turn.release()
-        time.sleep(random.uniform(0, min(policy.backoff_cap, policy.backoff_base * 2**attempt)))
-    raise _gave_up(storage, policy)
-
-
-def _gave_up(storage: Storage, policy: CommitPolicy) -> ConcurrencyError:
-    return ConcurrencyError(
-        f"gave up after {policy.max_attempts} conflicting attempts",
-        backend=storage.backend_name,
-        session=storage.uid,
-    )
-
-
-def _observed(
-    observer: Observer,
-    storage: Storage,
-    compute: Callable[[SessionState], Transition],
-    scope: Scope | Selector,
-    policy: CommitPolicy,
-) -> Transition:
-    """:func:`commit`, telling ``observer`` about each step (the same loop otherwise)."""
-    spans = observer.watches_storage
-    turn = storage.commit_lock
-    for attempt in range(policy.max_attempts):
-        if not turn.acquire(timeout=COMMIT_TURN_TIMEOUT):
-            raise ConcurrencyError(
-                f"waited {COMMIT_TURN_TIMEOUT:g}s for other threads committing to this session",
-                backend=storage.backend_name,
-                session=storage.uid,
-            )
-        try:
-            token = observer.load_begin(storage, attempt) if spans else None
+                if error is None:
+                    request = send(value)
+                else:
+                    request, error = steps.throw(error), None
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            value = None
+            kind = type(request)
+            if held and kind is not Swap and kind is not Load and kind is not Turn:
+                held = False  # the turn covers a load and its compare-and-swap, no more
+                turn.release()
             try:
-                snapshot = storage.load(scope)
+                if kind is Load:
+                    if request[1] and not held:
+                        if (host is not None and host._sweeper_pending) or not turn.acquire(
+                            blocking=False
+                        ):
+                            _take(storage, turn, host)
+                        held = True
+                    value = storage.load(request[0])
+                elif kind is Turn:
+                    if not held:
+                        _take(storage, turn, host)
+                        held = True
+                elif kind is Swap:
+                    value = storage.compare_and_swap(*request)
+                elif kind is CallHook:
+                    request[0](*request[1])
+                elif kind is Dispatch:
+                    effect: ScheduleInstance = request[0]
+                    assert host is not None, "dispatching needs the manager"
+                    host.get_runner(effect.using).dispatch(host, effect)
+                elif kind is Backoff:
+                    time.sleep(request.seconds)
+                elif kind is StorageCall:
+                    value = getattr(storage, request.method)(*request.args)
+                elif kind is RunBody:
+                    value = request.outcomes.run_task(*request.args)
+                elif kind is HoldLease:
+                    assert host is not None, "holding a lease needs the manager"
+                    name, owner, seconds = request.args
+                    value = KEEPER.hold(storage, name, owner, seconds, host.now)
+                elif kind is ReleaseLease:
+                    KEEPER.release(request.held)
+                else:
+                    raise TypeError(f"the shell asked for something unknown: {request!r}")
             except BaseException as exc:
-                if spans:
-                    observer.load_end(token, exc)
-                raise
-            if spans:
-                observer.load_end(token, None)
-            try:
-                transition = compute(snapshot.state)
-            except UnknownInstanceError as exc:
-                raise UnknownInstanceError(exc.instance, storage.uid) from None
-            if transition.commit:
-                token = observer.store_begin(storage, attempt) if spans else None
-                try:
-                    storage.compare_and_swap(snapshot.version, transition.state, transition.changes)
-                except BaseException as exc:
-                    if spans:
-                        observer.store_end(token, exc)
-                    raise
-                if spans:
-                    observer.store_end(token, None)
-                observer.committed(storage, snapshot.state, transition)
-        except ConflictError:
-            observer.conflict(storage, attempt)
-        else:
-            return transition
-        finally:
+                error = exc
+    finally:
+        if held:
             turn.release()
-        time.sleep(random.uniform(0, min(policy.backoff_cap, policy.backoff_base * 2**attempt)))
-    raise _gave_up(storage, policy)
+
+
+def _take(storage: Storage, turn: Any, host: SyncHost | None) -> None:
+    """Take the commit turn (starting the host's sweeper first, if it is pending).
+
+    (The free turn of the hot path is taken in :func:`drive` itself.)
+    """
+    if host is not None and host._sweeper_pending:
+        host._start_sweeper()
+    if not turn.acquire(timeout=COMMIT_TURN_TIMEOUT):
+        raise ConcurrencyError(
+            f"waited {COMMIT_TURN_TIMEOUT:g}s for other threads committing to this session",
+            backend=storage.backend_name,
+            session=storage.uid,
+        )

@@ -23,69 +23,36 @@ task inside ``dispatch``.
 from __future__ import annotations
 
 import logging
-import os
-import random
-import socket
 import threading
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
 
 from triggers_core import engine
-from triggers_core.engine.config import parse_configuration
-from triggers_core.engine.effects import (
-    InstanceReplayed,
-    InstanceSkipped,
-    ScheduleInstance,
-    TriggerFired,
-)
-from triggers_core.engine.idempotency import cascade_key, fire_key
 from triggers_core.engine.leases import (
     DEFAULT_DISPATCH_LEASE,
-    DEFAULT_LEASE_SECONDS,
-    Lease,
-    lease_owner,
-    run_key,
 )
 from triggers_core.engine.scopes import (
     HEADER_ONLY,
     Scope,
     Selector,
-    configuration_scope,
-    fire_scope,
-    instance_scope,
 )
-from triggers_core.engine.sizes import bounded_mapping, check_task_sizes, check_task_timers
-from triggers_core.engine.state import SessionState, Status, TaskInstance
+from triggers_core.engine.state import TaskInstance
 from triggers_core.engine.transition import Transition
 from triggers_core.errors import (
-    ConcurrencyError,
-    ConflictError,
-    DispatchError,
-    InvalidTransitionError,
     RegistryError,
-    SerializationError,
     StorageError,
-    UnsupportedOperationError,
 )
-from triggers_core.runtime.cascade_guard import guards_cascades
-from triggers_core.runtime.commit import CommitPolicy, commit
-from triggers_core.runtime.firing import FireResult, check_known
-from triggers_core.runtime.leases import KEEPER
+from triggers_core.runtime import shell
+from triggers_core.runtime.commit import drive
+from triggers_core.runtime.firing import FireResult
 from triggers_core.runtime.lifecycle import (
     LIFECYCLE_LOGGER,
-    log_outcome,
-    log_started,
-    log_transition,
 )
-from triggers_core.runtime.observe import current as observer
 from triggers_core.runtime.operator import OperatorActions
 from triggers_core.runtime.outcomes import (
-    NOT_THE_OUTCOME,
     Compute,
-    Outcomes,
     exception_type_name,
-    format_exception,
 )
 from triggers_core.runtime.ports import TaskRunner
 from triggers_core.runtime.recovery import (
@@ -97,16 +64,15 @@ from triggers_core.runtime.recovery import (
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.registry import Registry, open_storage
 from triggers_core.runtime.registry import runners as runner_registry
+from triggers_core.runtime.shell_run import keeps_leases_steps, run_instance_steps
 from triggers_core.runtime.storage import Storage
-from triggers_core.runtime.tasks import TaskContext, task_policy
 from triggers_core.runtime.transactional import fire_transactional
 
 __all__ = ["LIFECYCLE_LOGGER", "TriggerManager", "exception_type_name", "managers"]
 
-lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
+T = TypeVar("T")
 
-#: This host's name, as leases record it.
-_HOST = socket.gethostname()
+lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
 
 
 class TriggerManager(OperatorActions):
@@ -223,90 +189,17 @@ class TriggerManager(OperatorActions):
             return dict(self._runners)
 
     def _commit(self, compute: Compute, scope: Scope | Selector = HEADER_ONLY) -> Transition:
-        """Run the commit loop (:func:`~triggers_core.runtime.commit.commit`) on this session."""
-        if self._sweeper_pending:
-            self._start_sweeper()
-        policy = CommitPolicy(self.max_attempts, self.backoff_base, self.backoff_cap)
-        return commit(self.storage, compute, scope, policy)
+        """Run the commit loop (:func:`~triggers_core.runtime.shell.commit`) on this session."""
+        return drive(self.storage, shell.commit(self, compute, scope), self)
 
     def _perform(self, transition: Transition) -> None:
-        """Log the committed transition, call its hooks, then dispatch what it scheduled.
+        """Log the committed transition, call its hooks, then dispatch what it scheduled
+        (:func:`~triggers_core.runtime.shell.perform`)."""
+        drive(self.storage, shell.perform(self, transition), self)
 
-        The hooks see the instances as committed (scheduled instances are
-        ``scheduled``). Dispatching happens even if a hook raises: the state is
-        stored, so the work must not be stranded. A runner that refuses an
-        instance gets it marked ``failed`` and the call raises
-        :class:`~triggers_core.errors.DispatchError` (after a hook's error, if
-        both happened, with the hook's error as its context).
-        """
-        log_transition(lifecycle, self.uid, transition)
-        try:
-            self._call_hooks(transition)
-        finally:
-            self._dispatch(transition)
-
-    def _call_hooks(self, transition: Transition) -> None:
-        instances = transition.state.instances
-        for effect in transition.effects:
-            if isinstance(effect, TriggerFired):
-                self._post_fire(effect.trigger_name, [instances[n] for n in effect.scheduled])
-            elif isinstance(effect, InstanceReplayed):
-                self._post_replay(instances[effect.instance_name])
-            elif isinstance(effect, InstanceSkipped):
-                self._post_skip(instances[effect.instance_name], effect.cascade)
-
-    def _dispatch(self, transition: Transition) -> None:
-        failures: list[tuple[str, BaseException]] = []
-        for effect in transition.effects:
-            if isinstance(effect, ScheduleInstance):
-                try:
-                    self._dispatch_one(effect)
-                except Exception as exc:
-                    failures.append((effect.instance_name, exc))
-                    self._record_dispatch_failure(effect, exc)
-        if failures:
-            raise DispatchError(failures) from failures[0][1]
-
-    def _dispatch_one(self, effect: ScheduleInstance) -> None:
-        watcher = observer()
-        if watcher is None or not watcher.watches_dispatch:
-            self.get_runner(effect.using).dispatch(self, effect)
-            return
-        token = watcher.dispatch_begin(self.uid, effect)
-        try:
-            self.get_runner(effect.using).dispatch(self, effect)
-        except BaseException as exc:
-            watcher.dispatch_end(token, exc)
-            raise
-        watcher.dispatch_end(token, None)
-
-    def _record_dispatch_failure(
-        self, effect: ScheduleInstance, exc: BaseException
-    ) -> TaskInstance | None:
-        name = effect.instance_name
-        lifecycle.error(
-            "could not dispatch %s of session %r: %s",
-            name,
-            self.uid,
-            exc,
-            exc_info=exc,
-            extra={"session": self.uid, "instance": name, "status": Status.FAILED.value},
-        )
-        try:
-            transition = self._commit(
-                lambda s: engine.fail(
-                    s,
-                    name,
-                    now=self.now(),
-                    exception_type=exception_type_name(exc),
-                    exception_info=format_exception(exc),
-                    exception_context={"dispatch": effect.using or self.default_runner},
-                ),
-                instance_scope(name, cascade=False),
-            )
-        except InvalidTransitionError:
-            return None  # it already moved on (e.g. a worker picked it up)
-        return transition.state.instances[name]
+    def _drive(self, steps: shell.Steps[T]) -> T:
+        """Run an operation of the shell core with blocking I/O (see :func:`drive`)."""
+        return drive(self.storage, steps, self)
 
     # -- public API ---------------------------------------------------------------
 
@@ -317,11 +210,7 @@ class TriggerManager(OperatorActions):
         problem; nothing is stored then. A ``using`` directive must name a
         runner of the runner registry or one given to this manager.
         """
-        known_runners = {*runner_registry.names(), *self.runners}
-        parsed = parse_configuration(config, runners=known_runners)  # once, before any I/O
-        check_task_sizes(parsed, self.storage.max_value_bytes)
-        check_task_timers(parsed, self.storage.max_timer_seconds, "the storage's timeout")
-        self._commit(lambda s: engine.update_configuration(s, parsed), configuration_scope(parsed))
+        drive(self.storage, shell.update_configuration_steps(self, config), self)
 
     def fire(
         self,
@@ -396,52 +285,8 @@ class TriggerManager(OperatorActions):
                 idempotency_key=idempotency_key,
                 strict=strict,
             )
-        watcher = observer()
-        if watcher is None:
-            return self._fire(trigger_name, trigger_kwargs, idempotency_key, strict)
-        token = watcher.fire_begin(self.storage, trigger_name)
-        try:
-            result = self._fire(trigger_name, trigger_kwargs, idempotency_key, strict)
-        except BaseException as exc:
-            watcher.fire_end(token, 0, False, exc)
-            raise
-        watcher.fire_end(token, len(result.scheduled), result.duplicate, None)
-        return result
-
-    def _fire(
-        self,
-        trigger_name: str,
-        trigger_kwargs: Mapping[str, Any] | None,
-        idempotency_key: str | None,
-        strict: bool,
-    ) -> FireResult:
-        # Checked once, before any I/O; every attempt of the commit loop reuses them.
-        name = engine.check_trigger_name(trigger_name)
-        kwargs = bounded_mapping(trigger_kwargs, "trigger_kwargs", self.storage.max_value_bytes)
-        key = None if idempotency_key is None else fire_key(name, idempotency_key)
-        if key is not None:
-            self.storage.check_fire_keys()
-
-        def compute(state: SessionState) -> Transition:
-            if strict:
-                check_known(state.tasks, name, self.uid, strict=True)
-            return engine.fire_checked(state, name, kwargs, now=self.now(), key=key)
-
-        transition = self._commit(compute, fire_scope(name, key))
-        if not strict:
-            check_known(transition.state.tasks, name, self.uid, strict=False)
-        self._perform(transition)
-        duplicate = None if transition.commit else transition.duplicate
-        if duplicate is not None:
-            return FireResult(self._stored(duplicate.scheduled), duplicate=True)
-        return FireResult([transition.state.instances[n] for n in transition.scheduled])
-
-    def _stored(self, names: tuple[str, ...]) -> list[TaskInstance]:
-        """The instances ``names`` as stored now, in that order."""
-        if not names:
-            return []
-        found = self.storage.load(Scope(names=frozenset(names))).state.instances
-        return [found[name] for name in names if name in found]
+        steps = shell.fire_steps(self, trigger_name, trigger_kwargs, idempotency_key, strict)
+        return drive(self.storage, steps, self)
 
     # -- running instances (called by runners) -----------------------------------
 
@@ -478,188 +323,12 @@ class TriggerManager(OperatorActions):
         says so, once per storage) the instance runs unguarded, protected as
         always by its status.
         """
-        watcher = observer()
-        if watcher is None:
-            return self._run(instance_name, on_started, guard_cascade, worker)
-        token = watcher.run_begin(self.uid, instance_name)
-        try:
-            outcome = self._run(instance_name, on_started, guard_cascade, worker)
-        except BaseException as exc:
-            watcher.run_end(token, None, exc)
-            raise
-        watcher.run_end(token, outcome, None)
-        return outcome
-
-    def _run(
-        self,
-        name: str,
-        on_started: Callable[[TaskInstance], None] | None,
-        guard_cascade: bool,
-        worker: Mapping[str, Any] | None,
-    ) -> TaskInstance | None:
-        guard = guard_cascade and self._guards_cascades()
-        leased = self._keeps_leases()
-
-        def start(state: SessionState) -> Transition:
-            lease = None
-            if leased:
-                found = state.instances.get(name)
-                task = state.tasks.get(found.task_name) if found is not None else None
-                seconds = task_policy(task.run).lease_seconds if task is not None else None
-                lease = self._new_lease(seconds, worker)
-            return engine.mark_running(state, name, now=self.now(), lease=lease)
-
-        try:
-            started = self._commit(start, instance_scope(name, cascade=False))
-        except InvalidTransitionError as exc:
-            lifecycle.warning(
-                "not running %s in session %r: %s",
-                name,
-                self.uid,
-                exc,
-                extra={"session": self.uid, "instance": name, "status": exc.status},
-            )
-            return None
-        instance = started.state.instances[name]
-        owner = lease_owner(instance) if leased else None
-        held = None
-        if owner is not None:
-            seconds = instance.metadata.get("leaseSeconds", DEFAULT_LEASE_SECONDS)
-            held = KEEPER.hold(self.storage, name, owner, float(seconds), self.now)
-        try:
-            return self._run_started(instance, started, on_started, guard, owner)
-        finally:
-            if held is not None:
-                KEEPER.release(held)
-
-    def _run_started(
-        self,
-        instance: TaskInstance,
-        started: Transition,
-        on_started: Callable[[TaskInstance], None] | None,
-        guard: bool,
-        owner: str | None,
-    ) -> TaskInstance | None:
-        name = instance.name
-        log_started(lifecycle, self.uid, instance)
-        if on_started is not None:
-            on_started(instance)
-        config = started.state.tasks[instance.task_name]
-        context = TaskContext(
-            self,
-            trigger_kwargs=instance.metadata.get("actualKwargs", {}),
-            instance_name=name,
-            retries=instance.retries,
-            logger=logging.getLogger(f"triggers.tasks.{config.run}"),
-            run_key=f"{self.uid}#{run_key(instance)}",
-        )
-        key = cascade_key(instance.task_name, name) if guard else None
-        outcomes = Outcomes(
-            self.uid,
-            self.now,
-            self.max_cascade_depth,
-            owner,
-            max_value_bytes=self.storage.max_value_bytes,
-        )
-        scope = instance_scope(name, cascade=True, guard=key)
-        try:
-            try:
-                compute = outcomes.run_task(name, config.run, context, key is not None)
-                transition = self._commit(compute, scope)
-            except (StorageError, SerializationError) as exc:
-                if isinstance(exc, ConflictError | ConcurrencyError):
-                    raise
-                transition = self._unwritable(config.run, exc, outcomes, context, (compute, scope))
-            except NOT_THE_OUTCOME:
-                raise  # the storage or the instance, not the task's outcome: nothing to record
-            except Exception as exc:
-                # Second line of defence: run_task validates what it can before the
-                # commit, but whatever the engine still refuses must not leave the
-                # instance running.
-                detail = f"{config.run}: its outcome could not be recorded: {exc}"
-                compute = outcomes.failure(name, exc, detail, context)
-                transition = self._commit(compute, instance_scope(name, cascade=False))
-        except InvalidTransitionError as exc:
-            if owner is None:
-                raise
-            lifecycle.warning(
-                "the outcome of %s in session %r was not recorded: %s",
-                name,
-                self.uid,
-                exc,
-                extra={"session": self.uid, "instance": name, "status": exc.status},
-            )
-            return None
-        log_outcome(lifecycle, self.uid, transition.state.instances[name])
-        watcher = observer()
-        if watcher is None or not transition.effects:
-            self._perform(transition)
-            return transition.state.instances[name]
-        token = watcher.cascade_begin(self.uid, transition)
-        try:
-            self._perform(transition)
-        except BaseException as exc:
-            watcher.cascade_end(token, exc)
-            raise
-        watcher.cascade_end(token, None)
-        return transition.state.instances[name]
-
-    def _unwritable(
-        self,
-        run: str,
-        exc: StorageError | SerializationError,
-        outcomes: Outcomes,
-        context: TaskContext,
-        outcome: tuple[Callable[[SessionState], Transition], Scope | Selector],
-    ) -> Transition:
-        """The storage did not store an instance's outcome (``compute``): try once more
-        (a passing fault, such as a dropped connection), then, if it is refused again (a
-        row over the database's packet limit, a value it cannot hold), end the instance
-        ``failed`` with that reason, so that it is never left ``running``. If the storage
-        refuses that too (it is down), the error is raised as before (the lease, if any,
-        then ends the run). Costs one more write of the outcome."""
-        try:
-            return self._commit(*outcome)
-        except (StorageError, SerializationError) as again:
-            if isinstance(again, ConflictError | ConcurrencyError):
-                raise
-            exc = again
-        name = context.instance_name
-        detail = f"{run}: its outcome could not be written to the storage: {exc}"
-        failure = outcomes.failure(name, exc, detail, context)
-        try:
-            return self._commit(failure, instance_scope(name, cascade=False))
-        except Exception as second:
-            raise exc from second
+        steps = run_instance_steps(self, instance_name, on_started, guard_cascade, worker)
+        return drive(self.storage, steps, self)
 
     def _keeps_leases(self) -> bool:
         """True if the storage keeps leases (checked once per manager)."""
-        keeps = self.__dict__.get("_leases")
-        if keeps is None:
-            try:
-                self.storage.check_leases()
-            except UnsupportedOperationError:
-                keeps = False
-            else:
-                keeps = True
-            self.__dict__["_leases"] = keeps
-        return bool(keeps)
-
-    def _new_lease(self, seconds: float | None, worker: Mapping[str, Any] | None) -> Lease:
-        """A lease for a run starting now: a fresh owner token, this process as the worker."""
-        length = DEFAULT_LEASE_SECONDS if seconds is None else seconds
-        return Lease(
-            # 128 random bits from the process's generator (seeded from the OS, and again
-            # in every forked child): unique per run, without a system call per instance.
-            owner=f"{random.getrandbits(128):032x}",
-            expires=self.now() + timedelta(seconds=length),
-            seconds=length,
-            worker={"host": _HOST, "pid": os.getpid(), **(worker or {})},
-        )
-
-    def _guards_cascades(self) -> bool:
-        """True if the storage keeps fire records (:func:`.cascade_guard.guards_cascades`)."""
-        return guards_cascades(self.storage, self.uid)
+        return drive(self.storage, keeps_leases_steps(self))
 
     # -- hooks --------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ attempt recomputed after a storage conflict never counts). Durations come from
 the same timestamps (the clock of the process that committed them):
 ``triggers_task_duration_seconds`` from ``running`` to the status the run's
 outcome left (``replayed`` for a retry), ``triggers_schedule_to_start_seconds``
-from ``scheduled`` to ``running`` (queueing, plus any retry cooldown).
+from ``scheduled`` to ``running`` (queueing; a retry's cooldown is served before
+the clone is scheduled, so it does not count).
 
 Label values are bounded: a trigger is its own label only if the session's
 configuration uses it, else ``"other"``; task names come from configurations;
@@ -131,7 +132,7 @@ TASK_DURATION = MetricSpec(
 )
 SCHEDULE_TO_START = MetricSpec(
     "triggers_schedule_to_start_seconds",
-    "From scheduled to running (queueing delay and retry cooldown)",
+    "From scheduled to running (queueing delay)",
     ["task"],
     _LONG,
 )

@@ -2,36 +2,31 @@
 
 :class:`OperatorActions` is the part of
 :class:`~triggers_core.runtime.manager.TriggerManager` that acts on one
-instance by name, each action one commit through the manager's loop. Actions
-a person asks for take an ``actor`` (a user name, ``"cli"``, ``"web:alice"``),
-recorded in the instance's metadata and in a lifecycle log record
-(:func:`~triggers_core.runtime.lifecycle.log_action`).
+instance by name, each action one commit through the manager's loop. The
+decisions are the shell core's (:mod:`triggers_core.runtime.operator_steps`,
+shared with the asynchronous manager); this class drives them with blocking
+I/O. Actions a person asks for take an ``actor`` (a user name, ``"cli"``,
+``"web:alice"``), recorded in the instance's metadata and in a lifecycle log
+record (:func:`~triggers_core.runtime.lifecycle.log_action`).
 """
 
 from __future__ import annotations
 
 import abc
-import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from triggers_core import engine
-from triggers_core.engine.leases import LostPolicy
-from triggers_core.engine.names import name_problem
-from triggers_core.engine.scopes import HEADER_ONLY, Scope, Selector, instance_scope
-from triggers_core.engine.sizes import bounded_mapping
-from triggers_core.engine.state import SessionState, Status, TaskInstance
+from triggers_core.engine.state import Status, TaskInstance
 from triggers_core.engine.transition import Transition
-from triggers_core.errors import InvalidTransitionError
-from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER, log_action
-from triggers_core.runtime.outcomes import Compute, exception_type_name, format_exception
+from triggers_core.runtime import operator_steps as steps
+from triggers_core.runtime.operator_steps import check_actor, instance_name_of
+from triggers_core.runtime.shell import ShellHost, Steps
 from triggers_core.runtime.storage import Storage
-from triggers_core.runtime.tasks import task_policy
 
 __all__ = ["OperatorActions", "check_actor", "instance_name_of"]
 
-lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
+T = TypeVar("T")
 
 
 class OperatorActions(abc.ABC):
@@ -50,23 +45,13 @@ class OperatorActions(abc.ABC):
         """The manager's clock."""
 
     @abc.abstractmethod
-    def _commit(self, compute: Compute, scope: Scope | Selector = HEADER_ONLY) -> Transition:
-        """The manager's commit loop."""
+    def _drive(self, steps: Steps[T]) -> T:
+        """Run an operation of the shell core with blocking I/O."""
 
-    @abc.abstractmethod
-    def _perform(self, transition: Transition) -> None:
-        """Log, call the hooks, dispatch (after the commit)."""
-
-    def _bounded(self, value: Mapping[str, Any] | None, path: str) -> dict[str, Any] | None:
-        """``value`` checked against the storage's value limits once, before any I/O."""
-        if value is None:
-            return None
-        return bounded_mapping(value, path, self.storage.max_value_bytes)
-
-    def _acted(self, action: str, name: str, actor: str | None, transition: Transition) -> None:
-        if actor is not None:
-            status = transition.state.instances[name].status.value
-            log_action(lifecycle, self.uid, action, instance=name, actor=actor, status=status)
+    @property
+    def _host(self) -> ShellHost:
+        """This manager as the shell core sees it (the manager class is one)."""
+        return cast(ShellHost, self)
 
     def replay_failed_instance(
         self,
@@ -80,16 +65,11 @@ class OperatorActions(abc.ABC):
         ``actor`` (who asked: a user name, ``"cli"``...) is recorded in the
         replayed instance's metadata and in the lifecycle log.
         """
-        name = instance_name_of(failed_instance)
-        who = check_actor(actor)
-        replacement = self._bounded(replacement_kwargs, "replacement_kwargs")
-        transition = self._commit(
-            lambda s: engine.replay_failed(s, name, replacement, now=self.now(), actor=who),
-            instance_scope(name, cascade=False),
+        return self._drive(
+            steps.replay_failed_instance(
+                self._host, failed_instance, replacement_kwargs, actor=actor
+            )
         )
-        self._acted("replayed", name, who, transition)
-        self._perform(transition)
-        return transition.state.instances[transition.scheduled[0]]
 
     def skip_failed_instance(
         self,
@@ -103,24 +83,9 @@ class OperatorActions(abc.ABC):
 
         ``actor`` (who asked) is recorded in its metadata and the lifecycle log.
         """
-        name = instance_name_of(failed_instance)
-        who = check_actor(actor)
-        data = self._bounded(result, "result")
-        transition = self._commit(
-            lambda s: engine.skip_failed(
-                s,
-                name,
-                now=self.now(),
-                cascade=cascade,
-                result=data,
-                max_cascade_depth=self.max_cascade_depth,
-                actor=who,
-            ),
-            instance_scope(name, cascade=cascade),
+        return self._drive(
+            steps.skip_failed_instance(self._host, failed_instance, cascade, result, actor=actor)
         )
-        self._acted("skipped", name, who, transition)
-        self._perform(transition)
-        return transition.state.instances[name]
 
     def update_instance_status(
         self,
@@ -136,48 +101,21 @@ class OperatorActions(abc.ABC):
 
         ``actor`` (who asked) is recorded in its metadata and the lifecycle log.
         """
-        name = instance_name_of(task_instance)
-        who = check_actor(actor)
-        extra = self._bounded(metadata, "metadata")
-        extra = extra if who is None else {**(extra or {}), "actor": who}
-        data = self._bounded(cascade_kwargs, "cascade_kwargs")
-        transition = self._commit(
-            lambda s: engine.update_status(
-                s,
-                name,
-                status,
-                now=self.now(),
-                metadata=extra,
-                cascade=cascade,
-                cascade_kwargs=data,
-                max_cascade_depth=self.max_cascade_depth,
-            ),
-            instance_scope(name, cascade=cascade),
+        return self._drive(
+            steps.update_instance_status(
+                self._host, task_instance, status, metadata, cascade, cascade_kwargs, actor=actor
+            )
         )
-        self._acted("set to a status", name, who, transition)
-        self._perform(transition)
-        return transition.state.instances[name]
 
     def update_instance_metadata(
         self, task_instance: str | TaskInstance, metadata: Mapping[str, Any]
     ) -> TaskInstance:
         """Merge ``metadata`` into an instance's metadata (bumps ``lastModified``)."""
-        name = instance_name_of(task_instance)
-        extra = bounded_mapping(metadata, "metadata", self.storage.max_value_bytes)
-        transition = self._commit(
-            lambda s: engine.update_metadata(s, name, extra, now=self.now()),
-            instance_scope(name, cascade=False),
-        )
-        return transition.state.instances[name]
+        return self._drive(steps.update_instance_metadata(self._host, task_instance, metadata))
 
     def mark_instance_logs_resolved(self, task_instance: str | TaskInstance) -> TaskInstance:
         """Acknowledge an instance's ERROR logs."""
-        name = instance_name_of(task_instance)
-        transition = self._commit(
-            lambda s: engine.mark_logs_resolved(s, name, now=self.now()),
-            instance_scope(name, cascade=False),
-        )
-        return transition.state.instances[name]
+        return self._drive(steps.mark_instance_logs_resolved(self._host, task_instance))
 
     def fail_instance(
         self,
@@ -195,15 +133,7 @@ class OperatorActions(abc.ABC):
         or resolved instance raises
         :class:`~triggers_core.errors.InvalidTransitionError` saying why.
         """
-        name = instance_name_of(task_instance)
-        who = check_actor(actor)
-        transition = self._commit(
-            lambda s: engine.fail_by_operator(s, name, now=self.now(), reason=reason, actor=who),
-            instance_scope(name, cascade=False),
-        )
-        self._acted("failed", name, who, transition)
-        self._perform(transition)
-        return transition.state.instances[name]
+        return self._drive(steps.fail_instance(self._host, task_instance, reason, actor=actor))
 
     def take_over_instance(self, task_instance: str | TaskInstance, owner: str) -> TaskInstance:
         """Fail a lost instance (its run ``owner``'s lease expired) and replay it per policy.
@@ -217,17 +147,7 @@ class OperatorActions(abc.ABC):
         :class:`~triggers_core.errors.InvalidTransitionError` if it is no longer
         running under that owner.
         """
-        name = instance_name_of(task_instance)
-
-        def compute(state: SessionState) -> Transition:
-            found = state.instances.get(name)
-            task = state.tasks.get(found.task_name) if found is not None else None
-            policy = task_policy(task.run).lost if task is not None else LostPolicy()
-            return engine.take_over(state, name, now=self.now(), owner=owner, policy=policy)
-
-        transition = self._commit(compute, instance_scope(name, cascade=False))
-        self._perform(transition)
-        return transition.state.instances[name]
+        return self._drive(steps.take_over_instance(self._host, task_instance, owner))
 
     def redispatch_instance(
         self, task_instance: str | TaskInstance, since: datetime
@@ -237,13 +157,7 @@ class OperatorActions(abc.ABC):
         Raises :class:`~triggers_core.errors.InvalidTransitionError` if it
         started or was dispatched again since: of several sweepers, one does it.
         """
-        name = instance_name_of(task_instance)
-        transition = self._commit(
-            lambda s: engine.redispatch(s, name, now=self.now(), since=since),
-            instance_scope(name, cascade=False),
-        )
-        self._perform(transition)
-        return transition.state.instances[name]
+        return self._drive(steps.redispatch_instance(self._host, task_instance, since))
 
     def advance(self, now: datetime | None = None) -> list[TaskInstance]:
         """Apply this session's timers due at ``now`` (default: the manager's clock).
@@ -255,16 +169,7 @@ class OperatorActions(abc.ABC):
         session's unresolved instances; a store-wide tick
         (:func:`triggers_core.tick`) reads only the due ones.
         """
-        when = self.now() if now is None else now
-        transition = self._commit(
-            lambda s: engine.advance(s, when, max_cascade_depth=self.max_cascade_depth),
-            Scope(unresolved=True),
-        )
-        if not transition.commit:
-            return []
-        self._perform(transition)
-        instances = transition.state.instances
-        return [instances[n] for n in sorted(transition.changed)]
+        return self._drive(steps.advance(self._host, now))
 
     def advance_instance(
         self, task_instance: str | TaskInstance, now: datetime | None = None
@@ -275,18 +180,7 @@ class OperatorActions(abc.ABC):
         (not due, or another process applied it first: of several sweepers,
         exactly one applies each timer).
         """
-        name = instance_name_of(task_instance)
-        when = self.now() if now is None else now
-        transition = self._commit(
-            lambda s: engine.advance(
-                s, when, only=(name,), max_cascade_depth=self.max_cascade_depth
-            ),
-            engine.timer_scope(name),
-        )
-        if not transition.commit:
-            return None
-        self._perform(transition)
-        return transition
+        return self._drive(steps.advance_instance(self._host, task_instance, now))
 
     def fail_unstarted_instance(
         self,
@@ -304,13 +198,8 @@ class OperatorActions(abc.ABC):
         can be replayed. Returns None and changes nothing if the instance is no
         longer ``scheduled`` (another runner started it meanwhile).
         """
-        return self._fail_while(
-            instance_name_of(task_instance),
-            Status.SCHEDULED,
-            ("fail before its start", "it is no longer scheduled"),
-            error,
-            context,
-            owner=None,
+        return self._drive(
+            steps.fail_unstarted_instance(self._host, task_instance, error, context=context)
         )
 
     def fail_run(
@@ -330,68 +219,4 @@ class OperatorActions(abc.ABC):
         changes nothing if the instance is no longer ``running`` under that run
         (it finished, or a sweeper took it over meanwhile).
         """
-        return self._fail_while(
-            instance_name_of(task_instance),
-            Status.RUNNING,
-            ("fail its run", "it is no longer running"),
-            error,
-            context,
-            owner=owner,
-        )
-
-    def _fail_while(
-        self,
-        name: str,
-        status: Status,
-        refusal: tuple[str, str],
-        error: BaseException,
-        context: Mapping[str, Any] | None,
-        *,
-        owner: str | None,
-    ) -> TaskInstance | None:
-        """Fail ``name`` with ``error`` if it is still in ``status`` (and, with ``owner``,
-        still run by it); else log ``refusal`` (action, reason) and return None."""
-        exc_type, exc_info = exception_type_name(error), format_exception(error)
-
-        def compute(state: SessionState) -> Transition:
-            found = state.instances.get(name)
-            if found is not None and found.status is not status:
-                raise InvalidTransitionError(refusal[0], name, found.status.value, refusal[1])
-            return engine.fail(
-                state,
-                name,
-                now=self.now(),
-                exception_type=exc_type,
-                exception_info=exc_info,
-                exception_context=context,
-                owner=owner,
-            )
-
-        try:
-            transition = self._commit(compute, instance_scope(name, cascade=False))
-        except InvalidTransitionError as exc:
-            lifecycle.warning(
-                "not failing %s in session %r: %s",
-                name,
-                self.uid,
-                exc,
-                extra={"session": self.uid, "instance": name, "status": exc.status},
-            )
-            return None
-        return transition.state.instances[name]
-
-
-def check_actor(actor: object) -> str | None:
-    """``actor`` if it is None or a usable name, else :class:`ValueError` naming it."""
-    if actor is None:
-        return None
-    if not isinstance(actor, str) or not actor.strip() or len(actor) > 200:
-        raise ValueError(f"actor must be a non-empty string of at most 200 characters: {actor!r}")
-    problem = name_problem(actor)
-    if problem is not None:
-        raise ValueError(f"actor {actor!r} {problem}")
-    return actor
-
-
-def instance_name_of(instance: str | TaskInstance) -> str:
-    return instance.name if isinstance(instance, TaskInstance) else instance
+        return self._drive(steps.fail_run(self._host, task_instance, owner, error, context=context))

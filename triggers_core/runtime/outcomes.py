@@ -40,6 +40,7 @@ from triggers_core.errors import (
 )
 from triggers_core.runtime.body_loop import run_body
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER, log_failure
+from triggers_core.runtime.storage import Storage
 from triggers_core.runtime.tasks import (
     RetryTask,
     SkipTask,
@@ -101,6 +102,26 @@ class Outcomes:
     owner: str | None = None
     #: The storage's bound on one value's encoded size (results, metadata, tracebacks).
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    #: The longest timer the storage keeps (a retry's cooldown is one); None: no bound.
+    max_timer_seconds: float | None = None
+
+    @classmethod
+    def of(
+        cls,
+        storage: Storage,
+        now: Callable[[], datetime],
+        max_cascade_depth: int,
+        owner: str | None,
+    ) -> Outcomes:
+        """The outcomes of a run in ``storage``'s session, within the storage's limits."""
+        return cls(
+            storage.uid,
+            now,
+            max_cascade_depth,
+            owner,
+            max_value_bytes=storage.max_value_bytes,
+            max_timer_seconds=storage.max_timer_seconds,
+        )
 
     def failure(
         self,
@@ -258,6 +279,12 @@ class Outcomes:
             if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
                 raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
             cooldown = engine.check_cooldown(retry.cooldown)
+            longest = self.max_timer_seconds
+            if cooldown is not None and longest is not None and cooldown > longest:
+                raise ValueError(
+                    f"cooldown {cooldown:g} is longer than the storage's timeout "
+                    f"({longest:g} seconds): the session could expire before its timer fires"
+                )
             limit = self.max_value_bytes
             metadata = bounded_mapping(retry.metadata, "metadata", limit)
             replacement = (

@@ -32,17 +32,20 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE, DueKind, due_of, lease_owner
 from triggers_core.engine.state import Status
 from triggers_core.errors import InvalidTransitionError, UnknownInstanceError
+from triggers_core.runtime import operator_steps
 from triggers_core.runtime.clock import DEFAULT_TICK_INTERVAL, TICK_BATCH, tick_store
+from triggers_core.runtime.commit import drive
 from triggers_core.runtime.observe import current as observer
 from triggers_core.runtime.observe import task_of
 from triggers_core.runtime.ports import SessionManager
 from triggers_core.runtime.redaction import redact
-from triggers_core.runtime.storage import DueRef, Storage
+from triggers_core.runtime.shell import Load, ShellHost, Steps, StorageCall, get_instance_steps
+from triggers_core.runtime.storage import UNRESOLVED, DueRef, Storage, _sort_key
 from triggers_core.runtime.sweep_report import Recovered, RecoveryReport
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "RecoveryReport",
     "StoreSweeper",
     "recover_session",
+    "recover_session_steps",
     "sweep_store",
 ]
 
@@ -76,44 +80,56 @@ def _after(clock_now: datetime | None) -> datetime:
     return now
 
 
-def _outcome(manager: SessionManager, name: str) -> str:
-    instance = manager.storage.get_instance(name)
+def _outcome(host: ShellHost, name: str) -> Steps[str]:
+    instance = yield from get_instance_steps(host.uid, name)
     if instance.status is Status.REPLAYED:
         return f"failed (WorkerLost), replayed as {instance.metadata.get('replayedAs')}"
     return f"{instance.status.value} (WorkerLost)"
 
 
-def _take_over(manager: SessionManager, ref: DueRef, now: datetime, *, dry_run: bool) -> Recovered:
+def _take_over_steps(
+    host: ShellHost, ref: DueRef, now: datetime, dry_run: bool
+) -> Steps[Recovered]:
     name, session = ref.instance, ref.session
     if ref.owner is None:
         return Recovered(session, name, "left", "its lease record names no run")
     if dry_run:
         return Recovered(session, name, "taken over", f"lease expired at {ref.at.isoformat()}")
-    claimed = manager.storage.claim_lease(
-        name, ref.owner, ref.at, now + timedelta(seconds=CLAIM_SECONDS)
+    claimed = yield StorageCall(
+        "claim_lease", name, ref.owner, ref.at, now + timedelta(seconds=CLAIM_SECONDS)
     )
     if not claimed:
         return Recovered(session, name, "left", "its lease was renewed or claimed meanwhile")
     try:
-        manager.take_over_instance(name, ref.owner)
+        yield from operator_steps.take_over_instance(host, name, ref.owner)
     except (InvalidTransitionError, UnknownInstanceError) as exc:
         # Claimed, yet not running under that run: the entry is stale.
-        manager.storage.forget_due(name, DueKind.LEASE, now + timedelta(seconds=CLAIM_SECONDS))
+        yield StorageCall("forget_due", name, DueKind.LEASE, now + timedelta(seconds=CLAIM_SECONDS))
         return Recovered(session, name, "left", str(exc))
-    return Recovered(session, name, "taken over", _outcome(manager, name))
+    return Recovered(session, name, "taken over", (yield from _outcome(host, name)))
 
 
-def _redispatch(manager: SessionManager, ref: DueRef, *, dry_run: bool) -> Recovered:
+def _redispatch_steps(host: ShellHost, ref: DueRef, dry_run: bool) -> Steps[Recovered]:
     name, session = ref.instance, ref.session
     if dry_run:
         return Recovered(session, name, "dispatched again", f"scheduled at {ref.at.isoformat()}")
     try:
-        manager.redispatch_instance(name, ref.at)
+        yield from operator_steps.redispatch_instance(host, name, ref.at)
     except (InvalidTransitionError, UnknownInstanceError) as exc:
-        if not dry_run:  # not scheduled since ref.at any more: the entry is stale
-            manager.storage.forget_due(name, DueKind.DISPATCH, ref.at)
+        # not scheduled since ref.at any more: the entry is stale
+        yield StorageCall("forget_due", name, DueKind.DISPATCH, ref.at)
         return Recovered(session, name, "left", str(exc))
     return Recovered(session, name, "dispatched again", "scheduled")
+
+
+def _take_over(manager: SessionManager, ref: DueRef, now: datetime, *, dry_run: bool) -> Recovered:
+    host: Any = manager  # a TriggerManager: the shell's host and drive's
+    return drive(manager.storage, _take_over_steps(host, ref, now, dry_run), host)
+
+
+def _redispatch(manager: SessionManager, ref: DueRef, *, dry_run: bool) -> Recovered:
+    host: Any = manager
+    return drive(manager.storage, _redispatch_steps(host, ref, dry_run), host)
 
 
 def sweep_store(
@@ -190,24 +206,40 @@ def recover_session(
     storage that keeps none) are not touched: ``get_stale_instances`` finds
     them by age.
     """
+    host: Any = manager
+    steps = recover_session_steps(host, now=now, dispatch_lease=dispatch_lease, dry_run=dry_run)
+    return drive(manager.storage, steps, host)
+
+
+def recover_session_steps(
+    host: ShellHost,
+    *,
+    now: datetime | None,
+    dispatch_lease: float,
+    dry_run: bool,
+) -> Steps[RecoveryReport]:
+    """:func:`recover_session` as a generator of the shell core (for either manager)."""
     now = _after(now)
-    storage = manager.storage
+    snapshot = yield Load((UNRESOLVED, False))
+    unresolved = sorted(
+        (i for i in snapshot.state.instances.values() if not i.is_resolved), key=_sort_key
+    )
     actions: list[Recovered] = []
     examined = 0
-    for instance in storage.get_unresolved_instances():
+    for instance in unresolved:
         due = due_of(instance)
         if due is None:
             continue
         examined += 1
         if due.kind is DueKind.LEASE:
-            lease = storage.get_lease(instance.name)
+            lease = yield StorageCall("get_lease", instance.name)
             owner = lease_owner(instance)
             if lease is None or owner is None or lease.owner != owner or lease.at > now:
                 continue
-            actions.append(_take_over(manager, lease, now, dry_run=dry_run))
+            actions.append((yield from _take_over_steps(host, lease, now, dry_run)))
         elif due.at + timedelta(seconds=dispatch_lease) <= now:
-            ref = DueRef(storage.uid, instance.name, DueKind.DISPATCH, due.at)
-            actions.append(_redispatch(manager, ref, dry_run=dry_run))
+            ref = DueRef(host.uid, instance.name, DueKind.DISPATCH, due.at)
+            actions.append((yield from _redispatch_steps(host, ref, dry_run)))
     report = RecoveryReport(tuple(actions), examined, dry_run)
     _observe(report, lost=None)
     return report

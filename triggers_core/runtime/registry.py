@@ -1,7 +1,9 @@
 """Name -> "module:Class" registries, loaded lazily, extensible through entry points.
 
-Three registries: storages (``triggers.storages``, keyed by URL scheme),
-runners (``triggers.runners``) and managers (``triggers.managers``). Built-in
+Four registries: storages (``triggers.storages``, keyed by URL scheme),
+async storages (``triggers.async_storages``, keyed by the full URL scheme,
+driver included: ``postgresql+asyncpg``), runners (``triggers.runners``) and
+managers (``triggers.managers``). Built-in
 names are listed here too, so a source checkout works without installing.
 Importing this module imports no optional dependency.
 """
@@ -18,6 +20,7 @@ from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
 from triggers_core.errors import RegistryError, did_you_mean, install_extra_hint
+from triggers_core.runtime.async_storage import AsyncStorage
 from triggers_core.runtime.ports import TaskRunner
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.storage import Storage
@@ -26,12 +29,15 @@ __all__ = [
     "EXTRAS",
     "STORAGE_URL_ENV",
     "Registry",
+    "async_storages",
     "install_hint",
+    "open_async_storage",
     "open_storage",
     "runners",
     "storage_class_for",
     "storage_scheme",
     "storages",
+    "sync_twin_url",
 ]
 
 T = TypeVar("T")
@@ -53,6 +59,11 @@ EXTRAS: dict[str, tuple[str, frozenset[str]]] = {
     "memcached": ("memcached", frozenset({"pymemcache"})),
     "django-cache": ("django", frozenset({"django"})),
     "celery": ("celery", frozenset({"celery", "kombu"})),
+    "sqlite+aiosqlite": ("async", frozenset({"sqlalchemy", "aiosqlite", "greenlet"})),
+    "postgresql+asyncpg": ("async", frozenset({"sqlalchemy", "asyncpg", "greenlet"})),
+    "postgresql+psycopg": ("async", frozenset({"sqlalchemy", "greenlet"})),
+    "mysql+aiomysql": ("async", frozenset({"sqlalchemy", "aiomysql", "greenlet"})),
+    "mariadb+aiomysql": ("async", frozenset({"sqlalchemy", "aiomysql", "greenlet"})),
 }
 
 _default_warned = False
@@ -157,6 +168,7 @@ runners: Registry[Callable[[], TaskRunner]] = Registry(
     "task runner",
     {
         "threading": "triggers_core.runtime.runners:ThreadingTaskRunner",
+        "asyncio": "triggers_core.runtime.async_runner:AsyncioTaskRunner",
         "celery": "triggers_celery.runner:CeleryTaskRunner",
     },
 )
@@ -241,3 +253,115 @@ def storage_class_for(url: str | None) -> tuple[type[Storage], str]:
         return storages.load(scheme), url
     except RegistryError as exc:
         raise RegistryError(_unusable(exc, scheme, url)) from exc
+
+
+_ASYNC_SQL = "triggers_backends.sqlalchemy.asyncio:AsyncSQLAlchemyStorage"
+
+#: Async storages by full URL scheme (entry point group ``triggers.async_storages``),
+#: for :class:`~triggers_core.runtime.async_manager.AsyncTriggerManager`.
+async_storages: Registry[type[AsyncStorage]] = Registry(
+    "triggers.async_storages",
+    "async storage",
+    {
+        "memory": "triggers_core.runtime.async_memory:AsyncMemoryStorage",
+        "sqlite+aiosqlite": _ASYNC_SQL,
+        "postgresql+asyncpg": _ASYNC_SQL,
+        "postgresql+psycopg": _ASYNC_SQL,
+        "mysql+aiomysql": _ASYNC_SQL,
+        "mariadb+aiomysql": _ASYNC_SQL,
+    },
+)
+
+#: Why a storage scheme has no async adapter, and what to use instead.
+_NO_ASYNC: dict[str, str] = {
+    "sqlite": "plain sqlite:// is the blocking sqlite3 driver; use sqlite+aiosqlite://",
+    "postgresql": (
+        "plain postgresql:// selects a blocking driver; use postgresql+asyncpg:// or "
+        "postgresql+psycopg:// (psycopg 3 has an asyncio mode)"
+    ),
+    "postgres": "use postgresql+asyncpg:// or postgresql+psycopg://",
+    "postgresql+psycopg2": "psycopg2 has no asyncio mode; use postgresql+asyncpg://",
+    "mysql": "plain mysql:// selects a blocking driver; use mysql+aiomysql://",
+    "mysql+pymysql": "pymysql is blocking; use mysql+aiomysql://",
+    "mariadb": "plain mariadb:// selects a blocking driver; use mariadb+aiomysql://",
+    "mariadb+pymysql": "pymysql is blocking; use mariadb+aiomysql://",
+    "memcached": (
+        "memcached's compare-and-swap adapter is blocking (pymemcache) and there is no "
+        "async one; use the synchronous TriggerManager (in a thread: asyncio.to_thread)"
+    ),
+    "django-cache": (
+        "Django's cache API has no compare-and-swap, and the per-cache adapters that add "
+        "one are blocking with no async versions; use the synchronous TriggerManager "
+        "(from an async view: asgiref's sync_to_async) or an async SQL storage"
+    ),
+}
+
+#: Async driver scheme -> the synchronous scheme of the same database (``sync_twin_url``).
+_SYNC_TWINS = {
+    "memory": "memory",
+    "sqlite+aiosqlite": "sqlite",
+    "postgresql+asyncpg": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "mysql+aiomysql": "mysql+pymysql",
+    "mariadb+aiomysql": "mariadb+pymysql",
+}
+
+
+def async_storage_scheme(url: str) -> str:
+    """The async registry key of a storage URL: its whole scheme, lower case."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or _SCHEME.fullmatch(scheme) is None:
+        raise RegistryError(
+            f"not a storage URL: {redact(url)!r} (expected scheme://..., e.g. "
+            f"sqlite+aiosqlite:///triggers.db; schemes: {', '.join(async_storages.names())})"
+        )
+    return scheme.lower()
+
+
+def open_async_storage(url: str | None, uid: str) -> AsyncStorage:
+    """Open session ``uid`` in the async storage selected by ``url``.
+
+    ``url`` defaults as for :func:`open_storage` (``TRIGGERS_STORAGE_URL``, then
+    a process-private ``memory://``). A scheme with no async adapter
+    (``memcached://``, ``django-cache://``, plain ``sqlite://`` or
+    ``postgresql://``) is refused with a :class:`RegistryError` saying why and
+    what to use instead: it is never run on a thread behind the caller's back.
+    """
+    if url is None:
+        url = os.environ.get(STORAGE_URL_ENV) or _memory_default()
+    scheme = async_storage_scheme(url)
+    known = async_storages.names()
+    if scheme not in known:
+        reason = _NO_ASYNC.get(scheme)
+        if reason is None and scheme.split("+", 1)[0] in storages.names():
+            reason = "this scheme has no async adapter"
+        why = f": {reason}" if reason else ""
+        raise RegistryError(
+            f"storage URL {redact(url)!r} cannot be opened by the async manager{why} "
+            f"(async schemes: {', '.join(known)})"
+        )
+    try:
+        cls = async_storages.load(scheme)
+    except RegistryError as exc:
+        raise RegistryError(f"{exc} (storage URL {redact(url)!r})") from exc
+    try:
+        return cls.from_url(url, uid)
+    except ModuleNotFoundError as exc:  # the database driver, imported when first used
+        raise RegistryError(
+            f"storage URL {redact(url)!r} needs the module {exc.name!r}, which is not "
+            f"installed: {install_hint(scheme, exc.name)}"
+        ) from exc
+
+
+def sync_twin_url(url: str) -> str:
+    """The synchronous URL of the database an async storage URL names.
+
+    ``postgresql+asyncpg://u@h/db`` -> ``postgresql+psycopg://u@h/db``,
+    ``sqlite+aiosqlite:///x.db`` -> ``sqlite:///x.db``, ``memory://n`` stays. What
+    a worker opens for instances an async manager hands to a synchronous runner.
+    """
+    scheme = async_storage_scheme(url)
+    twin = _SYNC_TWINS.get(scheme)
+    if twin is None:
+        raise RegistryError(f"no synchronous twin is known for {redact(url)!r}")
+    return twin + url[len(scheme) :]

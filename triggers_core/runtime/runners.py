@@ -180,8 +180,6 @@ class ThreadingTaskRunner(TaskRunner):
 
     def _run_one(self, manager: SessionManager, effect: ScheduleInstance) -> None:
         try:
-            if effect.cooldown:
-                time.sleep(effect.cooldown)
             with self._cond:
                 context = self._contexts.pop((manager.uid, effect.instance_name), None)
             if context is None:

@@ -100,7 +100,7 @@ class DueRef:
     session: str
     instance: str
     kind: DueKind
-    #: DISPATCH: when it was scheduled (plus its cooldown); LEASE: when its lease
+    #: DISPATCH: when it was scheduled (plus an old retry's cooldown); LEASE: when its lease
     #: expires now (renewals included), or until when a sweeper claimed it.
     at: datetime
     #: LEASE: the owner token of the run the lease belongs to.

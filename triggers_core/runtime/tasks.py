@@ -294,7 +294,11 @@ class TriggerTask:
     ) -> NoReturn:
         """Fail this instance and replay it after ``cooldown`` seconds.
 
-        Once the instance's retries reach ``max_retries`` it fails with
+        The clone waits for its cooldown unstarted, on a durable timer in the
+        storage (metadata ``delayedUntil``; the clock that applies ``delay``
+        schedules it), so a restart loses nothing; its ``unless`` triggers still
+        abandon it meanwhile. Without a cooldown it is scheduled at once. Once
+        the instance's retries reach ``max_retries`` it fails with
         ``MaxRetriesExceeded`` instead.
         """
         raise RetryTask(exc, metadata, replacement_kwargs, cooldown)

@@ -10,14 +10,16 @@ connections) tick the same store at the same moment.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
 
+from triggers_core import engine
 from triggers_core.engine.leases import Due, DueKind
-from triggers_core.engine.state import Status
+from triggers_core.engine.state import SessionState, Status
+from triggers_core.engine.transition import Transition
 from triggers_core.runtime.clock import tick_store
 from triggers_core.runtime.manager import TriggerManager
 from triggers_core.runtime.storage import Storage
@@ -27,7 +29,7 @@ from triggers_core.testing._contract_support import (
     race_in_threads,
 )
 
-__all__ = ["TIMED_CONFIG", "TimerContract"]
+__all__ = ["RETRY_CONFIG", "TIMED_CONFIG", "TimerContract"]
 
 #: Long ago: every timer of these tests is overdue by the real clock too.
 T0 = datetime(2024, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -40,6 +42,13 @@ TIMED_CONFIG: Mapping[str, Any] = {
 }
 
 
+#: A task whose runs retry after a cooldown of a minute (its clone waits on a timer).
+RETRY_CONFIG: Mapping[str, Any] = {
+    "t_try": {"after": ["go"], "unless": ["stop"], "run": "contract_task"},
+}
+RETRY_COOLDOWN_SECONDS = 60.0
+
+
 def _at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
@@ -49,6 +58,8 @@ class TimerContract:
 
     #: Sessions with a due timer each, ticked by two storage objects at once.
     timer_race_sessions: ClassVar[int] = 60
+    #: Sessions with a retry waiting for its cooldown each, ticked by two at once.
+    retry_race_sessions: ClassVar[int] = 60
 
     def make_storage(self, uid: str) -> Storage:
         raise NotImplementedError("a TimerContract subclass implements make_storage(uid)")
@@ -156,6 +167,76 @@ class TimerContract:
             session = check.session(uid)
             assert session.get_instance("t_pay#0").status is Status.EXPIRED
             assert [i.name for i in session.instances_of_task("t_chase")] == ["t_chase#0"]
+        assert self._mine(check, timer_uid, 10**6) == []
+
+    def _retrying(self, storage: Storage) -> None:
+        """``t_try#0`` ran and asked to retry after the cooldown: ``t_try#1`` waits for it."""
+        manager = self._manager(storage, RecordingRunner(), 0)
+        manager.update_configuration(RETRY_CONFIG)
+        manager.fire("go", {"n": 1})
+        steps: list[Callable[[SessionState], Transition]] = [
+            lambda s: engine.mark_running(s, "t_try#0", now=_at(0)),
+            lambda s: engine.retry_self(
+                s, "t_try#0", now=_at(0), max_retries=3, cooldown=RETRY_COOLDOWN_SECONDS
+            ),
+        ]
+        for step in steps:
+            snapshot = storage.load_full()
+            transition = step(snapshot.state)
+            storage.compare_and_swap(snapshot.version, transition.state, transition.changes)
+
+    def test_a_retry_cooldown_is_a_timer_in_the_due_index(self, timer_uid: str) -> None:
+        storage = self.make_storage(timer_uid)
+        self._retrying(storage)
+        clone = storage.get_instance("t_try#1")
+        assert clone.status is Status.UNSTARTED
+        assert clone.metadata["retryCooldown"] == RETRY_COOLDOWN_SECONDS
+        assert self._mine(storage, timer_uid, 10**6) == [(timer_uid, "t_try#1")]
+        runner = RecordingRunner()
+
+        def factory(s: Storage) -> TriggerManager:
+            return self._manager(s, runner, 0)
+
+        tick_store(storage, factory, now=_at(59), limit=100_000)
+        assert runner.dispatched == []
+        tick_store(storage, factory, now=_at(60), limit=100_000)
+        assert runner.dispatched == ["t_try#1"]
+        assert storage.get_instance("t_try#1").status is Status.SCHEDULED
+        assert self._mine(storage, timer_uid, 10**6) == []
+
+    def test_an_unless_during_a_retry_cooldown_abandons_the_retry(self, timer_uid: str) -> None:
+        storage = self.make_storage(timer_uid)
+        self._retrying(storage)
+        runner = RecordingRunner()
+        self._manager(storage, runner, 30).fire("stop")
+        assert storage.get_instance("t_try#1").status is Status.ABANDONED
+        assert self._mine(storage, timer_uid, 10**6) == []
+        tick_store(storage, lambda s: self._manager(s, runner, 0), now=_at(60), limit=100_000)
+        assert runner.dispatched == []
+
+    def test_two_tickers_racing_schedule_each_retry_once(self, timer_uid: str) -> None:
+        uids = [f"{timer_uid}-{n}" for n in range(self.retry_race_sessions)]
+        for uid in uids:
+            self._retrying(self.make_storage(uid))
+        runner = RecordingRunner()
+
+        def work(index: int, start: Any) -> list[str]:
+            storage = self.make_storage(uids[index])
+            start.wait(timeout=30)
+            try:
+                report = tick_store(
+                    storage, lambda s: self._manager(s, runner, 0), now=_at(60), limit=100_000
+                )
+            finally:
+                storage.close()
+            return [a.session for a in report.acted if a.session.startswith(timer_uid)]
+
+        fired = race_in_threads(work, threads=2, timeout=300)
+        assert sorted(fired[0] + fired[1]) == sorted(uids)  # each timer fired by one ticker
+        assert runner.dispatched == ["t_try#1"] * len(uids)  # each retry dispatched once
+        check = self.make_storage(uids[0])
+        for uid in uids:
+            assert check.session(uid).get_instance("t_try#1").status is Status.SCHEDULED
         assert self._mine(check, timer_uid, 10**6) == []
 
     def test_a_timer_entry_holds_its_due_time(self, timer_uid: str) -> None:

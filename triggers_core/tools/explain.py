@@ -49,7 +49,7 @@ import attrs
 
 from triggers_core.engine.config import TaskConfig
 from triggers_core.engine.durations import format_timedelta
-from triggers_core.engine.leases import parse_time
+from triggers_core.engine.leases import RETRY_COOLDOWN, parse_time
 from triggers_core.engine.state import SessionState, Status, TaskInstance
 from triggers_core.errors import TriggersError, did_you_mean
 from triggers_core.runtime.sessions import STALE_STATUSES, status_since
@@ -302,6 +302,8 @@ class InstanceExplanation:
     #: Its ``within`` window's deadline and, delayed, when it is scheduled (if any).
     deadline: datetime | None = None
     delayed_until: datetime | None = None
+    #: The cooldown (seconds) of a retry's clone waiting for it until ``delayed_until``.
+    retry_cooldown: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As a JSON-compatible mapping."""
@@ -323,6 +325,7 @@ class InstanceExplanation:
             "attempts": [a.to_json() for a in self.attempts],
             "deadline": None if self.deadline is None else self.deadline.isoformat(),
             "delayedUntil": None if self.delayed_until is None else self.delayed_until.isoformat(),
+            "retryCooldown": self.retry_cooldown,
             "lines": list(self.lines),
         }
 
@@ -509,12 +512,19 @@ def _explain(
         attempts=chain,
         deadline=parse_time(instance.metadata.get("deadline")),
         delayed_until=parse_time(instance.metadata.get("delayedUntil")),
+        retry_cooldown=_seconds(instance.metadata.get(RETRY_COOLDOWN)),
     )
     if not words:
         return explanation
     lines = _words(state, task, instance, explanation, stale_after)
     lines.extend(_time_lines(explanation, now))
     return attrs.evolve(explanation, lines=tuple(lines))
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def _time_lines(e: InstanceExplanation, now: datetime | None) -> list[str]:
@@ -529,6 +539,11 @@ def _time_lines(e: InstanceExplanation, now: datetime | None) -> list[str]:
             return f"{past} at {moment.isoformat()} (applied at the next tick of the clock)"
         return f"{verb} in {format_timedelta(moment - now)} (at {moment.isoformat()})"
 
+    if e.delayed_until is not None and e.retry_cooldown is not None:
+        return [
+            f"  retrying at {e.delayed_until.isoformat()} (a cooldown of "
+            f"{e.retry_cooldown:g} s): " + when(e.delayed_until, "scheduled", "due to be scheduled")
+        ]
     if e.delayed_until is not None:
         return [
             f"  delayed until {e.delayed_until.isoformat()}: "

@@ -25,8 +25,9 @@ instance name (``"t_a#0"``) or task name (``"t_a"``), or a function
 ``None`` means ``{}``) or a :class:`Failure`; a function may also raise, as a
 task would: ``task.skip()``'s :class:`~triggers_core.tasks.SkipTask` skips,
 ``task.retry()``'s :class:`~triggers_core.tasks.RetryTask` retries (up to
-``max_retries``), any other exception fails the instance with its
-``module.Name``, traceback and ``with_context`` dict::
+``max_retries``; a retry with a cooldown runs at the first :class:`Advance`
+step that reaches the end of its cooldown), any other exception fails the
+instance with its ``module.Name``, traceback and ``with_context`` dict::
 
     state = simulate(
         CONFIG,
