@@ -95,6 +95,32 @@ def normalize_url(url: URL) -> URL:
     return url
 
 
+#: asyncio-only drivers and the blocking driver of the same database, for the synchronous storage.
+_BLOCKING_TWINS = {
+    "aiosqlite": "",
+    "asyncpg": "psycopg",
+    "aiomysql": "pymysql",
+    "asyncmy": "pymysql",
+}
+
+
+def refuse_async_driver(url: URL) -> None:
+    """A URL naming an asyncio driver (``sqlite+aiosqlite://``) cannot open a synchronous
+    storage: say which URL does, instead of SQLAlchemy's ``MissingGreenlet`` at first use."""
+    driver = url.get_driver_name()
+    twin = _BLOCKING_TWINS.get(driver)
+    if twin is None:
+        return
+    backend = url.get_backend_name()
+    blocking = url.set(drivername=f"{backend}+{twin}" if twin else backend)
+    raise StorageURLError(
+        f"{public_url(url)!r} names the asyncio driver {driver!r}: a synchronous storage "
+        f"(TriggerManager, workers, the command line) needs a blocking one, e.g. "
+        f"{public_url(blocking)!r} for the same database; open this URL with "
+        "AsyncTriggerManager (docs/async.md)"
+    )
+
+
 def shared_engine(url: str | URL) -> Engine:
     """One engine (one connection pool) per URL in this process.
 
@@ -108,7 +134,9 @@ def shared_engine(url: str | URL) -> Engine:
     password. Task messages carry names, and each worker opens the URL its
     own settings configure under that name.
     """
-    parsed = normalize_url(parse_url(url))
+    parsed = parse_url(url)
+    refuse_async_driver(parsed)
+    parsed = normalize_url(parsed)
     key = parsed.render_as_string(hide_password=False)  # stays in this dict, never shown
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
