@@ -11,7 +11,8 @@ or on any storage URL (argument or ``TRIGGERS_STORAGE_URL``)::
 
 Each run uses a new session UID, so it starts fresh on a persistent database
 too. It prints every instance's status at the end and exits with status 1 if
-the workflow did not end the way it should, so it doubles as a smoke test.
+the workflow did not end the way it should, so it doubles as a smoke test; a
+storage it cannot open or reach is one line on stderr and exit status 2.
 
 What it shows:
 
@@ -36,7 +37,9 @@ from typing import Any, ClassVar
 
 from triggers_core import (
     STORAGE_URL_ENV,
+    RegistryError,
     Status,
+    StorageError,
     TaskContext,
     ThreadingTaskRunner,
     TriggerManager,
@@ -221,14 +224,23 @@ def main(argv: list[str]) -> int:
     handler.setFormatter(_OneLine())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     with tempfile.TemporaryDirectory(prefix="triggers-questionnaire-") as workdir:
-        url = storage_url(argv, workdir)
-        storage = open_storage(url, f"questionnaire-{uuid.uuid4().hex[:12]}")
+        try:
+            url = storage_url(argv, workdir)
+            storage = open_storage(url, f"questionnaire-{uuid.uuid4().hex[:12]}")
+        except (RegistryError, StorageError, ValueError) as exc:
+            # A URL that is no storage's, a missing extra, a server that refuses: the
+            # message names it (never the password); a traceback would add nothing.
+            print(f"cannot open the storage: {exc}", file=sys.stderr)
+            return 2
         print(f"storage: {storage!r} ({storage_scheme(url)})")
         runner = ThreadingTaskRunner()
         manager = TriggerManager(storage, runners={runner.name: runner})
         try:
             run_story(manager, runner)
             problems = check(manager)
+        except StorageError as exc:  # e.g. a memcached server that does not answer
+            print(f"the storage failed: {exc}", file=sys.stderr)
+            return 2
         finally:
             runner.join_all()
             storage.close()

@@ -37,6 +37,7 @@ from typing import Any
 from celery import bootsteps
 from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 
+from triggers_core.errors import install_extra_hint
 from triggers_core.runtime.observe import current as observer
 
 __all__ = [
@@ -171,7 +172,7 @@ class MetricsServer(bootsteps.StartStopStep):  # type: ignore[misc] # celery shi
         except ImportError as exc:
             raise ImportError(
                 f"{METRICS_PORT_SETTING} is set but prometheus_client is not installed: "
-                "pip install 'celery-triggers[metrics]'"
+                + install_extra_hint("metrics")
             ) from exc
         registry: Any = REGISTRY
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -33,7 +33,24 @@ __all__ = [
     "UnsupportedOperationError",
     "WorkerLost",
     "did_you_mean",
+    "install_extra_hint",
 ]
+
+#: The distribution's name. It is not on PyPI yet: its extras install from a checkout.
+DISTRIBUTION = "celery-triggers"
+
+
+def install_extra_hint(extra: str) -> str:
+    """The command that installs the optional dependencies ``extra`` (for error messages).
+
+    ``pip install 'celery-triggers[EXTRA]'`` finds no distribution until the
+    package is published, so the hint gives the command that works today (in a
+    checkout of this repository) and names the published form after it.
+    """
+    return (
+        f"pip install -e '.[{extra}]' in a checkout of {DISTRIBUTION} "
+        f"(pip install '{DISTRIBUTION}[{extra}]' once it is on PyPI)"
+    )
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

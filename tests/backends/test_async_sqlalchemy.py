@@ -597,7 +597,7 @@ def test_a_missing_driver_names_the_extra_to_install(
     message = str(caught.value)
     assert f"'{module}'" in message
     extras = "async,postgres" if module == "psycopg" else "async"
-    assert f"pip install 'celery-triggers[{extras}]'" in message
+    assert f"pip install -e '.[{extras}]' in a checkout of celery-triggers" in message
     assert "s3cret" not in message
 
 

@@ -11,7 +11,7 @@ from _sql_cases import SQLAlchemyCases
 from _sql_lease_cases import SQLLeaseCases
 
 from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema
-from triggers_core import RegistryError, StorageError, open_storage
+from triggers_core import RegistryError, StorageError, StorageURLError, open_storage
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,49 @@ class TestSQLiteLeases(SQLLeaseCases):
 def test_in_memory_sqlite_is_refused() -> None:
     with pytest.raises(ValueError, match="memory://"):
         open_storage("sqlite://", "uid")
+
+
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [
+        ("sqlite://triggers.db", "sqlite:///triggers.db"),
+        ("sqlite://data/triggers.db", "sqlite:///data/triggers.db"),
+        ("sqlite://app:s3cret@triggers.db", "sqlite:///triggers.db"),
+    ],
+)
+def test_two_slashes_say_how_a_file_is_named(url: str, fix: str) -> None:
+    # Two slashes make the file name a host: the error says so, not "in-memory".
+    with pytest.raises(ValueError, match="three slashes") as caught:
+        open_storage(url, "uid")
+    message = str(caught.value)
+    assert fix in message
+    assert "in-memory" not in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "blocking"),
+    [
+        ("sqlite+aiosqlite:///x.db", "'sqlite:///x.db'"),
+        ("postgresql+asyncpg://app:s3cret@127.0.0.1/db", "'postgresql+psycopg://app@127.0.0.1/db'"),
+        ("mysql+aiomysql://app:s3cret@127.0.0.1/db", "'mysql+pymysql://app@127.0.0.1/db'"),
+    ],
+)
+def test_an_asyncio_driver_is_refused_by_the_sync_storage(url: str, blocking: str) -> None:
+    # Not SQLAlchemy's MissingGreenlet at the first load: which URL to use instead.
+    with pytest.raises(StorageURLError, match="names the asyncio driver") as caught:
+        open_storage(url, "uid")
+    message = str(caught.value)
+    assert blocking in message
+    assert "AsyncTriggerManager" in message
+    assert "s3cret" not in message
+
+
+def test_a_refusal_seen_twice_is_told_once() -> None:
+    # SQLAlchemy meets "unable to open database file" on two attempts; one is enough.
+    with pytest.raises(StorageError) as caught:
+        open_storage("sqlite:////nonexistent-dir/triggers.db", "uid")
+    assert str(caught.value).count("unable to open database file") == 1, caught.value
 
 
 def test_unknown_scheme_lists_schemes() -> None:

@@ -140,7 +140,8 @@ def test_the_missing_cli_extra_is_named(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         "triggers: the command line needs the 'cli' extra (click is not installed): "
-        "pip install 'celery-triggers[cli]'"
+        "pip install -e '.[cli]' in a checkout of celery-triggers "
+        "(pip install 'celery-triggers[cli]' once it is on PyPI)"
     ]
 
 

@@ -74,10 +74,10 @@ def test_no_warning_when_a_url_or_the_variable_is_given(tmp_path: os.PathLike[st
         (
             "psycopg",
             "postgresql+psycopg://app@127.0.0.1:1/app",
-            "pip install 'celery-triggers[postgres]'",
+            "pip install -e '.[postgres]' in a checkout of celery-triggers",
         ),
-        ("pymysql", "mysql+pymysql://app@127.0.0.1:1/app", "pip install 'celery-triggers[mysql]'"),
-        ("sqlalchemy", "sqlite:///never-created.db", "pip install 'celery-triggers[sqlalchemy]'"),
+        ("pymysql", "mysql+pymysql://app@127.0.0.1:1/app", "pip install -e '.[mysql]' in a"),
+        ("sqlalchemy", "sqlite:///never-created.db", "pip install -e '.[sqlalchemy]' in a"),
     ],
 )
 def test_a_missing_driver_names_the_extra(missing: str, url: str, hint: str) -> None:
@@ -96,6 +96,7 @@ def test_a_missing_driver_names_the_extra(missing: str, url: str, hint: str) -> 
     assert done.returncode == 0, done.stderr
     assert hint in done.stdout
     assert repr(missing) in done.stdout
+    assert "known schemes" not in done.stdout  # the scheme is known: its extra is missing
 
 
 def test_a_driver_outside_the_extra_is_named_as_a_module() -> None:
@@ -103,7 +104,11 @@ def test_a_driver_outside_the_extra_is_named_as_a_module() -> None:
         install_hint("postgresql", "psycopg2")
         == "install the module 'psycopg2' (pip install psycopg2)"
     )
-    assert install_hint("celery", "celery") == "pip install 'celery-triggers[celery]'"
+    assert install_hint("celery", "celery") == (
+        "pip install -e '.[celery]' in a checkout of celery-triggers "
+        "(pip install 'celery-triggers[celery]' once it is on PyPI)"
+    )
     assert install_hint("unknown", None) == (
-        "install the matching extra (pip install 'celery-triggers[...]')"
+        "install the matching extra: pip install -e '.[...]' in a checkout of celery-triggers "
+        "(pip install 'celery-triggers[...]' once it is on PyPI)"
     )

@@ -329,6 +329,33 @@ def test_example_runs_on_the_embedded_default() -> None:
     assert lines[0].endswith("questionnaire.db> (sqlite)")
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://app:s3cret@127.0.0.1", "no storage named 'redis'"),
+        ("triggers.db", "not a storage URL: 'triggers.db'"),
+        ("sqlite://triggers.db", "sqlite:///triggers.db"),
+    ],
+)
+def test_example_says_in_one_line_which_storage_it_cannot_open(url: str, problem: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRIGGERS_STORAGE_URL"}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT), "TRIGGERS_STORAGE_URL": url},
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()  # no traceback
+    assert line.startswith("cannot open the storage: ")
+    assert problem in line
+    assert "s3cret" not in line
+
+
 def _load_example() -> ModuleType:
     spec = importlib.util.spec_from_file_location("questionnaire_example", EXAMPLE)
     assert spec is not None

@@ -5,9 +5,10 @@ comments dropped) is one of these, decided by the command alone:
 
 ``pip install ...``
     **Checked, not run** (installing would change the environment the test
-    runs in): every requirement must be this project's distribution
-    ``celery-triggers`` with extras ``pyproject.toml`` declares, a checkout of
-    it (``-e '.[extras]'``), or a package of :data:`TOOLS`.
+    runs in): every requirement must be a checkout of this project
+    (``-e '.[extras]'``) with extras ``pyproject.toml`` declares, or a package
+    of :data:`TOOLS`. The distribution ``celery-triggers`` is not on PyPI yet
+    (:data:`PUBLISHED`), so a line naming it would fail for a reader.
 ``nox -s SESSION ...``
     **Checked**: each session exists in ``noxfile.py``. The README's first
     command, ``pip install nox && nox -s example``, is run for real, in a fresh
@@ -40,6 +41,8 @@ __all__ = ["TOOLS", "Servers", "check_pip_install", "commands", "run_command"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "celery-triggers"
+#: Whether ``pip install celery-triggers`` works for a reader (the package index has it).
+PUBLISHED = False
 #: Packages the docs tell a reader to install besides this project (tools, test
 #: libraries, a cache's client).
 TOOLS = {"nox", "pytest", "hypothesis", "redis", "django-redis", "opentelemetry-sdk", "httpx"}
@@ -103,6 +106,11 @@ def check_pip_install(command: str) -> str:
             pass
         elif name != DISTRIBUTION:
             raise ValueError(f"{command!r}: {name!r} is not this project ({DISTRIBUTION!r})")
+        elif not PUBLISHED:
+            raise ValueError(
+                f"{command!r}: {DISTRIBUTION!r} is not on PyPI yet, so pip finds no such "
+                "distribution; install the checkout: pip install -e '.[EXTRAS]'"
+            )
         unknown = wanted - declared_extras()
         if unknown:
             raise ValueError(f"{command!r}: pyproject.toml declares no extra {sorted(unknown)}")

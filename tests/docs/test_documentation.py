@@ -270,13 +270,15 @@ def test_install_and_nox_lines_are_checked_against_the_project() -> None:
         "nox -s example  # comment",
         "ls    -l",
     ]
-    assert check_pip_install("pip install 'celery-triggers[postgres,celery]'").startswith("checked")
+    assert check_pip_install("pip install -e '.[postgres,celery]'").startswith("checked")
     assert check_pip_install("pip install -e '.[sqlalchemy]'  # in a checkout").startswith("check")
+    assert check_pip_install("pip install -e . pytest hypothesis").startswith("checked")
     assert check_nox("nox -s lint typecheck").startswith("checked")
     for wrong, problem in [
         ("pip install 'triggers[cli]'", "is not this project"),
         ("pip install triggers", "is not this project"),
-        ("pip install 'celery-triggers[clii]'", "declares no extra"),
+        ("pip install -e '.[clii]'", "declares no extra"),
+        ("pip install 'celery-triggers[postgres,celery]'", "not on PyPI yet"),
         ("pip install '.[cli]'", "with -e"),
         ("pip install --pre celery-triggers", "does not know the option"),
     ]:

@@ -61,7 +61,11 @@ def test_no_install_line_names_the_unrelated_distribution() -> None:
 def test_install_hints_name_the_distribution() -> None:
     from triggers_core.runtime.registry import install_hint
 
-    assert install_hint("postgresql", "psycopg") == "pip install 'celery-triggers[postgres]'"
+    # Not on PyPI yet: the hint gives the checkout's command first, then the published one.
+    assert install_hint("postgresql", "psycopg") == (
+        "pip install -e '.[postgres]' in a checkout of celery-triggers "
+        "(pip install 'celery-triggers[postgres]' once it is on PyPI)"
+    )
     assert "celery-triggers[...]" in install_hint("unknown", None)
 
 

@@ -115,10 +115,13 @@ class SQLStorageBase(Storage):
                 backend=self._label,
                 session=self.uid,
             )
-        message = f"{doing} failed on {where}: {describe(exc, self.engine.url)}"
+        said = describe(exc, self.engine.url)
+        message = f"{doing} failed on {where}: {said}"
         first = first_error(exc)
         if first is not exc:
-            message = f"{message} (after {describe(first, self.engine.url)})"
+            earlier = describe(first, self.engine.url)
+            if earlier != said:  # a connection refused twice is told once
+                message = f"{message} (after {earlier})"
         hint = timeout_hint(exc, self.engine)
         if hint is not None:
             message = f"{message}; {hint}"

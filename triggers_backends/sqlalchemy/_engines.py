@@ -79,12 +79,46 @@ def normalize_url(url: URL) -> URL:
     driver = DEFAULT_DRIVERS.get(url.drivername)
     if driver is not None:
         url = url.set(drivername=driver)
+    if url.get_backend_name() == "sqlite" and url.host:
+        # sqlite://triggers.db: two slashes make the file name a host, and no database.
+        raise ValueError(
+            f"a SQLite URL names a file after three slashes, not a host: "
+            f"sqlite:///{url.host}{'/' + url.database if url.database else ''} for a relative "
+            "path, four for an absolute one (sqlite:////var/lib/triggers.db); "
+            f"got {public_url(url)!r}"
+        )
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         raise ValueError(
             "in-memory SQLite is not supported (every connection would see its own "
             "database); use memory:// for in-process storage or sqlite:///path/to/file.db"
         )
     return url
+
+
+#: asyncio-only drivers and the blocking driver of the same database, for the synchronous storage.
+_BLOCKING_TWINS = {
+    "aiosqlite": "",
+    "asyncpg": "psycopg",
+    "aiomysql": "pymysql",
+    "asyncmy": "pymysql",
+}
+
+
+def refuse_async_driver(url: URL) -> None:
+    """A URL naming an asyncio driver (``sqlite+aiosqlite://``) cannot open a synchronous
+    storage: say which URL does, instead of SQLAlchemy's ``MissingGreenlet`` at first use."""
+    driver = url.get_driver_name()
+    twin = _BLOCKING_TWINS.get(driver)
+    if twin is None:
+        return
+    backend = url.get_backend_name()
+    blocking = url.set(drivername=f"{backend}+{twin}" if twin else backend)
+    raise StorageURLError(
+        f"{public_url(url)!r} names the asyncio driver {driver!r}: a synchronous storage "
+        f"(TriggerManager, workers, the command line) needs a blocking one, e.g. "
+        f"{public_url(blocking)!r} for the same database; open this URL with "
+        "AsyncTriggerManager (docs/async.md)"
+    )
 
 
 def shared_engine(url: str | URL) -> Engine:
@@ -100,7 +134,9 @@ def shared_engine(url: str | URL) -> Engine:
     password. Task messages carry names, and each worker opens the URL its
     own settings configure under that name.
     """
-    parsed = normalize_url(parse_url(url))
+    parsed = parse_url(url)
+    refuse_async_driver(parsed)
+    parsed = normalize_url(parsed)
     key = parsed.render_as_string(hide_password=False)  # stays in this dict, never shown
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)

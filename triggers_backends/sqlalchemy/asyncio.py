@@ -5,7 +5,7 @@ URLs: ``sqlite+aiosqlite:///path/to/file.db``, ``postgresql+asyncpg://user@host/
 ``mysql+aiomysql://user@host/db`` (or ``mariadb+aiomysql://``), with
 the ``triggers_*`` options of the sync storage
 (:meth:`~triggers_backends.sqlalchemy.SQLAlchemyStorage.from_url`). The drivers
-come with the ``async`` extra: ``pip install 'celery-triggers[async]'``.
+come with the ``async`` extra: ``pip install -e '.[async]'`` in a checkout.
 
 Nothing is decided or written twice: each call runs the sync storage's own
 code (:class:`~triggers_backends.sqlalchemy.SQLAlchemyStorage`: the same
@@ -82,7 +82,7 @@ from triggers_core.engine.leases import DueKind
 from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
 from triggers_core.engine.sizes import DEFAULT_MAX_VALUE_BYTES, check_value_limit
 from triggers_core.engine.state import SessionState
-from triggers_core.errors import RegistryError, StorageError, StorageURLError
+from triggers_core.errors import RegistryError, StorageError, StorageURLError, install_extra_hint
 from triggers_core.runtime.async_storage import AsyncStorage
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.registry import sync_twin_url
@@ -93,7 +93,7 @@ __all__ = ["ASYNC_DRIVERS", "INSTALL_HINT", "AsyncSQLAlchemyStorage", "dispose_a
 T = TypeVar("T")
 
 #: What to install for the async drivers.
-INSTALL_HINT = "pip install 'celery-triggers[async]'"
+INSTALL_HINT = install_extra_hint("async")
 
 #: The async drivers this storage knows how to bound (backend -> driver -> its module).
 ASYNC_DRIVERS = {
@@ -293,11 +293,7 @@ def _check_driver(url: URL) -> None:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            hint = (
-                INSTALL_HINT.replace("[async]", "[async,postgres]")
-                if name == "psycopg"
-                else INSTALL_HINT
-            )
+            hint = install_extra_hint("async,postgres") if name == "psycopg" else INSTALL_HINT
             raise RegistryError(
                 f"storage URL {public_url(url)!r} needs the module {name!r}, which is not "
                 f"installed: {hint}"

@@ -19,10 +19,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from triggers_core.errors import install_extra_hint
+
 __all__ = ["CLI_EXTRA_HINT", "cli", "main"]
 
 #: What to install when the command's own dependencies are missing.
-CLI_EXTRA_HINT = "pip install 'celery-triggers[cli]'"
+CLI_EXTRA_HINT = install_extra_hint("cli")
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import click
 
+from triggers_core.errors import install_extra_hint
+
 __all__ = ["DJANGO_SCHEMES", "SETTINGS_ENV", "settings_option", "setup_django"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,8 +71,8 @@ def setup_django(scheme: str, url_hint: str = "URL") -> None:
         if scheme not in DJANGO_SCHEMES:
             return
         raise click.BadParameter(
-            f"{scheme}:// storages need Django, which is not installed "
-            "(pip install 'celery-triggers[django]')",
+            f"{scheme}:// storages need Django, which is not installed: "
+            + install_extra_hint("django"),
             param_hint=url_hint,
         )
     from django.conf import settings  # noqa: PLC0415 - Django only where it is used

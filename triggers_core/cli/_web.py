@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from triggers_core.cli._common import UrlCommand, app_option, import_modules, storage_url
-from triggers_core.errors import RegistryError
+from triggers_core.errors import RegistryError, install_extra_hint
 from triggers_core.web.serve import TOKEN_ENV, is_loopback, serve
 
 __all__ = ["web"]
@@ -49,5 +49,5 @@ def web(
         raise click.BadParameter(str(exc), param_hint="--runner") from None
     except ModuleNotFoundError as exc:
         raise click.ClickException(
-            f"the web console needs {exc.name!r}: pip install 'celery-triggers[web]'"
+            f"the web console needs {exc.name!r}: {install_extra_hint('web')}"
         ) from None

@@ -47,6 +47,7 @@ from typing import Any
 from triggers_core.engine.effects import ScheduleInstance
 from triggers_core.engine.state import SessionState, TaskInstance
 from triggers_core.engine.transition import Transition
+from triggers_core.errors import install_extra_hint
 from triggers_core.runtime.storage import Storage
 
 __all__ = [
@@ -356,9 +357,7 @@ def _wanted(kind: str, choice: bool | None) -> bool:
         spec = None
     if spec is None:
         if choice:
-            raise ImportError(
-                f"{kind} needs {distribution!r}: pip install 'celery-triggers[{_extra(kind)}]'"
-            )
+            raise ImportError(f"{kind} needs {distribution!r}: {install_extra_hint(_extra(kind))}")
         return False
     return True
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from triggers_core.errors import RegistryError, did_you_mean
+from triggers_core.errors import RegistryError, did_you_mean, install_extra_hint
 from triggers_core.runtime.async_storage import AsyncStorage
 from triggers_core.runtime.ports import TaskRunner
 from triggers_core.runtime.redaction import redact
@@ -48,8 +48,8 @@ log = logging.getLogger("triggers_core.registry")
 #: Environment variable holding the default storage URL (e.g. ``sqlite:///triggers.db``).
 STORAGE_URL_ENV = "TRIGGERS_STORAGE_URL"
 
-#: The ``pip install 'celery-triggers[extra]'`` that provides a registry name's dependencies,
-#: and the top-level modules that extra installs.
+#: The extra that provides a registry name's dependencies (its install command:
+#: :func:`~triggers_core.errors.install_extra_hint`), and the top-level modules it installs.
 EXTRAS: dict[str, tuple[str, frozenset[str]]] = {
     "sqlite": ("sqlalchemy", frozenset({"sqlalchemy"})),
     "postgresql": ("postgres", frozenset({"sqlalchemy", "psycopg", "psycopg_binary"})),
@@ -75,10 +75,10 @@ def install_hint(name: str, missing: str | None) -> str:
     top = (missing or "").split(".", 1)[0]
     extra = EXTRAS.get(name)
     if extra is not None and (not top or top in extra[1]):
-        return f"pip install 'celery-triggers[{extra[0]}]'"
+        return install_extra_hint(extra[0])
     if top:
         return f"install the module {top!r} (pip install {top})"
-    return "install the matching extra (pip install 'celery-triggers[...]')"
+    return f"install the matching extra: {install_extra_hint('...')}"
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
@@ -200,9 +200,7 @@ def open_storage(url: str | None, uid: str) -> Storage:
     try:
         cls = storages.load(scheme)
     except RegistryError as exc:
-        raise RegistryError(
-            f"{exc} (storage URL {redact(url)!r}; known schemes: {', '.join(storages.names())})"
-        ) from exc
+        raise RegistryError(_unusable(exc, scheme, url)) from exc
     try:
         return cls.from_url(url, uid)
     except ModuleNotFoundError as exc:  # the database driver, imported when first used
@@ -210,6 +208,14 @@ def open_storage(url: str | None, uid: str) -> Storage:
             f"storage URL {redact(url)!r} needs the module {exc.name!r}, which is not "
             f"installed: {install_hint(scheme, exc.name)}"
         ) from exc
+
+
+def _unusable(exc: RegistryError, scheme: str, url: str) -> str:
+    """The message for a storage URL whose scheme cannot be loaded: unknown, or an extra
+    missing (then the known schemes are beside the point)."""
+    known = storages.names()
+    listed = "" if scheme in known else f"; known schemes: {', '.join(known)}"
+    return f"{exc} (storage URL {redact(url)!r}{listed})"
 
 
 def _memory_default() -> str:
@@ -246,9 +252,7 @@ def storage_class_for(url: str | None) -> tuple[type[Storage], str]:
     try:
         return storages.load(scheme), url
     except RegistryError as exc:
-        raise RegistryError(
-            f"{exc} (storage URL {redact(url)!r}; known schemes: {', '.join(storages.names())})"
-        ) from exc
+        raise RegistryError(_unusable(exc, scheme, url)) from exc
 
 
 _ASYNC_SQL = "triggers_backends.sqlalchemy.asyncio:AsyncSQLAlchemyStorage"

@@ -1,6 +1,6 @@
 """The web console: sessions, a timeline per session, explain, and safe actions.
 
-``pip install 'celery-triggers[web]'`` and run ``triggers web URL`` (see
+``pip install -e '.[web]'`` in a checkout and run ``triggers web URL`` (see
 ``docs/web.md``), mount :func:`triggers_core.web.asgi.create_app` in an ASGI
 application, or include :mod:`triggers_core.web.urls` in a Django project.
 One view layer (:mod:`triggers_core.web.console`) serves all three.

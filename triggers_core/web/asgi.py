@@ -1,4 +1,4 @@
-"""The console as an ASGI application (Starlette; ``pip install 'celery-triggers[web]'``).
+"""The console as an ASGI application (Starlette; ``pip install -e '.[web]'`` in a checkout).
 
 Run it with ``triggers web URL`` (see :mod:`triggers_core.web.serve`) or
 mount it in your own ASGI application::

@@ -1,4 +1,4 @@
-"""``triggers web``: serve the console with uvicorn (``pip install 'celery-triggers[web]'``).
+"""``triggers web``: serve the console with uvicorn (``pip install -e '.[web]'`` in a checkout).
 
 Binds to 127.0.0.1 unless told otherwise. Acting always needs the token;
 on any address beyond loopback, reading needs it too (every page asks to
