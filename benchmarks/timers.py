@@ -228,7 +228,7 @@ def sustained(args: argparse.Namespace, chosen: dict[str, Any]) -> str:
                 duration=args.duration,
                 mode=mode,
                 shared=shared,
-                seed_rate=2000 if name == "memory" else 200,
+                tick_workers=args.tick_workers,
             )
             print(row, flush=True)
             lines.append(row)
@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> str:
         "--rate", type=int, default=0, help="sustained lateness: due timers per second"
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of --rate")
+    parser.add_argument(
+        "--tick-workers", type=int, default=None, help="override the storages' tick_workers"
+    )
     parser.add_argument(
         "--clocks", default="thread,race", help="who ticks at --rate: thread, race (2 tickers)"
     )

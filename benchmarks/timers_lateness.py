@@ -116,11 +116,15 @@ def _tick_loop(storage: Storage, last_due: float, ticks: Ticks, every: float) ->
         time.sleep(max(0.0, every - took))
 
 
-def _race_process(*, url: str, session: str, last_due: float, results: Any) -> None:
+def _race_process(
+    *, url: str, session: str, last_due: float, results: Any, tick_workers: int | None
+) -> None:
     try:
         from triggers_core.runtime.registry import open_storage  # noqa: PLC0415
 
         storage = open_storage(url, session)
+        if tick_workers is not None:
+            type(storage).tick_workers = tick_workers
         ticks = Ticks()
         _tick_loop(storage, last_due, ticks, 1.0)
         results.put(("ok", (ticks.ticks, ticks.fired)))
@@ -136,12 +140,16 @@ def run(
     duration: float,
     mode: str,
     shared: bool,
-    seed_rate: float,
+    tick_workers: int | None = None,
 ) -> str:
     """One row: ``rate`` due timers/s for ``duration`` s, ticked by ``mode``."""
     count = int(rate * duration)
     with backend() as make:
-        lead = count / seed_rate * 1.5 + 5
+        if tick_workers is not None:
+            type(make("late-0")).tick_workers = tick_workers
+        pilot = time.perf_counter()  # the seeding's pace here and now (never due)
+        seed(make, "pilot-", [datetime.now(UTC) + timedelta(days=1)] * 100)
+        lead = (time.perf_counter() - pilot) / 100 * count * 2 + 10
         start = datetime.now(UTC) + timedelta(seconds=lead)
         dues = [start + timedelta(seconds=i / rate) for i in range(count)]
         seeding = time.perf_counter()
@@ -204,6 +212,7 @@ def run(
             for thread in threads:
                 thread.join(60)
         late = _lateness(make, count)
+        workers = type(storage).tick_workers
     fired = [name for t in all_ticks for name in t.fired]
     assert len(fired) == count == len(set(fired)), (len(fired), len(set(fired)), count)
     per_tick = sorted(n for t in all_ticks for _, n in t.ticks if n)
@@ -212,7 +221,7 @@ def run(
     p50, p99 = late[len(late) // 2], late[min(len(late) - 1, int(len(late) * 0.99))]
     return (
         f"| {label} | {mode} | {rate} x {duration:g} s | {p50 * 1000:.0f} | {p99 * 1000:.0f} | "
-        f"{late[-1] * 1000:.0f} | {len(per_tick)} | {per_tick[len(per_tick) // 2]} / "
+        f"{late[-1] * 1000:.0f} | {workers} | {len(per_tick)} | {per_tick[len(per_tick) // 2]} / "
         f"{per_tick[-1]} | {took[len(took) // 2] * 1000:.0f} / {took[-1] * 1000:.0f} | "
         f"{seeding:.0f} s |"
     )
@@ -232,7 +241,7 @@ def _lateness(make: StorageFactory, count: int) -> list[float]:
 
 
 HEADER = [
-    "| backend | clock | due timers | p50 ms | p99 ms | max ms | ticks with timers "
+    "| backend | clock | due timers | p50 ms | p99 ms | max ms | tick threads | ticks with timers "
     "| timers per tick (median / max) | tick ms (median / max) | seeding |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
 ]
