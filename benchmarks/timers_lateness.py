@@ -184,6 +184,7 @@ def run(
                         "session": "late-0",
                         "last_due": last_due,
                         "results": results,
+                        "tick_workers": tick_workers,
                     },
                     daemon=True,
                 )
