@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from benchmarks import django_cache
 from benchmarks.backends import DEFAULT_URLS, URL_ENV, memory_backend, sql_backend
@@ -196,6 +197,44 @@ def lateness(sessions: int) -> str:
     )
 
 
+def chosen_lateness() -> dict[
+    str, tuple[Callable[[], AbstractContextManager[StorageFactory]], bool]
+]:
+    """Backend label -> (factory, shared by processes) for the sustained lateness runs."""
+    redis_label = "django-redis-cache"
+    return {
+        "memory": (memory_backend, False),
+        redis_label: (lambda: django_cache.django_backend(redis_label, {redis_label}), True),
+    }
+
+
+def sustained(args: argparse.Namespace, chosen: dict[str, Any]) -> str:
+    """Lateness at ``--rate`` due timers/s for ``--duration`` s (``timers_lateness``)."""
+    from benchmarks import timers_lateness  # noqa: PLC0415
+
+    lines = [
+        f"### Timer lateness at {args.rate} due timers/s for {args.duration:g} s "
+        f"(load average {os.getloadavg()[0]:.1f} at the start)",
+        "",
+        *timers_lateness.HEADER,
+    ]
+    for name in args.backends.split(","):
+        backend, shared = chosen[name]
+        for mode in args.clocks.split(","):
+            row = timers_lateness.run(
+                name,
+                backend,
+                rate=args.rate,
+                duration=args.duration,
+                mode=mode,
+                shared=shared,
+                tick_workers=args.tick_workers,
+            )
+            print(row, flush=True)
+            lines.append(row)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sessions", type=int, default=100_000)
@@ -206,9 +245,23 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--backends", default="memory,sqlite")
     parser.add_argument("--lateness", type=int, default=0, help="also measure lateness")
     parser.add_argument(
+        "--rate", type=int, default=0, help="sustained lateness: due timers per second"
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of --rate")
+    parser.add_argument(
+        "--tick-workers", type=int, default=None, help="override the storages' tick_workers"
+    )
+    parser.add_argument(
+        "--clocks", default="thread,race", help="who ticks at --rate: thread, race (2 tickers)"
+    )
+    parser.add_argument(
         "--bulk", action="store_true", help="write the large run's extra timers into the index"
     )
     args = parser.parse_args(argv)
+    if args.rate:  # the sustained lateness runs only
+        report = sustained(args, chosen_lateness())
+        print(report)
+        return report
     lines = [
         f"### A tick finding {args.due} due timers (median ms of {args.rounds} rounds)",
         "",

@@ -57,9 +57,9 @@ from triggers_celery.worker_setup import worker_default_runner
 from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE, lease_owner
 from triggers_core.engine.state import Status
 from triggers_core.errors import SchemaMissingError, UnsupportedOperationError
-from triggers_core.runtime.clock import DEFAULT_TICK_INTERVAL, tick_store
+from triggers_core.runtime.clock import DEFAULT_TICK_INTERVAL, TICK_BATCH, tick_store
 from triggers_core.runtime.manager import TriggerManager, managers
-from triggers_core.runtime.recovery import DEFAULT_SWEEP_INTERVAL, sweep_store
+from triggers_core.runtime.recovery import DEFAULT_SWEEP_INTERVAL, sweep_store, tick_wait
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.registry import storage_scheme
 from triggers_core.runtime.storage import Storage
@@ -186,6 +186,8 @@ class WorkerSweeper:
         self._skipped: set[str] = set()
         #: Storages that keep no leases (yet): monotonic time of the next look.
         self._no_leases: dict[str, float] = {}
+        #: The last tick read a full batch of due timers from some store (more are due).
+        self._full = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="triggers-sweeper", daemon=True)
 
@@ -304,12 +306,15 @@ class WorkerSweeper:
                 log.debug("ticking storage %r failed: %s", name, redact(str(exc)))
                 continue
             acted += len(report.acted)
+            self._full = self._full or report.examined >= TICK_BATCH
         return acted
 
     def _serve(self) -> None:
         next_sweep = time.monotonic()
         while not self._stop.is_set():
-            sweep = time.monotonic() >= next_sweep
+            started = time.monotonic()
+            sweep = started >= next_sweep
+            self._full = False
             try:
                 with _QUIET:
                     if sweep:
@@ -321,8 +326,8 @@ class WorkerSweeper:
             if sweep:
                 next_sweep = time.monotonic() + self.interval
             wait = next_sweep - time.monotonic()
-            if self.tick_interval:
-                wait = min(wait, self.tick_interval)
+            if self.tick_interval:  # ticks start every tick_interval; a full batch: at once
+                wait = 0.0 if self._full else min(wait, tick_wait(started, self.tick_interval))
             self._stop.wait(max(wait, 0.0))
 
 

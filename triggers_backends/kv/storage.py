@@ -177,6 +177,8 @@ class KeyValueStorage(ListingStorage):
     """
 
     backend_name: ClassVar[str] = "kv"
+    #: A tick commits this many due sessions at once (each commit waits on the server).
+    tick_workers: ClassVar[int] = 4
     #: Loads that found a referenced document deleted by a concurrent commit retry this often.
     read_attempts: ClassVar[int] = 20
 

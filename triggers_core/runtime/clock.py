@@ -25,11 +25,15 @@ disagree by ``s`` seconds fire a timer up to ``s`` seconds early or late):
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from triggers_core.engine.leases import RETRY_COOLDOWN, DueKind
 from triggers_core.engine.state import Status
+from triggers_core.engine.transition import Transition
 from triggers_core.errors import InvalidTransitionError, UnknownInstanceError
 from triggers_core.runtime.ports import SessionManager
 from triggers_core.runtime.storage import DueRef, Storage
@@ -48,8 +52,9 @@ TICK_BATCH = 1000
 ManagerFactory = Callable[[Storage], SessionManager]
 
 
-def _describe(manager: SessionManager, name: str, changed: frozenset[str]) -> str:
-    instance = manager.storage.get_instance(name)
+def _describe(transition: Transition, name: str) -> str:
+    """What the timer did, from the committed state (no second read of the store)."""
+    instance = transition.state.instances[name]
     status = instance.status
     if status is Status.EXPIRED:
         fired = instance.metadata.get("onMiss")
@@ -59,7 +64,7 @@ def _describe(manager: SessionManager, name: str, changed: frozenset[str]) -> st
         if RETRY_COOLDOWN in instance.metadata:
             return "scheduled (its retry cooldown ended)"
         return "scheduled (its delay ended)"
-    others = len(changed - {name})
+    others = len(transition.changed - {name})
     return f"{status.value}" + (f" ({others} other instances changed)" if others else "")
 
 
@@ -83,7 +88,7 @@ def fire_timer(
     if transition is None:
         manager.storage.forget_due(name, DueKind.TIMER, ref.at)
         return Recovered(session, name, "left", why)
-    return Recovered(session, name, "timer fired", _describe(manager, name, transition.changed))
+    return Recovered(session, name, "timer fired", _describe(transition, name))
 
 
 def tick_store(
@@ -99,7 +104,11 @@ def tick_store(
     ``storage`` is any session's storage of the store (its due index covers
     them all); ``factory`` builds the manager that acts on each session (its
     runners get the instances scheduled). Reads at most ``limit`` due timers:
-    the cost is bounded by what is due; the next tick goes on. Raises
+    the cost is bounded by what is due; the next tick goes on. A storage whose
+    commits wait on the network (:attr:`Storage.tick_workers` above 1) has its
+    due sessions committed by that many threads at once, one session per
+    thread (a session's timers in due order); each timer is still applied by
+    one compare-and-swap, so exactly once. Raises
     :class:`~triggers_core.errors.UnsupportedOperationError` for a store
     without a due index.
     """
@@ -107,20 +116,48 @@ def tick_store(
     if when.tzinfo is None:
         raise ValueError(f"now must be a timezone-aware datetime, got naive {when!r}")
     refs = storage.due_entries(DueKind.TIMER, when, limit=limit)
-    managers: dict[str, SessionManager] = {}
-    actions: list[Recovered] = []
-    for ref in refs:
-        manager = managers.get(ref.session)
-        if manager is None:
-            manager = managers[ref.session] = factory(storage.session(ref.session))
-        action = fire_timer(manager, ref, when, dry_run=dry_run)
-        actions.append(action)
-        if action.action != "left" and not dry_run:
-            log.info(
-                "timer of %s of session %r: %s",
-                ref.instance,
-                ref.session,
-                action.detail,
-                extra={"session": ref.session, "instance": ref.instance},
-            )
+    by_session: dict[str, list[DueRef]] = {}
+    for ref in refs:  # oldest first: a session's place is that of its oldest due timer
+        by_session.setdefault(ref.session, []).append(ref)
+    workers = 1 if dry_run else min(max(1, storage.tick_workers), len(by_session))
+
+    def session_timers(session: str) -> list[Recovered]:
+        manager = factory(storage.session(session))
+        return [_fire_logged(manager, ref, when, dry_run) for ref in by_session[session]]
+
+    if workers <= 1:
+        done = [session_timers(session) for session in by_session]
+    else:  # one session per thread: a session's timers stay in order, on one storage object
+        done = list(_pool(workers).map(session_timers, by_session))
+    per_session = {
+        session: iter(actions) for session, actions in zip(by_session, done, strict=True)
+    }
+    actions = [next(per_session[ref.session]) for ref in refs]  # back in due order
     return RecoveryReport(tuple(actions), len(refs), dry_run)
+
+
+def _fire_logged(manager: SessionManager, ref: DueRef, when: datetime, dry_run: bool) -> Recovered:
+    action = fire_timer(manager, ref, when, dry_run=dry_run)
+    if action.action != "left" and not dry_run:
+        log.info(
+            "timer of %s of session %r: %s",
+            ref.instance,
+            ref.session,
+            action.detail,
+            extra={"session": ref.session, "instance": ref.instance},
+        )
+    return action
+
+
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """This process's pool of ``workers`` ticking threads (a forked child makes its own)."""
+    key = (os.getpid(), workers)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix="triggers-tick")
+        return pool

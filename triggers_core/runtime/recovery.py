@@ -320,12 +320,14 @@ class StoreSweeper:
         while not self._stop.is_set():
             started = time.monotonic()
             sweep = started >= next_sweep
+            full = False
             try:
                 if sweep:
                     next_sweep = started + self.interval
                     sweep_store(self.storage, self.factory)
                 else:
-                    tick_store(self.storage, self.factory, limit=TICK_BATCH)
+                    report = tick_store(self.storage, self.factory, limit=TICK_BATCH)
+                    full = report.examined >= TICK_BATCH
             except Exception as exc:
                 log.warning(
                     "%s a %s store failed (%s); trying again in %gs",
@@ -337,4 +339,12 @@ class StoreSweeper:
             if sweep:
                 self.sweeps += 1
             self.ticks += 1
-            self._stop.wait(self.tick_interval)
+            # Ticks start every tick_interval (the time a tick took is not added to
+            # the lateness of the next timers); a full batch leaves more due: at once.
+            self._stop.wait(0.0 if full else tick_wait(started, self.tick_interval))
+
+
+def tick_wait(started: float, interval: float) -> float:
+    """Seconds to wait so that the next tick starts ``interval`` after the one started at
+    ``started`` (monotonic), at once if that one took longer."""
+    return max(0.0, started + interval - time.monotonic())

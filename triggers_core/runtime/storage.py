@@ -179,6 +179,12 @@ class Storage(abc.ABC):
         that already exists raises :class:`~triggers_core.errors.SerializationError`.
         """
 
+    #: Threads with which :func:`~triggers_core.runtime.clock.tick_store` commits
+    #: the due sessions of a tick at once (one session per thread). 1 for stores
+    #: whose commits are computation in this process (a network round trip
+    #: releases the interpreter to other threads; in-process work does not).
+    tick_workers: ClassVar[int] = 1
+
     @property
     def commit_lock(self) -> threading.Lock:
         """The lock the manager holds around one load-compute-compare-and-swap.

@@ -1,0 +1,113 @@
+"""``tick_store`` committing the due sessions of a tick on several threads (``tick_workers``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from triggers_core import TriggerManager
+from triggers_core.engine.leases import DueKind
+from triggers_core.engine.state import Status
+from triggers_core.runtime.clock import tick_store
+from triggers_core.runtime.memory import MemoryStorage, MemoryStore
+from triggers_core.runtime.storage import Storage
+from triggers_core.testing._contract_support import RecordingRunner, race_in_threads
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+CONFIG = {
+    "t_a": {"after": ["go"], "run": "contract_task", "delay": "1h"},
+    "t_b": {"after": ["go"], "run": "contract_task", "delay": "2h"},
+}
+
+
+class PooledStorage(MemoryStorage):
+    """A memory storage that asks for the threaded tick (as network storages do)."""
+
+    tick_workers: ClassVar[int] = 4
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _seed(store: MemoryStore, sessions: int) -> list[str]:
+    """Sessions fired a second apart: t_a#0 due at 1 h + s seconds, t_b#0 at 2 h + s."""
+    uids = [f"pool-{s}" for s in range(sessions)]
+    for s, uid in enumerate(uids):
+        manager = TriggerManager(
+            PooledStorage(uid, store),
+            runners={"rec": RecordingRunner()},
+            default_runner="rec",
+            clock=Clock(T0 + timedelta(seconds=s)),
+        )
+        manager.sweep_interval = None
+        manager.update_configuration(CONFIG)
+        manager.fire("go")
+    return uids
+
+
+def _factory(runner: RecordingRunner, threads: set[str], pause: float = 0.0) -> Any:
+    def build(storage: Storage) -> TriggerManager:
+        threads.add(threading.current_thread().name)
+        time.sleep(pause)  # as a network round trip would: the other threads go on
+        manager = TriggerManager(storage, runners={"rec": runner}, default_runner="rec")
+        manager.sweep_interval = None
+        return manager
+
+    return build
+
+
+def test_a_pooled_tick_fires_each_timer_once_and_reports_them_in_due_order() -> None:
+    store, runner, threads = MemoryStore(), RecordingRunner(), set[str]()
+    uids = _seed(store, 40)
+    storage = PooledStorage(uids[0], store)
+    now = T0 + timedelta(hours=2, seconds=19)  # every t_a, and t_b of sessions 0..19
+    report = tick_store(storage, _factory(runner, threads, 0.01), now=now)
+    fired = [(a.session, a.instance) for a in report.actions if a.action == "timer fired"]
+    expected = [(uid, "t_a#0") for uid in uids] + [(uid, "t_b#0") for uid in uids[:20]]
+    assert fired == expected  # oldest due first, as one thread would report them
+    assert sorted(runner.dispatched) == sorted(name for _, name in expected)
+    assert len({t for t in threads if t.startswith("triggers-tick")}) > 1  # really in parallel
+    for uid in uids[:20]:
+        session = storage.session(uid)
+        assert session.get_instance("t_a#0").status is Status.SCHEDULED
+        assert session.get_instance("t_b#0").status is Status.SCHEDULED
+    assert storage.session(uids[20]).get_instance("t_b#0").status is Status.UNSTARTED
+    assert len(storage.due_entries(DueKind.TIMER, T0 + timedelta(days=1), limit=1000)) == 20
+    assert report.acted[0].detail == "scheduled (its delay ended)"
+
+
+def test_a_dry_run_of_a_pooled_tick_changes_nothing() -> None:
+    store, runner, threads = MemoryStore(), RecordingRunner(), set[str]()
+    uids = _seed(store, 5)
+    storage = PooledStorage(uids[0], store)
+    report = tick_store(
+        storage, _factory(runner, threads), now=T0 + timedelta(hours=3), dry_run=True
+    )
+    assert len(report.actions) == 10
+    assert runner.dispatched == []
+    assert storage.session(uids[4]).get_instance("t_b#0").status is Status.UNSTARTED
+
+
+def test_two_pooled_tickers_racing_fire_each_timer_once() -> None:
+    store, runner = MemoryStore(), RecordingRunner()
+    uids = _seed(store, 60)
+
+    def work(index: int, start: Any) -> list[tuple[str, str]]:
+        storage = PooledStorage(uids[index], store)
+        start.wait(timeout=30)
+        report = tick_store(
+            storage, _factory(runner, set()), now=T0 + timedelta(hours=3), limit=1000
+        )
+        return [(a.session, a.instance) for a in report.acted]
+
+    fired = race_in_threads(work, threads=2, timeout=120)
+    everything = fired[0] + fired[1]
+    assert len(everything) == len(set(everything)) == 120  # each timer by one ticker
+    assert sorted(runner.dispatched) == ["t_a#0"] * 60 + ["t_b#0"] * 60
