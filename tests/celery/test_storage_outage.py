@@ -197,6 +197,9 @@ def test_a_message_is_retried_until_the_database_is_back_and_runs_once(
     back = time.monotonic()
     _wait(lambda: manager.storage["t_rec#0"].status is Status.FINISHED, "the instance to finish")
     elapsed = time.monotonic() - back
+    # The worker logs how the run ended after its commit (and cascade): the status can be
+    # read before that line is written.
+    _wait(lambda: "t_rec#0 ended" in outage_worker.log(), "the worker to log the outcome")
 
     log = outage_worker.log()
     retries = log.count(retried)

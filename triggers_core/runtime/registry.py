@@ -81,6 +81,11 @@ def install_hint(name: str, missing: str | None) -> str:
     return f"install the matching extra: {install_extra_hint('...')}"
 
 
+def _top(module: str | None) -> str | None:
+    """The package to install for a missing module (``sqlalchemy.engine`` -> ``sqlalchemy``)."""
+    return module.split(".", 1)[0] if module else module
+
+
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 
 
@@ -131,7 +136,7 @@ class Registry(Generic[T]):
                 module = importlib.import_module(module_name)
             except ImportError as exc:
                 if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name != module_name:
-                    problem = f"needs the module {exc.name!r}, which is not installed"
+                    problem = f"needs the module {_top(exc.name)!r}, which is not installed"
                 else:
                     problem = f"needs {module_name!r}, which could not be imported ({exc})"
                 raise RegistryError(
@@ -205,7 +210,7 @@ def open_storage(url: str | None, uid: str) -> Storage:
         return cls.from_url(url, uid)
     except ModuleNotFoundError as exc:  # the database driver, imported when first used
         raise RegistryError(
-            f"storage URL {redact(url)!r} needs the module {exc.name!r}, which is not "
+            f"storage URL {redact(url)!r} needs the module {_top(exc.name)!r}, which is not "
             f"installed: {install_hint(scheme, exc.name)}"
         ) from exc
 
@@ -348,7 +353,7 @@ def open_async_storage(url: str | None, uid: str) -> AsyncStorage:
         return cls.from_url(url, uid)
     except ModuleNotFoundError as exc:  # the database driver, imported when first used
         raise RegistryError(
-            f"storage URL {redact(url)!r} needs the module {exc.name!r}, which is not "
+            f"storage URL {redact(url)!r} needs the module {_top(exc.name)!r}, which is not "
             f"installed: {install_hint(scheme, exc.name)}"
         ) from exc
 
