@@ -87,3 +87,15 @@ def test_the_manager_checks_its_arguments() -> None:
         AsyncTriggerManager(storage, "two")
     with pytest.raises(ValueError, match="a session uid is required"):
         AsyncTriggerManager("memory://")
+
+
+def test_each_manager_refuses_the_other_face_s_storage() -> None:
+    """A synchronous storage given to the async manager (or the reverse) is named as
+    the wrong kind, not taken for a URL."""
+    from triggers_core import TriggerManager
+    from triggers_core.runtime.memory import MemoryStorage
+
+    with pytest.raises(TypeError, match="an instance of AsyncStorage, a storage URL or None, got MemoryStorage"):
+        AsyncTriggerManager(MemoryStorage("sync-one"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="an instance of Storage, a storage URL or None, got AsyncMemoryStorage"):
+        TriggerManager(AsyncMemoryStorage("async-one"))  # type: ignore[arg-type]

@@ -45,7 +45,7 @@ from triggers_core.runtime.outcomes import Compute, Outcomes
 from triggers_core.runtime.ports import SessionManager, TaskRunner
 from triggers_core.runtime.recovery import RecoveryReport, recover_session_steps
 from triggers_core.runtime.redaction import redact
-from triggers_core.runtime.registry import open_async_storage
+from triggers_core.runtime.registry import open_async_storage, session_storage
 from triggers_core.runtime.registry import runners as runner_registry
 from triggers_core.runtime.shell_run import HoldLease, ReleaseLease, RunBody, run_instance_steps
 from triggers_core.runtime.storage import _sort_key
@@ -89,14 +89,7 @@ class AsyncTriggerManager:
         default_runner: str | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        if isinstance(storage, AsyncStorage):
-            if uid is not None and uid != storage.uid:
-                raise ValueError(f"uid {uid!r} given with a storage for session {storage.uid!r}")
-            self.storage = storage
-        else:
-            if uid is None:
-                raise ValueError("a session uid is required when storage is a URL or None")
-            self.storage = open_async_storage(storage, uid)
+        self.storage = session_storage(storage, uid, AsyncStorage, open_async_storage)
         self._runners: dict[str, TaskRunner] = dict(runners or {})
         if default_runner is not None:
             self.default_runner = default_runner

@@ -62,7 +62,7 @@ from triggers_core.runtime.recovery import (
     recover_session,
 )
 from triggers_core.runtime.redaction import redact
-from triggers_core.runtime.registry import Registry, open_storage
+from triggers_core.runtime.registry import Registry, open_storage, session_storage
 from triggers_core.runtime.registry import runners as runner_registry
 from triggers_core.runtime.shell_run import keeps_leases_steps, run_instance_steps
 from triggers_core.runtime.storage import Storage
@@ -113,14 +113,7 @@ class TriggerManager(OperatorActions):
         default_runner: str | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        if isinstance(storage, Storage):
-            if uid is not None and uid != storage.uid:
-                raise ValueError(f"uid {uid!r} given with a storage for session {storage.uid!r}")
-            self.storage = storage
-        else:
-            if uid is None:
-                raise ValueError("a session uid is required when storage is a URL or None")
-            self.storage = open_storage(storage, uid)
+        self.storage = session_storage(storage, uid, Storage, open_storage)
         self._runners: dict[str, TaskRunner] = dict(runners or {})
         self._runners_lock = threading.Lock()
         if default_runner is not None:

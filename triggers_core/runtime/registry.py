@@ -17,7 +17,7 @@ import re
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from triggers_core.errors import RegistryError, did_you_mean, install_extra_hint
 from triggers_core.runtime.async_storage import AsyncStorage
@@ -188,6 +188,33 @@ def storage_scheme(url: str) -> str:
             f"e.g. sqlite:///triggers.db; schemes: {', '.join(storages.names())})"
         )
     return scheme.split("+", 1)[0].lower()
+
+
+S = TypeVar("S", Storage, AsyncStorage)
+
+
+def session_storage(
+    storage: S | str | None,
+    uid: str | None,
+    kind: type,  # Storage or AsyncStorage (abstract classes: not ``type[S]`` for mypy)
+    opener: Callable[[str | None, str], S],
+) -> S:
+    """The storage a manager works on: ``storage`` itself when it is a ``kind``
+    (``uid``, if given, must be its session), else what ``opener`` opens from
+    the URL ``storage`` (None: the default URL) for session ``uid``."""
+    if isinstance(storage, kind):
+        found = cast(S, storage)
+        if uid is not None and uid != found.uid:
+            raise ValueError(f"uid {uid!r} given with a storage for session {found.uid!r}")
+        return found
+    if storage is not None and not isinstance(storage, str):
+        raise TypeError(
+            f"storage must be an instance of {kind.__name__}, a storage URL or None, "
+            f"got {type(storage).__name__}"
+        )
+    if uid is None:
+        raise ValueError("a session uid is required when storage is a URL or None")
+    return opener(storage, uid)
 
 
 def open_storage(url: str | None, uid: str) -> Storage:
