@@ -95,7 +95,11 @@ def test_each_manager_refuses_the_other_face_s_storage() -> None:
     from triggers_core import TriggerManager
     from triggers_core.runtime.memory import MemoryStorage
 
-    with pytest.raises(TypeError, match="an instance of AsyncStorage, a storage URL or None, got MemoryStorage"):
+    with pytest.raises(
+        TypeError, match="of AsyncStorage, a storage URL or None, got MemoryStorage"
+    ):
         AsyncTriggerManager(MemoryStorage("sync-one"))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="an instance of Storage, a storage URL or None, got AsyncMemoryStorage"):
+    with pytest.raises(
+        TypeError, match="of Storage, a storage URL or None, got AsyncMemoryStorage"
+    ):
         TriggerManager(AsyncMemoryStorage("async-one"))  # type: ignore[arg-type]
