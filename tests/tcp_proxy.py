@@ -79,7 +79,8 @@ class FreezingProxy:
                     if not data:
                         return
                     peers[sock].sendall(data)
-        except OSError:
+        except (OSError, ValueError):
+            # ValueError: drop() or close() closed a socket under select() (its fd is -1 now).
             return
         finally:
             for sock in (client, upstream):
