@@ -33,17 +33,22 @@ from triggers_core import engine
 from triggers_core.engine.effects import ScheduleInstance
 from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE
 from triggers_core.engine.state import Status, TaskInstance
-from triggers_core.errors import ConcurrencyError
+from triggers_core.errors import ConcurrencyError, StorageError, UnsupportedOperationError
 from triggers_core.runtime import operator_steps as ops
 from triggers_core.runtime import shell
 from triggers_core.runtime.async_storage import AsyncStorage
+from triggers_core.runtime.async_sweeper import AsyncStoreSweeper
 from triggers_core.runtime.async_transactional import fire_transactional_async
 from triggers_core.runtime.commit import COMMIT_TURN_TIMEOUT
 from triggers_core.runtime.firing import FireResult
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER
 from triggers_core.runtime.outcomes import Compute, Outcomes
 from triggers_core.runtime.ports import SessionManager, TaskRunner
-from triggers_core.runtime.recovery import RecoveryReport, recover_session_steps
+from triggers_core.runtime.recovery import (
+    DEFAULT_SWEEP_INTERVAL,
+    RecoveryReport,
+    recover_session_steps,
+)
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.registry import open_async_storage, session_storage
 from triggers_core.runtime.registry import runners as runner_registry
@@ -79,6 +84,13 @@ class AsyncTriggerManager:
     backoff_base: float = 0.001
     backoff_cap: float = 0.1
     max_cascade_depth: int = engine.DEFAULT_MAX_CASCADE_DEPTH
+    #: Seconds between two recovery sweeps of this manager's store by a background task of
+    #: the event loop (:class:`~triggers_core.runtime.async_sweeper.AsyncStoreSweeper`; it
+    #: also ticks the store's clock every second, so ``within``, ``delay`` and retry
+    #: cooldowns fire). Started by the first operation of a manager whose default runner
+    #: is the in-process ``"asyncio"`` one, whose clock is the real one and whose storage
+    #: keeps leases; None: never (call :meth:`advance` and :meth:`recover` yourself).
+    sweep_interval: float | None = DEFAULT_SWEEP_INTERVAL
 
     def __init__(
         self,
@@ -95,6 +107,8 @@ class AsyncTriggerManager:
             self.default_runner = default_runner
         self._clock = clock or (lambda: datetime.now(UTC))
         self._sync_view: Any = None
+        # The background sweeper starts with the first operation (building a manager does no I/O).
+        self._sweeper_pending = clock is None
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -135,6 +149,8 @@ class AsyncTriggerManager:
         """Run an operation of the shell core, awaiting each request it makes (on
         ``storage``, the session's unless given: a transactional fire's bound one)."""
         storage = self.storage if storage is None else storage
+        if self._sweeper_pending:
+            await self._start_sweeper()
         turn = storage.commit_lock
         held = False
         value: Any = None
@@ -189,6 +205,29 @@ class AsyncTriggerManager:
         finally:
             if held:
                 turn.release()
+
+    async def _start_sweeper(self) -> None:
+        """Start the store's sweeper task on this loop, once (see :attr:`sweep_interval`)."""
+        self._sweeper_pending = False
+        if self.sweep_interval is None or self.default_runner != "asyncio":
+            return
+        if AsyncStoreSweeper.running(self.storage) is not None:
+            return
+        try:
+            await self.storage.check_leases()
+        except (StorageError, UnsupportedOperationError) as exc:  # no leases, or store down
+            lifecycle.debug("not starting a sweeper for session %r: %s", self.uid, exc)
+            return
+        cls = type(self)
+        shared: dict[str, TaskRunner] = {}
+
+        def build(storage: AsyncStorage) -> AsyncTriggerManager:
+            manager = cls(storage, runners=shared)
+            manager._sweeper_pending = False
+            manager._runners = shared  # one runner per name for every session it sweeps
+            return manager
+
+        AsyncStoreSweeper.for_store(self.storage, build, self.sweep_interval)
 
     async def _take(self, turn: asyncio.Lock) -> None:
         if not turn.locked():  # free: taken at once, no timer to arm
