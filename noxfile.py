@@ -12,6 +12,11 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 PYTEST_ARGS = ["-p", "no:cacheprovider"]
+#: The suite runs on one pytest-xdist worker per core (at most 4: each starts its own Celery
+#: workers and memcached), a test file per worker at a time (its module fixtures stay in one
+#: process). Every test keeps to tables, key prefixes and queues of its own run, so they do
+#: not meet. ``nox -s tests -- -n 0`` runs it in one process.
+PARALLEL_ARGS = ["--numprocesses=auto", "--maxprocesses=4", "--dist=loadfile"]
 
 
 @nox.session
@@ -19,7 +24,7 @@ def tests(session: nox.Session) -> None:
     """The whole test suite against real services (see docs/testing.md)."""
     session.install("-e", ".[test]")
     # pytest exits 5 when it collected nothing; that must fail, never pass.
-    session.run("pytest", *PYTEST_ARGS, *session.posargs, success_codes=[0])
+    session.run("pytest", *PYTEST_ARGS, *PARALLEL_ARGS, *session.posargs, success_codes=[0])
 
 
 @nox.session
