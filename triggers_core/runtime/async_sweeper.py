@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -37,11 +36,10 @@ from triggers_core.runtime.async_storage import AsyncStorage
 from triggers_core.runtime.clock import DEFAULT_TICK_INTERVAL, TICK_BATCH, _describe
 from triggers_core.runtime.recovery import (
     SWEEP_BATCH,
+    SweepRounds,
     _redispatch_steps,
     _take_over_steps,
-    tick_wait,
 )
-from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.shell import Steps
 from triggers_core.runtime.storage import DueRef
 from triggers_core.runtime.sweep_report import Recovered, RecoveryReport
@@ -186,7 +184,7 @@ async def asweep_store(
     return RecoveryReport(tuple(actions) + timers.actions, examined, False)
 
 
-class AsyncStoreSweeper:
+class AsyncStoreSweeper(SweepRounds[AsyncStorage, AsyncManagerFactory]):
     """Sweeps one store from an event loop: the clock every ``tick_interval`` seconds,
     recovery every ``interval`` seconds, as a task of that loop.
 
@@ -206,12 +204,7 @@ class AsyncStoreSweeper:
         interval: float,
         tick_interval: float = DEFAULT_TICK_INTERVAL,
     ) -> None:
-        self.storage = storage
-        self.factory = factory
-        self.interval = interval
-        self.tick_interval = min(tick_interval, interval)
-        self.sweeps = 0
-        self.ticks = 0
+        super().__init__(storage, factory, interval, tick_interval)
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -275,31 +268,18 @@ class AsyncStoreSweeper:
             await asyncio.wait({self._task})
 
     async def _serve(self) -> None:
-        next_sweep = 0.0  # the first sweep at once: runs lost before this process started
         try:
             while True:
-                started = time.monotonic()
-                sweep = started >= next_sweep
                 full = False
                 try:
-                    if sweep:
-                        next_sweep = started + self.interval
+                    if self.begin():
                         await asweep_store(self.storage, self.factory)
-                        self.sweeps += 1
                     else:
                         report = await atick_store(self.storage, self.factory)
                         full = report.examined >= TICK_BATCH
                 except Exception as exc:
-                    log.warning(
-                        "%s a %s store failed (%s); trying again in %gs",
-                        "sweeping" if sweep else "ticking the clock of",
-                        self.storage.backend_name,
-                        redact(str(exc)),
-                        self.tick_interval,
-                    )
-                self.ticks += 1
-                # Ticks start every tick_interval; a full batch leaves more due: at once.
-                await asyncio.sleep(0.0 if full else tick_wait(started, self.tick_interval))
+                    self.failed(exc)
+                await asyncio.sleep(self.end(full))
         finally:
             self._forget()
             with contextlib.suppress(Exception):

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from triggers_core.engine.leases import DEFAULT_DISPATCH_LEASE, DueKind, due_of, lease_owner
 from triggers_core.engine.state import Status
@@ -48,6 +48,9 @@ from triggers_core.runtime.shell import Load, ShellHost, Steps, StorageCall, get
 from triggers_core.runtime.storage import UNRESOLVED, DueRef, Storage, _sort_key
 from triggers_core.runtime.sweep_report import Recovered, RecoveryReport
 
+if TYPE_CHECKING:
+    from triggers_core.runtime.async_storage import AsyncStorage
+
 __all__ = [
     "CLAIM_SECONDS",
     "DEFAULT_SWEEP_INTERVAL",
@@ -55,6 +58,7 @@ __all__ = [
     "Recovered",
     "RecoveryReport",
     "StoreSweeper",
+    "SweepRounds",
     "recover_session",
     "recover_session_steps",
     "sweep_store",
@@ -258,7 +262,66 @@ def _observe(report: RecoveryReport, lost: int | None, overdue: int = 0) -> None
         watcher.swept(lost, overdue)
 
 
-class StoreSweeper:
+S = TypeVar("S", bound="Storage | AsyncStorage")
+F = TypeVar("F")
+
+
+class SweepRounds(Generic[S, F]):
+    """The rounds of a background sweeper (:class:`StoreSweeper`, a thread, and
+    :class:`~triggers_core.runtime.async_sweeper.AsyncStoreSweeper`, a task): a sweep
+    every ``interval`` seconds (the first at once), a tick of the clock every
+    ``tick_interval`` seconds in between; a round that failed is logged, never raised.
+
+    A round is :meth:`begin` (True: sweep, False: tick), the work, then :meth:`end`,
+    which says how long to wait before the next.
+    """
+
+    def __init__(
+        self,
+        storage: S,
+        factory: F,
+        interval: float,
+        tick_interval: float = DEFAULT_TICK_INTERVAL,
+    ) -> None:
+        self.storage = storage
+        self.factory = factory
+        self.interval = interval
+        self.tick_interval = min(tick_interval, interval)
+        self.sweeps = 0
+        self.ticks = 0
+        self._next_sweep = 0.0
+        self._started = 0.0
+        self._sweeping = False
+
+    def begin(self) -> bool:
+        """Start a round: True if it is a sweep (its interval has passed), else a tick."""
+        self._started = time.monotonic()
+        self._sweeping = self._started >= self._next_sweep
+        if self._sweeping:
+            self._next_sweep = self._started + self.interval
+        return self._sweeping
+
+    def failed(self, exc: Exception) -> None:
+        """Log a round that failed (the store is down): the next round tries again."""
+        log.warning(
+            "%s a %s store failed (%s); trying again in %gs",
+            "sweeping" if self._sweeping else "ticking the clock of",
+            self.storage.backend_name,
+            redact(str(exc)),
+            self.tick_interval,
+        )
+
+    def end(self, full: bool) -> float:
+        """End a round; the seconds to wait before the next one. Rounds start every
+        ``tick_interval`` (the time one took is not added to the lateness of the next
+        timers); a tick that read a full batch (``full``) leaves more due: at once."""
+        if self._sweeping:
+            self.sweeps += 1
+        self.ticks += 1
+        return 0.0 if full else tick_wait(self._started, self.tick_interval)
+
+
+class StoreSweeper(SweepRounds[Storage, ManagerFactory]):
     """Runs :func:`sweep_store` on one store every ``interval`` seconds, in a daemon thread,
     and the store's clock (:func:`~triggers_core.runtime.clock.tick_store`) every
     ``tick_interval`` seconds in between.
@@ -277,12 +340,7 @@ class StoreSweeper:
         interval: float,
         tick_interval: float = DEFAULT_TICK_INTERVAL,
     ) -> None:
-        self.storage = storage
-        self.factory = factory
-        self.interval = interval
-        self.tick_interval = min(tick_interval, interval)
-        self.sweeps = 0
-        self.ticks = 0
+        super().__init__(storage, factory, interval, tick_interval)
         self._key: object = None
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -316,32 +374,16 @@ class StoreSweeper:
                 del self._running[self._key]
 
     def _serve(self) -> None:
-        next_sweep = 0.0
         while not self._stop.is_set():
-            started = time.monotonic()
-            sweep = started >= next_sweep
             full = False
             try:
-                if sweep:
-                    next_sweep = started + self.interval
+                if self.begin():
                     sweep_store(self.storage, self.factory)
                 else:
-                    report = tick_store(self.storage, self.factory, limit=TICK_BATCH)
-                    full = report.examined >= TICK_BATCH
+                    full = tick_store(self.storage, self.factory).examined >= TICK_BATCH
             except Exception as exc:
-                log.warning(
-                    "%s a %s store failed (%s); trying again in %gs",
-                    "sweeping" if sweep else "ticking the clock of",
-                    self.storage.backend_name,
-                    redact(str(exc)),
-                    self.tick_interval,
-                )
-            if sweep:
-                self.sweeps += 1
-            self.ticks += 1
-            # Ticks start every tick_interval (the time a tick took is not added to
-            # the lateness of the next timers); a full batch leaves more due: at once.
-            self._stop.wait(0.0 if full else tick_wait(started, self.tick_interval))
+                self.failed(exc)
+            self._stop.wait(self.end(full))
 
 
 def tick_wait(started: float, interval: float) -> float:
