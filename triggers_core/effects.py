@@ -3,20 +3,4 @@
 Moved to :mod:`triggers_core.engine.effects` (see docs/architecture.md).
 """
 
-from triggers_core.engine.effects import (
-    DuplicateFire,
-    Effect,
-    InstanceReplayed,
-    InstanceSkipped,
-    ScheduleInstance,
-    TriggerFired,
-)
-
-__all__ = [
-    "DuplicateFire",
-    "Effect",
-    "InstanceReplayed",
-    "InstanceSkipped",
-    "ScheduleInstance",
-    "TriggerFired",
-]
+from triggers_core.engine.effects import *  # noqa: F403 - every public name, unchanged

@@ -3,20 +3,4 @@
 Moved to :mod:`triggers_core.engine.idempotency` (see docs/architecture.md).
 """
 
-from triggers_core.engine.idempotency import (
-    MAX_IDEMPOTENCY_KEY_LENGTH,
-    FireKey,
-    cascade_key,
-    check_idempotency_key,
-    decode_scheduled,
-    fire_key,
-)
-
-__all__ = [
-    "MAX_IDEMPOTENCY_KEY_LENGTH",
-    "FireKey",
-    "cascade_key",
-    "check_idempotency_key",
-    "decode_scheduled",
-    "fire_key",
-]
+from triggers_core.engine.idempotency import *  # noqa: F403 - every public name, unchanged

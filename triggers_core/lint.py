@@ -3,11 +3,4 @@
 Moved to :mod:`triggers_core.tools.lint` (see docs/architecture.md).
 """
 
-from triggers_core.tools.lint import (
-    RULES,
-    Finding,
-    Severity,
-    lint,
-)
-
-__all__ = ["RULES", "Finding", "Severity", "lint"]
+from triggers_core.tools.lint import *  # noqa: F403 - every public name, unchanged

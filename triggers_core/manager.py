@@ -3,11 +3,4 @@
 Moved to :mod:`triggers_core.runtime.manager` (see docs/architecture.md).
 """
 
-from triggers_core.runtime.manager import (
-    LIFECYCLE_LOGGER,
-    TriggerManager,
-    exception_type_name,
-    managers,
-)
-
-__all__ = ["LIFECYCLE_LOGGER", "TriggerManager", "exception_type_name", "managers"]
+from triggers_core.runtime.manager import *  # noqa: F403 - every public name, unchanged

@@ -3,9 +3,4 @@
 Moved to :mod:`triggers_core.runtime.memory` (see docs/architecture.md).
 """
 
-from triggers_core.runtime.memory import (
-    MemoryStorage,
-    MemoryStore,
-)
-
-__all__ = ["MemoryStorage", "MemoryStore"]
+from triggers_core.runtime.memory import *  # noqa: F403 - every public name, unchanged

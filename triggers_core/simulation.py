@@ -3,36 +3,4 @@
 Moved to :mod:`triggers_core.tools.simulation` (see docs/architecture.md).
 """
 
-from triggers_core.tools.simulation import (
-    DEFAULT_START,
-    Advance,
-    Failure,
-    Outcome,
-    ReplayFailed,
-    ResultFunction,
-    Results,
-    Simulation,
-    SimulationLimitExceeded,
-    SkipFailed,
-    Step,
-    TriggerSpec,
-    run_simulation,
-    simulate,
-)
-
-__all__ = [
-    "DEFAULT_START",
-    "Advance",
-    "Failure",
-    "Outcome",
-    "ReplayFailed",
-    "ResultFunction",
-    "Results",
-    "Simulation",
-    "SimulationLimitExceeded",
-    "SkipFailed",
-    "Step",
-    "TriggerSpec",
-    "run_simulation",
-    "simulate",
-]
+from triggers_core.tools.simulation import *  # noqa: F403 - every public name, unchanged

@@ -3,8 +3,4 @@
 Moved to :mod:`triggers_core.engine.task_table` (see docs/architecture.md).
 """
 
-from triggers_core.engine.task_table import (
-    TaskTable,
-)
-
-__all__ = ["TaskTable"]
+from triggers_core.engine.task_table import *  # noqa: F403 - every public name, unchanged

@@ -621,3 +621,49 @@ def test_the_async_sql_schemes_are_declared_as_entry_points() -> None:
     extra = " ".join(project["optional-dependencies"]["async"])
     for package in ("sqlalchemy[asyncio]", "aiosqlite", "asyncpg", "aiomysql", "greenlet"):
         assert package in extra
+
+
+class _GatedOpening(AsyncSQLAlchemyStorage):
+    """Its first use waits at ``gate`` after taking the URL's engine, before opening."""
+
+    gate: asyncio.Event
+
+    async def _call(self, doing: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if doing == "opening the storage":
+            await self.gate.wait()
+        return await super()._call(doing, fn, *args, **kwargs)
+
+
+def test_a_storage_letting_go_never_disposes_the_engine_another_is_opening(
+    tmp_path: Path,
+) -> None:
+    """Two storages of one URL: the first closes while the second's first use is under
+    way. The engine stays (the second holds it from the moment it took it); before, it
+    was disposed under the second, whose connections then outlived every dispose."""
+    path = tmp_path / "holds.db"
+    create_schema(sa.create_engine(f"sqlite:///{path}"))
+    url = f"sqlite+aiosqlite:///{path}"
+
+    async def scenario() -> None:
+        first = AsyncSQLAlchemyStorage.from_url(url, "first")
+        await first.load()
+        state = asyncio_module._LOOP_ENGINES[asyncio.get_running_loop()]
+        (shared,) = state.engines.values()
+        assert shared.holders == 1
+        second = _GatedOpening.from_url(url, "second")
+        second.gate = asyncio.Event()
+        opening = asyncio.create_task(second.load())
+        for _ in range(200):  # it reaches the gate without I/O: a few turns of the loop
+            if shared.holders == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert shared.holders == 2, "the second storage took the engine without holding it"
+        await first.aclose()
+        assert state.engines == {second._key: shared}  # not disposed: the second holds it
+        second.gate.set()
+        await opening
+        assert shared.holders == 1
+        await second.aclose()
+        assert state.engines == {}  # the last one let go: disposed
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

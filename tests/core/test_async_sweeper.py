@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from triggers_backends.sqlalchemy.asyncio import dispose_async_engines
 from triggers_core import (
     AsyncMemoryStorage,
     AsyncTriggerManager,
@@ -69,10 +70,8 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
         try:
             await scenario()
         finally:
-            for sweepers in list(AsyncStoreSweeper._running.values()):
-                for sweeper in list(sweepers.values()):
-                    sweeper.stop()
-                    await sweeper.wait_stopped()
+            await dispose_async_engines()  # stops the loop's sweepers first
+            assert not AsyncStoreSweeper._running.get(asyncio.get_running_loop())
 
     asyncio.run(main())
 

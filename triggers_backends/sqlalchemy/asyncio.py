@@ -84,6 +84,7 @@ from triggers_core.engine.sizes import DEFAULT_MAX_VALUE_BYTES, check_value_limi
 from triggers_core.engine.state import SessionState
 from triggers_core.errors import RegistryError, StorageError, StorageURLError, install_extra_hint
 from triggers_core.runtime.async_storage import AsyncStorage
+from triggers_core.runtime.async_sweeper import AsyncStoreSweeper
 from triggers_core.runtime.redaction import redact
 from triggers_core.runtime.registry import sync_twin_url
 from triggers_core.runtime.storage import DueRef, Snapshot, Storage, Version
@@ -303,10 +304,13 @@ def _check_driver(url: URL) -> None:
 async def dispose_async_engines() -> None:
     """Close every engine the async storages opened from URLs in the running loop.
 
-    Storages opened from those URLs keep working (a disposed engine opens new
-    connections when used again), but no longer share an engine with storages
-    opened afterwards.
+    The loop's background sweepers (:class:`~triggers_core.runtime.async_sweeper.AsyncStoreSweeper`)
+    are stopped first, and waited for, so none is cut off in the middle of a query;
+    a manager built afterwards starts one again. Storages opened from those URLs
+    keep working (a disposed engine opens new connections when used again), but
+    no longer share an engine with storages opened afterwards.
     """
+    await AsyncStoreSweeper.stop_all()
     with _LOOP_ENGINES_LOCK:
         state = _LOOP_ENGINES.pop(asyncio.get_running_loop(), None)
     if state is not None and state.closer is not None:
@@ -396,19 +400,28 @@ class AsyncSQLAlchemyStorage(AsyncStorage):
             shared = await self._engine_here(loop)
             engine = self._engine if shared is None else shared.engine
             assert engine is not None
-            made = await self._call(
-                "opening the storage",
-                _Bridged,
-                self.uid,
-                engine.sync_engine,
-                table_prefix=self.table_prefix,
-                create_schema=self._create_schema,
-                sqlite_synchronous=self.sqlite_synchronous,
-                max_value_bytes=self.max_value_bytes,
-            )
-            found = self._delegates.setdefault(loop, made)
-            if found is made and shared is not None:
+            # Held from now on, before the next await: another storage of the URL that
+            # lets go meanwhile must not dispose the engine this one is about to use.
+            if shared is not None:
                 shared.holders += 1
+            try:
+                made = await self._call(
+                    "opening the storage",
+                    _Bridged,
+                    self.uid,
+                    engine.sync_engine,
+                    table_prefix=self.table_prefix,
+                    create_schema=self._create_schema,
+                    sqlite_synchronous=self.sqlite_synchronous,
+                    max_value_bytes=self.max_value_bytes,
+                )
+            except BaseException:
+                if shared is not None:
+                    await self._let_go(loop, shared)
+                raise
+            found = self._delegates.setdefault(loop, made)
+            if found is not made and shared is not None:  # a concurrent first use won
+                await self._let_go(loop, shared)
         return found
 
     async def _call(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -518,14 +531,20 @@ class AsyncSQLAlchemyStorage(AsyncStorage):
             return
         with _LOOP_ENGINES_LOCK:
             state = _LOOP_ENGINES.get(loop)
-        engines = {} if state is None else state.engines
-        shared = engines.get(self._key)
-        if shared is None:
-            return
+        shared = None if state is None else state.engines.get(self._key)
+        if shared is not None:
+            await self._let_go(loop, shared)
+
+    async def _let_go(self, loop: asyncio.AbstractEventLoop, shared: _Shared) -> None:
+        """Give back one hold of ``shared``; the last one disposes the engine."""
         shared.holders -= 1
-        if shared.holders <= 0:
-            del engines[self._key]
-            await shared.engine.dispose()
+        if shared.holders > 0:
+            return
+        with _LOOP_ENGINES_LOCK:
+            state = _LOOP_ENGINES.get(loop)
+        if state is not None and state.engines.get(self._key) is shared:
+            del state.engines[self._key]
+        await shared.engine.dispose()
 
     # -- naming -------------------------------------------------------------------------
 

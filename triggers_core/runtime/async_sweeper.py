@@ -16,7 +16,9 @@ core's operations, the same as the thread's): however many sweepers run, in
 however many processes, each timer fires once and each lost run is taken
 over once. A sweep reads at most a batch of due entries of each kind: its
 cost is bounded by what is due, never by the number of sessions. The task
-ends when the loop ends (``asyncio.run`` cancels it) or with :meth:`stop`.
+ends when the loop ends (``asyncio.run`` cancels it), or after the round under
+way with :meth:`AsyncStoreSweeper.stop` (``dispose_async_engines`` stops the
+loop's sweepers so before it closes their connections).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -206,6 +209,8 @@ class AsyncStoreSweeper(SweepRounds[AsyncStorage, AsyncManagerFactory]):
     ) -> None:
         super().__init__(storage, factory, interval, tick_interval)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._wait = 0.0
 
     @classmethod
     def running(cls, storage: AsyncStorage) -> AsyncStoreSweeper | None:
@@ -247,10 +252,8 @@ class AsyncStoreSweeper(SweepRounds[AsyncStorage, AsyncManagerFactory]):
         return sweeper
 
     def stop(self) -> None:
-        """Stop sweeping (the task is cancelled; a commit under way finishes or is abandoned
-        before its compare-and-swap, so nothing is half written)."""
-        if self._task is not None:
-            self._task.cancel()
+        """Stop sweeping: the round under way ends, then the task (see :meth:`wait_stopped`)."""
+        self._stopping.set()
         self._forget()
 
     def _forget(self) -> None:
@@ -262,14 +265,35 @@ class AsyncStoreSweeper(SweepRounds[AsyncStorage, AsyncManagerFactory]):
             if not sweepers:
                 self._running.pop(loop, None)
 
+    @classmethod
+    async def stop_all(cls) -> None:
+        """Stop every sweeper of the running loop and wait until their tasks have ended
+        (before closing the loop's connections: no sweep is left half way through a query).
+        A manager built afterwards starts one again."""
+        sweepers = list(cls._running.get(asyncio.get_running_loop(), {}).values())
+        for sweeper in sweepers:
+            sweeper.stop()
+        for sweeper in sweepers:
+            await sweeper.wait_stopped()
+
     async def wait_stopped(self) -> None:
         """Wait until the task has ended (after :meth:`stop`)."""
         if self._task is not None:
             await asyncio.wait({self._task})
 
+    async def _rest(self, seconds: float) -> bool:
+        """Wait ``seconds``, or less if :meth:`stop` is called; True: go on."""
+        if not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+        return not self._stopping.is_set()
+
     async def _serve(self) -> None:
+        # The first round one tick after the start: a script that ends at once never has a
+        # sweep cut off by the loop's end (which cancels this task wherever it waits).
+        self._next_sweep = time.monotonic() + self.tick_interval
         try:
-            while True:
+            while await self._rest(self.tick_interval if self.ticks == 0 else self._wait):
                 full = False
                 try:
                     if self.begin():
@@ -279,7 +303,7 @@ class AsyncStoreSweeper(SweepRounds[AsyncStorage, AsyncManagerFactory]):
                         full = report.examined >= TICK_BATCH
                 except Exception as exc:
                     self.failed(exc)
-                await asyncio.sleep(self.end(full))
+                self._wait = self.end(full)
         finally:
             self._forget()
             with contextlib.suppress(Exception):

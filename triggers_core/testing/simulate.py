@@ -5,38 +5,4 @@ use it without importing this package, which registers the sample tasks);
 every name is re-exported here unchanged.
 """
 
-from __future__ import annotations
-
-from triggers_core.tools.simulation import (
-    DEFAULT_START,
-    Advance,
-    Failure,
-    Outcome,
-    ReplayFailed,
-    ResultFunction,
-    Results,
-    Simulation,
-    SimulationLimitExceeded,
-    SkipFailed,
-    Step,
-    TriggerSpec,
-    run_simulation,
-    simulate,
-)
-
-__all__ = [
-    "DEFAULT_START",
-    "Advance",
-    "Failure",
-    "Outcome",
-    "ReplayFailed",
-    "ResultFunction",
-    "Results",
-    "Simulation",
-    "SimulationLimitExceeded",
-    "SkipFailed",
-    "Step",
-    "TriggerSpec",
-    "run_simulation",
-    "simulate",
-]
+from triggers_core.tools.simulation import *  # noqa: F403 - every public name, unchanged
