@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -283,4 +283,50 @@ def test_a_sweeper_ends_with_its_loop_and_leaves_no_reference_to_it() -> None:
     asyncio.run(scenario())  # no stop(): the loop's end cancels the task
     assert seen[0]._task is not None
     assert seen[0]._task.done()
+    assert all(seen[0] not in sweepers.values() for sweepers in AsyncStoreSweeper._running.values())
+
+
+class SlowDue(AsyncMemoryStorage):
+    """Reading the due index takes a while: a round of the sweeper is under way for 0.3 s."""
+
+    rounds: ClassVar[list[str]] = []
+
+    async def due_entries(self, kind: Any, before: datetime, *, limit: int) -> Any:
+        SlowDue.rounds.append("entered")
+        await asyncio.sleep(0.3)
+        SlowDue.rounds.append("left")
+        return await super().due_entries(kind, before, limit=limit)
+
+    def session(self, uid: str) -> AsyncMemoryStorage:
+        return SlowDue(uid, sync=self.sync.session(uid))
+
+
+def test_dispose_lets_the_round_under_way_finish_then_ends_the_sweeper() -> None:
+    """``dispose_async_engines`` stops the loop's sweepers and waits for them: a round that
+    has started ends normally (never cut off half way through a query), and no round starts
+    after it."""
+    SlowDue.rounds = []
+    seen: list[AsyncStoreSweeper] = []
+
+    async def scenario() -> None:
+        storage = SlowDue(f"sw-slow-{uuid.uuid4().hex[:8]}", MemoryStore())
+        manager = AsyncTriggerManager(storage, storage.uid)
+        await manager.update_configuration({"t": {"after": ["go"], "run": QUICK}})
+        sweeper = AsyncStoreSweeper.running(manager.storage)
+        assert sweeper is not None
+        seen.append(sweeper)
+        deadline = time.monotonic() + 10
+        while "entered" not in SlowDue.rounds:  # the first round starts a tick after the start
+            assert time.monotonic() < deadline, "the sweeper never swept"
+            await asyncio.sleep(0.02)
+        await dispose_async_engines()
+        assert sweeper._task is not None
+        assert sweeper._task.done()
+        assert not sweeper._task.cancelled()  # it ended by itself, not by a cancel
+        assert SlowDue.rounds[-1] == "left"  # the read under way was not cut off
+        entered = len(SlowDue.rounds)
+        await asyncio.sleep(1.5)  # longer than a tick: no round after the stop
+        assert len(SlowDue.rounds) == entered
+
+    asyncio.run(scenario())
     assert all(seen[0] not in sweepers.values() for sweepers in AsyncStoreSweeper._running.values())
