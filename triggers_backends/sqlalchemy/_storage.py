@@ -258,6 +258,23 @@ class SQLAlchemyStorage(ReadingMixin, WritingMixin):
             engine, filter, table_prefix=prefix, page_size=page_size, cursor=cursor
         )
 
+    def list_store_sessions(
+        self,
+        filter: SessionFilter,
+        *,
+        page_size: int,
+        cursor: str | None,
+    ) -> SessionPage:
+        """One page of the sessions in this storage's tables, on its engine (see
+        ``Storage.list_store_sessions``; the same query as :meth:`list_sessions`)."""
+        return list_sessions(
+            self.engine,
+            filter,
+            table_prefix=self.table_prefix,
+            page_size=page_size,
+            cursor=cursor,
+        )
+
     def reference(self) -> str:
         """This storage's URL without the password (plus non-default ``triggers_*`` options).
 

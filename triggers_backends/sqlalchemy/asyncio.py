@@ -515,6 +515,12 @@ class AsyncSQLAlchemyStorage(AsyncStorage):
         storage = await self._delegate()
         return await self._call("due_entries", storage.due_entries, kind, before, limit=limit)
 
+    async def run_with_sync(self, doing: str, fn: Callable[[Storage], T]) -> T:
+        """``fn`` with the synchronous storage of this session, in a greenlet over the async
+        engine (each query awaited on the loop, within the URL's bounds)."""
+        storage = await self._delegate()
+        return await self._call(doing, fn, storage)
+
     async def delete(self) -> None:
         """Remove this session (as ``SQLAlchemyStorage.delete``)."""
         storage = await self._delegate()

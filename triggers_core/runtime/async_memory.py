@@ -10,7 +10,9 @@ the coroutines call the synchronous storage directly, never through a thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from triggers_core.engine.leases import DueKind
 from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
@@ -18,6 +20,8 @@ from triggers_core.engine.state import SessionState
 from triggers_core.runtime.async_storage import AsyncStorage
 from triggers_core.runtime.memory import MemoryStorage, MemoryStore
 from triggers_core.runtime.storage import DueRef, Snapshot, Storage, Version
+
+T = TypeVar("T")
 
 __all__ = ["AsyncMemoryStorage"]
 
@@ -89,6 +93,10 @@ class AsyncMemoryStorage(AsyncStorage):
 
     async def due_entries(self, kind: DueKind, before: datetime, *, limit: int) -> list[DueRef]:
         return self.sync.due_entries(kind, before, limit=limit)
+
+    async def run_with_sync(self, doing: str, fn: Callable[[Storage], T]) -> T:
+        """``fn`` with the synchronous memory storage (nothing in it waits)."""
+        return fn(self.sync)
 
     def session(self, uid: str) -> AsyncMemoryStorage:
         return AsyncMemoryStorage(uid, sync=self.sync.session(uid))

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from triggers_core.engine.leases import DueKind
 from triggers_core.engine.scopes import HEADER_ONLY, Changes, Scope, Selector
@@ -27,6 +28,8 @@ from triggers_core.engine.sizes import DEFAULT_MAX_VALUE_BYTES
 from triggers_core.engine.state import SessionState
 from triggers_core.errors import UnsupportedOperationError
 from triggers_core.runtime.storage import DueRef, Snapshot, Storage, Version, check_uid
+
+T = TypeVar("T")
 
 __all__ = ["AsyncStorage", "NamedStorage"]
 
@@ -110,6 +113,23 @@ class AsyncStorage(abc.ABC):
                 "with the in-process 'asyncio' runner",
             )
         return NamedStorage(self.uid, self.backend_name, reference)
+
+    async def run_with_sync(self, doing: str, fn: Callable[[Storage], T]) -> T:
+        """``fn(storage)`` with this session's synchronous storage, without blocking the loop.
+
+        For the store-wide tools that have one implementation over the
+        synchronous storage API (listing sessions: ``alist_sessions`` in
+        :mod:`triggers_core.tools.listing`). Memory calls ``fn`` at once (nothing
+        in it waits); SQL runs it in a greenlet over this storage's async engine,
+        so each query it makes is awaited on the loop, within the URL's bounds.
+        ``doing`` names the work in errors. The default raises
+        :class:`~triggers_core.errors.UnsupportedOperationError`.
+        """
+        raise UnsupportedOperationError(
+            doing,
+            f"{self.backend_name}: {type(self).__qualname__}",
+            "it has no synchronous storage to run it with",
+        )
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections (optional)."""

@@ -260,6 +260,16 @@ class MemoryStorage(Storage):
         _scheme, _sep, name = url.partition("://")
         return named_store(name).list_sessions(filter, page_size=page_size, cursor=cursor)
 
+    def list_store_sessions(
+        self,
+        filter: SessionFilter,
+        *,
+        page_size: int,
+        cursor: str | None,
+    ) -> SessionPage:
+        """The sessions of this storage's store (see ``Storage.list_store_sessions``)."""
+        return self.store.list_sessions(filter, page_size=page_size, cursor=cursor)
+
     def reference(self) -> str | None:
         """``memory://name`` for a named store; None for a private :class:`MemoryStore`."""
         return None if self._private else redact(f"memory://{self.store_name}")

@@ -223,6 +223,25 @@ class Storage(abc.ABC):
             "listing sessions", cls.backend_name, cls.listing_unsupported_reason
         )
 
+    def list_store_sessions(
+        self,
+        filter: SessionFilter,
+        *,
+        page_size: int,
+        cursor: str | None,
+    ) -> SessionPage:
+        """One page of the session UIDs of the store this storage is in (its own session or not).
+
+        :meth:`list_sessions` for a storage already open (on the async face, the
+        synchronous storage its greenlet runs): the same pages and cursors.
+        ``filter.lost`` is not looked at here (:mod:`triggers_core.tools.listing`
+        finds lost runs through the due index). The default raises
+        :class:`~triggers_core.errors.UnsupportedOperationError`.
+        """
+        raise UnsupportedOperationError(
+            "listing sessions", self.backend_name, self.listing_unsupported_reason
+        )
+
     def reference(self) -> str | None:
         """A credential-free string naming this storage, if any (None: cannot be named).
 

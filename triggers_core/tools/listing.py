@@ -40,10 +40,12 @@ query on SQL); :func:`iter_sessions` asks for one page at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import AsyncIterator, Iterator
 
 from triggers_core.engine.leases import DueKind
-from triggers_core.runtime.registry import storage_class_for
+from triggers_core.errors import RegistryError
+from triggers_core.runtime.registry import STORAGE_URL_ENV, open_async_storage, storage_class_for
 from triggers_core.runtime.sessions import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -64,6 +66,8 @@ __all__ = [
     "STALE_STATUSES",
     "SessionFilter",
     "SessionPage",
+    "aiter_sessions",
+    "alist_sessions",
     "check_page_size",
     "is_stale",
     "iter_sessions",
@@ -111,6 +115,16 @@ _LOST_CURSOR = "lost:"
 def _lost_page(
     cls: type[Storage], url: str, wanted: SessionFilter, page_size: int, cursor: str | None
 ) -> SessionPage:
+    store = cls.from_url(url, SWEEP_UID)
+    try:
+        return _lost_page_in(store, wanted, page_size, cursor)
+    finally:
+        store.close()
+
+
+def _lost_page_in(
+    store: Storage, wanted: SessionFilter, page_size: int, cursor: str | None
+) -> SessionPage:
     """A page of the sessions with a lost run, found through the store's due index.
 
     Reads the expired lease entries of the store (at most :data:`LOST_SCAN_LIMIT`;
@@ -125,27 +139,23 @@ def _lost_page(
         after = cursor[len(_LOST_CURSOR) :]
     now = wanted.now
     assert now is not None  # SessionFilter checks it
-    store = cls.from_url(url, SWEEP_UID)
-    try:
-        entries = store.due_entries(DueKind.LEASE, now, limit=LOST_SCAN_LIMIT)
-        candidates = sorted(
-            {
-                entry.session
-                for entry in entries
-                if wanted.wants_uid(entry.session) and (after is None or entry.session > after)
-            }
-        )
-        found: list[str] = []
-        for uid in candidates:
-            session = store.session(uid)
-            if session.get_lost_instances(now=now) and wanted.matches(
-                session.get_unresolved_instances()
-            ):
-                found.append(uid)
-                if len(found) > page_size:
-                    break
-    finally:
-        store.close()
+    entries = store.due_entries(DueKind.LEASE, now, limit=LOST_SCAN_LIMIT)
+    candidates = sorted(
+        {
+            entry.session
+            for entry in entries
+            if wanted.wants_uid(entry.session) and (after is None or entry.session > after)
+        }
+    )
+    found: list[str] = []
+    for uid in candidates:
+        session = store.session(uid)
+        if session.get_lost_instances(now=now) and wanted.matches(
+            session.get_unresolved_instances()
+        ):
+            found.append(uid)
+            if len(found) > page_size:
+                break
     uids = tuple(found[:page_size])
     more = len(found) > page_size
     return SessionPage(
@@ -169,3 +179,74 @@ def iter_sessions(
         if page.cursor is None:
             return
         cursor = page.cursor
+
+
+def _page_in(
+    store: Storage, wanted: SessionFilter, page_size: int, cursor: str | None
+) -> SessionPage:
+    """A page of the sessions of ``store``'s store (for the async face)."""
+    if wanted.lost:
+        return _lost_page_in(store, wanted, page_size, cursor)
+    return store.list_store_sessions(wanted, page_size=page_size, cursor=cursor)
+
+
+async def alist_sessions(
+    url: str | None,
+    filter: SessionFilter | None = None,
+    *,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    cursor: str | None = None,
+) -> SessionPage:
+    """:func:`list_sessions` for asyncio code: ``url`` is an async storage URL.
+
+    ``sqlite+aiosqlite://``, ``postgresql+asyncpg://``, ``postgresql+psycopg://``,
+    ``mysql+aiomysql://`` or ``memory://name``; the same filters, pages and
+    cursors as the synchronous listing (a cursor from one works in the other), the
+    same queries, run on the async driver: the event loop is never blocked.
+    ``url`` defaults to ``TRIGGERS_STORAGE_URL``, never to a process-private
+    ``memory://`` store. The store is opened as any async storage of the URL is:
+    an SQLite file gets its tables unless the URL says
+    ``triggers_create_schema=false`` (then, as on a server database without them,
+    :class:`~triggers_core.errors.SchemaMissingError`). Cost: one page, as
+    :func:`list_sessions`.
+    """
+    wanted = filter or SessionFilter()
+    size = check_page_size(page_size)
+    store = open_async_storage(_store_url(url), SWEEP_UID)
+    try:
+        return await store.run_with_sync(
+            "listing sessions", lambda sync: _page_in(sync, wanted, size, cursor)
+        )
+    finally:
+        await store.aclose()
+
+
+async def aiter_sessions(
+    url: str | None,
+    filter: SessionFilter | None = None,
+    *,
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> AsyncIterator[str]:
+    """Every wanted session UID at the async storage ``url``, a page at a time
+    (``async for uid in aiter_sessions(url): ...``)."""
+    cursor: str | None = None
+    while True:
+        page = await alist_sessions(url, filter, page_size=page_size, cursor=cursor)
+        for uid in page.uids:
+            yield uid
+        if page.cursor is None:
+            return
+        cursor = page.cursor
+
+
+def _store_url(url: str | None) -> str:
+    """``url``, or ``TRIGGERS_STORAGE_URL``; a store-wide tool never falls back to memory."""
+    if url is not None:
+        return url
+    found = os.environ.get(STORAGE_URL_ENV)
+    if not found:
+        raise RegistryError(
+            f"no storage URL given and {STORAGE_URL_ENV} is not set "
+            "(e.g. sqlite+aiosqlite:///triggers.db)"
+        )
+    return found
