@@ -129,13 +129,17 @@ class SessionDocuments(Storage):
         if found is None:
             return None
         raw, token = found
+        return self._parse_active(raw), token
+
+    def _parse_active(self, raw: bytes) -> Active:
+        """The active document ``raw`` (as read last time if its bytes did not change)."""
         parsed = self._parsed
         if parsed is not None and parsed[0] == raw:  # unchanged since the last read
-            return parsed[1], token
+            return parsed[1]
         what = self._what("active document", self.keys.active)
         active = Active.from_body(decode(raw, "active", self.uid, what), what)
         self._parsed = (raw, active)
-        return active, token
+        return active
 
     # -- the three document kinds behind the header -------------------------------
 
