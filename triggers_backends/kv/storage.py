@@ -225,7 +225,6 @@ class KeyValueStorage(ListingStorage):
         self._seen_lock = threading.Lock()
         # (epoch, version) -> fire record digests a recent load found absent at it.
         self._absent = OrderedDict()
-        self._parsed = None
 
     # -- the store ------------------------------------------------------------------
 
@@ -672,7 +671,6 @@ class KeyValueStorage(ListingStorage):
         self._call(
             "deleting the session", self.client.delete_many, [self.keys.active, self.keys.marker]
         )
-        self._parsed = None
         with self._seen_lock:
             self._seen.clear()
         if found is None:
