@@ -427,12 +427,12 @@ class KeyValueStorage(ListingStorage):
 
         One read of their active documents (with their tokens), then one per
         kind of document behind them that is not cached (configurations, index
-        pages, instances), however many sessions. Each snapshot is remembered
-        by its storage as its own load's would be (its compare-and-swap reads
-        nothing first). A session this cannot read so (not stored, its
-        documents replaced by a commit meanwhile, a fire record asked for,
-        anything unreadable) is loaded on its own, with what such a load does
-        and raises.
+        pages, instances), however many sessions (fire records a scope asks for
+        are read per session, as its load reads them). Each snapshot is
+        remembered by its storage as its own load's would be (its
+        compare-and-swap reads nothing first). A session this cannot read so
+        (not stored, its documents replaced by a commit meanwhile, anything
+        unreadable) is loaded on its own, with what such a load does and raises.
         """
         peers: list[KeyValueStorage] = []
         for peer, _ in wanted:
