@@ -25,6 +25,7 @@ from services import require_service
 from triggers_backends.kv.storage import KeyValueStorage
 from triggers_backends.kv_client import CasToken
 from triggers_core import Status, StorageError, TriggerManager, engine
+from triggers_core.engine.idempotency import fire_key
 from triggers_core.engine.scopes import HEADER_ONLY, Scope, Selector
 from triggers_core.runtime.memory import MemoryStorage, MemoryStore
 from triggers_core.runtime.storage import Snapshot, Storage
@@ -48,6 +49,8 @@ SCOPES: list[Scope | Selector] = [
     Scope(names=frozenset(("t_a#0", "t_b#1", "t_nope#0"))),
     engine.timer_scope("t_a#0"),
     engine.timer_scope("t_miss#0"),
+    # A keyed fire's record (session 3 has it, the others not).
+    Scope(fire_keys=frozenset((fire_key("go", "once"), fire_key("go", "never")))),
 ]
 
 
@@ -89,7 +92,10 @@ def _check_same_as_single_loads(make: Callable[[str], Storage], prefix: str) -> 
         assert [_seen(s) for s in batch] == [_seen(s) for s in single]
         assert [s.version for s in batch[-2:]] == [None, None]  # never stored: empty
         assert batch[-1].state.instances == {}
-        assert scope is HEADER_ONLY or batch[5].state.instances  # something to compare
+        keyed = isinstance(scope, Scope) and bool(scope.fire_keys)
+        assert scope is HEADER_ONLY or keyed or batch[5].state.instances  # something to compare
+        if keyed:  # only session 3 fired with the key "once"
+            assert [bool(s.state.fire_records) for s in batch] == [False] * 3 + [True] + [False] * 4
 
 
 def test_the_memory_storage_loads_each_session_as_its_load_does() -> None:
