@@ -44,6 +44,7 @@ __all__ = [
     "INDEX_TOMBSTONE",
     "MAX_KEY_LENGTH",
     "AtomicCommitClient",
+    "BatchGetsClient",
     "CasToken",
     "IndexAppend",
     "IndexAppendNotPlaced",
@@ -147,6 +148,19 @@ class KeyValueClient(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+
+class BatchGetsClient(KeyValueClient, Protocol):
+    """A client that reads several keys with their tokens in one round trip (optional).
+
+    The layout reads the active documents of many sessions at once with it (a
+    tick's batch load); without it, it calls :meth:`~KeyValueClient.gets` per key.
+    """
+
+    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, CasToken]]:
+        """:meth:`~KeyValueClient.gets` of each key that exists (missing keys are left out);
+        each token is good for :meth:`~KeyValueClient.cas` as that of ``gets`` is."""
         ...
 
 

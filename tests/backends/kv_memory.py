@@ -54,6 +54,15 @@ class DictKeyValueClient:
             found = self.store.items.get(key)
             return None if found is None else (found[0], found[1])
 
+    def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, CasToken]]:
+        # Through gets(), so that a subclass's tokens (and hooks) apply to both.
+        found = {}
+        for key in keys:
+            got = self.gets(key)
+            if got is not None:
+                found[key] = got
+        return found
+
     def add(self, key: str, value: bytes) -> bool:
         self._check(value)
         with self.store.lock:

@@ -497,3 +497,21 @@ def test_a_finite_timeout_refuses_longer_timers(django_ready: Any, uid: str) -> 
         f"django-cache://{django_env.REDIS}?prefix={unique_prefix()}", uid=uid
     )
     unlimited.update_configuration({"t_a": {"after": ["x"], "run": "r", "within": "7d"}})
+
+
+@pytest.mark.usefixtures("django_settings")
+def test_two_tickers_race_on_a_thousand_due_timers_on_redis() -> None:
+    """Issue 24: 1,000 due timers on Redis, two tickers at once (each reading its due
+    sessions in batches and moving apart when it meets the other): each fires once."""
+    require_service("Redis", django_env.REDIS_HOST, django_env.REDIS_PORT)
+    from triggers_core.testing.timer_contract import TimerContract
+
+    prefix = unique_prefix()
+
+    class Race(TimerContract):
+        timer_race_sessions = 1000
+
+        def make_storage(self, uid: str) -> Storage:
+            return CacheStorageBackend(uid, django_env.REDIS, prefix=prefix)
+
+    Race().test_two_tickers_racing_apply_each_timer_once(f"timer-{uuid.uuid4().hex}")

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from triggers_core import TriggerManager
 from triggers_core.engine.leases import DueKind
 from triggers_core.engine.state import Status
-from triggers_core.runtime.clock import tick_store
+from triggers_core.runtime.clock import _DueSessions, tick_store
 from triggers_core.runtime.memory import MemoryStorage, MemoryStore
 from triggers_core.runtime.storage import Storage
 from triggers_core.testing._contract_support import RecordingRunner, race_in_threads
@@ -111,3 +111,102 @@ def test_two_pooled_tickers_racing_fire_each_timer_once() -> None:
     everything = fired[0] + fired[1]
     assert len(everything) == len(set(everything)) == 120  # each timer by one ticker
     assert sorted(runner.dispatched) == ["t_a#0"] * 60 + ["t_b#0"] * 60
+
+
+class BatchedStorage(PooledStorage):
+    """A pooled memory storage whose tick reads its due sessions 7 at a time first
+    (``load_sessions``; the memory storage's default loads them one by one)."""
+
+    tick_load_batch: ClassVar[int] = 7
+
+
+class LoneBatchedStorage(MemoryStorage):
+    """One ticking thread, batch loads of 7."""
+
+    tick_load_batch: ClassVar[int] = 7
+
+
+def test_a_batched_tick_fires_each_timer_once_from_the_loaded_sessions() -> None:
+    store, runner, threads = MemoryStore(), RecordingRunner(), set[str]()
+    uids = _seed(store, 40)
+    storage = BatchedStorage(uids[0], store)
+    now = T0 + timedelta(hours=2, seconds=19)
+    report = tick_store(storage, _factory(runner, threads, 0.01), now=now)
+    fired = [(a.session, a.instance) for a in report.actions if a.action == "timer fired"]
+    expected = [(uid, "t_a#0") for uid in uids] + [(uid, "t_b#0") for uid in uids[:20]]
+    assert fired == expected
+    assert sorted(runner.dispatched) == sorted(name for _, name in expected)
+    for uid in uids[:20]:  # both timers of a session: the second loaded again
+        assert storage.session(uid).get_instance("t_b#0").status is Status.SCHEDULED
+    assert storage.session(uids[20]).get_instance("t_b#0").status is Status.UNSTARTED
+    assert len(storage.due_entries(DueKind.TIMER, T0 + timedelta(days=1), limit=1000)) == 20
+
+
+def test_a_lone_ticker_commits_the_oldest_due_session_first() -> None:
+    store, runner = MemoryStore(), RecordingRunner()
+    uids = _seed(store, 30)
+    order: list[str] = []
+
+    def build(storage: Storage) -> TriggerManager:
+        order.append(storage.uid)
+        manager = TriggerManager(storage, runners={"rec": runner}, default_runner="rec")
+        manager.sweep_interval = None
+        return manager
+
+    report = tick_store(LoneBatchedStorage(uids[0], store), build, now=T0 + timedelta(hours=1.5))
+    assert order == uids  # t_a#0 of session s is due s seconds after that of session 0
+    assert len(report.acted) == 30
+
+
+def test_a_stale_batch_read_loses_its_swap_and_the_timer_fires_once() -> None:
+    """Another ticker applies the timers after this tick's batch read: the commits on the
+    stale snapshots conflict, the retries find nothing due, nothing fires twice."""
+    store, runner = MemoryStore(), RecordingRunner()
+    uids = _seed(store, 10)
+    now = T0 + timedelta(hours=1.5)
+    other = RecordingRunner()
+
+    class Racing(LoneBatchedStorage):
+        def load_sessions(self, wanted: Any) -> Any:
+            snapshots = super().load_sessions(wanted)
+            tick_store(MemoryStorage(uids[0], store), _factory(other, set()), now=now)
+            return snapshots
+
+    report = tick_store(Racing(uids[0], store), _factory(runner, set()), now=now)
+    assert runner.dispatched == []
+    assert sorted(other.dispatched) == ["t_a#0"] * 10
+    assert [a.action for a in report.actions] == ["left"] * 10
+
+
+def test_two_batched_tickers_racing_on_a_thousand_timers_fire_each_once() -> None:
+    store, runner = MemoryStore(), RecordingRunner()
+    uids = _seed(store, 500)  # 1,000 timers due
+
+    def work(index: int, start: Any) -> list[tuple[str, str]]:
+        storage = BatchedStorage(uids[index], store)
+        start.wait(timeout=30)
+        report = tick_store(
+            storage, _factory(runner, set()), now=T0 + timedelta(hours=3), limit=1000
+        )
+        return [(a.session, a.instance) for a in report.acted]
+
+    fired = race_in_threads(work, threads=2, timeout=300)
+    everything = fired[0] + fired[1]
+    assert len(everything) == len(set(everything)) == 1000
+    assert sorted(runner.dispatched) == ["t_a#0"] * 500 + ["t_b#0"] * 500
+
+
+def test_the_due_sessions_are_each_handed_out_once_however_the_rest_is_rotated() -> None:
+    sessions = [f"s{n}" for n in range(50)]
+    queue = _DueSessions(sessions)
+    taken = queue.take(3)
+    assert taken == ["s0", "s1", "s2"]
+    for _ in range(20):
+        queue.rotate()
+        got = queue.take(2)
+        taken += got
+        assert got  # never runs dry while sessions remain
+    taken += queue.take(1000)
+    assert sorted(taken) == sorted(sessions)
+    assert len(taken) == 50
+    assert queue.take(5) == []

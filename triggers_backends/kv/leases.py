@@ -410,8 +410,7 @@ def _active(peer: LeaseStorage, raw: bytes | None) -> Active | None:
     unreadable)."""
     if raw is None:
         return None
-    what = peer._what("active document", peer.keys.active)
-    return Active.from_body(decode(raw, "active", peer.uid, what), what)
+    return peer._parse_active(raw)
 
 
 def _page_want(peer: LeaseStorage, active: Active, name: str) -> tuple[int, Want] | None:

@@ -70,8 +70,6 @@ class SessionDocuments(Storage):
     _seen_lock: threading.Lock
     # (epoch, version) -> fire record digests a recent load found absent at it.
     _absent: OrderedDict[tuple[str, int], frozenset[str]]
-    # The last active document read, raw and parsed.
-    _parsed: tuple[bytes, Active] | None
 
     @property
     def latest_source(self) -> object:
@@ -129,13 +127,23 @@ class SessionDocuments(Storage):
         if found is None:
             return None
         raw, token = found
-        parsed = self._parsed
-        if parsed is not None and parsed[0] == raw:  # unchanged since the last read
-            return parsed[1], token
-        what = self._what("active document", self.keys.active)
+        return self._parse_active(raw), token
+
+    def _parse_active(self, raw: bytes) -> Active:
+        """The active document ``raw``, parsed (the parse of the last read of its key by any
+        storage sharing the cache, if its bytes did not change: a sweep's check of a
+        session and the load after it parse it once)."""
+        key = self.keys.active
+        memo = key + _PARSED  # never a stored key: those have no control characters
+        cache = self._cache
+        parsed = cache.get(memo)
+        if parsed is not cache.missing and parsed[0] == raw:  # unchanged since then
+            active: Active = parsed[1]
+            return active
+        what = self._what("active document", key)
         active = Active.from_body(decode(raw, "active", self.uid, what), what)
-        self._parsed = (raw, active)
-        return active, token
+        cache.put(memo, len(raw), (raw, active))
+        return active
 
     # -- the three document kinds behind the header -------------------------------
 
@@ -209,6 +217,10 @@ class SessionDocuments(Storage):
     def _forget(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), READ_BATCH):
             self._forget_errors(self.client.delete_many, keys[start : start + READ_BATCH])
+
+
+#: Appended to an active document's key: where the cache keeps its last parse.
+_PARSED = "\x00parsed"
 
 
 def fetch_across(wanted: Sequence[tuple[SessionDocuments, Want]]) -> list[Any]:

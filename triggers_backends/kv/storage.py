@@ -129,7 +129,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, cast
 
 import attrs
@@ -152,6 +152,7 @@ from triggers_backends.kv.session_documents import READ_BATCH, Want, fetch_acros
 from triggers_backends.kv.session_index import SessionIndex
 from triggers_backends.kv_client import (
     AtomicCommitClient,
+    BatchGetsClient,
     CasToken,
     KeyValueClient,
     KeyValueError,
@@ -164,7 +165,7 @@ from triggers_core.engine.serialization import check_joined, header_from_json
 from triggers_core.engine.state import SessionState, Status, TaskInstance, copy_instance
 from triggers_core.engine.values import copy_json
 from triggers_core.errors import ConflictError, SerializationError, StorageError
-from triggers_core.runtime.storage import Snapshot, Version, check_uid
+from triggers_core.runtime.storage import Snapshot, Storage, Version, check_uid
 
 __all__ = ["KeyValueStorage"]
 
@@ -179,6 +180,8 @@ class KeyValueStorage(ListingStorage):
     backend_name: ClassVar[str] = "kv"
     #: A tick commits this many due sessions at once (each commit waits on the server).
     tick_workers: ClassVar[int] = 4
+    #: A tick reads this many due sessions at once (:meth:`load_sessions`), then commits them.
+    tick_load_batch: ClassVar[int] = 20
     #: Loads that found a referenced document deleted by a concurrent commit retry this often.
     read_attempts: ClassVar[int] = 20
 
@@ -200,6 +203,12 @@ class KeyValueStorage(ListingStorage):
             if callable(getattr(type(client), "commit", None))
             else None
         )
+        #: The client again if it reads several keys with their tokens at once.
+        self._batch_gets = (
+            cast(BatchGetsClient, client)
+            if callable(getattr(type(client), "gets_many", None))
+            else None
+        )
         self.prefix = prefix
         self._label = client.backend_name
         self._cache = DocumentCache(cache_bytes)
@@ -216,7 +225,6 @@ class KeyValueStorage(ListingStorage):
         self._seen_lock = threading.Lock()
         # (epoch, version) -> fire record digests a recent load found absent at it.
         self._absent = OrderedDict()
-        self._parsed = None
 
     # -- the store ------------------------------------------------------------------
 
@@ -352,10 +360,8 @@ class KeyValueStorage(ListingStorage):
             raise SerializationError(f"{what}: does not point to record {record!r}")
         return DocRef.from_json(body.get("ref"), what)
 
-    def _header_state(self, active: Active) -> SessionState:
-        tasks = {}
-        if active.config is not None:
-            (tasks,) = self._fetch([self._config_want(active.config)])
+    def _header_of(self, active: Active, tasks: Mapping[str, Any]) -> SessionState:
+        """The header of ``active``, its configuration (``tasks``) read already."""
         doc = {**active.header, "latestKwargs": {}}
         what = self._what("header", self.keys.active)
         header = header_from_json(doc, {}, what, tasks=tasks)
@@ -416,8 +422,100 @@ class KeyValueStorage(ListingStorage):
             f"the session changed during each of {self.read_attempts} attempts to load it"
         )
 
+    def load_sessions(self, wanted: Sequence[tuple[Storage, Scope | Selector]]) -> list[Snapshot]:
+        """Several sessions of this store, in a few round trips for all of them.
+
+        One read of their active documents (with their tokens), then one per
+        kind of document behind them that is not cached (configurations, index
+        pages, instances), however many sessions (fire records a scope asks for
+        are read per session, as its load reads them). Each snapshot is
+        remembered by its storage as its own load's would be (its
+        compare-and-swap reads nothing first). A session this cannot read so
+        (not stored, its documents replaced by a commit meanwhile, anything
+        unreadable) is loaded on its own, with what such a load does and raises.
+        """
+        peers: list[KeyValueStorage] = []
+        for peer, _ in wanted:
+            if not isinstance(peer, KeyValueStorage) or peer.client is not self.client:
+                raise ValueError(f"{peer!r} is not a session of the store of {self!r}")
+            peers.append(peer)
+        keys = [peer.keys.active for peer in peers]
+        found = self._gets_many(list(dict.fromkeys(keys)))
+        results: list[Snapshot | None] = [None] * len(peers)
+        running: dict[int, tuple[Generator[list[Want], list[Any], SessionState], Active]] = {}
+        asked: dict[int, list[Want]] = {}
+        for i, (peer, key) in enumerate(zip(peers, keys, strict=True)):
+            got = found.get(key)
+            if got is None:
+                continue  # not stored (or lost): its own load says which
+            try:
+                active = peer._parse_active(got[0])
+                steps = peer._assembly(active, wanted[i][1])
+                asked[i] = next(steps)
+            except StopIteration as stop:  # nothing behind the active document to read
+                peer._remember(active, got[1])
+                results[i] = Snapshot(stop.value, active.version)
+                continue
+            except (DocumentMissing, SerializationError):
+                continue
+            peer._remember(active, got[1])
+            running[i] = (steps, active)
+        while asked:
+            documents = fetch_across(
+                [(peers[i], want) for i, wants in asked.items() for want in wants]
+            )
+            at = 0
+            following: dict[int, list[Want]] = {}
+            for i, wants in asked.items():
+                values, at = documents[at : at + len(wants)], at + len(wants)
+                steps, active = running[i]
+                if any(value is None for value in values):
+                    continue  # replaced by a commit meanwhile, or unreadable: on its own
+                try:
+                    following[i] = steps.send(values)
+                except StopIteration as stop:
+                    results[i] = Snapshot(stop.value, active.version)
+                except (DocumentMissing, SerializationError):
+                    continue
+            asked = following
+        return [
+            snapshot if snapshot is not None else peers[i].load(wanted[i][1])
+            for i, snapshot in enumerate(results)
+        ]
+
+    def _gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, CasToken]]:
+        """The values and tokens of ``keys`` that exist: in one call if the client can."""
+        batch = self._batch_gets
+        if batch is not None:
+            return self._call("reading active documents", batch.gets_many, keys)
+        found: dict[str, tuple[bytes, CasToken]] = {}
+        for key in keys:
+            got = self._call("reading the active document", self.client.gets, key)
+            if got is not None:
+                found[key] = got
+        return found
+
     def _assemble(self, active: Active, scope: Scope | Selector | None) -> SessionState:
-        header = self._header_state(active)
+        """The state ``scope`` asks for as of ``active`` (DocumentMissing if a document is gone)."""
+        steps = self._assembly(active, scope)
+        wants = next(steps)
+        while True:
+            try:
+                wants = steps.send(self._fetch(wants))
+            except StopIteration as stop:
+                state: SessionState = stop.value
+                return state
+
+    def _assembly(
+        self, active: Active, scope: Scope | Selector | None
+    ) -> Generator[list[Want], list[Any], SessionState]:
+        """:meth:`_assemble` as steps: yields the documents it needs next (config, index
+        pages, instances), is sent them decoded, returns the state. A batch load runs
+        the steps of many sessions side by side (:meth:`load_sessions`)."""
+        tasks_config: Mapping[str, Any] = {}
+        if active.config is not None:
+            (tasks_config,) = yield [self._config_want(active.config)]
+        header = self._header_of(active, tasks_config)
         chosen = None if scope is None else resolve(scope, header)
         pages: dict[tuple[str, int], DocRef] = {}
         table = active.index
@@ -447,7 +545,9 @@ class KeyValueStorage(ListingStorage):
                 if ref is not None:
                     pages[(parsed[0], number)] = ref
         order = sorted(pages)
-        loaded: list[Page] = self._fetch([self._page_want(t, n, pages[(t, n)]) for t, n in order])
+        loaded: list[Page] = (
+            (yield [self._page_want(t, n, pages[(t, n)]) for t, n in order]) if order else []
+        )
         wants: list[Want] = []
         for page in loaded:
             for number, entry in page.entries.items():
@@ -458,7 +558,7 @@ class KeyValueStorage(ListingStorage):
                     or (chosen.unresolved and entry.unresolved)
                 ):
                     wants.append(self._instance_want(name, entry.ref))
-        instances: list[TaskInstance] = self._fetch(wants)
+        instances: list[TaskInstance] = (yield wants) if wants else []
         # The header and the instances must agree (a lowered counter would reuse numbers).
         check_joined(
             header.tasks, header.counters, instances, f"{self._label} storage, session {self.uid!r}"
@@ -571,7 +671,6 @@ class KeyValueStorage(ListingStorage):
         self._call(
             "deleting the session", self.client.delete_many, [self.keys.active, self.keys.marker]
         )
-        self._parsed = None
         with self._seen_lock:
             self._seen.clear()
         if found is None:

@@ -26,17 +26,20 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from triggers_core.engine.leases import RETRY_COOLDOWN, DueKind
 from triggers_core.engine.state import Status
+from triggers_core.engine.timers import timer_scope
 from triggers_core.engine.transition import Transition
 from triggers_core.errors import InvalidTransitionError, UnknownInstanceError
 from triggers_core.runtime.ports import SessionManager
-from triggers_core.runtime.storage import DueRef, Storage
+from triggers_core.runtime.storage import DueRef, Snapshot, Storage
 from triggers_core.runtime.sweep_report import Recovered, RecoveryReport
 
 __all__ = ["DEFAULT_TICK_INTERVAL", "TICK_BATCH", "fire_timer", "tick_store"]
@@ -69,26 +72,41 @@ def _describe(transition: Transition, name: str) -> str:
 
 
 def fire_timer(
-    manager: SessionManager, ref: DueRef, now: datetime, *, dry_run: bool = False
+    manager: SessionManager,
+    ref: DueRef,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    loaded: Snapshot | None = None,
 ) -> Recovered:
     """Apply the timer of ``ref`` (a due-index entry) if it is still due.
 
     The action is ``"timer fired"``, or ``"left"`` (with why) when there was
     nothing to do; a stale entry (the instance moved on) is dropped from the index.
+    ``loaded``: the session as the caller read it with
+    :func:`~triggers_core.engine.timer_scope` of the instance (the first attempt
+    computes on it; a stale one loses its compare-and-swap, and the next loads).
     """
     name, session = ref.instance, ref.session
     if dry_run:
         return Recovered(session, name, "timer fired", f"due at {ref.at.isoformat()}")
     try:
-        transition = manager.advance_instance(name, now)
+        if loaded is None:
+            transition = manager.advance_instance(name, now)
+        else:
+            transition = manager.advance_instance(name, now, loaded=loaded)
     except (InvalidTransitionError, UnknownInstanceError) as exc:
         transition, why = None, str(exc)
     else:
-        why = "not due any more (applied by another process, or the instance moved on)"
+        why = NOT_DUE
     if transition is None:
         manager.storage.forget_due(name, DueKind.TIMER, ref.at)
         return Recovered(session, name, "left", why)
     return Recovered(session, name, "timer fired", _describe(transition, name))
+
+
+#: Why a timer was left: another ticker applied it first (or the instance moved on).
+NOT_DUE = "not due any more (applied by another process, or the instance moved on)"
 
 
 def tick_store(
@@ -107,8 +125,15 @@ def tick_store(
     the cost is bounded by what is due; the next tick goes on. A storage whose
     commits wait on the network (:attr:`Storage.tick_workers` above 1) has its
     due sessions committed by that many threads at once, one session per
-    thread (a session's timers in due order); each timer is still applied by
-    one compare-and-swap, so exactly once. Raises
+    thread at a time (a session's timers in due order); one whose batch load
+    saves round trips (:attr:`Storage.tick_load_batch`) has them read
+    :meth:`~Storage.load_sessions` that many at a time, just before their
+    commits. Sessions are taken oldest first until a timer turns out applied
+    by another ticker already: then the rest of the list is rotated by a
+    random amount, so that tickers racing on the same due timers move apart
+    instead of committing the same sessions in the same order. Each timer is
+    still applied by one compare-and-swap that re-checks it, so exactly once
+    whoever takes which. Raises
     :class:`~triggers_core.errors.UnsupportedOperationError` for a store
     without a due index.
     """
@@ -120,24 +145,71 @@ def tick_store(
     for ref in refs:  # oldest first: a session's place is that of its oldest due timer
         by_session.setdefault(ref.session, []).append(ref)
     workers = 1 if dry_run else min(max(1, storage.tick_workers), len(by_session))
+    batch = 0 if dry_run else max(0, storage.tick_load_batch)
+    queue = _DueSessions(by_session)
+    done: dict[str, list[Recovered]] = {}
 
-    def session_timers(session: str) -> list[Recovered]:
-        manager = factory(storage.session(session))
-        return [_fire_logged(manager, ref, when, dry_run) for ref in by_session[session]]
+    def work() -> None:
+        while chunk := queue.take(max(1, batch)):
+            peers = [storage.session(session) for session in chunk]
+            if batch:
+                scopes = [timer_scope(by_session[s][0].instance) for s in chunk]
+                snapshots: list[Snapshot | None] = list(
+                    storage.load_sessions(list(zip(peers, scopes, strict=True)))
+                )
+            else:
+                snapshots = [None] * len(chunk)
+            collided = False
+            for session, peer, snapshot in zip(chunk, peers, snapshots, strict=True):
+                manager = factory(peer)
+                actions = []
+                for k, ref in enumerate(by_session[session]):  # the batch's read: the first
+                    action = _fire_logged(manager, ref, when, dry_run, None if k else snapshot)
+                    collided = collided or action.detail == NOT_DUE
+                    actions.append(action)
+                done[session] = actions
+            if collided:
+                queue.rotate()
 
     if workers <= 1:
-        done = [session_timers(session) for session in by_session]
-    else:  # one session per thread: a session's timers stay in order, on one storage object
-        done = list(_pool(workers).map(session_timers, by_session))
-    per_session = {
-        session: iter(actions) for session, actions in zip(by_session, done, strict=True)
-    }
+        work()
+    else:  # the threads take sessions from one queue: a session's timers stay in order
+        for future in [_pool(workers).submit(work) for _ in range(workers)]:
+            future.result()
+    per_session = {session: iter(actions) for session, actions in done.items()}
     actions = [next(per_session[ref.session]) for ref in refs]  # back in due order
     return RecoveryReport(tuple(actions), len(refs), dry_run)
 
 
-def _fire_logged(manager: SessionManager, ref: DueRef, when: datetime, dry_run: bool) -> Recovered:
-    action = fire_timer(manager, ref, when, dry_run=dry_run)
+class _DueSessions:
+    """The due sessions of a tick, handed out oldest first, to the tick's threads."""
+
+    def __init__(self, sessions: Iterable[str]) -> None:
+        self._rest = deque(sessions)
+        self._lock = threading.Lock()
+
+    def take(self, count: int) -> list[str]:
+        """The next ``count`` sessions (fewer at the end; none when all are taken)."""
+        with self._lock:
+            rest = self._rest
+            return [rest.popleft() for _ in range(min(count, len(rest)))]
+
+    def rotate(self) -> None:
+        """Another ticker applied what this one was about to: go on from a random place
+        of the rest (what is skipped comes last, when the other has probably done it)."""
+        with self._lock:
+            if len(self._rest) > 1:
+                self._rest.rotate(-random.randrange(1, len(self._rest)))
+
+
+def _fire_logged(
+    manager: SessionManager,
+    ref: DueRef,
+    when: datetime,
+    dry_run: bool,
+    loaded: Snapshot | None = None,
+) -> Recovered:
+    action = fire_timer(manager, ref, when, dry_run=dry_run, loaded=loaded)
     if action.action != "left" and not dry_run:
         log.info(
             "timer of %s of session %r: %s",

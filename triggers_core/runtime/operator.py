@@ -22,7 +22,7 @@ from triggers_core.engine.transition import Transition
 from triggers_core.runtime import operator_steps as steps
 from triggers_core.runtime.operator_steps import check_actor, instance_name_of
 from triggers_core.runtime.shell import ShellHost, Steps
-from triggers_core.runtime.storage import Storage
+from triggers_core.runtime.storage import Snapshot, Storage
 
 __all__ = ["OperatorActions", "check_actor", "instance_name_of"]
 
@@ -172,15 +172,23 @@ class OperatorActions(abc.ABC):
         return self._drive(steps.advance(self._host, now))
 
     def advance_instance(
-        self, task_instance: str | TaskInstance, now: datetime | None = None
+        self,
+        task_instance: str | TaskInstance,
+        now: datetime | None = None,
+        *,
+        loaded: Snapshot | None = None,
     ) -> Transition | None:
         """Apply the timer of one instance if it is due at ``now`` (a sweeper found it due).
 
         Returns the committed transition, or None if there was nothing to do
         (not due, or another process applied it first: of several sweepers,
-        exactly one applies each timer).
+        exactly one applies each timer). ``loaded``: this session as a tick
+        read it already (:meth:`~triggers_core.runtime.storage.Storage.load_sessions`
+        with :func:`~triggers_core.engine.timer_scope` of the instance): the
+        first attempt computes on it instead of loading; a stale one loses its
+        compare-and-swap and the next attempt loads.
         """
-        return self._drive(steps.advance_instance(self._host, task_instance, now))
+        return self._drive(steps.advance_instance(self._host, task_instance, now, loaded))
 
     def fail_unstarted_instance(
         self,

@@ -26,6 +26,7 @@ from triggers_core.errors import InvalidTransitionError
 from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER, log_action
 from triggers_core.runtime.outcomes import exception_type_name, format_exception
 from triggers_core.runtime.shell import ShellHost, Steps, commit, perform
+from triggers_core.runtime.storage import Snapshot
 from triggers_core.runtime.tasks import task_policy
 
 lifecycle = logging.getLogger(LIFECYCLE_LOGGER)
@@ -266,13 +267,18 @@ def advance(host: ShellHost, now: datetime | None = None) -> Steps[list[TaskInst
 
 
 def advance_instance(
-    host: ShellHost, task_instance: str | TaskInstance, now: datetime | None = None
+    host: ShellHost,
+    task_instance: str | TaskInstance,
+    now: datetime | None = None,
+    loaded: Snapshot | None = None,
 ) -> Steps[Transition | None]:
     """Apply the timer of one instance if it is due at ``now`` (a sweeper found it due).
 
     Returns the committed transition, or None if there was nothing to do
     (not due, or another process applied it first: of several sweepers,
-    exactly one applies each timer).
+    exactly one applies each timer). ``loaded``: the session as the caller
+    read it with :func:`~triggers_core.engine.timer_scope` of the instance
+    (the first attempt computes on it; see :func:`~triggers_core.runtime.shell.commit_steps`).
     """
     name = instance_name_of(task_instance)
     when = host.now() if now is None else now
@@ -280,6 +286,7 @@ def advance_instance(
         host,
         lambda s: engine.advance(s, when, only=(name,), max_cascade_depth=host.max_cascade_depth),
         engine.timer_scope(name),
+        loaded,
     )
     if not transition.commit:
         return None

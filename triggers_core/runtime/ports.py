@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol
 from triggers_core.engine.effects import ScheduleInstance
 from triggers_core.engine.state import Status, TaskInstance
 from triggers_core.engine.transition import Transition
-from triggers_core.runtime.storage import Storage
+from triggers_core.runtime.storage import Snapshot, Storage
 
 __all__ = ["SessionManager", "TaskRunner"]
 
@@ -97,7 +97,11 @@ class SessionManager(Protocol):
     def advance(self, now: datetime | None = None) -> list[TaskInstance]: ...
 
     def advance_instance(
-        self, task_instance: str | TaskInstance, now: datetime | None = None
+        self,
+        task_instance: str | TaskInstance,
+        now: datetime | None = None,
+        *,
+        loaded: Snapshot | None = None,
     ) -> Transition | None: ...
 
     def fail_unstarted_instance(

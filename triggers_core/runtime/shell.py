@@ -65,6 +65,7 @@ from triggers_core.runtime.lifecycle import LIFECYCLE_LOGGER, log_transition
 from triggers_core.runtime.observe import Observer, current
 from triggers_core.runtime.outcomes import Compute, exception_type_name, format_exception
 from triggers_core.runtime.registry import runners as runner_registry
+from triggers_core.runtime.storage import Snapshot
 
 __all__ = [
     "TURN",
@@ -224,6 +225,8 @@ def commit_steps(
     scope: Scope | Selector,
     policy: CommitPolicy,
     observer: Observer | None,
+    *,
+    loaded: Snapshot | None = None,
 ) -> Steps[Transition]:
     """Load what ``scope`` names, compute, compare-and-swap; on conflict start over.
 
@@ -231,16 +234,25 @@ def commit_steps(
     write. An :class:`UnknownInstanceError` from ``compute`` is raised again
     naming the session. ``observer`` (if any) sees each load and
     compare-and-swap, each conflict, and the committed transition.
-    (A function returning the loop's generator, not a generator itself: an
-    operation that runs the loop delegates to it directly, one level deep.)
+    ``loaded``: a snapshot of ``scope`` the caller read already (a tick's batch
+    load, :meth:`~triggers_core.runtime.storage.Storage.load_sessions`); the
+    first attempt computes on it instead of loading (after taking the turn). If
+    it is stale, its compare-and-swap fails as any other and the next attempt
+    loads. (A function returning the loop's generator, not a generator itself:
+    an operation that runs the loop delegates to it directly, one level deep.)
     """
     if observer is not None:
-        return _observed_steps(storage, compute, scope, policy, observer)
-    return _steps(storage, compute, scope, policy)
+        return _observed_steps(storage, compute, scope, policy, observer, loaded=loaded)
+    return _steps(storage, compute, scope, policy, loaded=loaded)
 
 
 def _steps(
-    storage: ShellStorage, compute: Compute, scope: Scope | Selector, policy: CommitPolicy
+    storage: ShellStorage,
+    compute: Compute,
+    scope: Scope | Selector,
+    policy: CommitPolicy,
+    *,
+    loaded: Snapshot | None = None,
 ) -> Steps[Transition]:
     """:func:`commit_steps` without an observer."""
     max_attempts, backoff_base, backoff_cap = (
@@ -250,7 +262,11 @@ def _steps(
     )
     for attempt in range(max_attempts):
         try:
-            snapshot = yield Load((scope, True))
+            if loaded is None:
+                snapshot = yield Load((scope, True))
+            else:  # read by the caller: only the turn to take
+                yield TURN
+                snapshot, loaded = loaded, None
             try:
                 transition = compute(snapshot.state)
             except UnknownInstanceError as exc:
@@ -280,8 +296,11 @@ def _observed_steps(
     scope: Scope | Selector,
     policy: CommitPolicy,
     observer: Observer,
+    *,
+    loaded: Snapshot | None = None,
 ) -> Steps[Transition]:
-    """:func:`commit_steps`, telling ``observer`` about each step (the same loop otherwise)."""
+    """:func:`commit_steps`, telling ``observer`` about each step (the same loop otherwise;
+    a snapshot ``loaded`` by the caller counts as the first attempt's load)."""
     max_attempts, backoff_base, backoff_cap = (
         policy.max_attempts,
         policy.backoff_base,
@@ -295,7 +314,12 @@ def _observed_steps(
         try:
             token = observer.load_begin(seen, attempt) if spans else None
             try:
-                snapshot = yield Load((scope, not spans))
+                if loaded is None:
+                    snapshot = yield Load((scope, not spans))
+                else:  # read by the caller: only the turn to take
+                    if not spans:
+                        yield TURN
+                    snapshot, loaded = loaded, None
             except BaseException as exc:
                 if spans:
                     observer.load_end(token, exc)
@@ -326,14 +350,18 @@ def _observed_steps(
 
 
 def commit(
-    host: ShellHost, compute: Compute, scope: Scope | Selector = HEADER_ONLY
+    host: ShellHost,
+    compute: Compute,
+    scope: Scope | Selector = HEADER_ONLY,
+    loaded: Snapshot | None = None,
 ) -> Steps[Transition]:
-    """The commit loop on ``host``'s session with ``host``'s retry policy."""
+    """The commit loop on ``host``'s session with ``host``'s retry policy (``loaded``: see
+    :func:`commit_steps`)."""
     policy = CommitPolicy(host.max_attempts, host.backoff_base, host.backoff_cap)
     observer = current()
     if observer is not None:
-        return _observed_steps(host.storage, compute, scope, policy, observer)
-    return _steps(host.storage, compute, scope, policy)
+        return _observed_steps(host.storage, compute, scope, policy, observer, loaded=loaded)
+    return _steps(host.storage, compute, scope, policy, loaded=loaded)
 
 
 # -- after a commit ---------------------------------------------------------------------

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -184,6 +184,21 @@ class Storage(abc.ABC):
     #: whose commits are computation in this process (a network round trip
     #: releases the interpreter to other threads; in-process work does not).
     tick_workers: ClassVar[int] = 1
+    #: Due sessions :func:`~triggers_core.runtime.clock.tick_store` reads with one
+    #: :meth:`load_sessions` call before it commits them (0: each commit loads its own
+    #: session). For stores whose batch load saves round trips.
+    tick_load_batch: ClassVar[int] = 0
+
+    def load_sessions(self, wanted: Sequence[tuple[Storage, Scope | Selector]]) -> list[Snapshot]:
+        """``storage.load(scope)`` of each pair, in order: several sessions of this store.
+
+        Each storage is one of this store's sessions (from :meth:`session`), and
+        each snapshot is of its own session alone (not one snapshot of them all),
+        as its own :meth:`load` returns it, errors included. A storage that can
+        read many sessions in fewer round trips overrides it; the default loads
+        them one by one.
+        """
+        return [storage.load(scope) for storage, scope in wanted]
 
     @property
     def commit_lock(self) -> threading.Lock:
