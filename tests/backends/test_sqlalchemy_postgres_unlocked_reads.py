@@ -23,7 +23,7 @@ from sqlalchemy import event
 
 from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema, drop_schema
 from triggers_core import TriggerManager
-from triggers_core.engine.idempotency import FireKey
+from triggers_core.engine.idempotency import FireKey, fire_key
 from triggers_core.engine.scopes import Fixed, Scope, fire_scope, instance_scope
 from triggers_core.testing.storage_contract import RecordingRunner
 
@@ -154,6 +154,13 @@ def test_a_session_deleted_and_created_again_between_the_statements_is_never_mix
         pytest.param(
             lambda: Scope(unresolved=True), ["t_a#0"], ["SELECT", "SELECT"], id="unresolved"
         ),
+        # a guarded finish: the fire record comes with the instances, in one statement
+        pytest.param(
+            lambda: instance_scope("t_a#0", cascade=True, guard=fire_key("t_a", "x")),
+            ["t_a#0"],
+            ["SELECT", "SELECT"],
+            id="guarded-finish",
+        ),
     ],
 )
 def test_loads_without_a_transaction_send_no_begin(
@@ -198,3 +205,37 @@ def test_the_instances_named_with_the_header_are_exactly_what_the_scope_names(
     assert reader.load(more).state.instances == {n: full[n] for n in ("t_a#0", "t_a#1")}
     # the one statement reads one snapshot: the header's counters and the instances agree
     assert reader.load(one).version == reader.load_full().version
+
+
+def test_a_fire_record_committed_between_the_statements_is_never_mixed_in(
+    engine: sa.Engine,
+) -> None:
+    """The fire records come in the instances' statement: a keyed fire committed
+    between the header and that statement makes the load read again in one
+    snapshot, never the old header with the new record (or the record missing
+    from a state that already holds what its fire scheduled)."""
+    uid = f"s-{uuid.uuid4().hex}"
+    writer = _manager(_open(engine, uid))
+    writer.update_configuration(CONFIG)
+    writer.fire("go", {"n": 1})
+    key = fire_key("go", "k-1")
+    reader = _open(engine, uid)
+    before = reader.load(fire_scope("go", key))
+    assert key not in before.state.fire_records
+    stop, wrote = _between(engine, lambda: writer.fire("go", {"n": 2}, idempotency_key="k-1"))
+    try:
+        snapshot = reader.load(fire_scope("go", key))
+    finally:
+        stop()
+    assert wrote
+    full = reader.load_full()
+    assert snapshot.version == full.version == before.version + 1
+    assert snapshot.state.fire_records[key] == ("t_a#1",)
+    assert snapshot.state.latest_kwargs["go"] == {"n": 2}
+    assert snapshot.state.counters == full.state.counters
+    # and the records the scope names, as stored, when nothing comes between
+    again = reader.load(fire_scope("go", key))
+    assert again.version == snapshot.version
+    assert again.state.fire_records == {key: ("t_a#1",)}
+    other = fire_key("go", "k-2")
+    assert reader.load(fire_scope("go", other)).state.fire_records == {}

@@ -224,16 +224,26 @@ class ReadingMixin(LatestMixin):
         tasks = sorted({row_key(t) for t in chosen.unstarted_of})
         if len(names) + len(tasks) > MAX_IN or len(chosen.fire_keys) > MAX_IN:
             return None
-        records = self._records(conn, chosen.fire_keys) if chosen.fire_keys else {}
+        # The fire records come in the instances' statement (one snapshot, whose
+        # session version the instance rows carry): a guarded finish reads in two
+        # statements, not three.
+        keyed = {key.digest: key for key in chosen.fire_keys}
         statement = self._sql.rows_at_version(
-            names=bool(names), tasks=bool(tasks), unresolved=chosen.unresolved
+            names=bool(names), tasks=bool(tasks), unresolved=chosen.unresolved, records=bool(keyed)
         )
         params = {"b_key": self._key, "b_names": names, "b_tasks": tasks}
+        if keyed:
+            params["b_hashes"] = sorted(keyed)
         rows = list(conn.execute(statement, params))
+        found_records: list[tuple[str, str]] = []
+        if keyed:
+            found_records = [(r.key_hash, r.doc) for r in rows if r.key_hash is not None]
+            rows = [r for r in rows if r.key_hash is None]
         if not rows or any(
             r.session_version != head.version or r.session_config_id != head.config_id for r in rows
         ):
             return None
+        records = self._decoded_records(keyed, found_records) if keyed else {}
         instances = self._decode_instances([r for r in rows if r.name is not None], cache=True)
         where = f"{self._label} storage, session {self.uid!r}"
         check_joined(header.tasks, header.counters, instances.values(), where)
@@ -248,17 +258,25 @@ class ReadingMixin(LatestMixin):
     ) -> dict[FireKey, tuple[str, ...]]:
         """The stored fire records of ``keys`` (primary key lookups, in this snapshot)."""
         by_hash = {key.digest: key for key in keys}
-        found: dict[FireKey, tuple[str, ...]] = {}
+        rows: list[Any] = []
         for chunk in chunks(sorted(by_hash)):
             params = {"b_key": self._key, "b_hashes": chunk}
-            for row in conn.execute(self._sql.fire_records, params):
-                key = by_hash[row.key_hash]
-                what = f"{self._label} storage, session {self.uid!r}: fire record of {key!r}"
-                try:
-                    names = json.loads(row.scheduled)
-                except ValueError as exc:
-                    raise SerializationError(f"{what}: not valid JSON ({exc})") from exc
-                found[key] = decode_scheduled(names, what)
+            rows += conn.execute(self._sql.fire_records, params)
+        return self._decoded_records(by_hash, [(r.key_hash, r.scheduled) for r in rows])
+
+    def _decoded_records(
+        self, by_hash: dict[str, FireKey], rows: Sequence[Any]
+    ) -> dict[FireKey, tuple[str, ...]]:
+        """``(key_hash, scheduled)`` rows of fire records, decoded, by their key."""
+        found: dict[FireKey, tuple[str, ...]] = {}
+        for key_hash, scheduled in rows:
+            key = by_hash[key_hash]
+            what = f"{self._label} storage, session {self.uid!r}: fire record of {key!r}"
+            try:
+                names = json.loads(scheduled)
+            except ValueError as exc:
+                raise SerializationError(f"{what}: not valid JSON ({exc})") from exc
+            found[key] = decode_scheduled(names, what)
         return found
 
     def check_fire_keys(self) -> None:

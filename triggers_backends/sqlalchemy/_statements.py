@@ -218,7 +218,12 @@ class Statements:
         return found
 
     def rows_at_version(
-        self, *, names: bool = False, tasks: bool = False, unresolved: bool = False
+        self,
+        *,
+        names: bool = False,
+        tasks: bool = False,
+        unresolved: bool = False,
+        records: bool = False,
     ) -> Any:
         """:meth:`rows` (some asked for) on the session's row, which carries ``version``
         and ``config_id`` into every result row (``LEFT JOIN``: one row with null
@@ -227,8 +232,14 @@ class Statements:
         For a load outside a transaction: the caller compares them with the
         header it read, so that two statements read one state (see
         :meth:`~triggers_backends.sqlalchemy._reading.ReadingMixin.load`).
+
+        With ``records``, the same statement (so the same snapshot) also returns
+        the fire records of the hashes ``b_hashes`` (``UNION ALL``): one row
+        each, with ``key_hash`` set, the record's ``scheduled`` as ``doc`` and
+        null session and instance columns; every instance row has a null
+        ``key_hash``.
         """
-        shape = ("versioned", names, tasks, unresolved)
+        shape = ("versioned", names, tasks, unresolved, records)
         found = self._rows.get(shape)
         if found is None:
             s, t = self._sessions, self._instances
@@ -245,17 +256,35 @@ class Statements:
                 t.c.session_key == s.c.session_key,
                 sa.or_(*conditions) if conditions else sa.false(),
             )
+            columns = [
+                s.c.version.label("session_version"),
+                s.c.config_id.label("session_config_id"),
+                t.c.name,
+                t.c.doc,
+                t.c.task_key,
+            ]
+            if records:
+                columns.append(sa.cast(sa.null(), sa.String(64)).label("key_hash"))
             found = (
-                sa.select(
-                    s.c.version.label("session_version"),
-                    s.c.config_id.label("session_config_id"),
-                    t.c.name,
-                    t.c.doc,
-                    t.c.task_key,
-                )
+                sa.select(*columns)
                 .select_from(s.outerjoin(t, joined))
                 .where(s.c.session_key == sa.bindparam("b_key"))
             )
+            if records:
+                f = self._fire_keys
+                found = sa.union_all(
+                    found,
+                    sa.select(
+                        sa.cast(sa.null(), s.c.version.type),
+                        sa.cast(sa.null(), s.c.config_id.type),
+                        sa.cast(sa.null(), t.c.name.type),
+                        f.c.scheduled,
+                        sa.cast(sa.null(), t.c.task_key.type),
+                        f.c.key_hash,
+                    )
+                    .where(f.c.session_key == sa.bindparam("b_key"))
+                    .where(f.c.key_hash.in_(sa.bindparam("b_hashes", expanding=True))),
+                )
             self._rows[shape] = found
         return found
 
