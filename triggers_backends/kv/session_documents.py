@@ -114,6 +114,23 @@ class SessionDocuments(Storage):
             results[i] = self._decoded(wants[i], found)
         return results
 
+    def _gather(
+        self, wants: Sequence[Want], raw: Sequence[str]
+    ) -> tuple[list[Any], Mapping[str, bytes]]:
+        """:meth:`_fetch` of ``wants``, and the values of the keys ``raw`` that exist
+        (uncached, undecoded): one round trip for both, none if the cache has every
+        document and ``raw`` is empty."""
+        cache = self._cache
+        results = [cache.get(w.key) for w in wants]
+        misses = [i for i, value in enumerate(results) if value is cache.missing]
+        if not misses and not raw:
+            return results, {}
+        keys = [k for i in misses for k in stored_keys(wants[i].key, wants[i].ref)]
+        found = self._get_many([*keys, *raw])
+        for i in misses:
+            results[i] = self._decoded(wants[i], found)
+        return results, found
+
     def _decoded(self, want: Want, found: Mapping[str, bytes]) -> Any:
         """One wanted document from fetched items, decoded and cached; DocumentMissing if gone."""
         what = self._what(_LABELS[want.kind](want.about), want.key)

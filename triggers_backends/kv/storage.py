@@ -159,7 +159,7 @@ from triggers_backends.kv_client import (
 from triggers_core.engine.idempotency import FireKey
 from triggers_core.engine.latest import LatestKwargs, Loader
 from triggers_core.engine.leases import due_of, lease_owner
-from triggers_core.engine.scopes import Changes, Scope, Selector, resolve
+from triggers_core.engine.scopes import Changes, Fixed, Scope, Selector, resolve
 from triggers_core.engine.serialization import check_joined, header_from_json
 from triggers_core.engine.state import SessionState, Status, TaskInstance, copy_instance
 from triggers_core.engine.values import copy_json
@@ -306,11 +306,17 @@ class KeyValueStorage(ListingStorage):
     def check_fire_keys(self) -> None:
         """Fire records are kept (documents outside the active document)."""
 
-    def _records(self, active: Active, keys: Iterable[FireKey]) -> dict[FireKey, tuple[str, ...]]:
-        """The committed fire records of ``keys`` as of ``active`` (see the module docstring).
+    def _pointers(
+        self, active: Active, keys: Iterable[FireKey]
+    ) -> tuple[dict[FireKey, DocRef], dict[str, tuple[FireKey, str]]]:
+        """Where the committed fire records of ``keys`` are as of ``active`` (see the module
+        docstring), as far as known without a read, and the pointers still to read.
 
-        Records the active document created are referenced from it; older ones
-        are found through their pointers (one round trip for all of them).
+        Records the active document created are referenced from it; older ones are
+        found through their pointers, cached once read (a pointer never changes).
+        Returns the references known and ``{pointer key: (key, record digest)}`` of
+        the pointers to read (with the documents of the same load: see
+        :meth:`_resolve_pointers`).
         """
         refs: dict[FireKey, DocRef] = {}
         pointers: dict[str, tuple[FireKey, str]] = {}
@@ -322,28 +328,49 @@ class KeyValueStorage(ListingStorage):
                 refs[key] = ref
             elif epoch:  # without an epoch, nothing was ever recorded
                 pointers[self.keys.fire_pointer(epoch, record)] = (key, record)
-        absent: set[str] = set()
-        if pointers:
-            cache = self._cache
-            missing = [k for k in pointers if cache.get(k) is cache.missing]
-            found = self._get_many(missing) if missing else {}
-            for pointer, (key, record) in pointers.items():
-                ref = cache.get(pointer)
-                if ref is cache.missing:
-                    raw = found.get(pointer)
-                    if raw is None:
-                        absent.add(record)
-                        continue
-                    ref = self._pointer(raw, pointer, record)
-                    cache.put(pointer, len(raw), ref)
+        if not pointers:
+            return refs, {}
+        cache = self._cache
+        unread: dict[str, tuple[FireKey, str]] = {}
+        for pointer, (key, record) in pointers.items():
+            ref = cache.get(pointer)
+            if ref is cache.missing:
+                unread[pointer] = (key, record)
+            else:
                 refs[key] = ref
-            with self._seen_lock:
-                self._absent[(epoch, active.version)] = frozenset(absent)
-                while len(self._absent) > 16:
-                    self._absent.popitem(last=False)
-        wants = [self._record_want(epoch, key, ref) for key, ref in refs.items()]
-        values: list[tuple[str, ...]] = self._fetch(wants)
-        return {want.about: names for want, names in zip(wants, values, strict=True)}
+        if not unread:
+            self._note_absent(active, frozenset())  # every one found: none absent
+        return refs, unread
+
+    def _resolve_pointers(
+        self,
+        active: Active,
+        unread: Mapping[str, tuple[FireKey, str]],
+        found: Mapping[str, bytes],
+        refs: dict[FireKey, DocRef],
+    ) -> None:
+        """Add to ``refs`` the records whose pointers (``unread``) are in ``found`` (read
+        after ``active``); remember the others as absent at ``active``'s version."""
+        if not unread:
+            return
+        absent: set[str] = set()
+        cache = self._cache
+        for pointer, (key, record) in unread.items():
+            raw = found.get(pointer)
+            if raw is None:
+                absent.add(record)
+                continue
+            ref = self._pointer(raw, pointer, record)
+            cache.put(pointer, len(raw), ref)
+            refs[key] = ref
+        self._note_absent(active, frozenset(absent))
+
+    def _note_absent(self, active: Active, absent: frozenset[str]) -> None:
+        """Remember the fire records a load found absent at ``active``'s version."""
+        with self._seen_lock:
+            self._absent[(active.epoch, active.version)] = absent
+            while len(self._absent) > 16:
+                self._absent.popitem(last=False)
 
     def _pointer(self, raw: bytes, key: str, record: str) -> DocRef:
         what = self._what("fire record pointer", key)
@@ -352,10 +379,9 @@ class KeyValueStorage(ListingStorage):
             raise SerializationError(f"{what}: does not point to record {record!r}")
         return DocRef.from_json(body.get("ref"), what)
 
-    def _header_state(self, active: Active) -> SessionState:
-        tasks = {}
-        if active.config is not None:
-            (tasks,) = self._fetch([self._config_want(active.config)])
+    def _header_state(self, active: Active, tasks: Any) -> SessionState:
+        """The header of ``active`` with its configuration ``tasks`` (read with the
+        documents of the load's first read: see :meth:`_assemble`)."""
         doc = {**active.header, "latestKwargs": {}}
         what = self._what("header", self.keys.active)
         header = header_from_json(doc, {}, what, tasks=tasks)
@@ -417,8 +443,80 @@ class KeyValueStorage(ListingStorage):
         )
 
     def _assemble(self, active: Active, scope: Scope | Selector | None) -> SessionState:
-        header = self._header_state(active)
+        """The state ``active`` refers to, as far as ``scope`` asks (None: all of it).
+
+        Every document is read through the references of ``active`` (read
+        before them), so they are all of its version, or missing (a concurrent
+        commit deleted what it replaced: DocumentMissing, the caller reloads).
+        Reads, each one round trip for what the cache lacks:
+
+        1. the configuration (the header needs it), with, for a scope known
+           without the header (a plain :class:`Scope`, a
+           :class:`~triggers_core.engine.scopes.Fixed` selector, a full load),
+           its index pages and the pointers of its fire records;
+        2. for a selector that needs the header, its pages and pointers;
+        3. the instances those pages list, with the fire records.
+        """
+        known = scope.scope if isinstance(scope, Fixed) else scope
+        early = known is None or isinstance(known, Scope)
+        wants: list[Want] = []
+        if active.config is not None:
+            wants.append(self._config_want(active.config))
+        config_wants = len(wants)
+        pages: dict[tuple[str, int], DocRef] = {}
+        refs: dict[FireKey, DocRef] = {}
+        unread: dict[str, tuple[FireKey, str]] = {}
+        if early:
+            fixed = cast(Scope | None, known)
+            pages = self._pages_of(active, fixed)
+            if fixed is not None and fixed.fire_keys:
+                refs, unread = self._pointers(active, fixed.fire_keys)
+        order = sorted(pages)
+        wants += [self._page_want(t, n, pages[(t, n)]) for t, n in order]
+        values, found = self._gather(wants, list(unread))
+        tasks = values[0] if config_wants else {}
+        loaded: dict[tuple[str, int], Page] = dict(zip(order, values[config_wants:], strict=True))
+        header = self._header_state(active, tasks)
         chosen = None if scope is None else resolve(scope, header)
+        if early:
+            self._resolve_pointers(active, unread, found, refs)
+        else:
+            assert chosen is not None
+            pages = self._pages_of(active, chosen)
+            if chosen.fire_keys:
+                refs, unread = self._pointers(active, chosen.fire_keys)
+            order = sorted(pages)
+            wants = [self._page_want(t, n, pages[(t, n)]) for t, n in order]
+            values, found = self._gather(wants, list(unread))
+            loaded = dict(zip(order, values, strict=True))
+            self._resolve_pointers(active, unread, found, refs)
+        wants = []
+        for _, page in sorted(loaded.items()):
+            for number, entry in page.entries.items():
+                name = f"{page.task}#{number}"
+                if chosen is None or (
+                    name in chosen.names
+                    or (entry.unstarted and page.task in chosen.unstarted_of)
+                    or (chosen.unresolved and entry.unresolved)
+                ):
+                    wants.append(self._instance_want(name, entry.ref))
+        named = len(wants)
+        epoch = active.epoch
+        wants += [self._record_want(epoch, key, ref) for key, ref in refs.items()]
+        values, _ = self._gather(wants, [])
+        instances: list[TaskInstance] = values[:named]
+        # The header and the instances must agree (a lowered counter would reuse numbers).
+        check_joined(
+            header.tasks, header.counters, instances, f"{self._label} storage, session {self.uid!r}"
+        )
+        copies = {i.name: copy_instance(i) for i in instances}
+        if chosen is not None and chosen.fire_keys:
+            records = {w.about: v for w, v in zip(wants[named:], values[named:], strict=True)}
+            return attrs.evolve(header, instances=copies, fire_records=records)
+        return attrs.evolve(header, instances=copies)
+
+    def _pages_of(self, active: Active, chosen: Scope | None) -> dict[tuple[str, int], DocRef]:
+        """The index pages of ``active`` that list what ``chosen`` asks for (None: all)."""
         pages: dict[tuple[str, int], DocRef] = {}
         table = active.index
         if chosen is None or chosen.unresolved:
@@ -440,34 +538,13 @@ class KeyValueStorage(ListingStorage):
         if chosen is not None:
             for name in chosen.names:
                 parsed = parse_name(name)
-                if parsed is None or parsed[0] not in active.index:
+                if parsed is None or parsed[0] not in table:
                     continue
                 number = page_of(parsed[1])
-                ref = active.index[parsed[0]].pages.get(number)
+                ref = table[parsed[0]].pages.get(number)
                 if ref is not None:
                     pages[(parsed[0], number)] = ref
-        order = sorted(pages)
-        loaded: list[Page] = self._fetch([self._page_want(t, n, pages[(t, n)]) for t, n in order])
-        wants: list[Want] = []
-        for page in loaded:
-            for number, entry in page.entries.items():
-                name = f"{page.task}#{number}"
-                if chosen is None or (
-                    name in chosen.names
-                    or (entry.unstarted and page.task in chosen.unstarted_of)
-                    or (chosen.unresolved and entry.unresolved)
-                ):
-                    wants.append(self._instance_want(name, entry.ref))
-        instances: list[TaskInstance] = self._fetch(wants)
-        # The header and the instances must agree (a lowered counter would reuse numbers).
-        check_joined(
-            header.tasks, header.counters, instances, f"{self._label} storage, session {self.uid!r}"
-        )
-        copies = {i.name: copy_instance(i) for i in instances}
-        if chosen is not None and chosen.fire_keys:
-            records = self._records(active, chosen.fire_keys)
-            return attrs.evolve(header, instances=copies, fire_records=records)
-        return attrs.evolve(header, instances=copies)
+        return pages
 
     # -- writing ------------------------------------------------------------------
 
