@@ -86,6 +86,27 @@ class KeyValueClientContract:
         assert client.gets(key) is None
         assert client.get_many([key, key + "-b"]) == {}
 
+    def test_gets_with_reads_a_key_for_cas_and_others(self, key: str) -> None:
+        """The optional ``gets_with`` (one request): what ``gets`` and ``get_many`` give."""
+        client = self.make_client()
+        if not callable(getattr(type(client), "gets_with", None)):
+            pytest.skip(f"{type(client).__name__} has no gets_with (optional)")
+        tagged = "{" + key + "}"  # one hash tag: one server
+        main, other, missing, elsewhere = (f"{tagged}-{n}" for n in ("a", "b", "c", "d"))
+        assert client.gets_with(main, [other]) == (None, {})  # type: ignore[attr-defined]
+        client.add(main, b"v1")
+        client.set_many({other: b"o", f"{key}-e": b"e"})
+        found, others = client.gets_with(  # type: ignore[attr-defined]
+            main, [other, missing, main, f"{key}-e", elsewhere]
+        )
+        assert found is not None
+        assert found[0] == b"v1"
+        assert others == {other: b"o", f"{key}-e": b"e"}
+        # the token is a gets token: it swaps only an unchanged value
+        assert client.cas(main, b"v2", found[1])
+        assert not client.cas(main, b"v3", found[1])
+        assert client.get_many([main]) == {main: b"v2"}
+
     def test_add_creates_once(self, key: str) -> None:
         first, second = self.make_client(), self.make_client()
         assert first.add(key, b"one")

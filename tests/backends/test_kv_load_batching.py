@@ -15,6 +15,7 @@ conflicts.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from kv_helpers import ScriptedClient, manager_on, outage
 from kv_memory import AtomicDictClient, DictKeyValueClient, DictStore
 
 from triggers_backends.kv.storage import KeyValueStorage
+from triggers_backends.kv_client import CasToken
 from triggers_core import Status
 from triggers_core.engine.idempotency import fire_key
 from triggers_core.engine.scopes import Changes, Fixed, Scope, fire_scope, instance_scope
@@ -85,11 +87,13 @@ def test_fire_record_pointers_come_with_the_pages(store: DictStore, uid: str) ->
     client = ScriptedClient(store)
     fresh = KeyValueStorage(uid, client)
     seen = reads(client, fresh)
-    # a selector: the configuration first, then pages and pointers, then documents
+    # a guarded finish (a Cascade selector): its own page and record pointer come with
+    # the configuration, the rest of what its cascade needs (here nothing) after the
+    # header, then the documents
     snapshot = fresh.load(instance_scope("t_every#1", cascade=True, guard=key))
     assert snapshot.state.fire_records == {key: ("t_every#0",)}
     assert sorted(snapshot.state.instances) == ["t_every#1"]
-    assert seen == [["c"], ["g", "p"], ["f", "i"]]
+    assert seen == [["c", "g", "p"], ["f", "i"]]
     seen.clear()  # a fire (of an andEvery trigger: no page): pointers alone, then records
     snapshot = KeyValueStorage(uid, client).load(fire_scope("tick", key))
     assert snapshot.state.fire_records == {key: ("t_every#0",)}
@@ -216,3 +220,82 @@ def test_a_record_committed_between_the_active_document_and_the_pointers(
     again = KeyValueStorage(uid, client).load(instance_scope("t_every#0", cascade=True, guard=key))
     assert again.version == before + 1
     assert again.state.fire_records == {key: ("t_every#1",)}
+
+
+class GetsWithClient(ScriptedClient):
+    """A scripted dict client that reads a key for ``cas`` and others in one call."""
+
+    def gets_with(
+        self, key: str, others: Sequence[str]
+    ) -> tuple[tuple[bytes, CasToken] | None, dict[str, bytes]]:
+        self._hook("gets_with", key, others)
+        with self.store.lock:  # one atomic read, as Redis's MGET
+            items = self.store.items
+            found = items.get(key)
+            values = {k: items[k][0] for k in others if k in items}
+            return (None if found is None else (found[0], found[1])), values
+
+
+def test_a_guarded_finish_reads_its_pointer_with_the_active_document(
+    store: DictStore, uid: str
+) -> None:
+    manager, _ = manager_on(KeyValueStorage(uid, DictKeyValueClient(store)))
+    manager.update_configuration(EVERY)
+    manager.fire("tick", {"n": 1}, idempotency_key="k-1")  # t_every#0, record of k-1
+    manager.fire("tick", {"n": 2})  # confirms it: its pointer is written
+    key, other = fire_key("tick", "k-1"), fire_key("tick", "k-2")
+    client = GetsWithClient(store)
+    storage = KeyValueStorage(uid, client)
+    storage.load(instance_scope("t_every#1", cascade=False))  # mark-running's load
+    client.calls.clear()
+    seen = reads(client, storage)
+    asked: list[Any] = []
+    client.hooks["gets_with"] = lambda _key, others: asked.append(kinds(storage, others))
+    snapshot = storage.load(instance_scope("t_every#1", cascade=True, guard=key))
+    assert snapshot.state.fire_records == {key: ("t_every#0",)}
+    assert client.calls == ["gets_with", "get_many"]  # the record's document
+    assert asked == [["g"]]
+    assert seen == [["f"]]
+    # an absent record: known absent at that version, a commit creating it there
+    # reads no pointer again
+    client.calls.clear()
+    absent = storage.load(instance_scope("t_every#1", cascade=True, guard=other))
+    assert absent.state.fire_records == {}
+    assert client.calls == ["gets_with"]
+    seen.clear()
+    storage.compare_and_swap(absent.version, absent.state, Changes(fire_records={other: ()}))
+    assert "g" not in {k for batch in seen for k in batch}
+
+
+def test_a_pointer_read_under_an_old_epoch_is_not_taken_for_the_new_session(
+    store: DictStore, uid: str
+) -> None:
+    """The pointers read with the active document are guessed from the epoch of the
+    last one read; a session deleted and created again has another epoch: a pointer
+    left under the old one (its clean-up did not run) must not count."""
+    manager, _ = manager_on(KeyValueStorage(uid, DictKeyValueClient(store)))
+    manager.update_configuration(EVERY)
+    manager.fire("tick", {"n": 1}, idempotency_key="k-1")
+    manager.fire("tick", {"n": 2})  # the pointer of k-1, under the first epoch
+    key = fire_key("tick", "k-1")
+    client = GetsWithClient(store)
+    storage = KeyValueStorage(uid, client)
+    storage.load(instance_scope("t_every#0", cascade=False))  # mark-running's load
+    with store.lock:
+        left = dict(store.items)
+    KeyValueStorage(uid, DictKeyValueClient(store)).delete()
+    with store.lock:  # the old session's keys come back (as if their deletion failed)
+        for k, item in left.items():
+            if k[len(storage.prefix)] in "gfh":
+                store.items[k] = item
+    again, _ = manager_on(KeyValueStorage(uid, DictKeyValueClient(store)))
+    again.update_configuration(EVERY)
+    again.fire("tick", {"n": 3})  # t_every#0 of the new session; k-1 never fired here
+    asked: list[Any] = []
+    client.hooks["gets_with"] = lambda _key, others: asked.append(list(others))
+    snapshot = storage.load(instance_scope("t_every#0", cascade=True, guard=key))
+    assert asked  # the old epoch's pointer was read with the active document...
+    assert snapshot.state.fire_records == {}  # ...and not believed
+    assert snapshot.state.instances["t_every#0"].kwargs["tick"] == {"n": 3}
+    with pytest.raises(ConflictError):  # a stale base (the old session's) cannot commit
+        storage.compare_and_swap(1, snapshot.state, Changes())

@@ -17,13 +17,19 @@ import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 from triggers_backends.kv.active import Active, Page
 from triggers_backends.kv.cache import DocumentCache
 from triggers_backends.kv.documents import DocRef, DocumentMissing, decode, join, stored_keys
 from triggers_backends.kv.keys import SessionKeys, digest
-from triggers_backends.kv_client import AtomicCommitClient, CasToken, KeyValueClient, KeyValueError
+from triggers_backends.kv_client import (
+    AtomicCommitClient,
+    CasToken,
+    GetsWithClient,
+    KeyValueClient,
+    KeyValueError,
+)
 from triggers_core.engine.idempotency import FireKey, decode_scheduled
 from triggers_core.engine.serialization import config_from_json, instance_from_json
 from triggers_core.engine.state import TaskInstance
@@ -143,6 +149,24 @@ class SessionDocuments(Storage):
 
     def _read_active(self) -> tuple[Active, CasToken] | None:
         found = self._call("reading the active document", self.client.gets, self.keys.active)
+        return self._parse_active(found)
+
+    def _read_active_with(
+        self, others: Sequence[str]
+    ) -> tuple[tuple[Active, CasToken] | None, Mapping[str, bytes]]:
+        """:meth:`_read_active`, and the values of ``others`` read no earlier than it: in
+        the same request on a client with ``gets_with``, else in a second one."""
+        if not others:
+            return self._read_active(), {}
+        if callable(getattr(type(self.client), "gets_with", None)):
+            client = cast(GetsWithClient, self.client)
+            found, values = self._call(
+                "reading the active document", client.gets_with, self.keys.active, others
+            )
+            return self._parse_active(found), values
+        return self._read_active(), self._get_many(others)
+
+    def _parse_active(self, found: tuple[bytes, CasToken] | None) -> tuple[Active, CasToken] | None:
         if found is None:
             return None
         raw, token = found

@@ -129,7 +129,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, cast
 
 import attrs
@@ -159,7 +159,7 @@ from triggers_backends.kv_client import (
 from triggers_core.engine.idempotency import FireKey
 from triggers_core.engine.latest import LatestKwargs, Loader
 from triggers_core.engine.leases import due_of, lease_owner
-from triggers_core.engine.scopes import Changes, Fixed, Scope, Selector, resolve
+from triggers_core.engine.scopes import Changes, Fixed, Scope, Selector, known_part, resolve
 from triggers_core.engine.serialization import check_joined, header_from_json
 from triggers_core.engine.state import SessionState, Status, TaskInstance, copy_instance
 from triggers_core.engine.values import copy_json
@@ -423,7 +423,8 @@ class KeyValueStorage(ListingStorage):
         for attempt in range(self.read_attempts):
             if attempt:  # let the concurrent writers finish (jittered, at most ~50 ms)
                 time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-            found = self._read_active()
+            asked = self._prefetch(scope)
+            found, early = self._read_active_with(asked)
             if found is None:
                 if not self._marker_exists():
                     return Snapshot(SessionState(), None)
@@ -432,7 +433,7 @@ class KeyValueStorage(ListingStorage):
                 continue  # created by another writer between the two reads
             active, token = found
             try:
-                state = self._assemble(active, scope)
+                state = self._assemble(active, scope, asked, early)
             except DocumentMissing as missing:
                 self._check_moved_on(active.version, missing.key)
                 continue  # a concurrent commit replaced what we were reading: reload
@@ -442,54 +443,86 @@ class KeyValueStorage(ListingStorage):
             f"the session changed during each of {self.read_attempts} attempts to load it"
         )
 
-    def _assemble(self, active: Active, scope: Scope | Selector | None) -> SessionState:
+    def _prefetch(self, scope: Scope | Selector | None) -> list[str]:
+        """Keys to read with the active document: the pointers of the fire records that
+        ``scope`` names whatever the header says (a guarded finish), under the epoch of
+        the active document this storage read last (a session keeps its epoch; if it
+        was created again meanwhile, they are the wrong keys, read for nothing).
+        Only on a client that reads them in the same request."""
+        known = None if scope is None else known_part(scope)
+        parsed = self._parsed
+        if (
+            known is None
+            or not known.fire_keys
+            or parsed is None
+            or not parsed[1].epoch
+            or not callable(getattr(type(self.client), "gets_with", None))
+        ):
+            return []
+        epoch, cache = parsed[1].epoch, self._cache
+        pointers = [self.keys.fire_pointer(epoch, digest(k.digest)) for k in known.fire_keys]
+        return [p for p in sorted(pointers) if cache.get(p) is cache.missing]
+
+    def _assemble(
+        self,
+        active: Active,
+        scope: Scope | Selector | None,
+        asked: Sequence[str] = (),
+        early: Mapping[str, bytes] | None = None,
+    ) -> SessionState:
         """The state ``active`` refers to, as far as ``scope`` asks (None: all of it).
 
         Every document is read through the references of ``active`` (read
         before them), so they are all of its version, or missing (a concurrent
         commit deleted what it replaced: DocumentMissing, the caller reloads).
-        Reads, each one round trip for what the cache lacks:
+        Fire record pointers are read after ``active`` too (``asked``: keys read
+        with it, found in ``early``); one that is missing means the record is
+        absent at ``active``'s version. Reads, each one round trip for what the
+        cache lacks:
 
-        1. the configuration (the header needs it), with, for a scope known
-           without the header (a plain :class:`Scope`, a
-           :class:`~triggers_core.engine.scopes.Fixed` selector, a full load),
-           its index pages and the pointers of its fire records;
-        2. for a selector that needs the header, its pages and pointers;
+        1. the configuration (the header needs it), with the index pages and the
+           pointers of the part of ``scope`` known without the header
+           (:func:`~triggers_core.engine.scopes.known_part`; all of it for a
+           plain :class:`Scope`, a :class:`~triggers_core.engine.scopes.Fixed`
+           selector or a full load);
+        2. for a selector that needs the header, the rest of its pages and pointers;
         3. the instances those pages list, with the fire records.
         """
-        known = scope.scope if isinstance(scope, Fixed) else scope
-        early = known is None or isinstance(known, Scope)
+        known = None if scope is None else known_part(scope)
+        complete = scope is None or isinstance(scope, Scope | Fixed)
+        prefetched = frozenset(asked)
+        early = early or {}
         wants: list[Want] = []
         if active.config is not None:
             wants.append(self._config_want(active.config))
         config_wants = len(wants)
-        pages: dict[tuple[str, int], DocRef] = {}
-        refs: dict[FireKey, DocRef] = {}
-        unread: dict[str, tuple[FireKey, str]] = {}
-        if early:
-            fixed = cast(Scope | None, known)
-            pages = self._pages_of(active, fixed)
-            if fixed is not None and fixed.fire_keys:
-                refs, unread = self._pointers(active, fixed.fire_keys)
+        pages = {} if scope is not None and known is None else self._pages_of(active, known)
+        refs, unread = self._pointers(active, known.fire_keys if known is not None else ())
+        pointed = {k: early[k] for k in unread if k in prefetched and k in early}
+        to_read = [k for k in unread if k not in prefetched]
         order = sorted(pages)
         wants += [self._page_want(t, n, pages[(t, n)]) for t, n in order]
-        values, found = self._gather(wants, list(unread))
+        values, found = self._gather(wants, to_read)
+        pointed.update((k, found[k]) for k in to_read if k in found)
         tasks = values[0] if config_wants else {}
         loaded: dict[tuple[str, int], Page] = dict(zip(order, values[config_wants:], strict=True))
         header = self._header_state(active, tasks)
         chosen = None if scope is None else resolve(scope, header)
-        if early:
-            self._resolve_pointers(active, unread, found, refs)
-        else:
+        if not complete:
             assert chosen is not None
-            pages = self._pages_of(active, chosen)
-            if chosen.fire_keys:
-                refs, unread = self._pointers(active, chosen.fire_keys)
-            order = sorted(pages)
-            wants = [self._page_want(t, n, pages[(t, n)]) for t, n in order]
-            values, found = self._gather(wants, list(unread))
-            loaded = dict(zip(order, values, strict=True))
-            self._resolve_pointers(active, unread, found, refs)
+            more = {k: v for k, v in self._pages_of(active, chosen).items() if k not in loaded}
+            extra = chosen.fire_keys - known.fire_keys if known is not None else chosen.fire_keys
+            more_refs, more_unread = self._pointers(active, extra)
+            refs.update(more_refs)
+            unread.update(more_unread)
+            pointed.update((k, early[k]) for k in more_unread if k in prefetched and k in early)
+            to_read = [k for k in more_unread if k not in prefetched]
+            order = sorted(more)
+            wants = [self._page_want(t, n, more[(t, n)]) for t, n in order]
+            values, found = self._gather(wants, to_read)
+            pointed.update((k, found[k]) for k in to_read if k in found)
+            loaded.update(zip(order, values, strict=True))
+        self._resolve_pointers(active, unread, pointed, refs)
         wants = []
         for _, page in sorted(loaded.items()):
             for number, entry in page.entries.items():
