@@ -154,11 +154,13 @@ def test_a_session_deleted_and_created_again_between_the_statements_is_never_mix
         pytest.param(
             lambda: Scope(unresolved=True), ["t_a#0"], ["SELECT", "SELECT"], id="unresolved"
         ),
-        # a guarded finish: the fire record comes with the instances, in one statement
+        # a guarded finish whose cascade needs no other instance (t_b waits for no
+        # instance of t_a: t_a is settled for it): the instance and the fire record
+        # come with the header, one statement
         pytest.param(
             lambda: instance_scope("t_a#0", cascade=True, guard=fire_key("t_a", "x")),
             ["t_a#0"],
-            ["SELECT", "SELECT"],
+            ["SELECT"],
             id="guarded-finish",
         ),
     ],
@@ -239,3 +241,53 @@ def test_a_fire_record_committed_between_the_statements_is_never_mixed_in(
     assert again.state.fire_records == {key: ("t_a#1",)}
     other = fire_key("go", "k-2")
     assert reader.load(fire_scope("go", other)).state.fire_records == {}
+
+
+def test_a_guarded_finish_whose_cascade_needs_more_reads_it_in_a_second_statement(
+    engine: sa.Engine,
+) -> None:
+    """The instance and its fire record come with the header; the unstarted instances
+    the cascade needs (decided by the header) in a second statement, which also reads
+    the record again at the version it checks: never a mix of two versions."""
+    uid = f"s-{uuid.uuid4().hex}"
+    writer = _manager(_open(engine, uid))
+    writer.update_configuration(
+        {
+            "t_a": {"after": ["go"], "run": "noop"},
+            "t_b": {"after": ["t_a", "x"], "run": "noop"},
+        }
+    )
+    writer.fire("go", {"n": 1})  # t_a#0
+    writer.fire("x", {"n": 1})  # t_b#0, unstarted, waiting for t_a
+    key = fire_key("t_a", "g")
+    reader = _open(engine, uid)
+    scope = instance_scope("t_a#0", cascade=True, guard=key)
+    seen: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        snapshot = reader.load(scope)
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    assert sorted(snapshot.state.instances) == ["t_a#0", "t_b#0"]
+    assert len(seen) == 2
+    assert all("fire_keys" in s for s in seen)
+    # a commit between the two statements (one that records the key) is never mixed in
+    stop, wrote = _between(
+        engine, lambda: writer.fire("t_a", {"n": 2}, idempotency_key="g")
+    )  # completes t_b#0
+    try:
+        mixed = reader.load(scope)
+    finally:
+        stop()
+    assert wrote
+    full = reader.load_full()
+    assert mixed.version == full.version == snapshot.version + 1
+    assert mixed.state.fire_records == {key: ("t_b#0",)}
+    # t_b#0 is scheduled now: at this version the cascade needs no instance of t_b
+    assert sorted(mixed.state.instances) == ["t_a#0"]
+    assert mixed.state.instances["t_a#0"] == full.state.instances["t_a#0"]
+    assert mixed.state.counters == full.state.counters

@@ -38,7 +38,7 @@ from triggers_backends.sqlalchemy._statements import MAX_IN, chunks
 from triggers_backends.sqlalchemy._tables import row_key
 from triggers_backends.sqlalchemy._timeouts import expired_here
 from triggers_core.engine.idempotency import FireKey, decode_scheduled
-from triggers_core.engine.scopes import HEADER_ONLY, Fixed, Scope, Selector
+from triggers_core.engine.scopes import HEADER_ONLY, Scope, Selector, known_part
 from triggers_core.engine.serialization import (
     check_joined,
     config_from_json,
@@ -57,15 +57,6 @@ _FIRE_KEYS_READY: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyD
 
 #: Decoded instance documents a storage object keeps (more when one working set is larger).
 _DECODED_CACHE = 4096
-
-
-def _known_names(scope: Scope | Selector) -> frozenset[str]:
-    """The instances ``scope`` names whatever the header says (a plain or fixed scope)."""
-    if isinstance(scope, Fixed):
-        scope = scope.scope
-    if isinstance(scope, Scope):
-        return scope.names
-    return frozenset()
 
 
 def _lost_connection(exc: sa_exc.SQLAlchemyError) -> bool:
@@ -175,19 +166,37 @@ class ReadingMixin(LatestMixin):
         first statement and the last, and the three read one state, as one
         snapshot would. Otherwise (or for a scope too large for one statement)
         None: the caller reads in one snapshot transaction.
+
+        What the scope names whatever the header says (its
+        :func:`~triggers_core.engine.scopes.known_part`: instances by name, fire
+        records) comes with the header, in its statement; when that is all the
+        scope needs (a fixed scope, a guarded finish whose cascade needs no other
+        instance), the load is that one statement.
         """
         cached = self._config
         params: dict[str, Any] = {
             "b_key": self._key,
             "b_config_id": "" if cached is None else cached[0],
         }
-        known = _known_names(scope)
+        part = known_part(scope)
+        known = part.names if part is not None else frozenset()
+        keys = part.fire_keys if part is not None else frozenset()
         named: list[Any] | None = None
+        early: dict[FireKey, tuple[str, ...]] = {}
         head: Any
-        if known and len(known) <= MAX_IN:
-            # The instances the scope names whatever the header says come with it.
+        if (known or keys) and len(known) <= MAX_IN and len(keys) <= MAX_IN:
+            # The instances and fire records the scope names whatever the header says
+            # come with it.
             params["b_names"] = sorted({row_key(n) for n in known})
-            found = list(conn.execute(self._sql.head_named, params))
+            if keys:
+                by_hash = {key.digest: key for key in keys}
+                params["b_hashes"] = sorted(by_hash)
+                found = list(conn.execute(self._sql.head_named_records, params))
+                stored = [(r.key_hash, r.doc) for r in found if r.key_hash is not None]
+                early = self._decoded_records(by_hash, stored)
+                found = [r for r in found if r.key_hash is None]
+            else:
+                found = list(conn.execute(self._sql.head_named, params))
             head = found[0] if found else None
             named = [row for row in found if row.name is not None]
         else:
@@ -212,14 +221,20 @@ class ReadingMixin(LatestMixin):
             not eager
             and named is not None
             and chosen.names <= known
-            and not (chosen.unstarted_of or chosen.unresolved or chosen.fire_keys)
+            and chosen.fire_keys <= keys
+            and not (chosen.unstarted_of or chosen.unresolved)
         ):
-            # Everything came in that one statement (one snapshot): one round trip.
+            # Everything came in that one statement (one snapshot): one round trip (a
+            # guarded finish whose cascade needs no other instance, too).
             wanted = [row for row in named if row.name in chosen.names]
             instances = self._decode_instances(wanted, cache=True)
             where = f"{self._label} storage, session {self.uid!r}"
             check_joined(header.tasks, header.counters, instances.values(), where)
-            return Snapshot(attrs.evolve(header, instances=instances), int(head.version))
+            state = attrs.evolve(header, instances=instances)
+            if chosen.fire_keys:
+                records = {k: v for k, v in early.items() if k in chosen.fire_keys}
+                state = attrs.evolve(state, fire_records=records)
+            return Snapshot(state, int(head.version))
         names = sorted({row_key(n) for n in chosen.names})
         tasks = sorted({row_key(t) for t in chosen.unstarted_of})
         if len(names) + len(tasks) > MAX_IN or len(chosen.fire_keys) > MAX_IN:

@@ -93,6 +93,27 @@ class Statements:
             )
             .where(sessions.c.session_key == sa.bindparam("b_key"))
         )
+        fire_keys = tables.fire_keys
+        #: :attr:`head_named` and the fire records of the hashes ``b_hashes`` (``UNION
+        #: ALL``, one snapshot): one row each, with ``key_hash`` set, the record's
+        #: ``scheduled`` as ``doc`` and every other column null; the session's rows have
+        #: a null ``key_hash`` (and a ``uid``).
+        self.head_named_records = sa.union_all(
+            self.head_named.add_columns(sa.cast(sa.null(), sa.String(64)).label("key_hash")),
+            sa.select(
+                sa.cast(sa.null(), sessions.c.uid.type),
+                sa.cast(sa.null(), sessions.c.version.type),
+                sa.cast(sa.null(), sessions.c.config_id.type),
+                sa.cast(sa.null(), sessions.c.config.type),
+                sa.cast(sa.null(), sessions.c.header.type),
+                sa.cast(sa.null(), instances.c.name.type),
+                fire_keys.c.scheduled,
+                sa.cast(sa.null(), instances.c.task_key.type),
+                fire_keys.c.key_hash,
+            )
+            .where(fire_keys.c.session_key == sa.bindparam("b_key"))
+            .where(fire_keys.c.key_hash.in_(sa.bindparam("b_hashes", expanding=True))),
+        )
         self._rows: dict[tuple[Any, ...], Any] = {}
         self.create = sa.insert(sessions)
         update = (
@@ -113,7 +134,6 @@ class Statements:
         self._update_with_due: dict[tuple[bool | int, ...], Any] = {}
         self.insert_instances = sa.insert(instances)
         self._upserts: dict[str, Any] = {}
-        fire_keys = tables.fire_keys
         #: Fire records of some keys (by primary key).
         self.fire_records = (
             sa.select(fire_keys.c.key_hash, fire_keys.c.scheduled)
