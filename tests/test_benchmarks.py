@@ -330,3 +330,33 @@ def test_the_async_fire_benchmark_runs_and_reports() -> None:
     }
     assert {mode: g["fires"] for mode, g in got.items()} == dict.fromkeys(async_fire.MODES, 12)
     assert all(g["per_second"] > 0 and g["p99"] >= g["p50"] > 0 for g in got.values())
+
+
+def test_path_cpu_counts_round_trips_per_instance() -> None:
+    """``benchmarks.path_cpu --round-trips`` (issue 22) on memcached (a server it starts):
+    counted round trips per fire and per instance; ``--cold`` reads at least as much."""
+    import json
+
+    env = {k: v for k, v in os.environ.items() if k != "TRIGGERS_STORAGE_URL"}
+    found = {}
+    command = [sys.executable, "-m", "benchmarks.path_cpu", "--round-trips"]
+    command += ["--sessions", "2", "--repeat", "1", "--backends", "memcached"]
+    for cold in ([], ["--cold"]):
+        out = subprocess.run(
+            [*command, *cold],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        line = next(x for x in out.stdout.splitlines() if x.startswith("{"))
+        found[bool(cold)] = json.loads(line)
+    warm, cold_run = found[False], found[True]
+    assert warm["worker_load_per_instance"] == 2.0  # mark running, then the finish
+    assert warm["worker_compare_and_swap_per_instance"] == 2.0
+    assert warm["worker_conflicts"] == 0.0
+    assert 0 < warm["worker_round_trips_per_instance"] < warm["round_trips_per_instance"]
+    assert cold_run["worker_round_trips_per_load"] > warm["worker_round_trips_per_load"] >= 1

@@ -165,6 +165,20 @@ class BatchGetsClient(KeyValueClient, Protocol):
 
 
 @runtime_checkable
+class GetsWithClient(KeyValueClient, Protocol):
+    """A :class:`KeyValueClient` that reads a key for :meth:`cas` and others in one request
+    (optional: the layout looks ``gets_with`` up on the client's class, and makes two
+    calls on a client without it)."""
+
+    def gets_with(
+        self, key: str, others: Sequence[str]
+    ) -> tuple[tuple[bytes, CasToken] | None, dict[str, bytes]]:
+        """:meth:`gets` of ``key``, and :meth:`get_many` of ``others``, each of the others
+        read no earlier than ``key`` (in the same atomic read, or after it)."""
+        ...
+
+
+@runtime_checkable
 class AtomicCommitClient(KeyValueClient, Protocol):
     """A :class:`KeyValueClient` that can also commit several writes as one atomic step."""
 

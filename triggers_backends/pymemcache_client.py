@@ -380,6 +380,29 @@ class PymemcacheClient:
         found: bytes = value
         return found, token
 
+    def gets_with(
+        self, key: str, others: Sequence[str]
+    ) -> tuple[tuple[bytes, CasToken] | None, dict[str, bytes]]:
+        """:meth:`gets` of ``key`` and the values of ``others``: one ``gets`` request for
+        ``key`` and the others on its server (memcached reads the keys of a request in
+        their order, so each after ``key``); others elsewhere with :meth:`get_many`,
+        after it."""
+        others = [k for k in dict.fromkeys(others) if k != key]
+        self._check_keys([key, *others])
+        server = self.server_for(key)
+        here = [k for k in others if self.server_for(k) == server]
+        with self._on(server, f"gets of {1 + len(here)} key(s)") as client:
+            stored = client.gets_many([key, *here])
+        found: dict[str, bytes] = {k: stored[k][0] for k in here if k in stored}
+        elsewhere = [k for k in others if k not in set(here)]
+        if elsewhere:
+            found.update(self.get_many(elsewhere))
+        mine = stored.get(key)
+        if mine is None:
+            return None, found
+        value: bytes = mine[0]
+        return (value, mine[1]), found
+
     def add(self, key: str, value: bytes) -> bool:
         """Create ``key`` unless it exists."""
         self._check_keys([key])

@@ -86,6 +86,24 @@ class KeyValueClientContract:
         assert client.gets(key) is None
         assert client.get_many([key, key + "-b"]) == {}
 
+    def test_gets_with_reads_a_key_for_cas_and_others(self, key: str) -> None:
+        """The optional ``gets_with`` (one request): what ``gets`` and ``get_many`` give. A
+        client without it is read as the storage then reads it: ``gets``, then ``get_many``."""
+        client = self.make_client()
+        tagged = "{" + key + "}"  # one hash tag: one server
+        main, other, missing, elsewhere = (f"{tagged}-{n}" for n in ("a", "b", "c", "d"))
+        assert _gets_with(client, main, [other]) == (None, {})
+        client.add(main, b"v1")
+        client.set_many({other: b"o", f"{key}-e": b"e"})
+        found, others = _gets_with(client, main, [other, missing, main, f"{key}-e", elsewhere])
+        assert found is not None
+        assert found[0] == b"v1"
+        assert others == {other: b"o", f"{key}-e": b"e"}
+        # the token is a gets token: it swaps only an unchanged value
+        assert client.cas(main, b"v2", found[1])
+        assert not client.cas(main, b"v3", found[1])
+        assert client.get_many([main]) == {main: b"v2"}
+
     def test_add_creates_once(self, key: str) -> None:
         first, second = self.make_client(), self.make_client()
         assert first.add(key, b"one")
@@ -514,3 +532,16 @@ def _threads_racing(
     assert not errors
     assert len(won) == 1, won
     return won[0]
+
+
+def _gets_with(
+    client: KeyValueClient, key: str, others: list[str]
+) -> tuple[tuple[bytes, Any] | None, dict[str, bytes]]:
+    """``client.gets_with`` if it has one; else what the storage does without it
+    (``SessionDocuments._read_active_with``): ``gets``, then ``get_many`` of the others."""
+    if callable(getattr(type(client), "gets_with", None)):
+        found: tuple[tuple[bytes, Any] | None, dict[str, bytes]] = client.gets_with(  # type: ignore[attr-defined]
+            key, others
+        )
+        return found
+    return client.gets(key), dict(client.get_many([k for k in dict.fromkeys(others) if k != key]))

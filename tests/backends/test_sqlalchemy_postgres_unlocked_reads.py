@@ -23,7 +23,7 @@ from sqlalchemy import event
 
 from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema, drop_schema
 from triggers_core import TriggerManager
-from triggers_core.engine.idempotency import FireKey
+from triggers_core.engine.idempotency import FireKey, fire_key
 from triggers_core.engine.scopes import Fixed, Scope, fire_scope, instance_scope
 from triggers_core.testing.storage_contract import RecordingRunner
 
@@ -154,6 +154,15 @@ def test_a_session_deleted_and_created_again_between_the_statements_is_never_mix
         pytest.param(
             lambda: Scope(unresolved=True), ["t_a#0"], ["SELECT", "SELECT"], id="unresolved"
         ),
+        # a guarded finish whose cascade needs no other instance (t_b waits for no
+        # instance of t_a: t_a is settled for it): the instance and the fire record
+        # come with the header, one statement
+        pytest.param(
+            lambda: instance_scope("t_a#0", cascade=True, guard=fire_key("t_a", "x")),
+            ["t_a#0"],
+            ["SELECT"],
+            id="guarded-finish",
+        ),
     ],
 )
 def test_loads_without_a_transaction_send_no_begin(
@@ -198,3 +207,87 @@ def test_the_instances_named_with_the_header_are_exactly_what_the_scope_names(
     assert reader.load(more).state.instances == {n: full[n] for n in ("t_a#0", "t_a#1")}
     # the one statement reads one snapshot: the header's counters and the instances agree
     assert reader.load(one).version == reader.load_full().version
+
+
+def test_a_fire_record_committed_between_the_statements_is_never_mixed_in(
+    engine: sa.Engine,
+) -> None:
+    """The fire records come in the instances' statement: a keyed fire committed
+    between the header and that statement makes the load read again in one
+    snapshot, never the old header with the new record (or the record missing
+    from a state that already holds what its fire scheduled)."""
+    uid = f"s-{uuid.uuid4().hex}"
+    writer = _manager(_open(engine, uid))
+    writer.update_configuration(CONFIG)
+    writer.fire("go", {"n": 1})
+    key = fire_key("go", "k-1")
+    reader = _open(engine, uid)
+    before = reader.load(fire_scope("go", key))
+    assert key not in before.state.fire_records
+    stop, wrote = _between(engine, lambda: writer.fire("go", {"n": 2}, idempotency_key="k-1"))
+    try:
+        snapshot = reader.load(fire_scope("go", key))
+    finally:
+        stop()
+    assert wrote
+    full = reader.load_full()
+    assert snapshot.version == full.version == before.version + 1
+    assert snapshot.state.fire_records[key] == ("t_a#1",)
+    assert snapshot.state.latest_kwargs["go"] == {"n": 2}
+    assert snapshot.state.counters == full.state.counters
+    # and the records the scope names, as stored, when nothing comes between
+    again = reader.load(fire_scope("go", key))
+    assert again.version == snapshot.version
+    assert again.state.fire_records == {key: ("t_a#1",)}
+    other = fire_key("go", "k-2")
+    assert reader.load(fire_scope("go", other)).state.fire_records == {}
+
+
+def test_a_guarded_finish_whose_cascade_needs_more_reads_it_in_a_second_statement(
+    engine: sa.Engine,
+) -> None:
+    """The instance and its fire record come with the header; the unstarted instances
+    the cascade needs (decided by the header) in a second statement, which also reads
+    the record again at the version it checks: never a mix of two versions."""
+    uid = f"s-{uuid.uuid4().hex}"
+    writer = _manager(_open(engine, uid))
+    writer.update_configuration(
+        {
+            "t_a": {"after": ["go"], "run": "noop"},
+            "t_b": {"after": ["t_a", "x"], "run": "noop"},
+        }
+    )
+    writer.fire("go", {"n": 1})  # t_a#0
+    writer.fire("x", {"n": 1})  # t_b#0, unstarted, waiting for t_a
+    key = fire_key("t_a", "g")
+    reader = _open(engine, uid)
+    scope = instance_scope("t_a#0", cascade=True, guard=key)
+    seen: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        snapshot = reader.load(scope)
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    assert sorted(snapshot.state.instances) == ["t_a#0", "t_b#0"]
+    assert len(seen) == 2
+    assert all("fire_keys" in s for s in seen)
+    # a commit between the two statements (one that records the key) is never mixed in
+    stop, wrote = _between(
+        engine, lambda: writer.fire("t_a", {"n": 2}, idempotency_key="g")
+    )  # completes t_b#0
+    try:
+        mixed = reader.load(scope)
+    finally:
+        stop()
+    assert wrote
+    full = reader.load_full()
+    assert mixed.version == full.version == snapshot.version + 1
+    assert mixed.state.fire_records == {key: ("t_b#0",)}
+    # t_b#0 is scheduled now: at this version the cascade needs no instance of t_b
+    assert sorted(mixed.state.instances) == ["t_a#0"]
+    assert mixed.state.instances["t_a#0"] == full.state.instances["t_a#0"]
+    assert mixed.state.counters == full.state.counters

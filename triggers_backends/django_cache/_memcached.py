@@ -84,6 +84,17 @@ class PyMemcacheKeyValueClient:
             return None
         return open_envelope(found[0], key, self.backend_name), found[1]
 
+    def gets_with(
+        self, key: str, others: Sequence[str]
+    ) -> tuple[tuple[bytes, CasToken] | None, dict[str, bytes]]:
+        """:meth:`gets` and :meth:`get_many` in one request (``PymemcacheClient.gets_with``)."""
+        mapped = {self._key(k): k for k in others}
+        found, values = self._client.gets_with(self._key(key), list(mapped))
+        got = {mapped[k]: open_envelope(v, mapped[k], self.backend_name) for k, v in values.items()}
+        if found is None:
+            return None, got
+        return (open_envelope(found[0], key, self.backend_name), found[1]), got
+
     def add(self, key: str, value: bytes) -> bool:
         check_sizes([value], self.max_value_size, self.backend_name)
         return self._client.add(self._key(key), ENVELOPE + bytes(value))

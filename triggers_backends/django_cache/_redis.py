@@ -257,6 +257,28 @@ class RedisKeyValueClient:
             raise self._fail(exc, "gets_many") from exc
         return found
 
+    def gets_with(
+        self, key: str, others: Sequence[str]
+    ) -> tuple[tuple[bytes, CasToken] | None, dict[str, bytes]]:
+        """:meth:`gets` of ``key`` and the values of ``others`` in one ``MGET`` (atomic);
+        more others than one batch holds are read after it."""
+        others = [k for k in dict.fromkeys(others) if k != key]
+        first, rest = others[: _BATCH - 1], others[_BATCH - 1 :]
+        try:
+            stored = self._client.mget([self._make_key(k) for k in (key, *first)])
+        except RedisError as exc:
+            raise self._fail(exc, "gets") from exc
+        found: dict[str, bytes] = {}
+        for other, value in zip(first, stored[1:], strict=True):
+            if value is not None:
+                found[other] = open_envelope(_raw(value), other, self.backend_name)
+        if rest:
+            found.update(self.get_many(rest))
+        if stored[0] is None:
+            return None, found
+        raw = _raw(stored[0])
+        return (open_envelope(raw, key, self.backend_name), _sha1(raw)), found
+
     def add(self, key: str, value: bytes) -> bool:
         check_sizes([value], self.max_value_size, self.backend_name)
         try:

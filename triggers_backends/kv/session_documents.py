@@ -17,13 +17,19 @@ import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 from triggers_backends.kv.active import Active, Page
 from triggers_backends.kv.cache import DocumentCache
 from triggers_backends.kv.documents import DocRef, DocumentMissing, decode, join, stored_keys
 from triggers_backends.kv.keys import SessionKeys, digest
-from triggers_backends.kv_client import AtomicCommitClient, CasToken, KeyValueClient, KeyValueError
+from triggers_backends.kv_client import (
+    AtomicCommitClient,
+    CasToken,
+    GetsWithClient,
+    KeyValueClient,
+    KeyValueError,
+)
 from triggers_core.engine.idempotency import FireKey, decode_scheduled
 from triggers_core.engine.serialization import config_from_json, instance_from_json
 from triggers_core.engine.state import TaskInstance
@@ -70,6 +76,9 @@ class SessionDocuments(Storage):
     _seen_lock: threading.Lock
     # (epoch, version) -> fire record digests a recent load found absent at it.
     _absent: OrderedDict[tuple[str, int], frozenset[str]]
+    # The last active document this storage read, raw and parsed (its epoch names the
+    # fire record pointers a load reads with the next one: see SessionAssembly._prefetch).
+    _parsed: tuple[bytes, Active] | None
 
     @property
     def latest_source(self) -> object:
@@ -112,6 +121,23 @@ class SessionDocuments(Storage):
             results[i] = self._decoded(wants[i], found)
         return results
 
+    def _gather(
+        self, wants: Sequence[Want], raw: Sequence[str]
+    ) -> tuple[list[Any], Mapping[str, bytes]]:
+        """:meth:`_fetch` of ``wants``, and the values of the keys ``raw`` that exist
+        (uncached, undecoded): one round trip for both, none if the cache has every
+        document and ``raw`` is empty."""
+        cache = self._cache
+        results = [cache.get(w.key) for w in wants]
+        misses = [i for i, value in enumerate(results) if value is cache.missing]
+        if not misses and not raw:
+            return results, {}
+        keys = [k for i in misses for k in stored_keys(wants[i].key, wants[i].ref)]
+        found = self._get_many([*keys, *raw])
+        for i in misses:
+            results[i] = self._decoded(wants[i], found)
+        return results, found
+
     def _decoded(self, want: Want, found: Mapping[str, bytes]) -> Any:
         """One wanted document from fetched items, decoded and cached; DocumentMissing if gone."""
         what = self._what(_LABELS[want.kind](want.about), want.key)
@@ -124,6 +150,25 @@ class SessionDocuments(Storage):
 
     def _read_active(self) -> tuple[Active, CasToken] | None:
         found = self._call("reading the active document", self.client.gets, self.keys.active)
+        return self._parse_found(found)
+
+    def _read_active_with(
+        self, others: Sequence[str]
+    ) -> tuple[tuple[Active, CasToken] | None, Mapping[str, bytes]]:
+        """:meth:`_read_active`, and the values of ``others`` read no earlier than it: in
+        the same request on a client with ``gets_with``, else in a second one."""
+        if not others:
+            return self._read_active(), {}
+        if callable(getattr(type(self.client), "gets_with", None)):
+            client = cast(GetsWithClient, self.client)
+            found, values = self._call(
+                "reading the active document", client.gets_with, self.keys.active, others
+            )
+            return self._parse_found(found), values
+        return self._read_active(), self._get_many(others)
+
+    def _parse_found(self, found: tuple[bytes, CasToken] | None) -> tuple[Active, CasToken] | None:
+        """A read of the active document (value and token, or None), parsed."""
         if found is None:
             return None
         raw, token = found
@@ -139,10 +184,11 @@ class SessionDocuments(Storage):
         parsed = cache.get(memo)
         if parsed is not cache.missing and parsed[0] == raw:  # unchanged since then
             active: Active = parsed[1]
-            return active
-        what = self._what("active document", key)
-        active = Active.from_body(decode(raw, "active", self.uid, what), what)
-        cache.put(memo, len(raw), (raw, active))
+        else:
+            what = self._what("active document", key)
+            active = Active.from_body(decode(raw, "active", self.uid, what), what)
+            cache.put(memo, len(raw), (raw, active))
+        self._parsed = (raw, active)
         return active
 
     # -- the three document kinds behind the header -------------------------------

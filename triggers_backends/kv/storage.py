@@ -129,12 +129,11 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Generator, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, cast
+from collections.abc import Generator, Iterable, Sequence
+from typing import ClassVar, cast
 
-import attrs
-
-from triggers_backends.kv.active import Active, Page, page_of, parse_name
+from triggers_backends.kv.active import Active
+from triggers_backends.kv.assembly import Gathered, Reads, SessionAssembly
 from triggers_backends.kv.cache import DocumentCache
 from triggers_backends.kv.commit import Commit
 from triggers_backends.kv.documents import (
@@ -146,7 +145,7 @@ from triggers_backends.kv.documents import (
     stored_keys,
 )
 from triggers_backends.kv.due_index import DueIndex, Hint, positions_for, shard_of
-from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys, digest
+from triggers_backends.kv.keys import DEFAULT_PREFIX, SessionKeys
 from triggers_backends.kv.listing import ListingStorage
 from triggers_backends.kv.session_documents import READ_BATCH, Want, fetch_across
 from triggers_backends.kv.session_index import SessionIndex
@@ -157,20 +156,16 @@ from triggers_backends.kv_client import (
     KeyValueClient,
     KeyValueError,
 )
-from triggers_core.engine.idempotency import FireKey
-from triggers_core.engine.latest import LatestKwargs, Loader
 from triggers_core.engine.leases import due_of, lease_owner
-from triggers_core.engine.scopes import Changes, Scope, Selector, resolve
-from triggers_core.engine.serialization import check_joined, header_from_json
-from triggers_core.engine.state import SessionState, Status, TaskInstance, copy_instance
-from triggers_core.engine.values import copy_json
+from triggers_core.engine.scopes import Changes, Scope, Selector
+from triggers_core.engine.state import SessionState, Status
 from triggers_core.errors import ConflictError, SerializationError, StorageError
 from triggers_core.runtime.storage import Snapshot, Storage, Version, check_uid
 
 __all__ = ["KeyValueStorage"]
 
 
-class KeyValueStorage(ListingStorage):
+class KeyValueStorage(ListingStorage, SessionAssembly):
     """One session on a :class:`~triggers_backends.kv_client.KeyValueClient`.
 
     ``prefix`` namespaces the keys (default ``triggers:``). Storages of one
@@ -225,6 +220,7 @@ class KeyValueStorage(ListingStorage):
         self._seen_lock = threading.Lock()
         # (epoch, version) -> fire record digests a recent load found absent at it.
         self._absent = OrderedDict()
+        self._parsed = None
 
     # -- the store ------------------------------------------------------------------
 
@@ -314,83 +310,6 @@ class KeyValueStorage(ListingStorage):
     def check_fire_keys(self) -> None:
         """Fire records are kept (documents outside the active document)."""
 
-    def _records(self, active: Active, keys: Iterable[FireKey]) -> dict[FireKey, tuple[str, ...]]:
-        """The committed fire records of ``keys`` as of ``active`` (see the module docstring).
-
-        Records the active document created are referenced from it; older ones
-        are found through their pointers (one round trip for all of them).
-        """
-        refs: dict[FireKey, DocRef] = {}
-        pointers: dict[str, tuple[FireKey, str]] = {}
-        epoch = active.epoch
-        for key in keys:
-            record = digest(key.digest)
-            ref = active.fires.get(record)
-            if ref is not None:
-                refs[key] = ref
-            elif epoch:  # without an epoch, nothing was ever recorded
-                pointers[self.keys.fire_pointer(epoch, record)] = (key, record)
-        absent: set[str] = set()
-        if pointers:
-            cache = self._cache
-            missing = [k for k in pointers if cache.get(k) is cache.missing]
-            found = self._get_many(missing) if missing else {}
-            for pointer, (key, record) in pointers.items():
-                ref = cache.get(pointer)
-                if ref is cache.missing:
-                    raw = found.get(pointer)
-                    if raw is None:
-                        absent.add(record)
-                        continue
-                    ref = self._pointer(raw, pointer, record)
-                    cache.put(pointer, len(raw), ref)
-                refs[key] = ref
-            with self._seen_lock:
-                self._absent[(epoch, active.version)] = frozenset(absent)
-                while len(self._absent) > 16:
-                    self._absent.popitem(last=False)
-        wants = [self._record_want(epoch, key, ref) for key, ref in refs.items()]
-        values: list[tuple[str, ...]] = self._fetch(wants)
-        return {want.about: names for want, names in zip(wants, values, strict=True)}
-
-    def _pointer(self, raw: bytes, key: str, record: str) -> DocRef:
-        what = self._what("fire record pointer", key)
-        body = decode(raw, "firekey", self.uid, what)
-        if not isinstance(body, dict) or body.get("record") != record:
-            raise SerializationError(f"{what}: does not point to record {record!r}")
-        return DocRef.from_json(body.get("ref"), what)
-
-    def _header_of(self, active: Active, tasks: Mapping[str, Any]) -> SessionState:
-        """The header of ``active``, its configuration (``tasks``) read already."""
-        doc = {**active.header, "latestKwargs": {}}
-        what = self._what("header", self.keys.active)
-        header = header_from_json(doc, {}, what, tasks=tasks)
-        # The latest kwargs are read one by one, when asked for (triggers_core.engine.latest).
-        latest = LatestKwargs(
-            sorted(active.latest), self._latest_loader(active), source=self.latest_source
-        )
-        return attrs.evolve(header, latest_kwargs=latest)
-
-    def _latest_loader(self, active: Active) -> Loader:
-        """Reads the latest kwargs of one trigger as of ``active`` (a private copy)."""
-
-        def load(trigger: str) -> Mapping[str, Any]:
-            ref = active.latest[trigger]
-            try:
-                (value,) = self._fetch([self._latest_want(trigger, ref)])
-            except DocumentMissing as missing:
-                self._check_moved_on(active.version, missing.key)
-                raise ConflictError(
-                    f"version moved on from {active.version!r} while its latest kwargs of "
-                    f"{trigger!r} were read",
-                    backend=self._label,
-                    session=self.uid,
-                ) from None
-            copied: Mapping[str, Any] = copy_json(value)  # the cached document is never shared
-            return copied
-
-        return load
-
     # -- loading ------------------------------------------------------------------
 
     def load(self, scope: Scope | Selector = Scope()) -> Snapshot:  # noqa: B008 - frozen value
@@ -403,7 +322,8 @@ class KeyValueStorage(ListingStorage):
         for attempt in range(self.read_attempts):
             if attempt:  # let the concurrent writers finish (jittered, at most ~50 ms)
                 time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-            found = self._read_active()
+            asked = self._prefetch(scope)
+            found, early = self._read_active_with(asked)
             if found is None:
                 if not self._marker_exists():
                     return Snapshot(SessionState(), None)
@@ -412,7 +332,7 @@ class KeyValueStorage(ListingStorage):
                 continue  # created by another writer between the two reads
             active, token = found
             try:
-                state = self._assemble(active, scope)
+                state = self._assemble(active, scope, asked, early)
             except DocumentMissing as missing:
                 self._check_moved_on(active.version, missing.key)
                 continue  # a concurrent commit replaced what we were reading: reload
@@ -425,10 +345,11 @@ class KeyValueStorage(ListingStorage):
     def load_sessions(self, wanted: Sequence[tuple[Storage, Scope | Selector]]) -> list[Snapshot]:
         """Several sessions of this store, in a few round trips for all of them.
 
-        One read of their active documents (with their tokens), then one per
-        kind of document behind them that is not cached (configurations, index
-        pages, instances), however many sessions (fire records a scope asks for
-        are read per session, as its load reads them). Each snapshot is
+        One read of their active documents (with their tokens), then, step by
+        step of their assemblies (configurations with the pages known already,
+        more index pages, instances), one read for the documents of all of them
+        that are not cached, however many sessions (a step that also reads fire
+        record pointers is read for its session alone). Each snapshot is
         remembered by its storage as its own load's would be (its
         compare-and-swap reads nothing first). A session this cannot read so
         (not stored, its documents replaced by a commit meanwhile, anything
@@ -442,8 +363,8 @@ class KeyValueStorage(ListingStorage):
         keys = [peer.keys.active for peer in peers]
         found = self._gets_many(list(dict.fromkeys(keys)))
         results: list[Snapshot | None] = [None] * len(peers)
-        running: dict[int, tuple[Generator[list[Want], list[Any], SessionState], Active]] = {}
-        asked: dict[int, list[Want]] = {}
+        running: dict[int, tuple[Generator[Reads, Gathered, SessionState], Active]] = {}
+        asked: dict[int, Reads] = {}
         for i, (peer, key) in enumerate(zip(peers, keys, strict=True)):
             got = found.get(key)
             if got is None:
@@ -452,27 +373,29 @@ class KeyValueStorage(ListingStorage):
                 active = peer._parse_active(got[0])
                 steps = peer._assembly(active, wanted[i][1])
                 asked[i] = next(steps)
-            except StopIteration as stop:  # nothing behind the active document to read
-                peer._remember(active, got[1])
-                results[i] = Snapshot(stop.value, active.version)
-                continue
             except (DocumentMissing, SerializationError):
                 continue
             peer._remember(active, got[1])
             running[i] = (steps, active)
         while asked:
+            shared = {i: reads for i, reads in asked.items() if not reads[1]}
             documents = fetch_across(
-                [(peers[i], want) for i, wants in asked.items() for want in wants]
+                [(peers[i], want) for i, (wants, _) in shared.items() for want in wants]
             )
             at = 0
-            following: dict[int, list[Want]] = {}
-            for i, wants in asked.items():
-                values, at = documents[at : at + len(wants)], at + len(wants)
+            following: dict[int, Reads] = {}
+            for i, reads in asked.items():
                 steps, active = running[i]
-                if any(value is None for value in values):
-                    continue  # replaced by a commit meanwhile, or unreadable: on its own
                 try:
-                    following[i] = steps.send(values)
+                    if i in shared:
+                        count = len(reads[0])
+                        values, at = documents[at : at + count], at + count
+                        if any(value is None for value in values):
+                            continue  # replaced by a commit meanwhile, or unreadable: on its own
+                        gathered: Gathered = (values, {})
+                    else:  # fire record pointers too: this session's own read
+                        gathered = peers[i]._gather(*reads)
+                    following[i] = steps.send(gathered)
                 except StopIteration as stop:
                     results[i] = Snapshot(stop.value, active.version)
                 except (DocumentMissing, SerializationError):
@@ -494,80 +417,6 @@ class KeyValueStorage(ListingStorage):
             if got is not None:
                 found[key] = got
         return found
-
-    def _assemble(self, active: Active, scope: Scope | Selector | None) -> SessionState:
-        """The state ``scope`` asks for as of ``active`` (DocumentMissing if a document is gone)."""
-        steps = self._assembly(active, scope)
-        wants = next(steps)
-        while True:
-            try:
-                wants = steps.send(self._fetch(wants))
-            except StopIteration as stop:
-                state: SessionState = stop.value
-                return state
-
-    def _assembly(
-        self, active: Active, scope: Scope | Selector | None
-    ) -> Generator[list[Want], list[Any], SessionState]:
-        """:meth:`_assemble` as steps: yields the documents it needs next (config, index
-        pages, instances), is sent them decoded, returns the state. A batch load runs
-        the steps of many sessions side by side (:meth:`load_sessions`)."""
-        tasks_config: Mapping[str, Any] = {}
-        if active.config is not None:
-            (tasks_config,) = yield [self._config_want(active.config)]
-        header = self._header_of(active, tasks_config)
-        chosen = None if scope is None else resolve(scope, header)
-        pages: dict[tuple[str, int], DocRef] = {}
-        table = active.index
-        if chosen is None or chosen.unresolved:
-            tasks: Iterable[str] = table
-        else:  # decode only the index of the tasks the scope names
-            tasks = [t for t in chosen.unstarted_of if t in table]
-        for task in tasks:
-            index = table[task]
-            if chosen is None:
-                wanted: Iterable[int] = index.pages
-            else:
-                wanted = set()
-                if task in chosen.unstarted_of:
-                    wanted |= index.unstarted
-                if chosen.unresolved:
-                    wanted |= index.unresolved
-            for number in wanted:
-                pages[(task, number)] = index.pages[number]
-        if chosen is not None:
-            for name in chosen.names:
-                parsed = parse_name(name)
-                if parsed is None or parsed[0] not in active.index:
-                    continue
-                number = page_of(parsed[1])
-                ref = active.index[parsed[0]].pages.get(number)
-                if ref is not None:
-                    pages[(parsed[0], number)] = ref
-        order = sorted(pages)
-        loaded: list[Page] = (
-            (yield [self._page_want(t, n, pages[(t, n)]) for t, n in order]) if order else []
-        )
-        wants: list[Want] = []
-        for page in loaded:
-            for number, entry in page.entries.items():
-                name = f"{page.task}#{number}"
-                if chosen is None or (
-                    name in chosen.names
-                    or (entry.unstarted and page.task in chosen.unstarted_of)
-                    or (chosen.unresolved and entry.unresolved)
-                ):
-                    wants.append(self._instance_want(name, entry.ref))
-        instances: list[TaskInstance] = (yield wants) if wants else []
-        # The header and the instances must agree (a lowered counter would reuse numbers).
-        check_joined(
-            header.tasks, header.counters, instances, f"{self._label} storage, session {self.uid!r}"
-        )
-        copies = {i.name: copy_instance(i) for i in instances}
-        if chosen is not None and chosen.fire_keys:
-            records = self._records(active, chosen.fire_keys)
-            return attrs.evolve(header, instances=copies, fire_records=records)
-        return attrs.evolve(header, instances=copies)
 
     # -- writing ------------------------------------------------------------------
 
@@ -671,6 +520,7 @@ class KeyValueStorage(ListingStorage):
         self._call(
             "deleting the session", self.client.delete_many, [self.keys.active, self.keys.marker]
         )
+        self._parsed = None
         with self._seen_lock:
             self._seen.clear()
         if found is None:

@@ -38,7 +38,7 @@ from triggers_backends.sqlalchemy._statements import MAX_IN, chunks
 from triggers_backends.sqlalchemy._tables import row_key
 from triggers_backends.sqlalchemy._timeouts import expired_here
 from triggers_core.engine.idempotency import FireKey, decode_scheduled
-from triggers_core.engine.scopes import HEADER_ONLY, Fixed, Scope, Selector
+from triggers_core.engine.scopes import HEADER_ONLY, Scope, Selector, known_part
 from triggers_core.engine.serialization import (
     check_joined,
     config_from_json,
@@ -57,15 +57,6 @@ _FIRE_KEYS_READY: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyD
 
 #: Decoded instance documents a storage object keeps (more when one working set is larger).
 _DECODED_CACHE = 4096
-
-
-def _known_names(scope: Scope | Selector) -> frozenset[str]:
-    """The instances ``scope`` names whatever the header says (a plain or fixed scope)."""
-    if isinstance(scope, Fixed):
-        scope = scope.scope
-    if isinstance(scope, Scope):
-        return scope.names
-    return frozenset()
 
 
 def _lost_connection(exc: sa_exc.SQLAlchemyError) -> bool:
@@ -175,19 +166,37 @@ class ReadingMixin(LatestMixin):
         first statement and the last, and the three read one state, as one
         snapshot would. Otherwise (or for a scope too large for one statement)
         None: the caller reads in one snapshot transaction.
+
+        What the scope names whatever the header says (its
+        :func:`~triggers_core.engine.scopes.known_part`: instances by name, fire
+        records) comes with the header, in its statement; when that is all the
+        scope needs (a fixed scope, a guarded finish whose cascade needs no other
+        instance), the load is that one statement.
         """
         cached = self._config
         params: dict[str, Any] = {
             "b_key": self._key,
             "b_config_id": "" if cached is None else cached[0],
         }
-        known = _known_names(scope)
+        part = known_part(scope)
+        known = part.names if part is not None else frozenset()
+        keys = part.fire_keys if part is not None else frozenset()
         named: list[Any] | None = None
+        early: dict[FireKey, tuple[str, ...]] = {}
         head: Any
-        if known and len(known) <= MAX_IN:
-            # The instances the scope names whatever the header says come with it.
+        if (known or keys) and len(known) <= MAX_IN and len(keys) <= MAX_IN:
+            # The instances and fire records the scope names whatever the header says
+            # come with it.
             params["b_names"] = sorted({row_key(n) for n in known})
-            found = list(conn.execute(self._sql.head_named, params))
+            if keys:
+                by_hash = {key.digest: key for key in keys}
+                params["b_hashes"] = sorted(by_hash)
+                found = list(conn.execute(self._sql.head_named_records, params))
+                stored = [(r.key_hash, r.doc) for r in found if r.key_hash is not None]
+                early = self._decoded_records(by_hash, stored)
+                found = [r for r in found if r.key_hash is None]
+            else:
+                found = list(conn.execute(self._sql.head_named, params))
             head = found[0] if found else None
             named = [row for row in found if row.name is not None]
         else:
@@ -212,28 +221,44 @@ class ReadingMixin(LatestMixin):
             not eager
             and named is not None
             and chosen.names <= known
-            and not (chosen.unstarted_of or chosen.unresolved or chosen.fire_keys)
+            and chosen.fire_keys <= keys
+            and not (chosen.unstarted_of or chosen.unresolved)
         ):
-            # Everything came in that one statement (one snapshot): one round trip.
+            # Everything came in that one statement (one snapshot): one round trip (a
+            # guarded finish whose cascade needs no other instance, too).
             wanted = [row for row in named if row.name in chosen.names]
             instances = self._decode_instances(wanted, cache=True)
             where = f"{self._label} storage, session {self.uid!r}"
             check_joined(header.tasks, header.counters, instances.values(), where)
-            return Snapshot(attrs.evolve(header, instances=instances), int(head.version))
+            state = attrs.evolve(header, instances=instances)
+            if chosen.fire_keys:
+                records = {k: v for k, v in early.items() if k in chosen.fire_keys}
+                state = attrs.evolve(state, fire_records=records)
+            return Snapshot(state, int(head.version))
         names = sorted({row_key(n) for n in chosen.names})
         tasks = sorted({row_key(t) for t in chosen.unstarted_of})
         if len(names) + len(tasks) > MAX_IN or len(chosen.fire_keys) > MAX_IN:
             return None
-        records = self._records(conn, chosen.fire_keys) if chosen.fire_keys else {}
+        # The fire records come in the instances' statement (one snapshot, whose
+        # session version the instance rows carry): a guarded finish reads in two
+        # statements, not three.
+        keyed = {key.digest: key for key in chosen.fire_keys}
         statement = self._sql.rows_at_version(
-            names=bool(names), tasks=bool(tasks), unresolved=chosen.unresolved
+            names=bool(names), tasks=bool(tasks), unresolved=chosen.unresolved, records=bool(keyed)
         )
         params = {"b_key": self._key, "b_names": names, "b_tasks": tasks}
+        if keyed:
+            params["b_hashes"] = sorted(keyed)
         rows = list(conn.execute(statement, params))
+        found_records: list[tuple[str, str]] = []
+        if keyed:
+            found_records = [(r.key_hash, r.doc) for r in rows if r.key_hash is not None]
+            rows = [r for r in rows if r.key_hash is None]
         if not rows or any(
             r.session_version != head.version or r.session_config_id != head.config_id for r in rows
         ):
             return None
+        records = self._decoded_records(keyed, found_records) if keyed else {}
         instances = self._decode_instances([r for r in rows if r.name is not None], cache=True)
         where = f"{self._label} storage, session {self.uid!r}"
         check_joined(header.tasks, header.counters, instances.values(), where)
@@ -248,17 +273,25 @@ class ReadingMixin(LatestMixin):
     ) -> dict[FireKey, tuple[str, ...]]:
         """The stored fire records of ``keys`` (primary key lookups, in this snapshot)."""
         by_hash = {key.digest: key for key in keys}
-        found: dict[FireKey, tuple[str, ...]] = {}
+        rows: list[Any] = []
         for chunk in chunks(sorted(by_hash)):
             params = {"b_key": self._key, "b_hashes": chunk}
-            for row in conn.execute(self._sql.fire_records, params):
-                key = by_hash[row.key_hash]
-                what = f"{self._label} storage, session {self.uid!r}: fire record of {key!r}"
-                try:
-                    names = json.loads(row.scheduled)
-                except ValueError as exc:
-                    raise SerializationError(f"{what}: not valid JSON ({exc})") from exc
-                found[key] = decode_scheduled(names, what)
+            rows += conn.execute(self._sql.fire_records, params)
+        return self._decoded_records(by_hash, [(r.key_hash, r.scheduled) for r in rows])
+
+    def _decoded_records(
+        self, by_hash: dict[str, FireKey], rows: Sequence[Any]
+    ) -> dict[FireKey, tuple[str, ...]]:
+        """``(key_hash, scheduled)`` rows of fire records, decoded, by their key."""
+        found: dict[FireKey, tuple[str, ...]] = {}
+        for key_hash, scheduled in rows:
+            key = by_hash[key_hash]
+            what = f"{self._label} storage, session {self.uid!r}: fire record of {key!r}"
+            try:
+                names = json.loads(scheduled)
+            except ValueError as exc:
+                raise SerializationError(f"{what}: not valid JSON ({exc})") from exc
+            found[key] = decode_scheduled(names, what)
         return found
 
     def check_fire_keys(self) -> None:

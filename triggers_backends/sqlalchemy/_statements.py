@@ -93,6 +93,27 @@ class Statements:
             )
             .where(sessions.c.session_key == sa.bindparam("b_key"))
         )
+        fire_keys = tables.fire_keys
+        #: :attr:`head_named` and the fire records of the hashes ``b_hashes`` (``UNION
+        #: ALL``, one snapshot): one row each, with ``key_hash`` set, the record's
+        #: ``scheduled`` as ``doc`` and every other column null; the session's rows have
+        #: a null ``key_hash`` (and a ``uid``).
+        self.head_named_records = sa.union_all(
+            self.head_named.add_columns(sa.cast(sa.null(), sa.String(64)).label("key_hash")),
+            sa.select(
+                sa.cast(sa.null(), sessions.c.uid.type),
+                sa.cast(sa.null(), sessions.c.version.type),
+                sa.cast(sa.null(), sessions.c.config_id.type),
+                sa.cast(sa.null(), sessions.c.config.type),
+                sa.cast(sa.null(), sessions.c.header.type),
+                sa.cast(sa.null(), instances.c.name.type),
+                fire_keys.c.scheduled,
+                sa.cast(sa.null(), instances.c.task_key.type),
+                fire_keys.c.key_hash,
+            )
+            .where(fire_keys.c.session_key == sa.bindparam("b_key"))
+            .where(fire_keys.c.key_hash.in_(sa.bindparam("b_hashes", expanding=True))),
+        )
         self._rows: dict[tuple[Any, ...], Any] = {}
         self.create = sa.insert(sessions)
         update = (
@@ -113,7 +134,6 @@ class Statements:
         self._update_with_due: dict[tuple[bool | int, ...], Any] = {}
         self.insert_instances = sa.insert(instances)
         self._upserts: dict[str, Any] = {}
-        fire_keys = tables.fire_keys
         #: Fire records of some keys (by primary key).
         self.fire_records = (
             sa.select(fire_keys.c.key_hash, fire_keys.c.scheduled)
@@ -218,7 +238,12 @@ class Statements:
         return found
 
     def rows_at_version(
-        self, *, names: bool = False, tasks: bool = False, unresolved: bool = False
+        self,
+        *,
+        names: bool = False,
+        tasks: bool = False,
+        unresolved: bool = False,
+        records: bool = False,
     ) -> Any:
         """:meth:`rows` (some asked for) on the session's row, which carries ``version``
         and ``config_id`` into every result row (``LEFT JOIN``: one row with null
@@ -227,8 +252,14 @@ class Statements:
         For a load outside a transaction: the caller compares them with the
         header it read, so that two statements read one state (see
         :meth:`~triggers_backends.sqlalchemy._reading.ReadingMixin.load`).
+
+        With ``records``, the same statement (so the same snapshot) also returns
+        the fire records of the hashes ``b_hashes`` (``UNION ALL``): one row
+        each, with ``key_hash`` set, the record's ``scheduled`` as ``doc`` and
+        null session and instance columns; every instance row has a null
+        ``key_hash``.
         """
-        shape = ("versioned", names, tasks, unresolved)
+        shape = ("versioned", names, tasks, unresolved, records)
         found = self._rows.get(shape)
         if found is None:
             s, t = self._sessions, self._instances
@@ -245,17 +276,35 @@ class Statements:
                 t.c.session_key == s.c.session_key,
                 sa.or_(*conditions) if conditions else sa.false(),
             )
+            columns = [
+                s.c.version.label("session_version"),
+                s.c.config_id.label("session_config_id"),
+                t.c.name,
+                t.c.doc,
+                t.c.task_key,
+            ]
+            if records:
+                columns.append(sa.cast(sa.null(), sa.String(64)).label("key_hash"))
             found = (
-                sa.select(
-                    s.c.version.label("session_version"),
-                    s.c.config_id.label("session_config_id"),
-                    t.c.name,
-                    t.c.doc,
-                    t.c.task_key,
-                )
+                sa.select(*columns)
                 .select_from(s.outerjoin(t, joined))
                 .where(s.c.session_key == sa.bindparam("b_key"))
             )
+            if records:
+                f = self._fire_keys
+                found = sa.union_all(
+                    found,
+                    sa.select(
+                        sa.cast(sa.null(), s.c.version.type),
+                        sa.cast(sa.null(), s.c.config_id.type),
+                        sa.cast(sa.null(), t.c.name.type),
+                        f.c.scheduled,
+                        sa.cast(sa.null(), t.c.task_key.type),
+                        f.c.key_hash,
+                    )
+                    .where(f.c.session_key == sa.bindparam("b_key"))
+                    .where(f.c.key_hash.in_(sa.bindparam("b_hashes", expanding=True))),
+                )
             self._rows[shape] = found
         return found
 

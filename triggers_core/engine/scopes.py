@@ -59,6 +59,7 @@ from triggers_core.engine.task_table import TaskTable
 
 __all__ = [
     "HEADER_ONLY",
+    "Cascade",
     "Changes",
     "Fixed",
     "Scope",
@@ -68,6 +69,7 @@ __all__ = [
     "fire_scope",
     "instance_scope",
     "is_unsettled",
+    "known_part",
     "narrowed",
     "read_in_full",
     "reads_every_unstarted",
@@ -341,6 +343,36 @@ class Fixed:
         return self.scope
 
 
+@attrs.frozen
+class Cascade:
+    """A selector that picks :attr:`scope` whatever the header says, plus what a fire of
+    :attr:`task` needs (decided by the header): an operation whose outcome fires its
+    instance's task name.
+
+    A storage may read :attr:`scope` before the header (with it, or with the
+    configuration), and the rest after it.
+    """
+
+    scope: Scope
+    task: str
+
+    def __call__(self, header: SessionState) -> Scope:
+        return self.scope | fire_needs(header, self.task)
+
+
+def known_part(scope: Scope | Selector) -> Scope | None:
+    """What ``scope`` picks whatever the header says (None: nothing is known before it).
+
+    A plain :class:`Scope` is all known, a :class:`Fixed` selector too; a
+    :class:`Cascade` picks at least its :attr:`Cascade.scope`.
+    """
+    if isinstance(scope, Scope):
+        return scope
+    if isinstance(scope, Fixed | Cascade):
+        return scope.scope
+    return None
+
+
 def instance_scope(name: str, *, cascade: bool, guard: FireKey | None = None) -> Selector:
     """The selector for an operation on instance ``name``.
 
@@ -353,8 +385,7 @@ def instance_scope(name: str, *, cascade: bool, guard: FireKey | None = None) ->
     )
     if not cascade:
         return Fixed(own)
-    task = task_of(name)
-    return lambda header: own | fire_needs(header, task)
+    return Cascade(own, task_of(name))
 
 
 def configuration_scope(task_names: Iterable[str]) -> Scope:
