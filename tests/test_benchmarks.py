@@ -20,6 +20,31 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_benchmark(
+    module: str,
+    *args: str,
+    unset: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.<module> args`` in a subprocess run from the checkout.
+
+    ``TRIGGERS_STORAGE_URL`` and the variables in ``unset`` are removed from its
+    environment (the benchmark sets up what it needs itself), ``env`` is added.
+    """
+    skip = ("TRIGGERS_STORAGE_URL", *unset)
+    base = {k: v for k, v in os.environ.items() if k not in skip}
+    return subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
+        timeout=timeout,
+    )
+
+
 def quick_report(tmp_path: Path, backends: str, *, unset: tuple[str, ...] = ()) -> str:
     """Run ``benchmarks.run --quick`` on ``backends`` in a subprocess; return its report.
 
@@ -27,17 +52,8 @@ def quick_report(tmp_path: Path, backends: str, *, unset: tuple[str, ...] = ()) 
     environment, so the benchmark sets up what it needs itself.
     """
     report = tmp_path / "report.md"
-    skip = ("TRIGGERS_STORAGE_URL", *unset)
-    env = {k: v for k, v in os.environ.items() if k not in skip}
-    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--backends", backends]
-    out = subprocess.run(
-        [*command, "--output", str(report)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        timeout=300,
+    out = run_benchmark(
+        "run", "--quick", "--backends", backends, "--output", str(report), unset=unset
     )
     assert out.returncode == 0, out.stdout + out.stderr
     return report.read_text()
@@ -104,17 +120,8 @@ def test_the_django_cache_benchmarks_run_and_report(tmp_path: Path) -> None:
 
 def e2e_run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run ``python -m benchmarks.celery_e2e`` with ``args``; (exit status, its output)."""
-    skip = ("TRIGGERS_STORAGE_URL", "DJANGO_SETTINGS_MODULE", "TRIGGERS_BENCH_MEMCACHED_URL")
-    base = {k: v for k, v in os.environ.items() if k not in skip}
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.celery_e2e", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
-        timeout=600,
-    )
+    unset = ("DJANGO_SETTINGS_MODULE", "TRIGGERS_BENCH_MEMCACHED_URL")
+    out = run_benchmark("celery_e2e", *args, unset=unset, env=env, timeout=600)
     return out.returncode, out.stdout + out.stderr
 
 
@@ -280,16 +287,7 @@ def test_the_timer_benchmark_bulk_seeds_the_index_of_sql_and_key_value_stores() 
 
 
 def test_the_lease_benchmark_runs_and_reports() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "TRIGGERS_STORAGE_URL"}
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.leases", "--quick", "--backends", "memory,sqlite"],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
+    out = run_benchmark("leases", "--quick", "--backends", "memory,sqlite")
     assert out.returncode == 0, out.stdout + out.stderr
     for heading in ("a no-op task end to end", "A lease renewal", "A sweep over N sessions"):
         assert heading in out.stdout, out.stdout
@@ -301,17 +299,7 @@ def test_the_celery_lease_benchmark_runs_and_reports() -> None:
 
     require_service("Redis", "127.0.0.1", 6379)
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    env = {k: v for k, v in os.environ.items() if k != "TRIGGERS_STORAGE_URL"}
-    command = [sys.executable, "-m", "benchmarks.leases_celery", "--instances", "10"]
-    out = subprocess.run(
-        [*command, "--rounds", "1"],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
+    out = run_benchmark("leases_celery", "--instances", "10", "--rounds", "1")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "| worker CPU ms per instance |" in out.stdout, out.stdout
 
@@ -337,20 +325,10 @@ def test_path_cpu_counts_round_trips_per_instance() -> None:
     counted round trips per fire and per instance; ``--cold`` reads at least as much."""
     import json
 
-    env = {k: v for k, v in os.environ.items() if k != "TRIGGERS_STORAGE_URL"}
     found = {}
-    command = [sys.executable, "-m", "benchmarks.path_cpu", "--round-trips"]
-    command += ["--sessions", "2", "--repeat", "1", "--backends", "memcached"]
+    args = ["--round-trips", "--sessions", "2", "--repeat", "1", "--backends", "memcached"]
     for cold in ([], ["--cold"]):
-        out = subprocess.run(
-            [*command, *cold],
-            check=False,
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env={**env, "PYTHONPATH": str(ROOT)},
-            timeout=300,
-        )
+        out = run_benchmark("path_cpu", *args, *cold)
         assert out.returncode == 0, out.stdout + out.stderr
         line = next(x for x in out.stdout.splitlines() if x.startswith("{"))
         found[bool(cold)] = json.loads(line)

@@ -25,7 +25,7 @@ from kv_memory import AtomicDictClient, DictKeyValueClient, DictStore
 from triggers_backends.kv.storage import KeyValueStorage
 from triggers_backends.kv_client import CasToken
 from triggers_core import Status
-from triggers_core.engine.idempotency import fire_key
+from triggers_core.engine.idempotency import FireKey, fire_key
 from triggers_core.engine.scopes import Changes, Fixed, Scope, fire_scope, instance_scope
 from triggers_core.errors import ConflictError
 
@@ -44,6 +44,16 @@ def uid() -> str:
 
 def kinds(storage: KeyValueStorage, keys: Any) -> list[str]:
     return sorted({key[len(storage.prefix)] for key in keys})
+
+
+def keyed_session(store: DictStore, uid: str) -> tuple[FireKey, FireKey]:
+    """Session ``uid`` with t_every#0 (recorded under key ``k-1``, whose pointer a later
+    commit wrote) and t_every#1; returns the key of ``k-1`` and one never used."""
+    manager, _ = manager_on(KeyValueStorage(uid, DictKeyValueClient(store)))
+    manager.update_configuration(EVERY)
+    manager.fire("tick", {"n": 1}, idempotency_key="k-1")  # t_every#0, record of k-1
+    manager.fire("tick", {"n": 2})  # confirms it: its pointer is written
+    return fire_key("tick", "k-1"), fire_key("tick", "k-2")
 
 
 def reads(client: ScriptedClient, storage: KeyValueStorage) -> list[list[str]]:
@@ -79,11 +89,7 @@ def test_a_fixed_scope_reads_its_page_with_the_configuration(store: DictStore, u
 
 
 def test_fire_record_pointers_come_with_the_pages(store: DictStore, uid: str) -> None:
-    manager, _ = manager_on(KeyValueStorage(uid, DictKeyValueClient(store)))
-    manager.update_configuration(EVERY)
-    manager.fire("tick", {"n": 1}, idempotency_key="k-1")  # t_every#0, record of k-1
-    manager.fire("tick", {"n": 2})  # confirms it: its pointer is written
-    key, other = fire_key("tick", "k-1"), fire_key("tick", "k-2")
+    key, other = keyed_session(store, uid)
     client = ScriptedClient(store)
     fresh = KeyValueStorage(uid, client)
     seen = reads(client, fresh)
@@ -239,11 +245,7 @@ class GetsWithClient(ScriptedClient):
 def test_a_guarded_finish_reads_its_pointer_with_the_active_document(
     store: DictStore, uid: str
 ) -> None:
-    manager, _ = manager_on(KeyValueStorage(uid, DictKeyValueClient(store)))
-    manager.update_configuration(EVERY)
-    manager.fire("tick", {"n": 1}, idempotency_key="k-1")  # t_every#0, record of k-1
-    manager.fire("tick", {"n": 2})  # confirms it: its pointer is written
-    key, other = fire_key("tick", "k-1"), fire_key("tick", "k-2")
+    key, other = keyed_session(store, uid)
     client = GetsWithClient(store)
     storage = KeyValueStorage(uid, client)
     storage.load(instance_scope("t_every#1", cascade=False))  # mark-running's load

@@ -7,6 +7,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+import pytest
+
 from triggers_core import TriggerManager
 from triggers_core.engine.leases import DueKind
 from triggers_core.engine.state import Status
@@ -95,24 +97,6 @@ def test_a_dry_run_of_a_pooled_tick_changes_nothing() -> None:
     assert storage.session(uids[4]).get_instance("t_b#0").status is Status.UNSTARTED
 
 
-def test_two_pooled_tickers_racing_fire_each_timer_once() -> None:
-    store, runner = MemoryStore(), RecordingRunner()
-    uids = _seed(store, 60)
-
-    def work(index: int, start: Any) -> list[tuple[str, str]]:
-        storage = PooledStorage(uids[index], store)
-        start.wait(timeout=30)
-        report = tick_store(
-            storage, _factory(runner, set()), now=T0 + timedelta(hours=3), limit=1000
-        )
-        return [(a.session, a.instance) for a in report.acted]
-
-    fired = race_in_threads(work, threads=2, timeout=120)
-    everything = fired[0] + fired[1]
-    assert len(everything) == len(set(everything)) == 120  # each timer by one ticker
-    assert sorted(runner.dispatched) == ["t_a#0"] * 60 + ["t_b#0"] * 60
-
-
 class BatchedStorage(PooledStorage):
     """A pooled memory storage whose tick reads its due sessions 7 at a time first
     (``load_sessions``; the memory storage's default loads them one by one)."""
@@ -178,22 +162,29 @@ def test_a_stale_batch_read_loses_its_swap_and_the_timer_fires_once() -> None:
     assert [a.action for a in report.actions] == ["left"] * 10
 
 
-def test_two_batched_tickers_racing_on_a_thousand_timers_fire_each_once() -> None:
+@pytest.mark.parametrize(
+    ("storage_class", "sessions", "bound"),
+    [(PooledStorage, 60, 120), (BatchedStorage, 500, 300)],  # 120 and 1,000 timers due
+    ids=["pooled", "batched"],
+)
+def test_two_tickers_racing_fire_each_timer_once(
+    storage_class: type[PooledStorage], sessions: int, bound: float
+) -> None:
     store, runner = MemoryStore(), RecordingRunner()
-    uids = _seed(store, 500)  # 1,000 timers due
+    uids = _seed(store, sessions)
 
     def work(index: int, start: Any) -> list[tuple[str, str]]:
-        storage = BatchedStorage(uids[index], store)
+        storage = storage_class(uids[index], store)
         start.wait(timeout=30)
         report = tick_store(
             storage, _factory(runner, set()), now=T0 + timedelta(hours=3), limit=1000
         )
         return [(a.session, a.instance) for a in report.acted]
 
-    fired = race_in_threads(work, threads=2, timeout=300)
+    fired = race_in_threads(work, threads=2, timeout=bound)
     everything = fired[0] + fired[1]
-    assert len(everything) == len(set(everything)) == 1000
-    assert sorted(runner.dispatched) == ["t_a#0"] * 500 + ["t_b#0"] * 500
+    assert len(everything) == len(set(everything)) == 2 * sessions  # each timer by one ticker
+    assert sorted(runner.dispatched) == ["t_a#0"] * sessions + ["t_b#0"] * sessions
 
 
 def test_the_due_sessions_are_each_handed_out_once_however_the_rest_is_rotated() -> None:
