@@ -100,19 +100,11 @@ class Statements:
         #: a null ``key_hash`` (and a ``uid``).
         self.head_named_records = sa.union_all(
             self.head_named.add_columns(sa.cast(sa.null(), sa.String(64)).label("key_hash")),
-            sa.select(
-                sa.cast(sa.null(), sessions.c.uid.type),
-                sa.cast(sa.null(), sessions.c.version.type),
-                sa.cast(sa.null(), sessions.c.config_id.type),
-                sa.cast(sa.null(), sessions.c.config.type),
-                sa.cast(sa.null(), sessions.c.header.type),
-                sa.cast(sa.null(), instances.c.name.type),
-                fire_keys.c.scheduled,
-                sa.cast(sa.null(), instances.c.task_key.type),
-                fire_keys.c.key_hash,
-            )
-            .where(fire_keys.c.session_key == sa.bindparam("b_key"))
-            .where(fire_keys.c.key_hash.in_(sa.bindparam("b_hashes", expanding=True))),
+            _record_rows(
+                fire_keys,
+                [*sessions.c["uid", "version", "config_id", "config", "header"], instances.c.name],
+                instances.c.task_key,
+            ),
         )
         self._rows: dict[tuple[Any, ...], Any] = {}
         self.create = sa.insert(sessions)
@@ -291,19 +283,11 @@ class Statements:
                 .where(s.c.session_key == sa.bindparam("b_key"))
             )
             if records:
-                f = self._fire_keys
                 found = sa.union_all(
                     found,
-                    sa.select(
-                        sa.cast(sa.null(), s.c.version.type),
-                        sa.cast(sa.null(), s.c.config_id.type),
-                        sa.cast(sa.null(), t.c.name.type),
-                        f.c.scheduled,
-                        sa.cast(sa.null(), t.c.task_key.type),
-                        f.c.key_hash,
-                    )
-                    .where(f.c.session_key == sa.bindparam("b_key"))
-                    .where(f.c.key_hash.in_(sa.bindparam("b_hashes", expanding=True))),
+                    _record_rows(
+                        self._fire_keys, [s.c.version, s.c.config_id, t.c.name], t.c.task_key
+                    ),
                 )
             self._rows[shape] = found
         return found
@@ -495,3 +479,20 @@ def statements_for(tables: Tables) -> Statements:
         ):
             found = _STATEMENTS[key] = Statements(tables)
         return found
+
+
+def _record_rows(fire_keys: sa.Table, before: list[Any], task_key: Any) -> sa.Select[Any]:
+    """The fire records of the hashes ``b_hashes`` of session ``b_key``, as rows to put
+    under instance rows with ``UNION ALL``: null in the columns ``before`` stand for, the
+    record's ``scheduled`` where the instance's ``doc`` is, a null ``task_key``, then its
+    ``key_hash`` (null in the instance rows)."""
+    return (
+        sa.select(
+            *(sa.cast(sa.null(), column.type) for column in before),
+            fire_keys.c.scheduled,
+            sa.cast(sa.null(), task_key.type),
+            fire_keys.c.key_hash,
+        )
+        .where(fire_keys.c.session_key == sa.bindparam("b_key"))
+        .where(fire_keys.c.key_hash.in_(sa.bindparam("b_hashes", expanding=True)))
+    )
