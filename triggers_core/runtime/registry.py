@@ -37,6 +37,7 @@ __all__ = [
     "storage_class_for",
     "storage_scheme",
     "storages",
+    "store_url",
     "sync_twin_url",
 ]
 
@@ -266,6 +267,20 @@ def _memory_default() -> str:
     return "memory://"
 
 
+def store_url(url: str | None, example: str = "sqlite:///triggers.db") -> str:
+    """``url``, else ``TRIGGERS_STORAGE_URL``: the URL of an operation over a whole store,
+    which never falls back to a process-private ``memory://`` store (RegistryError, with
+    ``example`` of a URL, when neither is given)."""
+    if url is not None:
+        return url
+    found = os.environ.get(STORAGE_URL_ENV)
+    if not found:
+        raise RegistryError(
+            f"no storage URL given and {STORAGE_URL_ENV} is not set (e.g. {example})"
+        )
+    return found
+
+
 def storage_class_for(url: str | None) -> tuple[type[Storage], str]:
     """The storage class registered for ``url``'s scheme, and the URL itself.
 
@@ -273,13 +288,7 @@ def storage_class_for(url: str | None) -> tuple[type[Storage], str]:
     ``url`` defaults to ``TRIGGERS_STORAGE_URL``; unlike opening one session,
     they never fall back to a process-private ``memory://`` store.
     """
-    if url is None:
-        url = os.environ.get(STORAGE_URL_ENV)
-        if not url:
-            raise RegistryError(
-                f"no storage URL given and {STORAGE_URL_ENV} is not set "
-                "(e.g. sqlite:///triggers.db)"
-            )
+    url = store_url(url)
     scheme = storage_scheme(url)
     try:
         return storages.load(scheme), url

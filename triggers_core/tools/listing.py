@@ -40,12 +40,10 @@ query on SQL); :func:`iter_sessions` asks for one page at a time.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 
 from triggers_core.engine.leases import DueKind
-from triggers_core.errors import RegistryError
-from triggers_core.runtime.registry import STORAGE_URL_ENV, open_async_storage, storage_class_for
+from triggers_core.runtime.registry import open_async_storage, storage_class_for, store_url
 from triggers_core.runtime.sessions import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -212,7 +210,7 @@ async def alist_sessions(
     """
     wanted = filter or SessionFilter()
     size = check_page_size(page_size)
-    store = open_async_storage(_store_url(url), SWEEP_UID)
+    store = open_async_storage(store_url(url, "sqlite+aiosqlite:///triggers.db"), SWEEP_UID)
     try:
         return await store.run_with_sync(
             "listing sessions", lambda sync: _page_in(sync, wanted, size, cursor)
@@ -237,16 +235,3 @@ async def aiter_sessions(
         if page.cursor is None:
             return
         cursor = page.cursor
-
-
-def _store_url(url: str | None) -> str:
-    """``url``, or ``TRIGGERS_STORAGE_URL``; a store-wide tool never falls back to memory."""
-    if url is not None:
-        return url
-    found = os.environ.get(STORAGE_URL_ENV)
-    if not found:
-        raise RegistryError(
-            f"no storage URL given and {STORAGE_URL_ENV} is not set "
-            "(e.g. sqlite+aiosqlite:///triggers.db)"
-        )
-    return found
