@@ -227,6 +227,7 @@ def commit_steps(
     observer: Observer | None,
     *,
     loaded: Snapshot | None = None,
+    kept: list[Snapshot] | None = None,
 ) -> Steps[Transition]:
     """Load what ``scope`` names, compute, compare-and-swap; on conflict start over.
 
@@ -238,12 +239,16 @@ def commit_steps(
     load, :meth:`~triggers_core.runtime.storage.Storage.load_sessions`); the
     first attempt computes on it instead of loading (after taking the turn). If
     it is stale, its compare-and-swap fails as any other and the next attempt
-    loads. (A function returning the loop's generator, not a generator itself:
-    an operation that runs the loop delegates to it directly, one level deep.)
+    loads. ``kept``: a list that receives the snapshot the commit leaves behind
+    (the committed state with the version the storage returned, or the state
+    loaded when nothing was written), for a later commit of the same scope to
+    pass as ``loaded``. (A function returning the loop's generator, not a
+    generator itself: an operation that runs the loop delegates to it
+    directly, one level deep.)
     """
     if observer is not None:
-        return _observed_steps(storage, compute, scope, policy, observer, loaded=loaded)
-    return _steps(storage, compute, scope, policy, loaded=loaded)
+        return _observed_steps(storage, compute, scope, policy, observer, loaded=loaded, kept=kept)
+    return _steps(storage, compute, scope, policy, loaded=loaded, kept=kept)
 
 
 def _steps(
@@ -253,6 +258,7 @@ def _steps(
     policy: CommitPolicy,
     *,
     loaded: Snapshot | None = None,
+    kept: list[Snapshot] | None = None,
 ) -> Steps[Transition]:
     """:func:`commit_steps` without an observer."""
     max_attempts, backoff_base, backoff_cap = (
@@ -272,7 +278,11 @@ def _steps(
             except UnknownInstanceError as exc:
                 raise UnknownInstanceError(exc.instance, storage.uid) from None
             if transition.commit:  # else nothing changed (a duplicate fire)
-                yield Swap((snapshot.version, transition.state, transition.changes))
+                version = yield Swap((snapshot.version, transition.state, transition.changes))
+                if kept is not None:
+                    kept.append(Snapshot(transition.state, version))
+            elif kept is not None:
+                kept.append(snapshot)
         except ConflictError:
             pass  # another process wrote first: back off (the turn is given back first), retry
         else:
@@ -298,6 +308,7 @@ def _observed_steps(
     observer: Observer,
     *,
     loaded: Snapshot | None = None,
+    kept: list[Snapshot] | None = None,
 ) -> Steps[Transition]:
     """:func:`commit_steps`, telling ``observer`` about each step (the same loop otherwise;
     a snapshot ``loaded`` by the caller counts as the first attempt's load)."""
@@ -333,7 +344,7 @@ def _observed_steps(
             if transition.commit:
                 token = observer.store_begin(seen, attempt) if spans else None
                 try:
-                    yield Swap((snapshot.version, transition.state, transition.changes))
+                    version = yield Swap((snapshot.version, transition.state, transition.changes))
                 except BaseException as exc:
                     if spans:
                         observer.store_end(token, exc)
@@ -341,6 +352,10 @@ def _observed_steps(
                 if spans:
                     observer.store_end(token, None)
                 observer.committed(seen, snapshot.state, transition)
+                if kept is not None:
+                    kept.append(Snapshot(transition.state, version))
+            elif kept is not None:
+                kept.append(snapshot)
         except ConflictError:
             observer.conflict(seen, attempt)
         else:
@@ -354,14 +369,17 @@ def commit(
     compute: Compute,
     scope: Scope | Selector = HEADER_ONLY,
     loaded: Snapshot | None = None,
+    kept: list[Snapshot] | None = None,
 ) -> Steps[Transition]:
-    """The commit loop on ``host``'s session with ``host``'s retry policy (``loaded``: see
-    :func:`commit_steps`)."""
+    """The commit loop on ``host``'s session with ``host``'s retry policy (``loaded``,
+    ``kept``: see :func:`commit_steps`)."""
     policy = CommitPolicy(host.max_attempts, host.backoff_base, host.backoff_cap)
     observer = current()
     if observer is not None:
-        return _observed_steps(host.storage, compute, scope, policy, observer, loaded=loaded)
-    return _steps(host.storage, compute, scope, policy, loaded=loaded)
+        return _observed_steps(
+            host.storage, compute, scope, policy, observer, loaded=loaded, kept=kept
+        )
+    return _steps(host.storage, compute, scope, policy, loaded=loaded, kept=kept)
 
 
 # -- after a commit ---------------------------------------------------------------------

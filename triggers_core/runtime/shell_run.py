@@ -22,9 +22,9 @@ from datetime import timedelta
 from typing import Any, cast
 
 from triggers_core import engine
-from triggers_core.engine.idempotency import cascade_key
+from triggers_core.engine.idempotency import FireKey, cascade_key
 from triggers_core.engine.leases import DEFAULT_LEASE_SECONDS, Lease, lease_owner, run_key
-from triggers_core.engine.scopes import Scope, Selector, instance_scope
+from triggers_core.engine.scopes import Scope, Selector, instance_scope, task_of
 from triggers_core.engine.state import SessionState, TaskInstance
 from triggers_core.engine.transition import Transition
 from triggers_core.errors import (
@@ -41,6 +41,7 @@ from triggers_core.runtime.observe import current
 from triggers_core.runtime.outcomes import NOT_THE_OUTCOME, Outcomes
 from triggers_core.runtime.ports import SessionManager
 from triggers_core.runtime.shell import CallHook, ShellHost, Steps, StorageCall, commit, perform
+from triggers_core.runtime.storage import Snapshot
 from triggers_core.runtime.tasks import TaskContext, task_policy
 
 __all__ = [
@@ -157,8 +158,14 @@ def _run(
             lease = new_lease(host, seconds, worker)
         return engine.mark_running(state, name, now=host.now(), lease=lease)
 
+    # The start loads what the outcome's commit needs too (the cascade's instances, the
+    # guard record): the snapshot it leaves is that commit's first attempt, so an outcome
+    # committed while nothing else wrote the session costs no load of its own.
+    key = cascade_key(task_of(name), name) if guard else None
+    scope = instance_scope(name, cascade=True, guard=key)
+    kept: list[Snapshot] = []
     try:
-        started = yield from commit(host, start, instance_scope(name, cascade=False))
+        started = yield from commit(host, start, scope, kept=kept)
     except InvalidTransitionError as exc:
         lifecycle.warning(
             "not running %s in session %r: %s",
@@ -176,7 +183,13 @@ def _run(
         held = yield HoldLease(name, owner, float(seconds))
     try:
         outcome = yield from _run_started(
-            host, instance, started=started, on_started=on_started, guard=guard, owner=owner
+            host,
+            instance,
+            started=kept[0] if kept else None,
+            state=started.state,
+            on_started=on_started,
+            key=key,
+            owner=owner,
         )
     except GeneratorExit:
         raise
@@ -193,16 +206,19 @@ def _run_started(
     host: ShellHost,
     instance: TaskInstance,
     *,
-    started: Transition,
+    started: Snapshot | None,
+    state: SessionState,
     on_started: Callable[[TaskInstance], None] | None,
-    guard: bool,
+    key: FireKey | None,
     owner: str | None,
 ) -> Steps[TaskInstance | None]:
+    """Run the body of ``instance`` (committed ``running`` in ``state``) and commit its
+    outcome; ``started``: the snapshot the start left (its first attempt computes on it)."""
     name, uid = instance.name, host.uid
     log_started(lifecycle, uid, instance)
     if on_started is not None:  # a request: never called holding the commit turn
         yield CallHook((on_started, (instance,)))
-    config = started.state.tasks[instance.task_name]
+    config = state.tasks[instance.task_name]
     context = TaskContext(
         cast(SessionManager, host),
         trigger_kwargs=instance.metadata.get("actualKwargs", {}),
@@ -211,7 +227,8 @@ def _run_started(
         logger=logging.getLogger(f"triggers.tasks.{config.run}"),
         run_key=f"{uid}#{run_key(instance)}",
     )
-    key = cascade_key(instance.task_name, name) if guard else None
+    if key is not None and key != cascade_key(instance.task_name, name):
+        key, started = cascade_key(instance.task_name, name), None  # pragma: no cover
     outcomes = Outcomes(
         uid,
         host.now,
@@ -224,7 +241,9 @@ def _run_started(
     try:
         try:
             compute = yield RunBody(outcomes, name, config.run, context, key is not None)
-            transition = yield from commit(host, compute, scope)
+            # Stale if anything wrote the session meanwhile: then its compare-and-swap
+            # fails like any other and the next attempt loads.
+            transition = yield from commit(host, compute, scope, loaded=started)
         except (StorageError, SerializationError) as exc:
             if isinstance(exc, ConflictError | ConcurrencyError):
                 raise
