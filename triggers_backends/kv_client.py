@@ -52,6 +52,7 @@ __all__ = [
     "KeyValueError",
     "KeyValueTooLarge",
     "KeyValueUnavailable",
+    "ValueTokenClient",
 ]
 
 #: memcached's limit, the strictest of the stores we support.
@@ -175,6 +176,23 @@ class GetsWithClient(KeyValueClient, Protocol):
     ) -> tuple[tuple[bytes, CasToken] | None, dict[str, bytes]]:
         """:meth:`gets` of ``key``, and :meth:`get_many` of ``others``, each of the others
         read no earlier than ``key`` (in the same atomic read, or after it)."""
+        ...
+
+
+@runtime_checkable
+class ValueTokenClient(KeyValueClient, Protocol):
+    """A :class:`KeyValueClient` whose tokens are derived from the stored value (optional).
+
+    After a write of ``value`` (``cas``, ``add``, ``set_many`` or ``commit``),
+    the layout takes :meth:`token_of` as the key's token instead of reading
+    the key again, so the next compare-and-swap of the same session needs no
+    read first. A key written meanwhile by another writer holds other bytes
+    (every active document the layout writes is unique), so that token no
+    longer matches and the compare-and-swap fails as it must.
+    """
+
+    def token_of(self, value: bytes) -> CasToken:
+        """The token :meth:`gets` would return for a key holding exactly ``value``."""
         ...
 
 

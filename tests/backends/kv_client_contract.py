@@ -20,7 +20,7 @@ import threading
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pytest
 
@@ -32,6 +32,7 @@ from triggers_backends.kv_client import (
     IndexAppendNotPlaced,
     KeyValueClient,
     KeyValueTooLarge,
+    ValueTokenClient,
 )
 
 
@@ -103,6 +104,28 @@ class KeyValueClientContract:
         assert client.cas(main, b"v2", found[1])
         assert not client.cas(main, b"v3", found[1])
         assert client.get_many([main]) == {main: b"v2"}
+
+    def test_token_of_is_the_token_of_the_value_written(self, key: str) -> None:
+        """The optional ``token_of``: after a write of ``value`` (by either client), the
+        token ``gets`` gives; a cas with it swaps the key while it still holds
+        ``value``, and fails once another writer replaced it. A client without it passes
+        (the storage then reads the key before its next compare-and-swap)."""
+        first, second = self.make_client(), self.make_client()
+        token_of = getattr(type(first), "token_of", None)
+        if token_of is None:
+            assert not isinstance(first, ValueTokenClient)
+            return
+        assert isinstance(first, ValueTokenClient)
+        first.add(key, b"v1")
+        found = second.gets(key)
+        assert found is not None
+        assert found[1] == first.token_of(b"v1")
+        assert second.cas(key, b"v2", found[1])
+        assert first.gets(key) == (b"v2", first.token_of(b"v2"))
+        second.set_many({key: b"v3"})
+        assert not first.cas(key, b"stale", first.token_of(b"v2"))
+        assert first.cas(key, b"v4", first.token_of(b"v3"))
+        assert second.get_many([key]) == {key: b"v4"}
 
     def test_add_creates_once(self, key: str) -> None:
         first, second = self.make_client(), self.make_client()
@@ -355,6 +378,23 @@ class AtomicCommitContract(KeyValueClientContract):
             key: b"v2",
             f"{key}-a": b"a",
         }
+
+    def test_token_of_a_committed_value_commits_next(self, key: str) -> None:
+        """After a commit of ``value``, ``token_of(value)`` commits the next one (what the
+        storage does after its own compare-and-swap); after another writer's, it fails."""
+        first, second = self.make_atomic(), self.make_atomic()
+        if getattr(type(first), "token_of", None) is None:
+            return  # the storage reads the key before its next commit
+        token_of = cast(ValueTokenClient, first).token_of
+        assert first.commit(key, b"v1", None, documents={}, obsolete=[], marker=None)
+        assert first.commit(key, b"v2", token_of(b"v1"), documents={}, obsolete=[], marker=None)
+        found = second.gets(key)
+        assert found is not None
+        assert second.commit(key, b"v3", found[1], documents={}, obsolete=[], marker=None)
+        assert not first.commit(
+            key, b"stale", token_of(b"v2"), documents={f"{key}-a": b"a"}, obsolete=[], marker=None
+        )
+        assert first.get_many([key, f"{key}-a"]) == {key: b"v3"}
 
     def test_commit_on_a_deleted_key_fails(self, key: str) -> None:
         client = self.make_atomic()

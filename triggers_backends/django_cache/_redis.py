@@ -243,6 +243,11 @@ class RedisKeyValueClient:
         raw = _raw(stored)
         return open_envelope(raw, key, self.backend_name), _sha1(raw)
 
+    def token_of(self, value: bytes) -> CasToken:
+        """The token :meth:`gets` returns for a key holding ``value`` (the digest of the
+        stored bytes; see :class:`~triggers_backends.kv_client.ValueTokenClient`)."""
+        return _sha1(ENVELOPE + bytes(value))
+
     def gets_many(self, keys: Sequence[str]) -> dict[str, tuple[bytes, CasToken]]:
         """:meth:`gets` of each key that exists, in one ``MGET`` (per 500 keys)."""
         found: dict[str, tuple[bytes, CasToken]] = {}

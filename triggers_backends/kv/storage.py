@@ -155,6 +155,7 @@ from triggers_backends.kv_client import (
     CasToken,
     KeyValueClient,
     KeyValueError,
+    ValueTokenClient,
 )
 from triggers_core.engine.leases import due_of, lease_owner
 from triggers_core.engine.scopes import Changes, Scope, Selector
@@ -202,6 +203,14 @@ class KeyValueStorage(ListingStorage, SessionAssembly):
         self._batch_gets = (
             cast(BatchGetsClient, client)
             if callable(getattr(type(client), "gets_many", None))
+            else None
+        )
+        #: The token a key holding given bytes has, if the client derives tokens from
+        #: the value (:class:`~triggers_backends.kv_client.ValueTokenClient`): after a
+        #: commit, the next compare-and-swap of the same version reads nothing first.
+        self._token_of = (
+            cast(ValueTokenClient, client).token_of
+            if callable(getattr(type(client), "token_of", None))
             else None
         )
         self.prefix = prefix
@@ -501,8 +510,22 @@ class KeyValueStorage(ListingStorage, SessionAssembly):
         self._cache.discard(commit.obsolete)
         for key, size, value in commit.decoded:
             self._cache.put(key, size, value)
-        self._remember(commit.active, None)
+        token_of = self._token_of
+        self._remember(commit.active, token_of(raw) if token_of is not None else None)
+        if base is not None:
+            self._carry_absent(base, commit.active)
         return commit.active.version
+
+    def _carry_absent(self, base: Active, active: Active) -> None:
+        """The fire records known absent at ``base`` are absent at ``active``, which this
+        storage committed on ``base``, but for those ``active`` created: a pointer is
+        written only for a record of an earlier active document, and every other commit
+        comes after ``active``. (So a commit on the version this one left, a finish on the
+        snapshot its start left, reads no pointer again.)"""
+        with self._seen_lock:
+            absent = self._absent.get((base.epoch, base.version))
+        if absent is not None and active.epoch == base.epoch:
+            self._note_absent(active, absent.difference(active.fires))
 
     # -- housekeeping -------------------------------------------------------------
 
