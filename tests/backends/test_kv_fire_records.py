@@ -253,3 +253,36 @@ def test_an_atomic_commit_that_loses_writes_no_record_and_no_pointer(
     assert after_other - before  # the winner confirmed "first" through its pointer
     assert_no_garbage(storage, store)
     assert record_of(storage, fire_key("tick", "first")) == ("t_every#0",)
+
+
+def test_records_absent_at_a_load_stay_known_absent_after_this_storage_commits(
+    store: DictStore, uid: str
+) -> None:
+    """A record a load found absent at version v is absent at v + 1 if this storage
+    committed v + 1 without creating it: a commit on v + 1 that creates it reads no
+    pointer (a finish on the snapshot its start left, issue 22)."""
+    client = ScriptedClient(store)
+    storage = KeyValueStorage(uid, client)
+    manager, _ = manager_on(storage)
+    manager.update_configuration(EVERY)
+    manager.fire("tick", idempotency_key="old")
+    manager.fire("tick")  # "old" moves to its pointer
+    key = fire_key("tick", "new")
+    loaded = storage.load(Scope(fire_keys=frozenset({key, fire_key("tick", "old")})))
+    assert key not in loaded.state.fire_records
+    v1 = storage.compare_and_swap(loaded.version, loaded.state, Changes())
+    client.calls.clear()
+
+    v2 = storage.compare_and_swap(v1, loaded.state, Changes(fire_records={key: ()}))
+
+    assert "get_many" not in client.calls  # neither the pointer nor anything else read
+    assert record_of(KeyValueStorage(uid, DictKeyValueClient(store)), key) == ()
+    # Known absent no more: this storage created it at v2, so a commit on v2 creating
+    # it again is refused (through the active document, no pointer read either).
+    with pytest.raises(ConflictError, match="already stored"):
+        storage.compare_and_swap(v2, loaded.state, Changes(fire_records={key: ()}))
+    # A record found stored is never taken for absent: "old" is behind its pointer.
+    with pytest.raises(ConflictError, match="already stored"):
+        storage.compare_and_swap(
+            v2, loaded.state, Changes(fire_records={fire_key("tick", "old"): ()})
+        )
