@@ -485,7 +485,8 @@ class KeyValueStorage(ListingStorage, SessionAssembly):
         # index before the swap: a crash after it leaves a line nothing lists, never a
         # session the index misses.
         filed = self._file_session(commit) if commit.active.listed is None else None
-        raw = encode("active", self.uid, commit.active.to_body())
+        if sized is not commit.active:  # measured with a placeholder slot: the real one
+            raw = encode("active", self.uid, commit.active.to_body())
         try:
             won = commit.apply(raw, token)
         except BaseException:
@@ -502,6 +503,7 @@ class KeyValueStorage(ListingStorage, SessionAssembly):
         for key, size, value in commit.decoded:
             self._cache.put(key, size, value)
         self._remember(commit.active, None)
+        self._remember_parse(raw, commit.active)
         return commit.active.version
 
     # -- housekeeping -------------------------------------------------------------
