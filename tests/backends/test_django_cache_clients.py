@@ -140,6 +140,66 @@ class TestRedisCache(DjangoCacheCases, AtomicCommitContract):
         finally:
             raw.close()
 
+    def _raw(self) -> Any:
+        import redis
+
+        return redis.Redis(host=django_env.REDIS_HOST, port=django_env.REDIS_PORT, db=13)
+
+    def test_scripts_the_server_forgot_are_loaded_again(self, key: str) -> None:
+        client, raw = self.make_atomic(), self._raw()
+        try:
+            for _ in range(2):  # each script call meets a server without its script
+                raw.script_flush()
+                assert client.add(key, b"v0")
+            raw.script_flush()
+            found = client.gets(key)
+            assert found is not None
+            assert client.cas(key, b"v1", found[1])
+            found = client.gets(key)
+            assert found is not None
+            raw.script_flush()
+            docs = {f"{key}-d": b"doc"}
+            assert client.commit(
+                key, b"v2", found[1], documents=docs, obsolete=[], marker=(f"{key}-m", b"m")
+            )
+            assert client.get_many([key, *docs, f"{key}-m"]) == {
+                key: b"v2",
+                **docs,
+                f"{key}-m": b"m",
+            }
+        finally:
+            raw.close()
+
+    def test_stored_bytes_are_the_envelope_and_the_value(self, key: str) -> None:
+        """Whatever buffer a value comes in, the server holds the envelope and its bytes,
+        under the cache's key."""
+        client, raw = self.make_atomic(), self._raw()
+        prefix = self.spec["CACHES"][self.alias]["KEY_PREFIX"]
+        try:
+            assert client.add(key, bytearray(b"a\x00\xff"))
+            assert raw.get(f"{prefix}:1:{key}") == ENVELOPE + b"a\x00\xff"
+            found = client.gets(key)
+            assert found is not None
+            assert client.cas(key, memoryview(b"c\r\n"), found[1])
+            assert raw.get(f"{prefix}:1:{key}") == ENVELOPE + b"c\r\n"
+            found = client.gets(key)
+            assert found is not None
+            assert client.commit(
+                key,
+                bytearray(b"v"),
+                found[1],
+                documents={f"{key}-d": memoryview(b"d\xb6")},
+                obsolete=[],
+                marker=(f"{key}-m", b"m"),
+            )
+            assert raw.mget([f"{prefix}:1:{k}" for k in (key, f"{key}-d", f"{key}-m")]) == [
+                ENVELOPE + b"v",
+                ENVELOPE + b"d\xb6",
+                ENVELOPE + b"m",
+            ]
+        finally:
+            raw.close()
+
 
 class TestDjangoRedisCache(TestRedisCache):
     alias = django_env.DJANGO_REDIS

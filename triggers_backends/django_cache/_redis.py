@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from triggers_backends.django_cache._common import (
     ENVELOPE,
@@ -167,6 +167,7 @@ return placed
 """
 
 _BATCH = 500
+_CLOSED = ENVELOPE + INDEX_TOMBSTONE
 
 
 def _sha1(data: bytes) -> str:
@@ -197,6 +198,11 @@ class RedisKeyValueClient:
     ) -> None:
         self._client = client
         self._make_key = make_key
+        # Keys and arguments go to redis-py as bytes, encoded as its encoder would
+        # (str with the client's encoding, ints as decimal digits): its command packer
+        # passes bytes through with one type check instead of several per argument.
+        encoder = client.get_encoder()
+        self._encoding = (encoder.encoding, encoder.encoding_errors)
         self._options = options
         self.backend_name = backend_name
         self.max_value_size = options.max_value_size
@@ -208,6 +214,26 @@ class RedisKeyValueClient:
         self._cas_script = client.register_script(_CAS)
         self._add_script = client.register_script(_ADD)
         self._commit_script = client.register_script(_COMMIT)
+        self._ttl_arg = self._ttl_ms.encode(*self._encoding)
+
+    def _key(self, key: str) -> bytes:
+        """The cache's key for ``key``, encoded as redis-py would send it."""
+        return self._make_key(key).encode(*self._encoding)
+
+    def _run(self, script: Any, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
+        """``script`` on ``keys`` and ``args`` (all bytes): ``EVALSHA`` through the client's
+        ``execute_command`` (its connection pool, timeouts and retries), loading the script
+        if the server does not know it, as redis-py's ``Script.__call__`` does."""
+        client = self._client
+        try:
+            return client.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        except NoScriptError:
+            script.sha = client.script_load(script.script)
+            return client.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
 
     def __repr__(self) -> str:
         return f"<RedisKeyValueClient {self.backend_name} alias={self._options.alias!r}>"
@@ -225,7 +251,7 @@ class RedisKeyValueClient:
         found: dict[str, bytes] = {}
         try:
             for batch in chunked(list(keys), _BATCH):
-                values = self._client.mget([self._make_key(k) for k in batch])
+                values = self._client.mget([self._key(k) for k in batch])
                 for key, stored in zip(batch, values, strict=True):
                     if stored is not None:
                         found[key] = open_envelope(_raw(stored), key, self.backend_name)
@@ -235,7 +261,7 @@ class RedisKeyValueClient:
 
     def gets(self, key: str) -> tuple[bytes, CasToken] | None:
         try:
-            stored = self._client.get(self._make_key(key))
+            stored = self._client.get(self._key(key))
         except RedisError as exc:
             raise self._fail(exc, "gets") from exc
         if stored is None:
@@ -253,7 +279,7 @@ class RedisKeyValueClient:
         found: dict[str, tuple[bytes, CasToken]] = {}
         try:
             for batch in chunked(list(keys), _BATCH):
-                values = self._client.mget([self._make_key(k) for k in batch])
+                values = self._client.mget([self._key(k) for k in batch])
                 for key, stored in zip(batch, values, strict=True):
                     if stored is not None:
                         raw = _raw(stored)
@@ -270,7 +296,7 @@ class RedisKeyValueClient:
         others = [k for k in dict.fromkeys(others) if k != key]
         first, rest = others[: _BATCH - 1], others[_BATCH - 1 :]
         try:
-            stored = self._client.mget([self._make_key(k) for k in (key, *first)])
+            stored = self._client.mget([self._key(k) for k in (key, *first)])
         except RedisError as exc:
             raise self._fail(exc, "gets") from exc
         found: dict[str, bytes] = {}
@@ -287,9 +313,7 @@ class RedisKeyValueClient:
     def add(self, key: str, value: bytes) -> bool:
         check_sizes([value], self.max_value_size, self.backend_name)
         try:
-            done = self._add_script(
-                keys=[self._make_key(key)], args=[ENVELOPE + bytes(value), self._ttl_ms]
-            )
+            done = self._run(self._add_script, [self._key(key)], [ENVELOPE + value, self._ttl_arg])
         except RedisError as exc:
             raise self._fail(exc, "add") from exc
         return bool(done)
@@ -299,8 +323,10 @@ class RedisKeyValueClient:
         if not isinstance(token, str):
             raise TypeError(f"{self.backend_name}: not a token from gets(): {token!r}")
         try:
-            done = self._cas_script(
-                keys=[self._make_key(key)], args=[token, ENVELOPE + bytes(value), self._ttl_ms]
+            done = self._run(
+                self._cas_script,
+                [self._key(key)],
+                [token.encode(*self._encoding), ENVELOPE + value, self._ttl_arg],
             )
         except RedisError as exc:
             raise self._fail(exc, "cas") from exc
@@ -342,30 +368,31 @@ class RedisKeyValueClient:
         per = len(appends[0].slots) if appends else 0
         if any(len(a.slots) != per or len(a.entries) != per for a in appends):
             raise ValueError("every index append must name as many candidate slots as entries")
-        mk = self._make_key
+        mk = self._key
         active = mk(key)
         keys = [active, mk(marker[0]) if marker else active]
         keys += [mk(k) for k in documents]
         for append in appends:
             keys += [mk(append.directory), *(mk(slot) for slot in append.slots)]
         keys += [mk(k) for k in obsolete]
-        args: list[bytes | str | int] = [
-            token or "",
-            ENVELOPE + bytes(value),
-            self._ttl_ms,
-            len(documents),
+        args = [
+            b"" if token is None else token.encode(*self._encoding),
+            ENVELOPE + value,
+            self._ttl_arg,
+            b"%d" % len(documents),
             marker_value,
-            len(appends),
-            per,
-            ENVELOPE + INDEX_TOMBSTONE,
+            b"%d" % len(appends),
+            b"%d" % per,
+            _CLOSED,
             ENVELOPE,
-            appends[0].max_bytes if appends else 0,
+            b"%d" % (appends[0].max_bytes if appends else 0),
         ]
-        args += [ENVELOPE + bytes(v) for v in documents.values()]
+        args += [ENVELOPE + v for v in documents.values()]
+        encoding = self._encoding
         for append in appends:
-            args += [bytes(append.lines), *append.entries]
+            args += [bytes(append.lines), *(e.encode(*encoding) for e in append.entries)]
         try:
-            done = self._commit_script(keys=keys, args=args)
+            done = self._run(self._commit_script, keys, args)
         except RedisError as exc:
             raise self._fail(exc, "commit") from exc
         outcome = int(done[0])
@@ -383,7 +410,7 @@ class RedisKeyValueClient:
             for batch in chunked(list(items.items()), _BATCH):
                 pipe = self._client.pipeline(transaction=False)
                 for key, value in batch:
-                    pipe.set(self._make_key(key), ENVELOPE + bytes(value), px=px)
+                    pipe.set(self._key(key), ENVELOPE + value, px=px)
                 pipe.execute()
         except RedisError as exc:
             raise self._fail(exc, "set_many") from exc
@@ -392,7 +419,7 @@ class RedisKeyValueClient:
         try:
             for batch in chunked(list(keys), _BATCH):
                 if batch:
-                    self._client.delete(*(self._make_key(k) for k in batch))
+                    self._client.delete(*(self._key(k) for k in batch))
         except RedisError as exc:
             raise self._fail(exc, "delete_many") from exc
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from triggers_backends.kv.documents import DocRef
 from triggers_core.engine.state import RESOLVED_STATUSES, Status
+from triggers_core.engine.values import copy_json_sorted
 from triggers_core.errors import SerializationError
 
 __all__ = [
@@ -330,6 +331,23 @@ class Active:
         if self.confirmed:
             body["confirmed"] = self.confirmed
         return body
+
+    def as_read(self, what: str) -> Active:
+        """This document as :meth:`from_body` returns it when it reads its encoding: the
+        same values, every mapping in sorted key order (as compact JSON stores them), the
+        header copied as JSON, the index holding texts only. A writer keeps it as the
+        parse of the bytes it wrote (a load that reads them back skips the parse)."""
+        return Active(
+            self.version,
+            copy_json_sorted(self.header),
+            self.config,
+            dict(sorted(self.latest.items())),
+            IndexTable(dict(sorted(self.index.to_json().items())), f"{what}.index"),
+            self.epoch,
+            dict(sorted(self.fires.items())),
+            self.listed,
+            self.confirmed,
+        )
 
     @classmethod
     def from_body(cls, body: Any, what: str) -> Active:

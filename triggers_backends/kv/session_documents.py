@@ -191,6 +191,12 @@ class SessionDocuments(Storage):
         self._parsed = (raw, active)
         return active
 
+    def _remember_parse(self, raw: bytes, active: Active) -> None:
+        """After a won swap of ``raw`` (the encoding of ``active``): keep it as the parse of
+        those bytes, which the next read of the key finds unless another writer moved on."""
+        what = self._what("active document", self.keys.active)
+        self._cache.put(self.keys.active + _PARSED, len(raw), (raw, active.as_read(what)))
+
     # -- the three document kinds behind the header -------------------------------
 
     def _config_want(self, ref: DocRef) -> Want:

@@ -494,7 +494,8 @@ class KeyValueStorage(ListingStorage, SessionAssembly):
         # index before the swap: a crash after it leaves a line nothing lists, never a
         # session the index misses.
         filed = self._file_session(commit) if commit.active.listed is None else None
-        raw = encode("active", self.uid, commit.active.to_body())
+        if sized is not commit.active:  # measured with a placeholder slot: the real one
+            raw = encode("active", self.uid, commit.active.to_body())
         try:
             won = commit.apply(raw, token)
         except BaseException:
@@ -512,6 +513,7 @@ class KeyValueStorage(ListingStorage, SessionAssembly):
             self._cache.put(key, size, value)
         token_of = self._token_of
         self._remember(commit.active, token_of(raw) if token_of is not None else None)
+        self._remember_parse(raw, commit.active)
         if base is not None:
             self._carry_absent(base, commit.active)
         return commit.active.version

@@ -87,66 +87,89 @@ def _is_container(value: object) -> bool:
     return isinstance(value, Mapping | list | tuple)
 
 
-def _entries(value: object) -> Iterator[tuple[object, object, str]]:
-    """``(key, item, path segment)`` for a mapping or a list/tuple."""
-    if isinstance(value, Mapping):
+def _entries(value: object) -> Iterator[tuple[Any, Any]]:
+    """``(key, item)`` for a mapping (keys checked), or ``(index, item)`` for a list/tuple."""
+    if type(value) is dict or isinstance(value, Mapping):
         for key, item in value.items():
+            if type(key) is str and key.isascii():  # the common case, checked in full
+                yield key, item
+                continue
             if not isinstance(key, str):
                 raise _Refused([f"[{key!r}]"], f"keys must be strings, got {type(key).__name__}")
             problem = text_problem(key)
             if problem is not None:
                 raise _Refused([f"[{key!r}]"], f"key {problem}")
-            yield key if type(key) is str else str.__str__(key), item, f".{key}"
+            yield key if type(key) is str else str.__str__(key), item
     else:
         assert isinstance(value, list | tuple)
-        for index, item in enumerate(value):
-            yield index, item, f"[{index}]"
+        yield from enumerate(value)
+
+
+def _segment(key: object) -> str:
+    """The path segment of an entry: ``.key`` in a mapping, ``[index]`` in a list."""
+    return f"[{key}]" if type(key) is int else f".{key}"
 
 
 def _copy(value: object) -> Any:
-    """The walk behind :func:`to_json_value`, iterative with an explicit stack."""
+    """The walk behind :func:`to_json_value`, iterative with an explicit stack.
+
+    Leaves of the plain built-in types are checked inline (what :func:`_leaf` checks,
+    without a call); anything else goes through :func:`_leaf`. Path segments are
+    formatted only for a refusal.
+    """
     if not _is_container(value):
         return _leaf(value)
     root: Any = {} if isinstance(value, Mapping) else []
-    # One frame per open container: (entries, copy, segment that reached it, id).
-    stack: list[tuple[Iterator[tuple[object, object, str]], Any, str, int]] = [
-        (_entries(value), root, "", id(value))
+    # One frame per open container: (entries, copy, key that reached it, id).
+    stack: list[tuple[Iterator[tuple[Any, Any]], Any, Any, int]] = [
+        (_entries(value), root, None, id(value))
     ]
     open_ids = {id(value)}
     while stack:
         entries, out, _, ident = stack[-1]
-        segment = ""
+        key: Any = None
         try:
-            for key, item, segment in entries:
-                if not _is_container(item):
+            for key, item in entries:
+                kind = type(item)
+                if kind is str:
+                    copied = item if item.isascii() else _leaf(item)
+                elif kind is int:
+                    copied = item if MIN_INT <= item <= MAX_INT else _leaf(item)
+                elif item is None or kind is bool:
+                    copied = item
+                elif kind is float:
+                    copied = item if math.isfinite(item) else _leaf(item)
+                elif not _is_container(item):
                     copied = _leaf(item)
-                    if isinstance(out, list):
-                        out.append(copied)
-                    else:
-                        out[key] = copied
-                    continue
-                if id(item) in open_ids:
-                    raise _Refused([segment], "refers to itself (JSON values cannot be cyclic)")
-                if len(stack) >= MAX_DEPTH:
-                    raise _Refused(
-                        [segment],
-                        f"nested deeper than {MAX_DEPTH} levels of mappings and lists",
-                    )
-                child: Any = {} if isinstance(item, Mapping) else []
-                if isinstance(out, list):
-                    out.append(child)
                 else:
-                    out[key] = child
-                stack.append((_entries(item), child, segment, id(item)))
-                open_ids.add(id(item))
-                break
+                    if id(item) in open_ids:
+                        raise _Refused(
+                            [_segment(key)], "refers to itself (JSON values cannot be cyclic)"
+                        )
+                    if len(stack) >= MAX_DEPTH:
+                        raise _Refused(
+                            [_segment(key)],
+                            f"nested deeper than {MAX_DEPTH} levels of mappings and lists",
+                        )
+                    child: Any = {} if kind is dict or isinstance(item, Mapping) else []
+                    if type(out) is list:
+                        out.append(child)
+                    else:
+                        out[key] = child
+                    stack.append((_entries(item), child, key, id(item)))
+                    open_ids.add(id(item))
+                    break
+                if type(out) is list:
+                    out.append(copied)
+                else:
+                    out[key] = copied
             else:
                 stack.pop()
                 open_ids.discard(ident)
         except _Refused as refused:
             # A leaf refusal has no segment yet; a key or container refusal has its own.
-            leaf_segment = [segment] if not refused.segments else []
-            refused.segments = [f[2] for f in stack[1:]] + leaf_segment + refused.segments
+            leaf_segment = [_segment(key)] if not refused.segments else []
+            refused.segments = [_segment(f[2]) for f in stack[1:]] + leaf_segment + refused.segments
             raise
     return root
 
