@@ -82,6 +82,41 @@ def django_cache_storage_factory(request: pytest.FixtureRequest) -> StorageFacto
     return lambda uid: CacheStorageBackend(uid, django_env.REDIS, prefix=prefix)
 
 
+#: SQL servers some behaviour tests run on too (``every_storage_factory``).
+SQL_SERVERS = {
+    "postgresql": ("PostgreSQL", 5432, "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    "mariadb": ("MariaDB", 3306, "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"),
+}
+
+
+@pytest.fixture(params=[*STORAGE_KINDS, *SQL_SERVERS])
+def every_storage_factory(request: pytest.FixtureRequest) -> Iterator[StorageFactory]:
+    """``make(uid)`` on the behaviour suite's storages, then PostgreSQL and MariaDB (a
+    table prefix of its own, dropped afterwards)."""
+    if request.param == "memory":
+        store = MemoryStore()
+        yield lambda uid: MemoryStorage(uid, store)
+        return
+    if request.param in STORAGE_KINDS:
+        yield request.getfixturevalue(f"{request.param}_storage_factory")
+        return
+    import sqlalchemy as sa
+    from services import require_service
+
+    from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema, drop_schema
+
+    label, port, url = SQL_SERVERS[request.param]
+    require_service(label, "127.0.0.1", port)
+    engine = sa.create_engine(url)
+    prefix = f"g{uuid.uuid4().hex[:10]}_"
+    create_schema(engine, prefix)
+    try:
+        yield lambda uid: SQLAlchemyStorage(uid, engine, table_prefix=prefix)
+    finally:
+        drop_schema(engine, prefix)
+        engine.dispose()
+
+
 @pytest.fixture(params=STORAGE_KINDS)
 def storage_factory(request: pytest.FixtureRequest) -> Iterator[StorageFactory]:
     """Returns ``make(uid) -> Storage`` on the parametrized backend."""

@@ -7,18 +7,13 @@ cache) and on PostgreSQL and MariaDB, so each rule of docs/configuration.md
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from services import require_service
 
 from triggers_core import (
     ConfigurationError,
-    MemoryStorage,
-    MemoryStore,
     Storage,
     ThreadingTaskRunner,
     TriggerManager,
@@ -34,38 +29,11 @@ from triggers_core.testing.sample_tasks import PassThruTask
 
 PASS = PassThruTask.name
 
-#: The behaviour suite's storages (tests/conftest.py STORAGE_KINDS), each with a fixture.
-STORAGE_KINDS = ["memory", "sqlite", "memcached", "django_cache"]
-SQL_SERVERS = {
-    "postgresql": ("PostgreSQL", 5432, "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
-    "mariadb": ("MariaDB", 3306, "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"),
-}
 
-
-@pytest.fixture(params=[*STORAGE_KINDS, *SQL_SERVERS])
-def group_storage(
-    request: pytest.FixtureRequest,
-) -> Iterator[Callable[[str], Storage]]:
-    """The behaviour suite's storages, then PostgreSQL and MariaDB (own table prefix)."""
-    if request.param == "memory":
-        store = MemoryStore()
-        yield lambda uid: MemoryStorage(uid, store)
-        return
-    if request.param in STORAGE_KINDS:
-        yield request.getfixturevalue(f"{request.param}_storage_factory")
-        return
-    from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema, drop_schema
-
-    label, port, url = SQL_SERVERS[request.param]
-    require_service(label, "127.0.0.1", port)
-    engine = sa.create_engine(url)
-    prefix = f"g{uuid.uuid4().hex[:10]}_"
-    create_schema(engine, prefix)
-    try:
-        yield lambda uid: SQLAlchemyStorage(uid, engine, table_prefix=prefix)
-    finally:
-        drop_schema(engine, prefix)
-        engine.dispose()
+@pytest.fixture
+def group_storage(every_storage_factory: Callable[[str], Storage]) -> Callable[[str], Storage]:
+    """The behaviour suite's storages, then PostgreSQL and MariaDB (tests/conftest.py)."""
+    return every_storage_factory
 
 
 @pytest.fixture

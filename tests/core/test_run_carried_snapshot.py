@@ -7,7 +7,7 @@ returned: no load when nothing else wrote the session meanwhile. When
 something did, that attempt's compare-and-swap fails and the commit loads
 again. Each test here fails if the outcome were committed on a stale or
 partial snapshot (a cascade into a new instance instead of the waiting one, a
-lost write), on every storage kind of the behaviour suite.
+lost write), on every storage kind of the behaviour suite, PostgreSQL and MariaDB.
 """
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ def _names(storage: Storage) -> dict[str, Status]:
 
 
 def test_a_finish_nothing_else_wrote_loads_nothing_and_cascades_into_the_waiting_instance(
-    storage_factory: Callable[[str], Storage],
+    every_storage_factory: Callable[[str], Storage],
     session_uid: str,
     loads: Callable[[Storage], list[Any]],
 ) -> None:
-    storage = storage_factory(session_uid)
+    storage = every_storage_factory(session_uid)
     manager, runner = _manager(storage)
     manager.update_configuration(CONFIG)
     manager.fire("y", {"y": 1})  # t_b#0 waits for t_a
@@ -84,25 +84,25 @@ def test_a_finish_nothing_else_wrote_loads_nothing_and_cascades_into_the_waiting
     assert len(seen) == 1  # the start's load; the finish computed on what the start left
     # The snapshot carried the waiting instance: the cascade scheduled it (a snapshot
     # without it would have made a new t_b#1).
-    assert _names(storage_factory(session_uid)) == {
+    assert _names(every_storage_factory(session_uid)) == {
         "t_a#0": Status.FINISHED,
         "t_b#0": Status.SCHEDULED,
     }
     assert runner.dispatched[-1] == "t_b#0"
-    instance = storage_factory(session_uid).load_full().state.instances["t_b#0"]
+    instance = every_storage_factory(session_uid).load_full().state.instances["t_b#0"]
     assert instance.kwargs["y"] == {"y": 1}
 
 
 def test_a_write_between_start_and_finish_makes_the_finish_load_again(
-    storage_factory: Callable[[str], Storage],
+    every_storage_factory: Callable[[str], Storage],
     session_uid: str,
     loads: Callable[[Storage], list[Any]],
 ) -> None:
-    storage = storage_factory(session_uid)
+    storage = every_storage_factory(session_uid)
     manager, runner = _manager(storage)
     manager.update_configuration(CONFIG)
     manager.fire("x", {"x": 1})
-    other, _ = _manager(storage_factory(session_uid))  # another process's writer
+    other, _ = _manager(every_storage_factory(session_uid))  # another process's writer
     seen = loads(storage)
 
     def meanwhile(instance: TaskInstance) -> None:
@@ -114,7 +114,7 @@ def test_a_write_between_start_and_finish_makes_the_finish_load_again(
     assert finished.status is Status.FINISHED
     # The carried attempt was stale (its compare-and-swap lost), so the finish loaded.
     assert len(seen) == 2
-    assert _names(storage_factory(session_uid)) == {
+    assert _names(every_storage_factory(session_uid)) == {
         "t_a#0": Status.FINISHED,
         "t_b#0": Status.SCHEDULED,
     }
@@ -132,9 +132,9 @@ class FiresY(TriggerTask):
 
 
 def test_a_body_that_fires_its_own_session_is_kept_by_the_finish(
-    storage_factory: Callable[[str], Storage], session_uid: str
+    every_storage_factory: Callable[[str], Storage], session_uid: str
 ) -> None:
-    storage = storage_factory(session_uid)
+    storage = every_storage_factory(session_uid)
     manager, _ = _manager(storage)
     manager.update_configuration(
         {
@@ -149,7 +149,7 @@ def test_a_body_that_fires_its_own_session_is_kept_by_the_finish(
 
     assert finished is not None
     assert finished.status is Status.FINISHED
-    state = storage_factory(session_uid).load_full().state
+    state = every_storage_factory(session_uid).load_full().state
     assert {n: i.status for n, i in state.instances.items()} == {
         "t_a#0": Status.FINISHED,
         "t_b#0": Status.SCHEDULED,
