@@ -63,6 +63,9 @@ def _app(variant: Any) -> Iterator[Any]:
             channel = conn.default_channel
             channel.queue_delete(queue)
             channel.exchange_delete(queue)
+            permanent = getattr(channel, "keyprefix_binding_permanent", None)
+            if permanent:  # kombu's Redis transport keeps this set of the queue's bindings
+                channel.client.delete(permanent % (queue,))
         app.close()
 
 
