@@ -61,11 +61,14 @@ def _app(variant: Any) -> Iterator[Any]:
     finally:
         with contextlib.suppress(Exception), app.connection_for_write() as conn:
             channel = conn.default_channel
+            # On kombu's Redis transport queue_delete removes only what this very channel
+            # declared (none of it): purge the messages, then delete the binding keys.
+            channel.queue_purge(queue)
             channel.queue_delete(queue)
             channel.exchange_delete(queue)
-            permanent = getattr(channel, "keyprefix_binding_permanent", None)
-            if permanent:  # kombu's Redis transport keeps this set of the queue's bindings
-                channel.client.delete(permanent % (queue,))
+            prefixes = ("keyprefix_queue", "keyprefix_binding_permanent")
+            for prefix in filter(None, (getattr(channel, name, None) for name in prefixes)):
+                channel.client.delete(prefix % (queue,))
         app.close()
 
 
