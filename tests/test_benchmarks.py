@@ -339,3 +339,26 @@ def test_path_cpu_counts_round_trips_per_instance() -> None:
     assert warm["worker_conflicts"] == 0.0
     assert 0 < warm["worker_round_trips_per_instance"] < warm["round_trips_per_instance"]
     assert cold_run["worker_round_trips_per_load"] > warm["worker_round_trips_per_load"] >= 1
+
+
+@pytest.mark.service
+def test_producer_cpu_fires_through_a_real_celery_app_and_checks_what_it_sent() -> None:
+    """``benchmarks.producer_cpu`` (issue 22): the benchmark's app on the Redis broker and
+    its Django cache storage; every run checks the published messages, then reports."""
+    import json
+
+    from services import require_service
+
+    require_service("Redis", "127.0.0.1", 6379)
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    unset = ("DJANGO_SETTINGS_MODULE", "TRIGGERS_BENCH_REDIS_URL")
+    for extra in ([], ["--no-broker"]):
+        args = ["--variants", "redis-django", "--sessions", "2", "--repeat", "1", *extra]
+        out = run_benchmark("producer_cpu", *args, "--profile", "3", unset=unset)
+        assert out.returncode == 0, out.stdout + out.stderr
+        line = next(x for x in out.stdout.splitlines() if x.startswith("{"))
+        found = json.loads(line)
+        assert found["variant"] == "redis-django"
+        assert found["broker"] is not bool(extra)
+        assert found["cpu_ms_per_fire"] > 0
+        assert "Ordered by: cumulative time" in out.stdout

@@ -10,6 +10,7 @@ never run stale data, and a message never contains anything secret.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,8 +25,21 @@ __all__ = ["MESSAGE_FIELDS", "TaskMessage", "has_secret"]
 MESSAGE_FIELDS = ("manager", "storage", "session", "instance")
 
 
+#: Longest text whose :func:`has_secret` answer is remembered (a storage name or reference).
+_REMEMBERED_LENGTH = 512
+
+
 def has_secret(text: str) -> bool:
     """True if ``text`` holds something that :func:`~triggers_core.redact` would remove."""
+    if len(text) <= _REMEMBERED_LENGTH:
+        # Every message of a process names one of a few storages: redact's regular
+        # expressions run once per name, not once per message.
+        return _has_secret_remembered(text)
+    return redact(text) != text
+
+
+@functools.lru_cache(maxsize=256)
+def _has_secret_remembered(text: str) -> bool:
     return redact(text) != text
 
 
@@ -64,7 +78,13 @@ class TaskMessage:
 
     def to_kwargs(self) -> dict[str, str]:
         """The message as Celery task keyword arguments (JSON-serializable)."""
-        return {field: getattr(self, field) for field in MESSAGE_FIELDS}
+        # the fields in the order of MESSAGE_FIELDS
+        return {
+            "manager": self.manager,
+            "storage": self.storage,
+            "session": self.session,
+            "instance": self.instance,
+        }
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> TaskMessage:

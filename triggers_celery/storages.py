@@ -276,15 +276,13 @@ def _open_reused(url: str, uid: str) -> Storage:
     stores may be private to each opening). Bound: one root per configured URL
     and process.
     """
-    if storage_scheme(url) == "memory":
-        return open_storage(url, uid)
     key = (os.getpid(), url)
     with _ROOTS_LOCK:
         root = _ROOTS.get(key, _NO_ROOT)
-    if root is None:  # this storage cannot open sibling sessions
-        return open_storage(url, uid)
-    if root is not _NO_ROOT:
+    if root is not _NO_ROOT and root is not None:  # never a memory:// one (see below)
         return cast(Storage, root).session(uid)
+    if root is None or storage_scheme(url) == "memory":  # no sibling sessions
+        return open_storage(url, uid)
     opened = open_storage(url, uid)
     try:
         sibling = opened.session(_PROBE_UID)

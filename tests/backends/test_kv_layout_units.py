@@ -90,6 +90,24 @@ def test_bad_prefixes_are_refused(bad: str) -> None:
         SessionKeys(bad, "uid")
 
 
+def test_prefix_characters_are_printable_ascii_without_spaces_or_braces() -> None:
+    """The prefix check accepts exactly the characters of its definition, one by one."""
+    for code in [*range(0x3000), 0xFEFF, 0x10FFFF]:
+        char = chr(code)
+        wanted = char.isascii() and char.isprintable() and char not in " {}"
+        try:
+            accepted = check_prefix(f"p{char}q:") == f"p{char}q:"
+        except ValueError:
+            accepted = False
+        assert accepted is wanted, (hex(code), wanted)
+    assert check_prefix("") == ""
+    assert check_prefix("x" * 100) == "x" * 100
+    with pytest.raises(ValueError, match="prefix"):
+        check_prefix("ok:\n")  # a trailing newline is a character like the others
+    with pytest.raises(TypeError, match="must be a string"):
+        check_prefix(b"bytes:")  # type: ignore[arg-type]
+
+
 # -- envelopes and chunks -------------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ from triggers_celery import (
     storage_retry_countdown,
     trigger_task,
 )
-from triggers_celery.message import has_secret
+from triggers_celery.message import MESSAGE_FIELDS, has_secret
 from triggers_celery.storages import message_storage, open_configured_storage
 from triggers_celery.worker import (
     is_transient_storage_error,
@@ -108,8 +108,28 @@ def test_a_message_never_carries_a_password() -> None:
         TaskMessage("default", "default", "s", "")
     message = TaskMessage("default", "default", "s", "t#0")
     assert TaskMessage.from_kwargs(message.to_kwargs()) == message
+    assert list(message.to_kwargs().items()) == list(
+        zip(MESSAGE_FIELDS, ("default", "default", "s", "t#0"), strict=True)
+    )
     with pytest.raises(MessageError, match=r"unexpected \['kwargs'\]"):
         TaskMessage.from_kwargs({**message.to_kwargs(), "kwargs": {}})
+
+
+@pytest.mark.parametrize("padding", [0, 600])  # remembered answers, then long texts
+def test_the_secret_check_of_a_storage_field_gives_the_same_answer_every_time(
+    padding: int,
+) -> None:
+    pad = "x" * padding
+    clean = [f"default{pad}", f"postgresql://u@db/x{pad}", f"django-cache://redis{pad}"]
+    secret = [f"postgresql://u:hunter2@db/x{pad}", f"postgresql://u@db/x?password=hunter2{pad}"]
+    for _ in range(3):  # asked again, a remembered answer must be the same
+        for text in clean:
+            assert not has_secret(text), text
+            assert TaskMessage("default", text, "s", "t#0").storage == text
+        for text in secret:
+            assert has_secret(text), text
+            with pytest.raises(MessageError, match="password"):
+                TaskMessage("default", text, "s", "t#0")
 
 
 def test_configured_storages_come_from_the_setting_and_the_environment(

@@ -12,14 +12,16 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from memcached_server import MemcachedServer
 
 from triggers_celery import storages as storages_module
 from triggers_celery.storages import message_storage, open_configured_storage, open_manager
-from triggers_core import TriggerManager
-from triggers_core.errors import InvalidKwargsError
+from triggers_core import MemoryStorage, TriggerManager
+from triggers_core.errors import InvalidKwargsError, UnsupportedOperationError
+from triggers_core.runtime.registry import storages
 
 
 def _config() -> dict[str, object]:
@@ -113,3 +115,44 @@ def test_a_forked_process_opens_its_own_root(tmp_path: Path) -> None:
 class _App:
     def __init__(self, conf: dict[str, object]) -> None:
         self.conf = conf
+
+
+class _Solitary(MemoryStorage):
+    """A storage that cannot open sibling sessions; counts its opens from a URL."""
+
+    opened: ClassVar[list[str]] = []
+
+    @classmethod
+    def from_url(cls, url: str, uid: str) -> MemoryStorage:
+        cls.opened.append(uid)
+        return super().from_url(url, uid)
+
+    def session(self, uid: str) -> MemoryStorage:
+        raise UnsupportedOperationError("opening another session of its store", "solitary", "test")
+
+
+def _roots_of(url: str) -> list[object]:
+    return [root for (pid, key), root in storages_module._ROOTS.items() if key == url]
+
+
+def test_a_storage_without_sibling_sessions_is_opened_from_its_url_each_time() -> None:
+    storages.register("solitary-test", _Solitary)
+    url = f"solitary-test://reuse-{uuid.uuid4().hex}"
+    conf = {"triggers_storages": {"main": url}}
+    uids = [f"s-{n}" for n in range(3)]
+    opened = [open_configured_storage(conf, "main", uid, for_message=False) for uid in uids]
+    assert [storage.uid for storage in opened] == uids
+    assert all(type(storage) is _Solitary for storage in opened)
+    assert _Solitary.opened == uids  # never through a root
+    assert _roots_of(url) == [None]  # remembered as "no sibling sessions"
+
+
+def test_memory_storages_are_opened_from_their_url_each_time() -> None:
+    url = f"memory://reuse-{uuid.uuid4().hex}"
+    conf = {"triggers_storages": {"main": url}}
+    first = open_configured_storage(conf, "main", "s-1", for_message=False)
+    TriggerManager(first).update_configuration(_config())
+    again = open_configured_storage(conf, "main", "s-1", for_message=False)
+    assert again is not first
+    assert sorted(again.load().state.tasks) == ["t_a", "t_b"]  # the named store, shared
+    assert _roots_of(url) == []  # a memory:// storage never becomes a root

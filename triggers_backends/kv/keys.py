@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import re
 
 from triggers_backends.kv_client import MAX_KEY_LENGTH
 
@@ -48,12 +49,16 @@ def digest(text: str) -> str:
     return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
 
 
+#: Printable ASCII (0x21-0x7e: no space, no control characters) but the braces.
+_PREFIX = re.compile(r"[\x21-\x7a\x7c\x7e]*")
+
+
 def check_prefix(prefix: str) -> str:
     """A prefix is printable ASCII without spaces or braces, at most 100 characters."""
     if not isinstance(prefix, str):
         raise TypeError(f"key prefix must be a string, got {type(prefix).__name__}")
-    bad = [c for c in prefix if not (c.isascii() and c.isprintable()) or c in " {}"]
-    if bad or len(prefix) > MAX_PREFIX_LENGTH:
+    # checked for every session a storage opens (the sibling of a producer's every fire)
+    if len(prefix) > MAX_PREFIX_LENGTH or _PREFIX.fullmatch(prefix) is None:
         raise ValueError(
             f"key prefix {prefix!r} must be at most {MAX_PREFIX_LENGTH} printable ASCII "
             "characters without spaces or braces"
