@@ -128,6 +128,7 @@ def e2e_run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tu
 @pytest.mark.service
 @pytest.mark.slow
 def test_the_celery_benchmark_runs_checks_and_profiles(tmp_path: Path) -> None:
+    """A Triggers variant and the floor (Celery alone) beside it, each checked exactly."""
     import shutil
 
     from services import require_service, unavailable
@@ -140,24 +141,43 @@ def test_the_celery_benchmark_runs_checks_and_profiles(tmp_path: Path) -> None:
     profiles = tmp_path / "profiles"
     code, output = e2e_run(
         tmp_path,
-        *("--variants", "redis-memcached", "--sessions", "12", "--modes", "saturated,paced"),
-        *("--warmup", "2", "--profile", "6", "--profile-dir", str(profiles)),
+        *("--variants", "redis-memcached,floor-redis", "--sessions", "12"),
+        *("--modes", "saturated,paced", "--warmup", "2"),
+        *("--profile", "6", "--profile-dir", str(profiles)),
         *("--output", str(report), "--keep", str(tmp_path / "run")),
     )
     assert code == 0, output[-6000:]
     text = report.read_text()
     assert "## End-to-end on Celery workers (issue 22)" in text
+    lines = text.splitlines()
+
+    def exactness(variant: str, mode: str) -> str:
+        return next(x for x in lines if x.startswith(f"- {variant}, 12 sessions, {mode}:"))
+
+    def costs(variant: str) -> list[str]:
+        row = next(x for x in lines if x.startswith(f"| {variant} | 12 | saturated |") and "(" in x)
+        return [c.strip() for c in row.strip("|").split("|")]
+
     for mode in ("saturated", "paced 80/s"):
         assert f"| Redis broker + `memcached://` | 12 | {mode} |" in text, mode
+        assert f"| Celery alone, Redis broker | 12 | {mode} |" in text, mode
         # The exactness line of each run: every instance ran once.
-        line = next(x for x in text.splitlines() if x.startswith("- ") and f", {mode}:" in x)
+        line = exactness("Redis broker + `memcached://`", mode)
         assert "12 sessions x 5 instances finished, 60 effect rows" in line, line
         assert "0 lost, 0 doubled; 60 task messages run; 0 message(s) left" in line, line
+        line = exactness("Celery alone, Redis broker", mode)
+        assert "12 sessions x 5 task instance names, 60 effect rows" in line, line
+        assert "0 lost, 0 doubled; 60 task messages run; 0 message(s) left" in line, line
+        # Triggers beside the floor, on the same broker, size and mode.
+        beside = f"| Redis broker + `memcached://` | Celery alone, Redis broker | 12 | {mode} |"
+        assert any(x.startswith(beside) for x in lines), mode
     # Counters were collected from every pool process and both producers.
-    costs = next(x for x in text.splitlines() if "| 12 | saturated |" in x and "(" in x)
-    cells = [c.strip() for c in costs.strip("|").split("|")]
-    assert float(cells[5].split()[0]) > 0, costs  # storage round trips per instance
-    assert float(cells[7]) == pytest.approx(1.0), costs  # one message per instance
+    cells = costs("Redis broker + `memcached://`")
+    assert float(cells[5].split()[0]) > 0, cells  # storage round trips per instance
+    assert float(cells[7]) == pytest.approx(1.0), cells  # one message per instance
+    cells = costs("Celery alone, Redis broker")
+    assert cells[5].startswith("-"), cells  # no storage on the floor
+    assert float(cells[7]) == pytest.approx(1.0), cells  # the same five messages per session
     written = sorted(p.name for p in profiles.iterdir())
     assert written == [
         "celery-e2e-redis-memcached-cpu.md",
@@ -231,6 +251,45 @@ def test_the_exactness_check_fails_on_every_lost_or_doubled_instance(
     else:
         with pytest.raises(BenchmarkFailure, match=uid.replace(".", r"\.")):
             check_exact("lbl", uids, statuses, effects)
+
+
+@given(sessions=st.integers(1, 6), fault=st.sampled_from(["no row", "two rows", "stray row"]))
+def test_the_floor_is_checked_on_its_effect_rows(sessions: int, fault: str) -> None:
+    """Without a storage (Celery alone) a lost, doubled or stray task still fails the run."""
+    from benchmarks.celery_e2e.verify import BenchmarkFailure, check_exact
+
+    uids = [f"run.lbl.{n:05d}" for n in range(sessions)]
+    _, effects = _exact_outcome(uids)
+    assert check_exact("lbl", uids, None, effects).effect_rows == 5 * sessions
+    uid = uids[-1]
+    if fault == "no row":
+        del effects[(uid, "t_computeScore#0")]
+    elif fault == "two rows":
+        effects[(uid, "t_page#1")] = 2
+    else:
+        effects[(uid, "t_page#3")] = 1
+    with pytest.raises(BenchmarkFailure, match=uid.replace(".", r"\.")):
+        check_exact("lbl", uids, None, effects)
+
+
+def test_the_floor_publishes_the_instances_of_a_session_once() -> None:
+    """Celery alone: 4 messages from the fires, the score from createApplicant's task."""
+    from collections import Counter
+
+    from benchmarks.celery_e2e import floor
+    from benchmarks.celery_e2e.workload import EXPECTED_INSTANCES, session_fires
+
+    published = Counter(
+        floor.instance_for(f.trigger, f.kwargs) for f in session_fires("run.lbl.00000", 0)
+    )
+    assert published.pop(None) == 2  # startSession and sessionFinalized publish nothing
+    assert published == Counter(EXPECTED_INSTANCES - {"t_computeScore#0"})
+    assert floor.message("s", "t_page#0") == {
+        "manager": "bench-e2e",
+        "storage": "bench",
+        "session": "s",
+        "instance": "t_page#0",
+    }
 
 
 @given(sessions=st.integers(0, 40), producers=st.integers(1, 4), seed=st.integers(0, 99))

@@ -17,6 +17,7 @@ import attrs
 from celery import Celery
 
 import benchmarks.celery_e2e.tasks  # noqa: F401 - registers the trigger tasks
+from benchmarks.celery_e2e import floor
 from triggers_celery import bind_tasks
 from triggers_core import TriggerManager, managers
 
@@ -43,7 +44,7 @@ class Settings:
 
     broker: str
     queue: str
-    #: The storage URL behind :data:`STORAGE_NAME`.
+    #: The storage URL behind :data:`STORAGE_NAME` (``""`` on the floor: no storage).
     storage: str
     #: Where workers write their counters, profiles and ready files.
     out_dir: str
@@ -67,7 +68,7 @@ class Settings:
 
 
 def make_app(settings: Settings, name: str = "triggers-bench-e2e") -> Celery:
-    """A Celery app on the run's broker and queue, the trigger tasks bound.
+    """A Celery app on the run's broker and queue, the trigger tasks and the floor's bound.
 
     The worker settings are the issue's: ``worker_prefetch_multiplier=1``; no
     results, no remote control, no events (a production worker that needs them
@@ -84,9 +85,10 @@ def make_app(settings: Settings, name: str = "triggers-bench-e2e") -> Celery:
         worker_enable_remote_control=False,
         worker_send_task_events=False,
         worker_hijack_root_logger=True,
-        triggers_storages={STORAGE_NAME: settings.storage},
+        triggers_storages={STORAGE_NAME: settings.storage} if settings.storage else {},
     )
     bind_tasks(app)
+    floor.register(app)
     return app
 
 

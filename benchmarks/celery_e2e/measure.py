@@ -7,6 +7,11 @@ before the producers start and just after the last instance finished (the
 workers are idle otherwise); producers measure their own CPU over their
 firing loop. Sessions are configured before the clock starts.
 
+On the floor (Celery alone: no storage, :mod:`benchmarks.celery_e2e.floor`)
+there is nothing to configure, and the clock stops at the last effect row's
+``at`` (the database's clock, the same host's) instead: the floor's tasks
+record no ``finished`` time. Its CPU is read once every effect row is in.
+
 Counters are attributed per run (the session UIDs carry the run's label) and
 read when the workers stop, so :func:`add_counts` fills them in afterwards.
 """
@@ -15,13 +20,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from benchmarks.celery_e2e import instrument
+from benchmarks.celery_e2e import floor, instrument
 from benchmarks.celery_e2e.app import STORAGE_NAME, E2EManager
 from benchmarks.celery_e2e.processes import Producer, Worker, tail
 from benchmarks.celery_e2e.verify import (
@@ -33,6 +39,7 @@ from benchmarks.celery_e2e.verify import (
 from benchmarks.celery_e2e.workload import (
     CONFIG,
     EXPECTED_INSTANCES,
+    SCORE_DEPENDS_ON,
     SCORE_INSTANCE,
     WARMUP_LABEL,
     plan,
@@ -73,6 +80,8 @@ class Context:
     effects: Any  # a psycopg connection (autocommit) to the effect table's database
     effects_table: str
     timeout: float
+    #: Celery alone (:mod:`benchmarks.celery_e2e.floor`): no storage, no managers.
+    floor: bool = False
 
 
 def _manager(ctx: Context, uid: str) -> Any:
@@ -80,6 +89,8 @@ def _manager(ctx: Context, uid: str) -> Any:
 
 
 def configure(ctx: Context, uids: Sequence[str]) -> None:
+    if ctx.floor:
+        return  # nothing to configure without a storage
     for uid in uids:
         _manager(ctx, uid).update_configuration(CONFIG)
 
@@ -129,10 +140,10 @@ def wait_for_effects(ctx: Context, label: str, prefix: str, expected: int, deadl
 
 @attrs.frozen
 class Stored:
-    """What the storage holds for a run's sessions once it settled."""
+    """What the storage holds for a run's sessions once it settled (the floor: its effect rows)."""
 
-    #: session -> {instance: status}
-    statuses: dict[str, dict[str, str]]
+    #: session -> {instance: status}; None on the floor (no storage)
+    statuses: dict[str, dict[str, str]] | None
     #: session -> wall-clock time its ``t_computeScore`` finished (seconds)
     score_finished: dict[str, float]
     #: the latest ``finished`` time of any instance of any session
@@ -160,12 +171,23 @@ def read_sessions(ctx: Context, uids: Sequence[str]) -> Stored:
     return Stored(statuses, score, last)
 
 
+def floor_stored(ctx: Context, prefix: str) -> Stored:
+    """The floor's figures from its effect rows: each score's ``at``, and the last ``at``."""
+    rows = ctx.effects.execute(
+        f"SELECT session, instance, extract(epoch FROM at) FROM {ctx.effects_table}"
+        " WHERE starts_with(session, %s)",
+        (prefix,),
+    ).fetchall()
+    score = {str(s): float(at) for s, i, at in rows if i == SCORE_INSTANCE}
+    return Stored(None, score, max((float(at) for _, _, at in rows), default=0.0))
+
+
 def wait_settled(ctx: Context, label: str, uids: Sequence[str]) -> Stored:
     """Read the sessions until no instance is still on its way (bounded), then return them."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while True:
         stored = read_sessions(ctx, uids)
-        statuses = stored.statuses
+        statuses = stored.statuses or {}
         busy = [
             u for u, s in statuses.items() if any(v in ("scheduled", "running") for v in s.values())
         ]
@@ -193,12 +215,16 @@ def warm_up(ctx: Context, sessions: int, label: str = WARMUP_LABEL) -> None:
     uids = [session_uid(ctx.run_id, label, n) for n in range(sessions)]
     configure(ctx, uids)
     for n, uid in enumerate(uids):
+        if ctx.floor:
+            for fire in session_fires(uid, n):
+                floor.fire(ctx.app, uid, fire.trigger, fire.kwargs)
+            continue
         manager = _manager(ctx, uid)
         for fire in session_fires(uid, n):
             manager.fire(fire.trigger, fire.kwargs)
     prefix = f"{ctx.run_id}.{label}."
     wait_for_effects(ctx, label, prefix, sessions * PER_SESSION, time.monotonic() + ctx.timeout)
-    stored = wait_settled(ctx, label, uids)
+    stored = floor_stored(ctx, prefix) if ctx.floor else wait_settled(ctx, label, uids)
     check_exact(label, uids, stored.statuses, effects_by_instance(ctx, prefix))
 
 
@@ -232,6 +258,7 @@ def measure(ctx: Context, spec: Spec, progress: Callable[[str], None]) -> dict[s
                 "index": index,
                 "label": spec.label,
                 "pace": pace,
+                "floor": ctx.floor,
                 "fires": [[f.session, f.trigger, dict(f.kwargs)] for f in share],
                 "out": str(ctx.out_dir / f"producer-{index}-{spec.label}.out.json"),
             },
@@ -257,12 +284,14 @@ def measure(ctx: Context, spec: Spec, progress: Callable[[str], None]) -> dict[s
             + "\n  ".join(errors[:10])
         )
     wait_for_effects(ctx, spec.label, prefix, spec.sessions * PER_SESSION, deadline)
-    stored = wait_settled(ctx, spec.label, uids)
+    stored = floor_stored(ctx, prefix) if ctx.floor else wait_settled(ctx, spec.label, uids)
     cpu_after = _cpu(ctx.workers)
     load_after = _loadavg()
     exact = check_exact(spec.label, uids, stored.statuses, effects_by_instance(ctx, prefix))
-    return figures(spec, results, stored, cpu_before, cpu_after) | {
+    depends_on = floor.SCORE_STARTS_AT if ctx.floor else SCORE_DEPENDS_ON
+    return figures(spec, results, stored, cpu_before, cpu_after, depends_on=depends_on) | {
         "variant": ctx.variant,
+        "floor": ctx.floor,
         "exact": attrs.asdict(exact),
         "load": f"{load_before} -> {load_after}",
         "queue_left": queue_left(ctx),
@@ -275,13 +304,18 @@ def figures(
     stored: Stored,
     cpu_before: tuple[float, float],
     cpu_after: tuple[float, float],
+    *,
+    depends_on: AbstractSet[str] = SCORE_DEPENDS_ON,
 ) -> dict[str, Any]:
-    """The run's figures from the producers' records, the storage and the CPU readings."""
+    """The run's figures from the producers' records, the storage and the CPU readings.
+
+    ``depends_on``: the fires completion latency runs from (the last of them).
+    """
     fires = [(s, t, start) for r in producers for s, t, start, _ in r["fires"]]
     durations = [d for r in producers for _, _, _, d in r["fires"]]
     first = min(start for _, _, start in fires)
     last = stored.last_finished
-    latencies = list(completion_latencies(fires, stored.score_finished).values())
+    latencies = list(completion_latencies(fires, stored.score_finished, depends_on).values())
     n = spec.sessions
     main = cpu_after[0] - cpu_before[0]
     pool = cpu_after[1] - cpu_before[1]
@@ -339,11 +373,16 @@ def add_counts(result: dict[str, Any], worker_counts: Sequence[dict[str, Any]]) 
     fires = result["sessions"] * 6
     result["worker_counts"] = workers
     result["tasks_run"] = workers.get(instrument.TASKS, 0)
-    result["storage_rt_per_instance_workers"] = workers.get(instrument.STORAGE, 0) / instances
-    result["storage_rt_per_fire_producers"] = producers.get(instrument.STORAGE, 0) / fires
-    result["storage_rt_per_instance"] = (
-        workers.get(instrument.STORAGE, 0) + producers.get(instrument.STORAGE, 0)
-    ) / instances
+    if result.get("floor"):  # no storage: nothing to count
+        result["storage_rt_per_instance_workers"] = None
+        result["storage_rt_per_fire_producers"] = None
+        result["storage_rt_per_instance"] = None
+    else:
+        storage_workers = workers.get(instrument.STORAGE, 0)
+        storage_producers = producers.get(instrument.STORAGE, 0)
+        result["storage_rt_per_instance_workers"] = storage_workers / instances
+        result["storage_rt_per_fire_producers"] = storage_producers / fires
+        result["storage_rt_per_instance"] = (storage_workers + storage_producers) / instances
     result["published_per_instance"] = (
         workers.get(instrument.PUBLISHED, 0) + producers.get(instrument.PUBLISHED, 0)
     ) / instances
@@ -363,8 +402,8 @@ def add_counts(result: dict[str, Any], worker_counts: Sequence[dict[str, Any]]) 
     }
     inside = sum(v for k, v in both.items() if k.startswith("rt:"))
     result["round_trips_outside_per_instance"] = (
-        both.get(instrument.STORAGE, 0) - inside
-    ) / instances
+        None if result.get("floor") else (both.get(instrument.STORAGE, 0) - inside) / instances
+    )
     result["sql"] = {
         key: (workers.get(key, 0) + producers.get(key, 0)) / instances
         for key in (instrument.STATEMENTS, instrument.TRANSACTIONS, instrument.PINGS)

@@ -9,6 +9,9 @@ manager (:func:`triggers_celery.open_manager`) and ``fire``. It writes one JSON
 file: every fire's start and end (wall clock, comparable with the storage's
 timestamps), its CPU seconds over the firing, its counters, and any error
 (an error does not stop the others; the benchmark fails on it afterwards).
+
+On the floor (``"floor": true`` in the job) a fire publishes the plain Celery
+message of :func:`benchmarks.celery_e2e.floor.fire` instead (or nothing).
 """
 
 from __future__ import annotations
@@ -19,15 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.celery_e2e import instrument
+from benchmarks.celery_e2e import floor, instrument
 from benchmarks.celery_e2e.app import STORAGE_NAME, E2EManager, Settings, make_app, setup_django
 from triggers_celery import open_manager
 
 
-def _warm(app: Any, session: str) -> None:
-    """Open the storage and the broker connection before the clock starts."""
-    manager = open_manager(session, STORAGE_NAME, app=app, manager=E2EManager.registry_key)
-    manager.storage.load()
+def _warm(app: Any, session: str, on_floor: bool) -> None:
+    """Open the storage (not on the floor) and the broker connection before the clock starts."""
+    if not on_floor:
+        manager = open_manager(session, STORAGE_NAME, app=app, manager=E2EManager.registry_key)
+        manager.storage.load()
     with app.producer_pool.acquire(block=True, timeout=10) as producer:
         producer.connection.ensure_connection(max_retries=3)
 
@@ -41,8 +45,9 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     app = make_app(settings, name=f"bench-producer-{job['index']}")
     fires: list[list[Any]] = job["fires"]
     pace = float(job["pace"])
+    on_floor = bool(job.get("floor"))
     if fires:
-        _warm(app, fires[0][0])
+        _warm(app, fires[0][0], on_floor)
     print("READY", flush=True)
     line = sys.stdin.readline().split()
     if len(line) != 2 or line[0] != "GO":
@@ -62,8 +67,13 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         start = time.time()
         began = time.perf_counter()
         try:
-            manager = open_manager(session, STORAGE_NAME, app=app, manager=E2EManager.registry_key)
-            manager.fire(trigger, kwargs)
+            if on_floor:
+                floor.fire(app, session, trigger, kwargs)
+            else:
+                manager = open_manager(
+                    session, STORAGE_NAME, app=app, manager=E2EManager.registry_key
+                )
+                manager.fire(trigger, kwargs)
         except Exception as exc:  # reported, and the benchmark fails on it
             errors.append(f"{session} {trigger}: {type(exc).__name__}: {exc}")
         records.append([session, trigger, start, time.perf_counter() - began])

@@ -2,7 +2,11 @@
 
 ``nox -s bench-celery`` runs it with the defaults: every variant, 200 and
 1,000 sessions, saturated and paced (40 fires/s per producer), a warm-up of
-10 sessions per variant, then ``--profile``'s pass. A smoke run::
+10 sessions per variant, then ``--profile``'s pass. The floor variants
+(``floor-redis``, ``floor-rabbitmq``: Celery alone, the same message flow as
+plain Celery tasks, :mod:`benchmarks.celery_e2e.floor`) are chosen by name
+only; the report then sets each Triggers variant beside the floor on its broker.
+A smoke run::
 
     python -m benchmarks.celery_e2e --variants redis-memcached --sessions 20 --modes saturated
 
@@ -35,7 +39,14 @@ from benchmarks.celery_e2e.tasks import (
     create_effects_table,
     drop_effects_table,
 )
-from benchmarks.celery_e2e.variants import VARIANTS, Variant, libpq_dsn, open_variant, postgres_url
+from benchmarks.celery_e2e.variants import (
+    VARIANTS,
+    Variant,
+    is_floor,
+    libpq_dsn,
+    open_variant,
+    postgres_url,
+)
 from benchmarks.celery_e2e.verify import BenchmarkFailure
 
 MODES = ("saturated", "paced")
@@ -68,7 +79,12 @@ def _names(allowed: Sequence[str]) -> Any:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.celery_e2e", description=__doc__)
-    p.add_argument("--variants", type=_names(list(VARIANTS)), default=list(VARIANTS))
+    p.add_argument(
+        "--variants",
+        type=_names(list(VARIANTS)),
+        default=[v for v in VARIANTS if not is_floor(v)],
+        help=f"among {', '.join(VARIANTS)} (default: all but the floors)",
+    )
     p.add_argument("--sessions", type=_ints, default=[200, 1000], help="e.g. 200,1000")
     p.add_argument("--modes", type=_names(MODES), default=list(MODES))
     p.add_argument("--pace", type=float, default=40.0, help="fires/s per producer when paced")
@@ -143,6 +159,7 @@ def _workers(
                 effects=effects,
                 effects_table=_table(),
                 timeout=args.timeout,
+                floor=variant.floor,
             ),
             counts,
         )
@@ -276,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with open_variant(name) as variant:
                     versions.append(f"{name}: {variant.versions}")
                     results += run_variant(variant, args, run_id, out_dir)
-                    if args.profile:
+                    if args.profile and not variant.floor:  # no Triggers to profile
                         profiles += profile_variant(variant, args, run_id, out_dir)
         except BenchmarkFailure as exc:
             print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)

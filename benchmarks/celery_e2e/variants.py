@@ -1,9 +1,12 @@
-"""The three variants of issue 22: a broker, a storage, and what to count on them.
+"""The variants of issue 22: a broker, a storage, and what to count on them.
 
 Each :func:`open_variant` is a context manager that prepares the storage
 (fresh tables, a fresh memcached, or a fresh key prefix in the Django cache),
-yields a :class:`Variant`, and removes what it made. Servers are found where
-the test suite finds them; environment variables override the URLs:
+yields a :class:`Variant`, and removes what it made. The floor variants
+(``floor-redis``, ``floor-rabbitmq``) have a broker and no storage: they
+run the same message flow as plain Celery tasks
+(:mod:`benchmarks.celery_e2e.floor`). Servers are found where the test
+suite finds them; environment variables override the URLs:
 
 * ``TRIGGERS_BENCH_E2E_REDIS_BROKER`` (default ``redis://127.0.0.1:6379/11``)
 * ``TRIGGERS_BENCH_E2E_AMQP_BROKER`` (default ``amqp://guest:guest@127.0.0.1:5672//``)
@@ -39,7 +42,20 @@ VARIANTS: Mapping[str, str] = {
     "redis-django": "Redis broker + `django-cache://` on Redis",
     "redis-memcached": "Redis broker + `memcached://`",
     "rabbitmq-postgresql": "RabbitMQ + PostgreSQL",
+    "floor-redis": "Celery alone, Redis broker",
+    "floor-rabbitmq": "Celery alone, RabbitMQ",
 }
+#: The floor variants: Celery alone, no Triggers, no storage.
+FLOORS = frozenset({"floor-redis", "floor-rabbitmq"})
+
+
+def is_floor(name: str) -> bool:
+    return name in FLOORS
+
+
+def broker_of(name: str) -> str:
+    """``"redis"`` or ``"rabbitmq"``: the broker of variant ``name``."""
+    return "rabbitmq" if name.startswith("rabbitmq-") or name == "floor-rabbitmq" else "redis"
 
 
 @attrs.frozen
@@ -52,6 +68,10 @@ class Variant:
     env: Mapping[str, str]
     #: Server versions, for the report.
     versions: str
+
+    @property
+    def floor(self) -> bool:
+        return is_floor(self.name)
 
 
 def postgres_url() -> str:
@@ -106,7 +126,7 @@ def open_variant(name: str) -> Iterator[Variant]:
     if name not in VARIANTS:
         raise BenchmarkFailure(f"no such variant {name!r}; the variants are {sorted(VARIANTS)}")
     require("PostgreSQL (effect rows)", postgres_url(), 5432)
-    if name.startswith("redis-"):
+    if broker_of(name) == "redis":
         broker = os.environ.get(REDIS_BROKER_ENV, DEFAULT_REDIS_BROKER)
         require("Redis (broker)", broker, 6379)
         broker_versions = str(django_cache.redis_version() or "Redis ?") + " broker"
@@ -114,7 +134,12 @@ def open_variant(name: str) -> Iterator[Variant]:
         broker = os.environ.get(AMQP_BROKER_ENV, DEFAULT_AMQP_BROKER)
         require("RabbitMQ (broker)", broker, 5672)
         broker_versions = rabbitmq_version(broker)
-    if name == "redis-django":
+    if is_floor(name):
+        counting = {"broker_redis": _redis_location(broker)} if broker_of(name) == "redis" else {}
+        yield Variant(
+            name, broker, "", counting, {}, f"{broker_versions}; PostgreSQL for effect rows"
+        )
+    elif name == "redis-django":
         with _django_redis(broker, broker_versions) as variant:
             yield variant
     elif name == "redis-memcached":

@@ -3,13 +3,15 @@
 :func:`check_exact` is the benchmark's correctness assertion: every session
 ends with exactly its five instances, all ``finished``, and exactly one effect
 row per instance (none missing: nothing lost; none twice: nothing doubled);
-anything else raises :class:`BenchmarkFailure` naming the sessions.
+anything else raises :class:`BenchmarkFailure` naming the sessions. On the
+floor (Celery alone) there is no storage, so only the effect rows are checked.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 import attrs
 
@@ -35,30 +37,24 @@ class Exactness:
 def check_exact(
     label: str,
     sessions: Sequence[str],
-    statuses: Mapping[str, Mapping[str, str]],
+    statuses: Mapping[str, Mapping[str, str]] | None,
     effects: Mapping[tuple[str, str], int],
 ) -> Exactness:
     """Raise unless every session has exactly the expected finished instances, each run once.
 
-    ``statuses``: session -> {instance name: status}, as stored; ``effects``:
-    (session, instance) -> number of effect rows the task bodies inserted.
+    ``statuses``: session -> {instance name: status}, as stored (None: no storage,
+    the floor; only the effect rows are checked); ``effects``: (session, instance)
+    -> number of effect rows the task bodies inserted.
     """
     problems: list[str] = []
     wanted = set(sessions)
     for uid in sessions:
-        found = statuses.get(uid)
-        if found is None:
+        found = statuses.get(uid) if statuses is not None else None
+        if statuses is not None and found is None:
             problems.append(f"{uid}: no such session in the storage")
             continue
-        missing = sorted(EXPECTED_INSTANCES - found.keys())
-        extra = sorted(found.keys() - EXPECTED_INSTANCES)
-        if missing:
-            problems.append(f"{uid}: instances missing (lost): {missing}")
-        if extra:
-            problems.append(f"{uid}: unexpected instances (doubled): {extra}")
-        unfinished = {n: s for n, s in sorted(found.items()) if s != "finished"}
-        if unfinished:
-            problems.append(f"{uid}: instances not finished: {unfinished}")
+        if found is not None:
+            problems += _stored_problems(uid, found)
         for name in sorted(EXPECTED_INSTANCES):
             rows = effects.get((uid, name), 0)
             if rows == 0:
@@ -80,6 +76,21 @@ def check_exact(
     return Exactness(len(sessions), len(sessions) * len(EXPECTED_INSTANCES), sum(effects.values()))
 
 
+def _stored_problems(uid: str, found: Mapping[str, str]) -> list[str]:
+    """What is wrong with the stored instances of session ``uid``."""
+    problems: list[str] = []
+    missing = sorted(EXPECTED_INSTANCES - found.keys())
+    extra = sorted(found.keys() - EXPECTED_INSTANCES)
+    if missing:
+        problems.append(f"{uid}: instances missing (lost): {missing}")
+    if extra:
+        problems.append(f"{uid}: unexpected instances (doubled): {extra}")
+    unfinished = {n: s for n, s in sorted(found.items()) if s != "finished"}
+    if unfinished:
+        problems.append(f"{uid}: instances not finished: {unfinished}")
+    return problems
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0-100), linear between the two nearest ranks."""
     if not values:
@@ -92,16 +103,19 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def completion_latencies(
-    fires: Iterable[tuple[str, str, float]], finished: Mapping[str, float]
+    fires: Iterable[tuple[str, str, float]],
+    finished: Mapping[str, float],
+    depends_on: AbstractSet[str] = SCORE_DEPENDS_ON,
 ) -> dict[str, float]:
     """Per session: ``t_computeScore``'s finish minus the start of the last fire it waits for.
 
     ``fires``: (session, trigger, wall-clock start of the fire call);
-    ``finished``: session -> wall-clock finish of its ``t_computeScore``.
+    ``finished``: session -> wall-clock finish of its ``t_computeScore``;
+    ``depends_on``: the fires it waits for (the floor's score waits for fewer).
     """
     last: dict[str, float] = {}
     for session, trigger, start in fires:
-        if trigger in SCORE_DEPENDS_ON:
+        if trigger in depends_on:
             last[session] = max(last.get(session, -math.inf), start)
     missing = sorted(set(finished) - set(last))
     if missing:
