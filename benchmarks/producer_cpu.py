@@ -29,7 +29,6 @@ Celery runner by a recording runner, leaving the storage part alone (what
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import io
 import json
@@ -43,7 +42,7 @@ from typing import Any
 
 from celery.signals import after_task_publish
 
-from benchmarks.celery_e2e.app import STORAGE_NAME, E2EManager, Settings, make_app
+from benchmarks.celery_e2e.app import STORAGE_NAME, E2EManager, Settings, drop_queue, make_app
 from benchmarks.celery_e2e.variants import open_variant
 from benchmarks.celery_e2e.workload import CONFIG, EXPECTED_INSTANCES, SCORE_INSTANCE, plan
 from triggers_celery import open_manager
@@ -59,16 +58,7 @@ def _app(variant: Any) -> Iterator[Any]:
     try:
         yield app
     finally:
-        with contextlib.suppress(Exception), app.connection_for_write() as conn:
-            channel = conn.default_channel
-            # On kombu's Redis transport queue_delete removes only what this very channel
-            # declared (none of it): purge the messages, then delete the binding keys.
-            channel.queue_purge(queue)
-            channel.queue_delete(queue)
-            channel.exchange_delete(queue)
-            prefixes = ("keyprefix_queue", "keyprefix_binding_permanent")
-            for prefix in filter(None, (getattr(channel, name, None) for name in prefixes)):
-                channel.client.delete(prefix % (queue,))
+        drop_queue(app, queue)
         app.close()
 
 

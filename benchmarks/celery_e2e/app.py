@@ -98,3 +98,22 @@ def setup_django() -> None:
         import django  # noqa: PLC0415 - only for the Django variant
 
         django.setup()
+
+
+def drop_queue(app: Celery, queue: str) -> None:
+    """Delete a run's queue, its messages and its exchange on the app's broker (best effort).
+
+    On kombu's Redis transport ``queue_delete`` removes only what the deleting
+    channel itself declared, so the messages are purged and the binding keys
+    deleted by name too.
+    """
+    import contextlib  # noqa: PLC0415
+
+    with contextlib.suppress(Exception), app.connection_for_write() as conn:
+        channel = conn.default_channel
+        channel.queue_purge(queue)
+        channel.queue_delete(queue)
+        channel.exchange_delete(queue)
+        prefixes = ("keyprefix_queue", "keyprefix_binding_permanent")
+        for prefix in filter(None, (getattr(channel, name, None) for name in prefixes)):
+            channel.client.delete(prefix % (queue,))

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.celery_e2e import measure, processes
-from benchmarks.celery_e2e.app import Settings, make_app
+from benchmarks.celery_e2e.app import Settings, drop_queue, make_app
 from benchmarks.celery_e2e.profiling import summaries
 from benchmarks.celery_e2e.report import render
 from benchmarks.celery_e2e.tasks import (
@@ -111,7 +111,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    # UTC: the Django variant's settings set the process's TZ when Django is set up.
+    stamp = time.strftime("%H:%M:%S", time.gmtime())
+    print(f"[{stamp} UTC] {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -180,16 +182,9 @@ def _workers(
     finally:
         for worker in workers:
             worker.stop(5)
-        _drop_queue(app, settings.queue)
+        drop_queue(app, settings.queue)
         app.close()
         effects.close()
-
-
-def _drop_queue(app: Any, queue: str) -> None:
-    with contextlib.suppress(Exception), app.connection_for_write() as conn:
-        channel = conn.default_channel
-        channel.queue_delete(queue)
-        channel.exchange_delete(queue)
 
 
 _RUN: dict[str, str] = {}
