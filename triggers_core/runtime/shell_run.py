@@ -228,7 +228,9 @@ def _run_started(
         run_key=f"{uid}#{run_key(instance)}",
     )
     if key is not None and key != cascade_key(instance.task_name, name):
-        key, started = cascade_key(instance.task_name, name), None  # pragma: no cover
+        # A stored instance named apart from its task (never written by the engine): the
+        # guard is keyed by its task, as always, and the start loaded another record.
+        key, started = cascade_key(instance.task_name, name), None
     outcomes = Outcomes(
         uid,
         host.now,
