@@ -67,7 +67,7 @@ def _run(
         MemoryStorage(UID, store), runners={"rec": runner}, default_runner="rec", clock=clock
     )
     manager.update_configuration(config)
-    pending: deque[tuple[str, dict[str, Any]]] = deque(zip(fires, during, strict=True))  # type: ignore[arg-type]
+    pending: deque[tuple[tuple[str, dict[str, Any]], bool]] = deque(zip(fires, during, strict=True))
     ran = 0
 
     def drain() -> None:
@@ -76,8 +76,8 @@ def _run(
             name = runner.dispatched[ran]
             ran += 1
             hook = None
-            if pending and pending[0][1]:  # type: ignore[index]
-                (trigger, kwargs), _ = pending.popleft()  # type: ignore[misc]
+            if pending and pending[0][1]:
+                (trigger, kwargs), _ = pending.popleft()
 
                 def hook(_: TaskInstance, t: str = trigger, k: Any = kwargs) -> None:
                     other.fire(t, k)
@@ -85,7 +85,7 @@ def _run(
             manager.run_instance(name, on_started=hook, guard_cascade=True)
 
     while pending:
-        (trigger, kwargs), _ = pending.popleft()  # type: ignore[misc]
+        (trigger, kwargs), _ = pending.popleft()
         manager.fire(trigger, kwargs)
         drain()
     drain()
