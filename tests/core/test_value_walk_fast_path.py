@@ -19,38 +19,10 @@ from hypothesis import strategies as st
 
 from triggers_core import InvalidKwargsError
 from triggers_core.engine.names import text_problem
-from triggers_core.engine.values import MAX_DEPTH, MAX_INT, MIN_INT, to_json_value
 
-
-class _Refused(Exception):
-    def __init__(self, segments: list[str], problem: str) -> None:
-        super().__init__(problem)
-        self.segments = segments
-        self.problem = problem
-
-
-def _leaf(value: object) -> object:
-    kind = type(value)
-    if value is None or kind is bool:
-        return value
-    if isinstance(value, str):
-        problem = text_problem(value)
-        if problem is not None:
-            raise _Refused([], problem)
-        return value if kind is str else str.__str__(value)
-    if isinstance(value, int):
-        if not MIN_INT <= value <= MAX_INT:
-            raise _Refused(
-                [],
-                f"an integer of {value.bit_length()} bits is out of range "
-                f"(integers must lie between -2**63 and 2**63 - 1)",
-            )
-        return value if kind is int else int.__int__(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Refused([], f"{value!r} is not representable in JSON")
-        return value if kind is float else float.__float__(value)
-    raise _Refused([], f"{kind.__name__} is not JSON-serializable")
+# The leaf check and the refusal are the walk's own (unchanged): the oracle is the walk
+# around them, one call per leaf and a segment per entry, as it was.
+from triggers_core.engine.values import MAX_DEPTH, MAX_INT, MIN_INT, _leaf, _Refused, to_json_value
 
 
 def _container(value: object) -> bool:
