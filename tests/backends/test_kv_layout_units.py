@@ -229,3 +229,37 @@ def test_task_index_texts_are_decoded_strictly_when_used(text: str, problem: str
         return
     with pytest.raises(SerializationError, match=problem):
         table["t"]
+
+
+@given(
+    pages=st.dictionaries(
+        st.integers(0, 60),
+        st.tuples(st.text("abcdef0123", min_size=1, max_size=8), st.booleans()),
+        max_size=12,
+    ),
+    changes=st.lists(
+        st.tuples(st.integers(0, 60), st.text("ghij456789", min_size=1, max_size=8)), max_size=4
+    ),
+)
+def test_a_task_index_keeps_the_text_of_its_pages_as_formatting_would_write_it(
+    pages: dict[int, tuple[str, bool]], changes: list[tuple[int, str]]
+) -> None:
+    """The texts an index keeps from its parse, after pages are replaced, write the same
+    text as formatting every reference anew would (a kept text never names the wrong
+    reference)."""
+
+    def ref(rev: str, chunked: bool) -> DocRef:
+        return DocRef(rev, 3, "d1gest") if chunked else DocRef(rev)
+
+    fresh = TaskIndex({n: ref(rev, chunked) for n, (rev, chunked) in pages.items()})
+    read = TaskIndex.from_text(fresh.to_text(), "t")
+    assert (read.texts and read == fresh) or not pages
+    for number, rev in changes:
+        read = read.with_page(number, DocRef(rev), unstarted=number % 2 == 0, unresolved=True)
+        fresh = TaskIndex(
+            {**fresh.pages, number: DocRef(rev)},
+            read.unstarted,
+            read.unresolved,
+        )
+        assert read.to_text() == fresh.to_text()
+        assert TaskIndex.from_text(read.to_text(), "t") == read

@@ -181,6 +181,24 @@ class TaskIndex:
     pages: Mapping[int, DocRef] = field(default_factory=dict)
     unstarted: frozenset[int] = frozenset()
     unresolved: frozenset[int] = frozenset()
+    #: The text of page references as read (page -> ``page=rev...``), for
+    #: :meth:`to_text` to write again without formatting them: a commit changes one or
+    #: two pages of a task, whose history holds one page per ``PAGE_SIZE`` instances.
+    #: Every text here is that of the same page's reference in :attr:`pages`.
+    texts: Mapping[int, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def with_page(
+        self, number: int, ref: DocRef, *, unstarted: bool, unresolved: bool
+    ) -> TaskIndex:
+        """This index with page ``number`` at ``ref`` and its two flags set as given."""
+        texts = dict(self.texts)
+        texts.pop(number, None)
+        return TaskIndex(
+            pages={**self.pages, number: ref},
+            unstarted=_flag(self.unstarted, number, unstarted),
+            unresolved=_flag(self.unresolved, number, unresolved),
+            texts=texts,
+        )
 
     def to_text(self) -> str:
         """Compact text: ``page=rev[/chunks/digest],...;unstarted pages;unresolved pages``.
@@ -188,7 +206,10 @@ class TaskIndex:
         One string per task keeps the active document small and quick to parse
         when a session has thousands of tasks: tasks are decoded only when used.
         """
-        pages = ",".join(_item_text(p, ref) for p, ref in sorted(self.pages.items()))
+        texts = self.texts
+        pages = ",".join(
+            texts.get(p) or _item_text(p, ref) for p, ref in sorted(self.pages.items())
+        )
         unstarted = ",".join(map(str, sorted(self.unstarted)))
         unresolved = ",".join(map(str, sorted(self.unresolved)))
         return f"{pages};{unstarted};{unresolved}"
@@ -199,19 +220,21 @@ class TaskIndex:
             raise SerializationError(f"{what}: invalid task index {text!r}")
         pages_text, unstarted_text, unresolved_text = text.split(";")
         pages: dict[int, DocRef] = {}
+        texts: dict[int, str] = {}
         for item in pages_text.split(",") if pages_text else ():
             try:
                 number, ref = _item(item)
             except SerializationError:  # again, to name where in the message
                 number, ref = _parse_item(item, what)
             pages[number] = ref
+            texts[number] = item
         flags: list[frozenset[int]] = []
         for name, raw in (("unstarted", unstarted_text), ("unresolved", unresolved_text)):
             found = frozenset(_number(p, f"{what}.{name}") for p in raw.split(",") if raw)
             if not found <= pages.keys():
                 raise SerializationError(f"{what}.{name}: names pages that do not exist")
             flags.append(found)
-        return cls(pages, flags[0], flags[1])
+        return cls(pages, flags[0], flags[1], texts)
 
 
 def _parse_item(item: str, what: str) -> tuple[int, DocRef]:
@@ -230,6 +253,10 @@ def _item(item: str) -> tuple[int, DocRef]:
     # A commit changes one or two page references of a task and keeps the others
     # (one per PAGE_SIZE instances of its history): each is parsed once per process.
     return _parse_item(item, "index")
+
+
+def _flag(pages: frozenset[int], number: int, on: bool) -> frozenset[int]:
+    return pages | {number} if on else pages - {number}
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -345,16 +345,10 @@ class Commit:
                     task_index.pages[number],
                 )
             ref = self._put("page", self.keys.page(task, number, self.rev), page.to_body(), page)
-            index[task] = TaskIndex(
-                pages={**task_index.pages, number: ref},
-                unstarted=_flag(task_index.unstarted, number, page.has_unstarted),
-                unresolved=_flag(task_index.unresolved, number, page.has_unresolved),
+            index[task] = task_index.with_page(
+                number, ref, unstarted=page.has_unstarted, unresolved=page.has_unresolved
             )
         return base_index.updated(index)
-
-
-def _flag(pages: frozenset[int], number: int, on: bool) -> frozenset[int]:
-    return pages | {number} if on else pages - {number}
 
 
 def _best_effort(call: Callable[..., Any], *args: Any) -> None:
