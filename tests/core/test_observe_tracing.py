@@ -108,6 +108,11 @@ def test_a_fire_and_its_cascade_on_threads_make_one_trace(spans: InMemorySpanExp
     assert len(commits) == 1
     assert commits[0].attributes is not None
     assert dict(commits[0].attributes) == {"triggers.backend": "memory", "triggers.attempt": 0}
+    # A run alone in its session reads once (the start) and writes twice (the start and
+    # the outcome, computed on what the start left): no load span for a load not made.
+    under_run = [s for s in spans.get_finished_spans() if parent_of(s) == run_a.context.span_id]
+    assert [s.name for s in under_run].count("triggers.storage.load") == 1
+    assert [s.name for s in under_run].count("triggers.storage.commit") == 2
 
 
 def test_a_failed_run_is_an_error_span_with_its_exception_type(

@@ -309,9 +309,11 @@ def _observed_steps(
     *,
     loaded: Snapshot | None = None,
     kept: list[Snapshot] | None = None,
+    read: bool = True,
 ) -> Steps[Transition]:
     """:func:`commit_steps`, telling ``observer`` about each step (the same loop otherwise;
-    a snapshot ``loaded`` by the caller counts as the first attempt's load)."""
+    a snapshot ``loaded`` by the caller counts as the first attempt's load if it was
+    ``read`` from the storage)."""
     max_attempts, backoff_base, backoff_cap = (
         policy.max_attempts,
         policy.backoff_base,
@@ -323,19 +325,22 @@ def _observed_steps(
         if spans:
             yield TURN  # the load's span starts once the turn is ours
         try:
-            token = observer.load_begin(seen, attempt) if spans else None
+            # A load's span, unless the attempt computes on a snapshot that was not read
+            # (the state a commit of this process left: nothing is loaded).
+            watch = spans and (loaded is None or read)
+            token = observer.load_begin(seen, attempt) if watch else None
             try:
                 if loaded is None:
                     snapshot = yield Load((scope, not spans))
-                else:  # read by the caller: only the turn to take
+                else:  # read by the caller, or left by a commit: only the turn to take
                     if not spans:
                         yield TURN
                     snapshot, loaded = loaded, None
             except BaseException as exc:
-                if spans:
+                if watch:
                     observer.load_end(token, exc)
                 raise
-            if spans:
+            if watch:
                 observer.load_end(token, None)
             try:
                 transition = compute(snapshot.state)
@@ -369,15 +374,18 @@ def commit(
     compute: Compute,
     scope: Scope | Selector = HEADER_ONLY,
     loaded: Snapshot | None = None,
+    *,
     kept: list[Snapshot] | None = None,
+    read: bool = True,
 ) -> Steps[Transition]:
     """The commit loop on ``host``'s session with ``host``'s retry policy (``loaded``,
-    ``kept``: see :func:`commit_steps`)."""
+    ``kept``: see :func:`commit_steps`; ``read`` False: ``loaded`` was not read from the
+    storage, so an observer sees no load for it)."""
     policy = CommitPolicy(host.max_attempts, host.backoff_base, host.backoff_cap)
     observer = current()
     if observer is not None:
         return _observed_steps(
-            host.storage, compute, scope, policy, observer, loaded=loaded, kept=kept
+            host.storage, compute, scope, policy, observer, loaded=loaded, kept=kept, read=read
         )
     return _steps(host.storage, compute, scope, policy, loaded=loaded, kept=kept)
 

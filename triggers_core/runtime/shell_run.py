@@ -245,7 +245,7 @@ def _run_started(
             compute = yield RunBody(outcomes, name, config.run, context, key is not None)
             # Stale if anything wrote the session meanwhile: then its compare-and-swap
             # fails like any other and the next attempt loads.
-            transition = yield from commit(host, compute, scope, loaded=started)
+            transition = yield from commit(host, compute, scope, loaded=started, read=False)
         except (StorageError, SerializationError) as exc:
             if isinstance(exc, ConflictError | ConcurrencyError):
                 raise
