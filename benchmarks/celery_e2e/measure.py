@@ -182,6 +182,12 @@ def floor_stored(ctx: Context, prefix: str) -> Stored:
     return Stored(None, score, max((float(at) for _, _, at in rows), default=0.0))
 
 
+def settled(ctx: Context, label: str, uids: Sequence[str], prefix: str) -> Stored:
+    """What a run left once every effect row is in: the settled sessions (the floor: its
+    effect rows)."""
+    return floor_stored(ctx, prefix) if ctx.floor else wait_settled(ctx, label, uids)
+
+
 def wait_settled(ctx: Context, label: str, uids: Sequence[str]) -> Stored:
     """Read the sessions until no instance is still on its way (bounded), then return them."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
@@ -224,7 +230,7 @@ def warm_up(ctx: Context, sessions: int, label: str = WARMUP_LABEL) -> None:
             manager.fire(fire.trigger, fire.kwargs)
     prefix = f"{ctx.run_id}.{label}."
     wait_for_effects(ctx, label, prefix, sessions * PER_SESSION, time.monotonic() + ctx.timeout)
-    stored = floor_stored(ctx, prefix) if ctx.floor else wait_settled(ctx, label, uids)
+    stored = settled(ctx, label, uids, prefix)
     check_exact(label, uids, stored.statuses, effects_by_instance(ctx, prefix))
 
 
@@ -284,7 +290,7 @@ def measure(ctx: Context, spec: Spec, progress: Callable[[str], None]) -> dict[s
             + "\n  ".join(errors[:10])
         )
     wait_for_effects(ctx, spec.label, prefix, spec.sessions * PER_SESSION, deadline)
-    stored = floor_stored(ctx, prefix) if ctx.floor else wait_settled(ctx, spec.label, uids)
+    stored = settled(ctx, spec.label, uids, prefix)
     cpu_after = _cpu(ctx.workers)
     load_after = _loadavg()
     exact = check_exact(spec.label, uids, stored.statuses, effects_by_instance(ctx, prefix))
