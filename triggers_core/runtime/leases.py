@@ -22,6 +22,7 @@ process gets its own), so a process that never runs an instance has none.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -71,6 +72,9 @@ class LeaseKeeper:
         self._cond = threading.Condition(threading.Lock())
         self._held: dict[int, HeldLease] = {}
         self._thread: threading.Thread | None = None
+        #: Monotonic time the waiting thread wakes at; -inf while it is awake (it looks
+        #: at every held lease before it waits again, so a new one needs no signal then).
+        self._wake_at = -math.inf
 
     def hold(
         self,
@@ -80,12 +84,19 @@ class LeaseKeeper:
         seconds: float,
         clock: Callable[[], datetime],
     ) -> HeldLease:
-        """Start renewing the lease of run ``owner`` on ``name`` every ``seconds / 3``."""
+        """Start renewing the lease of run ``owner`` on ``name`` every ``seconds / 3``.
+
+        The thread is woken only if this lease is due before it would wake anyway:
+        leases of one length never are (the thread waits for the earliest renewal of
+        those held before), so a worker running instance after instance does not
+        switch to the keeper thread once per instance.
+        """
         held = HeldLease(storage, name, owner, seconds, clock)
         with self._cond:
             self._ensure_thread()
             self._held[id(held)] = held
-            self._cond.notify()
+            if held.next_renewal < self._wake_at:
+                self._cond.notify()
         return held
 
     def release(self, held: HeldLease) -> None:
@@ -103,6 +114,7 @@ class LeaseKeeper:
         self._cond = threading.Condition(threading.Lock())
         self._held = {}
         self._thread = None
+        self._wake_at = -math.inf
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -118,7 +130,9 @@ class LeaseKeeper:
                 due = [h for h in self._held.values() if h.next_renewal <= now]
                 if not due:
                     wait = min((h.next_renewal for h in self._held.values()), default=now + 60)
+                    self._wake_at = wait
                     self._cond.wait(timeout=max(0.0, wait - now))
+                    self._wake_at = -math.inf
                     continue
             for held in due:
                 self._renew(held)
