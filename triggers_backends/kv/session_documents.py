@@ -31,9 +31,10 @@ from triggers_backends.kv_client import (
     KeyValueError,
 )
 from triggers_core.engine.idempotency import FireKey, decode_scheduled
-from triggers_core.engine.serialization import config_from_json, instance_from_json
+from triggers_core.engine.serialization import instance_from_json
 from triggers_core.engine.state import TaskInstance
 from triggers_core.errors import ConflictError, SerializationError, StorageError
+from triggers_core.runtime.config_memo import CONFIGS
 from triggers_core.runtime.storage import Storage
 
 __all__ = [
@@ -327,7 +328,7 @@ _LABELS: dict[str, Callable[[Any], str]] = {
     "fire": lambda key: f"fire record of {key!r}",
 }
 _CONVERT: dict[str, Callable[[Any, str, Any], Any]] = {
-    "config": lambda body, what, _: config_from_json(body, what),
+    "config": lambda body, what, _: CONFIGS.from_body(body, what),
     "latest": _latest_kwargs,
     "page": lambda body, what, about: Page.from_body(body, about[0], about[1], what),
     "instance": _instance,

@@ -41,12 +41,12 @@ from triggers_core.engine.idempotency import FireKey, decode_scheduled
 from triggers_core.engine.scopes import HEADER_ONLY, Scope, Selector, known_part
 from triggers_core.engine.serialization import (
     check_joined,
-    config_from_json,
     instance_from_json,
     loads,
 )
 from triggers_core.engine.state import SessionState, TaskInstance, copy_instance
 from triggers_core.errors import ConflictError, SerializationError, StorageError
+from triggers_core.runtime.config_memo import CONFIGS
 from triggers_core.runtime.storage import Snapshot
 
 __all__ = ["ReadingMixin"]
@@ -359,7 +359,7 @@ class ReadingMixin(LatestMixin):
             if config is None and self._config is not None and self._config[0] == config_id:
                 tasks = self._config[1]
             else:
-                tasks = config_from_json(loads(config or "", "configuration"))
+                tasks = CONFIGS.from_text(config or "", "configuration")
                 self._config = (config_id, tasks)
             return self._codec.decode_split(header, tasks)
         except SerializationError as exc:
