@@ -25,6 +25,7 @@ from triggers_backends.sqlalchemy._errors import (
     public_url,
     timeout_hint,
 )
+from triggers_backends.sqlalchemy._raw import RawEngine, raw_engine
 from triggers_backends.sqlalchemy._statements import Statements
 from triggers_backends.sqlalchemy._tables import DEFAULT_TABLE_PREFIX, Tables
 from triggers_core.engine.serialization import HeaderCodec
@@ -59,6 +60,15 @@ class SQLStorageBase(Storage):
             engine = with_options(self.engine, isolation_level="AUTOCOMMIT")
             self.__dict__["_autocommit_engine"] = engine
         return engine
+
+    @property
+    def _raw_autocommit(self) -> RawEngine | None:
+        """:attr:`_autocommit` on the driver connection directly (PostgreSQL on psycopg 3,
+        no cursor-execute listeners: see :mod:`~triggers_backends.sqlalchemy._raw`)."""
+        if "_raw_engine" not in self.__dict__:
+            self.__dict__["_raw_engine"] = raw_engine(self.engine, self._autocommit)
+        raw: RawEngine | None = self.__dict__["_raw_engine"]
+        return raw if raw is not None and raw.usable else None
 
     _label: str
     #: Snapshot reads (REPEATABLE READ; SQLite: BEGIN).

@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection
 from triggers_backends.sqlalchemy._base import SQLStorageBase
 from triggers_backends.sqlalchemy._due import RECHECK_MISSING
 from triggers_backends.sqlalchemy._errors import driver_error, is_missing_table
+from triggers_backends.sqlalchemy._raw import SQLConnection
 from triggers_backends.sqlalchemy._schema import latest_table_state
 from triggers_backends.sqlalchemy._statements import chunks
 from triggers_backends.sqlalchemy._tables import Tables, row_key
@@ -121,7 +122,7 @@ class LatestMixin(SQLStorageBase):
 
     def _latest_mapping(
         self,
-        conn: Connection,
+        conn: SQLConnection,
         version: int,
         triggers: tuple[str, ...] | None,
         held: Mapping[str, Mapping[str, Any]],
@@ -150,7 +151,7 @@ class LatestMixin(SQLStorageBase):
         )
 
     def _latest_unlocked(
-        self, conn: Connection, version: int, triggers: tuple[str, ...]
+        self, conn: SQLConnection, version: int, triggers: tuple[str, ...]
     ) -> LatestKwargs | None:
         """Every latest kwargs value of ``triggers`` as of ``version``, outside a snapshot
         (``eager_latest``, in a load without a transaction): None if a row is missing or

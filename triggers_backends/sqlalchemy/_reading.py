@@ -34,6 +34,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from triggers_backends.sqlalchemy._latest import LatestMixin
+from triggers_backends.sqlalchemy._raw import SQLConnection
 from triggers_backends.sqlalchemy._statements import MAX_IN, chunks
 from triggers_backends.sqlalchemy._tables import row_key
 from triggers_backends.sqlalchemy._timeouts import expired_here
@@ -95,7 +96,8 @@ class ReadingMixin(LatestMixin):
         for attempt in range(self.read_attempts):
             try:
                 if unlocked:
-                    with self._autocommit.connect() as conn:
+                    raw = self._raw_autocommit
+                    with (raw or self._autocommit).connect() as conn:
                         found = self._read_unlocked(conn, scope)  # type: ignore[arg-type]
                     if found is not None:
                         return found
@@ -153,7 +155,7 @@ class ReadingMixin(LatestMixin):
             state = attrs.evolve(header, instances=instances)
         return Snapshot(state, int(head.version))
 
-    def _read_unlocked(self, conn: Connection, scope: Scope | Selector) -> Snapshot | None:
+    def _read_unlocked(self, conn: SQLConnection, scope: Scope | Selector) -> Snapshot | None:
         """A scoped load without a transaction (PostgreSQL): 2-3 round trips instead of 4-5.
 
         The header, then (for a keyed operation) the fire records, then the

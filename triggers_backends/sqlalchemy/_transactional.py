@@ -358,6 +358,7 @@ def bind(storage: Any, session: object) -> _Caller:
     borrowed = cast(Engine, _Borrowed(connection))
     bound._reader = bound._writer = borrowed
     bound.__dict__["_autocommit_engine"] = borrowed
+    bound.__dict__["_raw_engine"] = None  # every statement goes through the caller's connection
     bound._connection = connection
     bound._origin = storage
     borrowed_from_django = is_django_connection(session)

@@ -270,7 +270,8 @@ class WritingMixin(LeasesMixin, LatestMixin):
             latest=len(latest),
         )
         try:
-            with self._autocommit.connect() as conn:
+            raw = self._raw_autocommit
+            with (raw or self._autocommit).connect() as conn:
                 matched = conn.execute(statement, values).scalar_one()
         except sa_exc.IntegrityError as exc:
             table = _duplicate_in(exc)
