@@ -19,8 +19,7 @@ import sqlalchemy as sa
 from services import require_service
 from sqlalchemy import event
 
-from triggers_backends.sqlalchemy import SQLAlchemyStorage, create_schema, drop_schema
-from triggers_backends.sqlalchemy import _raw
+from triggers_backends.sqlalchemy import SQLAlchemyStorage, _raw, create_schema, drop_schema
 from triggers_core import TriggerManager
 from triggers_core.engine.scopes import Scope
 from triggers_core.engine.state import Status, TaskInstance
