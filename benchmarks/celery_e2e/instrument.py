@@ -12,8 +12,11 @@ counters would mix in other people's commands):
 * **memcached**: every pymemcache ``Client._fetch_cmd`` / ``_store_cmd`` /
   ``_misc_cmd`` call is one request and its reply (``get_many`` and
   ``set_many`` send their keys in one request).
-* **PostgreSQL** (SQLAlchemy on psycopg 3): every statement
-  (``before_cursor_execute``), every connection ping (the dialect's
+* **PostgreSQL** (SQLAlchemy on psycopg 3): every statement (psycopg's
+  ``Cursor.execute`` on a connection of a SQLAlchemy pool, so the statements
+  the storage runs on the driver connection directly count too, and a
+  ``before_cursor_execute`` listener does not turn that path off), every
+  connection ping (the dialect's
   ``do_ping``, which the storage runs on checkout of a pooled connection
   that sat idle), and for every transaction that ran a statement its ``BEGIN``
   and its ``COMMIT`` or ``ROLLBACK`` (psycopg sends ``BEGIN`` as a request of
@@ -190,31 +193,47 @@ def _count_memcached() -> None:
         setattr(Client, name, counted)
 
 
-_DIRTY = "bench_e2e_dirty"
-
-
 def _count_sql() -> None:
     if "sql" in _installed:
         return
     _installed.add("sql")
-    from sqlalchemy import event  # noqa: PLC0415 - only with SQL storage
+    import weakref  # noqa: PLC0415 - only with SQL storage
+
+    import psycopg  # noqa: PLC0415
+    from sqlalchemy import event  # noqa: PLC0415
     from sqlalchemy.engine import Engine  # noqa: PLC0415
     from sqlalchemy.engine.default import DefaultDialect  # noqa: PLC0415
+    from sqlalchemy.pool import Pool  # noqa: PLC0415
 
-    def before_cursor_execute(conn: Any, *_args: Any) -> None:
-        _storage_round_trips(1)
-        COUNTS[STATEMENTS] += 1
-        conn.info[_DIRTY] = True
+    # The storage's connections (not the effect rows' own connection of the task bodies).
+    pooled: weakref.WeakSet[Any] = weakref.WeakSet()
+    # Connections that ran a statement in the transaction they are in (BEGIN went out).
+    dirty: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def connected(dbapi_connection: Any, *_args: Any) -> None:
+        pooled.add(dbapi_connection)
+
+    original = psycopg.Cursor.execute
+
+    def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        connection = self.connection
+        if connection in pooled and not getattr(_inside, "pinging", False):
+            _storage_round_trips(1)
+            COUNTS[STATEMENTS] += 1
+            if not connection.autocommit:
+                dirty.add(connection)
+        return original(self, *args, **kwargs)
 
     def end_transaction(conn: Any) -> None:
-        dirty = conn.info.pop(_DIRTY, False)
-        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
-            return  # no BEGIN, and the driver sends no COMMIT or ROLLBACK
-        if dirty:  # BEGIN went out before the first statement
+        dbapi_connection = conn.connection.dbapi_connection
+        if dbapi_connection in dirty:  # BEGIN went out before the first statement
+            dirty.discard(dbapi_connection)
             _storage_round_trips(2)
             COUNTS[TRANSACTIONS] += 1
 
-    event.listen(Engine, "before_cursor_execute", before_cursor_execute)
+    event.listen(Pool, "connect", connected)
+    event.listen(Pool, "checkout", connected)  # pooled before the counting began
+    psycopg.Cursor.execute = execute  # type: ignore[method-assign]
     event.listen(Engine, "commit", end_transaction)
     event.listen(Engine, "rollback", end_transaction)
 
@@ -232,7 +251,11 @@ def _count_pings(dialect: Any) -> None:
     def do_ping(self: Any, dbapi_connection: Any) -> bool:
         _storage_round_trips(1)
         COUNTS[PINGS] += 1
-        return bool(original(self, dbapi_connection))
+        _inside.pinging = True  # its statement is counted as a ping, not a statement
+        try:
+            return bool(original(self, dbapi_connection))
+        finally:
+            _inside.pinging = False
 
     dialect.do_ping = do_ping
 
