@@ -173,3 +173,38 @@ def test_a_connection_the_server_dropped_is_replaced(engine: sa.Engine) -> None:
     assert runner.dispatched == ["t_createApplicant#0"]
     loaded = _storage(engine, "dropped", raw=True).load(Scope(names={"t_createApplicant#0"}))
     assert loaded.state.instances["t_createApplicant#0"].status is Status.SCHEDULED
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["t_page#0"], ["t_page#0", "t_computeScore#0", "absent"], []],
+)
+def test_in_and_not_in_lists_read_what_sqlalchemy_reads(
+    engine: sa.Engine, names: list[str]
+) -> None:
+    from triggers_backends.sqlalchemy import metadata_for
+    from triggers_backends.sqlalchemy._tables import row_key
+
+    _run_workflow(engine, "lists", raw=False)
+    prefix = engine.info["prefix"]  # type: ignore[attr-defined]
+    table = metadata_for(prefix).tables[f"{prefix}instances"]
+    keys = sa.bindparam("b_keys", expanding=True)
+    where = table.c.session_key == sa.bindparam("b_key")
+    statements = [
+        sa.select(table.c.name).where(where, table.c.name_key.in_(keys)).order_by(table.c.name),
+        sa.select(table.c.name).where(where, table.c.name_key.not_in(keys)).order_by(table.c.name),
+        sa.select(table.c.name, table.c.status)
+        .where(where, table.c.status.in_(["finished", "running"]))
+        .order_by(table.c.name),
+    ]
+    params = {"b_key": row_key("lists"), "b_keys": [row_key(n) for n in names]}
+    raw_engine = _storage(engine, "lists", raw=True)._raw_autocommit
+    assert raw_engine is not None
+    for statement in statements:
+        with engine.connect() as conn:
+            expected = [tuple(row) for row in conn.execute(statement, params)]
+        with raw_engine.connect() as raw:
+            found = [tuple(row) for row in raw.execute(statement, params)]
+        assert found == expected
+        assert expected or statement is statements[0]
+        assert _raw._COMPILED[id(statement)].text is not None  # it did not go through SQLAlchemy

@@ -11,7 +11,8 @@ two operations :class:`RawEngine` takes the pool's connection
 storage's watchdog and pings all still apply), switches the driver connection
 to autocommit, and runs the statement's PostgreSQL text, compiled once per
 statement, on a psycopg cursor. ``IN`` lists are passed as one array
-(``= ANY(...)``), so a statement has one text whatever the lengths.
+(``= ANY(...)``, ``NOT IN``: ``<> ALL(...)``), so a statement has one text
+whatever the lengths (a tuple ``IN`` goes through SQLAlchemy).
 
 Exactly what SQLAlchemy would do is kept where it matters:
 
@@ -41,13 +42,15 @@ from typing import Any, NamedTuple, cast
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, sqltypes
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.selectable import SelectBase
 
 __all__ = ["RawConnection", "RawEngine", "SQLConnection", "raw_engine"]
 
-#: How SQLAlchemy renders an expanding ``IN`` parameter before the execution expands it.
+#: How SQLAlchemy renders an expanding ``IN`` parameter before the execution expands it
+#: (``NOT IN`` first: it ends the same way).
+_NOT_EXPANDING = re.compile(r"NOT IN \(__\[POSTCOMPILE_(\w+)\]\)")
 _EXPANDING = re.compile(r"IN \(__\[POSTCOMPILE_(\w+)\]\)")
 #: ``%`` signs of the PostgreSQL text that are not placeholders would need escaping: none
 #: of the statements have any, and a text with one is left to SQLAlchemy.
@@ -97,7 +100,12 @@ def _compiled(statement: ClauseElement, engine: Engine) -> _Compiled:
         type_ = column[3]
         if type_._cached_result_processor(engine.dialect, None) is not None:
             return none
-    text = _EXPANDING.sub(r"= ANY(%(\1)s)", compiled.string)
+    for name in _EXPANDING.findall(compiled.string):
+        bind = compiled.binds.get(name)
+        if bind is None or isinstance(bind.type, sqltypes.TupleType):
+            return none  # a tuple IN has no one-array form
+    text = _NOT_EXPANDING.sub(r"<> ALL(%(\1)s)", compiled.string)
+    text = _EXPANDING.sub(r"= ANY(%(\1)s)", text)
     if "POSTCOMPILE" in text or "%" in _PLACEHOLDER.sub("", text):
         return none
     defaults = {
