@@ -122,6 +122,23 @@ def _compiled(statement: ClauseElement, engine: Engine) -> _Compiled:
     return _Compiled(statement, text, defaults, row)
 
 
+def _dbapi_error(
+    engine: Engine, exc: Any, text: str | None, values: dict[str, Any] | None, lost: bool
+) -> Exception:
+    """The driver's error ``exc`` as SQLAlchemy raises it (the engine's ``hide_parameters``)."""
+    dialect = engine.dialect
+    error: Exception = sa_exc.DBAPIError.instance(
+        text,
+        values,
+        exc,
+        dialect.loaded_dbapi.Error,
+        hide_parameters=engine.hide_parameters,
+        connection_invalidated=lost,
+        dialect=dialect,
+    )
+    return error
+
+
 class RawResult:
     """The rows of one statement, as much of SQLAlchemy's ``Result`` as the storage uses."""
 
@@ -170,15 +187,8 @@ class RawConnection:
         try:
             self._fairy: Any = engine.raw_connection()
         except dialect.loaded_dbapi.Error as exc:  # as Engine.connect() reports it
-            raise sa_exc.DBAPIError.instance(
-                None,
-                None,
-                exc,
-                dialect.loaded_dbapi.Error,
-                hide_parameters=engine.hide_parameters,
-                connection_invalidated=bool(dialect.is_disconnect(exc, None, None)),
-                dialect=dialect,
-            ) from exc
+            lost = bool(dialect.is_disconnect(exc, None, None))
+            raise _dbapi_error(engine, exc, None, None, lost) from exc
         try:
             self._dbapi: Any = cast(Any, self._fairy).dbapi_connection
             self._dbapi.autocommit = True
@@ -210,16 +220,7 @@ class RawConnection:
         lost = bool(dialect.is_disconnect(exc, self._dbapi, None))
         if lost:
             self._fairy.invalidate(exc)
-        error: Exception = sa_exc.DBAPIError.instance(
-            text,
-            dict(values),
-            exc,
-            dialect.loaded_dbapi.Error,
-            hide_parameters=self.engine.hide_parameters,
-            connection_invalidated=lost,
-            dialect=dialect,
-        )
-        return error
+        return _dbapi_error(self.engine, exc, text, dict(values), lost)
 
     def _sqlalchemy(self) -> Connection:
         if self._fallback is None:
