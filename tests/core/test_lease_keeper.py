@@ -66,6 +66,15 @@ def _renewed_within(storage: Renewals, name: str, held_at: float, timeout: float
     return at - held_at
 
 
+def _short_lease_renewed_after(keeper: LeaseKeeper, storage: Renewals, name: str) -> float:
+    """Once the keeper's thread waits: hold a 0.3 s lease on ``name``; seconds to its renewal."""
+    _wait_until_waiting(keeper)
+    held_at = time.monotonic()
+    store: Any = storage
+    keeper.hold(store, name, f"run-{name}", 0.3, _now)
+    return _renewed_within(storage, name, held_at, timeout=5.0)
+
+
 def test_a_short_lease_held_while_the_keeper_idles_is_renewed_on_time() -> None:
     keeper, storage = LeaseKeeper(), Renewals()
     store: Any = storage
@@ -73,11 +82,8 @@ def test_a_short_lease_held_while_the_keeper_idles_is_renewed_on_time() -> None:
     keeper.release(first)
     # The thread wakes at a's renewal, finds nothing held, and waits a minute.
     time.sleep(0.25)
-    _wait_until_waiting(keeper)
-    held_at = time.monotonic()
-    keeper.hold(store, "b", "run-b", 0.3, _now)
     # Due 0.1 s after it was held: without a signal the thread would sleep on for a minute.
-    assert _renewed_within(storage, "b", held_at, timeout=5.0) < 2.0
+    assert _short_lease_renewed_after(keeper, storage, "b") < 2.0
     assert storage.first("a") is None
 
 
@@ -85,10 +91,7 @@ def test_a_shorter_lease_than_those_held_wakes_the_keeper() -> None:
     keeper, storage = LeaseKeeper(), Renewals()
     store: Any = storage
     keeper.hold(store, "long", "run-long", 60.0, _now)  # renewed in 20 s
-    _wait_until_waiting(keeper)
-    held_at = time.monotonic()
-    keeper.hold(store, "short", "run-short", 0.3, _now)
-    assert _renewed_within(storage, "short", held_at, timeout=5.0) < 2.0
+    assert _short_lease_renewed_after(keeper, storage, "short") < 2.0
     assert storage.first("long") is None
 
 
